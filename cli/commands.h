@@ -1,0 +1,16 @@
+// Each subcommand family lives in its own cli/<name>_cmd.cc and registers itself on the root
+// app. A command's callback sets the process exit code through `exit_code`.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace meshid::cli {
+
+struct CommandContext {
+  int exit_code = 0;
+};
+
+void RegisterServerCommands(CLI::App& app, CommandContext& ctx);
+void RegisterTokenCommands(CLI::App& app, CommandContext& ctx);
+
+}  // namespace meshid::cli

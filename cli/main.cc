@@ -1,0 +1,14 @@
+#include <iostream>
+
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"meshid: workload identity and policy for service meshes"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "meshid 0.1.0");
+  meshid::cli::CommandContext ctx;
+  meshid::cli::RegisterServerCommands(app, ctx);
+  meshid::cli::RegisterTokenCommands(app, ctx);
+  CLI11_PARSE(app, argc, argv);
+  return ctx.exit_code;
+}

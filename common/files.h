@@ -1,0 +1,22 @@
+// Small file helpers with clear errors.
+#pragma once
+
+#include "absl/strings/string_view.h"
+#include <string>
+
+
+#include "absl/status/statusor.h"
+
+namespace meshid {
+
+// Reads a whole file (refusing anything above `max_bytes`). NotFound if it does not exist.
+absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes = 16 << 20);
+
+// Writes through a temporary file in the same directory, fsyncs and renames, so readers see
+// either the old or the new content. `mode` applies from creation (0600 for keys).
+absl::Status WriteFileAtomic(const std::string& path, absl::string_view content, int mode = 0644);
+
+// Creates the directory (and parents) with `mode` if missing.
+absl::Status EnsureDirectory(const std::string& path, int mode = 0700);
+
+}  // namespace meshid
