@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
   meshid::cli::CommandContext ctx;
   meshid::cli::RegisterServerCommands(app, ctx);
   meshid::cli::RegisterTokenCommands(app, ctx);
+  meshid::cli::RegisterCertsCommands(app, ctx);
   CLI11_PARSE(app, argc, argv);
   return ctx.exit_code;
 }

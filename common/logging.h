@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace meshid {
 
@@ -19,3 +20,21 @@ absl::StatusOr<LoggerPtr> MakeStderrLogger(const std::string& name, const std::s
 LoggerPtr MakeNullLogger(const std::string& name = "null");
 
 }  // namespace meshid
+
+// Debian's Abseil has its own string_view type; teach fmt (and so spdlog) to print it and
+// absl::Status.
+template <>
+struct fmt::formatter<absl::string_view> : fmt::formatter<fmt::string_view> {
+  template <typename Context>
+  auto format(absl::string_view s, Context& ctx) const {
+    return fmt::formatter<fmt::string_view>::format(fmt::string_view(s.data(), s.size()), ctx);
+  }
+};
+template <>
+struct fmt::formatter<absl::Status> : fmt::formatter<fmt::string_view> {
+  template <typename Context>
+  auto format(const absl::Status& s, Context& ctx) const {
+    std::string text = s.ToString();
+    return fmt::formatter<fmt::string_view>::format(fmt::string_view(text), ctx);
+  }
+};

@@ -17,6 +17,8 @@ class SpiffeId {
   // Parses and validates a SPIFFE ID. Errors say which rule was broken. A root ID (no path)
   // is accepted only when `allow_root` is set; workload identities always have a path.
   static absl::StatusOr<SpiffeId> Parse(absl::string_view uri, bool allow_root = false);
+  // An empty ID (ToString() == "spiffe://"), only as a placeholder before assignment.
+  SpiffeId() = default;
   // spiffe://<td>/ns/<ns>/sa/<sa>, the Istio/Kubernetes service-account form.
   static absl::StatusOr<SpiffeId> ForServiceAccount(absl::string_view trust_domain, absl::string_view ns,
                                                     absl::string_view service_account);

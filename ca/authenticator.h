@@ -1,0 +1,109 @@
+// Caller authentication for the CSR API. The identity of a certificate is decided here, from
+// what the caller proved, never from the CSR.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "ca/authority.h"
+#include "common/clock.h"
+#include "common/jwt.h"
+#include "common/spiffe_id.h"
+
+namespace meshid {
+
+// What the transport knows about a call.
+struct CallerCredentials {
+  std::vector<std::string> authorization;  // every "authorization" metadata value
+  std::string peer_cert_pem;               // the TLS client certificate, if any
+  std::vector<std::string> peer_chain_pems;  // the rest of the client's chain, if sent
+};
+
+struct AuthenticatedCaller {
+  enum class Method { kJwt, kClientCert };
+  SpiffeId id;
+  Method method = Method::kJwt;
+  std::string jwt_issuer;
+  std::string jwt_subject;
+  std::string client_cert_serial;
+  // "jwt iss=<issuer> sub=<subject>" or "client-cert serial=<hex>", for logs and the ledger.
+  std::string Describe() const;
+};
+
+class CallerAuthenticator {
+ public:
+  virtual ~CallerAuthenticator() = default;
+  // Unauthenticated (with the reason) when the caller proved no acceptable identity.
+  // Thread-safe.
+  virtual absl::StatusOr<AuthenticatedCaller> Authenticate(const CallerCredentials& credentials) const = 0;
+};
+
+struct JwtIssuer {
+  std::string issuer;                  // exact "iss"
+  Jwks jwks;
+  std::vector<std::string> audiences;  // accepted "aud" values (Istio default: istio-ca)
+};
+
+// Verifies `authorization: Bearer <JWT>` against the configured issuers and maps the subject to
+// a SPIFFE ID: `system:serviceaccount:<ns>:<sa>` → spiffe://<td>/ns/<ns>/sa/<sa>, or a subject
+// that is itself a SPIFFE ID of this trust domain. Verified tokens are cached by value until
+// they expire, so a workload renewing with the same token costs one hash lookup; claims (exp,
+// nbf) are re-checked on every use.
+class JwtAuthenticator final : public CallerAuthenticator {
+ public:
+  JwtAuthenticator(std::string trust_domain, std::vector<JwtIssuer> issuers, const Clock& clock,
+                   absl::Duration allowed_skew = absl::Seconds(60));
+  absl::StatusOr<AuthenticatedCaller> Authenticate(const CallerCredentials& credentials) const override;
+
+  // Extracts the token from the first "Bearer " authorization value; NotFound if none.
+  static absl::StatusOr<std::string> BearerToken(const std::vector<std::string>& authorization);
+
+ private:
+  struct Verified {
+    Jwt jwt;
+    const JwtIssuer* issuer;
+    AuthenticatedCaller caller;
+  };
+  absl::StatusOr<Verified> Verify(const std::string& token) const;
+
+  std::string trust_domain_;
+  std::vector<JwtIssuer> issuers_;
+  const Clock& clock_;
+  absl::Duration allowed_skew_;
+  mutable absl::Mutex mu_;
+  mutable absl::flat_hash_map<std::string, std::shared_ptr<const Verified>> cache_ ABSL_GUARDED_BY(mu_);
+};
+
+// Authenticates a renewal by a client certificate that this CA issued: the chain must verify to
+// the CA's roots now, the leaf must be a non-CA SVID with exactly one URI SAN in this trust
+// domain. The new certificate keeps that identity.
+class ClientCertAuthenticator final : public CallerAuthenticator {
+ public:
+  ClientCertAuthenticator(std::shared_ptr<const SigningAuthority> authority, std::string trust_domain, const Clock& clock);
+  absl::StatusOr<AuthenticatedCaller> Authenticate(const CallerCredentials& credentials) const override;
+
+ private:
+  std::shared_ptr<const SigningAuthority> authority_;
+  std::string trust_domain_;
+  const Clock& clock_;
+};
+
+// Istio's order: a client certificate first, then a bearer token; the first success wins. With
+// neither, or when both fail, Unauthenticated says why.
+class CompositeAuthenticator final : public CallerAuthenticator {
+ public:
+  CompositeAuthenticator(std::unique_ptr<CallerAuthenticator> cert, std::unique_ptr<CallerAuthenticator> jwt)
+      : cert_(std::move(cert)), jwt_(std::move(jwt)) {}
+  absl::StatusOr<AuthenticatedCaller> Authenticate(const CallerCredentials& credentials) const override;
+
+ private:
+  std::unique_ptr<CallerAuthenticator> cert_;
+  std::unique_ptr<CallerAuthenticator> jwt_;
+};
+
+}  // namespace meshid

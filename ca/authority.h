@@ -1,0 +1,54 @@
+// The CA's signing material: the signing certificate and key, the chain above it, and the trust
+// bundle. Either a self-signed root kept in the data directory, or Istio's plug-in layout.
+// Immutable once loaded; safe to share across threads.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/keys.h"
+#include "common/openssl_ptr.h"
+#include "common/random.h"
+
+namespace meshid {
+
+struct SigningAuthority {
+  X509Ptr cert;                         // signs workload certificates
+  EvpPkeyPtr key;
+  std::vector<X509Ptr> intermediates;   // from the signing cert's issuer up, roots excluded
+  std::vector<X509Ptr> roots;           // trust bundle (one or more self-signed roots)
+  std::vector<std::string> chain_pems;  // response chain after the leaf: signing cert (if not a
+                                        // root), intermediates, roots
+  std::string root_bundle_pem;          // roots, concatenated
+  std::string source;                   // "self-signed <dir>" or "plug-in <dir>", for logs
+};
+
+struct SelfSignedOptions {
+  std::string data_dir;
+  std::string trust_domain = "cluster.local";
+  KeyAlgorithm key_algorithm = KeyAlgorithm::kEcdsaP256;
+  absl::Duration lifetime = absl::Hours(24 * 3650);
+};
+
+// Loads <data_dir>/ca-key.pem + ca-cert.pem, or creates them on first start (key mode 0600).
+// An existing pair is checked (key matches cert, cert is a CA and not expired); an error names
+// the file. A different requested key type than the stored one is not an error: the stored
+// root keeps being used.
+absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadOrCreateSelfSignedAuthority(
+    const SelfSignedOptions& options, const Clock& clock, RandomSource& random);
+
+// Loads Istio's plug-in layout: ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem in
+// `dir`. Checks that every file exists and parses, the key matches ca-cert.pem, ca-cert.pem is
+// a CA, and ca-cert.pem verifies through cert-chain.pem to a root in root-cert.pem. Errors
+// name the file and what is wrong.
+absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadPluggedInAuthority(const std::string& dir,
+                                                                              const Clock& clock);
+
+// Writes the trust bundle to <data_dir>/root-cert.pem for clients.
+absl::Status WriteTrustBundle(const SigningAuthority& authority, const std::string& data_dir);
+
+}  // namespace meshid

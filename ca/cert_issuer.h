@@ -1,0 +1,65 @@
+// Builds and signs certificates under a SigningAuthority: workload X.509-SVIDs (DESIGN.md's
+// profile), the CA's own TLS serving certificate, and self-signed roots. Thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "ca/authority.h"
+#include "common/clock.h"
+#include "common/openssl_ptr.h"
+#include "common/random.h"
+#include "common/spiffe_id.h"
+
+namespace meshid {
+
+struct IssuedCertificate {
+  X509Ptr cert;
+  std::string pem;
+  std::string serial_hex;
+  absl::Time not_before;
+  absl::Time not_after;
+};
+
+class CertIssuer {
+ public:
+  // Backdating notBefore by `clock_skew` tolerates peers whose clocks run slightly behind.
+  CertIssuer(std::shared_ptr<const SigningAuthority> authority, const Clock& clock, RandomSource& random,
+             absl::Duration clock_skew = absl::Minutes(2));
+
+  // An X.509-SVID for `public_key`: empty subject, one critical URI SAN `id` (plus `dns_sans`),
+  // critical key usage digitalSignature (+keyEncipherment for RSA), EKU serverAuth+clientAuth,
+  // critical CA:FALSE, AKI, 127-bit random serial, notAfter = min(now + ttl, issuer chain's
+  // notAfter). FailedPrecondition if the signing certificate has expired.
+  absl::StatusOr<IssuedCertificate> IssueSvid(EVP_PKEY* public_key, const SpiffeId& id, absl::Duration ttl,
+                                              const std::vector<std::string>& dns_sans = {}) const;
+
+  // A TLS server certificate for the CA endpoint itself (DNS and IP SANs, EKU serverAuth).
+  absl::StatusOr<IssuedCertificate> IssueServingCert(EVP_PKEY* public_key, const std::vector<std::string>& names,
+                                                     absl::Duration ttl) const;
+
+  const SigningAuthority& authority() const { return *authority_; }
+
+ private:
+  struct Profile;
+  absl::StatusOr<IssuedCertificate> Issue(EVP_PKEY* public_key, X509_EXTENSION* san, bool server_only,
+                                          absl::Duration ttl) const;
+
+  std::shared_ptr<const SigningAuthority> authority_;
+  const Clock& clock_;
+  RandomSource& random_;
+  absl::Duration clock_skew_;
+  absl::Time chain_not_after_;
+  const EVP_MD* digest_;
+  X509ExtensionPtr aki_;
+};
+
+// A self-signed root: subject O=<trust_domain>, CA:TRUE (critical), keyCertSign+cRLSign
+// (critical), SKI, URI SAN spiffe://<trust_domain>, validity [now, now + lifetime).
+absl::StatusOr<X509Ptr> CreateSelfSignedRoot(EVP_PKEY* key, const std::string& trust_domain, absl::Duration lifetime,
+                                             const Clock& clock, RandomSource& random);
+
+}  // namespace meshid

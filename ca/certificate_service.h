@@ -1,0 +1,69 @@
+// Istio's CSR API: istio.v1.auth.IstioCertificateService/CreateCertificate.
+// authenticate caller → SPIFFE ID → validate CSR → check TTL → sign SVID → respond.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "ca/authenticator.h"
+#include "ca/cert_issuer.h"
+#include "common/clock.h"
+#include "common/logging.h"
+#include "common/metrics.h"
+#include "istio/security/v1alpha1/ca.grpc.pb.h"
+
+namespace meshid {
+
+struct CertificateServiceOptions {
+  absl::Duration default_ttl = absl::Hours(1);  // DEFAULT_WORKLOAD_CERT_TTL
+  absl::Duration max_ttl = absl::Hours(24);     // MAX_WORKLOAD_CERT_TTL
+  bool require_tls = true;  // without TLS every call is refused (Istio's XDS_AUTH_PLAINTEXT=false)
+};
+
+// The CA's outcome for one request, independent of gRPC so that tests and benchmarks can
+// drive it directly.
+class CertificateAuthority {
+ public:
+  CertificateAuthority(CertificateServiceOptions options, std::shared_ptr<const CertIssuer> issuer,
+                       std::shared_ptr<const CallerAuthenticator> authenticator, MetricsRegistry& metrics,
+                       LoggerPtr logger);
+
+  // Returns the PEM chain (leaf, signing chain, roots) or: Unauthenticated (no acceptable
+  // caller), InvalidArgument (bad CSR or TTL; the message says what), Internal (signing failed).
+  absl::StatusOr<std::vector<std::string>> Sign(const CallerCredentials& credentials, const std::string& csr_pem,
+                                                int64_t validity_seconds) const;
+
+  // Counts of issued certificates, for tests ("no certificate issued for bad input").
+  double issued_count() const { return issued_->value(); }
+
+ private:
+  CertificateServiceOptions options_;
+  std::shared_ptr<const CertIssuer> issuer_;
+  std::shared_ptr<const CallerAuthenticator> authenticator_;
+  LoggerPtr logger_;
+  Counter* requests_;
+  Counter* issued_;
+  Counter* authn_failures_;
+  Counter* csr_errors_;
+  Counter* ttl_errors_;
+  Counter* cert_gen_errors_;
+  Histogram* sign_latency_;
+};
+
+// The gRPC face of CertificateAuthority: extracts the caller's credentials from the call.
+class CertificateService final : public istio::v1::auth::IstioCertificateService::Service {
+ public:
+  CertificateService(std::shared_ptr<const CertificateAuthority> ca, bool require_tls)
+      : ca_(std::move(ca)), require_tls_(require_tls) {}
+  grpc::Status CreateCertificate(grpc::ServerContext* context, const istio::v1::auth::IstioCertificateRequest* request,
+                                 istio::v1::auth::IstioCertificateResponse* response) override;
+
+ private:
+  std::shared_ptr<const CertificateAuthority> ca_;
+  bool require_tls_;
+};
+
+}  // namespace meshid

@@ -1,0 +1,54 @@
+// `meshid server`: the CA service wired together — signing material, caller authentication,
+// the TLS gRPC endpoint and the monitoring endpoint.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/keys.h"
+#include "common/logging.h"
+
+namespace meshid {
+
+struct CaServerConfig {
+  std::string data_dir = "./var/lib/meshid";
+  std::string cacerts_dir;  // Istio plug-in layout; empty = self-signed root in data_dir
+  std::string listen_address = "127.0.0.1:15012";
+  std::string monitoring_address = "127.0.0.1:15014";
+  std::string trust_domain = "cluster.local";
+  std::string self_signed_key = "ecdsa-p256";
+  std::vector<std::string> server_sans;
+  bool insecure_plaintext = false;
+  absl::Duration default_workload_ttl = absl::Hours(1);
+  absl::Duration max_workload_ttl = absl::Hours(24);
+  std::vector<std::string> token_audiences = {"istio-ca"};
+  // issuer → JWKS file
+  std::vector<std::pair<std::string, std::string>> jwt_issuers;
+  bool local_token_issuer = true;
+
+  // Every problem, each naming its flag; OK if none.
+  absl::Status Validate() const;
+};
+
+class CaServer {
+ public:
+  // Validates the config, loads or creates the CA keys, writes <data_dir>/root-cert.pem, and
+  // starts serving. Errors name the flag or file at fault.
+  static absl::StatusOr<std::unique_ptr<CaServer>> Start(const CaServerConfig& config, const Clock& clock,
+                                                         LoggerPtr logger);
+  virtual ~CaServer() = default;
+
+  virtual int port() const = 0;
+  virtual int monitoring_port() const = 0;
+  // Blocks until Shutdown() is called from another thread.
+  virtual void Wait() = 0;
+  // Stops accepting calls and lets in-flight calls finish (up to `grace`).
+  virtual void Shutdown(absl::Duration grace = absl::Seconds(5)) = 0;
+};
+
+}  // namespace meshid

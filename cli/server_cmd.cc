@@ -1,0 +1,82 @@
+// `meshid server`: the certificate authority.
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/str_split.h"
+#include "ca/server.h"
+#include "cli/commands.h"
+#include "cli/flags.h"
+#include "common/duration.h"
+#include "common/logging.h"
+
+namespace meshid::cli {
+namespace {
+struct ServerFlags {
+  std::string default_ttl = "1h";
+  std::string max_ttl = "24h";
+  std::vector<std::string> jwt_issuers;
+  std::string token_audiences = "istio-ca";
+  std::string log_level = "info";
+};
+}  // namespace
+
+void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
+  auto config = std::make_shared<CaServerConfig>();
+  auto opts = std::make_shared<ServerFlags>();
+  CLI::App* cmd = app.add_subcommand("server", "Run the certificate authority (Istio CSR gRPC API)");
+  cmd->add_option("--data-dir", config->data_dir, "Directory for the CA key, trust bundle and state")
+      ->capture_default_str();
+  cmd->add_option("--cacerts-dir", config->cacerts_dir,
+                  "Istio plug-in CA directory (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)")
+      ->envname("ROOT_CA_DIR");
+  cmd->add_option("--listen", config->listen_address, "gRPC listen address")->capture_default_str();
+  cmd->add_option("--monitoring-addr", config->monitoring_address, "/metrics, /healthz, /readyz address")
+      ->capture_default_str();
+  cmd->add_option("--trust-domain", config->trust_domain, "SPIFFE trust domain")
+      ->envname("TRUST_DOMAIN")
+      ->capture_default_str();
+  cmd->add_option("--self-signed-key", config->self_signed_key,
+                  "Key type of a new self-signed root: ecdsa-p256, ecdsa-p384, rsa-2048 (Istio's), rsa-3072, rsa-4096")
+      ->capture_default_str();
+  cmd->add_option("--server-san", config->server_sans, "Extra DNS name or IP for the CA's serving certificate");
+  cmd->add_flag("--insecure-plaintext", config->insecure_plaintext, "Serve without TLS (development only)");
+  cmd->add_option("--default-workload-cert-ttl", opts->default_ttl, "TTL when a request asks for none")
+      ->envname("DEFAULT_WORKLOAD_CERT_TTL")
+      ->capture_default_str();
+  cmd->add_option("--max-workload-cert-ttl", opts->max_ttl, "Longest TTL a request may ask for")
+      ->envname("MAX_WORKLOAD_CERT_TTL")
+      ->capture_default_str();
+  cmd->add_option("--jwt-issuer", opts->jwt_issuers, "Trusted token issuer as ISSUER=JWKS_FILE (repeatable)");
+  cmd->add_option("--token-audience", opts->token_audiences, "Accepted token audiences, comma-separated")
+      ->envname("TOKEN_AUDIENCES")
+      ->capture_default_str();
+  cmd->add_flag("!--no-local-token-issuer", config->local_token_issuer,
+                "Do not trust tokens from `meshid token create` on this data dir");
+  cmd->add_option("--log-level", opts->log_level, "trace, debug, info, warn, error")->capture_default_str();
+
+  cmd->callback([config, opts, &ctx] {
+    auto logger = MakeStderrLogger("server", opts->log_level);
+    if (!logger.ok()) return Fail(ctx, "--log-level", logger.status());
+    auto default_ttl = ParseDuration(opts->default_ttl);
+    if (!default_ttl.ok()) return Fail(ctx, "--default-workload-cert-ttl", default_ttl.status());
+    auto max_ttl = ParseDuration(opts->max_ttl);
+    if (!max_ttl.ok()) return Fail(ctx, "--max-workload-cert-ttl", max_ttl.status());
+    config->default_workload_ttl = *default_ttl;
+    config->max_workload_ttl = *max_ttl;
+    config->token_audiences = absl::StrSplit(opts->token_audiences, ',', absl::SkipEmpty());
+    for (const std::string& spec : opts->jwt_issuers) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(spec, absl::MaxSplits('=', 1));
+      config->jwt_issuers.push_back(kv);
+    }
+    BlockTerminationSignals();
+    auto server = CaServer::Start(*config, SystemClock::Instance(), *logger);
+    if (!server.ok()) return Fail(ctx, "meshid server", server.status());
+    std::thread waiter([&] { WaitForTerminationSignal(); (*logger)->info("shutting down"); (*server)->Shutdown(); });
+    (*server)->Wait();
+    waiter.join();
+  });
+}
+
+}  // namespace meshid::cli
