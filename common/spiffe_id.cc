@@ -79,6 +79,9 @@ absl::StatusOr<SpiffeId> SpiffeId::ForServiceAccount(absl::string_view trust_dom
                                                      absl::string_view service_account) {
   if (ns.empty()) return absl::InvalidArgumentError("namespace is empty");
   if (service_account.empty()) return absl::InvalidArgumentError("service account is empty");
+  if (ns.find('/') != absl::string_view::npos || service_account.find('/') != absl::string_view::npos) {
+    return absl::InvalidArgumentError("namespace and service account must not contain '/'");
+  }
   return Parse(absl::StrCat(kScheme, trust_domain, "/ns/", ns, "/sa/", service_account));
 }
 

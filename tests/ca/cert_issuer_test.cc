@@ -1,0 +1,90 @@
+#include "ca/cert_issuer.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/ca/test_ca.h"
+
+namespace meshid {
+namespace {
+
+class CertIssuerTest : public ::testing::Test {
+ protected:
+  FakeClock clock_;
+  OpenSslRandom random_;
+  std::shared_ptr<const SigningAuthority> authority_ = testing::MakeAuthority(clock_, random_);
+  CertIssuer issuer_{authority_, clock_, random_};
+  SpiffeId id_ = *SpiffeId::Parse("spiffe://cluster.local/ns/default/sa/sleep");
+};
+
+TEST_F(CertIssuerTest, SvidFollowsTheProfile) {
+  auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
+  auto issued = issuer_.IssueSvid(key.get(), id_, absl::Hours(1));
+  ASSERT_TRUE(issued.ok()) << issued.status();
+  X509* cert = issued->cert.get();
+  EXPECT_EQ(X509_NAME_entry_count(X509_get_subject_name(cert)), 0) << "empty subject";
+  EXPECT_EQ(UriSans(cert), std::vector<std::string>{id_.ToString()});
+  EXPECT_TRUE(DnsSans(cert).empty());
+  int crit = -1;
+  void* san = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, nullptr);
+  GENERAL_NAMES_free(static_cast<GENERAL_NAMES*>(san));
+  EXPECT_EQ(crit, 1) << "SAN critical";
+  EXPECT_EQ(X509_get_key_usage(cert), static_cast<uint32_t>(KU_DIGITAL_SIGNATURE));
+  EXPECT_EQ(X509_get_extended_key_usage(cert), static_cast<uint32_t>(XKU_SSL_SERVER | XKU_SSL_CLIENT));
+  EXPECT_FALSE(IsCa(cert));
+  EXPECT_EQ(X509_EXTENSION_get_critical(X509_get_ext(cert, X509_get_ext_by_NID(cert, NID_basic_constraints, -1))), 1);
+  EXPECT_EQ(X509_EXTENSION_get_critical(X509_get_ext(cert, X509_get_ext_by_NID(cert, NID_key_usage, -1))), 1);
+  EXPECT_NE(X509_get0_authority_key_id(cert), nullptr);
+  EXPECT_EQ(ASN1_STRING_cmp(X509_get0_authority_key_id(cert), X509_get0_subject_key_id(authority_->cert.get())), 0);
+  EXPECT_EQ(NotBefore(cert), clock_.Now() - absl::Minutes(2));
+  EXPECT_EQ(NotAfter(cert), clock_.Now() + absl::Hours(1));
+  EXPECT_GE(issued->serial_hex.size(), 31u) << "127-bit serial";
+  EXPECT_TRUE(VerifyCertChain(cert, {}, {authority_->cert.get()}, clock_.Now()).ok());
+}
+
+TEST_F(CertIssuerTest, RsaKeysAlsoGetKeyEncipherment) {
+  auto key = *GenerateKey(KeyAlgorithm::kRsa2048);
+  auto issued = *issuer_.IssueSvid(key.get(), id_, absl::Hours(1));
+  EXPECT_EQ(X509_get_key_usage(issued.cert.get()), static_cast<uint32_t>(KU_DIGITAL_SIGNATURE | KU_KEY_ENCIPHERMENT));
+}
+
+TEST_F(CertIssuerTest, SerialsAreDistinct) {
+  auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
+  std::set<std::string> serials;
+  for (int i = 0; i < 50; ++i) serials.insert(issuer_.IssueSvid(key.get(), id_, absl::Hours(1))->serial_hex);
+  EXPECT_EQ(serials.size(), 50u);
+}
+
+TEST_F(CertIssuerTest, NotAfterClampedToIssuerAndExpiredIssuerRefuses) {
+  auto short_lived = testing::MakeAuthority(clock_, random_, "cluster.local", absl::Minutes(30));
+  CertIssuer issuer(short_lived, clock_, random_);
+  auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
+  auto issued = *issuer.IssueSvid(key.get(), id_, absl::Hours(1));
+  EXPECT_EQ(NotAfter(issued.cert.get()), NotAfter(short_lived->cert.get()));
+  clock_.Advance(absl::Minutes(31));
+  auto refused = issuer.IssueSvid(key.get(), id_, absl::Hours(1));
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+}
+
+TEST_F(CertIssuerTest, ServingCertHasDnsAndIpSans) {
+  auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
+  auto issued = *issuer_.IssueServingCert(key.get(), {"localhost", "127.0.0.1", "::1"}, absl::Hours(1));
+  EXPECT_EQ(DnsSans(issued.cert.get()), std::vector<std::string>{"localhost"});
+  EXPECT_EQ(X509_check_ip_asc(issued.cert.get(), "127.0.0.1", 0), 1);
+  EXPECT_EQ(X509_check_ip_asc(issued.cert.get(), "::1", 0), 1);
+  EXPECT_EQ(X509_get_extended_key_usage(issued.cert.get()), static_cast<uint32_t>(XKU_SSL_SERVER));
+}
+
+TEST(SelfSignedRoot, HasCaProfile) {
+  FakeClock clock;
+  OpenSslRandom random;
+  auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
+  auto root = *CreateSelfSignedRoot(key.get(), "example.org", absl::Hours(10), clock, random);
+  EXPECT_TRUE(IsCa(root.get()));
+  EXPECT_TRUE(IsSelfSigned(root.get()));
+  EXPECT_EQ(X509_get_key_usage(root.get()), static_cast<uint32_t>(KU_KEY_CERT_SIGN | KU_CRL_SIGN));
+  EXPECT_EQ(UriSans(root.get()), std::vector<std::string>{"spiffe://example.org"});
+  EXPECT_EQ(NotAfter(root.get()) - NotBefore(root.get()), absl::Hours(10));
+}
+
+}  // namespace
+}  // namespace meshid
