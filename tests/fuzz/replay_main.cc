@@ -2,6 +2,7 @@
 // given directories (or the given files) is fed to LLVMFuzzerTestOneInput once, plus a bounded
 // number of deterministic mutations of each, so the sanitizer build checks the corpus on every
 // test run.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
