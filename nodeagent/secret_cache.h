@@ -1,0 +1,129 @@
+// The node agent's secret cache: one private key and certificate per workload identity, kept
+// only in memory, renewed before expiry, and published to SDS streams ("default" and
+// "ROOTCA"). It is the SdsSecretProvider behind the agent's SDS server.
+//
+// Identities. A stream without a token gets the agent's own identity (its token comes from a
+// TokenSource, read before every CA call). A stream presenting `authorization: Bearer <jwt>`
+// gets that workload's identity: the token is sent to the CA once, and the SPIFFE ID in the
+// issued certificate (never a claim read from the token) names the identity. Streams whose
+// tokens map to the same SPIFFE ID share one cached secret. A token the CA has accepted is
+// remembered (by its SHA-256) until the token's own expiry.
+//
+// Rotation. A certificate is renewed when `grace_ratio` (± jitter) of its lifetime remains.
+// When the CA fails, renewal is retried with exponential backoff and jitter while the cached
+// certificate keeps being served; once it has expired, streams watching it get an error
+// instead. Identities no stream watches are dropped at their renewal time (the agent's own is
+// kept and renewed).
+//
+// Trust bundle. ROOTCA holds the CA's latest trust bundle, the roots that anchor every cached
+// certificate, and any extra anchors. When a certificate arrives whose root is not yet in the
+// bundle every ROOTCA stream has applied, the new ROOTCA is pushed first and the certificate is
+// held back until every such stream has ACKed (or NACKed, or left) that version, or until
+// `root_push_timeout` has passed.
+//
+// Work. The cache never starts threads. RunOne() performs one piece of due work (at the
+// clock's now) on the calling thread, including the CA call; the agent calls it from a few
+// worker threads (CacheWorkers below) and tests call it with a FakeClock.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/keys.h"
+#include "common/logging.h"
+#include "common/metrics.h"
+#include "common/random.h"
+#include "nodeagent/ca_client.h"
+#include "nodeagent/token_source.h"
+#include "sds/provider.h"
+
+namespace meshid {
+
+struct SecretCacheOptions {
+  KeyAlgorithm key_algorithm = KeyAlgorithm::kEcdsaP256;
+  absl::Duration secret_ttl = absl::Hours(24);  // SECRET_TTL, sent as validity_duration
+  double grace_ratio = 0.5;                      // SECRET_GRACE_PERIOD_RATIO
+  double grace_ratio_jitter = 0.01;              // SECRET_GRACE_PERIOD_RATIO_JITTER
+  absl::Duration initial_backoff = absl::Milliseconds(500);
+  absl::Duration max_backoff = absl::Seconds(60);
+  absl::Duration root_push_timeout = absl::Seconds(10);
+};
+
+// Checks ranges; every problem is reported, prefixed with its option name.
+absl::Status ValidateSecretCacheOptions(const SecretCacheOptions& options);
+
+struct SecretCacheStats {
+  size_t identities = 0;        // cached certificates
+  size_t subscriptions = 0;     // live SDS subscriptions
+  std::optional<absl::Time> earliest_expiry;
+  bool agent_identity_ready = false;  // the agent's own certificate is valid now
+};
+
+class SecretCache final : public sds::SdsSecretProvider {
+ public:
+  struct Dependencies {
+    const Clock* clock = nullptr;
+    RandomSource* random = nullptr;
+    CaClient* ca = nullptr;
+    TokenSource* agent_token = nullptr;
+    LoggerPtr logger;
+    MetricsRegistry* metrics = nullptr;  // optional
+  };
+  static absl::StatusOr<std::unique_ptr<SecretCache>> Create(const SecretCacheOptions& options,
+                                                             Dependencies deps);
+  ~SecretCache() override;
+
+  // sds::SdsSecretProvider
+  absl::StatusOr<std::unique_ptr<sds::SdsSubscription>> Subscribe(absl::string_view bearer_token,
+                                                                  std::shared_ptr<sds::SdsWatcher> watcher) override;
+  bool IsKnownName(absl::string_view name) const override;
+
+  // Performs one piece of work that is due at the clock's now (a CSR, an expiry, a held-back
+  // certificate's release). Returns false when nothing is due.
+  bool RunOne();
+  // The earliest time at which RunOne() will have something to do (nullopt: nothing scheduled).
+  std::optional<absl::Time> NextDueTime() const;
+  // Blocks the caller (in real time) until work was scheduled or `max_wait` passed.
+  void WaitForWork(absl::Duration max_wait);
+  // Wakes every WaitForWork caller (used at shutdown).
+  void WakeAll();
+
+  // Extra trust anchors ROOTCA always carries (PEM bundle; empty clears them).
+  absl::Status SetExtraTrustAnchors(absl::string_view pem_bundle);
+
+  SecretCacheStats Stats() const;
+
+  class Impl;
+
+ private:
+  explicit SecretCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+  std::unique_ptr<Impl> impl_;
+};
+
+// Worker threads that drive a SecretCache in real time: each waits for due work and runs it.
+// Several workers let one slow CA call not delay the others (1,000 identities at start-up).
+class CacheWorkers {
+ public:
+  CacheWorkers(SecretCache& cache, const Clock& clock, int threads);
+  ~CacheWorkers();  // stops and joins
+
+ private:
+  void Loop();
+  SecretCache& cache_;
+  const Clock& clock_;
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace meshid

@@ -1,0 +1,74 @@
+#include "sds/resource.h"
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/escaping.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
+
+namespace meshid::sds {
+namespace {
+
+using envoy::extensions::transport_sockets::tls::v3::Secret;
+
+// Wipes every inline byte string of a Secret before it is destroyed.
+void WipeSecretMessage(Secret& secret) {
+  auto wipe = [](std::string* s) {
+    if (!s->empty()) OPENSSL_cleanse(s->data(), s->size());
+  };
+  if (secret.has_tls_certificate()) {
+    auto* tls = secret.mutable_tls_certificate();
+    if (tls->private_key().has_inline_bytes()) wipe(tls->mutable_private_key()->mutable_inline_bytes());
+  }
+}
+
+absl::StatusOr<SdsResourcePtr> Finish(Secret& secret, uint64_t generation) {
+  auto resource = std::make_shared<SdsResource>();
+  resource->name = secret.name();
+  resource->generation = generation;
+  std::string bytes;
+  const bool ok = secret.SerializeToString(&bytes);
+  WipeSecretMessage(secret);
+  if (!ok) {
+    SecretString wipe(std::move(bytes));
+    return absl::InternalError("serializing the SDS secret failed");
+  }
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), digest);
+  resource->version = absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), 8));
+  resource->serialized_secret = SecretString(std::move(bytes));
+  return SdsResourcePtr(std::move(resource));
+}
+
+}  // namespace
+
+absl::StatusOr<SdsResourcePtr> MakeTlsCertificateResource(absl::string_view name, absl::string_view chain_pem,
+                                                          absl::string_view private_key_pem, uint64_t generation) {
+  if (chain_pem.empty() || private_key_pem.empty()) {
+    return absl::InvalidArgumentError("a tls_certificate secret needs a certificate chain and a private key");
+  }
+  Secret secret;
+  secret.set_name(std::string(name));
+  auto* tls = secret.mutable_tls_certificate();
+  tls->mutable_certificate_chain()->set_inline_bytes(std::string(chain_pem));
+  tls->mutable_private_key()->set_inline_bytes(std::string(private_key_pem));
+  return Finish(secret, generation);
+}
+
+absl::StatusOr<SdsResourcePtr> MakeValidationContextResource(absl::string_view name,
+                                                             const std::vector<std::string>& root_pems,
+                                                             uint64_t generation) {
+  if (root_pems.empty()) return absl::InvalidArgumentError("a validation_context secret needs at least one root");
+  std::string bundle;
+  for (const auto& pem : root_pems) {
+    bundle += pem;
+    if (!pem.empty() && pem.back() != '\n') bundle += '\n';
+  }
+  Secret secret;
+  secret.set_name(std::string(name));
+  secret.mutable_validation_context()->mutable_trusted_ca()->set_inline_bytes(std::move(bundle));
+  return Finish(secret, generation);
+}
+
+}  // namespace meshid::sds
