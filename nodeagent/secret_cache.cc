@@ -173,6 +173,7 @@ class SecretCache::Impl {
       auto entry = std::make_unique<Entry>();
       entry->id = next_entry_id_++;
       entry->is_agent = true;
+      entry->next_attempt = deps_.clock->Now();
       agent_entry_ = entry->id;
       Entry& e = *entry;
       entries_[e.id] = std::move(entry);
@@ -835,6 +836,7 @@ absl::StatusOr<std::unique_ptr<SecretCache>> SecretCache::Create(const SecretCac
   return std::unique_ptr<SecretCache>(new SecretCache(std::move(impl)));
 }
 
+SecretCache::SecretCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 SecretCache::~SecretCache() = default;
 
 absl::StatusOr<std::unique_ptr<sds::SdsSubscription>> SecretCache::Subscribe(absl::string_view bearer_token,

@@ -106,7 +106,7 @@ class SecretCache final : public sds::SdsSecretProvider {
   class Impl;
 
  private:
-  explicit SecretCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+  explicit SecretCache(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 
