@@ -13,5 +13,6 @@ struct CommandContext {
 void RegisterServerCommands(CLI::App& app, CommandContext& ctx);
 void RegisterTokenCommands(CLI::App& app, CommandContext& ctx);
 void RegisterCertsCommands(CLI::App& app, CommandContext& ctx);
+void RegisterAgentCommands(CLI::App& app, CommandContext& ctx);
 
 }  // namespace meshid::cli

@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   meshid::cli::RegisterServerCommands(app, ctx);
   meshid::cli::RegisterTokenCommands(app, ctx);
   meshid::cli::RegisterCertsCommands(app, ctx);
+  meshid::cli::RegisterAgentCommands(app, ctx);
   CLI11_PARSE(app, argc, argv);
   return ctx.exit_code;
 }
