@@ -14,5 +14,6 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx);
 void RegisterTokenCommands(CLI::App& app, CommandContext& ctx);
 void RegisterCertsCommands(CLI::App& app, CommandContext& ctx);
 void RegisterAgentCommands(CLI::App& app, CommandContext& ctx);
+void RegisterPolicyCommands(CLI::App& app, CommandContext& ctx);
 
 }  // namespace meshid::cli
