@@ -194,8 +194,8 @@ absl::StatusOr<RequestAttributes> PolicyEngine::Attributes(const RequestInput& i
     return a;
   }
   if (in.method.empty()) return absl::InvalidArgumentError("request.method is required for http");
-  for (char c : in.method) {
-    if (!absl::ascii_isupper(static_cast<unsigned char>(c)) && c != '-' && c != '_') {
+  for (char c : in.method) {  // RFC 9110 token characters
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && !absl::StrContains("!#$%&'*+-.^_`|~", c)) {
       return absl::InvalidArgumentError(absl::StrCat("request.method \"", in.method, "\" is not an HTTP method token"));
     }
   }
