@@ -1,10 +1,13 @@
-// A CaClient for tests and benchmarks that signs in-process with meshid's own CertIssuer: it
-// maps bearer tokens to SPIFFE IDs (as the real CA's authenticators would), can be told to
-// fail, and can rotate its root (publishing a bundle with both roots first).
+// A CaClient for tests and benchmarks that signs in-process with plain OpenSSL (independent of
+// ca/): it maps bearer tokens to SPIFFE IDs (as the real CA's authenticators would), can be told
+// to fail, and can rotate its root (publishing a bundle with both roots first).
 #pragma once
 
 #include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -14,7 +17,6 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "ca/cert_issuer.h"
 #include "common/clock.h"
 #include "common/keys.h"
 #include "common/random.h"
@@ -30,20 +32,59 @@ struct TestRoot {
   std::string pem;
 };
 
-inline TestRoot MakeTestRoot(const Clock& clock, RandomSource& random, const std::string& td = "cluster.local") {
+// Signs a certificate for `key` with `issuer_key` (self-signed when `issuer` is null): a CA
+// certificate with subject O=<td> when `uri` is empty, else an SVID leaf with that URI SAN.
+inline X509Ptr SignTestCert(EVP_PKEY* key, X509* issuer, EVP_PKEY* issuer_key, const std::string& uri,
+                            const std::string& td, absl::Time not_before, absl::Time not_after) {
+  X509Ptr cert(X509_new());
+  X509_set_version(cert.get(), 2);
+  unsigned char serial[16];
+  RAND_bytes(serial, sizeof(serial));
+  serial[0] &= 0x7f;
+  BignumPtr bn(BN_bin2bn(serial, sizeof(serial), nullptr));
+  BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get()));
+  ASN1_TIME_set(X509_getm_notBefore(cert.get()), absl::ToTimeT(not_before));
+  ASN1_TIME_set(X509_getm_notAfter(cert.get()), absl::ToTimeT(not_after));
+  const bool ca = uri.empty();
+  if (ca) {
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(cert.get()), "O", MBSTRING_ASC,
+                               reinterpret_cast<const unsigned char*>(td.c_str()), -1, -1, 0);
+  }
+  X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : X509_get_subject_name(cert.get()));
+  X509_set_pubkey(cert.get(), key);
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuer ? issuer : cert.get(), cert.get(), nullptr, nullptr, 0);
+  std::vector<std::pair<int, std::string>> exts = {
+      {NID_basic_constraints, ca ? "critical,CA:TRUE" : "critical,CA:FALSE"},
+      {NID_key_usage, ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature"},
+      {NID_subject_key_identifier, "hash"},
+  };
+  if (!ca) {
+    exts.push_back({NID_ext_key_usage, "serverAuth,clientAuth"});
+    exts.push_back({NID_subject_alt_name, "critical,URI:" + uri});
+    exts.push_back({NID_authority_key_identifier, "keyid"});
+  }
+  for (const auto& [nid, value] : exts) {
+    X509ExtensionPtr ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str()));
+    X509_add_ext(cert.get(), ext.get(), -1);
+  }
+  X509_sign(cert.get(), issuer_key, EVP_sha256());
+  return cert;
+}
+
+inline TestRoot MakeTestRoot(const Clock& clock, const std::string& td = "cluster.local") {
   TestRoot root;
   root.key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
-  root.cert = *CreateSelfSignedRoot(root.key.get(), td, absl::Hours(24 * 365), clock, random);
+  root.cert = SignTestCert(root.key.get(), nullptr, root.key.get(), "", td, clock.Now(),
+                           clock.Now() + absl::Hours(24 * 365));
   root.pem = CertToPem(root.cert.get());
   return root;
 }
 
 class FakeCa final : public CaClient {
  public:
-  FakeCa(const Clock& clock, RandomSource& random) : clock_(clock), random_(random) {
-    roots_.push_back(std::make_shared<TestRoot>(MakeTestRoot(clock, random)));
-    Rebuild(0);
-  }
+  explicit FakeCa(const Clock& clock) : clock_(clock) { roots_.push_back(std::make_shared<TestRoot>(MakeTestRoot(clock))); }
 
   // Tokens the CA accepts and the identity each one proves.
   void AllowToken(const std::string& token, const std::string& ns, const std::string& sa) {
@@ -58,13 +99,12 @@ class FakeCa final : public CaClient {
   // Adds a new root next to the existing ones (the bundle grows) without signing with it.
   void AddRoot() {
     absl::MutexLock lock(&mu_);
-    roots_.push_back(std::make_shared<TestRoot>(MakeTestRoot(clock_, random_)));
-    Rebuild(signer_);
+    roots_.push_back(std::make_shared<TestRoot>(MakeTestRoot(clock_)));
   }
   // Signs with root `index` from now on.
   void SignWith(size_t index) {
     absl::MutexLock lock(&mu_);
-    Rebuild(index);
+    signer_ = index;
   }
   std::string RootPem(size_t index) const {
     absl::MutexLock lock(&mu_);
@@ -91,37 +131,26 @@ class FakeCa final : public CaClient {
     X509ReqPtr req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
     if (req == nullptr) return absl::InvalidArgumentError("bad CSR");
     EvpPkeyPtr key(X509_REQ_get_pubkey(req.get()));
-    auto issued = issuer_->IssueSvid(key.get(), *SpiffeId::Parse(it->second), ttl);
-    if (!issued.ok()) return issued.status();
-    std::vector<std::string> chain{issued->pem};
-    chain.insert(chain.end(), issuer_->authority().chain_pems.begin(), issuer_->authority().chain_pems.end());
-    return chain;
+    if (key == nullptr || X509_REQ_verify(req.get(), key.get()) != 1) {
+      return absl::InvalidArgumentError("bad CSR signature");
+    }
+    const TestRoot& signer = *roots_[signer_];
+    // Like the real CA: backdated 2 minutes, never beyond the issuer.
+    const absl::Time now = clock_.Now();
+    const absl::Time not_after =
+        std::min(now + (ttl > absl::ZeroDuration() ? ttl : absl::Hours(1)), NotAfter(signer.cert.get()));
+    X509Ptr leaf = SignTestCert(key.get(), signer.cert.get(), signer.key.get(), it->second, "",
+                                now - absl::Minutes(2), not_after);
+    std::string bundle;
+    for (const auto& root : roots_) bundle += root->pem;
+    return std::vector<std::string>{CertToPem(leaf.get()), bundle};
   }
 
  private:
-  void Rebuild(size_t signer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    signer_ = signer;
-    auto authority = std::make_shared<SigningAuthority>();
-    authority->key = EvpPkeyPtr(roots_[signer]->key.get());
-    EVP_PKEY_up_ref(authority->key.get());
-    authority->cert = CopyCert(roots_[signer]->cert.get());
-    std::string bundle;
-    for (const auto& root : roots_) {
-      authority->roots.push_back(CopyCert(root->cert.get()));
-      bundle += root->pem;
-    }
-    authority->root_bundle_pem = bundle;
-    authority->chain_pems = {bundle};
-    authority->source = "fake";
-    issuer_ = std::make_unique<CertIssuer>(std::move(authority), clock_, random_);
-  }
-
   const Clock& clock_;
-  RandomSource& random_;
   mutable absl::Mutex mu_;
   std::vector<std::shared_ptr<TestRoot>> roots_ ABSL_GUARDED_BY(mu_);
   size_t signer_ ABSL_GUARDED_BY(mu_) = 0;
-  std::unique_ptr<CertIssuer> issuer_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> tokens_ ABSL_GUARDED_BY(mu_);
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   int calls_ ABSL_GUARDED_BY(mu_) = 0;

@@ -91,9 +91,8 @@ class SecretCacheTest : public ::testing::Test {
   }
 
   FakeClock clock_;
-  OpenSslRandom ca_random_;
   ScriptedRandom random_;
-  FakeCa ca_{clock_, ca_random_};
+  FakeCa ca_{clock_};
   FakeTokenSource agent_token_{"agent-token"};
   MetricsRegistry metrics_;
 };
@@ -467,8 +466,7 @@ TEST_F(SecretCacheTest, ExtraTrustAnchorsJoinRootca) {
   auto watcher = std::make_shared<RecordingWatcher>();
   auto sub = Subscribe(*cache, "", watcher);
   ASSERT_TRUE(sub->SetNames({"ROOTCA"}).ok());
-  OpenSslRandom random;
-  auto extra = testing::MakeTestRoot(clock_, random, "other.domain");
+  auto extra = testing::MakeTestRoot(clock_, "other.domain");
   ASSERT_TRUE(cache->SetExtraTrustAnchors(extra.pem).ok());
   auto updates = watcher->Take();
   ASSERT_THAT(updates, SizeIs(1));
