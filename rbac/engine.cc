@@ -564,19 +564,26 @@ AlphaOutcome RbacEngine::Impl::EvaluateAlpha(const RequestAttributes& a, bool sh
   const bool tcp = a.protocol == Protocol::kTcp;
   const CompiledRole* permitted_role = nullptr;
   int permitted_rule = -1;
+  bool dropped_rule = false, dropped_subject = false;
   for (const auto& ref : cands) {
     const CompiledRole& role = *ref.role;
     const auto& subjects = shadow ? role.shadow : role.enforced;
     if (subjects.empty()) continue;
     const CompiledAccessRule& rule = role.rules[ref.rule];
-    if (tcp && rule.http_only) continue;  // Istio drops rules with HTTP-only fields for TCP
+    if (tcp && rule.http_only) {  // Istio drops rules with HTTP-only fields for TCP
+      dropped_rule = true;
+      continue;
+    }
     if (!rule.config.Matches(a) || !rule.runtime.Matches(a)) continue;
     if (!permitted_role) {
       permitted_role = &role;
       permitted_rule = rule.index;
     }
     for (const auto& s : subjects) {
-      if (tcp && s.http_only) continue;
+      if (tcp && s.http_only) {
+        dropped_subject = true;
+        continue;
+      }
       if (!s.match.Matches(a)) continue;
       out.allowed = true;
       out.policy = role.id;
@@ -588,11 +595,11 @@ AlphaOutcome RbacEngine::Impl::EvaluateAlpha(const RequestAttributes& a, bool sh
   if (permitted_role) {
     out.reason = absl::StrCat("RBAC: access denied: ServiceRole ", permitted_role->id, " rules[", permitted_rule,
                               "] matches the request but no subject of its bindings matches the caller",
-                              tcp ? " (subjects using HTTP-only fields are dropped for TCP)" : "");
+                              dropped_subject ? " (subjects using HTTP-only fields are dropped for TCP)" : "");
   } else {
     out.reason = absl::StrCat("RBAC: access denied: no ServiceRole rule in namespace ", a.destination_namespace,
                               " matches ", a.destination_service,
-                              tcp ? " (rules using HTTP-only fields are dropped for TCP)" : " and this request");
+                              dropped_rule ? " (rules using HTTP-only fields are dropped for TCP)" : " and this request");
   }
   return out;
 }
