@@ -1,11 +1,22 @@
+// Signs with OpenSSL's low-level EC_KEY/RSA objects, which bypass the provider machinery.
+#define OPENSSL_SUPPRESS_DEPRECATED
+
 #include "ca/cert_issuer.h"
 
 #include <arpa/inet.h>
+#include <openssl/ec.h>
+#include <openssl/ecdsa.h>
 #include <openssl/err.h>
+#include <openssl/rsa.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "common/der.h"
 #include "common/keys.h"
+#include "common/pem.h"
+#include "common/status_macros.h"
 #include "common/x509.h"
 
 namespace meshid {
@@ -65,21 +76,11 @@ X509ExtensionPtr BasicConstraintsExtension(bool ca) {
   return ext;
 }
 
-void AddName(GENERAL_NAMES* names, int type, const std::string& value) {
+void AddUri(GENERAL_NAMES* names, const std::string& value) {
   GENERAL_NAME* gn = GENERAL_NAME_new();
-  if (type == GEN_IPADD) {
-    unsigned char buf[16];
-    int len = 0;
-    if (inet_pton(AF_INET, value.c_str(), buf) == 1) len = 4;
-    else if (inet_pton(AF_INET6, value.c_str(), buf) == 1) len = 16;
-    ASN1_OCTET_STRING* ip = ASN1_OCTET_STRING_new();
-    ASN1_OCTET_STRING_set(ip, buf, len);
-    GENERAL_NAME_set0_value(gn, GEN_IPADD, ip);
-  } else {
-    ASN1_IA5STRING* s = ASN1_IA5STRING_new();
-    ASN1_STRING_set(s, value.data(), static_cast<int>(value.size()));
-    GENERAL_NAME_set0_value(gn, type, s);
-  }
+  ASN1_IA5STRING* s = ASN1_IA5STRING_new();
+  ASN1_STRING_set(s, value.data(), static_cast<int>(value.size()));
+  GENERAL_NAME_set0_value(gn, GEN_URI, s);
   sk_GENERAL_NAME_push(names, gn);
 }
 
@@ -88,41 +89,109 @@ bool IsIpAddress(const std::string& s) {
   return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
 }
 
-// The leaf extensions are the same for every certificate of a key kind; build them once.
-struct ConstantExtensions {
-  X509ExtensionPtr ku_ec = KeyUsageExtension(kDigitalSignature);
-  X509ExtensionPtr ku_rsa = KeyUsageExtension(kDigitalSignature | kKeyEncipherment);
-  X509ExtensionPtr eku_svid = ExtendedKeyUsageExtension(false);
-  X509ExtensionPtr eku_server = ExtendedKeyUsageExtension(true);
-  X509ExtensionPtr bc_leaf = BasicConstraintsExtension(false);
+}  // namespace
+
+// Signs digests with OpenSSL's low-level key objects, which skip the provider dispatch.
+struct CertIssuer::Signer {
+  ~Signer() {
+    EC_KEY_free(ec);
+    RSA_free(rsa);
+  }
+  EC_KEY* ec = nullptr;
+  RSA* rsa = nullptr;
+  const EVP_MD* md = nullptr;
+
+  absl::StatusOr<std::string> Sign(absl::string_view data) const {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+    EVP_Digest(data.data(), data.size(), digest, &digest_len, md, nullptr);
+    std::string sig(ec != nullptr ? static_cast<size_t>(ECDSA_size(ec)) : static_cast<size_t>(RSA_size(rsa)), '\0');
+    unsigned int sig_len = 0;
+    int ok = ec != nullptr
+                 ? ECDSA_sign(0, digest, static_cast<int>(digest_len), reinterpret_cast<unsigned char*>(sig.data()), &sig_len, ec)
+                 : RSA_sign(EVP_MD_get_type(md), digest, digest_len, reinterpret_cast<unsigned char*>(sig.data()), &sig_len, rsa);
+    if (ok != 1) return absl::InternalError("signing failed: " + DrainOpenSslErrors());
+    sig.resize(sig_len);
+    return sig;
+  }
 };
 
-const ConstantExtensions& Constants() {
-  static const ConstantExtensions* constants = new ConstantExtensions();
-  return *constants;
+namespace {
+
+std::string ExtensionDer(X509_EXTENSION* ext) {
+  unsigned char* der = nullptr;
+  int len = i2d_X509_EXTENSION(ext, &der);
+  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(std::max(len, 0)));
+  OPENSSL_free(der);
+  return out;
+}
+
+// Extension ::= SEQUENCE { extnID, critical BOOLEAN TRUE, extnValue OCTET STRING(GeneralNames) }
+std::string SanExtensionDer(const std::vector<std::pair<int, std::string>>& names) {
+  std::string general_names;
+  for (const auto& [type, value] : names) {
+    if (type == GEN_IPADD) {
+      unsigned char buf[16];
+      size_t len = inet_pton(AF_INET, value.c_str(), buf) == 1 ? 4 : (inet_pton(AF_INET6, value.c_str(), buf) == 1 ? 16 : 0);
+      der::AppendTlv(&general_names, der::ContextPrimitive(7), absl::string_view(reinterpret_cast<char*>(buf), len));
+    } else {
+      der::AppendTlv(&general_names, der::ContextPrimitive(type == GEN_URI ? 6 : 2), value);
+    }
+  }
+  constexpr absl::string_view kOidSubjectAltName("\x06\x03\x55\x1d\x11", 5);
+  constexpr absl::string_view kCritical("\x01\x01\xff", 3);
+  std::string body = absl::StrCat(kOidSubjectAltName, kCritical,
+                                  der::Tlv(der::kOctetString, der::Tlv(der::kSequence, general_names)));
+  return der::Tlv(der::kSequence, body);
 }
 
 }  // namespace
 
 CertIssuer::CertIssuer(std::shared_ptr<const SigningAuthority> authority, const Clock& clock, RandomSource& random,
                        absl::Duration clock_skew)
-    : authority_(std::move(authority)), clock_(clock), random_(random), clock_skew_(clock_skew) {
-  digest_ = DigestFor(authority_->key.get());
+    : authority_(std::move(authority)), clock_(clock), random_(random), clock_skew_(clock_skew), signer_(new Signer) {
   chain_not_after_ = NotAfter(authority_->cert.get());
   for (const auto& c : authority_->intermediates) chain_not_after_ = std::min(chain_not_after_, NotAfter(c.get()));
+
+  EVP_PKEY* key = authority_->key.get();
+  signer_->md = DigestFor(key);
+  if (EVP_PKEY_get_base_id(key) == EVP_PKEY_EC) {
+    signer_->ec = EVP_PKEY_get1_EC_KEY(key);
+    // AlgorithmIdentifier for ecdsa-with-SHA256 / ecdsa-with-SHA384 (no parameters).
+    signature_algorithm_ = signer_->md == EVP_sha384()
+                               ? std::string("\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x03", 12)
+                               : std::string("\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02", 12);
+  } else {
+    signer_->rsa = EVP_PKEY_get1_RSA(key);
+    // sha256WithRSAEncryption with NULL parameters.
+    signature_algorithm_ = std::string("\x30\x0d\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0b\x05\x00", 15);
+  }
+  unsigned char* name = nullptr;
+  int name_len = i2d_X509_NAME(X509_get_subject_name(authority_->cert.get()), &name);
+  issuer_name_.assign(reinterpret_cast<char*>(name), static_cast<size_t>(std::max(name_len, 0)));
+  OPENSSL_free(name);
+
+  ext_basic_constraints_ = ExtensionDer(BasicConstraintsExtension(false).get());
+  ext_key_usage_ec_ = ExtensionDer(KeyUsageExtension(kDigitalSignature).get());
+  ext_key_usage_rsa_ = ExtensionDer(KeyUsageExtension(kDigitalSignature | kKeyEncipherment).get());
+  ext_eku_svid_ = ExtensionDer(ExtendedKeyUsageExtension(false).get());
+  ext_eku_server_ = ExtensionDer(ExtendedKeyUsageExtension(true).get());
   // AKI = the issuer's SKI (key identifier only).
-  const ASN1_OCTET_STRING* skid = X509_get0_subject_key_id(authority_->cert.get());
-  if (skid != nullptr) {
+  if (const ASN1_OCTET_STRING* skid = X509_get0_subject_key_id(authority_->cert.get()); skid != nullptr) {
     AUTHORITY_KEYID* akid = AUTHORITY_KEYID_new();
     akid->keyid = ASN1_OCTET_STRING_dup(skid);
-    aki_.reset(MakeExtension(NID_authority_key_identifier, false, akid));
+    X509ExtensionPtr aki(MakeExtension(NID_authority_key_identifier, false, akid));
     AUTHORITY_KEYID_free(akid);
+    ext_authority_key_id_ = ExtensionDer(aki.get());
   }
 }
 
-absl::StatusOr<IssuedCertificate> CertIssuer::Issue(EVP_PKEY* public_key, X509_EXTENSION* san, bool server_only,
+CertIssuer::~CertIssuer() = default;
+
+absl::StatusOr<IssuedCertificate> CertIssuer::Issue(absl::string_view spki_der, bool rsa_key,
+                                                    absl::string_view san_extension, bool server_only,
                                                     absl::Duration ttl) const {
-  absl::Time now = clock_.Now();
+  absl::Time now = absl::FromUnixSeconds(absl::ToUnixSeconds(clock_.Now()));
   if (now >= chain_not_after_) {
     return absl::FailedPreconditionError("the CA signing certificate (or its chain) has expired");
   }
@@ -130,52 +199,54 @@ absl::StatusOr<IssuedCertificate> CertIssuer::Issue(EVP_PKEY* public_key, X509_E
   absl::Time not_before = now - clock_skew_;
   absl::Time not_after = std::min(now + ttl, chain_not_after_);
 
-  X509Ptr cert(X509_new());
-  X509_set_version(cert.get(), X509_VERSION_3);
-  Asn1IntegerPtr serial = RandomSerial(random_);
-  X509_set_serialNumber(cert.get(), serial.get());
-  X509_set_issuer_name(cert.get(), X509_get_subject_name(authority_->cert.get()));
-  SetTime(X509_getm_notBefore(cert.get()), not_before);
-  SetTime(X509_getm_notAfter(cert.get()), not_after);
-  if (X509_set_pubkey(cert.get(), public_key) != 1) {
-    return absl::InternalError("setting the public key failed: " + DrainOpenSslErrors());
-  }
-  const ConstantExtensions& c = Constants();
-  bool rsa = EVP_PKEY_get_base_id(public_key) == EVP_PKEY_RSA;
-  X509_add_ext(cert.get(), c.bc_leaf.get(), -1);
-  X509_add_ext(cert.get(), rsa ? c.ku_rsa.get() : c.ku_ec.get(), -1);
-  X509_add_ext(cert.get(), server_only ? c.eku_server.get() : c.eku_svid.get(), -1);
-  if (aki_) X509_add_ext(cert.get(), aki_.get(), -1);
-  X509_add_ext(cert.get(), san, -1);
-  if (X509_sign(cert.get(), authority_->key.get(), digest_) <= 0) {
-    return absl::InternalError("signing the certificate failed: " + DrainOpenSslErrors());
-  }
+  // 16 random bytes with the top bit cleared: a positive 127-bit serial of full width.
+  uint8_t serial[16];
+  random_.Fill(serial, sizeof(serial));
+  serial[0] &= 0x7f;
+  if (serial[0] == 0) serial[0] = 0x01;
+  absl::string_view serial_bytes(reinterpret_cast<char*>(serial), sizeof(serial));
+
+  std::string extensions;
+  extensions.reserve(512);
+  absl::StrAppend(&extensions, ext_basic_constraints_, rsa_key ? ext_key_usage_rsa_ : ext_key_usage_ec_,
+                  server_only ? ext_eku_server_ : ext_eku_svid_, ext_authority_key_id_, san_extension);
+  std::string tbs_body;
+  tbs_body.reserve(1024);
+  absl::StrAppend(&tbs_body, absl::string_view("\xa0\x03\x02\x01\x02", 5),  // [0] version v3
+                  der::UnsignedIntegerTlv(serial_bytes), signature_algorithm_, issuer_name_,
+                  der::Tlv(der::kSequence, der::TimeTlv(not_before) + der::TimeTlv(not_after)),
+                  absl::string_view("\x30\x00", 2),  // empty subject
+                  spki_der, der::Tlv(der::ContextConstructed(3), der::Tlv(der::kSequence, extensions)));
+  std::string tbs = der::Tlv(der::kSequence, tbs_body);
+  MESHID_ASSIGN_OR_RETURN(std::string signature, signer_->Sign(tbs));
+  std::string cert_body = absl::StrCat(tbs, signature_algorithm_, der::Tlv(der::kBitString, absl::StrCat(std::string(1, '\0'), signature)));
+
   IssuedCertificate out;
-  out.pem = CertToPem(cert.get());
-  out.serial_hex = SerialHex(cert.get());
-  out.not_before = absl::FromTimeT(absl::ToTimeT(not_before));
-  out.not_after = absl::FromTimeT(absl::ToTimeT(not_after));
-  out.cert = std::move(cert);
+  out.der = der::Tlv(der::kSequence, cert_body);
+  out.pem = EncodePem("CERTIFICATE", out.der);
+  out.serial_hex = absl::AsciiStrToUpper(absl::BytesToHexString(serial_bytes));
+  out.not_before = not_before;
+  out.not_after = not_after;
   return out;
 }
 
-absl::StatusOr<IssuedCertificate> CertIssuer::IssueSvid(EVP_PKEY* public_key, const SpiffeId& id, absl::Duration ttl,
+absl::StatusOr<IssuedCertificate> CertIssuer::IssueSvid(absl::string_view spki_der, KeyAlgorithm key_algorithm,
+                                                        const SpiffeId& id, absl::Duration ttl,
                                                         const std::vector<std::string>& dns_sans) const {
-  GeneralNamesPtr names(sk_GENERAL_NAME_new_null());
-  AddName(names.get(), GEN_URI, id.ToString());
-  for (const auto& dns : dns_sans) AddName(names.get(), GEN_DNS, dns);
+  std::vector<std::pair<int, std::string>> names = {{GEN_URI, id.ToString()}};
+  for (const auto& dns : dns_sans) names.emplace_back(GEN_DNS, dns);
   // Critical because the subject is empty (RFC 5280 §4.2.1.6).
-  X509ExtensionPtr san(MakeExtension(NID_subject_alt_name, true, names.get()));
-  return Issue(public_key, san.get(), /*server_only=*/false, ttl);
+  return Issue(spki_der, IsRsa(key_algorithm), SanExtensionDer(names), /*server_only=*/false, ttl);
 }
 
 absl::StatusOr<IssuedCertificate> CertIssuer::IssueServingCert(EVP_PKEY* public_key,
                                                                const std::vector<std::string>& names,
                                                                absl::Duration ttl) const {
-  GeneralNamesPtr general_names(sk_GENERAL_NAME_new_null());
-  for (const auto& name : names) AddName(general_names.get(), IsIpAddress(name) ? GEN_IPADD : GEN_DNS, name);
-  X509ExtensionPtr san(MakeExtension(NID_subject_alt_name, true, general_names.get()));
-  return Issue(public_key, san.get(), /*server_only=*/true, ttl);
+  MESHID_ASSIGN_OR_RETURN(std::string spki, PublicKeyDer(public_key));
+  std::vector<std::pair<int, std::string>> general_names;
+  for (const auto& name : names) general_names.emplace_back(IsIpAddress(name) ? GEN_IPADD : GEN_DNS, name);
+  return Issue(spki, EVP_PKEY_get_base_id(public_key) == EVP_PKEY_RSA, SanExtensionDer(general_names),
+               /*server_only=*/true, ttl);
 }
 
 absl::StatusOr<X509Ptr> CreateSelfSignedRoot(EVP_PKEY* key, const std::string& trust_domain, absl::Duration lifetime,
@@ -203,7 +274,7 @@ absl::StatusOr<X509Ptr> CreateSelfSignedRoot(EVP_PKEY* key, const std::string& t
   if (!ski) return absl::InternalError("building SKI failed: " + DrainOpenSslErrors());
   X509_add_ext(cert.get(), ski.get(), -1);
   GeneralNamesPtr names(sk_GENERAL_NAME_new_null());
-  AddName(names.get(), GEN_URI, "spiffe://" + trust_domain);
+  AddUri(names.get(), "spiffe://" + trust_domain);
   X509ExtensionPtr san(MakeExtension(NID_subject_alt_name, false, names.get()));
   X509_add_ext(cert.get(), san.get(), -1);
   if (X509_sign(cert.get(), key, DigestFor(key)) <= 0) {

@@ -7,9 +7,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "ca/authority.h"
 #include "common/clock.h"
+#include "common/keys.h"
 #include "common/openssl_ptr.h"
 #include "common/random.h"
 #include "common/spiffe_id.h"
@@ -17,7 +19,7 @@
 namespace meshid {
 
 struct IssuedCertificate {
-  X509Ptr cert;
+  std::string der;
   std::string pem;
   std::string serial_hex;
   absl::Time not_before;
@@ -30,31 +32,39 @@ class CertIssuer {
   CertIssuer(std::shared_ptr<const SigningAuthority> authority, const Clock& clock, RandomSource& random,
              absl::Duration clock_skew = absl::Minutes(2));
 
-  // An X.509-SVID for `public_key`: empty subject, one critical URI SAN `id` (plus `dns_sans`),
+  // An X.509-SVID for the key in `spki_der` (a DER SubjectPublicKeyInfo, copied into the
+  // certificate as is) of kind `key_algorithm`: empty subject, one critical URI SAN `id` (plus `dns_sans`),
   // critical key usage digitalSignature (+keyEncipherment for RSA), EKU serverAuth+clientAuth,
   // critical CA:FALSE, AKI, 127-bit random serial, notAfter = min(now + ttl, issuer chain's
   // notAfter). FailedPrecondition if the signing certificate has expired.
-  absl::StatusOr<IssuedCertificate> IssueSvid(EVP_PKEY* public_key, const SpiffeId& id, absl::Duration ttl,
-                                              const std::vector<std::string>& dns_sans = {}) const;
+  // Certificates are assembled as DER and signed directly; no X509 object is built, because
+  // OpenSSL 3.0's key encoders would cost more than the signature.
+  absl::StatusOr<IssuedCertificate> IssueSvid(absl::string_view spki_der, KeyAlgorithm key_algorithm, const SpiffeId& id,
+                                              absl::Duration ttl, const std::vector<std::string>& dns_sans = {}) const;
 
   // A TLS server certificate for the CA endpoint itself (DNS and IP SANs, EKU serverAuth).
   absl::StatusOr<IssuedCertificate> IssueServingCert(EVP_PKEY* public_key, const std::vector<std::string>& names,
                                                      absl::Duration ttl) const;
+  ~CertIssuer();
 
   const SigningAuthority& authority() const { return *authority_; }
 
  private:
-  struct Profile;
-  absl::StatusOr<IssuedCertificate> Issue(EVP_PKEY* public_key, X509_EXTENSION* san, bool server_only,
-                                          absl::Duration ttl) const;
+  struct Signer;
+  absl::StatusOr<IssuedCertificate> Issue(absl::string_view spki_der, bool rsa_key, absl::string_view san_extension,
+                                          bool server_only, absl::Duration ttl) const;
 
   std::shared_ptr<const SigningAuthority> authority_;
   const Clock& clock_;
   RandomSource& random_;
   absl::Duration clock_skew_;
   absl::Time chain_not_after_;
-  const EVP_MD* digest_;
-  X509ExtensionPtr aki_;
+  std::unique_ptr<Signer> signer_;
+  // DER pieces that are the same in every certificate this issuer signs.
+  std::string signature_algorithm_;
+  std::string issuer_name_;
+  std::string ext_basic_constraints_, ext_key_usage_ec_, ext_key_usage_rsa_, ext_eku_svid_, ext_eku_server_,
+      ext_authority_key_id_;
 };
 
 // A self-signed root: subject O=<trust_domain>, CA:TRUE (critical), keyCertSign+cRLSign

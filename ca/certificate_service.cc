@@ -49,7 +49,7 @@ absl::StatusOr<std::vector<std::string>> CertificateAuthority::Sign(const Caller
     csr_errors_->Increment();
     return csr.status();
   }
-  auto cert = issuer_->IssueSvid(csr->public_key.get(), caller->id, ttl);
+  auto cert = issuer_->IssueSvid(csr->spki_der, csr->algorithm, caller->id, ttl);
   if (!cert.ok()) {
     cert_gen_errors_->Increment();
     logger_->error("signing for {} failed: {}", caller->id.ToString(), cert.status().message());

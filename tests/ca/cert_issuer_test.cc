@@ -18,9 +18,12 @@ class CertIssuerTest : public ::testing::Test {
 
 TEST_F(CertIssuerTest, SvidFollowsTheProfile) {
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
-  auto issued = issuer_.IssueSvid(key.get(), id_, absl::Hours(1));
+  auto issued = issuer_.IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1));
   ASSERT_TRUE(issued.ok()) << issued.status();
-  X509* cert = issued->cert.get();
+  X509Ptr parsed = *CertFromPem(issued->pem);
+  X509* cert = parsed.get();
+  EXPECT_EQ(CertToDer(cert), issued->der);
+  EXPECT_EQ(SerialHex(cert), issued->serial_hex);
   EXPECT_EQ(X509_NAME_entry_count(X509_get_subject_name(cert)), 0) << "empty subject";
   EXPECT_EQ(UriSans(cert), std::vector<std::string>{id_.ToString()});
   EXPECT_TRUE(DnsSans(cert).empty());
@@ -43,14 +46,40 @@ TEST_F(CertIssuerTest, SvidFollowsTheProfile) {
 
 TEST_F(CertIssuerTest, RsaKeysAlsoGetKeyEncipherment) {
   auto key = *GenerateKey(KeyAlgorithm::kRsa2048);
-  auto issued = *issuer_.IssueSvid(key.get(), id_, absl::Hours(1));
-  EXPECT_EQ(X509_get_key_usage(issued.cert.get()), static_cast<uint32_t>(KU_DIGITAL_SIGNATURE | KU_KEY_ENCIPHERMENT));
+  auto issued = *issuer_.IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kRsa2048, id_, absl::Hours(1));
+  EXPECT_EQ(X509_get_key_usage(CertFromDer(issued.der)->get()), static_cast<uint32_t>(KU_DIGITAL_SIGNATURE | KU_KEY_ENCIPHERMENT));
+}
+
+TEST_F(CertIssuerTest, RsaAndP384AuthoritiesSignVerifiableCertificates) {
+  for (KeyAlgorithm ca_algorithm : {KeyAlgorithm::kRsa2048, KeyAlgorithm::kEcdsaP384}) {
+    auto authority = testing::MakeAuthority(clock_, random_, "cluster.local", absl::Hours(10), ca_algorithm);
+    CertIssuer issuer(authority, clock_, random_);
+    auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
+    auto issued = *issuer.IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1));
+    X509Ptr cert = *CertFromDer(issued.der);
+    EXPECT_TRUE(VerifyCertChain(cert.get(), {}, {authority->cert.get()}, clock_.Now()).ok()) << KeyAlgorithmName(ca_algorithm);
+    EXPECT_EQ(X509_get_signature_nid(cert.get()),
+              ca_algorithm == KeyAlgorithm::kRsa2048 ? NID_sha256WithRSAEncryption : NID_ecdsa_with_SHA384);
+  }
+}
+
+TEST_F(CertIssuerTest, TimesAfter2049UseGeneralizedTime) {
+  clock_.Set(absl::FromCivil(absl::CivilSecond(2049, 12, 31, 23, 0, 0), absl::UTCTimeZone()));
+  auto authority = testing::MakeAuthority(clock_, random_, "cluster.local", absl::Hours(24 * 365));
+  CertIssuer issuer(authority, clock_, random_);
+  auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
+  auto issued = *issuer.IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id_, absl::Hours(2));
+  X509Ptr cert = *CertFromDer(issued.der);
+  EXPECT_EQ(NotAfter(cert.get()), clock_.Now() + absl::Hours(2));
+  EXPECT_EQ(ASN1_STRING_type(X509_get0_notAfter(cert.get())), V_ASN1_GENERALIZEDTIME);
+  EXPECT_EQ(ASN1_STRING_type(X509_get0_notBefore(cert.get())), V_ASN1_UTCTIME);
 }
 
 TEST_F(CertIssuerTest, SerialsAreDistinct) {
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
   std::set<std::string> serials;
-  for (int i = 0; i < 50; ++i) serials.insert(issuer_.IssueSvid(key.get(), id_, absl::Hours(1))->serial_hex);
+  std::string spki = *PublicKeyDer(key.get());
+  for (int i = 0; i < 50; ++i) serials.insert(issuer_.IssueSvid(spki, KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1))->serial_hex);
   EXPECT_EQ(serials.size(), 50u);
 }
 
@@ -58,20 +87,24 @@ TEST_F(CertIssuerTest, NotAfterClampedToIssuerAndExpiredIssuerRefuses) {
   auto short_lived = testing::MakeAuthority(clock_, random_, "cluster.local", absl::Minutes(30));
   CertIssuer issuer(short_lived, clock_, random_);
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
-  auto issued = *issuer.IssueSvid(key.get(), id_, absl::Hours(1));
-  EXPECT_EQ(NotAfter(issued.cert.get()), NotAfter(short_lived->cert.get()));
+  std::string spki = *PublicKeyDer(key.get());
+  auto issued = *issuer.IssueSvid(spki, KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1));
+  EXPECT_EQ(NotAfter(CertFromDer(issued.der)->get()), NotAfter(short_lived->cert.get()));
+  EXPECT_EQ(issued.not_after, NotAfter(short_lived->cert.get()));
   clock_.Advance(absl::Minutes(31));
-  auto refused = issuer.IssueSvid(key.get(), id_, absl::Hours(1));
+  auto refused = issuer.IssueSvid(spki, KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1));
   EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
 }
 
 TEST_F(CertIssuerTest, ServingCertHasDnsAndIpSans) {
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
   auto issued = *issuer_.IssueServingCert(key.get(), {"localhost", "127.0.0.1", "::1"}, absl::Hours(1));
-  EXPECT_EQ(DnsSans(issued.cert.get()), std::vector<std::string>{"localhost"});
-  EXPECT_EQ(X509_check_ip_asc(issued.cert.get(), "127.0.0.1", 0), 1);
-  EXPECT_EQ(X509_check_ip_asc(issued.cert.get(), "::1", 0), 1);
-  EXPECT_EQ(X509_get_extended_key_usage(issued.cert.get()), static_cast<uint32_t>(XKU_SSL_SERVER));
+  X509Ptr cert = *CertFromDer(issued.der);
+  EXPECT_EQ(DnsSans(cert.get()), std::vector<std::string>{"localhost"});
+  EXPECT_EQ(X509_check_ip_asc(cert.get(), "127.0.0.1", 0), 1);
+  EXPECT_EQ(X509_check_ip_asc(cert.get(), "::1", 0), 1);
+  EXPECT_EQ(X509_get_extended_key_usage(cert.get()), static_cast<uint32_t>(XKU_SSL_SERVER));
+  EXPECT_TRUE(VerifyCertChain(cert.get(), {}, {authority_->cert.get()}, clock_.Now()).ok());
 }
 
 TEST(SelfSignedRoot, HasCaProfile) {
