@@ -143,6 +143,7 @@ struct Entry {
   std::optional<Issued> held;  // waits for ROOTCA to reach every stream
 
   absl::Time next_attempt = absl::InfinitePast();
+  absl::Time last_attempt = absl::InfinitePast();
   std::optional<absl::Time> scheduled_at;
   bool in_flight = false;
   int failures = 0;
@@ -272,6 +273,16 @@ class SecretCache::Impl {
   }
 
   void AttachLocked(SubscriptionImpl* sub, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A new stream wants an identity that has no valid certificate because the CA failed: retry
+  // now (as istio-agent does for every new stream) unless an attempt is running or the last one
+  // was less than initial_backoff ago. True if the stream should wait for that attempt.
+  bool RetryForNewStreamLocked(Entry& e, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (e.in_flight) return true;
+    if (now - e.last_attempt < options_.initial_backoff) return false;
+    e.next_attempt = now;
+    RescheduleLocked(e);
+    return true;
+  }
   void DetachLocked(SubscriptionImpl* sub) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<SdsUpdate> CurrentDefaultLocked(const Entry& e, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<absl::Status> RootErrorLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -403,7 +414,10 @@ absl::StatusOr<std::vector<SdsUpdate>> SecretCache::Impl::SetNames(SubscriptionI
     if (names.contains(std::string(kDefault))) {
       if (sub->entry_ == 0) AttachLocked(sub, now);
       if (Entry* e = FindLocked(sub->entry_); e != nullptr) {
-        if (auto update = CurrentDefaultLocked(*e, now)) current.push_back(std::move(*update));
+        auto update = CurrentDefaultLocked(*e, now);
+        if (update.has_value() && (update->error.ok() || !RetryForNewStreamLocked(*e, now))) {
+          current.push_back(std::move(*update));
+        }
       }
     } else if (sub->entry_ != 0) {
       DetachLocked(sub);
@@ -413,7 +427,8 @@ absl::StatusOr<std::vector<SdsUpdate>> SecretCache::Impl::SetNames(SubscriptionI
       if (root_resource_ != nullptr) {
         current.push_back({std::string(kRoot), root_resource_, absl::OkStatus()});
       } else if (auto error = RootErrorLocked()) {
-        current.push_back({std::string(kRoot), nullptr, *error});
+        Entry* agent = FindLocked(agent_entry_);
+        if (agent == nullptr || !RetryForNewStreamLocked(*agent, now)) current.push_back({std::string(kRoot), nullptr, *error});
       }
     } else {
       root_watchers_.erase(sub);
@@ -549,6 +564,7 @@ bool SecretCache::Impl::RunOne() {
         DropLocked(e, notes, now);
       } else {
         e.in_flight = true;
+        e.last_attempt = now;
         job = e.id;
         is_agent = e.is_agent;
         if (!is_agent) token = e.token.Clone();

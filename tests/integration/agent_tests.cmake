@@ -13,3 +13,11 @@ if(NODE_EXECUTABLE)
     WORKING_DIRECTORY ${node_dir})
   set_tests_properties(interop.sds_envoy_protos interop.sds_node_grpc_js PROPERTIES LABELS "interop" TIMEOUT 300)
 endif()
+
+# Integration: the agent through a CA outage (real meshid server + agent, Envoy's sds.proto).
+if(NODE_EXECUTABLE)
+  add_test(NAME integration.agent_ca_outage
+    COMMAND ${NODE_EXECUTABLE} ${node_dir}/agent_ca_outage.js --meshid $<TARGET_FILE:meshid>
+    WORKING_DIRECTORY ${node_dir})
+  set_tests_properties(integration.agent_ca_outage PROPERTIES LABELS "integration" TIMEOUT 300)
+endif()

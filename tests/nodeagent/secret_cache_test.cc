@@ -248,19 +248,31 @@ TEST_F(SecretCacheTest, CaOutageKeepsServingTheCachedCertificateUntilItExpires) 
   EXPECT_EQ(updates[0].error.code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(updates[0].error.message(), HasSubstr("expired"));
   EXPECT_THAT(updates[0].error.message(), HasSubstr("connection refused"));
+  // A stream arriving right after a failed attempt is told why at once.
+  clock_.Set(*cache->NextDueTime());
+  RunDue(*cache);
   auto expired = sub2->SetNames({"default"});
   ASSERT_TRUE(expired.ok());
+  ASSERT_THAT(*expired, SizeIs(1));
   EXPECT_FALSE((*expired)[0].error.ok());
   EXPECT_GT(metrics_.AddCounter("meshid_agent_csr_failures_total", "", {{"code", "UNAVAILABLE"}}).value(), 5);
 
-  // The CA comes back: the next retry succeeds and the new certificate is pushed.
+  // The CA comes back. A proxy reconnecting (a new stream) does not wait out the backoff: it
+  // triggers an attempt right away and waits for its outcome, as with istio-agent.
   ca_.SetFailure(absl::OkStatus());
-  clock_.Set(*cache->NextDueTime());
+  clock_.Advance(absl::Milliseconds(500));
+  ASSERT_GT(*cache->NextDueTime(), clock_.Now());
+  auto sub3 = Subscribe(*cache, "", std::make_shared<RecordingWatcher>());
+  auto waiting = sub3->SetNames({"default"});
+  ASSERT_TRUE(waiting.ok());
+  EXPECT_THAT(*waiting, SizeIs(0));
+  EXPECT_EQ(cache->NextDueTime(), clock_.Now());
   RunDue(*cache);
-  updates = watcher->Take();
-  ASSERT_THAT(updates, SizeIs(1));
-  ASSERT_NE(updates[0].resource, nullptr);
-  EXPECT_GT(NotAfter(CertsFromPem(Parse(updates[0].resource).tls_certificate().certificate_chain().inline_bytes())
+  updates = watcher->Take();  // the failure of the attempt above, then the new certificate
+  ASSERT_THAT(updates, SizeIs(2));
+  EXPECT_FALSE(updates[0].error.ok());
+  ASSERT_NE(updates[1].resource, nullptr);
+  EXPECT_GT(NotAfter(CertsFromPem(Parse(updates[1].resource).tls_certificate().certificate_chain().inline_bytes())
                          ->front()
                          .get()),
             clock_.Now());
