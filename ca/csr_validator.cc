@@ -70,9 +70,19 @@ std::string DescribeKeyOid(absl::string_view oid_value) {
 // A parsed public key ready for signature verification.
 struct PublicKey {
   KeyAlgorithm algorithm;
-  EcKeyPtr ec{nullptr, EC_KEY_free};
+  EC_KEY* ec = nullptr;  // a thread-local object, see ThreadLocalEcKey
   RsaPtr rsa{nullptr, RSA_free};
 };
+
+// Creating an EC_KEY (and its group) costs about as much as the signature check, so each
+// thread keeps one per curve and only replaces its public point.
+EC_KEY* ThreadLocalEcKey(int nid) {
+  thread_local EcKeyPtr p256(nullptr, EC_KEY_free);
+  thread_local EcKeyPtr p384(nullptr, EC_KEY_free);
+  EcKeyPtr& slot = nid == NID_X9_62_prime256v1 ? p256 : p384;
+  if (!slot) slot.reset(EC_KEY_new_by_curve_name(nid));
+  return slot.get();
+}
 
 absl::StatusOr<PublicKey> ParsePublicKey(const Element& spki) {
   Reader r(spki.value);
@@ -102,11 +112,10 @@ absl::StatusOr<PublicKey> ParsePublicKey(const Element& spki) {
                                  "\" is not allowed (ECDSA keys must be P-256 or P-384)"));
     }
     if (key_bytes->empty() || (*key_bytes)[0] == 0) return Refuse("key: the EC point is invalid");
-    key.ec.reset(EC_KEY_new_by_curve_name(nid));
+    key.ec = ThreadLocalEcKey(nid);
     const unsigned char* p = reinterpret_cast<const unsigned char*>(key_bytes->data());
-    EC_KEY* raw = key.ec.get();
-    // o2i_ECPublicKey checks that the point is on the curve.
-    if (!key.ec || o2i_ECPublicKey(&raw, &p, static_cast<long>(key_bytes->size())) == nullptr) {
+    // o2i_ECPublicKey replaces the point and checks that it is on the curve.
+    if (key.ec == nullptr || o2i_ECPublicKey(&key.ec, &p, static_cast<long>(key_bytes->size())) == nullptr) {
       ERR_clear_error();
       return Refuse("key: the EC point is not on the curve");
     }
@@ -157,7 +166,7 @@ absl::Status VerifySignature(const PublicKey& key, absl::string_view signed_byte
   else if (oid->value == kOidRsaSha384) md = EVP_sha384();
   else if (oid->value == kOidRsaSha512) md = EVP_sha512();
   else return Refuse(absl::StrCat("signature algorithm \"", OidName(oid->value), "\" is not supported"));
-  if (ec_alg != static_cast<bool>(key.ec)) return Refuse("signature algorithm does not fit the key");
+  if (ec_alg != (key.ec != nullptr)) return Refuse("signature algorithm does not fit the key");
   if (!alg.empty()) {
     auto params = alg.Next();
     if (ec_alg || !params.ok() || params->tag != der::kNull || !params->value.empty() || !alg.empty()) {
@@ -170,7 +179,7 @@ absl::Status VerifySignature(const PublicKey& key, absl::string_view signed_byte
   unsigned int digest_len = 0;
   EVP_Digest(signed_bytes.data(), signed_bytes.size(), digest, &digest_len, md, nullptr);
   const auto* sig = reinterpret_cast<const unsigned char*>(signature->data());
-  int ok = key.ec ? ECDSA_verify(0, digest, static_cast<int>(digest_len), sig, static_cast<int>(signature->size()), key.ec.get())
+  int ok = key.ec != nullptr ? ECDSA_verify(0, digest, static_cast<int>(digest_len), sig, static_cast<int>(signature->size()), key.ec)
                   : RSA_verify(EVP_MD_get_type(md), digest, digest_len, sig, static_cast<unsigned int>(signature->size()),
                                key.rsa.get());
   ERR_clear_error();
