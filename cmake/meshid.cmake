@@ -5,6 +5,8 @@ set(MESHID_WARNINGS -Wall -Wextra -Wpedantic -Werror -Wno-unused-parameter -Wno-
                      -Wno-missing-field-initializers)
 
 if(MESHID_SANITIZE)
+  # ASan instrumentation makes GCC 12 report false maybe-uninitialized warnings in libstdc++.
+  list(APPEND MESHID_WARNINGS -Wno-maybe-uninitialized)
   add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
   add_link_options(-fsanitize=address,undefined)
 endif()
