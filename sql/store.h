@@ -1,0 +1,115 @@
+// The store behind `meshid server`: the issuance ledger, the identity registry and the deny
+// list, on SQLite (embedded default) or PostgreSQL (several servers on one database).
+//
+// Every method is thread-safe and blocks until the database answered. Errors: Unavailable when
+// the database cannot be reached or a transaction could not commit (callers may retry),
+// InvalidArgument for bad input (naming the field), NotFound / AlreadyExists for registry
+// operations, FailedPrecondition for a schema newer than this binary. Nothing is half-written:
+// every mutating call is one transaction.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+
+namespace meshid {
+
+// One issued certificate.
+struct IssuanceRecord {
+  std::string serial_hex;         // upper-case hex, unique
+  std::string spiffe_id;
+  absl::Time not_before;
+  absl::Time not_after;
+  std::string public_key_sha256;  // lower-case hex SHA-256 of the DER SubjectPublicKeyInfo
+  std::string issuer_serial_hex;  // serial of the CA certificate that signed it
+  std::string auth_method;        // "jwt" or "client-cert"
+  std::string auth_detail;        // "iss=<issuer> sub=<subject>" or "serial=<hex>"
+  absl::Time issued_at;
+  friend bool operator==(const IssuanceRecord&, const IssuanceRecord&) = default;
+};
+
+struct IssuanceQuery {
+  std::optional<std::string> spiffe_id;
+  std::optional<std::string> serial_hex;
+  bool expired_only = false;  // not_after <= now
+  absl::Time now;
+  size_t limit = 1000;        // newest first
+};
+
+// An identity the CA may issue for (with --require-registration, only these).
+struct RegistryEntry {
+  std::string spiffe_id;
+  // Which callers may obtain this identity, matched against the authenticated caller:
+  //   "*"                      any caller already mapped to this SPIFFE ID
+  //   "jwt-sub:<subject>"      a JWT with exactly this sub
+  //   "jwt-iss:<issuer>"       any JWT from this issuer
+  //   "client-cert"            renewal with a certificate of this identity
+  // An entry may list several, any of which suffices.
+  std::vector<std::string> allowed_auth;
+  absl::Duration max_ttl = absl::ZeroDuration();  // zero: the server's maximum applies
+  std::vector<std::string> dns_names;             // added to the certificate as DNS SANs
+  std::string note;
+  absl::Time created_at;
+  friend bool operator==(const RegistryEntry&, const RegistryEntry&) = default;
+};
+
+struct BlockedIdentity {
+  std::string spiffe_id;
+  std::string reason;
+  absl::Time blocked_at;
+};
+
+// What the CA needs to know about an identity before it signs: one round trip.
+struct IdentityStatus {
+  std::optional<RegistryEntry> entry;
+  std::optional<BlockedIdentity> blocked;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // "sqlite" or "postgresql", and a description without credentials for logs.
+  virtual std::string backend() const = 0;
+  virtual std::string description() const = 0;
+
+  // Appends all records in one transaction and returns only after it committed (durable:
+  // fsync'd WAL for SQLite, synchronous commit for PostgreSQL). AlreadyExists if a serial
+  // repeats (nothing of the batch is written then).
+  virtual absl::Status RecordIssuances(absl::Span<const IssuanceRecord> records) = 0;
+  virtual absl::StatusOr<std::vector<IssuanceRecord>> ListIssuances(const IssuanceQuery& query) = 0;
+  // Deletes up to `limit` rows whose not_after is before `cutoff`; returns how many.
+  virtual absl::StatusOr<int64_t> PruneExpiredBefore(absl::Time cutoff, int64_t limit) = 0;
+
+  virtual absl::Status CreateEntry(const RegistryEntry& entry) = 0;  // AlreadyExists if present
+  virtual absl::StatusOr<std::vector<RegistryEntry>> ListEntries() = 0;
+  virtual absl::Status DeleteEntry(absl::string_view spiffe_id) = 0;  // NotFound if absent
+
+  virtual absl::Status Block(absl::string_view spiffe_id, absl::string_view reason, absl::Time at) = 0;
+  virtual absl::Status Unblock(absl::string_view spiffe_id) = 0;  // NotFound if not blocked
+  virtual absl::StatusOr<std::vector<BlockedIdentity>> ListBlocked() = 0;
+
+  // The registry entry and block of one identity, read in one query.
+  virtual absl::StatusOr<IdentityStatus> GetIdentityStatus(absl::string_view spiffe_id) = 0;
+
+  // The schema version this database is at.
+  virtual absl::StatusOr<int> SchemaVersion() = 0;
+};
+
+// Opens a store and brings its schema up to date (migrations from sql/migrations, applied in
+// one transaction and recorded in a schema-version table). URLs:
+//   sqlite://<path>            relative or absolute (sqlite:///abs/path); WAL mode
+//   postgresql://user[:password]@host:port/database[?sslmode=...]
+// Errors are one line naming the problem: a malformed URL (InvalidArgument), an unreachable
+// server or wrong credentials (Unavailable / PermissionDenied), a read-only SQLite file
+// (PermissionDenied), a database newer than this binary (FailedPrecondition).
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url);
+
+}  // namespace meshid
