@@ -108,8 +108,15 @@ void AddDocument(const YAML::Node& root, const std::string& file, const ReadOpti
     for (const auto& item : items) AddDocument(item, file, options, diag, order, out, depth + 1);
     return;
   }
+  std::vector<std::string> seen;
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string key = it->first.IsScalar() ? it->first.Scalar() : "";
+    if (std::find(seen.begin(), seen.end(), key) != seen.end()) {
+      // Usually two documents missing their "---" separator.
+      diag.Add({Diagnostic::Severity::kError, file, MarkLine(it->first, doc.line), doc.kind, key,
+                "duplicate key (is a \"---\" document separator missing?)"});
+    }
+    seen.push_back(key);
     if (key != "apiVersion" && key != "kind" && key != "metadata" && key != "spec" && key != "status") {
       diag.Add({Diagnostic::Severity::kError, file, MarkLine(it->first, doc.line), doc.kind, key,
                 "unknown top-level field"});
