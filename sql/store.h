@@ -18,6 +18,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "common/clock.h"
+#include "common/logging.h"
 
 namespace meshid {
 
@@ -40,7 +42,7 @@ struct IssuanceQuery {
   std::optional<std::string> serial_hex;
   bool expired_only = false;  // not_after <= now
   absl::Time now;
-  size_t limit = 1000;        // newest first
+  size_t limit = 1000;        // newest (by issued_at) first; 0: no limit
 };
 
 // An identity the CA may issue for (with --require-registration, only these).
@@ -103,6 +105,30 @@ class Store {
   virtual absl::StatusOr<int> SchemaVersion() = 0;
 };
 
+// Checks a record before it is written; InvalidArgument naming the field. serial_hex and
+// issuer_serial_hex: upper-case hex; public_key_sha256: 64 lower-case hex digits; spiffe_id,
+// auth_method: non-empty; text valid UTF-8 without NUL; times finite, not_before <= not_after.
+absl::Status ValidateIssuanceRecord(const IssuanceRecord& record);
+// Checks an entry: a valid SPIFFE ID, at least one allowed_auth of the forms above, max_ttl not
+// negative, DNS names that are host names (optionally "*." + host name), a note of at most
+// 1024 bytes. InvalidArgument naming the field.
+absl::Status ValidateRegistryEntry(const RegistryEntry& entry);
+
+struct StoreOptions {
+  // SQLite: create the database file if it does not exist (never its directory). When false, a
+  // missing file is NotFound (read-only tools should not leave empty databases behind).
+  bool create_if_missing = true;
+  // Most connections kept open (PostgreSQL: also the most concurrent transactions; SQLite:
+  // concurrent readers, writers are serialized).
+  int max_connections = 8;
+  // SQLite: how long a writer waits for another process holding the write lock.
+  absl::Duration busy_timeout = absl::Seconds(10);
+  // Migrations applied at open are logged here (nullptr: not logged).
+  LoggerPtr logger;
+  // Stamps the applied_at of migrations (nullptr: the system clock). Not owned.
+  const Clock* clock = nullptr;
+};
+
 // Opens a store and brings its schema up to date (migrations from sql/migrations, applied in
 // one transaction and recorded in a schema-version table). URLs:
 //   sqlite://<path>            relative or absolute (sqlite:///abs/path); WAL mode
@@ -111,5 +137,12 @@ class Store {
 // server or wrong credentials (Unavailable / PermissionDenied), a read-only SQLite file
 // (PermissionDenied), a database newer than this binary (FailedPrecondition).
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url);
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const StoreOptions& options);
+
+// The default store of a data directory: "sqlite://<data_dir>/meshid.db".
+std::string DefaultStoreUrl(const std::string& data_dir);
+// The store URL for the `--data-dir` / `--datastore` flags: `datastore` if given (it wins),
+// else DefaultStoreUrl(data_dir).
+std::string StoreUrlFromFlags(const std::string& data_dir, const std::string& datastore);
 
 }  // namespace meshid

@@ -1,0 +1,489 @@
+// The Store written once against Database, shared by the SQLite and PostgreSQL backends, and
+// OpenStore.
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "common/clock.h"
+#include "common/spiffe_id.h"
+#include "common/status_macros.h"
+#include "sql/database.h"
+#include "sql/migrations.h"
+#include "sql/postgres_database.h"
+#include "sql/sqlite_database.h"
+#include "sql/store.h"
+#include "sql/store_url.h"
+
+namespace meshid {
+namespace {
+
+using sql::ColumnInt;
+using sql::ColumnText;
+using sql::SqlParam;
+using sql::SqlRow;
+using sql::SqlTx;
+using sql::TxMode;
+
+constexpr size_t kMaxText = 4096;
+constexpr size_t kMaxNote = 1024;
+constexpr size_t kInsertChunk = 64;  // rows per INSERT statement (9 parameters each)
+
+// Valid UTF-8 (no overlong forms, surrogates or code points above U+10FFFF) without NUL.
+bool ValidText(absl::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c == 0) return false;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    int extra = 0;
+    uint32_t cp = 0;
+    if ((c & 0xE0) == 0xC0) {
+      extra = 1;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      extra = 2;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      extra = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + extra >= s.size()) return false;
+    for (int k = 1; k <= extra; ++k) {
+      auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += extra + 1;
+  }
+  return true;
+}
+
+absl::Status CheckText(absl::string_view field, absl::string_view value, size_t max, bool required) {
+  if (required && value.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": must not be empty"));
+  if (value.size() > max) return absl::InvalidArgumentError(absl::StrCat(field, ": longer than ", max, " bytes"));
+  if (!ValidText(value)) return absl::InvalidArgumentError(absl::StrCat(field, ": not valid UTF-8 text (or contains NUL)"));
+  return absl::OkStatus();
+}
+
+bool IsHex(absl::string_view s, bool upper) {
+  for (char c : s) {
+    bool digit = c >= '0' && c <= '9';
+    bool letter = upper ? (c >= 'A' && c <= 'F') : (c >= 'a' && c <= 'f');
+    if (!digit && !letter) return false;
+  }
+  return !s.empty();
+}
+
+absl::Status CheckTime(absl::string_view field, absl::Time t) {
+  if (t == absl::InfiniteFuture() || t == absl::InfinitePast()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": must be a finite time"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSpiffeId(absl::string_view field, absl::string_view id) {
+  auto parsed = SpiffeId::Parse(id);
+  if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(field, ": ", parsed.status().message()));
+  return absl::OkStatus();
+}
+
+bool ValidDnsName(absl::string_view name) {
+  if (name.size() >= 2 && name.substr(0, 2) == "*.") name.remove_prefix(2);
+  if (name.empty() || name.size() > 253) return false;
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t dot = name.find('.', start);
+    if (dot == absl::string_view::npos) dot = name.size();
+    absl::string_view label = name.substr(start, dot - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') return false;
+    for (char c : label) {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
+    }
+    start = dot + 1;
+  }
+  return true;
+}
+
+std::string ToJson(const std::vector<std::string>& list) { return nlohmann::json(list).dump(); }
+
+absl::StatusOr<std::vector<std::string>> FromJson(const std::string& text, absl::string_view what) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  std::vector<std::string> out;
+  if (j.is_array()) {
+    for (const auto& item : j) {
+      if (!item.is_string()) break;
+      out.push_back(item.get<std::string>());
+    }
+    if (out.size() == j.size()) return out;
+  }
+  return absl::DataLossError(absl::StrCat("datastore: corrupt ", what, " column (not a JSON array of strings)"));
+}
+
+constexpr absl::string_view kIssuanceColumns =
+    "serial, spiffe_id, not_before_us, not_after_us, public_key_sha256, issuer_serial, auth_method, auth_detail, "
+    "issued_at_us";
+constexpr absl::string_view kEntryColumns = "spiffe_id, allowed_auth, max_ttl_us, dns_names, note, created_at_us";
+constexpr absl::string_view kBlockColumns = "spiffe_id, reason, blocked_at_us";
+
+absl::StatusOr<IssuanceRecord> DecodeIssuance(const SqlRow& row) {
+  IssuanceRecord r;
+  r.serial_hex = ColumnText(row, 0);
+  r.spiffe_id = ColumnText(row, 1);
+  MESHID_ASSIGN_OR_RETURN(int64_t not_before, ColumnInt(row, 2));
+  MESHID_ASSIGN_OR_RETURN(int64_t not_after, ColumnInt(row, 3));
+  r.public_key_sha256 = ColumnText(row, 4);
+  r.issuer_serial_hex = ColumnText(row, 5);
+  r.auth_method = ColumnText(row, 6);
+  r.auth_detail = ColumnText(row, 7);
+  MESHID_ASSIGN_OR_RETURN(int64_t issued_at, ColumnInt(row, 8));
+  r.not_before = absl::FromUnixMicros(not_before);
+  r.not_after = absl::FromUnixMicros(not_after);
+  r.issued_at = absl::FromUnixMicros(issued_at);
+  return r;
+}
+
+// Decodes an entry from columns [first, first + 6).
+absl::StatusOr<RegistryEntry> DecodeEntry(const SqlRow& row, size_t first) {
+  RegistryEntry e;
+  e.spiffe_id = ColumnText(row, first);
+  MESHID_ASSIGN_OR_RETURN(e.allowed_auth, FromJson(ColumnText(row, first + 1), "registry_entries.allowed_auth"));
+  MESHID_ASSIGN_OR_RETURN(int64_t max_ttl, ColumnInt(row, first + 2));
+  MESHID_ASSIGN_OR_RETURN(e.dns_names, FromJson(ColumnText(row, first + 3), "registry_entries.dns_names"));
+  e.note = ColumnText(row, first + 4);
+  MESHID_ASSIGN_OR_RETURN(int64_t created_at, ColumnInt(row, first + 5));
+  e.max_ttl = absl::Microseconds(max_ttl);
+  e.created_at = absl::FromUnixMicros(created_at);
+  return e;
+}
+
+absl::StatusOr<BlockedIdentity> DecodeBlock(const SqlRow& row, size_t first) {
+  BlockedIdentity b;
+  b.spiffe_id = ColumnText(row, first);
+  b.reason = ColumnText(row, first + 1);
+  MESHID_ASSIGN_OR_RETURN(int64_t at, ColumnInt(row, first + 2));
+  b.blocked_at = absl::FromUnixMicros(at);
+  return b;
+}
+
+class SqlStore final : public Store {
+ public:
+  explicit SqlStore(std::unique_ptr<sql::Database> db) : db_(std::move(db)) {}
+
+  std::string backend() const override { return db_->backend(); }
+  std::string description() const override { return db_->description(); }
+
+  absl::Status RecordIssuances(absl::Span<const IssuanceRecord> records) override {
+    std::set<absl::string_view> serials;
+    for (size_t i = 0; i < records.size(); ++i) {
+      absl::Status s = ValidateIssuanceRecord(records[i]);
+      if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("records[", i, "].", s.message()));
+      if (!serials.insert(records[i].serial_hex).second) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("serial ", records[i].serial_hex, " appears twice in one batch; nothing was written"));
+      }
+    }
+    if (records.empty()) return absl::OkStatus();
+    absl::Status status = db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
+      for (size_t start = 0; start < records.size(); start += kInsertChunk) {
+        size_t n = std::min(kInsertChunk, records.size() - start);
+        std::string statement = absl::StrCat("INSERT INTO issuances (", kIssuanceColumns, ") VALUES ");
+        std::vector<SqlParam> params;
+        params.reserve(n * 9);
+        for (size_t i = 0; i < n; ++i) {
+          const IssuanceRecord& r = records[start + i];
+          size_t p = i * 9;
+          absl::StrAppend(&statement, i == 0 ? "" : ", ", "($", p + 1, ", $", p + 2, ", $", p + 3, ", $", p + 4, ", $", p + 5,
+                          ", $", p + 6, ", $", p + 7, ", $", p + 8, ", $", p + 9, ")");
+          params.emplace_back(r.serial_hex);
+          params.emplace_back(r.spiffe_id);
+          params.emplace_back(absl::ToUnixMicros(r.not_before));
+          params.emplace_back(absl::ToUnixMicros(r.not_after));
+          params.emplace_back(r.public_key_sha256);
+          params.emplace_back(r.issuer_serial_hex);
+          params.emplace_back(r.auth_method);
+          params.emplace_back(r.auth_detail);
+          params.emplace_back(absl::ToUnixMicros(r.issued_at));
+        }
+        MESHID_RETURN_IF_ERROR(tx.Exec(statement, params).status());
+      }
+      return absl::OkStatus();
+    });
+    if (absl::IsAlreadyExists(status)) return DescribeDuplicate(records, status);
+    return status;
+  }
+
+  absl::StatusOr<std::vector<IssuanceRecord>> ListIssuances(const IssuanceQuery& query) override {
+    std::string statement = absl::StrCat("SELECT ", kIssuanceColumns, " FROM issuances WHERE 1 = 1");
+    std::vector<SqlParam> params;
+    if (query.spiffe_id.has_value()) {
+      params.emplace_back(*query.spiffe_id);
+      absl::StrAppend(&statement, " AND spiffe_id = $", params.size());
+    }
+    if (query.serial_hex.has_value()) {
+      params.emplace_back(*query.serial_hex);
+      absl::StrAppend(&statement, " AND serial = $", params.size());
+    }
+    if (query.expired_only) {
+      MESHID_RETURN_IF_ERROR(CheckTime("now", query.now));
+      params.emplace_back(absl::ToUnixMicros(query.now));
+      absl::StrAppend(&statement, " AND not_after_us <= $", params.size());
+    }
+    absl::StrAppend(&statement, " ORDER BY issued_at_us DESC, serial DESC");
+    if (query.limit > 0) {
+      params.emplace_back(static_cast<int64_t>(std::min<size_t>(query.limit, INT64_MAX)));
+      absl::StrAppend(&statement, " LIMIT $", params.size());
+    }
+    std::vector<IssuanceRecord> out;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kRead, [&](SqlTx& tx) -> absl::Status {
+      out.clear();
+      MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query(statement, params));
+      out.reserve(rows.size());
+      for (const SqlRow& row : rows) {
+        MESHID_ASSIGN_OR_RETURN(auto record, DecodeIssuance(row));
+        out.push_back(std::move(record));
+      }
+      return absl::OkStatus();
+    }));
+    return out;
+  }
+
+  absl::StatusOr<int64_t> PruneExpiredBefore(absl::Time cutoff, int64_t limit) override {
+    MESHID_RETURN_IF_ERROR(CheckTime("cutoff", cutoff));
+    if (limit <= 0) return absl::InvalidArgumentError("limit: must be positive");
+    int64_t deleted = 0;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
+      MESHID_ASSIGN_OR_RETURN(
+          deleted, tx.Exec("DELETE FROM issuances WHERE serial IN (SELECT serial FROM issuances WHERE not_after_us < $1 "
+                           "ORDER BY not_after_us LIMIT $2)",
+                           {SqlParam(absl::ToUnixMicros(cutoff)), SqlParam(limit)}));
+      return absl::OkStatus();
+    }));
+    return deleted;
+  }
+
+  absl::Status CreateEntry(const RegistryEntry& entry) override {
+    MESHID_RETURN_IF_ERROR(ValidateRegistryEntry(entry));
+    absl::Status status = db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
+      return tx
+          .Exec(absl::StrCat("INSERT INTO registry_entries (", kEntryColumns, ") VALUES ($1, $2, $3, $4, $5, $6)"),
+                {SqlParam(entry.spiffe_id), SqlParam(ToJson(entry.allowed_auth)),
+                 SqlParam(absl::ToInt64Microseconds(entry.max_ttl)), SqlParam(ToJson(entry.dns_names)), SqlParam(entry.note),
+                 SqlParam(absl::ToUnixMicros(entry.created_at))})
+          .status();
+    });
+    if (absl::IsAlreadyExists(status)) {
+      return absl::AlreadyExistsError(absl::StrCat("a registry entry for ", entry.spiffe_id, " already exists"));
+    }
+    return status;
+  }
+
+  absl::StatusOr<std::vector<RegistryEntry>> ListEntries() override {
+    std::vector<RegistryEntry> out;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kRead, [&](SqlTx& tx) -> absl::Status {
+      out.clear();
+      MESHID_ASSIGN_OR_RETURN(auto rows,
+                              tx.Query(absl::StrCat("SELECT ", kEntryColumns, " FROM registry_entries ORDER BY spiffe_id")));
+      for (const SqlRow& row : rows) {
+        MESHID_ASSIGN_OR_RETURN(auto entry, DecodeEntry(row, 0));
+        out.push_back(std::move(entry));
+      }
+      return absl::OkStatus();
+    }));
+    return out;
+  }
+
+  absl::Status DeleteEntry(absl::string_view spiffe_id) override {
+    return DeleteOne("registry_entries", spiffe_id, absl::StrCat("no registry entry for ", spiffe_id));
+  }
+
+  absl::Status Block(absl::string_view spiffe_id, absl::string_view reason, absl::Time at) override {
+    MESHID_RETURN_IF_ERROR(CheckSpiffeId("spiffe_id", spiffe_id));
+    MESHID_RETURN_IF_ERROR(CheckText("reason", reason, kMaxNote, /*required=*/false));
+    MESHID_RETURN_IF_ERROR(CheckTime("blocked_at", at));
+    return db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
+      return tx
+          .Exec(absl::StrCat("INSERT INTO blocked_identities (", kBlockColumns,
+                             ") VALUES ($1, $2, $3) ON CONFLICT (spiffe_id) DO UPDATE SET reason = excluded.reason, "
+                             "blocked_at_us = excluded.blocked_at_us"),
+                {SqlParam(std::string(spiffe_id)), SqlParam(std::string(reason)), SqlParam(absl::ToUnixMicros(at))})
+          .status();
+    });
+  }
+
+  absl::Status Unblock(absl::string_view spiffe_id) override {
+    return DeleteOne("blocked_identities", spiffe_id, absl::StrCat(spiffe_id, " is not blocked"));
+  }
+
+  absl::StatusOr<std::vector<BlockedIdentity>> ListBlocked() override {
+    std::vector<BlockedIdentity> out;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kRead, [&](SqlTx& tx) -> absl::Status {
+      out.clear();
+      MESHID_ASSIGN_OR_RETURN(
+          auto rows, tx.Query(absl::StrCat("SELECT ", kBlockColumns, " FROM blocked_identities ORDER BY spiffe_id")));
+      for (const SqlRow& row : rows) {
+        MESHID_ASSIGN_OR_RETURN(auto block, DecodeBlock(row, 0));
+        out.push_back(std::move(block));
+      }
+      return absl::OkStatus();
+    }));
+    return out;
+  }
+
+  absl::StatusOr<IdentityStatus> GetIdentityStatus(absl::string_view spiffe_id) override {
+    static const std::string kQuery = absl::StrCat(
+        "SELECT e.spiffe_id, e.allowed_auth, e.max_ttl_us, e.dns_names, e.note, e.created_at_us, "
+        "b.spiffe_id, b.reason, b.blocked_at_us "
+        "FROM (SELECT CAST($1 AS TEXT) AS id) q "
+        "LEFT JOIN registry_entries e ON e.spiffe_id = q.id "
+        "LEFT JOIN blocked_identities b ON b.spiffe_id = q.id");
+    IdentityStatus out;
+    std::vector<SqlParam> params = {SqlParam(std::string(spiffe_id))};
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kRead, [&](SqlTx& tx) -> absl::Status {
+      out = IdentityStatus{};
+      MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query(kQuery, params));
+      if (rows.size() != 1) return absl::InternalError("datastore: identity status query returned no row");
+      if (rows[0][0].has_value()) {
+        MESHID_ASSIGN_OR_RETURN(out.entry, DecodeEntry(rows[0], 0));
+      }
+      if (rows[0][6].has_value()) {
+        MESHID_ASSIGN_OR_RETURN(out.blocked, DecodeBlock(rows[0], 6));
+      }
+      return absl::OkStatus();
+    }));
+    return out;
+  }
+
+  absl::StatusOr<int> SchemaVersion() override { return sql::ReadSchemaVersion(*db_); }
+
+ private:
+  absl::Status DeleteOne(absl::string_view table, absl::string_view spiffe_id, std::string not_found) {
+    int64_t deleted = 0;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
+      MESHID_ASSIGN_OR_RETURN(deleted, tx.Exec(absl::StrCat("DELETE FROM ", table, " WHERE spiffe_id = $1"),
+                                               {SqlParam(std::string(spiffe_id))}));
+      return absl::OkStatus();
+    }));
+    if (deleted == 0) return absl::NotFoundError(not_found);
+    return absl::OkStatus();
+  }
+
+  // After a unique violation: names a serial of the batch that is already in the ledger.
+  absl::Status DescribeDuplicate(absl::Span<const IssuanceRecord> records, const absl::Status& original) {
+    std::string found;
+    for (size_t start = 0; start < records.size() && found.empty(); start += kInsertChunk) {
+      size_t n = std::min(kInsertChunk, records.size() - start);
+      std::string statement = "SELECT serial FROM issuances WHERE serial IN (";
+      std::vector<SqlParam> params;
+      for (size_t i = 0; i < n; ++i) {
+        absl::StrAppend(&statement, i == 0 ? "$" : ", $", i + 1);
+        params.emplace_back(records[start + i].serial_hex);
+      }
+      statement += ") LIMIT 1";
+      absl::Status s = db_->Transact(TxMode::kRead, [&](SqlTx& tx) -> absl::Status {
+        MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query(statement, params));
+        found = rows.empty() ? "" : ColumnText(rows[0], 0);
+        return absl::OkStatus();
+      });
+      if (!s.ok()) break;
+    }
+    if (found.empty()) return original;
+    return absl::AlreadyExistsError(absl::StrCat("the ledger already has a certificate with serial ", found,
+                                                 "; nothing of this batch of ", records.size(), " was written"));
+  }
+
+  std::unique_ptr<sql::Database> db_;
+};
+
+}  // namespace
+
+absl::Status ValidateIssuanceRecord(const IssuanceRecord& r) {
+  if (r.serial_hex.size() > 128 || !IsHex(r.serial_hex, /*upper=*/true)) {
+    return absl::InvalidArgumentError("serial_hex: must be 1 to 128 upper-case hex digits");
+  }
+  MESHID_RETURN_IF_ERROR(CheckSpiffeId("spiffe_id", r.spiffe_id));
+  if (r.public_key_sha256.size() != 64 || !IsHex(r.public_key_sha256, /*upper=*/false)) {
+    return absl::InvalidArgumentError("public_key_sha256: must be 64 lower-case hex digits");
+  }
+  if (r.issuer_serial_hex.size() > 128 || !IsHex(r.issuer_serial_hex, /*upper=*/true)) {
+    return absl::InvalidArgumentError("issuer_serial_hex: must be 1 to 128 upper-case hex digits");
+  }
+  MESHID_RETURN_IF_ERROR(CheckText("auth_method", r.auth_method, 64, /*required=*/true));
+  MESHID_RETURN_IF_ERROR(CheckText("auth_detail", r.auth_detail, kMaxText, /*required=*/false));
+  MESHID_RETURN_IF_ERROR(CheckTime("not_before", r.not_before));
+  MESHID_RETURN_IF_ERROR(CheckTime("not_after", r.not_after));
+  MESHID_RETURN_IF_ERROR(CheckTime("issued_at", r.issued_at));
+  if (r.not_after < r.not_before) return absl::InvalidArgumentError("not_after: before not_before");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRegistryEntry(const RegistryEntry& e) {
+  MESHID_RETURN_IF_ERROR(CheckSpiffeId("spiffe_id", e.spiffe_id));
+  if (e.allowed_auth.empty()) {
+    return absl::InvalidArgumentError("allowed_auth: at least one of \"*\", \"jwt-sub:<subject>\", \"jwt-iss:<issuer>\", "
+                                      "\"client-cert\"");
+  }
+  std::set<std::string> seen;
+  for (size_t i = 0; i < e.allowed_auth.size(); ++i) {
+    const std::string& a = e.allowed_auth[i];
+    std::string field = absl::StrCat("allowed_auth[", i, "]");
+    MESHID_RETURN_IF_ERROR(CheckText(field, a, kMaxNote, /*required=*/true));
+    bool ok = a == "*" || a == "client-cert" || (a.rfind("jwt-sub:", 0) == 0 && a.size() > 8) ||
+              (a.rfind("jwt-iss:", 0) == 0 && a.size() > 8);
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": \"", a.substr(0, 64), "\" is not one of \"*\", \"jwt-sub:<subject>\", \"jwt-iss:<issuer>\", \"client-cert\""));
+    }
+    if (!seen.insert(a).second) return absl::InvalidArgumentError(absl::StrCat(field, ": \"", a, "\" is listed twice"));
+  }
+  if (e.max_ttl < absl::ZeroDuration() || e.max_ttl == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError("max_ttl: must be zero (the server's maximum) or a positive duration");
+  }
+  seen.clear();
+  for (size_t i = 0; i < e.dns_names.size(); ++i) {
+    std::string field = absl::StrCat("dns_names[", i, "]");
+    if (!ValidDnsName(e.dns_names[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": \"", e.dns_names[i].substr(0, 64), "\" is not a DNS name"));
+    }
+    if (!seen.insert(absl::AsciiStrToLower(e.dns_names[i])).second) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": \"", e.dns_names[i], "\" is listed twice"));
+    }
+  }
+  MESHID_RETURN_IF_ERROR(CheckText("note", e.note, kMaxNote, /*required=*/false));
+  MESHID_RETURN_IF_ERROR(CheckTime("created_at", e.created_at));
+  return absl::OkStatus();
+}
+
+namespace sql {
+
+absl::StatusOr<std::unique_ptr<Store>> OpenStoreWithMigrations(const std::string& url, const StoreOptions& options,
+                                                               absl::Span<const Migration> migrations) {
+  MESHID_ASSIGN_OR_RETURN(StoreUrl parsed, ParseStoreUrl(url));
+  std::unique_ptr<Database> db;
+  if (parsed.kind == StoreUrl::Kind::kSqlite) {
+    MESHID_ASSIGN_OR_RETURN(db, OpenSqliteDatabase(parsed.path, options));
+  } else {
+    MESHID_ASSIGN_OR_RETURN(db, OpenPostgresDatabase(parsed, options));
+  }
+  const Clock& clock = options.clock != nullptr ? *options.clock : SystemClock::Instance();
+  MESHID_RETURN_IF_ERROR(ApplyMigrations(*db, migrations, clock.Now(), options.logger));
+  return std::make_unique<SqlStore>(std::move(db));
+}
+
+}  // namespace sql
+
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const StoreOptions& options) {
+  return sql::OpenStoreWithMigrations(url, options, sql::BuiltinMigrations());
+}
+
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url) { return OpenStore(url, StoreOptions{}); }
+
+}  // namespace meshid
