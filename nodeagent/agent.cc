@@ -218,7 +218,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
   auto sds = sds::SdsServer::Create(config.sds, *agent->cache_, agent->metrics_, agent->random_, logger);
   if (!sds.ok()) return absl::Status(sds.status().code(), absl::StrCat("--sds-socket: ", sds.status().message()));
   agent->sds_ = std::move(*sds);
-  agent->workers_ = std::make_unique<CacheWorkers>(*agent->cache_, clock, config.worker_threads);
+  agent->workers_ = std::make_unique<CacheWorkers>(*agent->cache_, config.worker_threads);
 
   if (!config.trust_anchors_file.empty()) {
     SecretCache* cache_ptr = agent->cache_.get();

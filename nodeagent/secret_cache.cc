@@ -29,7 +29,7 @@ using sds::SdsWatcher;
 constexpr absl::string_view kDefault = sds::kWorkloadResourceName;
 constexpr absl::string_view kRoot = sds::kRootResourceName;
 
-std::string Sha256Hex(absl::string_view data) {
+std::string TokenHash(absl::string_view data) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
   return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
@@ -355,7 +355,7 @@ class SubscriptionImpl final : public sds::SdsSubscription {
   SubscriptionImpl(SecretCache::Impl* impl, std::shared_ptr<SdsWatcher> watcher, SecretString token,
                    absl::Time token_expiry)
       : impl_(impl), watcher_(std::move(watcher)), token_(std::move(token)), token_expiry_(token_expiry) {
-    if (!token_.empty()) token_hash_ = Sha256Hex(token_.view());
+    if (!token_.empty()) token_hash_ = TokenHash(token_.view());
   }
   ~SubscriptionImpl() override { impl_->Unsubscribe(this); }
 
@@ -869,7 +869,7 @@ absl::Status SecretCache::SetExtraTrustAnchors(absl::string_view pem_bundle) {
 }
 SecretCacheStats SecretCache::Stats() const { return impl_->Stats(); }
 
-CacheWorkers::CacheWorkers(SecretCache& cache, const Clock& clock, int threads) : cache_(cache), clock_(clock) {
+CacheWorkers::CacheWorkers(SecretCache& cache, int threads) : cache_(cache) {
   for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });
 }
 

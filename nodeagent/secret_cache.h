@@ -114,13 +114,12 @@ class SecretCache final : public sds::SdsSecretProvider {
 // Several workers let one slow CA call not delay the others (1,000 identities at start-up).
 class CacheWorkers {
  public:
-  CacheWorkers(SecretCache& cache, const Clock& clock, int threads);
+  CacheWorkers(SecretCache& cache, int threads);
   ~CacheWorkers();  // stops and joins
 
  private:
   void Loop();
   SecretCache& cache_;
-  const Clock& clock_;
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;

@@ -310,7 +310,7 @@ int RunAgent(const Layout& layout, const char* self) {
 
   const auto t_connect = std::chrono::steady_clock::now();
   {
-    auto workers = std::make_unique<CacheWorkers>(*cache, clock, 2);
+    auto workers = std::make_unique<CacheWorkers>(*cache, 2);
     while (acks.value() < layout.streams) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   const double connect_seconds = Seconds(std::chrono::steady_clock::now() - t_connect);

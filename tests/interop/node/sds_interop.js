@@ -12,13 +12,15 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { execFileSync } = require('node:child_process');
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
 const { SECRET_TYPE_URL, sdsClient, decodeSecret } = require('./sds_protos.js');
 const {
-  meshidBinary, start, waitForLog, stop, httpGet, Reader, md, request, secretsByName, checkWorkloadSecret, rootsOf,
+  meshidBinary, start, waitForLog, stop, httpGet, Reader, md, request, secretsByName, splitPem, checkWorkloadSecret,
+  rootsOf,
 } = require('./sds_harness.js');
 
 const MESHID = meshidBinary();
@@ -27,7 +29,7 @@ const AGENT_ID = 'spiffe://cluster.local/ns/istio-system/sa/agent';
 const WEB_ID = 'spiffe://cluster.local/ns/default/sa/web';
 
 describe('meshid agent over Envoy SDS v3 (grpc-js + Envoy protos)', () => {
-  let dir, server, agent, socket, monitoringPort, client, webToken;
+  let dir, server, agent, socket, monitoringPort, client, webToken, anchors;
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshid-sds-node-'));
@@ -41,11 +43,14 @@ describe('meshid agent over Envoy SDS v3 (grpc-js + Envoy protos)', () => {
     fs.writeFileSync(path.join(dir, 'agent.token'), token('istio-system', 'agent'));
     webToken = token('default', 'web');
 
+    anchors = path.join(dir, 'anchors.pem');
+    fs.writeFileSync(anchors, '');
     socket = path.join(dir, 'var/run/secrets/workload-spiffe-uds/socket');
     const agentLog = path.join(dir, 'agent.log');
     agent = start(MESHID, ['agent', '--ca-addr', `127.0.0.1:${caPort}`, '--ca-root', path.join(data, 'root-cert.pem'),
       '--token-file', path.join(dir, 'agent.token'), '--sds-socket', socket, '--monitoring-addr', '127.0.0.1:0',
-      '--secret-ttl', `${SECRET_TTL_SECONDS}s`, '--grace-ratio', '0.5', '--grace-ratio-jitter', '0'], agentLog);
+      '--secret-ttl', `${SECRET_TTL_SECONDS}s`, '--grace-ratio', '0.5', '--grace-ratio-jitter', '0',
+      '--trust-anchors', anchors], agentLog);
     const m = await waitForLog(agentLog, /monitoring on port (\d+)/, agent);
     monitoringPort = Number(m[1]);
     client = sdsClient(`unix:${socket}`);
@@ -206,6 +211,30 @@ describe('meshid agent over Envoy SDS v3 (grpc-js + Envoy protos)', () => {
     const push = await reader.next('the delta rotation');
     assert.deepEqual(push.resources.map((r) => r.name), ['default'], 'only the changed resource is sent');
     assert.notEqual(push.resources[0].version, versions.default);
+    call.end();
+  });
+
+  it('a new trust anchor is pushed to ROOTCA streams without the proxy asking', async () => {
+    const call = client.StreamSecrets();
+    const reader = new Reader(call);
+    call.write(request(['ROOTCA']));
+    const first = await reader.next();
+    const before = splitPem(rootsOf(secretsByName(first).ROOTCA));
+    call.write(request(['ROOTCA'], { version_info: first.version_info, response_nonce: first.nonce }));
+    // A root the operator is rolling in (made with the openssl CLI), added to --trust-anchors.
+    const key = path.join(dir, 'new-root.key');
+    const cert = path.join(dir, 'new-root.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+      '-keyout', key, '-out', cert, '-days', '30', '-subj', '/O=cluster.local next root',
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'],
+    { stdio: 'ignore' });
+    fs.writeFileSync(anchors, fs.readFileSync(cert));
+    const pushed = await reader.next('the ROOTCA push after the anchors file changed');
+    const after = splitPem(rootsOf(secretsByName(pushed).ROOTCA));
+    assert.equal(after.length, before.length + 1);
+    const added = new crypto.X509Certificate(fs.readFileSync(cert));
+    assert.ok(after.some((p) => new crypto.X509Certificate(p).fingerprint256 === added.fingerprint256));
+    for (const p of before) assert.ok(after.includes(p), 'the old roots stay');
     call.end();
   });
 
