@@ -25,7 +25,9 @@ struct PolicyFlags {
   std::string now;  // RFC 3339 or Unix seconds; "" = the system clock
 
   void Add(CLI::App* cmd) {
-    cmd->add_option("--config,-c", config, "Policy YAML files or directories (repeatable)")->required();
+    cmd->add_option("--config,-c", config, "Policy YAML file or directory (repeat for more)")
+        ->required()
+        ->allow_extra_args(false);
     cmd->add_option("--namespace,-n", default_namespace, "Namespace of documents that name none")->capture_default_str();
     cmd->add_option("--domain", domain, "Cluster domain: services are <name>.<ns>.svc.<domain>")->capture_default_str();
     cmd->add_option("--root-namespace", root_namespace, "meshConfig.rootNamespace (mesh-wide policies)")
