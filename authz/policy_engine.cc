@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -51,11 +52,12 @@ struct PolicyEngine::Impl {
   PolicyEngineOptions options;
   std::unique_ptr<const rbac::RbacEngine> rbac;
   std::vector<std::string> warnings;
-  std::map<std::string, const rbac::Service*> services;  // hostname → Service
+  absl::flat_hash_map<std::string, const rbac::Service*> services;  // hostname → Service
   std::vector<const AuthnPolicy*> alpha_all;
-  std::map<std::string, std::vector<const AuthnPolicy*>> alpha_by_ns;  // namespace → policies, plus MeshPolicy
-  std::map<const AuthnPolicy*, CompiledAlphaPolicy> alpha;
-  std::map<std::string, std::vector<const PeerAuthentication*>> peer_by_ns;  // ns → own + root policies
+  // namespace → its policies plus the MeshPolicy ("" → the MeshPolicy alone)
+  absl::flat_hash_map<std::string, std::vector<const AuthnPolicy*>> alpha_by_ns;
+  absl::flat_hash_map<const AuthnPolicy*, CompiledAlphaPolicy> alpha;
+  absl::flat_hash_map<std::string, std::vector<const PeerAuthentication*>> peer_by_ns;  // ns → own + root policies
   std::vector<CompiledRequestAuthn> request_authn;  // sorted by age
 
   const Clock& clock() const { return options.clock ? *options.clock : SystemClock::Instance(); }
@@ -154,15 +156,17 @@ absl::StatusOr<RequestAttributes> PolicyEngine::Attributes(const RequestInput& i
   a.protocol = in.protocol;
   if (in.destination_service.empty()) return absl::InvalidArgumentError("destination.service is required");
   a.destination_service = absl::AsciiStrToLower(in.destination_service);
-  std::vector<std::string> labels = absl::StrSplit(a.destination_service, '.');
-  a.destination_name = labels[0];
+  const absl::string_view fqdn(a.destination_service);
+  const size_t dot = fqdn.find('.');
+  a.destination_name = std::string(fqdn.substr(0, dot));
   a.destination_namespace = in.destination_namespace;
   if (a.destination_namespace.empty()) {
-    if (labels.size() < 2 || labels[1].empty()) {
+    const absl::string_view rest = dot == absl::string_view::npos ? absl::string_view() : fqdn.substr(dot + 1);
+    a.destination_namespace = std::string(rest.substr(0, rest.find('.')));
+    if (a.destination_namespace.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("destination.namespace is required: \"", a.destination_service,
                                                      "\" is not <name>.<namespace>..."));
     }
-    a.destination_namespace = labels[1];
   }
   if (a.destination_name.empty()) return absl::InvalidArgumentError("destination.service has an empty name");
   // Pods behind a Service carry at least its selector labels; the request's labels add to them.
@@ -223,21 +227,24 @@ std::optional<AuthnFailure> PolicyEngine::Impl::Authenticate(RequestAttributes& 
   // workload port (the port itself when no Service declares it).
   uint32_t service_port = a.destination_port;
   std::string port_name;
-  if (auto it = services.find(a.destination_service); it != services.end()) {
+  if (auto it = services.find(a.destination_service); !alpha_by_ns.empty() && it != services.end()) {
     if (const auto* sp = it->second->PortForWorkloadPort(a.destination_port)) {
       service_port = sp->port;
       port_name = sp->name;
     }
   }
-  auto alpha_it = alpha_by_ns.find(a.destination_namespace);
-  if (alpha_it == alpha_by_ns.end()) alpha_it = alpha_by_ns.find("");
-  const AuthnPolicy* alpha_policy =
-      alpha_it == alpha_by_ns.end()
-          ? nullptr
-          : SelectAuthnPolicy(alpha_it->second, a.destination_name, a.destination_namespace, service_port, port_name);
+  const AuthnPolicy* alpha_policy = nullptr;
+  if (!alpha_by_ns.empty()) {
+    auto alpha_it = alpha_by_ns.find(a.destination_namespace);
+    if (alpha_it == alpha_by_ns.end()) alpha_it = alpha_by_ns.find("");
+    if (alpha_it != alpha_by_ns.end()) {
+      alpha_policy =
+          SelectAuthnPolicy(alpha_it->second, a.destination_name, a.destination_namespace, service_port, port_name);
+    }
+  }
 
   std::optional<ComposedPeerMode> beta;
-  {
+  if (!peer_by_ns.empty()) {
     auto it = peer_by_ns.find(a.destination_namespace);
     if (it == peer_by_ns.end()) it = peer_by_ns.find(options.root_namespace);
     if (it != peer_by_ns.end()) {
@@ -304,8 +311,8 @@ std::optional<AuthnFailure> PolicyEngine::Impl::Authenticate(RequestAttributes& 
   } else if (has_cert) {
     identity = raw_peer;  // Istio 1.5 with no authentication policy at all: PERMISSIVE
   }
-  a.source_principal = identity;
-  a.source_namespace = rbac::NamespaceFromPrincipal(identity);
+  a.source_principal = std::move(identity);
+  a.source_namespace = rbac::NamespaceFromPrincipal(a.source_principal);
   if (!http) return std::nullopt;
 
   // ---- request (JWT) ----
@@ -381,7 +388,7 @@ std::optional<AuthnFailure> PolicyEngine::Impl::Authenticate(RequestAttributes& 
   if (origin) ApplyToken(*origin, a);
   a.request_principal = alpha_policy->principal_binding == PrincipalBinding::kUseOrigin
                             ? (origin ? origin->principal : "")
-                            : identity;
+                            : a.source_principal;
   return std::nullopt;
 }
 
@@ -406,8 +413,8 @@ absl::StatusOr<Decision> PolicyEngine::Check(const RequestInput& in) const {
   d.rule = std::move(result->rule);
   d.reason = std::move(result->reason);
   d.shadow = std::move(result->shadow);
-  d.source_principal = attrs->source_principal;
-  d.request_principal = attrs->request_principal;
+  d.source_principal = std::move(attrs->source_principal);
+  d.request_principal = std::move(attrs->request_principal);
   return d;
 }
 

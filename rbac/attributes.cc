@@ -17,7 +17,13 @@ const std::string* RequestAttributes::Header(absl::string_view lower_name) const
 
 void RequestAttributes::CanonicalizeHeaders() {
   for (auto& h : headers) absl::AsciiStrToLower(&h.first);
-  std::stable_sort(headers.begin(), headers.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  auto by_name = [](const auto& a, const auto& b) { return a.first < b.first; };
+  if (!std::is_sorted(headers.begin(), headers.end(), by_name)) {
+    std::stable_sort(headers.begin(), headers.end(), by_name);
+  }
+  bool duplicates = false;
+  for (size_t i = 1; i < headers.size(); ++i) duplicates = duplicates || headers[i].first == headers[i - 1].first;
+  if (!duplicates) return;
   std::vector<std::pair<std::string, std::string>> merged;
   for (auto& h : headers) {
     if (!merged.empty() && merged.back().first == h.first) {

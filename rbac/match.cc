@@ -130,7 +130,29 @@ bool IsUnreserved(unsigned char c) { return absl::ascii_isalnum(c) || c == '-' |
 
 }  // namespace
 
+namespace {
+// True when NormalizePath would return `path` unchanged: no escapes, backslashes, control
+// characters, empty or dot segments.
+bool AlreadyNormal(absl::string_view path) {
+  if (path.empty() || path[0] != '/') return false;
+  for (size_t i = 0; i < path.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(path[i]);
+    if (c < 0x20 || c == 0x7f || c == '%' || c == '\\') return false;
+    if (c == '/' && i + 1 < path.size()) {
+      const char n = path[i + 1];
+      if (n == '/') return false;
+      if (n == '.' && (i + 2 == path.size() || path[i + 2] == '/' ||
+                       (path[i + 2] == '.' && (i + 3 == path.size() || path[i + 3] == '/')))) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+}  // namespace
+
 absl::StatusOr<std::string> NormalizePath(absl::string_view path) {
+  if (AlreadyNormal(path)) return std::string(path);
   if (path.empty() || (path[0] != '/' && path[0] != '\\')) {
     return absl::InvalidArgumentError(absl::StrCat("path \"", path, "\" does not start with '/'"));
   }
