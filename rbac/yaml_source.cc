@@ -69,8 +69,8 @@ void ReadMeta(const YAML::Node& root, SourceDocument& doc, const ReadOptions& op
                 absl::StrCat("\"", *ts, "\" is not an RFC 3339 time"));
     }
   }
-  if (doc.meta.name.empty()) ctx.Error(meta_node.IsDefined() ? meta_node : root, "metadata.name", "required");
   if (doc.meta.namespace_.empty()) doc.meta.namespace_ = options.default_namespace;
+  if (doc.meta.name.empty()) ctx.Error(meta_node.IsDefined() ? meta_node : root, "metadata.name", "required");
 }
 
 void AddDocument(const YAML::Node& root, const std::string& file, const ReadOptions& options, Diagnostics& diag,
@@ -123,6 +123,7 @@ void AddDocument(const YAML::Node& root, const std::string& file, const ReadOpti
     }
   }
   ReadMeta(root, doc, options, diag);
+  if (doc.meta.name.empty()) return;  // reported; an unnamed object cannot be referenced or replaced
   doc.spec = MapGet(root, "spec");
   if (!doc.spec.IsDefined()) doc.spec = YAML::Node(YAML::NodeType::Null);
   out.push_back(std::move(doc));
