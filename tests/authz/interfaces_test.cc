@@ -1,0 +1,262 @@
+// The machine interfaces around the engine: the `authz check` JSON request/decision format
+// (with negative tests for every malformed input), the ext_authz CheckRequest mapping and
+// response, and hot reload keeping the last good engine.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "authz/ext_authz_service.h"
+#include "authz/policy_watcher.h"
+#include "authz/request_json.h"
+#include "tests/authz/policy_test_util.h"
+
+namespace meshid::authz {
+namespace {
+
+TEST(RequestJson, FullRequest) {
+  auto in = ParseRequestJson(R"({"protocol":"http","destination":{"service":"b.ns.svc.cluster.local","namespace":"ns",
+    "labels":{"app":"b"},"ip":"10.0.0.2","port":8080,"principal":"spiffe://cluster.local/ns/ns/sa/b"},
+    "source":{"principal":"spiffe://cluster.local/ns/a/sa/a","ip":"10.0.0.1"},"connection":{"mtls":true,"sni":"s"},
+    "request":{"method":"GET","path":"/x?y=1","host":"h","headers":{"A":"1","b":["2","3"]}}})");
+  ASSERT_TRUE(in.ok()) << in.status();
+  EXPECT_EQ(in->destination_service, "b.ns.svc.cluster.local");
+  EXPECT_EQ(in->destination_labels.at("app"), "b");
+  EXPECT_EQ(in->destination_port, 8080u);
+  EXPECT_EQ(in->source_principal, "spiffe://cluster.local/ns/a/sa/a");
+  EXPECT_EQ(in->mtls, true);
+  EXPECT_EQ(in->sni, "s");
+  EXPECT_EQ(in->path, "/x?y=1");
+  EXPECT_EQ(in->headers.size(), 3u);
+  auto tcp = ParseRequestJson(R"({"protocol":"tcp","destination":{"service":"db.ns.svc.cluster.local","port":5432}})");
+  ASSERT_TRUE(tcp.ok());
+  EXPECT_EQ(tcp->protocol, rbac::Protocol::kTcp);
+  EXPECT_FALSE(tcp->mtls.has_value());
+}
+
+TEST(RequestJson, MalformedInputsAreRefusedWithTheField) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"", "not valid JSON"},
+      {"{", "not valid JSON"},
+      {"[1]", "a request must be a JSON object"},
+      {"null", "a request must be a JSON object"},
+      {R"({})", "destination: required"},
+      {R"({"destination":"b"})", "destination: must be an object"},
+      {R"({"destination":{"service":1}})", "destination.service: must be a string"},
+      {R"({"destination":{"service":"b","port":-1}})", "destination.port: must be an integer 0-65535"},
+      {R"({"destination":{"service":"b","port":70000}})", "destination.port: must be an integer 0-65535"},
+      {R"({"destination":{"service":"b","port":"80"}})", "destination.port: must be an integer 0-65535"},
+      {R"({"destination":{"service":"b","port":1.5}})", "destination.port: must be an integer 0-65535"},
+      {R"({"destination":{"service":"b","labels":[]}})", "destination.labels: must be an object of strings"},
+      {R"({"destination":{"service":"b","labels":{"a":1}}})", "destination.labels.a: must be a string"},
+      {R"({"destination":{"service":"b","colour":"red"}})", "destination.colour: unknown field"},
+      {R"({"destination":{"service":"b"},"protocol":"udp"})", "protocol: \"udp\" is not http or tcp"},
+      {R"({"destination":{"service":"b"},"protocol":7})", "protocol: must be a string"},
+      {R"({"destination":{"service":"b"},"source":{"principle":"x"}})", "source.principle: unknown field"},
+      {R"({"destination":{"service":"b"},"connection":{"mtls":"yes"}})", "connection.mtls: must be true or false"},
+      {R"({"destination":{"service":"b"},"request":{"headers":"x"}})", "request.headers: must be an object"},
+      {R"({"destination":{"service":"b"},"request":{"headers":{"a":{"b":1}}}})", "request.headers.a: must be a string or a list"},
+      {R"({"destination":{"service":"b"},"request":{"headers":{"a":[1]}}})", "request.headers.a: must be a string or a list"},
+      {R"({"destination":{"service":"b"},"request":{"headers":{"":"x"}}})", "header names must not be empty"},
+      {R"({"destination":{"service":"b"},"extra":1})", "extra: unknown field"},
+  };
+  for (const auto& [line, expected] : cases) {
+    auto in = ParseRequestJson(line);
+    ASSERT_FALSE(in.ok()) << line;
+    EXPECT_TRUE(absl::IsInvalidArgument(in.status())) << line;
+    EXPECT_NE(in.status().message().find(expected), std::string::npos) << line << " → " << in.status();
+  }
+  EXPECT_FALSE(ParseRequestJson(std::string(kMaxRequestLineBytes + 1, ' ')).ok());
+}
+
+TEST(RequestJson, SemanticErrorsFailClosedInTheEngine) {
+  auto engine = testing::MustEngine("apiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: ns}\nspec: {}\n");
+  ASSERT_NE(engine, nullptr);
+  const char* lines[] = {
+      R"({"destination":{"service":""},"request":{"method":"GET","path":"/"}})",
+      R"({"destination":{"service":"nodots"},"request":{"method":"GET","path":"/"}})",
+      R"({"destination":{"service":"b.ns","ip":"300.1.1.1"},"request":{"method":"GET","path":"/"}})",
+      R"({"destination":{"service":"b.ns"},"source":{"ip":"x"},"request":{"method":"GET","path":"/"}})",
+      R"({"destination":{"service":"b.ns"},"source":{"principal":"spiffe://td/ns/a/sa/a"},"connection":{"mtls":false},"request":{"method":"GET","path":"/"}})",
+      R"({"destination":{"service":"b.ns"},"request":{"path":"/"}})",
+      R"({"destination":{"service":"b.ns"},"request":{"method":"GE T","path":"/"}})",
+      R"({"destination":{"service":"b.ns"},"request":{"method":"GET"}})",
+      R"({"destination":{"service":"b.ns"},"request":{"method":"GET","path":"relative"}})",
+      R"({"protocol":"tcp","destination":{"service":"b.ns"},"request":{"method":"GET"}})",
+  };
+  for (const char* line : lines) {
+    auto in = ParseRequestJson(line);
+    ASSERT_TRUE(in.ok()) << line << ": " << in.status();
+    auto d = engine->Check(*in);
+    EXPECT_FALSE(d.ok()) << line;
+    const std::string json = ErrorDecisionJson(d.status());
+    EXPECT_EQ(json.rfind(R"({"allowed":false,"status":403,"policy":"","rule":"","reason":"request denied)", 0), 0u) << json;
+  }
+}
+
+TEST(RequestJson, DecisionFormat) {
+  Decision d;
+  d.allowed = true;
+  d.status = 200;
+  d.policy = "ns/p";
+  d.rule = "rules[0]";
+  d.reason = "allowed by \"x\"";
+  EXPECT_EQ(DecisionToJson(d),
+            R"({"allowed":true,"status":200,"policy":"ns/p","rule":"rules[0]","reason":"allowed by \"x\""})");
+  d.shadow = rbac::ShadowResult{false, "ns/dry", "rules[1]"};
+  EXPECT_EQ(DecisionToJson(d), R"({"allowed":true,"status":200,"policy":"ns/p","rule":"rules[0]","reason":"allowed by \"x\"",)"
+                               R"("shadow":{"allowed":false,"policy":"ns/dry","rule":"rules[1]"}})");
+  d.reason = std::string("bad utf8 \xff");
+  EXPECT_NE(DecisionToJson(d).find("bad utf8"), std::string::npos) << "invalid UTF-8 must not throw";
+}
+
+namespace v3 = envoy::service::auth::v3;
+
+TEST(ExtAuthz, RequestMapping) {
+  v3::CheckRequest req;
+  auto* a = req.mutable_attributes();
+  a->mutable_source()->set_principal("spiffe://cluster.local/ns/a/sa/a");
+  a->mutable_source()->mutable_address()->mutable_socket_address()->set_address("10.0.0.1");
+  a->mutable_destination()->mutable_address()->mutable_socket_address()->set_address("10.0.0.2");
+  a->mutable_destination()->mutable_address()->mutable_socket_address()->set_port_value(8080);
+  (*a->mutable_destination()->mutable_labels())["version"] = "v1";
+  a->mutable_tls_session()->set_sni("sni.example");
+  auto* http = a->mutable_request()->mutable_http();
+  http->set_method("POST");
+  http->set_path("/a?b=c");
+  http->set_host("b.example");
+  (*http->mutable_headers())["x-a"] = "1";
+  auto* hv = http->mutable_header_map()->add_headers();
+  hv->set_key("x-raw");
+  hv->set_raw_value("2");
+  ExtAuthzDefaults defaults;
+  defaults.service = "b.ns.svc.cluster.local";
+  defaults.labels = {{"app", "b"}};
+  auto in = RequestFromCheck(req, defaults);
+  ASSERT_TRUE(in.ok()) << in.status();
+  EXPECT_EQ(in->protocol, rbac::Protocol::kHttp);
+  EXPECT_EQ(in->destination_service, "b.ns.svc.cluster.local");
+  EXPECT_EQ(in->destination_labels.at("app"), "b");
+  EXPECT_EQ(in->destination_labels.at("version"), "v1");
+  EXPECT_EQ(in->destination_ip, "10.0.0.2");
+  EXPECT_EQ(in->destination_port, 8080u);
+  EXPECT_EQ(in->source_ip, "10.0.0.1");
+  EXPECT_TRUE(in->mtls.value_or(false));
+  EXPECT_EQ(in->sni, "sni.example");
+  EXPECT_EQ(in->method, "POST");
+  EXPECT_EQ(in->path, "/a?b=c");
+  EXPECT_EQ(in->headers.size(), 2u);
+  (*a->mutable_context_extensions())["service"] = "other.x.svc.cluster.local";
+  (*a->mutable_context_extensions())["namespace"] = "x";
+  in = RequestFromCheck(req, defaults);
+  ASSERT_TRUE(in.ok());
+  EXPECT_EQ(in->destination_service, "other.x.svc.cluster.local");
+  EXPECT_EQ(in->destination_namespace, "x");
+  a->mutable_request()->clear_http();
+  in = RequestFromCheck(req, defaults);
+  ASSERT_TRUE(in.ok());
+  EXPECT_EQ(in->protocol, rbac::Protocol::kTcp);
+  EXPECT_FALSE(RequestFromCheck(v3::CheckRequest(), ExtAuthzDefaults()).ok()) << "no service anywhere";
+}
+
+TEST(ExtAuthz, Responses) {
+  Decision allow;
+  allow.allowed = true;
+  allow.status = 200;
+  allow.policy = "ns/p";
+  v3::CheckResponse ok;
+  FillCheckResponse(allow, &ok);
+  EXPECT_EQ(ok.status().code(), 0);
+  EXPECT_TRUE(ok.has_ok_response());
+  EXPECT_EQ(ok.dynamic_metadata().fields().at("policy").string_value(), "ns/p");
+
+  Decision deny;
+  deny.status = 403;
+  deny.reason = "RBAC: access denied: x";
+  v3::CheckResponse forbidden;
+  FillCheckResponse(deny, &forbidden);
+  EXPECT_EQ(forbidden.status().code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(forbidden.denied_response().status().code(), envoy::type::v3::Forbidden);
+  EXPECT_EQ(forbidden.denied_response().body(), "RBAC: access denied");
+
+  Decision unauth;
+  unauth.status = 401;
+  unauth.reason = "Origin authentication failed. (Jwt is expired)";
+  v3::CheckResponse unauthorized;
+  FillCheckResponse(unauth, &unauthorized);
+  EXPECT_EQ(unauthorized.status().code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(unauthorized.denied_response().status().code(), envoy::type::v3::Unauthorized);
+  EXPECT_EQ(unauthorized.denied_response().body(), unauth.reason);
+
+  v3::CheckResponse failed;
+  FillCheckResponse(absl::StatusOr<Decision>(absl::InternalError("boom")), &failed);
+  EXPECT_EQ(failed.status().code(), grpc::StatusCode::PERMISSION_DENIED) << "an evaluation error fails closed";
+  EXPECT_EQ(failed.denied_response().status().code(), envoy::type::v3::Forbidden);
+}
+
+TEST(ExtAuthz, ServiceUsesTheCurrentEngine) {
+  std::shared_ptr<const PolicyEngine> current;
+  MetricsRegistry metrics;
+  ExtAuthzService service([&] { return current; }, {"b.ns.svc.cluster.local", "", {}, ""}, MakeNullLogger(), &metrics);
+  v3::CheckRequest req;
+  req.mutable_attributes()->mutable_request()->mutable_http()->set_method("GET");
+  req.mutable_attributes()->mutable_request()->mutable_http()->set_path("/");
+  v3::CheckResponse res;
+  ASSERT_TRUE(service.Check(nullptr, &req, &res).ok());
+  EXPECT_EQ(res.status().code(), grpc::StatusCode::PERMISSION_DENIED) << "no engine yet: fail closed";
+  current = testing::MustEngine(
+      "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\n"
+      "spec: {rules: [{to: [{operation: {methods: [GET]}}]}]}\n");
+  res.Clear();
+  ASSERT_TRUE(service.Check(nullptr, &req, &res).ok());
+  EXPECT_EQ(res.status().code(), 0);
+  EXPECT_NE(metrics.RenderPrometheus().find("meshid_authz_decisions_total{result=\"allowed\"} 1"), std::string::npos)
+      << metrics.RenderPrometheus();
+}
+
+TEST(PolicyWatcher, BadConfigKeepsLastGoodEngine) {
+  const auto dir = std::filesystem::temp_directory_path() / ("meshid-watch-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto write = [&](const std::string& name, const std::string& text) { std::ofstream(dir / name) << text; };
+  const std::string allow_get =
+      "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\n"
+      "spec: {rules: [{to: [{operation: {methods: [GET]}}]}]}\n";
+  write("p.yaml", allow_get);
+  PolicyWatcher::Options options;
+  options.paths = {dir.string()};
+  MetricsRegistry metrics;
+  auto w = PolicyWatcher::Create(options, MakeNullLogger(), &metrics);
+  ASSERT_TRUE(w.ok()) << w.status();
+  auto post = testing::Http("POST").in;
+  auto first = (*w)->Current();
+  EXPECT_FALSE(first->Check(post)->allowed);
+  EXPECT_TRUE((*w)->Poll().ok()) << "unchanged files";
+  EXPECT_EQ((*w)->generation(), 1);
+
+  write("broken.yaml", "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: q, namespace: ns}\nspec: {action: MAYBE}\n");
+  auto st = (*w)->Poll();
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("broken.yaml:4"), std::string::npos) << st;
+  EXPECT_EQ((*w)->Current(), first) << "the last good engine stays in force";
+  EXPECT_EQ((*w)->generation(), 1);
+  EXPECT_NE((*w)->last_error().find("MAYBE"), std::string::npos);
+
+  std::filesystem::remove(dir / "broken.yaml");
+  write("p.yaml", allow_get + "---\n" + allow_get.substr(0, allow_get.find("spec:")).replace(allow_get.find("name: p"), 7, "name: q") +
+                      "spec: {rules: [{to: [{operation: {methods: [POST]}}]}]}\n");
+  ASSERT_TRUE((*w)->Poll().ok()) << (*w)->last_error();
+  EXPECT_EQ((*w)->generation(), 2);
+  EXPECT_TRUE((*w)->Current()->Check(post)->allowed);
+  EXPECT_TRUE((*w)->last_error().empty());
+  EXPECT_NE(metrics.RenderPrometheus().find("meshid_policy_reloads_total{result=\"error\"} 1"), std::string::npos);
+
+  write("bad.yaml", "not: [yaml");
+  std::filesystem::remove_all(dir / "p.yaml");
+  EXPECT_FALSE((*w)->Poll().ok());
+  EXPECT_TRUE((*w)->Current()->Check(post)->allowed);
+  std::filesystem::remove_all(dir);
+  EXPECT_FALSE(PolicyWatcher::Create(options, MakeNullLogger()).ok()) << "no initial configuration, no watcher";
+}
+
+}  // namespace
+}  // namespace meshid::authz
