@@ -7,14 +7,30 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "ca/csr_validator.h"
+#include "common/keys.h"
+#include "common/x509.h"
 #include "common/grpc_status.h"
 
 namespace meshid {
 
-CertificateAuthority::CertificateAuthority(CertificateServiceOptions options, std::shared_ptr<const CertIssuer> issuer,
-                                           std::shared_ptr<const CallerAuthenticator> authenticator,
-                                           MetricsRegistry& metrics, LoggerPtr logger)
-    : options_(options), issuer_(std::move(issuer)), authenticator_(std::move(authenticator)), logger_(std::move(logger)) {
+bool EntryAllows(const RegistryEntry& entry, const AuthenticatedCaller& caller) {
+  if (entry.allowed_auth.empty()) return true;
+  for (const std::string& rule : entry.allowed_auth) {
+    if (rule == "*") return true;
+    bool jwt = caller.method == AuthenticatedCaller::Method::kJwt;
+    if (rule == "client-cert" && !jwt) return true;
+    if (jwt && rule == absl::StrCat("jwt-sub:", caller.jwt_subject)) return true;
+    if (jwt && rule == absl::StrCat("jwt-iss:", caller.jwt_issuer)) return true;
+  }
+  return false;
+}
+
+CertificateAuthority::CertificateAuthority(CertificateServiceOptions options, CertificateAuthorityDeps deps)
+    : options_(options), deps_(std::move(deps)) {
+  MetricsRegistry& metrics = *deps_.metrics;
+  issuer_serial_ = SerialHex(deps_.issuer->authority().cert.get());
+  denied_ = &metrics.AddCounter("meshid_ca_identity_denied_count",
+                                "Requests refused by the deny list or the identity registry.");
   // Istio's metric names (security/pkg/server/ca/monitoring.go), so existing dashboards work.
   requests_ = &metrics.AddCounter("citadel_server_csr_count", "CreateCertificate requests received.");
   issued_ = &metrics.AddCounter("citadel_server_success_cert_issuance_count", "Certificates issued.");
@@ -23,6 +39,7 @@ CertificateAuthority::CertificateAuthority(CertificateServiceOptions options, st
   csr_errors_ = &metrics.AddCounter("citadel_server_csr_sign_err_count", err_help, {{"error", "CSR_ERROR"}});
   ttl_errors_ = &metrics.AddCounter("citadel_server_csr_sign_err_count", err_help, {{"error", "TTL_ERROR"}});
   cert_gen_errors_ = &metrics.AddCounter("citadel_server_csr_sign_err_count", err_help, {{"error", "CERT_GEN_ERROR"}});
+  ledger_errors_ = &metrics.AddCounter("citadel_server_csr_sign_err_count", err_help, {{"error", "LEDGER_UNAVAILABLE"}});
   sign_latency_ = &metrics.AddHistogram("meshid_ca_sign_latency_seconds",
                                         "Time to handle a CreateCertificate request, from receipt to signed chain.",
                                         {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1});
@@ -33,38 +50,90 @@ absl::StatusOr<std::vector<std::string>> CertificateAuthority::Sign(const Caller
                                                                     int64_t validity_seconds) const {
   auto start = std::chrono::steady_clock::now();
   requests_->Increment();
-  auto caller = authenticator_->Authenticate(credentials);
+  auto caller = deps_.authenticator->Authenticate(credentials);
   if (!caller.ok()) {
     authn_failures_->Increment();
     return caller.status();
   }
-  absl::Duration ttl = validity_seconds <= 0 ? options_.default_ttl : absl::Seconds(validity_seconds);
-  if (ttl > options_.max_ttl) {
+  absl::Duration max_ttl = options_.max_ttl;
+  std::vector<std::string> dns_names;
+  if (absl::Status s = CheckIdentity(*caller, &max_ttl, &dns_names); !s.ok()) return s;
+  absl::Duration ttl = validity_seconds <= 0 ? std::min(options_.default_ttl, max_ttl) : absl::Seconds(validity_seconds);
+  if (ttl > max_ttl) {
     ttl_errors_->Increment();
     return absl::InvalidArgumentError(absl::StrCat("requested TTL ", validity_seconds, "s is greater than the max allowed TTL ",
-                                                   absl::ToInt64Seconds(options_.max_ttl), "s"));
+                                                   absl::ToInt64Seconds(max_ttl), "s"));
   }
   auto csr = ValidateCsr(csr_pem, caller->id);
   if (!csr.ok()) {
     csr_errors_->Increment();
     return csr.status();
   }
-  auto cert = issuer_->IssueSvid(csr->spki_der, csr->algorithm, caller->id, ttl);
+  auto cert = deps_.issuer->IssueSvid(csr->spki_der, csr->algorithm, caller->id, ttl, dns_names);
   if (!cert.ok()) {
     cert_gen_errors_->Increment();
-    logger_->error("signing for {} failed: {}", caller->id.ToString(), cert.status().message());
+    deps_.logger->error("signing for {} failed: {}", caller->id.ToString(), cert.status().message());
     return absl::InternalError(absl::StrCat("certificate generation failed: ", cert.status().message()));
   }
+  if (deps_.ledger != nullptr) {
+    IssuanceRecord record;
+    record.serial_hex = cert->serial_hex;
+    record.spiffe_id = caller->id.ToString();
+    record.not_before = cert->not_before;
+    record.not_after = cert->not_after;
+    record.public_key_sha256 = Sha256Hex(csr->spki_der);
+    record.issuer_serial_hex = issuer_serial_;
+    bool jwt = caller->method == AuthenticatedCaller::Method::kJwt;
+    record.auth_method = jwt ? "jwt" : "client-cert";
+    record.auth_detail = jwt ? absl::StrCat("iss=", caller->jwt_issuer, " sub=", caller->jwt_subject)
+                             : absl::StrCat("serial=", caller->client_cert_serial);
+    record.issued_at = deps_.clock->Now();
+    if (absl::Status s = deps_.ledger->Record(std::move(record)); !s.ok()) {
+      ledger_errors_->Increment();
+      deps_.logger->error("not issuing {} serial {}: {}", caller->id.ToString(), cert->serial_hex, s.message());
+      return s;
+    }
+  }
   std::vector<std::string> chain;
-  chain.reserve(1 + issuer_->authority().chain_pems.size());
+  const SigningAuthority& authority = deps_.issuer->authority();
+  chain.reserve(1 + authority.chain_pems.size());
   chain.push_back(std::move(cert->pem));
-  for (const std::string& pem : issuer_->authority().chain_pems) chain.push_back(pem);
+  for (const std::string& pem : authority.chain_pems) chain.push_back(pem);
   issued_->Increment();
   sign_latency_->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  logger_->info("issued certificate spiffe_id={} serial={} ttl={}s not_after={} auth=\"{}\"", caller->id.ToString(),
+  deps_.logger->info("issued certificate spiffe_id={} serial={} ttl={}s not_after={} auth=\"{}\"", caller->id.ToString(),
                 cert->serial_hex, absl::ToInt64Seconds(cert->not_after - cert->not_before),
                 absl::FormatTime(absl::RFC3339_sec, cert->not_after, absl::UTCTimeZone()), caller->Describe());
   return chain;
+}
+
+absl::Status CertificateAuthority::CheckIdentity(const AuthenticatedCaller& caller, absl::Duration* max_ttl,
+                                                 std::vector<std::string>* dns_names) const {
+  if (deps_.store == nullptr) return absl::OkStatus();
+  const std::string id = caller.id.ToString();
+  auto status = deps_.store->GetIdentityStatus(id);
+  if (!status.ok()) {
+    return absl::UnavailableError(absl::StrCat("the identity registry is unavailable: ", status.status().message()));
+  }
+  if (status->blocked.has_value()) {
+    denied_->Increment();
+    return absl::PermissionDeniedError(absl::StrCat("identity ", id, " is blocked",
+                                                    status->blocked->reason.empty() ? "" : ": ",
+                                                    status->blocked->reason));
+  }
+  if (!status->entry.has_value()) {
+    if (!options_.require_registration) return absl::OkStatus();
+    denied_->Increment();
+    return absl::PermissionDeniedError(absl::StrCat("identity ", id, " is not registered (the server requires registration)"));
+  }
+  const RegistryEntry& entry = *status->entry;
+  if (!EntryAllows(entry, caller)) {
+    denied_->Increment();
+    return absl::PermissionDeniedError(absl::StrCat("the registry entry of ", id, " does not allow a caller with ", caller.Describe()));
+  }
+  if (entry.max_ttl > absl::ZeroDuration()) *max_ttl = entry.max_ttl;
+  *dns_names = entry.dns_names;
+  return absl::OkStatus();
 }
 
 grpc::Status CertificateService::CreateCertificate(grpc::ServerContext* context,

@@ -10,10 +10,12 @@
 #include "absl/time/time.h"
 #include "ca/authenticator.h"
 #include "ca/cert_issuer.h"
+#include "ca/ledger.h"
 #include "common/clock.h"
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "istio/security/v1alpha1/ca.grpc.pb.h"
+#include "sql/store.h"
 
 namespace meshid {
 
@@ -21,18 +23,30 @@ struct CertificateServiceOptions {
   absl::Duration default_ttl = absl::Hours(1);  // DEFAULT_WORKLOAD_CERT_TTL
   absl::Duration max_ttl = absl::Hours(24);     // MAX_WORKLOAD_CERT_TTL
   bool require_tls = true;  // without TLS every call is refused (Istio's XDS_AUTH_PLAINTEXT=false)
+  bool require_registration = false;  // refuse identities without a registry entry
+};
+
+struct CertificateAuthorityDeps {
+  std::shared_ptr<const CertIssuer> issuer;
+  std::shared_ptr<const CallerAuthenticator> authenticator;
+  Store* store = nullptr;               // registry and deny list; null: no checks
+  GroupCommitLedger* ledger = nullptr;  // null: certificates are not recorded
+  MetricsRegistry* metrics = nullptr;
+  LoggerPtr logger;
+  const Clock* clock = nullptr;
 };
 
 // The CA's outcome for one request, independent of gRPC so that tests and benchmarks can
 // drive it directly.
 class CertificateAuthority {
  public:
-  CertificateAuthority(CertificateServiceOptions options, std::shared_ptr<const CertIssuer> issuer,
-                       std::shared_ptr<const CallerAuthenticator> authenticator, MetricsRegistry& metrics,
-                       LoggerPtr logger);
+  CertificateAuthority(CertificateServiceOptions options, CertificateAuthorityDeps deps);
 
   // Returns the PEM chain (leaf, signing chain, roots) or: Unauthenticated (no acceptable
-  // caller), InvalidArgument (bad CSR or TTL; the message says what), Internal (signing failed).
+  // caller), PermissionDenied (the identity is blocked, unregistered under
+  // --require-registration, or its registry entry does not allow this caller), InvalidArgument
+  // (bad CSR or TTL; the message says what), Unavailable (the store could not be read or the
+  // ledger could not record the certificate: nothing is handed out), Internal (signing failed).
   absl::StatusOr<std::vector<std::string>> Sign(const CallerCredentials& credentials, const std::string& csr_pem,
                                                 int64_t validity_seconds) const;
 
@@ -40,18 +54,26 @@ class CertificateAuthority {
   double issued_count() const { return issued_->value(); }
 
  private:
+  // Registry and deny-list checks; fills the entry's TTL override and DNS names.
+  absl::Status CheckIdentity(const AuthenticatedCaller& caller, absl::Duration* max_ttl,
+                             std::vector<std::string>* dns_names) const;
+
   CertificateServiceOptions options_;
-  std::shared_ptr<const CertIssuer> issuer_;
-  std::shared_ptr<const CallerAuthenticator> authenticator_;
-  LoggerPtr logger_;
+  CertificateAuthorityDeps deps_;
+  std::string issuer_serial_;
+  Counter* denied_;
   Counter* requests_;
   Counter* issued_;
   Counter* authn_failures_;
   Counter* csr_errors_;
   Counter* ttl_errors_;
   Counter* cert_gen_errors_;
+  Counter* ledger_errors_;
   Histogram* sign_latency_;
 };
+
+// Whether `entry.allowed_auth` admits `caller` (an empty list admits every caller).
+bool EntryAllows(const RegistryEntry& entry, const AuthenticatedCaller& caller);
 
 // The gRPC face of CertificateAuthority: extracts the caller's credentials from the call.
 class CertificateService final : public istio::v1::auth::IstioCertificateService::Service {

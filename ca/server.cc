@@ -12,6 +12,7 @@
 #include "ca/authority.h"
 #include "ca/cert_issuer.h"
 #include "ca/certificate_service.h"
+#include "ca/ledger.h"
 #include "ca/local_issuer.h"
 #include "common/files.h"
 #include "common/http_status_server.h"
@@ -21,6 +22,8 @@
 #include "common/spiffe_id.h"
 #include "common/status_macros.h"
 #include "common/x509.h"
+#include "sql/pruner.h"
+#include "sql/store.h"
 
 namespace meshid {
 
@@ -39,6 +42,10 @@ absl::Status CaServerConfig::Validate() const {
   if (default_workload_ttl > max_workload_ttl) {
     problems.push_back("DEFAULT_WORKLOAD_CERT_TTL: must not exceed MAX_WORKLOAD_CERT_TTL");
   }
+  if (require_registration && datastore == "none") {
+    problems.push_back("--require-registration: needs a datastore (not --datastore none)");
+  }
+  if (ledger_retention < absl::ZeroDuration()) problems.push_back("--ledger-retention: must not be negative");
   if (token_audiences.empty()) problems.push_back("--token-audience: at least one audience is required");
   for (const auto& [issuer, jwks] : jwt_issuers) {
     if (issuer.empty() || jwks.empty()) problems.push_back("--jwt-issuer: want ISSUER=JWKS_FILE");
@@ -62,11 +69,16 @@ class CaServerImpl final : public CaServer {
     grpc_server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   }
 
+  // Declared in dependency order: members are destroyed bottom-up, so the endpoints stop before
+  // the service, and the ledger drains before the store closes.
+  std::unique_ptr<MetricsRegistry> metrics_;
+  OpenSslRandom random_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<GroupCommitLedger> ledger_;
+  std::unique_ptr<LedgerPruner> pruner_;
+  std::unique_ptr<CertificateService> service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<HttpStatusServer> monitoring_;
-  OpenSslRandom random_;
-  std::unique_ptr<CertificateService> service_;
-  std::unique_ptr<MetricsRegistry> metrics_;
   int port_ = 0;
   std::atomic<bool> ready_{false};
 };
@@ -127,7 +139,32 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
   service_options.default_ttl = config.default_workload_ttl;
   service_options.max_ttl = config.max_workload_ttl;
   service_options.require_tls = !config.insecure_plaintext;
-  auto ca = std::make_shared<const CertificateAuthority>(service_options, issuer, authenticator, metrics, logger);
+  service_options.require_registration = config.require_registration;
+  if (config.datastore == "none") {
+    logger->warn("--datastore none: no issuance ledger, registry or deny list (benchmarking only)");
+  } else {
+    std::string url = StoreUrlFromFlags(config.data_dir, config.datastore);
+    auto store = OpenStore(url);
+    if (!store.ok()) return absl::Status(store.status().code(), absl::StrCat("--datastore: ", store.status().message()));
+    server->store_ = std::move(*store);
+    server->ledger_ = std::make_unique<GroupCommitLedger>(*server->store_, metrics);
+    LedgerPrunerOptions prune;
+    prune.horizon = config.ledger_retention;
+    MESHID_ASSIGN_OR_RETURN(server->pruner_, LedgerPruner::Create(*server->store_, clock, logger, prune));
+    server->pruner_->Start();
+    logger->info("store: {}{}", server->store_->description(),
+                 config.require_registration ? "; identities must be registered" : "");
+  }
+
+  CertificateAuthorityDeps deps;
+  deps.store = server->store_.get();
+  deps.ledger = server->ledger_.get();
+  deps.issuer = issuer;
+  deps.authenticator = authenticator;
+  deps.metrics = &metrics;
+  deps.logger = logger;
+  deps.clock = &clock;
+  auto ca = std::make_shared<const CertificateAuthority>(service_options, std::move(deps));
   server->service_ = std::make_unique<CertificateService>(ca, service_options.require_tls);
 
   // Expiry gauges (Istio's names): seconds left, negative once expired.

@@ -30,6 +30,11 @@ struct CaServerConfig {
   // issuer → JWKS file
   std::vector<std::pair<std::string, std::string>> jwt_issuers;
   bool local_token_issuer = true;
+  // Store URL (sqlite://..., postgresql://...); empty: sqlite://<data_dir>/meshid.db; "none":
+  // no ledger, registry or deny list (benchmarks only).
+  std::string datastore;
+  bool require_registration = false;
+  absl::Duration ledger_retention = absl::Hours(24 * 30);  // expired ledger rows older than this are pruned
 
   // Every problem, each naming its flag; OK if none.
   absl::Status Validate() const;

@@ -19,6 +19,7 @@ struct ServerFlags {
   std::vector<std::string> jwt_issuers;
   std::string token_audiences = "istio-ca";
   std::string log_level = "info";
+  std::string retention = "30d";
 };
 }  // namespace
 
@@ -54,6 +55,12 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
       ->capture_default_str();
   cmd->add_flag("!--no-local-token-issuer", config->local_token_issuer,
                 "Do not trust tokens from `meshid token create` on this data dir");
+  cmd->add_option("--datastore", config->datastore,
+                  "sqlite://PATH or postgresql://user[:pass]@host:port/db (default sqlite://<data-dir>/meshid.db)");
+  cmd->add_flag("--require-registration", config->require_registration,
+                "Refuse identities that have no registry entry (meshid entry create)");
+  cmd->add_option("--ledger-retention", opts->retention, "Prune expired ledger rows older than this")
+      ->capture_default_str();
   cmd->add_option("--log-level", opts->log_level, "trace, debug, info, warn, error")->capture_default_str();
 
   cmd->callback([config, opts, &ctx] {
@@ -63,6 +70,9 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
     if (!default_ttl.ok()) return Fail(ctx, "--default-workload-cert-ttl", default_ttl.status());
     auto max_ttl = ParseDuration(opts->max_ttl);
     if (!max_ttl.ok()) return Fail(ctx, "--max-workload-cert-ttl", max_ttl.status());
+    auto retention = ParseDuration(opts->retention);
+    if (!retention.ok()) return Fail(ctx, "--ledger-retention", retention.status());
+    config->ledger_retention = *retention;
     config->default_workload_ttl = *default_ttl;
     config->max_workload_ttl = *max_ttl;
     config->token_audiences = absl::StrSplit(opts->token_audiences, ',', absl::SkipEmpty());

@@ -142,12 +142,16 @@ absl::StatusOr<std::string> PublicKeyDer(EVP_PKEY* key) {
   return out;
 }
 
+std::string Sha256Hex(absl::string_view data) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(digest), sizeof(digest)));
+}
+
 absl::StatusOr<std::string> PublicKeySha256Hex(EVP_PKEY* key) {
   auto der = PublicKeyDer(key);
   if (!der.ok()) return der.status();
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(der->data()), der->size(), digest);
-  return absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(digest), sizeof(digest)));
+  return Sha256Hex(*der);
 }
 
 bool SamePublicKey(EVP_PKEY* a, EVP_PKEY* b) { return EVP_PKEY_eq(a, b) == 1; }

@@ -22,7 +22,13 @@ struct Fixture {
     auto authn = std::make_shared<CompositeAuthenticator>(
         std::make_unique<ClientCertAuthenticator>(authority, "cluster.local", clock),
         std::make_unique<JwtAuthenticator>("cluster.local", std::move(issuers), clock));
-    ca = std::make_unique<CertificateAuthority>(CertificateServiceOptions{}, issuer, authn, metrics, MakeNullLogger());
+    CertificateAuthorityDeps deps;
+    deps.issuer = issuer;
+    deps.authenticator = authn;
+    deps.metrics = &metrics;
+    deps.logger = MakeNullLogger();
+    deps.clock = &clock;
+    ca = std::make_unique<CertificateAuthority>(CertificateServiceOptions{}, std::move(deps));
     creds.authorization = {"Bearer " + *SignJwt({{"iss", "iss"}, {"sub", "system:serviceaccount:default:sleep"},
                                                  {"aud", "istio-ca"}, {"exp", absl::ToUnixSeconds(clock.Now()) + 3600}},
                                                 token_key.get(), "k")};

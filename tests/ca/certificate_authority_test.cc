@@ -1,11 +1,16 @@
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "ca/certificate_service.h"
 #include "common/logging.h"
+#include "tests/ca/fake_store.h"
 #include "tests/ca/test_ca.h"
 
 namespace meshid {
 namespace {
+
+constexpr char kId[] = "spiffe://cluster.local/ns/default/sa/sleep";
 
 class CertificateAuthorityTest : public ::testing::Test {
  protected:
@@ -14,11 +19,10 @@ class CertificateAuthorityTest : public ::testing::Test {
     token_key_ = *GenerateKey(KeyAlgorithm::kEcdsaP256);
     std::vector<JwtIssuer> issuers;
     issuers.push_back(JwtIssuer{"iss", *Jwks::FromPublicKey(token_key_.get(), "k"), {"istio-ca"}});
-    auto authn = std::make_shared<CompositeAuthenticator>(
+    authn_ = std::make_shared<CompositeAuthenticator>(
         std::make_unique<ClientCertAuthenticator>(authority_, "cluster.local", clock_),
         std::make_unique<JwtAuthenticator>("cluster.local", std::move(issuers), clock_));
-    ca_ = std::make_unique<CertificateAuthority>(CertificateServiceOptions{}, std::make_shared<CertIssuer>(authority_, clock_, random_),
-                                                 authn, metrics_, MakeNullLogger());
+    ca_ = Make(CertificateServiceOptions{}, /*with_store=*/false);
     creds_.authorization = {"Bearer " + *SignJwt({{"iss", "iss"}, {"sub", "system:serviceaccount:default:sleep"}, {"aud", "istio-ca"},
                                                   {"exp", absl::ToUnixSeconds(clock_.Now() + absl::Hours(1))}},
                                                  token_key_.get(), "k")};
@@ -26,10 +30,26 @@ class CertificateAuthorityTest : public ::testing::Test {
     csr_ = *BuildCsrPem(key_.get());
   }
 
+  std::unique_ptr<CertificateAuthority> Make(CertificateServiceOptions options, bool with_store) {
+    if (with_store && !ledger_) ledger_ = std::make_unique<GroupCommitLedger>(store_, metrics_);
+    CertificateAuthorityDeps deps;
+    deps.issuer = std::make_shared<CertIssuer>(authority_, clock_, random_);
+    deps.authenticator = authn_;
+    deps.store = with_store ? &store_ : nullptr;
+    deps.ledger = with_store ? ledger_.get() : nullptr;
+    deps.metrics = &metrics_;
+    deps.logger = MakeNullLogger();
+    deps.clock = &clock_;
+    return std::make_unique<CertificateAuthority>(options, std::move(deps));
+  }
+
   FakeClock clock_;
   OpenSslRandom random_;
   MetricsRegistry metrics_;
+  testing::FakeStore store_;
+  std::unique_ptr<GroupCommitLedger> ledger_;
   std::shared_ptr<const SigningAuthority> authority_;
+  std::shared_ptr<const CallerAuthenticator> authn_;
   EvpPkeyPtr token_key_, key_;
   std::unique_ptr<CertificateAuthority> ca_;
   CallerCredentials creds_;
@@ -43,7 +63,7 @@ TEST_F(CertificateAuthorityTest, IssuesLeafThenRootWithDefaultTtl) {
   EXPECT_EQ(chain->back(), authority_->root_bundle_pem);
   auto leaf = *CertFromPem(chain->front());
   EXPECT_EQ(NotAfter(leaf.get()), clock_.Now() + absl::Hours(1));
-  EXPECT_EQ(UriSans(leaf.get()), std::vector<std::string>{"spiffe://cluster.local/ns/default/sa/sleep"});
+  EXPECT_EQ(UriSans(leaf.get()), std::vector<std::string>{kId});
   EXPECT_TRUE(SamePublicKey(X509_get0_pubkey(leaf.get()), key_.get()));
   EXPECT_EQ(ca_->issued_count(), 1);
 }
@@ -68,6 +88,110 @@ TEST_F(CertificateAuthorityTest, RefusalsIssueNothing) {
   EXPECT_NE(text.find("citadel_server_authentication_failure_count 2"), std::string::npos) << text;
   EXPECT_NE(text.find("citadel_server_csr_sign_err_count{error=\"CSR_ERROR\"} 1"), std::string::npos) << text;
   EXPECT_NE(text.find("citadel_server_csr_count 3"), std::string::npos) << text;
+}
+
+TEST_F(CertificateAuthorityTest, LedgerRecordsEveryIssuedCertificate) {
+  auto ca = Make(CertificateServiceOptions{}, true);
+  auto chain = ca->Sign(creds_, csr_, 0);
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  auto leaf = *CertFromPem(chain->front());
+  auto rows = *store_.ListIssuances(IssuanceQuery{});
+  ASSERT_EQ(rows.size(), 1u);
+  const IssuanceRecord& r = rows[0];
+  EXPECT_EQ(r.serial_hex, SerialHex(leaf.get()));
+  EXPECT_EQ(r.spiffe_id, kId);
+  EXPECT_EQ(r.not_before, NotBefore(leaf.get()));
+  EXPECT_EQ(r.not_after, NotAfter(leaf.get()));
+  EXPECT_EQ(r.public_key_sha256, *PublicKeySha256Hex(key_.get()));
+  EXPECT_EQ(r.issuer_serial_hex, SerialHex(authority_->cert.get()));
+  EXPECT_EQ(r.auth_method, "jwt");
+  EXPECT_EQ(r.auth_detail, "iss=iss sub=system:serviceaccount:default:sleep");
+  EXPECT_EQ(r.issued_at, clock_.Now());
+}
+
+TEST_F(CertificateAuthorityTest, StoreDownMeansUnavailableAndNoCertificate) {
+  auto ca = Make(CertificateServiceOptions{}, true);
+  store_.set_available(false);
+  auto result = ca->Sign(creds_, csr_, 0);
+  EXPECT_TRUE(absl::IsUnavailable(result.status())) << result.status();
+  EXPECT_EQ(ca->issued_count(), 0);
+  EXPECT_EQ(store_.ledger_size(), 0u);
+  store_.set_available(true);
+  EXPECT_TRUE(ca->Sign(creds_, csr_, 0).ok()) << "recovers when the store returns";
+}
+
+TEST_F(CertificateAuthorityTest, BlockedIdentityIsRefusedUntilUnblocked) {
+  auto ca = Make(CertificateServiceOptions{}, true);
+  ASSERT_TRUE(store_.Block(kId, "key leaked", clock_.Now()).ok());
+  auto result = ca->Sign(creds_, csr_, 0);
+  EXPECT_TRUE(absl::IsPermissionDenied(result.status()));
+  EXPECT_EQ(result.status().message(), std::string("identity ") + kId + " is blocked: key leaked");
+  ASSERT_TRUE(store_.Unblock(kId).ok());
+  EXPECT_TRUE(ca->Sign(creds_, csr_, 0).ok());
+}
+
+TEST_F(CertificateAuthorityTest, RequireRegistrationAndEntryRules) {
+  CertificateServiceOptions options;
+  options.require_registration = true;
+  auto ca = Make(options, true);
+  auto result = ca->Sign(creds_, csr_, 0);
+  EXPECT_EQ(result.status().message(), std::string("identity ") + kId + " is not registered (the server requires registration)");
+
+  RegistryEntry entry;
+  entry.spiffe_id = kId;
+  entry.allowed_auth = {"jwt-iss:someone-else"};
+  ASSERT_TRUE(store_.CreateEntry(entry).ok());
+  result = ca->Sign(creds_, csr_, 0);
+  EXPECT_TRUE(absl::IsPermissionDenied(result.status()));
+  EXPECT_NE(std::string(result.status().message()).find("does not allow a caller with jwt iss=iss"), std::string::npos);
+
+  entry.allowed_auth = {"client-cert", "jwt-sub:system:serviceaccount:default:sleep"};
+  entry.max_ttl = absl::Hours(48);
+  entry.dns_names = {"sleep.default.svc", "sleep.example.com"};
+  ASSERT_TRUE(store_.CreateEntry(entry).ok());
+  auto chain = ca->Sign(creds_, csr_, 36 * 3600);
+  ASSERT_TRUE(chain.ok()) << chain.status() << " (the entry raises the max TTL to 48h)";
+  auto leaf = *CertFromPem(chain->front());
+  EXPECT_EQ(DnsSans(leaf.get()), entry.dns_names);
+  EXPECT_EQ(UriSans(leaf.get()), std::vector<std::string>{kId});
+  EXPECT_EQ(NotAfter(leaf.get()), clock_.Now() + absl::Hours(36));
+}
+
+TEST_F(CertificateAuthorityTest, ConcurrentRequestsShareCommits) {
+  auto ca = Make(CertificateServiceOptions{}, true);
+  constexpr int kThreads = 8, kPerThread = 20;
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kPerThread; ++i) ok += ca->Sign(creds_, csr_, 0).ok();
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), kThreads * kPerThread);
+  EXPECT_EQ(store_.ledger_size(), static_cast<size_t>(kThreads * kPerThread));
+  EXPECT_LE(store_.commits(), kThreads * kPerThread);
+}
+
+TEST(EntryAllows, MatchesEachRuleKind) {
+  AuthenticatedCaller jwt;
+  jwt.method = AuthenticatedCaller::Method::kJwt;
+  jwt.jwt_issuer = "https://k8s";
+  jwt.jwt_subject = "system:serviceaccount:a:b";
+  AuthenticatedCaller cert;
+  cert.method = AuthenticatedCaller::Method::kClientCert;
+  RegistryEntry e;
+  EXPECT_TRUE(EntryAllows(e, jwt));
+  e.allowed_auth = {"jwt-iss:https://k8s"};
+  EXPECT_TRUE(EntryAllows(e, jwt));
+  EXPECT_FALSE(EntryAllows(e, cert));
+  e.allowed_auth = {"jwt-sub:system:serviceaccount:a:c"};
+  EXPECT_FALSE(EntryAllows(e, jwt));
+  e.allowed_auth = {"client-cert"};
+  EXPECT_TRUE(EntryAllows(e, cert));
+  EXPECT_FALSE(EntryAllows(e, jwt));
+  e.allowed_auth = {"*"};
+  EXPECT_TRUE(EntryAllows(e, cert));
 }
 
 }  // namespace

@@ -1,0 +1,67 @@
+#include "ca/ledger.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace meshid {
+
+GroupCommitLedger::GroupCommitLedger(Store& store, MetricsRegistry& metrics, size_t max_batch)
+    : store_(store),
+      max_batch_(max_batch),
+      batches_(metrics.AddCounter("meshid_ca_ledger_commits", "Ledger transactions committed.")),
+      failed_batches_(metrics.AddCounter("meshid_ca_ledger_commit_failures", "Ledger transactions that failed.")),
+      batch_size_(metrics.AddHistogram("meshid_ca_ledger_batch_size", "Records per ledger transaction.",
+                                       {1, 2, 4, 8, 16, 32, 64, 128, 256, 512})) {
+  writer_ = std::thread([this] { WriterLoop(); });
+}
+
+GroupCommitLedger::~GroupCommitLedger() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  writer_.join();
+}
+
+absl::Status GroupCommitLedger::Record(IssuanceRecord record) {
+  Pending pending{std::move(record)};
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("the issuance ledger is shutting down");
+  queue_.push_back(&pending);
+  mu_.Await(absl::Condition(+[](Pending* p) { return p->done; }, &pending));
+  return pending.result;
+}
+
+void GroupCommitLedger::WriterLoop() {
+  std::vector<Pending*> batch;
+  std::vector<IssuanceRecord> records;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](GroupCommitLedger* self) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !self->queue_.empty() || self->stopping_; },
+          this));
+      if (queue_.empty()) return;  // stopping, nothing left
+      size_t n = std::min(queue_.size(), max_batch_);
+      batch.assign(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
+    }
+    records.clear();
+    for (Pending* p : batch) records.push_back(p->record);
+    absl::Status status = store_.RecordIssuances(records);
+    if (status.ok()) {
+      batches_.Increment();
+      batch_size_.Observe(static_cast<double>(batch.size()));
+    } else {
+      failed_batches_.Increment();
+      status = absl::UnavailableError(
+          absl::StrCat("the issuance ledger is unavailable, so no certificate was issued: ", status.message()));
+    }
+    absl::MutexLock lock(&mu_);
+    for (Pending* p : batch) {
+      p->result = status;
+      p->done = true;
+    }
+  }
+}
+
+}  // namespace meshid

@@ -1,0 +1,50 @@
+// The issuance ledger's write path: group commit. Each request thread hands its record to one
+// writer thread and waits; the writer commits everything that queued up meanwhile in a single
+// transaction, so concurrent requests share one commit (one fsync) instead of paying one each.
+// A certificate is handed out only after its record is durable.
+#pragma once
+
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "common/metrics.h"
+#include "sql/store.h"
+
+namespace meshid {
+
+class GroupCommitLedger {
+ public:
+  // `store` must outlive the ledger. At most `max_batch` records go into one transaction.
+  GroupCommitLedger(Store& store, MetricsRegistry& metrics, size_t max_batch = 512);
+  // Commits what is queued, then stops the writer.
+  ~GroupCommitLedger();
+  GroupCommitLedger(const GroupCommitLedger&) = delete;
+  GroupCommitLedger& operator=(const GroupCommitLedger&) = delete;
+
+  // Blocks until `record` is committed. On failure (the store is unreachable, the commit
+  // failed) returns Unavailable: the caller must not hand out the certificate. Thread-safe.
+  absl::Status Record(IssuanceRecord record);
+
+ private:
+  struct Pending {
+    IssuanceRecord record;
+    bool done = false;
+    absl::Status result;
+  };
+  void WriterLoop();
+
+  Store& store_;
+  const size_t max_batch_;
+  Counter& batches_;
+  Counter& failed_batches_;
+  Histogram& batch_size_;
+  absl::Mutex mu_;
+  std::vector<Pending*> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread writer_;
+};
+
+}  // namespace meshid

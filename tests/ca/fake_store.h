@@ -1,0 +1,88 @@
+// An in-memory Store for CA unit tests: the CA's registry and ledger logic is under test here,
+// the real backends are tested in tests/sql and through the real binary.
+#pragma once
+
+#include <map>
+
+#include "absl/synchronization/mutex.h"
+#include "sql/store.h"
+
+namespace meshid::testing {
+
+class FakeStore final : public Store {
+ public:
+  std::string backend() const override { return "fake"; }
+  std::string description() const override { return "in-memory fake"; }
+
+  absl::Status RecordIssuances(absl::Span<const IssuanceRecord> records) override {
+    absl::MutexLock lock(&mu_);
+    if (!available_) return absl::UnavailableError("fake store is down");
+    ++commits_;
+    for (const auto& r : records) {
+      if (ledger_.count(r.serial_hex)) return absl::AlreadyExistsError("duplicate serial");
+    }
+    for (const auto& r : records) ledger_[r.serial_hex] = r;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<IssuanceRecord>> ListIssuances(const IssuanceQuery&) override {
+    absl::MutexLock lock(&mu_);
+    std::vector<IssuanceRecord> out;
+    for (const auto& [serial, r] : ledger_) out.push_back(r);
+    return out;
+  }
+  absl::StatusOr<int64_t> PruneExpiredBefore(absl::Time, int64_t) override { return 0; }
+  absl::Status CreateEntry(const RegistryEntry& e) override {
+    absl::MutexLock lock(&mu_);
+    entries_[e.spiffe_id] = e;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<RegistryEntry>> ListEntries() override { return std::vector<RegistryEntry>(); }
+  absl::Status DeleteEntry(absl::string_view id) override {
+    absl::MutexLock lock(&mu_);
+    entries_.erase(std::string(id));
+    return absl::OkStatus();
+  }
+  absl::Status Block(absl::string_view id, absl::string_view reason, absl::Time at) override {
+    absl::MutexLock lock(&mu_);
+    blocked_[std::string(id)] = BlockedIdentity{std::string(id), std::string(reason), at};
+    return absl::OkStatus();
+  }
+  absl::Status Unblock(absl::string_view id) override {
+    absl::MutexLock lock(&mu_);
+    blocked_.erase(std::string(id));
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<BlockedIdentity>> ListBlocked() override { return std::vector<BlockedIdentity>(); }
+  absl::StatusOr<IdentityStatus> GetIdentityStatus(absl::string_view id) override {
+    absl::MutexLock lock(&mu_);
+    if (!available_) return absl::UnavailableError("fake store is down");
+    IdentityStatus status;
+    if (auto it = entries_.find(std::string(id)); it != entries_.end()) status.entry = it->second;
+    if (auto it = blocked_.find(std::string(id)); it != blocked_.end()) status.blocked = it->second;
+    return status;
+  }
+  absl::StatusOr<int> SchemaVersion() override { return 1; }
+
+  void set_available(bool available) {
+    absl::MutexLock lock(&mu_);
+    available_ = available;
+  }
+  size_t ledger_size() {
+    absl::MutexLock lock(&mu_);
+    return ledger_.size();
+  }
+  int commits() {
+    absl::MutexLock lock(&mu_);
+    return commits_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool available_ ABSL_GUARDED_BY(mu_) = true;
+  int commits_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, IssuanceRecord> ledger_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, RegistryEntry> entries_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, BlockedIdentity> blocked_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace meshid::testing

@@ -1,0 +1,245 @@
+// Fault tests of the issuance ledger with the real binaries: kill -9 under load (SQLite),
+// PostgreSQL stopped under load, and two replicas sharing one PostgreSQL database.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_split.h"
+#include "common/csr.h"
+#include "common/keys.h"
+#include "common/x509.h"
+#include "tests/integration/ca_harness.h"
+
+namespace meshid {
+namespace {
+
+using testing::ClientFor;
+using testing::MeshidBinary;
+using testing::RunShell;
+using testing::Server;
+
+const std::string kPgScript = PG_TEST_SERVER_SCRIPT;
+const char kId[] = "spiffe://cluster.local/ns/default/sa/sleep";
+
+// Serials of every certificate the CA handed out, and every error code seen.
+class Load {
+ public:
+  Load(std::vector<Server*> servers, std::string token, int threads_per_server = 2) {
+    for (int i = 0; i < 8; ++i) {
+      auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
+      csrs_.push_back(*BuildCsrPem(key.get()));
+    }
+    for (Server* server : servers) {
+      for (int t = 0; t < threads_per_server; ++t) {
+        threads_.emplace_back([this, server, token, t] {
+          auto client = ClientFor(*server);
+          for (int i = 0; !stop_; ++i) {
+            auto chain = client->CreateCertificate(csrs_[(i + t) % csrs_.size()], token, absl::ZeroDuration());
+            std::lock_guard<std::mutex> lock(mu_);
+            if (chain.ok()) {
+              received_.push_back(SerialHex(CertFromPem(chain->front())->get()));
+            } else {
+              errors_[chain.status().code()]++;
+              last_error_ = std::string(chain.status().message());
+            }
+            if (!chain.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          }
+        });
+      }
+    }
+  }
+  ~Load() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+  size_t received() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return received_.size();
+  }
+  int errors(absl::StatusCode code) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return errors_[code];
+  }
+  std::map<absl::StatusCode, int> all_errors() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return errors_;
+  }
+  std::vector<std::string> serials() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return received_;
+  }
+  std::string last_error() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_error_;
+  }
+
+  // Waits until `predicate` holds or `timeout` passes.
+  template <typename F>
+  bool WaitFor(F predicate, std::chrono::seconds timeout = std::chrono::seconds(60)) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (predicate()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
+ private:
+  std::vector<std::string> csrs_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+  std::mutex mu_;
+  std::vector<std::string> received_;
+  std::map<absl::StatusCode, int> errors_;
+  std::string last_error_;
+};
+
+// Ledger serials through the CLI (`meshid certs list --json`), with duplicates counted.
+std::multiset<std::string> LedgerSerials(const std::string& store_flag) {
+  auto [rc, out] = RunShell(absl::StrCat(MeshidBinary(), " certs list --json ", store_flag));
+  EXPECT_EQ(rc, 0) << out;
+  std::multiset<std::string> serials;
+  for (absl::string_view line : absl::StrSplit(out, '\n', absl::SkipEmpty())) {
+    auto row = nlohmann::json::parse(std::string(line), nullptr, false);
+    EXPECT_FALSE(row.is_discarded()) << line;
+    if (!row.is_discarded()) serials.insert(row.value("serial", ""));
+  }
+  return serials;
+}
+
+// A private PostgreSQL from scripts/pg-test-server.sh, stopped when the test ends.
+class Postgres {
+ public:
+  explicit Postgres(const std::string& dir) : dir_(dir) {
+    auto [rc, out] = RunShell(absl::StrCat(kPgScript, " start ", dir_));
+    for (absl::string_view line : absl::StrSplit(out, '\n')) {
+      absl::string_view prefix = "export MESHID_TEST_POSTGRES_URL=";
+      if (absl::StartsWith(line, prefix)) url_ = std::string(absl::StripAsciiWhitespace(line.substr(prefix.size())));
+    }
+    if (url_.size() > 1 && (url_.front() == '\'' || url_.front() == '"')) url_ = url_.substr(1, url_.size() - 2);
+    EXPECT_FALSE(url_.empty()) << out;
+  }
+  ~Postgres() { RunShell(absl::StrCat(kPgScript, " stop ", dir_)); }
+  const std::string& url() const { return url_; }
+  void Pause() { EXPECT_EQ(RunShell(absl::StrCat(kPgScript, " pause ", dir_)).first, 0); }
+  void Resume() { EXPECT_EQ(RunShell(absl::StrCat(kPgScript, " resume ", dir_)).first, 0); }
+
+ private:
+  std::string dir_;
+  std::string url_;
+};
+
+class StorageFaultTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_ = (std::filesystem::temp_directory_path() /
+             absl::StrCat("meshid-store-it-", ::getpid(), "-", ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+                .string();
+    std::filesystem::remove_all(base_);
+    std::filesystem::create_directories(base_);
+  }
+  void TearDown() override {
+    if (!HasFailure()) std::filesystem::remove_all(base_);
+  }
+  std::string base_;
+};
+
+TEST_F(StorageFaultTest, KillDashNineLosesNoCertificateAClientReceived) {
+  std::string data = base_ + "/data";
+  std::vector<std::string> received;
+  {
+    Server server(data);
+    ASSERT_TRUE(server.ok()) << server.Log();
+    Load load({&server}, server.Token(), 4);
+    ASSERT_TRUE(load.WaitFor([&] { return load.received() >= 300; })) << load.last_error();
+    server.process().Kill(SIGKILL);
+    load.Stop();
+    received = load.serials();
+  }
+  // Restart on the same data directory: the ledger has every certificate any client got.
+  Server restarted(data);
+  ASSERT_TRUE(restarted.ok()) << restarted.Log();
+  std::multiset<std::string> ledger = LedgerSerials("--data-dir " + data);
+  for (const std::string& serial : received) EXPECT_EQ(ledger.count(serial), 1u) << serial << " was handed out but is not in the ledger";
+  EXPECT_GE(ledger.size(), received.size());
+  auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
+  EXPECT_TRUE(ClientFor(restarted)->CreateCertificate(*BuildCsrPem(key.get()), restarted.Token(), absl::ZeroDuration()).ok());
+}
+
+TEST_F(StorageFaultTest, PostgresOutageMeansUnavailableThenRecoversByItself) {
+  Postgres pg(base_ + "/pg");
+  ASSERT_FALSE(pg.url().empty());
+  Server server(base_ + "/data", {"--datastore", pg.url()});
+  ASSERT_TRUE(server.ok()) << server.Log();
+  Load load({&server}, server.Token(), 2);
+  ASSERT_TRUE(load.WaitFor([&] { return load.received() >= 50; })) << load.last_error();
+
+  pg.Pause();
+  ASSERT_TRUE(load.WaitFor([&] { return load.errors(absl::StatusCode::kUnavailable) >= 10; })) << load.last_error();
+  size_t during_outage = load.received();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_LE(load.received(), during_outage + 4) << "no certificate is handed out while the ledger is down";
+  for (const auto& [code, n] : load.all_errors()) {
+    EXPECT_EQ(code, absl::StatusCode::kUnavailable) << n << " errors with code " << absl::StatusCodeToString(code);
+  }
+  EXPECT_NE(load.last_error().find("unavailable"), std::string::npos) << load.last_error();
+
+  pg.Resume();
+  size_t before = load.received();
+  EXPECT_TRUE(load.WaitFor([&] { return load.received() >= before + 50; }, std::chrono::seconds(90)))
+      << "the server did not recover by itself: " << load.last_error();
+  EXPECT_FALSE(server.process().Wait(std::chrono::seconds(0)).has_value()) << "the server must not exit";
+  load.Stop();
+  std::multiset<std::string> ledger = LedgerSerials("--datastore '" + pg.url() + "'");
+  for (const std::string& serial : load.serials()) EXPECT_EQ(ledger.count(serial), 1u) << serial;
+}
+
+TEST_F(StorageFaultTest, TwoReplicasOnOnePostgresLoseNothingAndShareTheDenyList) {
+  Postgres pg(base_ + "/pg");
+  ASSERT_FALSE(pg.url().empty());
+  std::string data = base_ + "/data";  // shared CA key, as replicas behind one address would have
+  Server a(data, {"--datastore", pg.url()});
+  ASSERT_TRUE(a.ok()) << a.Log();
+  Server b(data, {"--datastore", pg.url()});
+  ASSERT_TRUE(b.ok()) << b.Log();
+  std::string token = a.Token();
+  {
+    Load load({&a, &b}, token, 2);
+    ASSERT_TRUE(load.WaitFor([&] { return load.received() >= 400; })) << load.last_error();
+    load.Stop();
+    EXPECT_TRUE(load.all_errors().empty()) << load.last_error();
+    std::multiset<std::string> ledger = LedgerSerials("--datastore '" + pg.url() + "'");
+    std::set<std::string> unique(ledger.begin(), ledger.end());
+    EXPECT_EQ(unique.size(), ledger.size()) << "duplicated ledger rows";
+    EXPECT_EQ(ledger.size(), load.serials().size()) << "lost or extra ledger rows";
+    for (const std::string& serial : load.serials()) EXPECT_EQ(ledger.count(serial), 1u) << serial;
+  }
+
+  // Blocking through one replica's database is honoured by the other on its next request.
+  auto [rc, out] = RunShell(absl::StrCat(MeshidBinary(), " identity block ", kId, " --reason 'key leaked' --datastore '", pg.url(), "'"));
+  ASSERT_EQ(rc, 0) << out;
+  auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
+  std::string csr = *BuildCsrPem(key.get());
+  for (Server* server : {&b, &a}) {
+    auto refused = ClientFor(*server)->CreateCertificate(csr, token, absl::ZeroDuration());
+    EXPECT_TRUE(absl::IsPermissionDenied(refused.status())) << refused.status();
+    EXPECT_NE(std::string(refused.status().message()).find(std::string(kId) + " is blocked"), std::string::npos);
+  }
+  std::tie(rc, out) = RunShell(absl::StrCat(MeshidBinary(), " identity unblock ", kId, " --datastore '", pg.url(), "'"));
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_TRUE(ClientFor(b)->CreateCertificate(csr, token, absl::ZeroDuration()).ok());
+}
+
+}  // namespace
+}  // namespace meshid
