@@ -1,7 +1,7 @@
 #include "sql/sqlite_database.h"
 
 #include <sqlite3.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -230,22 +230,25 @@ class SqliteDatabase final : public Database {
     std::filesystem::path file(path_);
     std::filesystem::path dir = file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
     std::error_code ec;
-    if ((rc & 0xff) == SQLITE_CANTOPEN) {
+    const int primary = rc & 0xff;
+    if (primary == SQLITE_CANTOPEN) {
       if (!std::filesystem::is_directory(dir, ec)) {
         return absl::NotFoundError(absl::StrCat("sqlite ", path_, ": directory ", dir.string(), " does not exist"));
       }
       if (!create && !std::filesystem::exists(file, ec)) {
         return absl::NotFoundError(absl::StrCat("sqlite ", path_, ": no database there"));
       }
-      if (err == EACCES || err == EPERM || err == EROFS) {
-        return absl::PermissionDeniedError(absl::StrCat("sqlite ", path_, ": permission denied (", std::strerror(err),
-                                                        "); meshid needs to write the file and its directory"));
-      }
     }
-    if ((rc & 0xff) == SQLITE_READONLY || err == EACCES || err == EROFS) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "sqlite ", path_, ": cannot write (", OneLine(db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc)),
-          "); meshid needs to write the file and its directory"));
+    if (primary == SQLITE_CANTOPEN || primary == SQLITE_READONLY || err == EACCES || err == EPERM || err == EROFS) {
+      // SQLite in WAL mode writes the file and, beside it, its -wal and -shm files.
+      if (std::filesystem::exists(file, ec) && access(path_.c_str(), W_OK) != 0) {
+        return absl::PermissionDeniedError(
+            absl::StrCat("sqlite ", path_, ": the file is read-only (meshid writes the ledger; check its permissions)"));
+      }
+      if (access(dir.c_str(), W_OK) != 0) {
+        return absl::PermissionDeniedError(absl::StrCat("sqlite ", path_, ": cannot write in directory ", dir.string(),
+                                                        " (meshid keeps the database and its WAL files there)"));
+      }
     }
     return MapError(rc, db, path_, "open");
   }

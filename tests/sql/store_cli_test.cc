@@ -1,0 +1,295 @@
+// The storage commands of the real `meshid` binary: certs list (text and --json), entry
+// create/list/delete, identity block/unblock/list-blocked, and their errors: one line naming
+// the problem, non-zero exit.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "sql/store.h"
+#include "tests/integration/subprocess.h"
+#include "tests/sql/test_backends.h"
+#include "tests/sql/test_matchers.h"
+
+namespace meshid {
+namespace {
+
+using ::meshid::testing::Backend;
+using ::meshid::testing::RunShell;
+using ::meshid::testing::TempDir;
+using ::meshid::testing::TestDatabase;
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::SizeIs;
+using ::testing::StartsWith;
+
+struct Result {
+  int exit_code;
+  std::string stdout_text;
+  std::string stderr_text;
+};
+
+// Runs `meshid <args>` through the shell, keeping stdout and stderr apart.
+Result Meshid(const std::string& args, const std::string& as_user = "") {
+  TempDir dir;
+  std::string out = dir.path() + "/out";
+  std::string err = dir.path() + "/err";
+  std::string prefix = as_user.empty() ? "" : absl::StrCat("setpriv --reuid=", as_user, " --regid=", as_user, " --clear-groups ");
+  auto [code, ignored] = RunShell(absl::StrCat("{ ", prefix, MESHID_BINARY, " ", args, " >", out, " 2>", err, "; }"));
+  auto read = [](const std::string& path) {
+    auto [c, text] = RunShell("cat " + path);
+    return text;
+  };
+  return {code, read(out), read(err)};
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  return absl::StrSplit(text, '\n', absl::SkipEmpty());
+}
+
+IssuanceRecord Record(int n, const std::string& spiffe_id, absl::Time not_after) {
+  IssuanceRecord r;
+  r.serial_hex = absl::StrFormat("%032X", 0xAB00 + n);
+  r.spiffe_id = spiffe_id;
+  r.not_before = not_after - absl::Hours(1);
+  r.not_after = not_after;
+  r.public_key_sha256 = absl::StrFormat("%064x", n + 1);
+  r.issuer_serial_hex = "1F";
+  r.auth_method = n % 2 == 0 ? "jwt" : "client-cert";
+  r.auth_detail = n % 2 == 0 ? "iss=https://issuer.example sub=web" : "serial=0A0B";
+  r.issued_at = absl::FromUnixSeconds(1'700'000'000 + n);
+  return r;
+}
+
+class StoreCliTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    db_ = TestDatabase::Create(GetParam());
+    if (db_ == nullptr) GTEST_SKIP() << testing::kNoPostgresMessage;
+    // SQLite through --data-dir (the default layout), PostgreSQL through --datastore.
+    where_ = GetParam() == Backend::kSqlite ? "--data-dir " + db_->dir() : "--datastore '" + db_->url() + "'";
+  }
+  std::unique_ptr<Store> Open() {
+    auto store = OpenStore(db_->url());
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? *std::move(store) : nullptr;
+  }
+  std::unique_ptr<TestDatabase> db_;
+  std::string where_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreCliTest, ::testing::Values(Backend::kSqlite, Backend::kPostgres),
+                         [](const auto& info) { return testing::BackendName(info.param); });
+
+TEST_P(StoreCliTest, CertsListJsonAndFilters) {
+  const std::string web = "spiffe://cluster.local/ns/default/sa/web";
+  const std::string db = "spiffe://cluster.local/ns/default/sa/db";
+  const absl::Time past = absl::FromUnixSeconds(1'600'000'000);    // 2020: expired
+  const absl::Time future = absl::FromUnixSeconds(4'000'000'000);  // 2096: valid
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    ASSERT_OK(store->RecordIssuances({Record(0, web, past), Record(1, db, future), Record(2, web, future)}));
+  }
+  Result all = Meshid("certs list --json " + where_);
+  ASSERT_EQ(all.exit_code, 0) << all.stderr_text;
+  auto lines = Lines(all.stdout_text);
+  ASSERT_THAT(lines, SizeIs(3));
+  nlohmann::json first = nlohmann::json::parse(lines[0]);  // newest first
+  EXPECT_EQ(first["serial"], Record(2, web, future).serial_hex);
+  EXPECT_EQ(first["spiffe_id"], web);
+  EXPECT_EQ(first["not_before"], "2096-10-02T06:06:40Z");
+  EXPECT_EQ(first["not_after"], "2096-10-02T07:06:40Z");
+  EXPECT_EQ(first["public_key_sha256"], Record(2, web, future).public_key_sha256);
+  EXPECT_EQ(first["issuer_serial"], "1F");
+  EXPECT_EQ(first["auth_method"], "jwt");
+  EXPECT_EQ(first["issued_at"], "2023-11-14T22:13:22Z");
+  EXPECT_EQ(first["expired"], false);
+
+  Result by_id = Meshid("certs list --json --spiffe-id " + db + " " + where_);
+  ASSERT_EQ(by_id.exit_code, 0) << by_id.stderr_text;
+  ASSERT_THAT(Lines(by_id.stdout_text), SizeIs(1));
+  EXPECT_EQ(nlohmann::json::parse(Lines(by_id.stdout_text)[0])["auth_detail"], "serial=0A0B");
+
+  // openssl prints serials with colons or in lower case; both find the row.
+  Result by_serial = Meshid("certs list --json --serial 00:00:00:00:00:00:00:00:00:00:00:00:00:00:ab:00 " + where_);
+  ASSERT_EQ(by_serial.exit_code, 0) << by_serial.stderr_text;
+  ASSERT_THAT(Lines(by_serial.stdout_text), SizeIs(1));
+  EXPECT_EQ(nlohmann::json::parse(Lines(by_serial.stdout_text)[0])["not_after"], "2020-09-13T12:26:40Z");
+
+  Result expired = Meshid("certs list --json --expired " + where_);
+  ASSERT_EQ(expired.exit_code, 0) << expired.stderr_text;
+  ASSERT_THAT(Lines(expired.stdout_text), SizeIs(1));
+  EXPECT_EQ(nlohmann::json::parse(Lines(expired.stdout_text)[0])["expired"], true);
+
+  Result limited = Meshid("certs list --json --limit 2 " + where_);
+  EXPECT_THAT(Lines(limited.stdout_text), SizeIs(2));
+
+  Result text = Meshid("certs list " + where_);
+  ASSERT_EQ(text.exit_code, 0) << text.stderr_text;
+  auto text_lines = Lines(text.stdout_text);
+  ASSERT_THAT(text_lines, SizeIs(4));
+  EXPECT_THAT(text_lines[0], AllOf(StartsWith("SERIAL"), HasSubstr("SPIFFE ID")));
+  EXPECT_THAT(text_lines[3], AllOf(HasSubstr(Record(0, web, past).serial_hex), HasSubstr("2020-09-13T12:26:40Z"),
+                                   HasSubstr(web), HasSubstr("(expired)")));
+
+  Result none = Meshid("certs list --json --spiffe-id spiffe://cluster.local/ns/x/sa/none " + where_);
+  EXPECT_EQ(none.exit_code, 0);
+  EXPECT_EQ(none.stdout_text, "");
+}
+
+TEST_P(StoreCliTest, EntryCreateListDelete) {
+  Result create = Meshid("entry create --spiffe-id spiffe://cluster.local/ns/default/sa/web --allow "
+                         "jwt-sub:system:serviceaccount:default:web --allow client-cert --max-ttl 30m --dns-name "
+                         "web.default.svc --dns-name web.default.svc.cluster.local --note 'owned by team web' " +
+                         where_);
+  ASSERT_EQ(create.exit_code, 0) << create.stderr_text;
+  EXPECT_THAT(create.stdout_text, HasSubstr("created registry entry for spiffe://cluster.local/ns/default/sa/web"));
+  Result plain = Meshid("entry create --spiffe-id spiffe://cluster.local/ns/default/sa/api " + where_);
+  ASSERT_EQ(plain.exit_code, 0) << plain.stderr_text;
+
+  Result again = Meshid("entry create --spiffe-id spiffe://cluster.local/ns/default/sa/api " + where_);
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_THAT(Lines(again.stderr_text), ElementsAre(HasSubstr("already exists")));
+
+  Result list = Meshid("entry list --json " + where_);
+  ASSERT_EQ(list.exit_code, 0) << list.stderr_text;
+  auto lines = Lines(list.stdout_text);
+  ASSERT_THAT(lines, SizeIs(2));
+  nlohmann::json api = nlohmann::json::parse(lines[0]);
+  nlohmann::json web = nlohmann::json::parse(lines[1]);
+  EXPECT_EQ(api["spiffe_id"], "spiffe://cluster.local/ns/default/sa/api");
+  EXPECT_EQ(api["allowed_auth"], nlohmann::json::array({"*"}));
+  EXPECT_EQ(api["max_ttl_seconds"], 0);
+  EXPECT_EQ(web["allowed_auth"], nlohmann::json::array({"jwt-sub:system:serviceaccount:default:web", "client-cert"}));
+  EXPECT_EQ(web["max_ttl_seconds"], 1800);
+  EXPECT_EQ(web["dns_names"], nlohmann::json::array({"web.default.svc", "web.default.svc.cluster.local"}));
+  EXPECT_EQ(web["note"], "owned by team web");
+
+  // The server sees the same through the store.
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  auto status = store->GetIdentityStatus("spiffe://cluster.local/ns/default/sa/web");
+  ASSERT_OK(status.status());
+  ASSERT_TRUE(status->entry.has_value());
+  EXPECT_EQ(status->entry->max_ttl, absl::Minutes(30));
+
+  Result del = Meshid("entry delete --spiffe-id spiffe://cluster.local/ns/default/sa/web " + where_);
+  ASSERT_EQ(del.exit_code, 0) << del.stderr_text;
+  Result del_again = Meshid("entry delete --spiffe-id spiffe://cluster.local/ns/default/sa/web " + where_);
+  EXPECT_EQ(del_again.exit_code, 1);
+  EXPECT_THAT(Lines(del_again.stderr_text), ElementsAre(HasSubstr("no registry entry for spiffe://cluster.local/ns/default/sa/web")));
+  EXPECT_THAT(Lines(Meshid("entry list --json " + where_).stdout_text), SizeIs(1));
+}
+
+TEST_P(StoreCliTest, IdentityBlockUnblock) {
+  const std::string id = "spiffe://cluster.local/ns/default/sa/web";
+  Result block = Meshid("identity block " + id + " --reason 'key leaked in CI logs' " + where_);
+  ASSERT_EQ(block.exit_code, 0) << block.stderr_text;
+  EXPECT_THAT(block.stdout_text, HasSubstr("blocked " + id));
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    auto status = store->GetIdentityStatus(id);
+    ASSERT_OK(status.status());
+    ASSERT_TRUE(status->blocked.has_value());
+    EXPECT_EQ(status->blocked->reason, "key leaked in CI logs");
+  }
+  Result list = Meshid("identity list-blocked --json " + where_);
+  ASSERT_EQ(list.exit_code, 0) << list.stderr_text;
+  ASSERT_THAT(Lines(list.stdout_text), SizeIs(1));
+  nlohmann::json j = nlohmann::json::parse(Lines(list.stdout_text)[0]);
+  EXPECT_EQ(j["spiffe_id"], id);
+  EXPECT_EQ(j["reason"], "key leaked in CI logs");
+  EXPECT_THAT(j["blocked_at"].get<std::string>(), HasSubstr("T"));
+
+  Result text = Meshid("identity list-blocked " + where_);
+  EXPECT_THAT(text.stdout_text, AllOf(HasSubstr(id), HasSubstr("key leaked in CI logs")));
+
+  ASSERT_EQ(Meshid("identity unblock " + id + " " + where_).exit_code, 0);
+  Result again = Meshid("identity unblock " + id + " " + where_);
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_THAT(Lines(again.stderr_text), ElementsAre(HasSubstr(id + " is not blocked")));
+  EXPECT_EQ(Meshid("identity list-blocked --json " + where_).stdout_text, "");
+}
+
+TEST_P(StoreCliTest, BadArgumentsAreOneLineErrors) {
+  struct Case {
+    std::string args;
+    std::string message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"entry create --spiffe-id not-a-spiffe-id", "spiffe_id"},
+           {"entry create --spiffe-id spiffe://cluster.local/ns/a/sa/b --allow password", "allowed_auth[0]"},
+           {"entry create --spiffe-id spiffe://cluster.local/ns/a/sa/b --max-ttl soon", "--max-ttl"},
+           {"entry create --spiffe-id spiffe://cluster.local/ns/a/sa/b --dns-name 'bad name'", "dns_names[0]"},
+           {"identity block spiffe://cluster.local/ns/a/sa/b/../c", "identity block"},
+           {"certs list --serial xyz", "--serial"},
+           {"certs list --spiffe-id spiffe://", "--spiffe-id"},
+       }) {
+    Result r = Meshid(c.args + " " + where_);
+    EXPECT_EQ(r.exit_code, 2) << c.args;
+    EXPECT_THAT(Lines(r.stderr_text), ElementsAre(AllOf(StartsWith("meshid: "), HasSubstr(c.message)))) << c.args;
+  }
+}
+
+TEST(StoreCliErrorsTest, MalformedDatastoreUrl) {
+  Result r = Meshid("certs list --datastore 'postgresql://meshid:topsecret@db.example.com:99999/meshid'");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(Lines(r.stderr_text), ElementsAre(AllOf(HasSubstr("datastore URL"), HasSubstr("port"), Not(HasSubstr("topsecret")))));
+  r = Meshid("entry list --datastore mysql://x@y/z");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(Lines(r.stderr_text), ElementsAre(HasSubstr("unsupported scheme 'mysql'")));
+}
+
+TEST(StoreCliErrorsTest, UnreachablePostgres) {
+  // Port 1 on loopback: nothing listens there.
+  Result r = Meshid("identity list-blocked --datastore postgresql://meshid:topsecret@127.0.0.1:1/meshid");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(Lines(r.stderr_text),
+              ElementsAre(AllOf(HasSubstr("cannot connect"), HasSubstr("127.0.0.1:1"), Not(HasSubstr("topsecret")))));
+}
+
+TEST(StoreCliErrorsTest, WrongPostgresPassword) {
+  auto admin = testing::PostgresAdminUrl();
+  if (!admin) GTEST_SKIP() << testing::kNoPostgresMessage;
+  auto parsed = sql::ParseStoreUrl(*admin);
+  ASSERT_OK(parsed.status());
+  Result r = Meshid(absl::StrCat("certs list --datastore postgresql://", parsed->user, ":not-the-password@", parsed->host,
+                                 ":", parsed->port, "/", parsed->database));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(Lines(r.stderr_text), ElementsAre(AllOf(HasSubstr("credentials refused"), Not(HasSubstr("not-the-password")))));
+}
+
+TEST(StoreCliErrorsTest, ReadOnlySqliteFile) {
+  TempDir dir;
+  ASSERT_OK(OpenStore("sqlite://" + dir.path() + "/meshid.db").status());
+  ASSERT_EQ(chmod((dir.path() + "/meshid.db").c_str(), 0444), 0);
+  ASSERT_EQ(chmod(dir.path().c_str(), 0555), 0);
+  // Root writes read-only files anyway; run the binary as `nobody` then.
+  Result r = Meshid("entry list --data-dir " + dir.path(), geteuid() == 0 ? "65534" : "");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(Lines(r.stderr_text), ElementsAre(AllOf(HasSubstr("read-only"), HasSubstr(dir.path() + "/meshid.db"))));
+}
+
+TEST(StoreCliErrorsTest, ReadingCommandsDoNotCreateADatabase) {
+  TempDir dir;
+  Result r = Meshid("certs list --data-dir " + dir.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(Lines(r.stderr_text), ElementsAre(HasSubstr("no database")));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/meshid.db"));
+  // Writing commands create the data directory and the database.
+  Result w = Meshid("identity block spiffe://cluster.local/ns/a/sa/b --data-dir " + dir.path() + "/new");
+  EXPECT_EQ(w.exit_code, 0) << w.stderr_text;
+  EXPECT_TRUE(std::filesystem::exists(dir.path() + "/new/meshid.db"));
+}
+
+}  // namespace
+}  // namespace meshid

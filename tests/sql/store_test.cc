@@ -1,0 +1,553 @@
+// The store contract, run against both backends (SQLite and a real PostgreSQL server).
+#include <atomic>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/clock.h"
+#include "sql/migrations.h"
+#include "sql/pruner.h"
+#include "sql/store.h"
+#include "tests/sql/test_backends.h"
+#include "tests/sql/test_matchers.h"
+
+namespace meshid {
+namespace {
+
+using ::meshid::testing::Backend;
+using ::meshid::testing::TestDatabase;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::SizeIs;
+
+using ::meshid::testing::StatusIs;
+
+const absl::Time kT0 = absl::FromUnixSeconds(1'800'000'000);
+
+IssuanceRecord Record(int n, absl::string_view spiffe_id = "spiffe://cluster.local/ns/default/sa/web",
+                      absl::Time not_after = kT0 + absl::Hours(1)) {
+  IssuanceRecord r;
+  r.serial_hex = absl::StrFormat("%032X", n + 1);
+  r.spiffe_id = std::string(spiffe_id);
+  r.not_before = not_after - absl::Hours(1) - absl::Minutes(1);
+  r.not_after = not_after;
+  r.public_key_sha256 = absl::StrFormat("%064x", n * 7919 + 1);
+  r.issuer_serial_hex = "7A3F";
+  r.auth_method = "jwt";
+  r.auth_detail = absl::StrCat("iss=https://kubernetes.default.svc sub=system:serviceaccount:default:web-", n);
+  r.issued_at = kT0 + absl::Microseconds(n);  // distinct, microsecond precise
+  return r;
+}
+
+RegistryEntry Entry(absl::string_view spiffe_id) {
+  RegistryEntry e;
+  e.spiffe_id = std::string(spiffe_id);
+  e.allowed_auth = {"jwt-sub:system:serviceaccount:default:web", "client-cert"};
+  e.max_ttl = absl::Minutes(30);
+  e.dns_names = {"web.default.svc", "web.default.svc.cluster.local"};
+  e.note = "owner: team wéb ✓";
+  e.created_at = kT0 + absl::Microseconds(123456);
+  return e;
+}
+
+class StoreTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    db_ = TestDatabase::Create(GetParam());
+    if (db_ == nullptr) GTEST_SKIP() << testing::kNoPostgresMessage;
+  }
+
+  std::unique_ptr<Store> Open() {
+    auto store = OpenStore(db_->url());
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? *std::move(store) : nullptr;
+  }
+
+  std::unique_ptr<TestDatabase> db_;
+};
+
+std::string ParamName(const ::testing::TestParamInfo<Backend>& info) { return testing::BackendName(info.param); }
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, ::testing::Values(Backend::kSqlite, Backend::kPostgres), ParamName);
+
+// ---- migrations ----
+
+TEST_P(StoreTest, FreshDatabaseIsMigratedToTheNewestVersion) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->backend(), testing::BackendName(GetParam()));
+  auto version = store->SchemaVersion();
+  ASSERT_OK(version.status());
+  ASSERT_FALSE(sql::BuiltinMigrations().empty());
+  EXPECT_EQ(*version, sql::BuiltinMigrations().back().version);
+  EXPECT_EQ(sql::BuiltinMigrations().front().version, 1);
+}
+
+TEST_P(StoreTest, ReopeningKeepsDataAndVersion) {
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    ASSERT_OK(store->RecordIssuances({Record(1)}));
+    ASSERT_OK(store->CreateEntry(Entry("spiffe://cluster.local/ns/a/sa/b")));
+  }
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(*store->SchemaVersion(), sql::BuiltinMigrations().back().version);
+  EXPECT_THAT(*store->ListIssuances({}), ElementsAre(Record(1)));
+  EXPECT_THAT(*store->ListEntries(), SizeIs(1));
+}
+
+std::vector<sql::Migration> BuiltinPlus(std::initializer_list<sql::Migration> extra) {
+  std::vector<sql::Migration> all(sql::BuiltinMigrations().begin(), sql::BuiltinMigrations().end());
+  all.insert(all.end(), extra);
+  return all;
+}
+
+TEST_P(StoreTest, DatabaseNewerThanTheBinaryIsRefused) {
+  auto future = BuiltinPlus({{9999, "9999_future.sql", "CREATE TABLE future_thing (a BIGINT);"}});
+  auto newer = sql::OpenStoreWithMigrations(db_->url(), {}, future);
+  ASSERT_OK(newer.status());
+  EXPECT_EQ(*(*newer)->SchemaVersion(), 9999);
+  newer->reset();
+
+  auto store = OpenStore(db_->url());
+  EXPECT_THAT(store.status(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                       HasSubstr("schema is at version 9999, newer than this meshid understands")));
+  EXPECT_THAT(std::string(store.status().message()), Not(HasSubstr("\n")));
+}
+
+TEST_P(StoreTest, FailedMigrationLeavesNothingHalfApplied) {
+  const int next = sql::BuiltinMigrations().back().version + 1;
+  std::string broken_name = absl::StrFormat("%04d_broken.sql", next);
+  std::string good_name = absl::StrFormat("%04d_good.sql", next);
+  auto broken = BuiltinPlus({{next, broken_name,
+                              "CREATE TABLE half_applied (a BIGINT);\n"
+                              "INSERT INTO half_applied (a) VALUES (1);\n"
+                              "INSERT INTO no_such_table (a) VALUES (1);\n"}});
+  // On a fresh database nothing at all is applied: not even the built-in migrations.
+  auto store = sql::OpenStoreWithMigrations(db_->url(), {}, broken);
+  EXPECT_THAT(store.status(), Not(StatusIs(absl::StatusCode::kOk, ::testing::_)));
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr("migration " + broken_name));
+
+  // Both CREATE TABLEs below would fail if anything of the broken run had been kept.
+  auto good = BuiltinPlus({{next, good_name, "CREATE TABLE half_applied (a BIGINT);"}});
+  auto fixed = sql::OpenStoreWithMigrations(db_->url(), {}, good);
+  ASSERT_OK(fixed.status());
+  EXPECT_EQ(*(*fixed)->SchemaVersion(), next);
+}
+
+TEST_P(StoreTest, FailedUpgradeKeepsTheOldVersionAndData) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_OK(store->RecordIssuances({Record(1)}));
+  store.reset();
+  const int next = sql::BuiltinMigrations().back().version + 1;
+  auto broken = BuiltinPlus({{next, "broken.sql", "DROP TABLE issuances; SELECT * FROM no_such_table;"}});
+  EXPECT_FALSE(sql::OpenStoreWithMigrations(db_->url(), {}, broken).ok());
+  store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(*store->SchemaVersion(), sql::BuiltinMigrations().back().version);
+  EXPECT_THAT(*store->ListIssuances({}), ElementsAre(Record(1)));
+}
+
+TEST_P(StoreTest, MigrationsApplyInOrderOnUpgrade) {
+  const int next = sql::BuiltinMigrations().back().version + 1;
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    ASSERT_OK(store->RecordIssuances({Record(1)}));
+  }
+  auto upgraded = BuiltinPlus({{next, "a.sql", "CREATE TABLE step_a (a BIGINT);"},
+                               {next + 1, "b.sql", "INSERT INTO step_a (a) VALUES (7);"}});
+  auto store = sql::OpenStoreWithMigrations(db_->url(), {}, upgraded);
+  ASSERT_OK(store.status());
+  EXPECT_EQ(*(*store)->SchemaVersion(), next + 1);
+  EXPECT_THAT(*(*store)->ListIssuances({}), ElementsAre(Record(1)));
+}
+
+TEST_P(StoreTest, ConcurrentFirstOpensMigrateOnce) {
+  constexpr int kOpeners = 6;
+  std::vector<absl::Status> results(kOpeners);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kOpeners; ++i) {
+    threads.emplace_back([&, i] { results[i] = OpenStore(db_->url()).status(); });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& s : results) EXPECT_OK(s);
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(*store->SchemaVersion(), sql::BuiltinMigrations().back().version);
+}
+
+// ---- ledger ----
+
+TEST_P(StoreTest, LedgerRoundTripNewestFirst) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  std::vector<IssuanceRecord> batch = {Record(1), Record(2), Record(3)};
+  batch[2].auth_method = "client-cert";
+  batch[2].auth_detail = "serial=ABCDEF";
+  ASSERT_OK(store->RecordIssuances(batch));
+  auto listed = store->ListIssuances({});
+  ASSERT_OK(listed.status());
+  EXPECT_THAT(*listed, ElementsAre(batch[2], batch[1], batch[0]));
+  EXPECT_OK(store->RecordIssuances({}));  // an empty batch is fine
+}
+
+TEST_P(StoreTest, TimestampsRoundTripAtMicrosecondPrecision) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  IssuanceRecord r = Record(1);
+  r.not_before = absl::FromUnixMicros(1'700'000'000'123'456);
+  r.not_after = absl::FromCivil(absl::CivilSecond(2099, 12, 31, 23, 59, 59), absl::UTCTimeZone());
+  r.issued_at = absl::FromUnixMicros(1'700'000'000'999'999);
+  ASSERT_OK(store->RecordIssuances({r}));
+  auto listed = store->ListIssuances({});
+  ASSERT_OK(listed.status());
+  ASSERT_THAT(*listed, SizeIs(1));
+  EXPECT_EQ((*listed)[0], r);
+  EXPECT_EQ(absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", (*listed)[0].not_after, absl::UTCTimeZone()), "2099-12-31T23:59:59Z");
+}
+
+TEST_P(StoreTest, LedgerQueries) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  const std::string web = "spiffe://cluster.local/ns/default/sa/web";
+  const std::string db = "spiffe://cluster.local/ns/default/sa/db";
+  std::vector<IssuanceRecord> batch;
+  for (int i = 0; i < 10; ++i) batch.push_back(Record(i, i % 2 == 0 ? web : db, kT0 + absl::Hours(i)));
+  ASSERT_OK(store->RecordIssuances(batch));
+
+  IssuanceQuery by_id;
+  by_id.spiffe_id = db;
+  auto dbs = store->ListIssuances(by_id);
+  ASSERT_OK(dbs.status());
+  EXPECT_THAT(*dbs, ElementsAre(batch[9], batch[7], batch[5], batch[3], batch[1]));
+
+  IssuanceQuery by_serial;
+  by_serial.serial_hex = batch[4].serial_hex;
+  EXPECT_THAT(*store->ListIssuances(by_serial), ElementsAre(batch[4]));
+  by_serial.serial_hex = "FFFF";
+  EXPECT_THAT(*store->ListIssuances(by_serial), SizeIs(0));
+
+  IssuanceQuery expired;
+  expired.expired_only = true;
+  expired.now = kT0 + absl::Hours(3);  // not_after <= now: records 0..3
+  EXPECT_THAT(*store->ListIssuances(expired), ElementsAre(batch[3], batch[2], batch[1], batch[0]));
+  expired.spiffe_id = web;
+  EXPECT_THAT(*store->ListIssuances(expired), ElementsAre(batch[2], batch[0]));
+
+  IssuanceQuery limited;
+  limited.limit = 3;
+  EXPECT_THAT(*store->ListIssuances(limited), ElementsAre(batch[9], batch[8], batch[7]));
+  limited.limit = 0;
+  EXPECT_THAT(*store->ListIssuances(limited), SizeIs(10));
+}
+
+TEST_P(StoreTest, DuplicateSerialRollsBackTheWholeBatch) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_OK(store->RecordIssuances({Record(1)}));
+  auto status = store->RecordIssuances({Record(2), Record(3), Record(1), Record(4)});
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr(Record(1).serial_hex)));
+  EXPECT_THAT(*store->ListIssuances({}), ElementsAre(Record(1)));
+
+  // Within one batch, too.
+  EXPECT_THAT(store->RecordIssuances({Record(5), Record(5)}),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("appears twice")));
+  EXPECT_THAT(*store->ListIssuances({}), ElementsAre(Record(1)));
+}
+
+TEST_P(StoreTest, LargeBatchesSpanSeveralStatementsAndStayAtomic) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  std::vector<IssuanceRecord> batch;
+  for (int i = 0; i < 200; ++i) batch.push_back(Record(i));
+  ASSERT_OK(store->RecordIssuances(batch));
+  IssuanceQuery all;
+  all.limit = 0;
+  EXPECT_THAT(*store->ListIssuances(all), SizeIs(200));
+
+  // 150 new rows and, in the third statement's chunk, one that exists: none is written.
+  std::vector<IssuanceRecord> second;
+  for (int i = 1000; i < 1150; ++i) second.push_back(Record(i));
+  second[140] = Record(17);
+  EXPECT_THAT(store->RecordIssuances(second), StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr(Record(17).serial_hex)));
+  EXPECT_THAT(*store->ListIssuances(all), SizeIs(200));
+}
+
+TEST_P(StoreTest, InvalidRecordsAreRefusedNamingTheField) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  IssuanceRecord lower = Record(2);
+  lower.serial_hex = "abc";
+  EXPECT_THAT(store->RecordIssuances({Record(1), lower}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("records[1].serial_hex")));
+  IssuanceRecord bad_hash = Record(3);
+  bad_hash.public_key_sha256 = "00";
+  EXPECT_THAT(store->RecordIssuances({bad_hash}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("records[0].public_key_sha256")));
+  IssuanceRecord bad_id = Record(4);
+  bad_id.spiffe_id = "https://example.com/x";
+  EXPECT_THAT(store->RecordIssuances({bad_id}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("spiffe_id")));
+  IssuanceRecord bad_text = Record(5);
+  bad_text.auth_detail = std::string("sub=\xff\xfe", 6);
+  EXPECT_THAT(store->RecordIssuances({bad_text}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("auth_detail")));
+  IssuanceRecord inverted = Record(6);
+  inverted.not_after = inverted.not_before - absl::Seconds(1);
+  EXPECT_THAT(store->RecordIssuances({inverted}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not_after")));
+  IssuanceRecord infinite = Record(7);
+  infinite.issued_at = absl::InfiniteFuture();
+  EXPECT_THAT(store->RecordIssuances({infinite}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("issued_at")));
+  EXPECT_THAT(*store->ListIssuances({}), SizeIs(0));
+}
+
+TEST_P(StoreTest, ConcurrentWritersAndReaders) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_OK(store->CreateEntry(Entry("spiffe://cluster.local/ns/default/sa/web")));
+  constexpr int kWriters = 6;
+  constexpr int kBatches = 25;
+  constexpr int kBatchSize = 5;
+  std::atomic<int> errors{0};
+  std::vector<std::thread> threads;
+  for (int w = 0; w < kWriters; ++w) {
+    threads.emplace_back([&, w] {
+      for (int b = 0; b < kBatches; ++b) {
+        std::vector<IssuanceRecord> batch;
+        for (int i = 0; i < kBatchSize; ++i) batch.push_back(Record((w * kBatches + b) * kBatchSize + i));
+        if (!store->RecordIssuances(batch).ok()) ++errors;
+      }
+    });
+  }
+  for (int r = 0; r < 3; ++r) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 50; ++i) {
+        auto status = store->GetIdentityStatus("spiffe://cluster.local/ns/default/sa/web");
+        if (!status.ok() || !status->entry.has_value()) ++errors;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  IssuanceQuery all;
+  all.limit = 0;
+  EXPECT_THAT(*store->ListIssuances(all), SizeIs(kWriters * kBatches * kBatchSize));
+}
+
+TEST_P(StoreTest, TwoStoresOnOneDatabaseSeeEachOthersWrites) {
+  auto a = Open();
+  auto b = Open();
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  const std::string id = "spiffe://cluster.local/ns/default/sa/web";
+  ASSERT_OK(a->Block(id, "compromised", kT0));
+  auto status = b->GetIdentityStatus(id);
+  ASSERT_OK(status.status());
+  ASSERT_TRUE(status->blocked.has_value());
+  EXPECT_EQ(status->blocked->reason, "compromised");
+  ASSERT_OK(b->RecordIssuances({Record(1)}));
+  EXPECT_THAT(*a->ListIssuances({}), ElementsAre(Record(1)));
+}
+
+// ---- registry and deny list ----
+
+TEST_P(StoreTest, RegistryCreateListDelete) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  RegistryEntry web = Entry("spiffe://cluster.local/ns/default/sa/web");
+  RegistryEntry api = Entry("spiffe://cluster.local/ns/default/sa/api");
+  api.allowed_auth = {"*"};
+  api.dns_names = {};
+  api.max_ttl = absl::ZeroDuration();
+  api.note = "";
+  ASSERT_OK(store->CreateEntry(web));
+  ASSERT_OK(store->CreateEntry(api));
+  EXPECT_THAT(*store->ListEntries(), ElementsAre(api, web));
+  EXPECT_THAT(store->CreateEntry(web), StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr(web.spiffe_id)));
+  ASSERT_OK(store->DeleteEntry(web.spiffe_id));
+  EXPECT_THAT(*store->ListEntries(), ElementsAre(api));
+  EXPECT_THAT(store->DeleteEntry(web.spiffe_id), StatusIs(absl::StatusCode::kNotFound, HasSubstr(web.spiffe_id)));
+}
+
+TEST_P(StoreTest, InvalidEntriesAreRefusedNamingTheField) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  RegistryEntry e = Entry("spiffe://Cluster.local/ns/a/sa/b");
+  EXPECT_THAT(store->CreateEntry(e), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("spiffe_id")));
+  e = Entry("spiffe://cluster.local/ns/a/sa/b");
+  e.allowed_auth = {};
+  EXPECT_THAT(store->CreateEntry(e), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("allowed_auth")));
+  e.allowed_auth = {"*", "jwt-sub:"};
+  EXPECT_THAT(store->CreateEntry(e), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("allowed_auth[1]")));
+  e.allowed_auth = {"password"};
+  EXPECT_THAT(store->CreateEntry(e), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("allowed_auth[0]")));
+  e.allowed_auth = {"*", "*"};
+  EXPECT_THAT(store->CreateEntry(e), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("listed twice")));
+  e.allowed_auth = {"jwt-iss:https://issuer.example"};
+  e.dns_names = {"ok.example", "-bad.example"};
+  EXPECT_THAT(store->CreateEntry(e), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dns_names[1]")));
+  e.dns_names = {"*.svc.example"};
+  e.max_ttl = absl::Seconds(-1);
+  EXPECT_THAT(store->CreateEntry(e), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_ttl")));
+  e.max_ttl = absl::Hours(2);
+  e.note = std::string(2000, 'x');
+  EXPECT_THAT(store->CreateEntry(e), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("note")));
+  e.note = "fine";
+  EXPECT_OK(store->CreateEntry(e));
+  EXPECT_THAT(*store->ListEntries(), ElementsAre(e));
+}
+
+TEST_P(StoreTest, DenyList) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  const std::string a = "spiffe://cluster.local/ns/default/sa/a";
+  const std::string b = "spiffe://cluster.local/ns/default/sa/b";
+  ASSERT_OK(store->Block(b, "leaked key", kT0));
+  ASSERT_OK(store->Block(a, "", kT0 + absl::Seconds(1)));
+  ASSERT_OK(store->Block(a, "rotated out ✓", kT0 + absl::Seconds(2)));  // blocking again updates
+  auto blocked = store->ListBlocked();
+  ASSERT_OK(blocked.status());
+  ASSERT_THAT(*blocked, SizeIs(2));
+  EXPECT_EQ((*blocked)[0].spiffe_id, a);
+  EXPECT_EQ((*blocked)[0].reason, "rotated out ✓");
+  EXPECT_EQ((*blocked)[0].blocked_at, kT0 + absl::Seconds(2));
+  EXPECT_EQ((*blocked)[1].spiffe_id, b);
+  ASSERT_OK(store->Unblock(a));
+  EXPECT_THAT(store->Unblock(a), StatusIs(absl::StatusCode::kNotFound, HasSubstr("not blocked")));
+  EXPECT_THAT(*store->ListBlocked(), SizeIs(1));
+  EXPECT_THAT(store->Block("not-a-spiffe-id", "", kT0), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("spiffe_id")));
+}
+
+TEST_P(StoreTest, IdentityStatusCombinesEntryAndBlock) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  const std::string id = "spiffe://cluster.local/ns/default/sa/web";
+  auto status = store->GetIdentityStatus(id);
+  ASSERT_OK(status.status());
+  EXPECT_FALSE(status->entry.has_value());
+  EXPECT_FALSE(status->blocked.has_value());
+
+  RegistryEntry entry = Entry(id);
+  ASSERT_OK(store->CreateEntry(entry));
+  ASSERT_OK(store->CreateEntry(Entry("spiffe://cluster.local/ns/default/sa/other")));
+  status = store->GetIdentityStatus(id);
+  ASSERT_OK(status.status());
+  EXPECT_EQ(status->entry, entry);
+  EXPECT_FALSE(status->blocked.has_value());
+
+  ASSERT_OK(store->Block(id, "incident 42", kT0));
+  status = store->GetIdentityStatus(id);
+  ASSERT_OK(status.status());
+  EXPECT_EQ(status->entry, entry);
+  ASSERT_TRUE(status->blocked.has_value());
+  EXPECT_EQ(status->blocked->reason, "incident 42");
+  EXPECT_EQ(status->blocked->blocked_at, kT0);
+
+  ASSERT_OK(store->DeleteEntry(id));
+  status = store->GetIdentityStatus(id);
+  ASSERT_OK(status.status());
+  EXPECT_FALSE(status->entry.has_value());
+  EXPECT_TRUE(status->blocked.has_value());
+
+  status = store->GetIdentityStatus("spiffe://cluster.local/ns/default/sa/nobody");
+  ASSERT_OK(status.status());
+  EXPECT_FALSE(status->entry.has_value());
+  EXPECT_FALSE(status->blocked.has_value());
+}
+
+// ---- retention ----
+
+TEST_P(StoreTest, PruneDeletesOnlyRowsExpiredBeforeTheCutoffInBatches) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  std::vector<IssuanceRecord> batch;
+  for (int i = 0; i < 10; ++i) batch.push_back(Record(i, "spiffe://cluster.local/ns/a/sa/old", kT0 - absl::Hours(i + 1)));
+  for (int i = 10; i < 15; ++i) batch.push_back(Record(i, "spiffe://cluster.local/ns/a/sa/new", kT0 + absl::Hours(i)));
+  ASSERT_OK(store->RecordIssuances(batch));
+  auto deleted = store->PruneExpiredBefore(kT0, 4);
+  ASSERT_OK(deleted.status());
+  EXPECT_EQ(*deleted, 4);
+  EXPECT_EQ(*store->PruneExpiredBefore(kT0, 4), 4);
+  EXPECT_EQ(*store->PruneExpiredBefore(kT0, 4), 2);
+  EXPECT_EQ(*store->PruneExpiredBefore(kT0, 4), 0);
+  IssuanceQuery all;
+  all.limit = 0;
+  auto left = store->ListIssuances(all);
+  ASSERT_OK(left.status());
+  ASSERT_THAT(*left, SizeIs(5));
+  for (const auto& r : *left) EXPECT_GE(r.not_after, kT0);
+  EXPECT_THAT(store->PruneExpiredBefore(kT0, 0), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("limit")));
+}
+
+TEST_P(StoreTest, PrunerKeepsRowsWithinTheHorizon) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  FakeClock clock(kT0);
+  std::vector<IssuanceRecord> batch;
+  // Expired 40, 35, 31, 29 and 1 days ago, and one still valid.
+  int n = 0;
+  for (int days : {40, 35, 31, 29, 1, -1}) batch.push_back(Record(n++, "spiffe://cluster.local/ns/a/sa/b", kT0 - absl::Hours(24 * days)));
+  ASSERT_OK(store->RecordIssuances(batch));
+  LedgerPrunerOptions options;
+  options.batch_size = 2;  // several batches in one pass
+  auto pruner = LedgerPruner::Create(*store, clock, nullptr, options);
+  ASSERT_OK(pruner.status());
+  auto deleted = (*pruner)->RunOnce();
+  ASSERT_OK(deleted.status());
+  EXPECT_EQ(*deleted, 3);  // default horizon: 30 days
+  IssuanceQuery all;
+  all.limit = 0;
+  EXPECT_THAT(*store->ListIssuances(all), SizeIs(3));
+  clock.Advance(absl::Hours(24 * 2));  // now the 29-day-old one is 31 days old
+  EXPECT_EQ(*(*pruner)->RunOnce(), 1);
+  EXPECT_EQ(*(*pruner)->RunOnce(), 0);
+}
+
+TEST_P(StoreTest, PrunerRunsInTheBackgroundUntilStopped) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  FakeClock clock(kT0);
+  std::vector<IssuanceRecord> batch;
+  for (int i = 0; i < 7; ++i) batch.push_back(Record(i, "spiffe://cluster.local/ns/a/sa/b", kT0 - absl::Hours(24 * 60)));
+  batch.push_back(Record(99));
+  ASSERT_OK(store->RecordIssuances(batch));
+  LedgerPrunerOptions options;
+  options.batch_size = 3;
+  options.interval = absl::Milliseconds(1);
+  auto pruner = LedgerPruner::Create(*store, clock, nullptr, options);
+  ASSERT_OK(pruner.status());
+  (*pruner)->Start();
+  (*pruner)->Start();  // no second thread
+  (*pruner)->WaitForPasses(2);
+  (*pruner)->Stop();
+  (*pruner)->Stop();
+  EXPECT_EQ((*pruner)->pruned(), 7);
+  EXPECT_THAT(*store->ListIssuances({}), ElementsAre(Record(99)));
+}
+
+TEST(LedgerPrunerTest, OptionsAreValidated) {
+  testing::TempDir dir;
+  auto real = OpenStore("sqlite://" + dir.path() + "/m.db");
+  ASSERT_OK(real.status());
+  FakeClock clock;
+  LedgerPrunerOptions bad;
+  bad.horizon = -absl::Hours(1);
+  EXPECT_THAT(LedgerPruner::Create(**real, clock, nullptr, bad).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("horizon")));
+  bad = {};
+  bad.interval = absl::ZeroDuration();
+  EXPECT_THAT(LedgerPruner::Create(**real, clock, nullptr, bad).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("interval")));
+  bad = {};
+  bad.batch_size = 0;
+  EXPECT_THAT(LedgerPruner::Create(**real, clock, nullptr, bad).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("batch size")));
+}
+
+}  // namespace
+}  // namespace meshid
