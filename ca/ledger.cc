@@ -18,16 +18,21 @@ GroupCommitLedger::~GroupCommitLedger() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
+    queued_.Signal();
   }
   writer_.join();
 }
 
 absl::Status GroupCommitLedger::Record(IssuanceRecord record) {
-  Pending pending{std::move(record)};
-  absl::MutexLock lock(&mu_);
-  if (stopping_) return absl::UnavailableError("the issuance ledger is shutting down");
-  queue_.push_back(&pending);
-  mu_.Await(absl::Condition(+[](Pending* p) { return p->done; }, &pending));
+  Pending pending;
+  pending.record = std::move(record);
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("the issuance ledger is shutting down");
+    queue_.push_back(&pending);
+    queued_.Signal();
+  }
+  pending.committed.WaitForNotification();
   return pending.result;
 }
 
@@ -37,9 +42,7 @@ void GroupCommitLedger::WriterLoop() {
   while (true) {
     {
       absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](GroupCommitLedger* self) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !self->queue_.empty() || self->stopping_; },
-          this));
+      while (queue_.empty() && !stopping_) queued_.Wait(&mu_);
       if (queue_.empty()) return;  // stopping, nothing left
       size_t n = std::min(queue_.size(), max_batch_);
       batch.assign(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
@@ -56,10 +59,9 @@ void GroupCommitLedger::WriterLoop() {
       status = absl::UnavailableError(
           absl::StrCat("the issuance ledger is unavailable, so no certificate was issued: ", status.message()));
     }
-    absl::MutexLock lock(&mu_);
     for (Pending* p : batch) {
       p->result = status;
-      p->done = true;
+      p->committed.Notify();  // `p` may be gone after this
     }
   }
 }

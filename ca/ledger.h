@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "common/metrics.h"
 #include "sql/store.h"
 
@@ -29,10 +30,12 @@ class GroupCommitLedger {
   absl::Status Record(IssuanceRecord record);
 
  private:
+  // Each waiter has its own notification, so a commit wakes exactly its batch and a new
+  // arrival does not re-evaluate every waiter's condition.
   struct Pending {
     IssuanceRecord record;
-    bool done = false;
     absl::Status result;
+    absl::Notification committed;
   };
   void WriterLoop();
 
@@ -42,6 +45,7 @@ class GroupCommitLedger {
   Counter& failed_batches_;
   Histogram& batch_size_;
   absl::Mutex mu_;
+  absl::CondVar queued_;
   std::vector<Pending*> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread writer_;

@@ -19,12 +19,12 @@ struct Fixture {
     token_key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
     std::vector<JwtIssuer> issuers;
     issuers.push_back(JwtIssuer{"iss", *Jwks::FromPublicKey(token_key.get(), "k"), {"istio-ca"}});
-    auto authn = std::make_shared<CompositeAuthenticator>(
+    ca_authenticator = std::make_shared<CompositeAuthenticator>(
         std::make_unique<ClientCertAuthenticator>(authority, "cluster.local", clock),
         std::make_unique<JwtAuthenticator>("cluster.local", std::move(issuers), clock));
     CertificateAuthorityDeps deps;
     deps.issuer = issuer;
-    deps.authenticator = authn;
+    deps.authenticator = ca_authenticator;
     deps.metrics = &metrics;
     deps.logger = MakeNullLogger();
     deps.clock = &clock;
@@ -41,6 +41,7 @@ struct Fixture {
   std::shared_ptr<const SigningAuthority> authority;
   std::shared_ptr<CertIssuer> issuer;
   EvpPkeyPtr token_key, workload_key;
+  std::shared_ptr<const CallerAuthenticator> ca_authenticator;
   std::unique_ptr<CertificateAuthority> ca;
   CallerCredentials creds;
   std::string csr;
@@ -69,6 +70,45 @@ void BM_CertificateAuthoritySign(benchmark::State& state) {
                               state.range(1) == 0 ? "P-256" : "RSA-2048"));
 }
 BENCHMARK(BM_CertificateAuthoritySign)->Args({0, 0})->Args({0, 1})->Args({1, 0});
+
+// The same path with the issuance ledger and registry on a real SQLite store (WAL, fsync per
+// commit), from many threads so that group commit can batch. Compare with no store at all.
+void BM_SignWithLedger(benchmark::State& state) {
+  static Fixture* f = nullptr;
+  static std::unique_ptr<Store> store;
+  static std::unique_ptr<GroupCommitLedger> ledger;
+  static std::unique_ptr<CertificateAuthority> ca;
+  if (state.thread_index() == 0) {
+    f = new Fixture();
+    if (state.range(0) == 1) {
+      std::string dir = testing::TempDir("meshid-bench-ledger");
+      store = *OpenStore("sqlite://" + dir + "/meshid.db");
+      ledger = std::make_unique<GroupCommitLedger>(*store, f->metrics);
+    }
+    CertificateAuthorityDeps deps;
+    deps.issuer = f->issuer;
+    deps.authenticator = f->ca_authenticator;
+    deps.store = store.get();
+    deps.ledger = ledger.get();
+    deps.metrics = &f->metrics;
+    deps.logger = MakeNullLogger();
+    deps.clock = &f->clock;
+    ca = std::make_unique<CertificateAuthority>(CertificateServiceOptions{}, std::move(deps));
+  }
+  for (auto _ : state) {
+    auto chain = ca->Sign(f->creds, f->csr, 0);
+    if (!chain.ok()) state.SkipWithError(std::string(chain.status().message()).c_str());
+  }
+  if (state.thread_index() == 0) {
+    ca.reset();
+    ledger.reset();
+    store.reset();
+    delete f;
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetLabel(state.range(0) == 1 ? "ledger on (SQLite)" : "no store");
+}
+BENCHMARK(BM_SignWithLedger)->Arg(0)->Arg(1)->Threads(32)->UseRealTime();
 
 // The floor: what `openssl speed ecdsap256` measures, through the same EVP interface.
 void BM_OpensslEcdsaP256Sign(benchmark::State& state) {
