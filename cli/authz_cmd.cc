@@ -116,6 +116,7 @@ void RegisterServe(CLI::App* authz_cmd, CommandContext& ctx) {
       "serve", "Serve Envoy's ext_authz v3 (envoy.service.auth.v3.Authorization/Check) from Istio policies");
   opts->policy.Add(serve);
   serve->add_option("--trust-domain", opts->policy.trust_domain, "Local trust domain for the peer trust-domain check");
+  opts->policy.AddProviders(serve);
   serve->add_option("--listen", opts->listen, "host:port (port 0 picks one) or unix:PATH")->capture_default_str();
   serve->add_option("--service", opts->service,
                     "Destination service FQDN when Envoy sends no context_extensions[service]");
@@ -148,6 +149,9 @@ void RegisterServe(CLI::App* authz_cmd, CommandContext& ctx) {
     wopts.load = opts->policy.Load();
     wopts.engine.root_namespace = opts->policy.root_namespace;
     wopts.engine.trust_domain = opts->policy.trust_domain;
+    auto custom = CustomProviders(opts->policy);
+    if (!custom.ok()) return Fail(ctx, "--ext-authz-provider", custom.status());
+    wopts.engine.custom = *custom;
     wopts.interval = *interval;
     auto watcher = authz::PolicyWatcher::Create(std::move(wopts), *logger, &metrics);
     if (!watcher.ok()) return Fail(ctx, "authz serve", watcher.status());

@@ -1,6 +1,10 @@
 #include "cli/authz_flags.h"
 
+#include <map>
+
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "authz/ext_authz_client.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 
@@ -45,9 +49,27 @@ absl::StatusOr<std::unique_ptr<Clock>> ClockFor(const std::string& now) {
   return std::unique_ptr<Clock>(new FixedClock(t));
 }
 
+absl::StatusOr<std::shared_ptr<const rbac::CustomAuthorizer>> CustomProviders(const PolicyFlags& flags) {
+  if (flags.ext_authz_providers.empty()) return std::shared_ptr<const rbac::CustomAuthorizer>();
+  std::map<std::string, std::string> providers;
+  for (const auto& p : flags.ext_authz_providers) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(p, absl::MaxSplits('=', 1));
+    if (kv.first.empty() || kv.second.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("--ext-authz-provider \"", p, "\" is not NAME=TARGET"));
+    }
+    providers[kv.first] = kv.second;
+  }
+  auto provider = authz::GrpcExtAuthzProvider::Create(providers);
+  if (!provider.ok()) return provider.status();
+  return std::shared_ptr<const rbac::CustomAuthorizer>(*provider);
+}
+
 absl::StatusOr<std::shared_ptr<const authz::PolicyEngine>> BuildEngine(authz::PolicySet set, const PolicyFlags& flags,
                                                                         const Clock* clock) {
   authz::PolicyEngineOptions options;
+  auto custom = CustomProviders(flags);
+  if (!custom.ok()) return custom.status();
+  options.custom = *custom;
   options.root_namespace = flags.root_namespace;
   options.trust_domain = flags.trust_domain;
   options.clock = clock;

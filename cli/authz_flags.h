@@ -23,6 +23,7 @@ struct PolicyFlags {
   std::string root_namespace = "istio-system";
   std::string trust_domain;
   std::string now;  // RFC 3339 or Unix seconds; "" = the system clock
+  std::vector<std::string> ext_authz_providers;  // NAME=TARGET for CUSTOM policies
 
   void Add(CLI::App* cmd) {
     cmd->add_option("--config,-c", config, "Policy YAML file or directory (repeat for more)")
@@ -37,6 +38,13 @@ struct PolicyFlags {
     cmd->add_option("--trust-domain", trust_domain,
                     "Local trust domain for the peer trust-domain check (default: the destination principal's)");
     cmd->add_option("--now", now, "Evaluate JWT times at this instant (RFC 3339 or Unix seconds)");
+    AddProviders(cmd);
+  }
+  void AddProviders(CLI::App* cmd) {
+    cmd->add_option("--ext-authz-provider", ext_authz_providers,
+                    "NAME=host:port|unix:PATH: the ext_authz v3 gRPC server behind CUSTOM policies naming NAME "
+                    "(repeatable); a matching CUSTOM policy without one is denied")
+        ->allow_extra_args(false);
   }
   authz::LoadOptions Load() const {
     authz::LoadOptions o;
@@ -52,6 +60,9 @@ absl::StatusOr<authz::PolicySet> LoadPolicies(const PolicyFlags& flags);
 
 // The clock for --now (a fixed instant) or the system clock.
 absl::StatusOr<std::unique_ptr<Clock>> ClockFor(const std::string& now);
+
+// The CUSTOM-policy authorizer for --ext-authz-provider (nullptr when none is given).
+absl::StatusOr<std::shared_ptr<const rbac::CustomAuthorizer>> CustomProviders(const PolicyFlags& flags);
 
 // Builds the engine from a policy set, printing engine warnings (e.g. unreachable JWKS).
 absl::StatusOr<std::shared_ptr<const authz::PolicyEngine>> BuildEngine(authz::PolicySet set, const PolicyFlags& flags,

@@ -6,6 +6,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include <grpcpp/grpcpp.h>
+
+#include "authz/ext_authz_client.h"
 #include "authz/ext_authz_service.h"
 #include "authz/policy_watcher.h"
 #include "authz/request_json.h"
@@ -212,6 +215,47 @@ TEST(ExtAuthz, ServiceUsesTheCurrentEngine) {
   EXPECT_EQ(res.status().code(), 0);
   EXPECT_NE(metrics.RenderPrometheus().find("meshid_authz_decisions_total{result=\"allowed\"} 1"), std::string::npos)
       << metrics.RenderPrometheus();
+}
+
+// CUSTOM policies through a real gRPC ext_authz server (meshid's own, serving another policy).
+TEST(ExtAuthz, CustomPolicyDelegatesToGrpcProvider) {
+  auto backend_engine = testing::MustEngine(
+      "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: ext, namespace: ns}\n"
+      "spec: {rules: [{from: [{source: {principals: [cluster.local/ns/a/sa/a]}}], "
+      "when: [{key: 'request.headers[x-ok]', values: ['*']}]}]}\n");
+  ExtAuthzService backend([&] { return backend_engine; }, {}, MakeNullLogger(), nullptr);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&backend);
+  auto server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto provider = GrpcExtAuthzProvider::Create({{"my-ext", absl::StrCat("127.0.0.1:", port)},
+                                                {"nobody-home", "unix:/nonexistent/meshid-test.sock"}},
+                                               absl::Seconds(10));
+  ASSERT_TRUE(provider.ok());
+  PolicyEngineOptions options;
+  options.custom = *provider;
+  auto engine = testing::MustEngine(
+      "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: custom, namespace: ns}\n"
+      "spec: {action: CUSTOM, provider: {name: my-ext}, rules: [{to: [{operation: {paths: ['/ext*']}}]}]}\n---\n"
+      "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: down, namespace: ns}\n"
+      "spec: {action: CUSTOM, provider: {name: nobody-home}, rules: [{to: [{operation: {paths: ['/down']}}]}]}\n---\n"
+      "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: unknown, namespace: ns}\n"
+      "spec: {action: CUSTOM, provider: {name: typo}, rules: [{to: [{operation: {paths: ['/typo']}}]}]}\n",
+      options);
+  testing::RunCases(engine, {
+      {"provider_allows", testing::Http("GET", "/ext/a").From("cluster.local/ns/a/sa/a").Header("x-ok", "1"),
+       testing::Allow("")},
+      {"provider_denies_missing_header", testing::Http("GET", "/ext/a").From("cluster.local/ns/a/sa/a"),
+       testing::Deny("ns/custom")},
+      {"provider_sees_the_peer_identity", testing::Http("GET", "/ext/a").From("cluster.local/ns/b/sa/b").Header("x-ok", "1"),
+       testing::Deny("ns/custom")},
+      {"unmatched_custom_not_consulted", testing::Http("GET", "/other"), testing::Allow("")},
+      {"unreachable_provider_fails_closed", testing::Http("GET", "/down"), testing::Error()},
+      {"unknown_provider_fails_closed", testing::Http("GET", "/typo"), testing::Error()},
+  });
+  server->Shutdown();
 }
 
 TEST(PolicyWatcher, BadConfigKeepsLastGoodEngine) {
