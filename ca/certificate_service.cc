@@ -3,9 +3,11 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <memory>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "ca/csr_validator.h"
 #include "common/keys.h"
 #include "common/x509.h"
@@ -45,66 +47,86 @@ CertificateAuthority::CertificateAuthority(CertificateServiceOptions options, Ce
                                         {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1});
 }
 
-absl::StatusOr<std::vector<std::string>> CertificateAuthority::Sign(const CallerCredentials& credentials,
-                                                                    const std::string& csr_pem,
-                                                                    int64_t validity_seconds) const {
+void CertificateAuthority::SignAsync(const CallerCredentials& credentials, const std::string& csr_pem,
+                                     int64_t validity_seconds, SignCallback done) const {
   auto start = std::chrono::steady_clock::now();
   requests_->Increment();
   auto caller = deps_.authenticator->Authenticate(credentials);
   if (!caller.ok()) {
     authn_failures_->Increment();
-    return caller.status();
+    return done(caller.status());
   }
   absl::Duration max_ttl = options_.max_ttl;
   std::vector<std::string> dns_names;
-  if (absl::Status s = CheckIdentity(*caller, &max_ttl, &dns_names); !s.ok()) return s;
+  if (absl::Status s = CheckIdentity(*caller, &max_ttl, &dns_names); !s.ok()) return done(s);
   absl::Duration ttl = validity_seconds <= 0 ? std::min(options_.default_ttl, max_ttl) : absl::Seconds(validity_seconds);
   if (ttl > max_ttl) {
     ttl_errors_->Increment();
-    return absl::InvalidArgumentError(absl::StrCat("requested TTL ", validity_seconds, "s is greater than the max allowed TTL ",
-                                                   absl::ToInt64Seconds(max_ttl), "s"));
+    return done(absl::InvalidArgumentError(absl::StrCat("requested TTL ", validity_seconds,
+                                                        "s is greater than the max allowed TTL ",
+                                                        absl::ToInt64Seconds(max_ttl), "s")));
   }
   auto csr = ValidateCsr(csr_pem, caller->id);
   if (!csr.ok()) {
     csr_errors_->Increment();
-    return csr.status();
+    return done(csr.status());
   }
   auto cert = deps_.issuer->IssueSvid(csr->spki_der, csr->algorithm, caller->id, ttl, dns_names);
   if (!cert.ok()) {
     cert_gen_errors_->Increment();
     deps_.logger->error("signing for {} failed: {}", caller->id.ToString(), cert.status().message());
-    return absl::InternalError(absl::StrCat("certificate generation failed: ", cert.status().message()));
+    return done(absl::InternalError(absl::StrCat("certificate generation failed: ", cert.status().message())));
   }
-  if (deps_.ledger != nullptr) {
-    IssuanceRecord record;
-    record.serial_hex = cert->serial_hex;
-    record.spiffe_id = caller->id.ToString();
-    record.not_before = cert->not_before;
-    record.not_after = cert->not_after;
-    record.public_key_sha256 = Sha256Hex(csr->spki_der);
-    record.issuer_serial_hex = issuer_serial_;
-    bool jwt = caller->method == AuthenticatedCaller::Method::kJwt;
-    record.auth_method = jwt ? "jwt" : "client-cert";
-    record.auth_detail = jwt ? absl::StrCat("iss=", caller->jwt_issuer, " sub=", caller->jwt_subject)
-                             : absl::StrCat("serial=", caller->client_cert_serial);
-    record.issued_at = deps_.clock->Now();
-    if (absl::Status s = deps_.ledger->Record(std::move(record)); !s.ok()) {
+  // Hands the chain out; runs once the ledger row is durable (or at once without a ledger).
+  auto finish = [this, start, id = caller->id.ToString(), describe = caller->Describe(), pem = std::move(cert->pem),
+                 serial = cert->serial_hex, not_before = cert->not_before, not_after = cert->not_after,
+                 done = std::move(done)](absl::Status recorded) mutable {
+    if (!recorded.ok()) {
       ledger_errors_->Increment();
-      deps_.logger->error("not issuing {} serial {}: {}", caller->id.ToString(), cert->serial_hex, s.message());
-      return s;
+      deps_.logger->error("not issuing {} serial {}: {}", id, serial, recorded.message());
+      return done(recorded);
     }
-  }
-  std::vector<std::string> chain;
-  const SigningAuthority& authority = deps_.issuer->authority();
-  chain.reserve(1 + authority.chain_pems.size());
-  chain.push_back(std::move(cert->pem));
-  for (const std::string& pem : authority.chain_pems) chain.push_back(pem);
-  issued_->Increment();
-  sign_latency_->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  deps_.logger->info("issued certificate spiffe_id={} serial={} ttl={}s not_after={} auth=\"{}\"", caller->id.ToString(),
-                cert->serial_hex, absl::ToInt64Seconds(cert->not_after - cert->not_before),
-                absl::FormatTime(absl::RFC3339_sec, cert->not_after, absl::UTCTimeZone()), caller->Describe());
-  return chain;
+    const SigningAuthority& authority = deps_.issuer->authority();
+    std::vector<std::string> chain;
+    chain.reserve(1 + authority.chain_pems.size());
+    chain.push_back(std::move(pem));
+    chain.insert(chain.end(), authority.chain_pems.begin(), authority.chain_pems.end());
+    issued_->Increment();
+    sign_latency_->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    deps_.logger->info("issued certificate spiffe_id={} serial={} ttl={}s not_after={} auth=\"{}\"", id, serial,
+                       absl::ToInt64Seconds(not_after - not_before),
+                       absl::FormatTime(absl::RFC3339_sec, not_after, absl::UTCTimeZone()), describe);
+    done(std::move(chain));
+  };
+  if (deps_.ledger == nullptr) return finish(absl::OkStatus());
+  IssuanceRecord record;
+  record.serial_hex = cert->serial_hex;
+  record.spiffe_id = caller->id.ToString();
+  record.not_before = cert->not_before;
+  record.not_after = cert->not_after;
+  record.public_key_sha256 = Sha256Hex(csr->spki_der);
+  record.issuer_serial_hex = issuer_serial_;
+  bool jwt = caller->method == AuthenticatedCaller::Method::kJwt;
+  record.auth_method = jwt ? "jwt" : "client-cert";
+  record.auth_detail = jwt ? absl::StrCat("iss=", caller->jwt_issuer, " sub=", caller->jwt_subject)
+                           : absl::StrCat("serial=", caller->client_cert_serial);
+  record.issued_at = deps_.clock->Now();
+  // std::function needs a copyable callable; the move-only state travels in a shared_ptr.
+  auto shared_finish = std::make_shared<decltype(finish)>(std::move(finish));
+  deps_.ledger->RecordAsync(std::move(record), [shared_finish](absl::Status s) { (*shared_finish)(std::move(s)); });
+}
+
+absl::StatusOr<std::vector<std::string>> CertificateAuthority::Sign(const CallerCredentials& credentials,
+                                                                    const std::string& csr_pem,
+                                                                    int64_t validity_seconds) const {
+  absl::StatusOr<std::vector<std::string>> result;
+  absl::Notification finished;
+  SignAsync(credentials, csr_pem, validity_seconds, [&](absl::StatusOr<std::vector<std::string>> r) {
+    result = std::move(r);
+    finished.Notify();
+  });
+  finished.WaitForNotification();
+  return result;
 }
 
 absl::Status CertificateAuthority::CheckIdentity(const AuthenticatedCaller& caller, absl::Duration* max_ttl,
@@ -136,9 +158,10 @@ absl::Status CertificateAuthority::CheckIdentity(const AuthenticatedCaller& call
   return absl::OkStatus();
 }
 
-grpc::Status CertificateService::CreateCertificate(grpc::ServerContext* context,
-                                                   const istio::v1::auth::IstioCertificateRequest* request,
-                                                   istio::v1::auth::IstioCertificateResponse* response) {
+grpc::ServerUnaryReactor* CertificateService::CreateCertificate(grpc::CallbackServerContext* context,
+                                                               const istio::v1::auth::IstioCertificateRequest* request,
+                                                               istio::v1::auth::IstioCertificateResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   CallerCredentials credentials;
   std::shared_ptr<const grpc::AuthContext> auth = context->auth_context();
   bool tls = false;
@@ -148,14 +171,20 @@ grpc::Status CertificateService::CreateCertificate(grpc::ServerContext* context,
     for (const auto& v : auth->FindPropertyValues("x509_pem_cert_chain")) credentials.peer_chain_pems.emplace_back(v.data(), v.size());
   }
   if (require_tls_ && !tls) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "request authenticate failure: the connection is not TLS");
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "request authenticate failure: the connection is not TLS"));
+    return reactor;
   }
   auto range = context->client_metadata().equal_range("authorization");
   for (auto it = range.first; it != range.second; ++it) credentials.authorization.emplace_back(it->second.data(), it->second.size());
-  auto chain = ca_->Sign(credentials, request->csr(), request->validity_duration());
-  if (!chain.ok()) return ToGrpcStatus(chain.status());
-  for (auto& pem : *chain) response->add_cert_chain(std::move(pem));
-  return grpc::Status::OK;
+  // The reactor finishes when the ledger has the certificate, on the ledger's thread; no gRPC
+  // thread waits for the commit.
+  ca_->SignAsync(credentials, request->csr(), request->validity_duration(),
+                 [reactor, response](absl::StatusOr<std::vector<std::string>> chain) {
+                   if (!chain.ok()) return reactor->Finish(ToGrpcStatus(chain.status()));
+                   for (auto& pem : *chain) response->add_cert_chain(std::move(pem));
+                   reactor->Finish(grpc::Status::OK);
+                 });
+  return reactor;
 }
 
 }  // namespace meshid

@@ -2,6 +2,7 @@
 // authenticate caller → SPIFFE ID → validate CSR → check TTL → sign SVID → respond.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +48,13 @@ class CertificateAuthority {
   // --require-registration, or its registry entry does not allow this caller), InvalidArgument
   // (bad CSR or TTL; the message says what), Unavailable (the store could not be read or the
   // ledger could not record the certificate: nothing is handed out), Internal (signing failed).
+  //
+  // `done` runs exactly once: on the calling thread for refusals and when there is no ledger,
+  // otherwise on the ledger's writer thread after the commit. It must not block.
+  using SignCallback = std::function<void(absl::StatusOr<std::vector<std::string>>)>;
+  void SignAsync(const CallerCredentials& credentials, const std::string& csr_pem, int64_t validity_seconds,
+                 SignCallback done) const;
+  // SignAsync, waiting for the outcome (tests, benchmarks, tools).
   absl::StatusOr<std::vector<std::string>> Sign(const CallerCredentials& credentials, const std::string& csr_pem,
                                                 int64_t validity_seconds) const;
 
@@ -75,13 +83,15 @@ class CertificateAuthority {
 // Whether `entry.allowed_auth` admits `caller` (an empty list admits every caller).
 bool EntryAllows(const RegistryEntry& entry, const AuthenticatedCaller& caller);
 
-// The gRPC face of CertificateAuthority: extracts the caller's credentials from the call.
-class CertificateService final : public istio::v1::auth::IstioCertificateService::Service {
+// The gRPC face of CertificateAuthority: extracts the caller's credentials from the call. Uses
+// gRPC's callback API so that calls waiting for the ledger hold no thread.
+class CertificateService final : public istio::v1::auth::IstioCertificateService::CallbackService {
  public:
   CertificateService(std::shared_ptr<const CertificateAuthority> ca, bool require_tls)
       : ca_(std::move(ca)), require_tls_(require_tls) {}
-  grpc::Status CreateCertificate(grpc::ServerContext* context, const istio::v1::auth::IstioCertificateRequest* request,
-                                 istio::v1::auth::IstioCertificateResponse* response) override;
+  grpc::ServerUnaryReactor* CreateCertificate(grpc::CallbackServerContext* context,
+                                              const istio::v1::auth::IstioCertificateRequest* request,
+                                              istio::v1::auth::IstioCertificateResponse* response) override;
 
  private:
   std::shared_ptr<const CertificateAuthority> ca_;

@@ -23,21 +23,31 @@ GroupCommitLedger::~GroupCommitLedger() {
   writer_.join();
 }
 
-absl::Status GroupCommitLedger::Record(IssuanceRecord record) {
-  Pending pending;
-  pending.record = std::move(record);
+void GroupCommitLedger::RecordAsync(IssuanceRecord record, std::function<void(absl::Status)> done) {
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_) return absl::UnavailableError("the issuance ledger is shutting down");
-    queue_.push_back(&pending);
-    queued_.Signal();
+    if (!stopping_) {
+      queue_.push_back(Pending{std::move(record), std::move(done)});
+      queued_.Signal();
+      return;
+    }
   }
-  pending.committed.WaitForNotification();
-  return pending.result;
+  done(absl::UnavailableError("the issuance ledger is shutting down"));
+}
+
+absl::Status GroupCommitLedger::Record(IssuanceRecord record) {
+  absl::Status result;
+  absl::Notification committed;
+  RecordAsync(std::move(record), [&](absl::Status status) {
+    result = std::move(status);
+    committed.Notify();
+  });
+  committed.WaitForNotification();
+  return result;
 }
 
 void GroupCommitLedger::WriterLoop() {
-  std::vector<Pending*> batch;
+  std::vector<Pending> batch;
   std::vector<IssuanceRecord> records;
   while (true) {
     {
@@ -45,11 +55,11 @@ void GroupCommitLedger::WriterLoop() {
       while (queue_.empty() && !stopping_) queued_.Wait(&mu_);
       if (queue_.empty()) return;  // stopping, nothing left
       size_t n = std::min(queue_.size(), max_batch_);
-      batch.assign(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
+      batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.begin() + static_cast<ptrdiff_t>(n)));
       queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
     }
     records.clear();
-    for (Pending* p : batch) records.push_back(p->record);
+    for (Pending& p : batch) records.push_back(std::move(p.record));
     absl::Status status = store_.RecordIssuances(records);
     if (status.ok()) {
       batches_.Increment();
@@ -59,10 +69,8 @@ void GroupCommitLedger::WriterLoop() {
       status = absl::UnavailableError(
           absl::StrCat("the issuance ledger is unavailable, so no certificate was issued: ", status.message()));
     }
-    for (Pending* p : batch) {
-      p->result = status;
-      p->committed.Notify();  // `p` may be gone after this
-    }
+    for (Pending& p : batch) p.done(status);
+    batch.clear();
   }
 }
 

@@ -4,6 +4,7 @@
 // A certificate is handed out only after its record is durable.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -25,17 +26,17 @@ class GroupCommitLedger {
   GroupCommitLedger(const GroupCommitLedger&) = delete;
   GroupCommitLedger& operator=(const GroupCommitLedger&) = delete;
 
-  // Blocks until `record` is committed. On failure (the store is unreachable, the commit
-  // failed) returns Unavailable: the caller must not hand out the certificate. Thread-safe.
+  // Queues `record` and calls `done` on the writer thread once its transaction committed (OK)
+  // or failed (Unavailable: the caller must not hand out the certificate). `done` must be quick
+  // and must not call back into the ledger. Thread-safe.
+  void RecordAsync(IssuanceRecord record, std::function<void(absl::Status)> done);
+  // The same, blocking until the outcome is known.
   absl::Status Record(IssuanceRecord record);
 
  private:
-  // Each waiter has its own notification, so a commit wakes exactly its batch and a new
-  // arrival does not re-evaluate every waiter's condition.
   struct Pending {
     IssuanceRecord record;
-    absl::Status result;
-    absl::Notification committed;
+    std::function<void(absl::Status)> done;
   };
   void WriterLoop();
 
@@ -46,7 +47,7 @@ class GroupCommitLedger {
   Histogram& batch_size_;
   absl::Mutex mu_;
   absl::CondVar queued_;
-  std::vector<Pending*> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<Pending> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread writer_;
 };
