@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "sql/store.h"
 #include "tests/sql/test_matchers.h"
 
@@ -98,7 +100,12 @@ INSTANTIATE_TEST_SUITE_P(
                       BadUrl{"postgresql://u:topsecret@h/db?sslmode", "name=value"},
                       BadUrl{"postgresql://u:topsecret@h/db?host=evil", "unknown parameter 'host'"},
                       BadUrl{"postgresql://u:topsecret@h/db?sslmode=a&sslmode=b", "given twice"},
-                      BadUrl{"postgresql://u:topsecret@h/db?pool_size=0", "pool_size must be a number from 1 to 100"}));
+                      BadUrl{"postgresql://u:topsecret@h/db?pool_size=0", "pool_size must be a number from 1 to 100"}),
+    [](const ::testing::TestParamInfo<BadUrl>& info) {
+      std::string name = absl::StrCat(info.index, "_");
+      for (char c : std::string(info.param.message)) name.push_back(absl::ascii_isalnum(static_cast<unsigned char>(c)) ? c : '_');
+      return name;
+    });
 
 TEST(StoreUrlTest, DefaultUrlFollowsTheDataDirectory) {
   EXPECT_EQ(DefaultStoreUrl("./var/lib/meshid"), "sqlite://./var/lib/meshid/meshid.db");
