@@ -133,9 +133,13 @@ struct StoreOptions {
 // one transaction and recorded in a schema-version table). URLs:
 //   sqlite://<path>            relative or absolute (sqlite:///abs/path); WAL mode
 //   postgresql://user[:password]@host:port/database[?sslmode=...]
-// Errors are one line naming the problem: a malformed URL (InvalidArgument), an unreachable
-// server or wrong credentials (Unavailable / PermissionDenied), a read-only SQLite file
-// (PermissionDenied), a database newer than this binary (FailedPrecondition).
+// Errors are one line naming the problem (never the password): a malformed URL
+// (InvalidArgument), an unreachable server (Unavailable), refused credentials
+// (PermissionDenied), a missing PostgreSQL database or SQLite directory (NotFound), a read-only
+// SQLite file or directory (PermissionDenied), a file that is not a SQLite database or a
+// database newer than this binary (FailedPrecondition). A failed migration leaves the database
+// as it was. Backend details (durability, pooling, reconnects): sql/sqlite_database.h,
+// sql/postgres_database.h, sql/README-storage.md.
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url);
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const StoreOptions& options);
 

@@ -102,8 +102,8 @@ absl::StatusOr<StoreUrl> ParsePostgres(absl::string_view rest) {
   absl::string_view user = userinfo;
   if (size_t colon = userinfo.find(':'); colon != absl::string_view::npos) {
     user = userinfo.substr(0, colon);
-    auto password = PercentDecode(userinfo.substr(colon + 1), "password");
-    if (!password.ok()) return Bad("bad percent-escape in the password");  // never echo it
+    auto password = PercentDecode(userinfo.substr(colon + 1), "password");  // errors never echo it
+    if (!password.ok()) return password.status();
     url.password = *std::move(password);
   }
   auto decoded_user = PercentDecode(user, "user name");
