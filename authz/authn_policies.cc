@@ -268,7 +268,6 @@ std::optional<ClientTlsMode> ReadTls(ReadContext& ctx, FieldReader& parent) {
 TlsSettings ReadTrafficPolicy(ReadContext& ctx, FieldReader& parent) {
   TlsSettings s;
   if (!parent.Has("trafficPolicy")) return s;
-  s.has_traffic_policy = true;
   FieldReader tp(ctx, parent.Node("trafficPolicy"), parent.PathOf("trafficPolicy"));
   tp.AllowUnknownKeys();  // loadBalancer, connectionPool, outlierDetection
   s.mode = ReadTls(ctx, tp);

@@ -87,7 +87,6 @@ struct TlsSettings {
   // even when it has no `tls` itself (istioctl 1.4/1.5 semantics).
   std::optional<ClientTlsMode> mode;
   std::map<uint32_t, std::optional<ClientTlsMode>> port_level;
-  bool has_traffic_policy = false;
 
   // The TLS mode for `port`, kUnset when nothing applies.
   ClientTlsMode ModeForPort(uint32_t port) const;

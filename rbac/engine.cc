@@ -64,13 +64,13 @@ struct CompiledAuthzPolicy {
   }
 };
 
-void Add(Conjunction& c, Attr attr, const std::vector<std::string>& values, bool negate, const char* field) {
-  if (!values.empty()) c.all.push_back(StringPredicate(attr, "", values, negate, field));
+void Add(Conjunction& c, Attr attr, const std::vector<std::string>& values, bool negate) {
+  if (!values.empty()) c.all.push_back(StringPredicate(attr, "", values, negate));
 }
 
-absl::Status AddCidrs(Conjunction& c, const std::vector<std::string>& values, bool negate, const char* field) {
+absl::Status AddCidrs(Conjunction& c, const std::vector<std::string>& values, bool negate) {
   if (values.empty()) return absl::OkStatus();
-  auto p = ConditionPredicate("source.ip", values, negate, false, field);
+  auto p = ConditionPredicate("source.ip", values, negate, false);
   if (!p.ok()) return p.status();
   c.all.push_back(std::move(*p));
   return absl::OkStatus();
@@ -78,34 +78,33 @@ absl::Status AddCidrs(Conjunction& c, const std::vector<std::string>& values, bo
 
 absl::StatusOr<Conjunction> CompileSource(const AuthzSource& s) {
   Conjunction c;
-  Add(c, Attr::kSourcePrincipal, s.principals, false, "principals");
-  Add(c, Attr::kSourcePrincipal, s.not_principals, true, "notPrincipals");
-  Add(c, Attr::kRequestPrincipal, s.request_principals, false, "requestPrincipals");
-  Add(c, Attr::kRequestPrincipal, s.not_request_principals, true, "notRequestPrincipals");
-  Add(c, Attr::kSourceNamespace, s.namespaces, false, "namespaces");
-  Add(c, Attr::kSourceNamespace, s.not_namespaces, true, "notNamespaces");
-  if (auto st = AddCidrs(c, s.ip_blocks, false, "ipBlocks"); !st.ok()) return st;
-  if (auto st = AddCidrs(c, s.not_ip_blocks, true, "notIpBlocks"); !st.ok()) return st;
-  if (auto st = AddCidrs(c, s.remote_ip_blocks, false, "remoteIpBlocks"); !st.ok()) return st;
-  if (auto st = AddCidrs(c, s.not_remote_ip_blocks, true, "notRemoteIpBlocks"); !st.ok()) return st;
+  Add(c, Attr::kSourcePrincipal, s.principals, false);
+  Add(c, Attr::kSourcePrincipal, s.not_principals, true);
+  Add(c, Attr::kRequestPrincipal, s.request_principals, false);
+  Add(c, Attr::kRequestPrincipal, s.not_request_principals, true);
+  Add(c, Attr::kSourceNamespace, s.namespaces, false);
+  Add(c, Attr::kSourceNamespace, s.not_namespaces, true);
+  if (auto st = AddCidrs(c, s.ip_blocks, false); !st.ok()) return st;
+  if (auto st = AddCidrs(c, s.not_ip_blocks, true); !st.ok()) return st;
+  if (auto st = AddCidrs(c, s.remote_ip_blocks, false); !st.ok()) return st;
+  if (auto st = AddCidrs(c, s.not_remote_ip_blocks, true); !st.ok()) return st;
   return c;
 }
 
 absl::StatusOr<Conjunction> CompileOperation(const AuthzOperation& o) {
   Conjunction c;
-  Add(c, Attr::kHost, o.hosts, false, "hosts");
-  Add(c, Attr::kHost, o.not_hosts, true, "notHosts");
+  Add(c, Attr::kHost, o.hosts, false);
+  Add(c, Attr::kHost, o.not_hosts, true);
   for (const auto* ports : {&o.ports, &o.not_ports}) {
     if (ports->empty()) continue;
-    auto p = ConditionPredicate("destination.port", *ports, ports == &o.not_ports, false,
-                                ports == &o.ports ? "ports" : "notPorts");
+    auto p = ConditionPredicate("destination.port", *ports, ports == &o.not_ports, false);
     if (!p.ok()) return p.status();
     c.all.push_back(std::move(*p));
   }
-  Add(c, Attr::kMethod, o.methods, false, "methods");
-  Add(c, Attr::kMethod, o.not_methods, true, "notMethods");
-  Add(c, Attr::kPath, o.paths, false, "paths");
-  Add(c, Attr::kPath, o.not_paths, true, "notPaths");
+  Add(c, Attr::kMethod, o.methods, false);
+  Add(c, Attr::kMethod, o.not_methods, true);
+  Add(c, Attr::kPath, o.paths, false);
+  Add(c, Attr::kPath, o.not_paths, true);
   return c;
 }
 
@@ -123,14 +122,13 @@ absl::StatusOr<CompiledAuthzRule> CompileAuthzRule(const AuthzRule& rule, int in
     out.to.push_back(std::move(*c));
   }
   for (const auto& w : rule.when) {
-    const std::string field = absl::StrCat("when[", w.key, "]");
     if (!w.values.empty()) {
-      auto p = ConditionPredicate(w.key, w.values, false, false, field);
+      auto p = ConditionPredicate(w.key, w.values, false, false);
       if (!p.ok()) return p.status();
       out.when.all.push_back(std::move(*p));
     }
     if (!w.not_values.empty()) {
-      auto p = ConditionPredicate(w.key, w.not_values, true, false, field);
+      auto p = ConditionPredicate(w.key, w.not_values, true, false);
       if (!p.ok()) return p.status();
       out.when.all.push_back(std::move(*p));
     }
@@ -206,18 +204,17 @@ absl::StatusOr<CompiledAccessRule> CompileAccessRule(const AccessRule& r, int in
   out.index = index;
   for (const auto& s : r.services) out.services.push_back(StringMatcher::FromPattern(s));
   Conjunction& c = out.runtime;
-  Add(c, Attr::kHost, r.hosts, false, "hosts");
-  Add(c, Attr::kHost, r.not_hosts, true, "not_hosts");
-  Add(c, Attr::kPath, r.paths, false, "paths");
-  Add(c, Attr::kPath, r.not_paths, true, "not_paths");
-  Add(c, Attr::kMethod, r.methods, false, "methods");
-  Add(c, Attr::kMethod, r.not_methods, true, "not_methods");
+  Add(c, Attr::kHost, r.hosts, false);
+  Add(c, Attr::kHost, r.not_hosts, true);
+  Add(c, Attr::kPath, r.paths, false);
+  Add(c, Attr::kPath, r.not_paths, true);
+  Add(c, Attr::kMethod, r.methods, false);
+  Add(c, Attr::kMethod, r.not_methods, true);
   for (const auto* ports : {&r.ports, &r.not_ports}) {
     if (ports->empty()) continue;
     Predicate p;
     p.attr = Attr::kDestinationPort;
     p.negate = ports == &r.not_ports;
-    p.source_field = p.negate ? "not_ports" : "ports";
     for (int64_t v : *ports) p.ports.push_back(static_cast<uint32_t>(v));
     c.all.push_back(std::move(p));
   }
@@ -226,7 +223,7 @@ absl::StatusOr<CompiledAccessRule> CompileAccessRule(const AccessRule& r, int in
   for (const auto& k : r.constraints) sorted.push_back(&k);
   std::stable_sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->key < b->key; });
   for (const auto* k : sorted) {
-    auto p = ConditionPredicate(k->key, k->values, false, /*v1alpha1=*/true, absl::StrCat("constraints[", k->key, "]"));
+    auto p = ConditionPredicate(k->key, k->values, false, /*v1alpha1=*/true);
     if (!p.ok()) return p.status();
     (IsConfigTime(p->attr) ? out.config : out.runtime).all.push_back(std::move(*p));
   }
@@ -242,7 +239,6 @@ absl::StatusOr<CompiledSubject> CompileSubject(const Subject& s, std::string bin
   if (!s.user.empty()) {
     Predicate p;
     p.attr = Attr::kSourcePrincipal;
-    p.source_field = "user";
     if (s.user == "*" || s.user == "allUsers") {
       p.strings.push_back(StringMatcher::Any());  // anyone, even unauthenticated
     } else if (s.user == "allAuthenticatedUsers") {
@@ -252,17 +248,17 @@ absl::StatusOr<CompiledSubject> CompileSubject(const Subject& s, std::string bin
     }
     c.all.push_back(std::move(p));
   }
-  Add(c, Attr::kSourcePrincipal, s.names, false, "names");
-  Add(c, Attr::kSourcePrincipal, s.not_names, true, "not_names");
-  if (!s.group.empty()) c.all.push_back(StringPredicate(Attr::kClaim, "groups", {s.group}, false, "group"));
-  if (!s.groups.empty()) c.all.push_back(StringPredicate(Attr::kClaim, "groups", s.groups, false, "groups"));
-  if (!s.not_groups.empty()) c.all.push_back(StringPredicate(Attr::kClaim, "groups", s.not_groups, true, "not_groups"));
-  Add(c, Attr::kSourceNamespace, s.namespaces, false, "namespaces");
-  Add(c, Attr::kSourceNamespace, s.not_namespaces, true, "not_namespaces");
-  if (auto st = AddCidrs(c, s.ips, false, "ips"); !st.ok()) return st;
-  if (auto st = AddCidrs(c, s.not_ips, true, "not_ips"); !st.ok()) return st;
+  Add(c, Attr::kSourcePrincipal, s.names, false);
+  Add(c, Attr::kSourcePrincipal, s.not_names, true);
+  if (!s.group.empty()) c.all.push_back(StringPredicate(Attr::kClaim, "groups", {s.group}, false));
+  if (!s.groups.empty()) c.all.push_back(StringPredicate(Attr::kClaim, "groups", s.groups, false));
+  if (!s.not_groups.empty()) c.all.push_back(StringPredicate(Attr::kClaim, "groups", s.not_groups, true));
+  Add(c, Attr::kSourceNamespace, s.namespaces, false);
+  Add(c, Attr::kSourceNamespace, s.not_namespaces, true);
+  if (auto st = AddCidrs(c, s.ips, false); !st.ok()) return st;
+  if (auto st = AddCidrs(c, s.not_ips, true); !st.ok()) return st;
   for (const auto& [key, value] : s.properties) {  // std::map: sorted keys, as Istio does
-    auto p = ConditionPredicate(key, {value}, false, /*v1alpha1=*/true, absl::StrCat("properties[", key, "]"));
+    auto p = ConditionPredicate(key, {value}, false, /*v1alpha1=*/true);
     if (!p.ok()) return p.status();
     c.all.push_back(std::move(*p));
   }
@@ -299,8 +295,6 @@ struct RbacEngine::Impl {
 
 RbacEngine::RbacEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 RbacEngine::~RbacEngine() = default;
-
-size_t RbacEngine::policy_count() const { return impl_->beta.size() + impl_->roles.size(); }
 
 absl::StatusOr<std::unique_ptr<const RbacEngine>> RbacEngine::Create(const RbacPolicies& policies,
                                                                      RbacEngineOptions options) {

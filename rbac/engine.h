@@ -68,8 +68,6 @@ class RbacEngine {
   // Whether v1alpha1 RBAC is switched on for this service (ClusterRbacConfig/RbacConfig).
   bool IsV1alpha1Enabled(absl::string_view service_fqdn, absl::string_view service_namespace) const;
 
-  size_t policy_count() const;
-
   struct Impl;
 
  private:

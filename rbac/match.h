@@ -21,7 +21,6 @@ class StringMatcher {
   // "*" becomes kPresent (the value must be present and, for identities, non-empty).
   static StringMatcher FromPattern(absl::string_view pattern, bool ignore_case = false);
   static StringMatcher Any() { return StringMatcher(Kind::kAny, ""); }
-  static StringMatcher Exact(absl::string_view v) { return StringMatcher(Kind::kExact, v); }
 
   // `value` is nullptr when the attribute is absent. kAny matches even then; every other kind
   // needs a value, and kPresent accepts any present value.

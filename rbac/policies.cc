@@ -116,7 +116,7 @@ std::optional<RbacTarget> ReadTarget(FieldReader& parent, absl::string_view key)
 }
 
 bool ValidConstraintKey(ReadContext& ctx, const YAML::Node& at, const std::string& path, const Constraint& c) {
-  auto p = ConditionPredicate(c.key, c.values, false, /*v1alpha1=*/true, path);
+  auto p = ConditionPredicate(c.key, c.values, false, /*v1alpha1=*/true);
   if (!p.ok()) {
     ctx.Error(at, path, std::string(p.status().message()));
     return false;
@@ -265,7 +265,7 @@ std::optional<Subject> ReadSubject(ReadContext& ctx, const YAML::Node& node, con
       ok = false;
       continue;
     }
-    auto p = ConditionPredicate(key, {value}, false, /*v1alpha1=*/true, ppath);
+    auto p = ConditionPredicate(key, {value}, false, /*v1alpha1=*/true);
     if (!p.ok()) {
       ctx.Error(node, ppath, std::string(p.status().message()));
       ok = false;
@@ -581,7 +581,7 @@ std::optional<AuthorizationPolicy> ParseAuthorizationPolicy(const SourceDocument
       bool ok = true;
       for (const auto* list : {&c.values, &c.not_values}) {
         if (list->empty()) continue;
-        auto pred = ConditionPredicate(c.key, *list, false, /*v1alpha1=*/false, wpath);
+        auto pred = ConditionPredicate(c.key, *list, false, /*v1alpha1=*/false);
         if (!pred.ok()) {
           ctx.Error(wn, list == &c.values ? wr.PathOf("values") : wr.PathOf("notValues"),
                     std::string(pred.status().message()));
@@ -599,11 +599,6 @@ std::optional<AuthorizationPolicy> ParseAuthorizationPolicy(const SourceDocument
 }
 
 // ---- dispatch and cross-object checks ----
-
-bool IsRbacKind(absl::string_view kind) {
-  return kind == "ClusterRbacConfig" || kind == "RbacConfig" || kind == "RBACConfig" || kind == "ServiceRole" ||
-         kind == "ServiceRoleBinding" || kind == "AuthorizationPolicy" || kind == "Service";
-}
 
 bool AddRbacDocument(const SourceDocument& doc, const std::string& domain, RbacPolicies& out, Diagnostics& diag) {
   const std::string& k = doc.kind;

@@ -167,8 +167,6 @@ struct RbacPolicies {
   std::vector<Service> services;
 };
 
-// True for the kinds this module parses. `api_version` is checked against the kind's group.
-bool IsRbacKind(absl::string_view kind);
 // Parses one document of an RBAC kind (or Service) into `out`. False if the kind is not ours.
 bool AddRbacDocument(const SourceDocument& doc, const std::string& domain, RbacPolicies& out, Diagnostics& diag);
 // Cross-object validation: one RbacConfig singleton, duplicate names, bindings referring to

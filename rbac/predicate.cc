@@ -115,12 +115,11 @@ Conjunction Conjunction::WithoutHttpOnly() const {
 }
 
 Predicate StringPredicate(Attr attr, std::string key, const std::vector<std::string>& values, bool negate,
-                          std::string source_field, Wildcard wildcard) {
+                          Wildcard wildcard) {
   Predicate p;
   p.attr = attr;
   p.key = std::move(key);
   p.negate = negate;
-  p.source_field = std::move(source_field);
   // Host names compare case-insensitively (DNS; Istio fixed the case-sensitive match as
   // CVE-2021-39155 — a DENY on "Admin.example.com" must not be bypassed by "admin...").
   const bool ignore_case = attr == Attr::kHost;
@@ -145,16 +144,15 @@ bool ParseBracketKey(absl::string_view key, absl::string_view prefix, std::strin
 }
 
 absl::StatusOr<Predicate> ConditionPredicate(absl::string_view key, const std::vector<std::string>& values,
-                                             bool negate, bool v1alpha1, std::string source_field) {
+                                             bool negate, bool v1alpha1) {
   std::string inner;
   auto strings = [&](Attr attr, std::string k = "", Wildcard w = Wildcard::kPresence) -> absl::StatusOr<Predicate> {
-    return StringPredicate(attr, std::move(k), values, negate, source_field, w);
+    return StringPredicate(attr, std::move(k), values, negate, w);
   };
   auto cidrs = [&](Attr attr) -> absl::StatusOr<Predicate> {
     Predicate p;
     p.attr = attr;
     p.negate = negate;
-    p.source_field = source_field;
     for (const auto& v : values) {
       auto c = Cidr::Parse(v);
       if (!c.ok()) return c.status();
@@ -173,7 +171,6 @@ absl::StatusOr<Predicate> ConditionPredicate(absl::string_view key, const std::v
     Predicate p;
     p.attr = Attr::kDestinationPort;
     p.negate = negate;
-    p.source_field = source_field;
     for (const auto& v : values) {
       uint32_t port = 0;
       if (!absl::SimpleAtoi(v, &port) || port > 65535) {

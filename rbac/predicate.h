@@ -48,7 +48,6 @@ struct Predicate {
   std::vector<StringMatcher> strings;
   std::vector<Cidr> cidrs;
   std::vector<uint32_t> ports;
-  std::string source_field;  // the policy field it came from, for explanations
 
   bool Matches(const RequestAttributes& a) const;
   bool http_only() const { return IsHttpOnly(attr); }
@@ -75,14 +74,14 @@ enum class Wildcard {
 
 // Builds a predicate for a string attribute.
 Predicate StringPredicate(Attr attr, std::string key, const std::vector<std::string>& values, bool negate,
-                          std::string source_field, Wildcard wildcard = Wildcard::kPresence);
+                          Wildcard wildcard = Wildcard::kPresence);
 
 // Builds a predicate for a condition key ("source.ip", "request.headers[x-foo]", ...) as used
 // by v1alpha1 constraints/properties and v1beta1 `when`. InvalidArgument names what is wrong
 // (an unknown key, a malformed value); `v1alpha1` enables the destination.* config-time keys
 // and the legacy source.user property.
 absl::StatusOr<Predicate> ConditionPredicate(absl::string_view key, const std::vector<std::string>& values,
-                                             bool negate, bool v1alpha1, std::string source_field);
+                                             bool negate, bool v1alpha1);
 
 // Parses "a[b]" forms: returns true and sets `inner` when `key` is `prefix` + "[" inner "]".
 bool ParseBracketKey(absl::string_view key, absl::string_view prefix, std::string* inner);

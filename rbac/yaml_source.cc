@@ -209,10 +209,6 @@ void ReadContext::ErrorAtLine(int line, const std::string& field, const std::str
   diag_.Add({Diagnostic::Severity::kError, doc_.file, line > 0 ? line : doc_.line, doc_.ObjectName(), field, message});
 }
 
-void ReadContext::Warning(const YAML::Node& at, const std::string& field, const std::string& message) {
-  diag_.Add({Diagnostic::Severity::kWarning, doc_.file, LineOf(at), doc_.ObjectName(), field, message});
-}
-
 bool ReadContext::Spend(size_t n) {
   if (exhausted_) return false;
   if (n > budget_) {

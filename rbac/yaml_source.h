@@ -70,7 +70,6 @@ class ReadContext {
   const SourceDocument& doc() const { return doc_; }
   void Error(const YAML::Node& at, const std::string& field, const std::string& message);
   void ErrorAtLine(int line, const std::string& field, const std::string& message);
-  void Warning(const YAML::Node& at, const std::string& field, const std::string& message);
   // Counts `n` visited nodes; false (with one error reported) once the budget is spent.
   bool Spend(size_t n = 1);
   bool exhausted() const { return exhausted_; }
