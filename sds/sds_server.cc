@@ -195,7 +195,7 @@ class SdsServerImpl final : public SdsServer {
 
   ~SdsServerImpl() override {
     if (server_ != nullptr) {
-      // Cancels every open stream; their OnDone runs before Shutdown returns... after Wait.
+      // Cancels every open stream; every reactor's OnDone has run once Wait returns.
       server_->Shutdown(std::chrono::system_clock::now());
       server_->Wait();
     }
@@ -208,17 +208,6 @@ class SdsServerImpl final : public SdsServer {
     // Proxies keep these streams open for days; keepalive pings are fine, idle is normal.
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    if (absl::StartsWith(options.socket_path, "tcp:")) {
-      int port = 0;
-      builder.AddListeningPort(options.socket_path.substr(4), grpc::InsecureServerCredentials(), &port);
-      server_ = builder.BuildAndStart();
-      if (server_ == nullptr || port == 0) {
-        return absl::UnavailableError(absl::StrCat("cannot listen on ", options.socket_path.substr(4)));
-      }
-      const std::string host = options.socket_path.substr(4, options.socket_path.rfind(':') - 4);
-      target_ = absl::StrCat(host, ":", port);
-      return absl::OkStatus();
-    }
     auto path = UnixSocketPath::Acquire(options.socket_path);
     if (!path.ok()) return path.status();
     socket_.emplace(std::move(*path));

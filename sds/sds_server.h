@@ -23,8 +23,7 @@
 namespace meshid::sds {
 
 struct SdsServerOptions {
-  // Where to listen: a filesystem path for a Unix socket (the usual case), or, for tests and
-  // benchmarks that want TCP, "host:port" prefixed with "tcp:".
+  // The Unix socket to listen on (see UnixSocketPath for how an existing file is treated).
   std::string socket_path = "./var/run/secrets/workload-spiffe-uds/socket";
   int socket_mode = 0600;            // 0660 when `socket_group` is set
   std::optional<gid_t> socket_group;
@@ -47,7 +46,7 @@ class SdsServer {
                                                            RandomSource& random, LoggerPtr logger);
   virtual ~SdsServer() = default;  // stops serving, closes every stream, removes the socket
 
-  // The address clients dial, e.g. "unix:/path/socket" or "127.0.0.1:port".
+  // The address clients dial: "unix:<socket path>".
   virtual std::string target() const = 0;
   virtual int64_t connected_streams() const = 0;
 };
