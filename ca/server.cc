@@ -109,6 +109,25 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
   MESHID_RETURN_IF_ERROR(config.Validate());
   auto server = std::make_unique<CaServerImpl>();
   RandomSource& random = server->random_;
+  server->metrics_ = std::make_unique<MetricsRegistry>();
+  // The store first: a bad --datastore must fail before any key is written to the data dir.
+  MESHID_RETURN_IF_ERROR(EnsureDirectory(config.data_dir, 0700));
+  if (config.datastore == "none") {
+    logger->warn("--datastore none: no issuance ledger, registry or deny list (benchmarking only)");
+  } else {
+    std::string url = StoreUrlFromFlags(config.data_dir, config.datastore);
+    auto store = OpenStore(url);
+    if (!store.ok()) return absl::Status(store.status().code(), absl::StrCat("--datastore: ", store.status().message()));
+    server->store_ = std::move(*store);
+    server->ledger_ = std::make_unique<GroupCommitLedger>(*server->store_, *server->metrics_);
+    LedgerPrunerOptions prune;
+    prune.horizon = config.ledger_retention;
+    MESHID_ASSIGN_OR_RETURN(server->pruner_, LedgerPruner::Create(*server->store_, clock, logger, prune));
+    server->pruner_->Start();
+    logger->info("store: {}{}", server->store_->description(),
+                 config.require_registration ? "; identities must be registered" : "");
+  }
+
   std::shared_ptr<const SigningAuthority> authority;
   if (config.cacerts_dir.empty()) {
     SelfSignedOptions options;
@@ -124,7 +143,6 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
                authority->source, SerialHex(authority->cert.get()),
                absl::FormatTime(absl::RFC3339_sec, NotAfter(authority->cert.get()), absl::UTCTimeZone()), config.data_dir);
 
-  server->metrics_ = std::make_unique<MetricsRegistry>();
   MetricsRegistry& metrics = *server->metrics_;
   auto issuer = std::make_shared<const CertIssuer>(authority, clock, random);
 
@@ -140,22 +158,6 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
   service_options.max_ttl = config.max_workload_ttl;
   service_options.require_tls = !config.insecure_plaintext;
   service_options.require_registration = config.require_registration;
-  if (config.datastore == "none") {
-    logger->warn("--datastore none: no issuance ledger, registry or deny list (benchmarking only)");
-  } else {
-    std::string url = StoreUrlFromFlags(config.data_dir, config.datastore);
-    auto store = OpenStore(url);
-    if (!store.ok()) return absl::Status(store.status().code(), absl::StrCat("--datastore: ", store.status().message()));
-    server->store_ = std::move(*store);
-    server->ledger_ = std::make_unique<GroupCommitLedger>(*server->store_, metrics);
-    LedgerPrunerOptions prune;
-    prune.horizon = config.ledger_retention;
-    MESHID_ASSIGN_OR_RETURN(server->pruner_, LedgerPruner::Create(*server->store_, clock, logger, prune));
-    server->pruner_->Start();
-    logger->info("store: {}{}", server->store_->description(),
-                 config.require_registration ? "; identities must be registered" : "");
-  }
-
   CertificateAuthorityDeps deps;
   deps.store = server->store_.get();
   deps.ledger = server->ledger_.get();

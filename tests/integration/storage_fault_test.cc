@@ -241,5 +241,59 @@ TEST_F(StorageFaultTest, TwoReplicasOnOnePostgresLoseNothingAndShareTheDenyList)
   EXPECT_TRUE(ClientFor(b)->CreateCertificate(csr, token, absl::ZeroDuration()).ok());
 }
 
+// Each bad datastore is one line naming the problem and a non-zero exit, never a crash.
+TEST_F(StorageFaultTest, BadDatastoreFailsWithOneClearLine) {
+  Postgres pg(base_ + "/pg");
+  ASSERT_FALSE(pg.url().empty());
+  std::string wrong_password = pg.url();
+  size_t at = wrong_password.find('@');
+  size_t colon = wrong_password.rfind(':', at);
+  ASSERT_NE(at, std::string::npos);
+  wrong_password = absl::StrCat(wrong_password.substr(0, colon > wrong_password.find("//") + 2 && colon < at ? colon : at),
+                                ":not-the-password", wrong_password.substr(at));
+
+  // A read-only SQLite file, for a server that does not run as root (root may write anything).
+  std::string ro = base_ + "/ro";
+  std::filesystem::create_directories(ro);
+  ASSERT_EQ(RunShell(absl::StrCat("chown -R nobody ", ro)).first, 0);
+  auto as_nobody = [&](const std::string& args) {
+    return RunShell(absl::StrCat("timeout 60 runuser -u nobody -- ", MeshidBinary(), " ", args));
+  };
+  {
+    Server creator(ro);  // creates the CA files and the database, then stops
+    ASSERT_TRUE(creator.ok()) << creator.Log();
+  }
+  ASSERT_EQ(RunShell(absl::StrCat("chown -R nobody ", ro)).first, 0);
+  ASSERT_EQ(as_nobody(absl::StrCat("certs list --data-dir ", ro)).first, 0) << "nobody can read the database";
+  ASSERT_EQ(RunShell(absl::StrCat("chmod 444 ", ro, "/meshid.db && chmod 555 ", ro)).first, 0);
+
+  struct Case {
+    std::string datastore;
+    std::string message;
+  } cases[] = {
+      {"mysql://x", "--datastore: "},
+      {"postgresql://user@127.0.0.1:notaport/db", "--datastore: "},
+      {"postgresql://user@127.0.0.1:1/db", "--datastore: "},
+      {wrong_password, "--datastore: "},
+  };
+  int i = 0;
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.datastore);
+    auto [rc, out] = RunShell(absl::StrCat("timeout 60 ", MeshidBinary(), " server --data-dir ", base_, "/d", i++,
+                                           " --listen 127.0.0.1:0 --monitoring-addr 127.0.0.1:0 --datastore '", c.datastore, "'"));
+    EXPECT_NE(rc, 0);
+    EXPECT_NE(rc, 124) << "must not hang";
+    EXPECT_LT(rc, 128) << "must not crash";
+    EXPECT_NE(out.find(c.message), std::string::npos) << out;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << "one line: " << out;
+    EXPECT_FALSE(std::filesystem::exists(absl::StrCat(base_, "/d", i - 1, "/ca-key.pem"))) << "nothing written";
+  }
+  auto [rc, out] = as_nobody(absl::StrCat("server --data-dir ", ro, " --listen 127.0.0.1:0 --monitoring-addr 127.0.0.1:0 "
+                                          "--datastore sqlite://", ro, "/meshid.db"));
+  EXPECT_NE(rc, 0);
+  EXPECT_LT(rc, 124);
+  EXPECT_NE(out.find("read-only"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace meshid
