@@ -97,6 +97,13 @@ class Fetch : public std::enable_shared_from_this<Fetch> {
 
   const std::optional<absl::StatusOr<std::string>>& result() const { return result_; }
 
+  // Aborts whatever is pending; the handlers then run with operation_aborted.
+  void Cancel() {
+    resolver_.cancel();
+    beast::error_code ignored;
+    Lowest().socket().close(ignored);
+  }
+
  private:
   beast::tcp_stream& Lowest() { return tls_stream_ ? beast::get_lowest_layer(*tls_stream_) : *plain_stream_; }
 
@@ -146,7 +153,9 @@ class Fetch : public std::enable_shared_from_this<Fetch> {
     }
   }
 
-  void Fail(const std::string& what) { result_ = absl::UnavailableError(what); }
+  void Fail(const std::string& what) {
+    if (!result_) result_ = absl::UnavailableError(what);
+  }
 
   tcp::resolver resolver_;
   Url url_;
@@ -173,6 +182,10 @@ absl::StatusOr<std::string> HttpGet(const std::string& url, absl::Duration timeo
   fetch->Start();
   ioc.run_for(std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
   if (!fetch->result()) {
+    // Let the aborted handlers finish before the streams and the io_context go away.
+    fetch->Cancel();
+    ioc.restart();
+    ioc.run();
     return absl::DeadlineExceededError(absl::StrCat("GET ", url, ": no answer within ", absl::FormatDuration(timeout)));
   }
   const auto& r = *fetch->result();

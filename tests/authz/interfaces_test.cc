@@ -8,7 +8,13 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "authz/ext_authz_client.h"
+#include "authz/jwks_fetcher.h"
+#include "common/http_status_server.h"
 #include "authz/ext_authz_service.h"
 #include "authz/policy_watcher.h"
 #include "authz/request_json.h"
@@ -256,6 +262,44 @@ TEST(ExtAuthz, CustomPolicyDelegatesToGrpcProvider) {
       {"unknown_provider_fails_closed", testing::Http("GET", "/typo"), testing::Error()},
   });
   server->Shutdown();
+}
+
+TEST(JwksFetcher, HttpAndFileAndErrors) {
+  std::map<std::string, HttpHandler> handlers;
+  handlers["/jwks"] = [](const std::string&) { return HttpReply{200, "application/json", R"({"keys":[]})"}; };
+  handlers["/broken"] = [](const std::string&) { return HttpReply{500, "text/plain", "no"}; };
+  auto server = HttpStatusServer::Create("127.0.0.1:0", handlers);
+  ASSERT_TRUE(server.ok()) << server.status();
+  DefaultJwksFetcher fetcher(absl::Seconds(10));
+  const std::string base = absl::StrCat("http://127.0.0.1:", (*server)->port());
+  auto ok = fetcher.Fetch(base + "/jwks");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(*ok, R"({"keys":[]})");
+  auto status = fetcher.Fetch(base + "/broken");
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.status().message().find("HTTP status 500"), std::string::npos) << status.status();
+  EXPECT_FALSE(fetcher.Fetch(base + "/missing").ok());
+  EXPECT_FALSE(fetcher.Fetch("ftp://x/y").ok());
+  EXPECT_FALSE(fetcher.Fetch("http://").ok());
+  EXPECT_FALSE(fetcher.Fetch("http://host:99999/x").ok());
+  EXPECT_FALSE(fetcher.Fetch("file://").ok());
+  EXPECT_TRUE(absl::IsNotFound(fetcher.Fetch("file:///nonexistent/meshid/jwks.json").status()));
+}
+
+TEST(JwksFetcher, ServerThatNeverAnswersTimesOut) {
+  // A listening socket nobody accepts on: the connection completes, the response never comes.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  auto r = HttpGet(absl::StrCat("http://127.0.0.1:", ntohs(addr.sin_port), "/jwks"), absl::Milliseconds(200));
+  EXPECT_TRUE(absl::IsDeadlineExceeded(r.status())) << r.status();
+  ::close(fd);
 }
 
 TEST(PolicyWatcher, BadConfigKeepsLastGoodEngine) {
