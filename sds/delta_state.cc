@@ -4,6 +4,10 @@
 #include "absl/strings/str_join.h"
 
 namespace meshid::sds {
+namespace {
+// How many past responses an ACK or NACK may still refer to.
+constexpr size_t kRememberedResponses = 8;
+}  // namespace
 
 using envoy::service::discovery::v3::DeltaDiscoveryRequest;
 using envoy::service::discovery::v3::DeltaDiscoveryResponse;
@@ -21,15 +25,15 @@ absl::StatusOr<DeltaRequestResult> DeltaStreamState::OnRequestImpl(const DeltaDi
     node_id_ = request.node().id();
   }
   if (!request.response_nonce().empty()) {
-    if (request.response_nonce() != last_nonce_) {
-      result.stale_nonce = true;
-    } else {
-      result.applied = last_response_;
+    result.stale_nonce = request.response_nonce() != last_nonce_;
+    for (const auto& [nonce, included] : sent_) {
+      if (nonce != request.response_nonce()) continue;
+      result.applied = included;
       if (request.has_error_detail()) {
         result.nack = true;
         result.nack_code = request.error_detail().code();
         result.nack_message = request.error_detail().message();
-        for (const auto& [name, version] : last_response_) {
+        for (const auto& [name, version] : included) {
           auto it = names_.find(name);
           if (it != names_.end()) it->second.rejected_version = version;
         }
@@ -118,7 +122,8 @@ std::optional<DeltaDiscoveryResponse> DeltaStreamState::TakeResponse(const std::
   response.set_type_url(std::string(kSecretTypeUrl));
   response.set_nonce(nonce);
   last_nonce_ = nonce;
-  last_response_ = std::move(included);
+  sent_.emplace_back(nonce, std::move(included));
+  if (sent_.size() > kRememberedResponses) sent_.pop_front();
   return response;
 }
 

@@ -2,14 +2,15 @@
 //
 //  - subscribe/unsubscribe lists are deltas and are applied from every request, whatever its
 //    nonce (they must never be dropped);
-//  - a request echoing the latest nonce ACKs (or, with error_detail, NACKs) the resources of
-//    that response; a NACKed version is never resent;
+//  - a request echoing a nonce ACKs (or, with error_detail, NACKs) the resources of that
+//    response (stale_nonce tells whether it was an older one); a NACKed version is never resent;
 //  - initial_resource_versions on the first request tell what the client already has: a
 //    resource whose version matches is not sent again;
 //  - a name nobody serves is answered in removed_resources (the delta "does not exist"
 //    signal) plus a resource_errors entry with NOT_FOUND for clients that read it.
 #pragma once
 
+#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -66,7 +67,8 @@ class DeltaStreamState {
   std::map<std::string, NameState> names_;
   std::set<std::string> unknown_pending_;  // to answer in removed_resources
   std::string last_nonce_;
-  std::vector<std::pair<std::string, std::string>> last_response_;
+  // The (name, version) pairs of the last few responses, by nonce, newest last.
+  std::deque<std::pair<std::string, std::vector<std::pair<std::string, std::string>>>> sent_;
 };
 
 }  // namespace meshid::sds

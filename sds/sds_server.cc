@@ -304,9 +304,6 @@ void XdsStream<kDelta>::HandleRequestLocked() {
     FinishLocked(ToGrpcStatus(result.status()));
     return;
   }
-  if constexpr (!kDelta) {
-    if (result->stale) return;
-  }
   if (result->ack) {
     server_->metrics().acks.Increment();
     for (const auto& [name, version] : result->applied) subscription_->ReportApplied(name, version, true);

@@ -4,6 +4,10 @@
 #include "absl/strings/str_join.h"
 
 namespace meshid::sds {
+namespace {
+// How many past responses an ACK or NACK may still refer to.
+constexpr size_t kRememberedResponses = 8;
+}  // namespace
 
 using envoy::service::discovery::v3::DiscoveryRequest;
 using envoy::service::discovery::v3::DiscoveryResponse;
@@ -20,21 +24,24 @@ absl::StatusOr<SotwRequestResult> SotwStreamState::OnRequest(const DiscoveryRequ
     node_id_ = request.node().id();
   }
   if (!initial) {
+    for (const auto& [nonce, included] : sent_) {
+      if (nonce != request.response_nonce()) continue;
+      result.applied = included;
+      if (request.has_error_detail()) {
+        result.nack = true;
+        result.nack_code = request.error_detail().code();
+        result.nack_message = request.error_detail().message();
+        for (const auto& [name, version] : included) {
+          auto it = names_.find(name);
+          if (it != names_.end()) it->second.rejected_version = version;
+        }
+      } else {
+        result.ack = true;
+      }
+    }
     if (request.response_nonce() != last_nonce_) {
       result.stale = true;
       return result;
-    }
-    result.applied = last_response_;
-    if (request.has_error_detail()) {
-      result.nack = true;
-      result.nack_code = request.error_detail().code();
-      result.nack_message = request.error_detail().message();
-      for (const auto& [name, version] : last_response_) {
-        auto it = names_.find(name);
-        if (it != names_.end()) it->second.rejected_version = version;
-      }
-    } else {
-      result.ack = true;
     }
   }
 
@@ -102,7 +109,8 @@ std::optional<DiscoveryResponse> SotwStreamState::TakeResponse(const std::string
   response.set_type_url(std::string(kSecretTypeUrl));
   response.set_nonce(nonce);
   last_nonce_ = nonce;
-  last_response_ = std::move(included);
+  sent_.emplace_back(nonce, std::move(included));
+  if (sent_.size() > kRememberedResponses) sent_.pop_front();
   return response;
 }
 

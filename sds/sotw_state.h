@@ -4,7 +4,9 @@
 //
 // Rules (envoy docs/root/api-docs/xds_protocol.rst):
 //  - every response carries version_info and a fresh nonce; later requests echo the latest;
-//  - a request echoing an older nonce is stale and ignored entirely;
+//  - a request echoing an older nonce is stale: it changes nothing and is not answered (its
+//    ACK/NACK of that older response is still reported, so the provider knows what the client
+//    applied);
 //  - echoing the latest nonce without error_detail is an ACK, with error_detail a NACK: the
 //    rejected version is remembered and never resent; a newer version is sent when it comes;
 //  - the first request (and a request without a nonce) starts a subscription: every requested
@@ -13,6 +15,7 @@
 //  - otherwise only a changed resource is sent, and only to a stream that watches it.
 #pragma once
 
+#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -27,7 +30,7 @@
 namespace meshid::sds {
 
 struct SotwRequestResult {
-  bool stale = false;  // an older nonce: nothing else in this result is set
+  bool stale = false;  // an older nonce: only ack/nack/applied may be set
   bool ack = false;
   bool nack = false;
   // What the ACK or NACK refers to: the (name, version) pairs of the response it echoes.
@@ -70,7 +73,8 @@ class SotwStreamState {
   std::string node_id_;
   std::map<std::string, NameState> names_;
   std::string last_nonce_;
-  std::vector<std::pair<std::string, std::string>> last_response_;
+  // The (name, version) pairs of the last few responses, by nonce, newest last.
+  std::deque<std::pair<std::string, std::vector<std::pair<std::string, std::string>>>> sent_;
 };
 
 }  // namespace meshid::sds

@@ -107,11 +107,12 @@ TEST(DeltaStateTest, NackedVersionIsNotResentAndSubscriptionsApplyEvenWithAStale
   EXPECT_FALSE(state.HasPendingResponse());
   ASSERT_TRUE(state.OnUpdate({"default", Cert("b", 2), absl::OkStatus()}).ok());
   state.TakeResponse("n2");
-  // A request echoing n1 is stale for ACK purposes but its subscription change still counts.
+  // A request echoing the older n1 reports on n1 only, and its subscription change still counts.
   auto stale = state.OnRequest(Request({"ROOTCA"}, {}, "n1"), Known);
   ASSERT_TRUE(stale.ok());
   EXPECT_TRUE(stale->stale_nonce);
-  EXPECT_FALSE(stale->ack);
+  EXPECT_TRUE(stale->ack);
+  EXPECT_THAT(stale->applied, ElementsAre(std::pair<std::string, std::string>("default", Cert("a", 1)->version)));
   EXPECT_TRUE(stale->names_changed);
   EXPECT_THAT(stale->names, ElementsAre("ROOTCA", "default"));
 }

@@ -109,12 +109,22 @@ TEST_F(SotwStateTest, StaleNoncesAreIgnoredEntirely) {
   state_.TakeResponse("n1");
   ASSERT_TRUE(state_.OnUpdate({"default", Cert("b", 2), absl::OkStatus()}).ok());
   state_.TakeResponse("n2");
-  // The client's ACK of n1 arrives after n2 was sent, even asking for another name: ignored.
+  // The client's ACK of n1 arrives after n2 was sent, even asking for another name: nothing
+  // changes and nothing is sent, but what the client applied is still reported.
   auto stale = state_.OnRequest(Request({"default", "ROOTCA"}, "n1"));
   ASSERT_TRUE(stale.ok());
   EXPECT_TRUE(stale->stale);
   EXPECT_FALSE(stale->names_changed);
+  EXPECT_TRUE(stale->ack);
+  EXPECT_THAT(stale->applied, ElementsAre(Pair("default", Cert("a", 1)->version)));
   EXPECT_THAT(state_.names(), ElementsAre("default"));
+  EXPECT_FALSE(state_.HasPendingResponse());
+  // A nonce this stream never sent acknowledges nothing.
+  auto unknown = state_.OnRequest(Request({"default"}, "made-up"));
+  ASSERT_TRUE(unknown.ok());
+  EXPECT_TRUE(unknown->stale);
+  EXPECT_FALSE(unknown->ack);
+  EXPECT_TRUE(unknown->applied.empty());
 }
 
 TEST_F(SotwStateTest, ChangedResourceListIsAnsweredWithTheNewList) {
