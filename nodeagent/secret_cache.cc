@@ -336,7 +336,6 @@ class SecretCache::Impl {
   std::map<std::string, TokenRef> by_token_hash_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> by_spiffe_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<absl::Time, uint64_t>> schedule_ ABSL_GUARDED_BY(mu_);
-  size_t subscriptions_ ABSL_GUARDED_BY(mu_) = 0;
 
   // Trust bundle.
   std::vector<std::string> extra_anchors_ ABSL_GUARDED_BY(mu_);
@@ -390,10 +389,8 @@ absl::StatusOr<std::unique_ptr<sds::SdsSubscription>> SecretCache::Impl::Subscri
       if (exp != jwt->payload.end() && exp->is_number()) expiry = absl::FromUnixSeconds(exp->get<int64_t>());
     }
   }
-  auto sub = std::make_unique<SubscriptionImpl>(this, std::move(watcher), SecretString(std::string(token)), expiry);
-  absl::MutexLock lock(&mu_);
-  ++subscriptions_;
-  return std::unique_ptr<sds::SdsSubscription>(std::move(sub));
+  return std::unique_ptr<sds::SdsSubscription>(
+      std::make_unique<SubscriptionImpl>(this, std::move(watcher), SecretString(std::string(token)), expiry));
 }
 
 absl::StatusOr<std::vector<SdsUpdate>> SecretCache::Impl::SetNames(SubscriptionImpl* sub,
@@ -515,7 +512,6 @@ void SecretCache::Impl::ReportApplied(SubscriptionImpl* sub, absl::string_view n
 
 void SecretCache::Impl::Unsubscribe(SubscriptionImpl* sub) {
   absl::MutexLock lock(&mu_);
-  --subscriptions_;
   DetachLocked(sub);
   root_watchers_.erase(sub);
   if (root_waiting_.erase(sub) > 0 && root_waiting_.empty()) BarrierDueLocked(deps_.clock->Now());
@@ -829,7 +825,6 @@ SecretCacheStats SecretCache::Impl::Stats() const {
   absl::MutexLock lock(&mu_);
   const absl::Time now = deps_.clock->Now();
   SecretCacheStats stats;
-  stats.subscriptions = subscriptions_;
   for (const auto& [id, e] : entries_) {
     if (e->resource == nullptr) continue;
     ++stats.identities;

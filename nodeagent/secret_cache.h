@@ -64,7 +64,6 @@ absl::Status ValidateSecretCacheOptions(const SecretCacheOptions& options);
 
 struct SecretCacheStats {
   size_t identities = 0;        // cached certificates
-  size_t subscriptions = 0;     // live SDS subscriptions
   std::optional<absl::Time> earliest_expiry;
   bool agent_identity_ready = false;  // the agent's own certificate is valid now
 };

@@ -57,7 +57,6 @@ class SotwStreamState {
 
   bool HasPendingResponse() const;
   const std::string& node_id() const { return node_id_; }
-  const std::string& last_nonce() const { return last_nonce_; }
   std::set<std::string> names() const;
 
  private:
