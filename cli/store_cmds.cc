@@ -34,6 +34,9 @@ void AddStoreFlags(CLI::App* cmd, const std::shared_ptr<StoreFlags>& f) {
                   "Store URL instead: sqlite://<path> or postgresql://user[:password]@host:port/database");
 }
 
+// The flag to blame for a store that cannot be opened.
+const char* StoreFlag(const StoreFlags& f) { return f.datastore.empty() ? "--data-dir" : "--datastore"; }
+
 // Opens the store the flags name. Commands that only read do not create a database.
 absl::StatusOr<std::unique_ptr<Store>> OpenFromFlags(const StoreFlags& f, bool writes) {
   StoreOptions options;
@@ -86,7 +89,7 @@ void RunCertsList(const StoreFlags& sf, const CertsListFlags& f, CommandContext&
     query.serial_hex = serial;
   }
   auto store = OpenFromFlags(sf, /*writes=*/false);
-  if (!store.ok()) return Fail(ctx, "datastore", store.status());
+  if (!store.ok()) return Fail(ctx, StoreFlag(sf), store.status());
   auto records = (*store)->ListIssuances(query);
   if (!records.ok()) return Fail(ctx, "certs list", records.status());
   if (f.json) {
@@ -118,6 +121,9 @@ void RunCertsList(const StoreFlags& sf, const CertsListFlags& f, CommandContext&
                                  r.spiffe_id, r.not_after <= query.now ? "  (expired)" : "");
   }
   std::cout.flush();
+  if (f.limit > 0 && records->size() == f.limit) {
+    std::cerr << "(the newest " << f.limit << "; --limit 0 lists all)" << std::endl;
+  }
 }
 
 // ---- entry ----
@@ -144,7 +150,7 @@ void RunEntryCreate(const StoreFlags& sf, const EntryFlags& f, CommandContext& c
   // Check before touching the store, so a typo creates no database.
   if (auto s = ValidateRegistryEntry(entry); !s.ok()) return Fail(ctx, "entry create", s);
   auto store = OpenFromFlags(sf, /*writes=*/true);
-  if (!store.ok()) return Fail(ctx, "datastore", store.status());
+  if (!store.ok()) return Fail(ctx, StoreFlag(sf), store.status());
   if (auto s = (*store)->CreateEntry(entry); !s.ok()) return Fail(ctx, "entry create", s);
   std::cout << "created registry entry for " << entry.spiffe_id << " (allow: " << absl::StrJoin(entry.allowed_auth, ", ")
             << "; max ttl: " << (entry.max_ttl == absl::ZeroDuration() ? "server maximum" : meshid::FormatDuration(entry.max_ttl))
@@ -154,7 +160,7 @@ void RunEntryCreate(const StoreFlags& sf, const EntryFlags& f, CommandContext& c
 
 void RunEntryList(const StoreFlags& sf, const EntryFlags& f, CommandContext& ctx) {
   auto store = OpenFromFlags(sf, /*writes=*/false);
-  if (!store.ok()) return Fail(ctx, "datastore", store.status());
+  if (!store.ok()) return Fail(ctx, StoreFlag(sf), store.status());
   auto entries = (*store)->ListEntries();
   if (!entries.ok()) return Fail(ctx, "entry list", entries.status());
   for (const RegistryEntry& e : *entries) {
@@ -181,7 +187,7 @@ void RunEntryList(const StoreFlags& sf, const EntryFlags& f, CommandContext& ctx
 void RunEntryDelete(const StoreFlags& sf, const EntryFlags& f, CommandContext& ctx) {
   if (auto s = CheckSpiffeIdFlag(f.spiffe_id); !s.ok()) return Fail(ctx, "--spiffe-id", s);
   auto store = OpenFromFlags(sf, /*writes=*/false);
-  if (!store.ok()) return Fail(ctx, "datastore", store.status());
+  if (!store.ok()) return Fail(ctx, StoreFlag(sf), store.status());
   if (auto s = (*store)->DeleteEntry(f.spiffe_id); !s.ok()) return Fail(ctx, "entry delete", s);
   std::cout << "deleted registry entry for " << f.spiffe_id << std::endl;
 }
@@ -197,7 +203,7 @@ struct IdentityFlags {
 void RunBlock(const StoreFlags& sf, const IdentityFlags& f, CommandContext& ctx) {
   if (auto s = CheckSpiffeIdFlag(f.spiffe_id); !s.ok()) return Fail(ctx, "identity block", s);
   auto store = OpenFromFlags(sf, /*writes=*/true);
-  if (!store.ok()) return Fail(ctx, "datastore", store.status());
+  if (!store.ok()) return Fail(ctx, StoreFlag(sf), store.status());
   if (auto s = (*store)->Block(f.spiffe_id, f.reason, SystemClock::Instance().Now()); !s.ok()) {
     return Fail(ctx, "identity block", s);
   }
@@ -207,14 +213,14 @@ void RunBlock(const StoreFlags& sf, const IdentityFlags& f, CommandContext& ctx)
 void RunUnblock(const StoreFlags& sf, const IdentityFlags& f, CommandContext& ctx) {
   if (auto s = CheckSpiffeIdFlag(f.spiffe_id); !s.ok()) return Fail(ctx, "identity unblock", s);
   auto store = OpenFromFlags(sf, /*writes=*/false);
-  if (!store.ok()) return Fail(ctx, "datastore", store.status());
+  if (!store.ok()) return Fail(ctx, StoreFlag(sf), store.status());
   if (auto s = (*store)->Unblock(f.spiffe_id); !s.ok()) return Fail(ctx, "identity unblock", s);
   std::cout << "unblocked " << f.spiffe_id << std::endl;
 }
 
 void RunListBlocked(const StoreFlags& sf, const IdentityFlags& f, CommandContext& ctx) {
   auto store = OpenFromFlags(sf, /*writes=*/false);
-  if (!store.ok()) return Fail(ctx, "datastore", store.status());
+  if (!store.ok()) return Fail(ctx, StoreFlag(sf), store.status());
   auto blocked = (*store)->ListBlocked();
   if (!blocked.ok()) return Fail(ctx, "identity list-blocked", blocked.status());
   for (const BlockedIdentity& b : *blocked) {

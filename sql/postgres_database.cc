@@ -125,12 +125,12 @@ class PgTx final : public SqlTx {
 class PostgresDatabase final : public Database {
  public:
   PostgresDatabase(const StoreUrl& url, const StoreOptions& options)
-      : where_("postgresql " + url.Redacted()),
+      : where_(url.Redacted()),
         conninfo_(url.PostgresConninfo()),
         pool_(url.pool_size > 0 ? url.pool_size : options.max_connections, [this] { return Connect(); }) {}
 
   std::string backend() const override { return "postgresql"; }
-  std::string description() const override { return where_.substr(std::string("postgresql ").size()); }
+  std::string description() const override { return where_; }
 
   absl::Status Init() {
     MESHID_ASSIGN_OR_RETURN(auto lease, pool_.Acquire());  // fail early on a bad address or credentials
@@ -185,7 +185,7 @@ class PostgresDatabase final : public Database {
     }
   }
 
-  const std::string where_;
+  const std::string where_;  // the URL without password, prefixed to every error
   const std::string conninfo_;
   ConnectionPool<pqxx::connection> pool_;
 };
