@@ -717,15 +717,18 @@ void SecretCache::Impl::OnFailureLocked(Entry& e, const absl::Status& status, No
     e.failure_published = true;
     if (auto update = CurrentDefaultLocked(e, now)) PublishDefaultLocked(e, *update, notes);
     if (auto error = RootErrorLocked()) {
-      for (SubscriptionImpl* sub : root_watchers_) notes.emplace_back(sub->watcher_, SdsUpdate{std::string(kRoot), nullptr, *error});
+      for (SubscriptionImpl* sub : root_watchers_) {
+        notes.emplace_back(sub->watcher_, SdsUpdate{std::string(kRoot), nullptr, *error});
+      }
     }
   } else if (e.resource != nullptr && now >= e.not_after) {
     if (auto update = CurrentDefaultLocked(e, now)) PublishDefaultLocked(e, *update, notes);
   }
-  if (IsTokenRejection(status.code()) && !e.is_agent && e.token_expiry <= now) {
-    // The remembered token has expired; only a stream with a fresh token can renew this
-    // identity now, and it will be merged in here when it does.
-    e.next_attempt = std::max(e.next_attempt, e.resource != nullptr ? e.not_after : e.next_attempt);
+  if (IsTokenRejection(status.code()) && !e.is_agent && e.token_expiry <= now && e.resource != nullptr) {
+    // The remembered token has expired, so retrying with it is pointless: only a stream with a
+    // fresh token can renew this identity now (it is merged in here when it does). Try again
+    // at expiry at the earliest.
+    e.next_attempt = std::max(e.next_attempt, e.not_after);
   }
   RescheduleLocked(e);
 }

@@ -91,6 +91,11 @@ class FakeCa final : public CaClient {
     absl::MutexLock lock(&mu_);
     tokens_[token] = SpiffeId::ForServiceAccount("cluster.local", ns, sa)->ToString();
   }
+  // The token is no longer accepted (e.g. it expired).
+  void RevokeToken(const std::string& token) {
+    absl::MutexLock lock(&mu_);
+    tokens_.erase(token);
+  }
   // Every call fails with `status` until cleared with OkStatus().
   void SetFailure(absl::Status status) {
     absl::MutexLock lock(&mu_);

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/keys.h"
 #include "common/x509.h"
@@ -373,6 +375,56 @@ TEST_F(SecretCacheTest, ARejectedWorkloadTokenFailsItsStreamsAndIsNotRemembered)
   ASSERT_TRUE(sub2->SetNames({"default"}).ok());
   RunDue(*cache);
   EXPECT_EQ(ca_.calls(), 3);
+}
+
+// A JWT-shaped token (only its exp is read by the agent; the fake CA accepts it by value).
+std::string TokenExpiringAt(absl::Time exp, const std::string& tag) {
+  auto b64 = [](const std::string& s) {
+    std::string out;
+    absl::WebSafeBase64Escape(s, &out);
+    return out;
+  };
+  return b64(R"({"alg":"ES256","typ":"JWT"})") + "." +
+         b64(absl::StrCat(R"({"sub":")", tag, R"(","exp":)", absl::ToUnixSeconds(exp), "}")) + "." + b64("sig");
+}
+
+TEST_F(SecretCacheTest, AnExpiredWorkloadTokenIsNeitherReusedNorRetriedInALoop) {
+  const std::string token = TokenExpiringAt(clock_.Now() + absl::Minutes(40), "c");
+  ca_.AllowToken(token, "default", "c");
+  auto cache = MakeCache();
+  RunDue(*cache);
+  auto watcher = std::make_shared<RecordingWatcher>();
+  auto sub = Subscribe(*cache, token, watcher);
+  ASSERT_TRUE(sub->SetNames({"default"}).ok());
+  RunDue(*cache);
+  ASSERT_THAT(watcher->Take(), SizeIs(1));
+
+  // At renewal (30 min) the token is still valid: renewed with it.
+  clock_.Advance(absl::Minutes(30));
+  RunDue(*cache);
+  ASSERT_THAT(watcher->Take(), SizeIs(1));
+  // The next renewal (60 min) comes after the token expired (40 min): the CA refuses it...
+  ca_.RevokeToken(token);
+  clock_.Advance(absl::Minutes(30));
+  int calls = ca_.calls();
+  RunDue(*cache);
+  EXPECT_EQ(ca_.calls(), calls + 2);  // the agent's own renewal, and the refused one
+  // ...and the agent does not keep retrying with the dead token (the certificate, valid until
+  // 90 min, keeps being served).
+  calls = ca_.calls();
+  for (int i = 0; i < 20; ++i) {
+    clock_.Advance(absl::Seconds(60));
+    RunDue(*cache);
+  }
+  EXPECT_EQ(ca_.calls(), calls);
+  EXPECT_THAT(watcher->Take(), SizeIs(0));
+  // A new stream with the same, now expired token is not served from memory: the CA decides.
+  auto sub2 = Subscribe(*cache, token, std::make_shared<RecordingWatcher>());
+  auto current = sub2->SetNames({"default"});
+  ASSERT_TRUE(current.ok());
+  EXPECT_THAT(*current, SizeIs(0));
+  RunDue(*cache);
+  EXPECT_EQ(ca_.calls(), calls + 1);
 }
 
 TEST_F(SecretCacheTest, StreamsOnlyAskingForTheTrustBundleCauseNoCsr) {
