@@ -116,7 +116,10 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     logger->warn("--datastore none: no issuance ledger, registry or deny list (benchmarking only)");
   } else {
     std::string url = StoreUrlFromFlags(config.data_dir, config.datastore);
-    auto store = OpenStore(url);
+    StoreOptions store_options;
+    store_options.logger = logger;
+    store_options.clock = &clock;
+    auto store = OpenStore(url, store_options);
     if (!store.ok()) return absl::Status(store.status().code(), absl::StrCat("--datastore: ", store.status().message()));
     server->store_ = std::move(*store);
     server->ledger_ = std::make_unique<GroupCommitLedger>(*server->store_, *server->metrics_);

@@ -17,9 +17,10 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 
 cleanup() { :; }
 trap 'cleanup' EXIT
-# Services for the tests (PostgreSQL) are started here once storage tests exist.
+# PostgreSQL for the store suite and the fault tests, on loopback, stopped at exit.
 if [ -x "$root/scripts/pg-test-server.sh" ]; then
-  eval "$("$root/scripts/pg-test-server.sh" start)"
+  pg_env=$("$root/scripts/pg-test-server.sh" start)  # set -e: a PostgreSQL that cannot start fails the run
+  eval "$pg_env"
   cleanup() { "$root/scripts/pg-test-server.sh" stop >/dev/null 2>&1 || true; }
 fi
 
