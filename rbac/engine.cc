@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <map>
-#include <set>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "rbac/predicate.h"
@@ -283,7 +283,7 @@ struct RbacEngine::Impl {
   absl::flat_hash_map<std::string, BetaNsIndex> beta_index;
   // v1alpha1
   std::optional<RbacConfig> rbac_config;
-  std::set<std::string> target_services, target_namespaces;
+  absl::flat_hash_set<std::string> target_services, target_namespaces;
   std::vector<std::unique_ptr<CompiledRole>> roles;
   absl::flat_hash_map<std::string, AlphaNsIndex> alpha_index;
 
@@ -416,17 +416,16 @@ absl::StatusOr<std::unique_ptr<const RbacEngine>> RbacEngine::Create(const RbacP
 bool RbacEngine::IsV1alpha1Enabled(absl::string_view service, absl::string_view ns) const {
   const auto& cfg = impl_->rbac_config;
   if (!cfg) return false;
-  const bool listed = impl_->target_services.count(std::string(service)) > 0 ||
-                      impl_->target_namespaces.count(std::string(ns)) > 0;
+  auto listed = [&] { return impl_->target_services.contains(service) || impl_->target_namespaces.contains(ns); };
   switch (cfg->mode) {
     case RbacMode::kOff:
       return false;
     case RbacMode::kOn:
       return true;
     case RbacMode::kOnWithInclusion:
-      return listed;
+      return listed();
     case RbacMode::kOnWithExclusion:
-      return !listed;
+      return !listed();
   }
   return false;
 }
