@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "rbac/predicate.h"
 
@@ -151,11 +152,29 @@ std::optional<CompiledAuthzRule> ForTcp(const CompiledAuthzRule& r, AuthzAction 
   return out;
 }
 
-struct BetaNsIndex {
-  std::vector<const CompiledAuthzPolicy*> unselected;
-  // First selector label key → value → policies (the rest of the selector is checked on lookup).
-  absl::flat_hash_map<std::string, absl::flat_hash_map<std::string, std::vector<const CompiledAuthzPolicy*>>> by_label;
+// (namespace, label key, label value), looked up without building strings.
+struct LabelKey {
+  std::string ns, key, value;
 };
+struct LabelKeyView {
+  absl::string_view ns, key, value;
+};
+struct LabelKeyHash {
+  using is_transparent = void;
+  size_t operator()(const LabelKeyView& k) const { return absl::HashOf(k.ns, k.key, k.value); }
+  size_t operator()(const LabelKey& k) const { return (*this)(LabelKeyView{k.ns, k.key, k.value}); }
+};
+struct LabelKeyEq {
+  using is_transparent = void;
+  static LabelKeyView View(const LabelKey& k) { return {k.ns, k.key, k.value}; }
+  static LabelKeyView View(const LabelKeyView& k) { return k; }
+  template <typename A, typename B>
+  bool operator()(const A& a, const B& b) const {
+    LabelKeyView x = View(a), y = View(b);
+    return x.ns == y.ns && x.key == y.key && x.value == y.value;
+  }
+};
+using PolicyList = std::vector<const CompiledAuthzPolicy*>;
 
 // ---- v1alpha1 ----
 
@@ -280,7 +299,12 @@ struct RbacEngine::Impl {
   RbacEngineOptions options;
   // v1beta1
   std::vector<std::unique_ptr<CompiledAuthzPolicy>> beta;
-  absl::flat_hash_map<std::string, BetaNsIndex> beta_index;
+  // Policies without a selector, by namespace; policies with one, by (namespace, first selector
+  // label) — the rest of the selector is checked on lookup.
+  absl::flat_hash_map<std::string, PolicyList> beta_unselected;
+  absl::flat_hash_map<LabelKey, PolicyList, LabelKeyHash, LabelKeyEq> beta_by_label;
+  const PolicyList* root_unselected = nullptr;
+  bool root_has_selectors = false;
   // v1alpha1
   std::optional<RbacConfig> rbac_config;
   absl::flat_hash_set<std::string> target_services, target_namespaces;
@@ -323,14 +347,18 @@ absl::StatusOr<std::unique_ptr<const RbacEngine>> RbacEngine::Create(const RbacP
       if (auto tcp = ForTcp(*r, p->action)) cp->tcp_rules.push_back(std::move(*tcp));
       cp->http_rules.push_back(std::move(*r));
     }
-    BetaNsIndex& idx = impl->beta_index[cp->ns];
     if (cp->selector.empty()) {
-      idx.unselected.push_back(cp.get());
+      impl->beta_unselected[cp->ns].push_back(cp.get());
     } else {
       const auto& [k, v] = *cp->selector.begin();
-      idx.by_label[k][v].push_back(cp.get());
+      impl->beta_by_label[LabelKey{cp->ns, k, v}].push_back(cp.get());
+      if (cp->ns == impl->options.root_namespace) impl->root_has_selectors = true;
     }
     impl->beta.push_back(std::move(cp));
+  }
+  // Taken after the last insertion: flat_hash_map values move on rehash.
+  if (auto it = impl->beta_unselected.find(impl->options.root_namespace); it != impl->beta_unselected.end()) {
+    impl->root_unselected = &it->second;
   }
 
   // v1alpha1: ClusterRbacConfig wins over the deprecated RbacConfig.
@@ -431,24 +459,21 @@ bool RbacEngine::IsV1alpha1Enabled(absl::string_view service, absl::string_view 
 }
 
 void RbacEngine::Impl::BetaCandidates(const RequestAttributes& a, Candidates& out) const {
-  auto add = [&](const std::string& ns) {
-    auto it = beta_index.find(ns);
-    if (it == beta_index.end()) return;
-    const BetaNsIndex& idx = it->second;
-    out.insert(out.end(), idx.unselected.begin(), idx.unselected.end());
-    if (idx.by_label.empty()) return;
+  if (beta.empty()) return;
+  auto add = [&](const std::string& ns, const PolicyList* unselected, bool selectors) {
+    if (unselected) out.insert(out.end(), unselected->begin(), unselected->end());
+    if (!selectors) return;
     for (const auto& [k, v] : a.destination_labels) {
-      auto kt = idx.by_label.find(k);
-      if (kt == idx.by_label.end()) continue;
-      auto vt = kt->second.find(v);
-      if (vt == kt->second.end()) continue;
-      for (const auto* p : vt->second)
+      auto it = beta_by_label.find(LabelKeyView{ns, k, v});
+      if (it == beta_by_label.end()) continue;
+      for (const auto* p : it->second)
         if (p->SelectorMatches(a.destination_labels)) out.push_back(p);
     }
   };
-  add(a.destination_namespace);
-  if (a.destination_namespace != options.root_namespace) add(options.root_namespace);
-  std::sort(out.begin(), out.end(), [](auto* x, auto* y) { return x->order < y->order; });
+  auto own = beta_unselected.find(a.destination_namespace);
+  add(a.destination_namespace, own == beta_unselected.end() ? nullptr : &own->second, !beta_by_label.empty());
+  if (a.destination_namespace != options.root_namespace) add(options.root_namespace, root_unselected, root_has_selectors);
+  if (out.size() > 1) std::sort(out.begin(), out.end(), [](auto* x, auto* y) { return x->order < y->order; });
 }
 
 absl::StatusOr<AuthzResult> RbacEngine::Impl::EvaluateBeta(const RequestAttributes& a, const Candidates& cands) const {
