@@ -1,6 +1,9 @@
 // The Store written once against Database, shared by the SQLite and PostgreSQL backends, and
 // OpenStore.
+#include <algorithm>
+#include <map>
 #include <set>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -172,6 +175,72 @@ absl::StatusOr<BlockedIdentity> DecodeBlock(const SqlRow& row, size_t first) {
   MESHID_ASSIGN_OR_RETURN(int64_t at, ColumnInt(row, first + 2));
   b.blocked_at = absl::FromUnixMicros(at);
   return b;
+}
+
+constexpr size_t kMaxPolicyYaml = 1 << 20;  // one document
+constexpr absl::string_view kPolicyVersionColumns =
+    "version, created_at_us, created_by, description, digest, document_count";
+constexpr absl::string_view kPolicyStatusColumns =
+    "agent_id, proxy_id, reporter, service, ns, applied_version, rejected_version, last_error, connected, changed_at_us, "
+    "reported_at_us";
+
+absl::StatusOr<PolicyVersionInfo> DecodePolicyVersion(const SqlRow& row) {
+  PolicyVersionInfo v;
+  MESHID_ASSIGN_OR_RETURN(v.version, ColumnInt(row, 0));
+  MESHID_ASSIGN_OR_RETURN(int64_t created_at, ColumnInt(row, 1));
+  v.created_at = absl::FromUnixMicros(created_at);
+  v.created_by = ColumnText(row, 2);
+  v.description = ColumnText(row, 3);
+  v.digest = ColumnText(row, 4);
+  MESHID_ASSIGN_OR_RETURN(v.document_count, ColumnInt(row, 5));
+  return v;
+}
+
+absl::StatusOr<PolicyStatusRow> DecodePolicyStatus(const SqlRow& row) {
+  PolicyStatusRow r;
+  r.agent_id = ColumnText(row, 0);
+  r.proxy_id = ColumnText(row, 1);
+  r.reporter = ColumnText(row, 2);
+  r.service = ColumnText(row, 3);
+  r.namespace_ = ColumnText(row, 4);
+  MESHID_ASSIGN_OR_RETURN(r.applied_version, ColumnInt(row, 5));
+  MESHID_ASSIGN_OR_RETURN(r.rejected_version, ColumnInt(row, 6));
+  r.last_error = ColumnText(row, 7);
+  MESHID_ASSIGN_OR_RETURN(int64_t connected, ColumnInt(row, 8));
+  r.connected = connected != 0;
+  MESHID_ASSIGN_OR_RETURN(int64_t changed_at, ColumnInt(row, 9));
+  MESHID_ASSIGN_OR_RETURN(int64_t reported_at, ColumnInt(row, 10));
+  r.changed_at = absl::FromUnixMicros(changed_at);
+  r.reported_at = absl::FromUnixMicros(reported_at);
+  return r;
+}
+
+// Byte order of (kind, namespace, name): the same on both backends, whatever PostgreSQL's
+// collation (snapshot digests depend on it).
+auto PolicyKey(const StoredPolicyDocument& d) { return std::tie(d.kind, d.namespace_, d.name); }
+
+absl::Status ValidatePolicyDocument(const StoredPolicyDocument& d) {
+  MESHID_RETURN_IF_ERROR(CheckText("kind", d.kind, 253, /*required=*/true));
+  MESHID_RETURN_IF_ERROR(CheckText("namespace", d.namespace_, 253, /*required=*/false));
+  MESHID_RETURN_IF_ERROR(CheckText("name", d.name, 253, /*required=*/true));
+  MESHID_RETURN_IF_ERROR(CheckText("yaml", d.yaml, kMaxPolicyYaml, /*required=*/true));
+  MESHID_RETURN_IF_ERROR(CheckText("source", d.source, kMaxText, /*required=*/false));
+  return absl::OkStatus();
+}
+
+absl::Status ValidatePolicyStatusRow(absl::string_view agent_id, const PolicyStatusRow& r) {
+  if (r.agent_id != agent_id) return absl::InvalidArgumentError("agent_id: differs from the report's agent");
+  MESHID_RETURN_IF_ERROR(CheckText("proxy_id", r.proxy_id, 1024, /*required=*/false));
+  MESHID_RETURN_IF_ERROR(CheckText("reporter", r.reporter, 2048, /*required=*/false));
+  MESHID_RETURN_IF_ERROR(CheckText("service", r.service, 253, /*required=*/false));
+  MESHID_RETURN_IF_ERROR(CheckText("namespace", r.namespace_, 253, /*required=*/false));
+  MESHID_RETURN_IF_ERROR(CheckText("last_error", r.last_error, kMaxText, /*required=*/false));
+  if (r.applied_version < 0 || r.rejected_version < 0) {
+    return absl::InvalidArgumentError("applied_version, rejected_version: must not be negative");
+  }
+  MESHID_RETURN_IF_ERROR(CheckTime("changed_at", r.changed_at));
+  MESHID_RETURN_IF_ERROR(CheckTime("reported_at", r.reported_at));
+  return absl::OkStatus();
 }
 
 class SqlStore final : public Store {
@@ -364,6 +433,199 @@ class SqlStore final : public Store {
 
   absl::StatusOr<int> SchemaVersion() override { return sql::ReadSchemaVersion(*db_); }
 
+  absl::StatusOr<int64_t> PolicyHeadVersion() override {
+    int64_t head = 0;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kRead, [&](SqlTx& tx) -> absl::Status {
+      MESHID_ASSIGN_OR_RETURN(head, ReadPolicyHead(tx));
+      return absl::OkStatus();
+    }));
+    return head;
+  }
+
+  absl::StatusOr<PolicyVersion> GetPolicyVersion(int64_t version) override {
+    PolicyVersion out;
+    bool found = false;
+    std::vector<SqlParam> params = {SqlParam(version)};
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kRead, [&](SqlTx& tx) -> absl::Status {
+      out = PolicyVersion{};
+      MESHID_ASSIGN_OR_RETURN(
+          auto rows, tx.Query(absl::StrCat("SELECT ", kPolicyVersionColumns, " FROM policy_versions WHERE version = $1"),
+                              params));
+      found = !rows.empty();
+      if (!found) return absl::OkStatus();
+      MESHID_ASSIGN_OR_RETURN(out.info, DecodePolicyVersion(rows[0]));
+      MESHID_ASSIGN_OR_RETURN(auto docs, tx.Query("SELECT kind, ns, name, yaml, source FROM policy_documents WHERE "
+                                                  "first_version <= $1 AND (last_version IS NULL OR last_version >= $1)",
+                                                  params));
+      out.documents.reserve(docs.size());
+      for (const SqlRow& row : docs) {
+        out.documents.push_back(StoredPolicyDocument{ColumnText(row, 0), ColumnText(row, 1), ColumnText(row, 2),
+                                                     ColumnText(row, 3), ColumnText(row, 4)});
+      }
+      return absl::OkStatus();
+    }));
+    if (!found) return absl::NotFoundError(absl::StrCat("there is no policy version ", version));
+    std::sort(out.documents.begin(), out.documents.end(),
+              [](const StoredPolicyDocument& a, const StoredPolicyDocument& b) { return PolicyKey(a) < PolicyKey(b); });
+    if (static_cast<int64_t>(out.documents.size()) != out.info.document_count) {
+      return absl::DataLossError(absl::StrCat("datastore: policy version ", version, " should have ",
+                                              out.info.document_count, " documents but ", out.documents.size(),
+                                              " were found"));
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<PolicyVersionInfo>> ListPolicyVersions(size_t limit) override {
+    std::string statement = absl::StrCat("SELECT ", kPolicyVersionColumns, " FROM policy_versions ORDER BY version DESC");
+    std::vector<SqlParam> params;
+    if (limit > 0) {
+      params.emplace_back(static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
+      statement += " LIMIT $1";
+    }
+    std::vector<PolicyVersionInfo> out;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kRead, [&](SqlTx& tx) -> absl::Status {
+      out.clear();
+      MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query(statement, params));
+      for (const SqlRow& row : rows) {
+        MESHID_ASSIGN_OR_RETURN(auto info, DecodePolicyVersion(row));
+        out.push_back(std::move(info));
+      }
+      return absl::OkStatus();
+    }));
+    return out;
+  }
+
+  absl::StatusOr<int64_t> CommitPolicyVersion(int64_t base_version, const PolicyVersionInfo& info,
+                                              absl::Span<const StoredPolicyDocument> documents) override {
+    if (base_version < 0) return absl::InvalidArgumentError("base_version: must not be negative");
+    MESHID_RETURN_IF_ERROR(CheckTime("created_at", info.created_at));
+    MESHID_RETURN_IF_ERROR(CheckText("created_by", info.created_by, kMaxText, /*required=*/false));
+    MESHID_RETURN_IF_ERROR(CheckText("description", info.description, kMaxText, /*required=*/false));
+    MESHID_RETURN_IF_ERROR(CheckText("digest", info.digest, 256, /*required=*/false));
+    std::map<std::tuple<std::string, std::string, std::string>, const StoredPolicyDocument*> wanted;
+    for (size_t i = 0; i < documents.size(); ++i) {
+      const StoredPolicyDocument& d = documents[i];
+      absl::Status s = ValidatePolicyDocument(d);
+      if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("documents[", i, "].", s.message()));
+      if (!wanted.emplace(std::make_tuple(d.kind, d.namespace_, d.name), &d).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("documents[", i, "]: ", d.kind, " ", d.namespace_, "/", d.name, " is listed twice"));
+      }
+    }
+    const int64_t version = base_version + 1;
+    absl::Status status = db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
+      MESHID_ASSIGN_OR_RETURN(int64_t head, ReadPolicyHead(tx));
+      if (head != base_version) return Concurrent(base_version, head);
+      // The version row first: a concurrent commit of the same number waits here and then
+      // fails on the primary key before it touched any document.
+      MESHID_RETURN_IF_ERROR(
+          tx.Exec(absl::StrCat("INSERT INTO policy_versions (", kPolicyVersionColumns, ") VALUES ($1, $2, $3, $4, $5, $6)"),
+                  {SqlParam(version), SqlParam(absl::ToUnixMicros(info.created_at)), SqlParam(info.created_by),
+                   SqlParam(info.description), SqlParam(info.digest), SqlParam(static_cast<int64_t>(documents.size()))})
+              .status());
+      MESHID_ASSIGN_OR_RETURN(auto current,
+                              tx.Query("SELECT kind, ns, name, yaml FROM policy_documents WHERE last_version IS NULL"));
+      std::set<std::tuple<std::string, std::string, std::string>> unchanged;
+      for (const SqlRow& row : current) {
+        auto key = std::make_tuple(ColumnText(row, 0), ColumnText(row, 1), ColumnText(row, 2));
+        auto it = wanted.find(key);
+        if (it != wanted.end() && it->second->yaml == ColumnText(row, 3)) {
+          unchanged.insert(key);
+          continue;
+        }
+        MESHID_RETURN_IF_ERROR(tx.Exec("UPDATE policy_documents SET last_version = $1 WHERE kind = $2 AND ns = $3 AND "
+                                       "name = $4 AND last_version IS NULL",
+                                       {SqlParam(base_version), SqlParam(std::get<0>(key)), SqlParam(std::get<1>(key)),
+                                        SqlParam(std::get<2>(key))})
+                                   .status());
+      }
+      std::vector<const StoredPolicyDocument*> inserts;
+      for (const auto& [key, doc] : wanted) {
+        if (!unchanged.contains(key)) inserts.push_back(doc);
+      }
+      for (size_t start = 0; start < inserts.size(); start += kInsertChunk) {
+        size_t n = std::min(kInsertChunk, inserts.size() - start);
+        std::string statement =
+            "INSERT INTO policy_documents (kind, ns, name, first_version, last_version, yaml, source) VALUES ";
+        std::vector<SqlParam> params;
+        for (size_t i = 0; i < n; ++i) {
+          const StoredPolicyDocument& d = *inserts[start + i];
+          size_t p = i * 6;
+          absl::StrAppend(&statement, i == 0 ? "" : ", ", "($", p + 1, ", $", p + 2, ", $", p + 3, ", $", p + 4,
+                          ", NULL, $", p + 5, ", $", p + 6, ")");
+          params.emplace_back(d.kind);
+          params.emplace_back(d.namespace_);
+          params.emplace_back(d.name);
+          params.emplace_back(version);
+          params.emplace_back(d.yaml);
+          params.emplace_back(d.source);
+        }
+        MESHID_RETURN_IF_ERROR(tx.Exec(statement, params).status());
+      }
+      return absl::OkStatus();
+    });
+    if (absl::IsAlreadyExists(status)) return Concurrent(base_version, version);
+    if (!status.ok()) return status;
+    return version;
+  }
+
+  absl::Status ReplacePolicyStatus(absl::string_view agent_id, absl::Span<const PolicyStatusRow> rows) override {
+    MESHID_RETURN_IF_ERROR(CheckText("agent_id", agent_id, 1024, /*required=*/true));
+    std::set<absl::string_view> proxies;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      absl::Status s = ValidatePolicyStatusRow(agent_id, rows[i]);
+      if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("rows[", i, "].", s.message()));
+      if (!proxies.insert(rows[i].proxy_id).second) {
+        return absl::InvalidArgumentError(absl::StrCat("rows[", i, "].proxy_id: \"", rows[i].proxy_id, "\" is listed twice"));
+      }
+    }
+    return db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
+      MESHID_RETURN_IF_ERROR(
+          tx.Exec("DELETE FROM policy_status WHERE agent_id = $1", {SqlParam(std::string(agent_id))}).status());
+      for (size_t start = 0; start < rows.size(); start += kInsertChunk) {
+        size_t n = std::min(kInsertChunk, rows.size() - start);
+        std::string statement = absl::StrCat("INSERT INTO policy_status (", kPolicyStatusColumns, ") VALUES ");
+        std::vector<SqlParam> params;
+        for (size_t i = 0; i < n; ++i) {
+          const PolicyStatusRow& r = rows[start + i];
+          statement += i == 0 ? "(" : ", (";
+          for (size_t k = 1; k <= 11; ++k) absl::StrAppend(&statement, k == 1 ? "$" : ", $", i * 11 + k);
+          statement += ")";
+          params.emplace_back(r.agent_id);
+          params.emplace_back(r.proxy_id);
+          params.emplace_back(r.reporter);
+          params.emplace_back(r.service);
+          params.emplace_back(r.namespace_);
+          params.emplace_back(r.applied_version);
+          params.emplace_back(r.rejected_version);
+          params.emplace_back(r.last_error);
+          params.emplace_back(int64_t{r.connected ? 1 : 0});
+          params.emplace_back(absl::ToUnixMicros(r.changed_at));
+          params.emplace_back(absl::ToUnixMicros(r.reported_at));
+        }
+        MESHID_RETURN_IF_ERROR(tx.Exec(statement, params).status());
+      }
+      return absl::OkStatus();
+    });
+  }
+
+  absl::StatusOr<std::vector<PolicyStatusRow>> ListPolicyStatus() override {
+    std::vector<PolicyStatusRow> out;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kRead, [&](SqlTx& tx) -> absl::Status {
+      out.clear();
+      MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query(absl::StrCat("SELECT ", kPolicyStatusColumns, " FROM policy_status")));
+      for (const SqlRow& row : rows) {
+        MESHID_ASSIGN_OR_RETURN(auto r, DecodePolicyStatus(row));
+        out.push_back(std::move(r));
+      }
+      return absl::OkStatus();
+    }));
+    std::sort(out.begin(), out.end(), [](const PolicyStatusRow& a, const PolicyStatusRow& b) {
+      return std::tie(a.agent_id, a.proxy_id) < std::tie(b.agent_id, b.proxy_id);
+    });
+    return out;
+  }
+
  private:
   absl::Status DeleteOne(absl::string_view table, absl::string_view spiffe_id, std::string not_found) {
     int64_t deleted = 0;
@@ -374,6 +636,17 @@ class SqlStore final : public Store {
     }));
     if (deleted == 0) return absl::NotFoundError(not_found);
     return absl::OkStatus();
+  }
+
+  static absl::StatusOr<int64_t> ReadPolicyHead(SqlTx& tx) {
+    MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query("SELECT max(version) FROM policy_versions"));
+    if (rows.empty() || rows[0].empty() || !rows[0][0].has_value()) return int64_t{0};
+    return ColumnInt(rows[0], 0);
+  }
+
+  static absl::Status Concurrent(int64_t base_version, int64_t head) {
+    return absl::AbortedError(absl::StrCat("policy version ", head, " was committed by someone else meanwhile (this ",
+                                           "change was based on version ", base_version, "); nothing was written"));
   }
 
   // After a unique violation: names a serial of the batch that is already in the ledger.
@@ -404,6 +677,20 @@ class SqlStore final : public Store {
 };
 
 }  // namespace
+
+namespace {
+absl::Status NoPolicies() { return absl::UnimplementedError("this store does not keep policies"); }
+}  // namespace
+
+absl::StatusOr<int64_t> Store::PolicyHeadVersion() { return NoPolicies(); }
+absl::StatusOr<PolicyVersion> Store::GetPolicyVersion(int64_t) { return NoPolicies(); }
+absl::StatusOr<std::vector<PolicyVersionInfo>> Store::ListPolicyVersions(size_t) { return NoPolicies(); }
+absl::StatusOr<int64_t> Store::CommitPolicyVersion(int64_t, const PolicyVersionInfo&,
+                                                   absl::Span<const StoredPolicyDocument>) {
+  return NoPolicies();
+}
+absl::Status Store::ReplacePolicyStatus(absl::string_view, absl::Span<const PolicyStatusRow>) { return NoPolicies(); }
+absl::StatusOr<std::vector<PolicyStatusRow>> Store::ListPolicyStatus() { return NoPolicies(); }
 
 absl::Status ValidateIssuanceRecord(const IssuanceRecord& r) {
   if (r.serial_hex.size() > 128 || !IsHex(r.serial_hex, /*upper=*/true)) {

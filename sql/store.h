@@ -74,6 +74,50 @@ struct IdentityStatus {
   std::optional<BlockedIdentity> blocked;
 };
 
+// ---- policy distribution (meshid apply / meshid status; authz/policy_distribution*.h) ----
+
+// One policy object of a version: a single validated YAML document.
+struct StoredPolicyDocument {
+  std::string kind;
+  std::string namespace_;  // "" for cluster-scoped kinds
+  std::string name;
+  std::string yaml;
+  std::string source;  // where it was applied from ("dir/file.yaml:12")
+  friend bool operator==(const StoredPolicyDocument&, const StoredPolicyDocument&) = default;
+};
+
+struct PolicyVersionInfo {
+  int64_t version = 0;  // 1, 2, 3, ...
+  absl::Time created_at;
+  std::string created_by;   // user@host
+  std::string description;  // what the apply did
+  std::string digest;       // opaque to the store (authz computes it over the documents)
+  int64_t document_count = 0;
+  friend bool operator==(const PolicyVersionInfo&, const PolicyVersionInfo&) = default;
+};
+
+// A version: the whole policy set, documents sorted by (kind, namespace_, name).
+struct PolicyVersion {
+  PolicyVersionInfo info;
+  std::vector<StoredPolicyDocument> documents;
+};
+
+// What an agent reported for itself (proxy_id "") or for one of its proxies.
+struct PolicyStatusRow {
+  std::string agent_id;
+  std::string proxy_id;
+  std::string reporter;  // the SPIFFE ID the agent authenticated as
+  std::string service;
+  std::string namespace_;
+  int64_t applied_version = 0;   // 0: none yet
+  int64_t rejected_version = 0;  // the latest version NACKed, 0: none
+  std::string last_error;
+  bool connected = false;
+  absl::Time changed_at;   // agent's clock
+  absl::Time reported_at;  // the storing server's clock
+  friend bool operator==(const PolicyStatusRow&, const PolicyStatusRow&) = default;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -103,6 +147,28 @@ class Store {
 
   // The schema version this database is at.
   virtual absl::StatusOr<int> SchemaVersion() = 0;
+
+  // Policy versions. Stores that do not keep policies (test fakes) answer Unimplemented.
+  //
+  // The newest version number, 0 when none was ever committed. One indexed read: servers poll it.
+  virtual absl::StatusOr<int64_t> PolicyHeadVersion();
+  // Version `version` with all its documents; NotFound if there is no such version.
+  virtual absl::StatusOr<PolicyVersion> GetPolicyVersion(int64_t version);
+  // Up to `limit` versions, newest first (0: all).
+  virtual absl::StatusOr<std::vector<PolicyVersionInfo>> ListPolicyVersions(size_t limit);
+  // Commits `documents` as the complete policy set of version base_version + 1 (info.version is
+  // ignored and the new number returned): objects absent from `documents` are deleted in the
+  // new version, objects whose yaml changed get a new row, unchanged ones are kept. Aborted when
+  // the newest version is no longer `base_version` (another apply committed first: re-read,
+  // re-validate, retry); InvalidArgument naming the field for a document with an empty or
+  // invalid kind/name/yaml, or an object listed twice. Nothing is written on any error.
+  virtual absl::StatusOr<int64_t> CommitPolicyVersion(int64_t base_version, const PolicyVersionInfo& info,
+                                                      absl::Span<const StoredPolicyDocument> documents);
+
+  // Replaces every status row of `agent_id` by `rows` (each must carry that agent_id).
+  virtual absl::Status ReplacePolicyStatus(absl::string_view agent_id, absl::Span<const PolicyStatusRow> rows);
+  // Every status row, by agent_id then proxy_id.
+  virtual absl::StatusOr<std::vector<PolicyStatusRow>> ListPolicyStatus();
 };
 
 // Checks a record before it is written; InvalidArgument naming the field. serial_hex and
