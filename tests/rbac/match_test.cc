@@ -147,17 +147,17 @@ TEST(Headers, CanonicalizeAndLookup) {
 }
 
 TEST(ConditionPredicate, KeysAndErrors) {
-  EXPECT_TRUE(ConditionPredicate("request.headers[X-Y]", {"a"}, false, false, "").ok());
-  EXPECT_EQ(ConditionPredicate("request.headers[X-Y]", {"a"}, false, false, "")->key, "x-y");
-  EXPECT_FALSE(ConditionPredicate("request.headers[]", {"a"}, false, false, "").ok());
-  EXPECT_FALSE(ConditionPredicate("request.headers[a][b]", {"a"}, false, false, "").ok());
-  EXPECT_FALSE(ConditionPredicate("destination.port", {"65536"}, false, false, "").ok());
-  EXPECT_FALSE(ConditionPredicate("source.ip", {"1.2.3"}, false, false, "").ok());
-  EXPECT_TRUE(ConditionPredicate("destination.labels[app]", {"x"}, false, true, "").ok());
-  EXPECT_FALSE(ConditionPredicate("destination.labels[app]", {"x"}, false, false, "").ok());
-  EXPECT_FALSE(ConditionPredicate("remote.ip", {"1.2.3.4"}, false, true, "").ok()) << "remote.ip is v1beta1 only";
-  EXPECT_TRUE(ConditionPredicate("source.user", {"x"}, false, true, "").ok());
-  EXPECT_FALSE(ConditionPredicate("source.user", {"x"}, false, false, "").ok());
+  EXPECT_TRUE(ConditionPredicate("request.headers[X-Y]", {"a"}, false, false).ok());
+  EXPECT_EQ(ConditionPredicate("request.headers[X-Y]", {"a"}, false, false)->key, "x-y");
+  EXPECT_FALSE(ConditionPredicate("request.headers[]", {"a"}, false, false).ok());
+  EXPECT_FALSE(ConditionPredicate("request.headers[a][b]", {"a"}, false, false).ok());
+  EXPECT_FALSE(ConditionPredicate("destination.port", {"65536"}, false, false).ok());
+  EXPECT_FALSE(ConditionPredicate("source.ip", {"1.2.3"}, false, false).ok());
+  EXPECT_TRUE(ConditionPredicate("destination.labels[app]", {"x"}, false, true).ok());
+  EXPECT_FALSE(ConditionPredicate("destination.labels[app]", {"x"}, false, false).ok());
+  EXPECT_FALSE(ConditionPredicate("remote.ip", {"1.2.3.4"}, false, true).ok()) << "remote.ip is v1beta1 only";
+  EXPECT_TRUE(ConditionPredicate("source.user", {"x"}, false, true).ok());
+  EXPECT_FALSE(ConditionPredicate("source.user", {"x"}, false, false).ok());
 }
 
 }  // namespace
