@@ -1,12 +1,16 @@
 # Shared compile settings for every meshid target.
 
-# -Wrestrict gives false positives inside libstdc++ string code at -O3 with GCC 12.
-set(MESHID_WARNINGS -Wall -Wextra -Wpedantic -Werror -Wno-unused-parameter -Wno-restrict
-                     -Wno-missing-field-initializers)
+set(MESHID_WARNINGS -Wall -Wextra -Wpedantic -Werror -Wno-unused-parameter -Wno-missing-field-initializers)
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  # -Wrestrict gives false positives inside libstdc++ string code at -O3 with GCC 12.
+  list(APPEND MESHID_WARNINGS -Wno-restrict)
+endif()
 
 if(MESHID_SANITIZE)
   # ASan instrumentation makes GCC 12 report false maybe-uninitialized warnings in libstdc++.
-  list(APPEND MESHID_WARNINGS -Wno-maybe-uninitialized)
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+    list(APPEND MESHID_WARNINGS -Wno-maybe-uninitialized)
+  endif()
   add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
   add_link_options(-fsanitize=address,undefined)
 endif()
