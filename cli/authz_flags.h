@@ -25,10 +25,12 @@ struct PolicyFlags {
   std::string now;  // RFC 3339 or Unix seconds; "" = the system clock
   std::vector<std::string> ext_authz_providers;  // NAME=TARGET for CUSTOM policies
 
-  void Add(CLI::App* cmd) {
-    cmd->add_option("--config,-c", config, "Policy YAML file or directory (repeat for more)")
+  // `--config a b` takes both paths unless the command has a positional argument
+  // (`authn tls-check HOST`), where each --config takes exactly one.
+  void Add(CLI::App* cmd, bool several_per_flag = true) {
+    cmd->add_option("--config,-c", config, "Policy YAML files or directories (repeatable)")
         ->required()
-        ->allow_extra_args(false);
+        ->allow_extra_args(several_per_flag);
     cmd->add_option("--namespace,-n", default_namespace, "Namespace of documents that name none")->capture_default_str();
     cmd->add_option("--domain", domain, "Cluster domain: services are <name>.<ns>.svc.<domain>")->capture_default_str();
     cmd->add_option("--root-namespace", root_namespace, "meshConfig.rootNamespace (mesh-wide policies)")
