@@ -14,45 +14,13 @@ using rbac::Diagnostic;
 using rbac::FieldReader;
 using rbac::ObjectRef;
 using rbac::ReadContext;
+using rbac::CheckApiVersion;
+using rbac::IsDns1123Label;
+using rbac::ReadEnum;
+using rbac::ReadWorkloadSelector;
 using rbac::SourceDocument;
 
 namespace {
-
-bool CheckApiVersion(const SourceDocument& doc, const std::vector<std::string>& accepted, Diagnostics& diag) {
-  if (std::find(accepted.begin(), accepted.end(), doc.api_version) != accepted.end()) return true;
-  diag.Add({Diagnostic::Severity::kError, doc.file, doc.line, doc.ObjectName(), "apiVersion",
-            absl::StrCat("\"", doc.api_version, "\" is not valid for kind ", doc.kind, " (expected ",
-                         absl::StrJoin(accepted, " or "), ")")});
-  return false;
-}
-
-bool IsDns1123Label(absl::string_view s) {
-  if (s.empty() || s.size() > 63) return false;
-  for (char c : s)
-    if (!(absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-')) return false;
-  return s.front() != '-' && s.back() != '-';
-}
-
-std::optional<int> ReadEnum(FieldReader& r, absl::string_view key, const std::vector<std::string>& names) {
-  auto v = r.String(key);
-  if (!v) return std::nullopt;
-  for (size_t i = 0; i < names.size(); ++i)
-    if (*v == names[i]) return static_cast<int>(i);
-  int n = 0;
-  if (absl::SimpleAtoi(*v, &n) && n >= 0 && static_cast<size_t>(n) < names.size()) return n;
-  r.ctx().Error(r.Node(key), r.PathOf(key), absl::StrCat("\"", *v, "\" is not one of ", absl::StrJoin(names, ", ")));
-  return std::nullopt;
-}
-
-std::optional<std::map<std::string, std::string>> ReadSelector(ReadContext& ctx, FieldReader& spec) {
-  if (!spec.Has("selector")) return std::nullopt;
-  FieldReader sel(ctx, spec.Node("selector"), "spec.selector");
-  auto labels = sel.StringMap("matchLabels");
-  for (const auto& [k, v] : labels) {
-    if (k.empty() || v.empty()) ctx.Error(sel.node(), "spec.selector.matchLabels", "label keys and values must not be empty");
-  }
-  return labels;
-}
 
 const std::vector<std::string> kAuthnVersions = {"authentication.istio.io/v1alpha1"};
 const std::vector<std::string> kSecurityVersions = {"security.istio.io/v1beta1", "security.istio.io/v1"};
@@ -198,7 +166,7 @@ std::optional<PeerAuthentication> ParsePeerAuthentication(const SourceDocument& 
   PeerAuthentication p;
   p.ref = ObjectRef::From(doc);
   FieldReader spec(ctx, doc.spec, "spec");
-  p.selector = ReadSelector(ctx, spec);
+  p.selector = ReadWorkloadSelector(ctx, spec);
   const std::vector<std::string> modes = {"UNSET", "DISABLE", "PERMISSIVE", "STRICT"};
   if (spec.Has("mtls")) {
     FieldReader mr(ctx, spec.Node("mtls"), "spec.mtls");
@@ -237,7 +205,7 @@ std::optional<RequestAuthentication> ParseRequestAuthentication(const SourceDocu
   RequestAuthentication p;
   p.ref = ObjectRef::From(doc);
   FieldReader spec(ctx, doc.spec, "spec");
-  p.selector = ReadSelector(ctx, spec);
+  p.selector = ReadWorkloadSelector(ctx, spec);
   size_t i = 0;
   for (const auto& rn : spec.List("jwtRules")) {
     auto rule = ReadV1beta1JwtRule(ctx, rn, FieldReader::Index("spec.jwtRules", i++));

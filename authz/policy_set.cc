@@ -1,6 +1,5 @@
 #include "authz/policy_set.h"
 
-#include <map>
 
 #include "absl/strings/str_cat.h"
 
@@ -33,27 +32,12 @@ void AddDocuments(const std::vector<rbac::SourceDocument>& docs, const LoadOptio
   }
 }
 
-namespace {
-template <typename T>
-void CheckDuplicates(const std::vector<T>& items, Diagnostics& diag) {
-  std::map<std::string, const rbac::ObjectRef*> seen;
-  for (const auto& item : items) {
-    const std::string id = absl::StrCat(item.ref.kind, " ", item.ref.Id());
-    auto [it, inserted] = seen.emplace(id, &item.ref);
-    if (!inserted) {
-      diag.Add({Diagnostic::Severity::kError, item.ref.file, item.ref.line, id, "metadata.name",
-                absl::StrCat("duplicate object (first defined at ", it->second->file, ":", it->second->line, ")")});
-    }
-  }
-}
-}  // namespace
-
 void ValidatePolicySet(const PolicySet& set, Diagnostics& diag) {
   rbac::ValidateRbacPolicies(set.rbac, diag);
-  CheckDuplicates(set.authn, diag);
-  CheckDuplicates(set.peer_authn, diag);
-  CheckDuplicates(set.request_authn, diag);
-  CheckDuplicates(set.destination_rules, diag);
+  rbac::CheckDuplicateObjects(set.authn, diag);
+  rbac::CheckDuplicateObjects(set.peer_authn, diag);
+  rbac::CheckDuplicateObjects(set.request_authn, diag);
+  rbac::CheckDuplicateObjects(set.destination_rules, diag);
 }
 
 absl::StatusOr<PolicySet> LoadPolicySet(const std::vector<std::string>& paths, const LoadOptions& options,

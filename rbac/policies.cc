@@ -61,37 +61,8 @@ const char* AuthzActionName(AuthzAction a) {
 
 namespace {
 
-// Reads an enum given by name or number. Reports and returns nullopt on anything else.
-std::optional<int> ReadEnum(FieldReader& r, absl::string_view key, const std::vector<std::string>& names) {
-  auto v = r.String(key);
-  if (!v) return std::nullopt;
-  for (size_t i = 0; i < names.size(); ++i)
-    if (*v == names[i]) return static_cast<int>(i);
-  int n = 0;
-  if (absl::SimpleAtoi(*v, &n) && n >= 0 && static_cast<size_t>(n) < names.size()) return n;
-  r.ctx().Error(r.Node(key), r.PathOf(key),
-                absl::StrCat("\"", *v, "\" is not one of ", absl::StrJoin(names, ", ")));
-  return std::nullopt;
-}
-
-bool CheckApiVersion(const SourceDocument& doc, const std::vector<std::string>& accepted, Diagnostics& diag) {
-  if (std::find(accepted.begin(), accepted.end(), doc.api_version) != accepted.end()) return true;
-  diag.Add({Diagnostic::Severity::kError, doc.file, doc.line, doc.ObjectName(), "apiVersion",
-            absl::StrCat("\"", doc.api_version, "\" is not valid for kind ", doc.kind, " (expected ",
-                         absl::StrJoin(accepted, " or "), ")")});
-  return false;
-}
-
 const std::vector<std::string> kRbacVersions = {"rbac.istio.io/v1alpha1"};
 const std::vector<std::string> kSecurityVersions = {"security.istio.io/v1beta1", "security.istio.io/v1"};
-
-// A DNS-1123 label: what Kubernetes names and label-free selectors accept.
-bool IsDns1123Label(absl::string_view s) {
-  if (s.empty() || s.size() > 63) return false;
-  for (char c : s)
-    if (!(absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-')) return false;
-  return s.front() != '-' && s.back() != '-';
-}
 
 void CheckNotEmptyEntries(ReadContext& ctx, const YAML::Node& at, const std::string& path,
                           const std::vector<std::string>& values) {
@@ -517,15 +488,7 @@ std::optional<AuthorizationPolicy> ParseAuthorizationPolicy(const SourceDocument
     }
   }
   FieldReader spec(ctx, doc.spec, "spec");
-  if (spec.Has("selector")) {
-    FieldReader sel(ctx, spec.Node("selector"), "spec.selector");
-    p.selector = sel.StringMap("matchLabels");
-    for (const auto& [k, v] : *p.selector) {
-      if (k.empty() || v.empty()) {
-        ctx.Error(sel.node(), "spec.selector.matchLabels", "label keys and values must not be empty");
-      }
-    }
-  }
+  p.selector = ReadWorkloadSelector(ctx, spec);
   if (auto a = ReadEnum(spec, "action", {"ALLOW", "DENY", "AUDIT", "CUSTOM"})) p.action = static_cast<AuthzAction>(*a);
   if (spec.Has("provider")) {
     FieldReader pr(ctx, spec.Node("provider"), "spec.provider");
@@ -618,27 +581,12 @@ bool AddRbacDocument(const SourceDocument& doc, const std::string& domain, RbacP
   return true;
 }
 
-namespace {
-template <typename T>
-void CheckDuplicates(const std::vector<T>& items, Diagnostics& diag) {
-  std::map<std::string, const ObjectRef*> seen;
-  for (const auto& item : items) {
-    const std::string id = absl::StrCat(item.ref.kind, " ", item.ref.Id());
-    auto [it, inserted] = seen.emplace(id, &item.ref);
-    if (!inserted) {
-      diag.Add({Diagnostic::Severity::kError, item.ref.file, item.ref.line, id, "metadata.name",
-                absl::StrCat("duplicate object (first defined at ", it->second->file, ":", it->second->line, ")")});
-    }
-  }
-}
-}  // namespace
-
 void ValidateRbacPolicies(const RbacPolicies& p, Diagnostics& diag) {
-  CheckDuplicates(p.rbac_configs, diag);
-  CheckDuplicates(p.roles, diag);
-  CheckDuplicates(p.bindings, diag);
-  CheckDuplicates(p.authorization_policies, diag);
-  CheckDuplicates(p.services, diag);
+  CheckDuplicateObjects(p.rbac_configs, diag);
+  CheckDuplicateObjects(p.roles, diag);
+  CheckDuplicateObjects(p.bindings, diag);
+  CheckDuplicateObjects(p.authorization_policies, diag);
+  CheckDuplicateObjects(p.services, diag);
   int cluster = 0, namespaced = 0;
   for (const auto& c : p.rbac_configs) (c.ref.kind == "ClusterRbacConfig" ? cluster : namespaced)++;
   if (namespaced > 1) {

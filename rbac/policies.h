@@ -169,6 +169,20 @@ struct RbacPolicies {
 
 // Parses one document of an RBAC kind (or Service) into `out`. False if the kind is not ours.
 bool AddRbacDocument(const SourceDocument& doc, const std::string& domain, RbacPolicies& out, Diagnostics& diag);
+// Reports objects of the same kind, namespace and name (T has an ObjectRef `ref`).
+template <typename T>
+void CheckDuplicateObjects(const std::vector<T>& items, Diagnostics& diag) {
+  std::map<std::string, const ObjectRef*> seen;
+  for (const auto& item : items) {
+    const std::string id = item.ref.kind + " " + item.ref.Id();
+    auto [it, inserted] = seen.emplace(id, &item.ref);
+    if (!inserted) {
+      diag.Add({Diagnostic::Severity::kError, item.ref.file, item.ref.line, id, "metadata.name",
+                "duplicate object (first defined at " + it->second->file + ":" + std::to_string(it->second->line) + ")"});
+    }
+  }
+}
+
 // Cross-object validation: one RbacConfig singleton, duplicate names, bindings referring to
 // missing roles (reported as warnings, as Istio does), roles without bindings.
 void ValidateRbacPolicies(const RbacPolicies& policies, Diagnostics& diag);

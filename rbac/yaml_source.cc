@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/files.h"
 
 namespace meshid::rbac {
@@ -414,6 +415,44 @@ std::vector<YAML::Node> FieldReader::List(absl::string_view key) {
     out.push_back(item);
   }
   return out;
+}
+
+std::optional<int> ReadEnum(FieldReader& r, absl::string_view key, const std::vector<std::string>& names) {
+  auto v = r.String(key);
+  if (!v) return std::nullopt;
+  for (size_t i = 0; i < names.size(); ++i)
+    if (*v == names[i]) return static_cast<int>(i);
+  int n = 0;
+  if (absl::SimpleAtoi(*v, &n) && n >= 0 && static_cast<size_t>(n) < names.size()) return n;
+  r.ctx().Error(r.Node(key), r.PathOf(key), absl::StrCat("\"", *v, "\" is not one of ", absl::StrJoin(names, ", ")));
+  return std::nullopt;
+}
+
+std::optional<std::map<std::string, std::string>> ReadWorkloadSelector(ReadContext& ctx, FieldReader& spec) {
+  if (!spec.Has("selector")) return std::nullopt;
+  FieldReader sel(ctx, spec.Node("selector"), "spec.selector");
+  auto labels = sel.StringMap("matchLabels");
+  for (const auto& [k, v] : labels) {
+    if (k.empty() || v.empty()) {
+      ctx.Error(sel.node(), "spec.selector.matchLabels", "label keys and values must not be empty");
+    }
+  }
+  return labels;
+}
+
+bool CheckApiVersion(const SourceDocument& doc, const std::vector<std::string>& accepted, Diagnostics& diag) {
+  if (std::find(accepted.begin(), accepted.end(), doc.api_version) != accepted.end()) return true;
+  diag.Add({Diagnostic::Severity::kError, doc.file, doc.line, doc.ObjectName(), "apiVersion",
+            absl::StrCat("\"", doc.api_version, "\" is not valid for kind ", doc.kind, " (expected ",
+                         absl::StrJoin(accepted, " or "), ")")});
+  return false;
+}
+
+bool IsDns1123Label(absl::string_view s) {
+  if (s.empty() || s.size() > 63) return false;
+  for (char c : s)
+    if (!(absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-')) return false;
+  return s.front() != '-' && s.back() != '-';
 }
 
 }  // namespace meshid::rbac

@@ -134,4 +134,18 @@ class FieldReader {
 // Reads a list of scalars from an arbitrary node, reporting type errors at `path`.
 std::vector<std::string> ReadStringList(ReadContext& ctx, const YAML::Node& node, const std::string& path);
 
+// Reads an enum given by name or by number (as proto JSON decoding accepts). Anything else is
+// reported and gives nullopt.
+std::optional<int> ReadEnum(FieldReader& r, absl::string_view key, const std::vector<std::string>& names);
+
+// `spec.selector.matchLabels` (nullopt when there is no selector); empty keys or values are
+// reported.
+std::optional<std::map<std::string, std::string>> ReadWorkloadSelector(ReadContext& ctx, FieldReader& spec);
+
+// True if the document's apiVersion is one of `accepted`; otherwise reports it.
+bool CheckApiVersion(const SourceDocument& doc, const std::vector<std::string>& accepted, Diagnostics& diag);
+
+// A DNS-1123 label, as Kubernetes requires for service names.
+bool IsDns1123Label(absl::string_view s);
+
 }  // namespace meshid::rbac
