@@ -1,0 +1,132 @@
+#include "meshproxy/tls.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/keys.h"
+#include "common/spiffe_id.h"
+#include "common/x509.h"
+
+namespace meshid::meshproxy {
+namespace {
+
+CertificateInfo Describe(X509* cert) {
+  CertificateInfo info;
+  info.serial = SerialHex(cert);
+  auto uris = UriSans(cert);
+  if (uris.size() == 1) info.spiffe_id = uris[0];
+  info.not_before = NotBefore(cert);
+  info.not_after = NotAfter(cert);
+  return info;
+}
+
+absl::Status SslError(absl::string_view what) {
+  return absl::InternalError(absl::StrCat(what, ": ", DrainOpenSslErrors()));
+}
+
+// Common settings: TLS 1.2+, our certificate chain and key, the bundle as trust store.
+absl::StatusOr<SSL_CTX*> NewContext(const SSL_METHOD* method, const WorkloadCert& cert, const TrustBundle& bundle) {
+  SSL_CTX* ctx = SSL_CTX_new(method);
+  if (ctx == nullptr) return SslError("SSL_CTX_new");
+  auto fail = [&](absl::string_view what) {
+    absl::Status s = SslError(what);
+    SSL_CTX_free(ctx);
+    return s;
+  };
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  if (SSL_CTX_use_certificate(ctx, cert.chain[0].get()) != 1) return fail("SSL_CTX_use_certificate");
+  for (size_t i = 1; i < cert.chain.size(); ++i) {
+    if (SSL_CTX_add1_chain_cert(ctx, cert.chain[i].get()) != 1) return fail("SSL_CTX_add1_chain_cert");
+  }
+  if (SSL_CTX_use_PrivateKey(ctx, cert.key.get()) != 1) return fail("SSL_CTX_use_PrivateKey");
+  if (SSL_CTX_check_private_key(ctx) != 1) return fail("the private key does not match the certificate");
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+  for (const auto& root : bundle.roots) {
+    if (X509_STORE_add_cert(store, root.get()) != 1) {
+      // A root listed twice is harmless.
+      DrainOpenSslErrors();
+    }
+  }
+  return ctx;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const WorkloadCert>> ParseWorkloadCert(absl::string_view chain_pem,
+                                                                      absl::string_view key_pem, std::string version) {
+  auto cert = std::make_shared<WorkloadCert>();
+  cert->version = std::move(version);
+  auto chain = CertsFromPem(chain_pem, "certificate_chain");
+  if (!chain.ok()) return absl::InvalidArgumentError(chain.status().message());
+  cert->chain = std::move(*chain);
+  auto key = PrivateKeyFromPem(key_pem);
+  if (!key.ok()) return absl::InvalidArgumentError(absl::StrCat("private_key: ", key.status().message()));
+  cert->key = std::move(*key);
+  X509* leaf = cert->chain[0].get();
+  if (X509_check_private_key(leaf, cert->key.get()) != 1) {
+    DrainOpenSslErrors();
+    return absl::InvalidArgumentError("the private key does not match the leaf certificate");
+  }
+  auto uris = UriSans(leaf);
+  if (uris.size() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the leaf certificate has ", uris.size(), " URI SANs; a workload certificate has one SPIFFE ID"));
+  }
+  auto id = SpiffeId::Parse(uris[0]);
+  if (!id.ok()) return absl::InvalidArgumentError(absl::StrCat("the leaf's URI SAN: ", id.status().message()));
+  cert->spiffe_id = id->ToString();
+  for (const auto& c : cert->chain) cert->info.push_back(Describe(c.get()));
+  return std::shared_ptr<const WorkloadCert>(std::move(cert));
+}
+
+absl::StatusOr<std::shared_ptr<const TrustBundle>> ParseTrustBundle(absl::string_view roots_pem, std::string version) {
+  auto bundle = std::make_shared<TrustBundle>();
+  bundle->version = std::move(version);
+  auto roots = CertsFromPem(roots_pem, "trusted_ca");
+  if (!roots.ok()) return absl::InvalidArgumentError(roots.status().message());
+  bundle->roots = std::move(*roots);
+  for (const auto& c : bundle->roots) bundle->info.push_back(Describe(c.get()));
+  return std::shared_ptr<const TrustBundle>(std::move(bundle));
+}
+
+absl::StatusOr<std::shared_ptr<const TlsContexts>> TlsContexts::Create(std::shared_ptr<const WorkloadCert> cert,
+                                                                       std::shared_ptr<const TrustBundle> bundle) {
+  std::shared_ptr<TlsContexts> t(new TlsContexts());
+  t->cert_ = std::move(cert);
+  t->bundle_ = std::move(bundle);
+  auto server = NewContext(TLS_server_method(), *t->cert_, *t->bundle_);
+  if (!server.ok()) return server.status();
+  t->server_ = *server;
+  // Istio's inbound TLS chain: require_client_certificate.
+  SSL_CTX_set_verify(t->server_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  static constexpr unsigned char kSessionContext[] = "meshid-inbound";
+  SSL_CTX_set_session_id_context(t->server_, kSessionContext, sizeof(kSessionContext) - 1);
+  SSL_CTX_set_num_tickets(t->server_, 0);  // peers here do not resume; tickets cost a signature-free but real round of work
+  auto client = NewContext(TLS_client_method(), *t->cert_, *t->bundle_);
+  if (!client.ok()) return client.status();
+  t->client_ = *client;
+  SSL_CTX_set_verify(t->client_, SSL_VERIFY_PEER, nullptr);
+  SSL_CTX_set_session_cache_mode(t->client_, SSL_SESS_CACHE_OFF);
+  return std::shared_ptr<const TlsContexts>(std::move(t));
+}
+
+TlsContexts::~TlsContexts() {
+  SSL_CTX_free(server_);
+  SSL_CTX_free(client_);
+}
+
+std::string PeerSpiffeId(SSL* ssl) {
+  X509* peer = SSL_get0_peer_certificate(ssl);
+  if (peer == nullptr) return "";
+  auto uris = UriSans(peer);
+  if (uris.size() != 1) return "";
+  auto id = SpiffeId::Parse(uris[0]);
+  return id.ok() ? id->ToString() : "";
+}
+
+std::string PeerCertificateHash(SSL* ssl) {
+  X509* peer = SSL_get0_peer_certificate(ssl);
+  if (peer == nullptr) return "";
+  return Sha256Hex(CertToDer(peer));
+}
+
+}  // namespace meshid::meshproxy
