@@ -14,6 +14,7 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx);
 void RegisterTokenCommands(CLI::App& app, CommandContext& ctx);
 void RegisterCertsCommands(CLI::App& app, CommandContext& ctx);
 void RegisterAgentCommands(CLI::App& app, CommandContext& ctx);
+void RegisterProxyCommands(CLI::App& app, CommandContext& ctx);
 void RegisterPolicyCommands(CLI::App& app, CommandContext& ctx);
 // `certs list`, `entry ...`, `identity ...` (cli/store_cmds.cc); after RegisterCertsCommands.
 void RegisterStoreCommands(CLI::App& app, CommandContext& ctx);

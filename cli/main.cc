@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   meshid::cli::RegisterTokenCommands(app, ctx);
   meshid::cli::RegisterCertsCommands(app, ctx);
   meshid::cli::RegisterAgentCommands(app, ctx);
+  meshid::cli::RegisterProxyCommands(app, ctx);
   meshid::cli::RegisterPolicyCommands(app, ctx);
   meshid::cli::RegisterStoreCommands(app, ctx);  // after RegisterCertsCommands: adds `certs list`
   CLI11_PARSE(app, argc, argv);
