@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "authz/policy_distribution.h"
 #include "ca/authenticator.h"
 #include "ca/authority.h"
 #include "ca/cert_issuer.h"
@@ -46,6 +47,7 @@ absl::Status CaServerConfig::Validate() const {
     problems.push_back("--require-registration: needs a datastore (not --datastore none)");
   }
   if (ledger_retention < absl::ZeroDuration()) problems.push_back("--ledger-retention: must not be negative");
+  if (policy_poll_interval <= absl::ZeroDuration()) problems.push_back("--policy-poll-interval: must be positive");
   if (token_audiences.empty()) problems.push_back("--token-audience: at least one audience is required");
   for (const auto& [issuer, jwks] : jwt_issuers) {
     if (issuer.empty() || jwks.empty()) problems.push_back("--jwt-issuer: want ISSUER=JWKS_FILE");
@@ -66,6 +68,7 @@ class CaServerImpl final : public CaServer {
   void Wait() override { grpc_server_->Wait(); }
   void Shutdown(absl::Duration grace) override {
     ready_ = false;
+    if (policy_ != nullptr) policy_->Shutdown();  // ends the agents' long-lived streams
     grpc_server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   }
 
@@ -77,6 +80,7 @@ class CaServerImpl final : public CaServer {
   std::unique_ptr<GroupCommitLedger> ledger_;
   std::unique_ptr<LedgerPruner> pruner_;
   std::unique_ptr<CertificateService> service_;
+  std::unique_ptr<authz::PolicyDistributionServer> policy_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<HttpStatusServer> monitoring_;
   int port_ = 0;
@@ -210,6 +214,21 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
   }
   builder.AddListeningPort(config.listen_address, creds, &server->port_);
   builder.RegisterService(server->service_.get());
+  if (server->store_ != nullptr) {
+    // Policy snapshots for agents (meshid.policy.v1), callers authenticated as for the CSR API.
+    const bool require_tls = !config.insecure_plaintext;
+    auto authenticate = [authenticator, require_tls](const authz::PolicyCaller& c) -> absl::StatusOr<std::string> {
+      if (require_tls && !c.tls) return absl::UnauthenticatedError("the connection is not TLS");
+      MESHID_ASSIGN_OR_RETURN(AuthenticatedCaller caller,
+                              authenticator->Authenticate(CallerCredentials{c.authorization, c.peer_cert_pem, c.peer_chain_pems}));
+      return caller.id.ToString();
+    };
+    authz::PolicyDistributionServerOptions policy_options;
+    policy_options.poll_interval = config.policy_poll_interval;
+    MESHID_ASSIGN_OR_RETURN(server->policy_, authz::PolicyDistributionServer::Create(policy_options, *server->store_,
+                                                                                     authenticate, clock, metrics, logger));
+    builder.RegisterService(server->policy_->service());
+  }
   builder.SetMaxReceiveMessageSize(1 << 20);
   server->grpc_server_ = builder.BuildAndStart();
   if (!server->grpc_server_ || server->port_ == 0) {

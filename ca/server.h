@@ -35,6 +35,9 @@ struct CaServerConfig {
   std::string datastore;
   bool require_registration = false;
   absl::Duration ledger_retention = absl::Hours(24 * 30);  // expired ledger rows older than this are pruned
+  // How often the newest policy version is looked up in the store (policy distribution to agents,
+  // authz/policy_distribution.h); needs a datastore.
+  absl::Duration policy_poll_interval = absl::Seconds(1);
 
   // Every problem, each naming its flag; OK if none.
   absl::Status Validate() const;

@@ -100,6 +100,13 @@ void RegisterAgentCommands(CLI::App& app, CommandContext& ctx) {
                   "How long a certificate from a new root waits for every proxy to apply the new ROOTCA")
       ->capture_default_str();
   cmd->add_option("--workers", config->worker_threads, "Threads making CA requests")->capture_default_str();
+  config->policy.enabled = true;
+  config->policy.agent_id = DefaultAgentId();
+  cmd->add_flag("!--no-policy-relay", config->policy.enabled,
+                "Do not relay policy snapshots from the server to proxies on the SDS socket");
+  cmd->add_option("--policy-server", config->policy.server_address,
+                  "Where policy snapshots come from (meshid server; default: --ca-addr)");
+  cmd->add_option("--agent-id", config->policy.agent_id, "This agent's name in `meshid status`")->capture_default_str();
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error")->capture_default_str();
 
   cmd->callback([config, flags, &ctx] {

@@ -20,6 +20,7 @@ struct ServerFlags {
   std::string token_audiences = "istio-ca";
   std::string log_level = "info";
   std::string retention = "30d";
+  std::string policy_poll_interval = "1s";
 };
 }  // namespace
 
@@ -61,6 +62,9 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
                 "Refuse identities that have no registry entry (meshid entry create)");
   cmd->add_option("--ledger-retention", opts->retention, "Prune expired ledger rows older than this")
       ->capture_default_str();
+  cmd->add_option("--policy-poll-interval", opts->policy_poll_interval,
+                  "How often the store is checked for a new policy version (meshid apply) to stream to agents")
+      ->capture_default_str();
   cmd->add_option("--log-level", opts->log_level, "trace, debug, info, warn, error")->capture_default_str();
 
   cmd->callback([config, opts, &ctx] {
@@ -73,6 +77,9 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
     auto retention = ParseDuration(opts->retention);
     if (!retention.ok()) return Fail(ctx, "--ledger-retention", retention.status());
     config->ledger_retention = *retention;
+    auto policy_poll = ParseDuration(opts->policy_poll_interval);
+    if (!policy_poll.ok()) return Fail(ctx, "--policy-poll-interval", policy_poll.status());
+    config->policy_poll_interval = *policy_poll;
     config->default_workload_ttl = *default_ttl;
     config->max_workload_ttl = *max_ttl;
     config->token_audiences = absl::StrSplit(opts->token_audiences, ',', absl::SkipEmpty());

@@ -137,6 +137,7 @@ class AgentImpl final : public Agent {
     monitoring_.reset();
     anchors_watcher_.reset();
     sds_.reset();
+    policy_.reset();
     workers_.reset();
     cache_.reset();
   }
@@ -148,6 +149,7 @@ class AgentImpl final : public Agent {
   std::unique_ptr<CaClient> ca_;
   std::unique_ptr<SecretCache> cache_;
   std::unique_ptr<CacheWorkers> workers_;
+  std::unique_ptr<PolicyRelay> policy_;
   std::unique_ptr<sds::SdsServer> sds_;
   std::unique_ptr<FileWatcher> anchors_watcher_;
   std::unique_ptr<HttpStatusServer> monitoring_;
@@ -215,9 +217,24 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
     }
   }
 
-  auto sds = sds::SdsServer::Create(config.sds, *agent->cache_, agent->metrics_, agent->random_, logger);
+  sds::SdsServerOptions sds_options = config.sds;
+  if (config.policy.enabled) {
+    PolicyRelayOptions relay_options = config.policy;
+    if (relay_options.server_address.empty()) relay_options.server_address = config.ca_address;
+    PolicyRelay::Dependencies relay_deps{agent->cache_.get(), agent->token_.get(), config.ca_root_file,
+                                         config.ca_server_name, config.ca_insecure_plaintext, &clock, &agent->random_,
+                                         &agent->metrics_, logger};
+    auto relay = PolicyRelay::Create(relay_options, std::move(relay_deps));
+    if (!relay.ok()) return relay.status();
+    agent->policy_ = std::move(*relay);
+    sds_options.extra_services.push_back(agent->policy_->service());
+  }
+  auto sds = sds::SdsServer::Create(sds_options, *agent->cache_, agent->metrics_, agent->random_, logger);
   if (!sds.ok()) return absl::Status(sds.status().code(), absl::StrCat("--sds-socket: ", sds.status().message()));
   agent->sds_ = std::move(*sds);
+  if (agent->policy_ != nullptr) {
+    if (auto status = agent->policy_->Start(); !status.ok()) return status;
+  }
   agent->workers_ = std::make_unique<CacheWorkers>(*agent->cache_, config.worker_threads);
 
   if (!config.trust_anchors_file.empty()) {

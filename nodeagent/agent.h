@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/logging.h"
+#include "nodeagent/policy_relay.h"
 #include "nodeagent/secret_cache.h"
 #include "sds/sds_server.h"
 
@@ -29,6 +30,9 @@ struct AgentConfig {
   std::string trust_anchors_file;
   int worker_threads = 4;
   absl::Duration file_poll_interval = absl::Seconds(5);
+  // Policy snapshots from the server, relayed to proxies on the SDS socket (policy_relay.h).
+  // server_address empty: ca_address.
+  PolicyRelayOptions policy;
 
   // Every problem, each naming its flag; OK if none.
   absl::Status Validate() const;

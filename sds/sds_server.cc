@@ -204,6 +204,7 @@ class SdsServerImpl final : public SdsServer {
   absl::Status Start(const SdsServerOptions& options) {
     grpc::ServerBuilder builder;
     builder.RegisterService(&service_);
+    for (grpc::Service* extra : options.extra_services) builder.RegisterService(extra);
     builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
     // Proxies keep these streams open for days; keepalive pings are fine, idle is normal.
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);

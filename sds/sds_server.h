@@ -13,12 +13,17 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/random.h"
 #include "sds/provider.h"
+
+namespace grpc {
+class Service;
+}  // namespace grpc
 
 namespace meshid::sds {
 
@@ -28,6 +33,9 @@ struct SdsServerOptions {
   int socket_mode = 0600;            // 0660 when `socket_group` is set
   std::optional<gid_t> socket_group;
   int max_concurrent_streams = 100000;
+  // Further services on the same socket (the agent's policy relay); not owned, must outlive
+  // the server.
+  std::vector<grpc::Service*> extra_services;
 };
 
 // Counters the server keeps (registered in the MetricsRegistry passed to Create):

@@ -1,0 +1,137 @@
+// `meshid status`: which proxy (and agent) runs which policy version, and the NACKs with their
+// errors, as the agents last reported them to any server replica (read from the store).
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/commands.h"
+#include "cli/flags.h"
+#include "common/clock.h"
+#include "common/duration.h"
+#include "sql/store.h"
+
+namespace meshid::cli {
+namespace {
+
+struct StatusFlags {
+  std::string data_dir = "./var/lib/meshid";
+  std::string datastore;
+  bool json = false;
+  std::string stale_after = "2m";
+};
+
+std::string Rfc3339(absl::Time t) { return absl::FormatTime("%Y-%m-%d%ET%H:%M:%E*SZ", t, absl::UTCTimeZone()); }
+
+// One word for a row: SYNCED (runs the newest version), NACKED (rejected a version newer than
+// the one it runs), PENDING (runs an older one, nothing rejected), DISCONNECTED (its stream is
+// gone), LOST (its agent has not reported for --stale-after).
+std::string StateOf(const PolicyStatusRow& r, int64_t head, absl::Time now, absl::Duration stale_after) {
+  if (now - r.reported_at > stale_after) return "LOST";
+  if (!r.connected) return "DISCONNECTED";
+  if (r.rejected_version > r.applied_version) return "NACKED";
+  if (r.applied_version == head) return "SYNCED";
+  return "PENDING";
+}
+
+std::string Ago(absl::Duration d) {
+  if (d < absl::Seconds(1)) return "just now";
+  return absl::StrCat(meshid::FormatDuration(absl::Seconds(absl::ToInt64Seconds(d))), " ago");
+}
+
+}  // namespace
+
+void RegisterStatusCommands(CLI::App& app, CommandContext& ctx) {
+  auto f = std::make_shared<StatusFlags>();
+  CLI::App* cmd = app.add_subcommand("status", "Which proxy runs which policy version, and which rejected one (NACK)");
+  cmd->add_option("--data-dir", f->data_dir, "Data directory of the server (its store is <data-dir>/meshid.db)")
+      ->capture_default_str();
+  cmd->add_option("--datastore", f->datastore,
+                  "Store URL instead: sqlite://<path> or postgresql://user[:password]@host:port/database");
+  cmd->add_flag("--json", f->json, "One JSON object: the newest version, and every agent and proxy");
+  cmd->add_option("--stale-after", f->stale_after, "An agent silent this long is shown as LOST (agents report every 30s)")
+      ->capture_default_str();
+  cmd->callback([f, &ctx] {
+    auto stale_after = ParseDuration(f->stale_after);
+    if (!stale_after.ok()) return Fail(ctx, "--stale-after", stale_after.status());
+    StoreOptions options;
+    options.create_if_missing = false;
+    options.max_connections = 2;
+    auto store = OpenStore(StoreUrlFromFlags(f->data_dir, f->datastore), options);
+    if (!store.ok()) return Fail(ctx, f->datastore.empty() ? "--data-dir" : "--datastore", store.status());
+    auto versions = (*store)->ListPolicyVersions(1);
+    if (!versions.ok()) return Fail(ctx, "status", versions.status());
+    auto rows = (*store)->ListPolicyStatus();
+    if (!rows.ok()) return Fail(ctx, "status", rows.status());
+    const absl::Time now = SystemClock::Instance().Now();
+    const int64_t head = versions->empty() ? 0 : versions->front().version;
+
+    if (f->json) {
+      nlohmann::json out = {{"version", nullptr}, {"agents", nlohmann::json::array()}, {"proxies", nlohmann::json::array()}};
+      if (!versions->empty()) {
+        const auto& v = versions->front();
+        out["version"] = {{"version", v.version},         {"created_at", Rfc3339(v.created_at)},
+                          {"created_by", v.created_by},   {"description", v.description},
+                          {"digest", v.digest},           {"documents", v.document_count}};
+      }
+      for (const auto& r : *rows) {
+        nlohmann::json j = {{"agent_id", r.agent_id},
+                            {"applied_version", r.applied_version},
+                            {"rejected_version", r.rejected_version},
+                            {"last_error", r.last_error},
+                            {"connected", r.connected},
+                            {"state", StateOf(r, head, now, *stale_after)},
+                            {"changed_at", Rfc3339(r.changed_at)},
+                            {"reported_at", Rfc3339(r.reported_at)},
+                            {"reporter", r.reporter}};
+        if (r.proxy_id.empty()) {
+          out["agents"].push_back(std::move(j));
+        } else {
+          j["proxy_id"] = r.proxy_id;
+          j["service"] = r.service;
+          j["namespace"] = r.namespace_;
+          out["proxies"].push_back(std::move(j));
+        }
+      }
+      std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+      return;
+    }
+
+    if (versions->empty()) {
+      std::cout << "no policy version yet (meshid apply -f FILE|DIR stores one)\n";
+    } else {
+      const auto& v = versions->front();
+      std::cout << "policy version " << v.version << ": " << v.document_count << " objects, applied "
+                << Rfc3339(v.created_at) << " by " << v.created_by << " (" << v.description << ")\n";
+    }
+    if (rows->empty()) {
+      std::cout << "no agent has reported yet\n";
+      std::cout.flush();
+      return;
+    }
+    std::cout << "\n"
+              << absl::StrFormat("%-20s %-24s %-16s %-14s %-8s %-13s %s\n", "AGENT", "PROXY", "SERVICE", "NAMESPACE",
+                                 "VERSION", "STATE", "DETAIL");
+    for (const auto& r : *rows) {
+      const std::string state = StateOf(r, head, now, *stale_after);
+      std::string detail;
+      if (state == "NACKED") {
+        detail = absl::StrCat("rejected ", r.rejected_version, ": ", r.last_error);
+      } else if (state == "LOST") {
+        detail = absl::StrCat("last report ", Ago(now - r.reported_at));
+      } else if (state == "DISCONNECTED") {
+        detail = absl::StrCat("since ", Ago(now - r.changed_at));
+      } else if (r.rejected_version > 0 && !r.last_error.empty()) {
+        detail = absl::StrCat("(earlier rejected ", r.rejected_version, ": ", r.last_error, ")");
+      }
+      std::cout << absl::StrFormat("%-20s %-24s %-16s %-14s %-8s %-13s %s\n", r.agent_id,
+                                   r.proxy_id.empty() ? "(agent)" : r.proxy_id, r.proxy_id.empty() ? "-" : r.service,
+                                   r.proxy_id.empty() ? "-" : r.namespace_,
+                                   r.applied_version == 0 ? "-" : absl::StrCat(r.applied_version), state, detail);
+    }
+    std::cout.flush();
+  });
+}
+
+}  // namespace meshid::cli
