@@ -16,6 +16,10 @@ void RegisterCertsCommands(CLI::App& app, CommandContext& ctx);
 void RegisterAgentCommands(CLI::App& app, CommandContext& ctx);
 void RegisterProxyCommands(CLI::App& app, CommandContext& ctx);
 void RegisterPolicyCommands(CLI::App& app, CommandContext& ctx);
+// `apply`, `delete` (cli/apply_cmd.cc), `status` (cli/status_cmd.cc), `hello` (cli/hello_cmd.cc).
+void RegisterApplyCommands(CLI::App& app, CommandContext& ctx);
+void RegisterStatusCommands(CLI::App& app, CommandContext& ctx);
+void RegisterHelloCommands(CLI::App& app, CommandContext& ctx);
 // `certs list`, `entry ...`, `identity ...` (cli/store_cmds.cc); after RegisterCertsCommands.
 void RegisterStoreCommands(CLI::App& app, CommandContext& ctx);
 

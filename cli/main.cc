@@ -13,6 +13,9 @@ int main(int argc, char** argv) {
   meshid::cli::RegisterAgentCommands(app, ctx);
   meshid::cli::RegisterProxyCommands(app, ctx);
   meshid::cli::RegisterPolicyCommands(app, ctx);
+  meshid::cli::RegisterApplyCommands(app, ctx);
+  meshid::cli::RegisterStatusCommands(app, ctx);
+  meshid::cli::RegisterHelloCommands(app, ctx);
   meshid::cli::RegisterStoreCommands(app, ctx);  // after RegisterCertsCommands: adds `certs list`
   CLI11_PARSE(app, argc, argv);
   return ctx.exit_code;
