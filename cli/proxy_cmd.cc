@@ -10,6 +10,7 @@
 #include "cli/flags.h"
 #include "common/duration.h"
 #include "common/logging.h"
+#include "meshproxy/agent_policy_source.h"
 #include "meshproxy/file_policy_source.h"
 #include "meshproxy/sidecar.h"
 
@@ -39,6 +40,7 @@ struct ProxyFlags {
   int max_request_headers_kb = 60;
   uint64_t max_request_body_bytes = 0;
   std::string log_level = "info";
+  bool policy_from_agent = false;
 };
 
 absl::Status Flag(absl::string_view flag, const absl::Status& s) {
@@ -142,6 +144,9 @@ void RegisterProxyCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--config,-c", f->config, "Policy YAML file or directory, watched for changes (repeatable)")
       ->allow_extra_args(false);
   cmd->add_option("--reload-interval", f->reload_interval, "How often --config files are checked")->capture_default_str();
+  cmd->add_flag("--policy-from-agent", f->policy_from_agent,
+                "Take policy from the agent's policy stream on --sds-socket (meshid apply on the server) instead of "
+                "--config files");
   cmd->add_option("--ext-authz-provider", f->ext_authz_providers,
                   "NAME=host:port|unix:PATH for CUSTOM policies (repeatable)")
       ->allow_extra_args(false);
@@ -184,9 +189,21 @@ void RegisterProxyCommands(CLI::App& app, CommandContext& ctx) {
 
     BlockTerminationSignals();
     MetricsRegistry metrics;
-    auto sidecar = meshproxy::Sidecar::Start(
-        std::move(*config), std::make_unique<meshproxy::FilePolicySource>(std::move(watch), *logger, &metrics), *logger,
-        metrics, SystemClock::Instance());
+    std::unique_ptr<meshproxy::PolicySource> source;
+    if (f->policy_from_agent) {
+      if (!f->config.empty()) {
+        return Fail(ctx, "--policy-from-agent", absl::InvalidArgumentError("policy comes from the agent or --config, not both"));
+      }
+      meshproxy::AgentPolicySourceOptions agent;
+      agent.socket_path = f->sds_socket;
+      agent.node = {meshproxy::DefaultProxyId(f->service, f->namespace_), f->service, f->namespace_};
+      agent.load = watch.load;
+      agent.engine = watch.engine;
+      source = std::make_unique<meshproxy::AgentPolicySource>(std::move(agent), *logger, &metrics);
+    } else {
+      source = std::make_unique<meshproxy::FilePolicySource>(std::move(watch), *logger, &metrics);
+    }
+    auto sidecar = meshproxy::Sidecar::Start(std::move(*config), std::move(source), *logger, metrics, SystemClock::Instance());
     if (!sidecar.ok()) return Fail(ctx, "meshid proxy", sidecar.status());
     meshproxy::Proxy& proxy = (*sidecar)->proxy();
     const auto inbound = proxy.inbound_addresses();
