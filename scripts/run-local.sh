@@ -1,52 +1,193 @@
 #!/usr/bin/env bash
-# Builds meshid (Release) if needed, starts the CA on 127.0.0.1:15012 with its data in
-# ./var/lib/meshid (SQLite, no Kubernetes), mints a service-account token, issues a first
-# workload certificate with it, and shows it. The CA keeps running until Ctrl-C (or pass
-# --once to stop after the first certificate).
+# The whole mesh on this machine, in one command. Builds meshid (Release) if needed, then starts
+# on loopback, with ports the OS picks:
+#   meshid server   the CA and policy server (SQLite in the state directory, no Kubernetes)
+#   meshid agent    one node agent: workload certificates and policy over its Unix socket
+#   hello-a, hello-b  two demo apps (meshid hello), each behind a meshid proxy (STRICT mTLS)
+# applies the sample policy (examples/demo) with `meshid apply`, and shows one allowed call
+# (200), one denied call (403) and one plaintext call refused under STRICT. Everything keeps
+# running until Ctrl-C, which stops every process it started (so does any error).
+#
+#   scripts/run-local.sh            # build, run, keep the mesh up until Ctrl-C
+#   scripts/run-local.sh --once     # stop right after the demonstration; exit 0 only if all three
+#                                   # outcomes were as expected (CI)
+#   --meshid PATH                   # use this binary, skip installing and building
+#   --dir DIR                       # state and logs (default ./var/demo; emptied first)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-"$root/scripts/install-deps.sh"
-cmake -S "$root" -B "$root/build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-ninja -C "$root/build" meshid
 
-meshid="$root/build/meshid"
-data="$root/var/lib/meshid"
-work="$root/var/run/demo"
-mkdir -p "$data" "$work"
-
-"$meshid" server --data-dir "$data" --listen 127.0.0.1:15012 --monitoring-addr 127.0.0.1:15014 \
-  >"$work/server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
-for _ in $(seq 100); do
-  grep -q "listening on" "$work/server.log" && break
-  kill -0 $server 2>/dev/null || { cat "$work/server.log"; exit 1; }
-  sleep 0.1
+once=0
+meshid=""
+dir="$root/var/demo"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --once) once=1 ;;
+    --meshid) meshid="$2"; shift ;;
+    --dir) dir="$2"; shift ;;
+    *) echo "usage: $0 [--once] [--meshid PATH] [--dir DIR]" >&2; exit 2 ;;
+  esac
+  shift
 done
-cat "$work/server.log"
+
+if [ -z "$meshid" ]; then
+  "$root/scripts/install-deps.sh"
+  cmake -S "$root" -B "$root/build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  ninja -C "$root/build" meshid
+  meshid="$root/build/meshid"
+fi
+
+rm -rf "$dir"
+mkdir -p "$dir"
+data="$dir/server"
+# Unix socket paths are limited to 107 bytes: keep the agent's socket short, under /tmp.
+sock_dir=$(mktemp -d /tmp/meshid-demo.XXXXXX)
+sock="$sock_dir/agent.sock"
+
+# Every process we start, stopped (TERM, then KILL after 10 s) whenever this script exits.
+pids=()
+stop_all() {
+  local status=$?
+  trap - EXIT INT TERM
+  if [ ${#pids[@]} -gt 0 ]; then
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    for _ in $(seq 100); do
+      local alive=0
+      for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+      [ $alive = 0 ] && break
+      sleep 0.1
+    done
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+  rm -rf "$sock_dir"
+  exit $status
+}
+trap stop_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME ARGS...: runs `meshid ARGS...` in the background, output in $dir/NAME.log.
+start() {
+  local name=$1
+  shift
+  "$meshid" "$@" >"$dir/$name.log" 2>&1 &
+  pids+=($!)
+}
+
+# wait_log NAME REGEX: prints the first capture of REGEX in NAME's log once it appears; fails
+# (showing the log) if the process exits or a minute passes.
+wait_log() {
+  local name=$1 re=$2 pid=${pids[${#pids[@]}-1]}
+  for _ in $(seq 600); do
+    local m
+    m=$(grep -oP "$re" "$dir/$name.log" | head -1 || true)
+    if [ -n "$m" ]; then echo "$m"; return 0; fi
+    if ! kill -0 "$pid" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  echo "$name did not start; its log ($dir/$name.log):" >&2
+  cat "$dir/$name.log" >&2
+  return 1
+}
+
+echo "== meshid server (CA + policy server, SQLite in $data)"
+start server server --data-dir "$data" --listen 127.0.0.1:0 --monitoring-addr 127.0.0.1:0 --policy-poll-interval 500ms
+ca_port=$(wait_log server 'listening on 127\.0\.0\.1:\K\d+')
+echo "listening on 127.0.0.1:$ca_port"
+
+"$meshid" token create --data-dir "$data" --namespace istio-system --service-account meshid-agent >"$dir/agent.token"
+"$meshid" token create --data-dir "$data" --namespace demo --service-account hello-a >"$dir/hello-a.token"
+"$meshid" token create --data-dir "$data" --namespace demo --service-account hello-b >"$dir/hello-b.token"
+
+echo "== meshid agent (SDS and policy on unix:$sock)"
+start agent agent --ca-addr "127.0.0.1:$ca_port" --ca-root "$data/root-cert.pem" --token-file "$dir/agent.token" \
+  --sds-socket "$sock" --monitoring-addr 127.0.0.1:0 --agent-id demo-node
+wait_log agent 'sds listening on \K\S+' >/dev/null
+
+echo "== meshid apply -f examples/demo"
+"$meshid" apply -f "$root/examples/demo" --data-dir "$data"
+
+echo "== two apps (meshid hello), each behind a meshid proxy"
+start hello-a hello --listen 127.0.0.1:0 --version v1
+app_a=$(wait_log hello-a 'listening on \K\S+')
+start hello-b hello --listen 127.0.0.1:0 --version v2
+app_b=$(wait_log hello-b 'listening on \K\S+')
+start proxy-b proxy --sds-socket "$sock" --token-file "$dir/hello-b.token" --service hello-b --namespace demo \
+  --label app=hello-b --inbound 127.0.0.1:0 --app "$app_b" --admin-addr 127.0.0.1:0 --policy-from-agent
+in_b=$(wait_log proxy-b 'inbound listening on \K\S+')
+admin_b=$(wait_log proxy-b 'admin on port \K\d+')
+start proxy-a proxy --sds-socket "$sock" --token-file "$dir/hello-a.token" --service hello-a --namespace demo \
+  --label app=hello-a --inbound 127.0.0.1:0 --app "$app_a" --outbound 127.0.0.1:0 --upstream "hello-b=$in_b" \
+  --admin-addr 127.0.0.1:0 --policy-from-agent
+out_a=$(wait_log proxy-a 'outbound listening on \K\S+')
+admin_a=$(wait_log proxy-a 'admin on port \K\d+')
+echo "hello-a (v1) on $app_a behind proxy-a: outbound $out_a; hello-b (v2) on $app_b behind proxy-b: inbound $in_b"
+
+# Both proxies ready: certificate, trust bundle and policy version 1 from the agent.
+for admin in "$admin_a" "$admin_b"; do
+  for _ in $(seq 600); do
+    curl -sf "http://127.0.0.1:$admin/ready" >/dev/null && break
+    sleep 0.1
+  done
+  curl -sf "http://127.0.0.1:$admin/ready" >/dev/null || { echo "a proxy never became ready; see $dir/*.log" >&2; exit 1; }
+done
+
+ok=1
+# check WHAT EXPECTED_CODE ACTUAL_CODE BODY
+check() {
+  if [ "$3" = "$2" ]; then
+    echo "   -> $3 ${4:+($4)} as expected"
+  else
+    echo "   -> got ${3:-nothing} ${4:+($4)}, expected $2" >&2
+    ok=0
+  fi
+}
 
 echo
-echo "== a token for service account default/sleep (meshid token create)"
-"$meshid" token create --data-dir "$data" --namespace default --service-account sleep >"$work/token"
-cut -c1-72 "$work/token" | sed 's/$/.../'
+echo "== 1. allowed: hello-a calls hello-b over mTLS (the policy lets hello-a GET /hello)"
+echo "   curl -H 'Host: hello-b' http://$out_a/hello"
+body=$(curl -s -o - -w '\n%{http_code}' -H 'Host: hello-b' "http://$out_a/hello" || true)
+check "allowed" 200 "$(tail -n1 <<<"$body")" "$(head -n1 <<<"$body")"
+
+echo "== 2. denied: hello-a asks hello-b for /admin, which no rule allows"
+echo "   curl -H 'Host: hello-b' http://$out_a/admin"
+body=$(curl -s -o - -w '\n%{http_code}' -H 'Host: hello-b' "http://$out_a/admin" || true)
+check "denied" 403 "$(tail -n1 <<<"$body")" "$(head -n1 <<<"$body")"
+
+echo "== 3. plaintext: a caller without a certificate goes straight to hello-b's proxy (STRICT)"
+echo "   curl http://$in_b/hello"
+set +e
+curl -s -o /dev/null -m 10 "http://$in_b/hello"
+rc=$?
+set -e
+if [ $rc -eq 52 ] || [ $rc -eq 56 ]; then
+  echo "   -> connection closed without an answer (curl exit $rc) as expected"
+else
+  echo "   -> curl exit $rc: the plaintext call was not refused" >&2
+  ok=0
+fi
 
 echo
-echo "== CreateCertificate over TLS (meshid certs request)"
-"$meshid" certs request --ca-addr 127.0.0.1:15012 --ca-root "$data/root-cert.pem" \
-  --token-file "$work/token" --out-dir "$work/sleep"
+echo "== meshid status"
+for _ in $(seq 50); do
+  "$meshid" status --data-dir "$data" | grep -c SYNCED | grep -qx 3 && break
+  sleep 0.2
+done
+"$meshid" status --data-dir "$data"
 
-echo
-echo "== the SVID, checked by openssl"
-openssl verify -CAfile "$data/root-cert.pem" "$work/sleep/cert-chain.pem"
-openssl x509 -in "$work/sleep/cert-chain.pem" -noout -serial -dates \
-  -ext subjectAltName,keyUsage,extendedKeyUsage,basicConstraints
+if [ $ok = 1 ]; then echo; echo "all three outcomes as expected"; else echo; echo "UNEXPECTED OUTCOME (logs in $dir)" >&2; fi
+if [ $once = 1 ]; then
+  [ $ok = 1 ]
+  exit $?
+fi
+cat <<EOF
 
-echo
-echo "== metrics (http://127.0.0.1:15014/metrics)"
-curl -s http://127.0.0.1:15014/metrics | grep -E '^citadel_server_(csr_count|success_cert_issuance_count|root_cert_expiry_seconds) '
-
-if [ "${1:-}" = "--once" ]; then exit 0; fi
-echo
-echo "The CA keeps serving on 127.0.0.1:15012 (log: $work/server.log). Ctrl-C stops it."
-wait $server
+The mesh keeps running (logs in $dir). Try:
+  curl -H 'Host: hello-b' http://$out_a/hello          # allowed
+  curl -H 'Host: hello-b' http://$out_a/admin          # denied
+  $meshid apply -f examples/demo --data-dir $data      # edit examples/demo first: a new version
+  $meshid status --data-dir $data
+Ctrl-C stops everything.
+EOF
+wait
