@@ -298,3 +298,25 @@ TEST(ApplyPolicyFiles, CommitsAVersionOnlyWhenSomethingChangedAndNothingOnError)
 
 }  // namespace
 }  // namespace meshid::authz
+
+namespace meshid::authz {
+namespace {
+
+// The fuzz corpus's valid seed really is a valid response whose snapshot compiles, so the
+// fuzzer starts from the deep path (tests/fuzz/policy_stream_fuzzer.cc).
+TEST(PolicyStreamFuzzCorpus, TheValidSeedDecodesAndCompiles) {
+  std::ifstream in(std::string(MESHID_SOURCE_DIR) + "/tests/fuzz/corpus/policy_stream/receive_valid", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(bytes.size(), 1u);
+  envoy::service::discovery::v3::DiscoveryResponse response;
+  ASSERT_TRUE(response.ParseFromString(bytes.substr(1)));
+  auto snapshot = DecodePolicyResponse(response);
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  Diagnostics diag;
+  auto set = ParseSnapshot(**snapshot, LoadOptions{}, diag);
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_TRUE(CompileCheck(std::move(*set), {}).ok());
+}
+
+}  // namespace
+}  // namespace meshid::authz

@@ -1,0 +1,113 @@
+// Fuzzes what the policy stream's peers control. Byte 0 % 3 picks the side:
+//  - 0: the receiving side (agent, proxy). The rest is a serialized DiscoveryResponse from
+//    the server or agent: it goes through PolicyStreamClientState, and a snapshot it accepts is
+//    parsed and compiled as the proxy does. Invariant: every reply echoes the response's nonce,
+//    and a snapshot handed out validates.
+//  - 1: the serving side (server, agent). Records of [op][length][payload]: op % 3 == 0 parses
+//    the payload as a DiscoveryRequest, 1 publishes a new snapshot, 2 takes the next response.
+//    Invariants: a response carries the nonce it was given and a decodable snapshot, and never
+//    the version the client rejected; no response before the first request.
+//  - 2: an agent's status report (PolicyStatusReport) as the server checks it.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "authz/policy_distribution.h"
+#include "authz/policy_distribution_apply.h"
+#include "authz/policy_distribution_xds.h"
+
+namespace {
+
+using meshid::authz::PolicySnapshotPtr;
+
+PolicySnapshotPtr Snapshot(int64_t version, const std::string& payload) {
+  meshid::PolicyVersion v;
+  v.info.version = version;
+  v.documents.push_back({"AuthorizationPolicy", "demo", "p",
+                         "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, "
+                         "namespace: demo}\nspec: {}\n# " +
+                             std::to_string(payload.size()) + "\n",
+                         "fuzz"});
+  return meshid::authz::MakePolicySnapshot(v);
+}
+
+void Receive(const std::string& bytes) {
+  envoy::service::discovery::v3::DiscoveryResponse response;
+  if (!response.ParseFromString(bytes)) return;
+  meshid::authz::PolicyStreamClientState client({"proxy", "svc", "ns"});
+  client.StartStream();
+  auto received = client.OnResponse(response);
+  envoy::service::discovery::v3::DiscoveryRequest reply;
+  if (received.snapshot != nullptr) {
+    if (!meshid::authz::ValidatePolicySnapshot(*received.snapshot).ok()) __builtin_trap();
+    meshid::rbac::Diagnostics diag;
+    auto set = meshid::authz::ParseSnapshot(*received.snapshot, meshid::authz::LoadOptions{}, diag);
+    absl::Status compiled = set.ok() ? meshid::authz::CompileCheck(std::move(*set), {}) : set.status();
+    reply = client.OnApplied(compiled);
+  } else {
+    if (!received.reply.has_value()) __builtin_trap();
+    reply = *received.reply;
+  }
+  if (reply.response_nonce() != response.nonce()) __builtin_trap();
+}
+
+void Report(const std::string& bytes) {
+  meshid::policy::v1::PolicyStatusReport report;
+  if (!report.ParseFromString(bytes)) return;
+  auto rows = meshid::authz::StatusRowsFromReport("spiffe://cluster.local/ns/a/sa/b", report, absl::UnixEpoch());
+  if (rows.ok() && rows->size() != static_cast<size_t>(report.proxies_size()) + 1) __builtin_trap();
+}
+
+void Serve(const uint8_t* data, size_t size) {
+  meshid::authz::PolicyStreamServerState state;
+  int64_t version = 0;
+  int64_t rejected = 0;
+  int nonce = 0;
+  size_t pos = 1;
+  while (pos + 2 <= size) {
+    const uint8_t op = data[pos];
+    const size_t len = std::min<size_t>(data[pos + 1], size - pos - 2);
+    const std::string payload(reinterpret_cast<const char*>(data) + pos + 2, len);
+    pos += 2 + len;
+    switch (op % 3) {
+      case 0: {
+        envoy::service::discovery::v3::DiscoveryRequest request;
+        if (!request.ParseFromString(payload)) break;
+        auto result = state.OnRequest(request);
+        if (result.ok() && result->nack) rejected = result->version;
+        break;
+      }
+      case 1:
+        state.OnSnapshot(Snapshot(++version, payload));
+        break;
+      case 2: {
+        const std::string n = std::to_string(++nonce);
+        auto response = state.TakeResponse(n);
+        if (!response) break;
+        if (!state.started() || response->nonce() != n) __builtin_trap();
+        auto snapshot = meshid::authz::DecodePolicyResponse(*response);
+        if (!snapshot.ok() || (*snapshot)->version() == rejected) __builtin_trap();
+        break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 1) return 0;
+  const std::string rest(reinterpret_cast<const char*>(data) + 1, size - 1);
+  switch (data[0] % 3) {
+    case 0:
+      Receive(rest);
+      break;
+    case 1:
+      Serve(data, size);
+      break;
+    default:
+      Report(rest);
+      break;
+  }
+  return 0;
+}
