@@ -7,6 +7,7 @@ meshid_test(meshid_policy_distribution_test
   SOURCES
     ${PROJECT_SOURCE_DIR}/tests/authz/policy_distribution_xds_test.cc
     ${PROJECT_SOURCE_DIR}/tests/authz/policy_distribution_apply_test.cc
+    ${PROJECT_SOURCE_DIR}/tests/authz/policy_distribution_service_test.cc
   DEPS meshid_authz meshid_sql)
 target_compile_definitions(meshid_policy_distribution_test PRIVATE MESHID_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 
