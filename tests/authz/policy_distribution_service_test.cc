@@ -192,6 +192,8 @@ TEST_F(PolicyServiceTest, AClientAppliesAcksNacksAndTheObserverSeesIt) {
 
   publisher.Publish(Snapshot(3));
   ASSERT_TRUE(Eventually([&] { return client->state().applied_version == 3; }));
+  // The client's state changes before its ACK reaches the server: wait for the server's view.
+  ASSERT_TRUE(Eventually([&] { return last_event(PolicyStreamEvent::Kind::kAcked)->applied_version == 3; }));
   {
     absl::MutexLock lock(&applied_mu);
     EXPECT_EQ(applied, (std::vector<int64_t>{1, 2, 3})) << "version 2 was offered once, never again";
