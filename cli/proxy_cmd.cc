@@ -1,5 +1,6 @@
 // `meshid proxy`: the sidecar (meshproxy/): inbound mTLS + policy in front of an app,
 // outbound mTLS to named upstreams, certificates from the node agent over SDS.
+#include <csignal>
 #include <string>
 #include <vector>
 
@@ -187,6 +188,7 @@ void RegisterProxyCommands(CLI::App& app, CommandContext& ctx) {
     watch.engine.custom = *custom;
     watch.interval = *reload;
 
+    std::signal(SIGPIPE, SIG_IGN);  // a peer closing mid-write is an error code, not a signal
     BlockTerminationSignals();
     MetricsRegistry metrics;
     std::unique_ptr<meshproxy::PolicySource> source;

@@ -395,6 +395,13 @@ ParseStatus RequestHeadParser::Parse(absl::string_view data, HttpRequestHead& ou
 
 ParseStatus ResponseHeadParser::Parse(absl::string_view data, absl::string_view request_method,
                                       HttpResponseHead& out, size_t& consumed, HttpError& error) {
+  const ParseStatus st = ParseImpl(data, request_method, out, consumed, error);
+  if (st == ParseStatus::kError) error.status = 502;  // whatever is wrong, the caller gets a bad gateway
+  return st;
+}
+
+ParseStatus ResponseHeadParser::ParseImpl(absl::string_view data, absl::string_view request_method,
+                                          HttpResponseHead& out, size_t& consumed, HttpError& error) {
   HeadScan scan = ScanHead(data, scanned_, limits_.max_head_bytes, 502, error);
   if (scan.status != ParseStatus::kDone) return scan.status;
   out = HttpResponseHead();
@@ -430,10 +437,7 @@ ParseStatus ResponseHeadParser::Parse(absl::string_view data, absl::string_view 
     }
   }
   Framing f;
-  if (!ParseFraming(out.headers, false, f, error)) {
-    error.status = 502;
-    return ParseStatus::kError;
-  }
+  if (!ParseFraming(out.headers, false, f, error)) return ParseStatus::kError;
   out.connection_tokens = std::move(f.connection_tokens);
   out.keep_alive = out.minor_version == 1 ? !HasToken(out.connection_tokens, "close")
                                           : HasToken(out.connection_tokens, "keep-alive");
@@ -449,7 +453,7 @@ ParseStatus ResponseHeadParser::Parse(absl::string_view data, absl::string_view 
 }
 
 BodyRelay::BodyRelay(BodyFraming framing, uint64_t content_length, bool chunked_output, const HttpLimits& limits)
-    : framing_(framing), chunked_output_(chunked_output), max_body_(limits.max_body_bytes) {
+    : chunked_output_(chunked_output), max_body_(limits.max_body_bytes) {
   switch (framing) {
     case BodyFraming::kNone:
       state_ = State::kDone;

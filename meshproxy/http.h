@@ -79,9 +79,9 @@ struct HttpResponseHead {
   const std::string* Find(absl::string_view lower_name) const;
 };
 
-// True for fields a proxy must not forward: Connection and the fields it names, Keep-Alive,
-// Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade, Content-Length of a chunked
-// message is never present (refused). Framing fields are re-added by the serializer.
+// True for fields a proxy must not forward: Connection and the fields it names (except Host
+// and Content-Length), Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade.
+// The sender re-adds the framing and upgrade fields it uses.
 bool IsHopByHop(absl::string_view lower_name, const std::vector<std::string>& connection_tokens);
 
 // Incremental request-head parser for one connection. Feed it the connection's buffered
@@ -99,9 +99,9 @@ class RequestHeadParser {
   size_t scanned_ = 0;
 };
 
-// The same for responses from the app or an upstream proxy. `request_method` decides whether
-// a body follows (HEAD: never). Responses larger than limits.max_head_bytes are refused (502
-// at the caller).
+// The same for responses from the app or an upstream proxy, with the same strictness; every
+// refusal is a 502 for the caller. `request_method` decides whether a body follows (HEAD:
+// never).
 class ResponseHeadParser {
  public:
   explicit ResponseHeadParser(const HttpLimits& limits) : limits_(limits) {}
@@ -110,6 +110,8 @@ class ResponseHeadParser {
   void Reset() { scanned_ = 0; }
 
  private:
+  ParseStatus ParseImpl(absl::string_view data, absl::string_view request_method, HttpResponseHead& out,
+                        size_t& consumed, HttpError& error);
   const HttpLimits limits_;
   size_t scanned_ = 0;
 };
@@ -135,7 +137,6 @@ class BodyRelay {
   enum class State { kLength, kUntilClose, kSize, kExt, kSizeLf, kData, kDataCr, kDataLf, kTrailer, kTrailerLf, kDone };
   ParseStatus AddBodyBytes(uint64_t n, HttpError& error);
 
-  const BodyFraming framing_;
   const bool chunked_output_;
   const uint64_t max_body_;
   State state_;

@@ -762,20 +762,22 @@ Task<void> ServeInbound(ProxyCore& core, ConnRegistry& reg, tcp::socket socket, 
   peer.destination_ip = Endpoint(socket, true);
   c->down = std::make_unique<PlainTransport>(std::move(socket));
 
+  // The first byte tells a TLS ClientHello (0x16) from plaintext. Under PERMISSIVE a TCP peer
+  // that waits for the server to speak first is plaintext once the detection timeout passes;
+  // under STRICT it must start a handshake.
   std::string initial;
   ErrorCode ec;
-  bool is_tls = true;
-  if (port.mode != authz::PeerMode::kStrict) {
-    // PERMISSIVE: the first byte tells a TLS ClientHello (0x16) from plaintext. A TCP peer that
-    // waits for the server to speak first is plaintext once the detection timeout passes.
-    bool timed_out = false;
-    if (port.protocol == PortProtocol::kHttp) {
-      co_await ReadInto(*c, *c->down, initial, ec);
-    } else {
-      co_await ReadUntil(core, *c, *c->down, initial, [](const std::string& b) { return !b.empty(); }, timed_out, ec);
-    }
-    if (ec) co_return;
-    is_tls = !initial.empty() && initial[0] == 0x16;
+  bool timed_out = false;
+  if (port.protocol == PortProtocol::kHttp || port.mode == authz::PeerMode::kStrict) {
+    co_await ReadInto(*c, *c->down, initial, ec);
+  } else {
+    co_await ReadUntil(core, *c, *c->down, initial, [](const std::string& b) { return !b.empty(); }, timed_out, ec);
+  }
+  if (ec) co_return;
+  const bool is_tls = !initial.empty() && initial[0] == 0x16;
+  if (!is_tls && port.mode == authz::PeerMode::kStrict) {
+    core.stats.strict_plaintext_refused->Increment();
+    co_return;  // Envoy: no filter chain matches plaintext on a STRICT port
   }
   if (is_tls) {
     auto t = std::make_unique<TlsTransport>(std::move(c->down->socket()), tls->server(), /*server=*/true);
@@ -797,14 +799,10 @@ Task<void> ServeInbound(ProxyCore& core, ConnRegistry& reg, tcp::socket socket, 
     if (const char* sni = SSL_get_servername(t->ssl(), TLSEXT_NAMETYPE_host_name)) peer.sni = sni;
     initial.clear();
     c->down = std::move(t);
-  } else if (port.mode == authz::PeerMode::kStrict) {
-    core.stats.strict_plaintext_refused->Increment();
-    co_return;
   }
 
   PortProtocol protocol = port.protocol;
   if (protocol == PortProtocol::kDetect) {
-    bool timed_out = false;
     co_await ReadUntil(
         core, *c, *c->down, initial, [](const std::string& b) { return SniffProtocol(b) != Sniff::kNeedMore; },
         timed_out, ec);

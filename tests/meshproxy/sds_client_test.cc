@@ -1,0 +1,265 @@
+// sds::SdsClient against the real sds::SdsServer on a Unix socket, with a provider the test
+// controls: one stream per name, ACK/NACK with the right versions, bearer tokens, reconnects.
+#include "sds/sds_client.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "sds/resource.h"
+#include "sds/sds_server.h"
+
+namespace meshid::sds {
+namespace {
+
+using envoy::extensions::transport_sockets::tls::v3::Secret;
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// Serves what the test publishes; records tokens, subscriptions and ACK/NACK reports.
+class Provider final : public SdsSecretProvider {
+ public:
+  class Sub final : public SdsSubscription {
+   public:
+    Sub(Provider* p, std::shared_ptr<SdsWatcher> w) : p_(p), w_(std::move(w)) {}
+    ~Sub() override {
+      absl::MutexLock lock(&p_->mu_);
+      p_->subs_.erase(this);
+    }
+    absl::StatusOr<std::vector<SdsUpdate>> SetNames(const std::set<std::string>& names) override {
+      absl::MutexLock lock(&p_->mu_);
+      for (const auto& n : names) {
+        if (!p_->IsKnownName(n)) return absl::NotFoundError(absl::StrCat("no SDS resource named \"", n, "\""));
+      }
+      names_ = names;
+      for (const auto& n : names) p_->subscribed_.push_back(n);
+      std::vector<SdsUpdate> out;
+      for (const auto& n : names) {
+        if (auto it = p_->current_.find(n); it != p_->current_.end()) out.push_back(it->second);
+      }
+      return out;
+    }
+    void ReportApplied(absl::string_view name, absl::string_view version, bool accepted) override {
+      absl::MutexLock lock(&p_->mu_);
+      p_->reports_.push_back(absl::StrCat(name, "@", version, accepted ? " ACK" : " NACK"));
+    }
+    std::string Describe() const override { return "test"; }
+
+    Provider* p_;
+    std::shared_ptr<SdsWatcher> w_;
+    std::set<std::string> names_;
+  };
+
+  absl::StatusOr<std::unique_ptr<SdsSubscription>> Subscribe(absl::string_view token,
+                                                             std::shared_ptr<SdsWatcher> watcher) override {
+    auto sub = std::make_unique<Sub>(this, std::move(watcher));
+    absl::MutexLock lock(&mu_);
+    tokens_.emplace_back(token);
+    subs_.insert(sub.get());
+    return std::unique_ptr<SdsSubscription>(std::move(sub));
+  }
+  bool IsKnownName(absl::string_view name) const override { return name == "default" || name == "ROOTCA"; }
+
+  void Publish(SdsResourcePtr r) {
+    std::vector<std::shared_ptr<SdsWatcher>> targets;
+    SdsUpdate u{r->name, r, absl::OkStatus()};
+    {
+      absl::MutexLock lock(&mu_);
+      current_[r->name] = u;
+      for (Sub* s : subs_) {
+        if (s->names_.contains(r->name)) targets.push_back(s->w_);
+      }
+    }
+    for (auto& w : targets) w->OnUpdate(u);
+  }
+  bool WaitForReports(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reports_.size() >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Seconds(30));
+  }
+  bool WaitForSubscriptions(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return subscribed_.size() >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Seconds(30));
+  }
+  std::vector<std::string> reports() {
+    absl::MutexLock lock(&mu_);
+    return reports_;
+  }
+  std::vector<std::string> tokens() {
+    absl::MutexLock lock(&mu_);
+    return tokens_;
+  }
+  std::vector<std::string> subscribed() {
+    absl::MutexLock lock(&mu_);
+    return subscribed_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::set<Sub*> subs_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, SdsUpdate> current_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> reports_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> tokens_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> subscribed_ ABSL_GUARDED_BY(mu_);
+};
+
+// What the client's handler saw, and what it should answer.
+class Handler {
+ public:
+  SecretHandler Fn() {
+    return [this](const Secret& s, const std::string& version) -> absl::Status {
+      absl::MutexLock lock(&mu_);
+      std::string content = s.has_tls_certificate() ? s.tls_certificate().certificate_chain().inline_bytes()
+                                                    : s.validation_context().trusted_ca().inline_bytes();
+      seen_.push_back(absl::StrCat(s.name(), "@", version, " ", content));
+      if (absl::StrContains(content, "bad")) return absl::InvalidArgumentError("cannot use " + content);
+      return absl::OkStatus();
+    };
+  }
+  std::vector<std::string> seen() {
+    absl::MutexLock lock(&mu_);
+    return seen_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::string> seen_ ABSL_GUARDED_BY(mu_);
+};
+
+SdsResourcePtr Cert(const std::string& content, uint64_t generation) {
+  return *MakeTlsCertificateResource(kWorkloadResourceName, content, "KEY " + content, generation);
+}
+SdsResourcePtr Roots(const std::string& content, uint64_t generation) {
+  return *MakeValidationContextResource(kRootResourceName, {content}, generation);
+}
+
+class SdsClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           absl::StrCat("meshproxy-sds-", getpid(), "-", ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::create_directories(dir_);
+    options_.socket_path = (dir_ / "socket").string();
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::unique_ptr<SdsServer> StartServer() {
+    auto server = SdsServer::Create(options_, provider_, metrics_, random_, MakeNullLogger());
+    EXPECT_TRUE(server.ok()) << server.status();
+    return server.ok() ? std::move(*server) : nullptr;
+  }
+  SdsClientOptions ClientOptions(std::vector<std::string> names = {"default", "ROOTCA"}) {
+    SdsClientOptions o;
+    o.target = "unix:" + options_.socket_path;
+    o.resource_names = std::move(names);
+    o.node_id = "sidecar~127.0.0.1~reviews.default~default.svc.cluster.local";
+    o.node_cluster = "reviews.default";
+    o.initial_backoff = absl::Milliseconds(20);
+    o.max_backoff = absl::Milliseconds(200);
+    return o;
+  }
+
+  std::filesystem::path dir_;
+  SdsServerOptions options_;
+  Provider provider_;
+  MetricsRegistry metrics_;
+  OpenSslRandom random_;
+  Handler handler_;
+};
+
+TEST_F(SdsClientTest, SubscribesAcksAndNacksLikeEnvoy) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  provider_.Publish(Cert("cert-1", 1));
+  provider_.Publish(Roots("root-1", 1));
+  MetricsRegistry client_metrics;
+  auto client = SdsClient::Create(ClientOptions(), handler_.Fn(), random_, MakeNullLogger(), &client_metrics);
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE(provider_.WaitForReports(2));
+  // One stream per name, as Envoy's SdsApi subscribes.
+  EXPECT_EQ(server->connected_streams(), 2);
+  EXPECT_THAT(provider_.subscribed(), ::testing::UnorderedElementsAre("default", "ROOTCA"));
+  const std::string v1 = Cert("cert-1", 1)->version;
+  EXPECT_THAT(provider_.reports(), Contains("default@" + v1 + " ACK"));
+
+  // A secret the handler cannot use is NACKed; the next good one is ACKed.
+  provider_.Publish(Cert("bad-cert", 2));
+  ASSERT_TRUE(provider_.WaitForReports(3));
+  EXPECT_EQ(provider_.reports()[2], "default@" + Cert("bad-cert", 2)->version + " NACK");
+  provider_.Publish(Cert("cert-3", 3));
+  ASSERT_TRUE(provider_.WaitForReports(4));
+  EXPECT_EQ(provider_.reports()[3], "default@" + Cert("cert-3", 3)->version + " ACK");
+  EXPECT_THAT(handler_.seen(), Contains(HasSubstr("bad-cert")));
+  EXPECT_NE(client_metrics.RenderPrometheus().find(
+                "meshid_sds_client_updates_total{resource=\"default\",result=\"nack\"} 1"),
+            std::string::npos)
+      << client_metrics.RenderPrometheus();
+  EXPECT_NE(metrics_.RenderPrometheus().find("meshid_agent_sds_nacks_total 1"), std::string::npos);
+}
+
+TEST_F(SdsClientTest, SendsTheWorkloadTokenAndReconnectsAfterTheAgentRestarts) {
+  const std::string token_file = (dir_ / "token").string();
+  std::ofstream(token_file) << "token-one\n";
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  provider_.Publish(Cert("cert-1", 1));
+  SdsClientOptions o = ClientOptions({"default"});
+  o.token_file = token_file;
+  auto client = SdsClient::Create(o, handler_.Fn(), random_, MakeNullLogger());
+  ASSERT_TRUE(client.ok());
+  ASSERT_TRUE(provider_.WaitForReports(1));
+  EXPECT_THAT(provider_.tokens(), ElementsAre("token-one"));
+
+  // The agent goes away and comes back; the token is read again (projected tokens rotate).
+  server.reset();
+  std::ofstream(token_file) << "token-two";
+  server = StartServer();
+  ASSERT_NE(server, nullptr);
+  ASSERT_TRUE(provider_.WaitForReports(2));
+  EXPECT_THAT(provider_.tokens(), ElementsAre("token-one", "token-two"));
+  EXPECT_GE(handler_.seen().size(), 2u);
+}
+
+TEST_F(SdsClientTest, AnUnknownNameIsRetriedWithBackoff) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  MetricsRegistry client_metrics;
+  auto client = SdsClient::Create(ClientOptions({"bogus"}), handler_.Fn(), random_, MakeNullLogger(), &client_metrics);
+  ASSERT_TRUE(client.ok());
+  // Each attempt is a new stream that the server closes with NOT_FOUND.
+  auto failures = [&] {
+    const std::string text = client_metrics.RenderPrometheus();
+    const std::string series = "meshid_sds_client_stream_failures_total{resource=\"bogus\"} ";
+    const size_t at = text.find(series);
+    return at == std::string::npos ? 0.0 : std::stod(text.substr(at + series.size()));
+  };
+  for (int i = 0; i < 1500 && failures() < 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_GE(failures(), 3);
+  EXPECT_TRUE(handler_.seen().empty());
+  client->reset();  // stops promptly despite the pending backoff
+}
+
+TEST(SdsClientOptionsTest, Validation) {
+  OpenSslRandom random;
+  auto ok_handler = [](const Secret&, const std::string&) { return absl::OkStatus(); };
+  SdsClientOptions o;
+  o.target = "unix:/nonexistent";
+  EXPECT_FALSE(SdsClient::Create(o, ok_handler, random, MakeNullLogger()).ok());  // no names
+  o.resource_names = {"default", "default"};
+  EXPECT_FALSE(SdsClient::Create(o, ok_handler, random, MakeNullLogger()).ok());
+  o.resource_names = {"default"};
+  o.max_backoff = absl::Milliseconds(1);
+  EXPECT_FALSE(SdsClient::Create(o, ok_handler, random, MakeNullLogger()).ok());
+}
+
+}  // namespace
+}  // namespace meshid::sds
