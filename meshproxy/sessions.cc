@@ -105,12 +105,15 @@ std::shared_ptr<Conn> StartConn(ProxyCore& core, ConnRegistry& reg, const asio::
   return c;
 }
 
-// Reads into `buf` (appending) with the activity stamp updated.
-Task<size_t> ReadInto(Conn& c, Transport& t, std::string& buf, ErrorCode& ec) {
-  const size_t old = buf.size();
-  buf.resize(old + kReadChunk);
-  size_t n = co_await t.ReadSome(buf.data() + old, kReadChunk, ec);
-  buf.resize(old + n);
+// A read buffer of its own for each concurrent reader (growing a string by a whole chunk per
+// read would zero-fill it every time).
+using Scratch = std::unique_ptr<char[]>;
+Scratch NewScratch() { return Scratch(new char[kReadChunk]); }
+
+// Reads into `buf` (appending) through `scratch`, with the activity stamp updated.
+Task<size_t> ReadInto(Conn& c, Transport& t, char* scratch, std::string& buf, ErrorCode& ec) {
+  size_t n = co_await t.ReadSome(scratch, kReadChunk, ec);
+  buf.append(scratch, n);
   if (n > 0) c.Touch();
   co_return n;
 }
@@ -145,10 +148,11 @@ std::string AuthnMessage(const std::string& reason) {
 
 Task<void> Pump(std::shared_ptr<Conn> c, Transport* from, Transport* to) {
   std::string buf;
+  Scratch scratch = NewScratch();
   while (true) {
     ErrorCode ec;
     buf.clear();
-    co_await ReadInto(*c, *from, buf, ec);
+    co_await ReadInto(*c, *from, scratch.get(), buf, ec);
     if (ec) {
       if (ec == asio::error::eof) {
         ErrorCode ignored;
@@ -287,6 +291,7 @@ class HttpSession {
   const ListenerKind kind_;
   std::string buf_;   // bytes from downstream not yet consumed
   std::string rbuf_;  // bytes from upstream not yet consumed
+  Scratch scratch_ = NewScratch();  // reads are sequential within an exchange
 };
 
 Task<void> HttpSession::Reply(int status, absl::string_view body, bool close, ErrorCode& ec) {
@@ -346,7 +351,7 @@ Task<HttpSession::Forwarded> HttpSession::ForwardRequest(const HttpRequestHead& 
       if (ec) co_return Forwarded::kUpstreamFailed;
     }
     if (st == ParseStatus::kDone) co_return Forwarded::kOk;
-    co_await ReadInto(*c_, *c_->down, buf_, ec);
+    co_await ReadInto(*c_, *c_->down, scratch_.get(), buf_, ec);
     if (ec) co_return Forwarded::kEnd;  // the caller left mid-body
   }
 }
@@ -369,7 +374,7 @@ Task<void> HttpSession::Run() {
         co_await Reply(err.status, err.message, true, ec);
         co_return;
       }
-      co_await ReadInto(*c_, *c_->down, buf_, ec);
+      co_await ReadInto(*c_, *c_->down, scratch_.get(), buf_, ec);
       if (ec) co_return;  // closed between requests (or mid-head: nothing to answer)
     }
     parser.Reset();
@@ -437,7 +442,7 @@ Task<void> HttpSession::Run() {
           got_head = true;
           break;
         }
-        co_await ReadInto(*c_, *c_->up, rbuf_, ec);
+        co_await ReadInto(*c_, *c_->up, scratch_.get(), rbuf_, ec);
         if (ec) break;
       }
       if (got_head) break;
@@ -486,7 +491,7 @@ Task<void> HttpSession::Run() {
         if (ec) co_return;
       }
       if (st == ParseStatus::kDone) break;
-      co_await ReadInto(*c_, *c_->up, rbuf_, ec);
+      co_await ReadInto(*c_, *c_->up, scratch_.get(), rbuf_, ec);
       if (ec) {
         if (ec == asio::error::eof && resp.framing == BodyFraming::kUntilClose) {
           body.FinishAtClose(out);
@@ -640,8 +645,8 @@ Sniff SniffProtocol(absl::string_view data) {
 
 // Reads into `buf` until `done(buf)`, or the deadline passes (returns with `timed_out`).
 template <typename Done>
-Task<void> ReadUntil(ProxyCore& core, Conn& c, Transport& t, std::string& buf, Done done, bool& timed_out,
-                     ErrorCode& ec) {
+Task<void> ReadUntil(ProxyCore& core, Conn& c, Transport& t, char* scratch, std::string& buf, Done done,
+                     bool& timed_out, ErrorCode& ec) {
   timed_out = false;
   Transport* raw = &t;
   bool* flag = &timed_out;
@@ -651,7 +656,7 @@ Task<void> ReadUntil(ProxyCore& core, Conn& c, Transport& t, std::string& buf, D
     raw->socket().cancel(ignored);
   });
   while (!done(buf)) {
-    co_await ReadInto(c, t, buf, ec);
+    co_await ReadInto(c, t, scratch, buf, ec);
     if (ec) break;
   }
   c.ClearDeadline();
@@ -768,10 +773,12 @@ Task<void> ServeInbound(ProxyCore& core, ConnRegistry& reg, tcp::socket socket, 
   std::string initial;
   ErrorCode ec;
   bool timed_out = false;
+  Scratch scratch = NewScratch();
   if (port.protocol == PortProtocol::kHttp || port.mode == authz::PeerMode::kStrict) {
-    co_await ReadInto(*c, *c->down, initial, ec);
+    co_await ReadInto(*c, *c->down, scratch.get(), initial, ec);
   } else {
-    co_await ReadUntil(core, *c, *c->down, initial, [](const std::string& b) { return !b.empty(); }, timed_out, ec);
+    co_await ReadUntil(
+        core, *c, *c->down, scratch.get(), initial, [](const std::string& b) { return !b.empty(); }, timed_out, ec);
   }
   if (ec) co_return;
   const bool is_tls = !initial.empty() && initial[0] == 0x16;
@@ -804,8 +811,8 @@ Task<void> ServeInbound(ProxyCore& core, ConnRegistry& reg, tcp::socket socket, 
   PortProtocol protocol = port.protocol;
   if (protocol == PortProtocol::kDetect) {
     co_await ReadUntil(
-        core, *c, *c->down, initial, [](const std::string& b) { return SniffProtocol(b) != Sniff::kNeedMore; },
-        timed_out, ec);
+        core, *c, *c->down, scratch.get(), initial,
+        [](const std::string& b) { return SniffProtocol(b) != Sniff::kNeedMore; }, timed_out, ec);
     if (ec) co_return;
     protocol = SniffProtocol(initial) == Sniff::kHttp ? PortProtocol::kHttp : PortProtocol::kTcp;
   }

@@ -32,7 +32,6 @@ absl::StatusOr<SSL_CTX*> NewContext(const SSL_METHOD* method, const WorkloadCert
     return s;
   };
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   if (SSL_CTX_use_certificate(ctx, cert.chain[0].get()) != 1) return fail("SSL_CTX_use_certificate");
   for (size_t i = 1; i < cert.chain.size(); ++i) {
     if (SSL_CTX_add1_chain_cert(ctx, cert.chain[i].get()) != 1) return fail("SSL_CTX_add1_chain_cert");
@@ -100,7 +99,7 @@ absl::StatusOr<std::shared_ptr<const TlsContexts>> TlsContexts::Create(std::shar
   SSL_CTX_set_verify(t->server_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   static constexpr unsigned char kSessionContext[] = "meshid-inbound";
   SSL_CTX_set_session_id_context(t->server_, kSessionContext, sizeof(kSessionContext) - 1);
-  SSL_CTX_set_num_tickets(t->server_, 0);  // peers here do not resume; tickets cost a signature-free but real round of work
+  SSL_CTX_set_num_tickets(t->server_, 0);  // mesh clients do not resume: no tickets to mint per handshake
   auto client = NewContext(TLS_client_method(), *t->cert_, *t->bundle_);
   if (!client.ok()) return client.status();
   t->client_ = *client;

@@ -726,8 +726,12 @@ TEST_F(MeshTest, PolicyReloadUnderLoadKeepsTheLastGoodPolicy) {
   const int denied_at_swap = v1_denied;
   ASSERT_TRUE(Eventually([&] { return v1_denied > denied_at_swap + 50; }));
   EXPECT_EQ(Request(proxy.inbound(), Client::Options{}, "GET", "/v2/x").status, 200);
-  // A broken file: reported, not applied; the last good policy stays.
-  Write(policy, "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: x}\nspec: {rules: [{to: [{operation: {bogus: 1}}]}]}\n");
+  // A broken file (written atomically, as the swap above: a half-written file would be a
+  // valid empty configuration): reported, not applied; the last good policy stays.
+  WritePolicy("policy.yaml.tmp",
+              "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: x}\n"
+              "spec: {rules: [{to: [{operation: {bogus: 1}}]}]}\n");
+  std::filesystem::rename(test_dir_ + "/policy.yaml.tmp", policy);
   ASSERT_TRUE(Eventually([&] { return proxy.Metric(R"(meshid_policy_reloads_total{result="error"})") >= 1; }));
   EXPECT_EQ(proxy.Json("/policy")["version"], "file-2");
   EXPECT_EQ(Request(proxy.inbound(), Client::Options{}, "GET", "/v2/x").status, 200);
