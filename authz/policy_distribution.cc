@@ -485,6 +485,13 @@ absl::StatusOr<int64_t> PolicyDistributionServer::PollOnce() {
   };
   auto head = store_.PolicyHeadVersion();
   if (!head.ok()) return fail(absl::Status(head.status().code(), absl::StrCat("reading the newest version: ", head.status().message())));
+  if (*head == 0 && current == nullptr) {
+    // Nothing applied yet: the empty set, so proxies start with Istio's defaults.
+    publisher_.Publish(MakePolicySnapshot(PolicyVersion{}));
+    version_gauge_.Set(0);
+    last_poll_error_.clear();
+    return 0;
+  }
   if (*head == 0 || *head == serving || *head == failed_version_) {
     last_poll_error_.clear();
     return serving;

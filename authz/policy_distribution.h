@@ -120,7 +120,8 @@ struct PolicyDistributionServerOptions {
 class PolicyDistributionServer {
  public:
   // Loads the newest version (a store error or a version that does not compile is logged; the
-  // server then serves nothing until a good version appears) and starts polling. `store`,
+  // server then serves nothing until a good version appears; with nothing applied yet it serves
+  // version 0, the empty set) and starts polling. `store`,
   // `clock` and `metrics` must outlive the server.
   static absl::StatusOr<std::unique_ptr<PolicyDistributionServer>> Create(
       const PolicyDistributionServerOptions& options, Store& store, PolicyCallerAuthenticator authenticate,
@@ -129,8 +130,9 @@ class PolicyDistributionServer {
 
   grpc::Service* service() { return service_->service(); }
   void Shutdown();
-  // One poll: publishes the store's newest version if it is new and compiles. Returns the
-  // version served afterwards (0: none). Thread-safe.
+  // One poll: publishes the store's newest version if it is new and compiles (version 0, the
+  // empty set, while nothing was ever applied). Returns the version served afterwards.
+  // Thread-safe.
   absl::StatusOr<int64_t> PollOnce();
 
  private:

@@ -91,7 +91,10 @@ PolicySnapshotPtr MakePolicySnapshot(const PolicyVersion& version) {
 }
 
 absl::Status ValidatePolicySnapshot(const PolicySnapshot& snapshot) {
-  if (snapshot.version() <= 0) return absl::InvalidArgumentError("snapshot.version: must be positive");
+  if (snapshot.version() < 0) return absl::InvalidArgumentError("snapshot.version: must not be negative");
+  if (snapshot.version() == 0 && snapshot.documents_size() > 0) {
+    return absl::InvalidArgumentError("snapshot.version: version 0 is the empty policy set, it has no documents");
+  }
   if (static_cast<size_t>(snapshot.documents_size()) > kMaxPolicyDocuments) {
     return absl::InvalidArgumentError(
         absl::StrCat("snapshot.documents: ", snapshot.documents_size(), " documents, more than ", kMaxPolicyDocuments));
@@ -203,13 +206,13 @@ absl::StatusOr<PolicyRequestResult> PolicyStreamServerState::OnRequest(const Dis
   if (request.has_error_detail()) {
     result.nack = true;
     result.error = Clip(View(request.error_detail().message()), 4096);
-    rejected_version_ = sent_version_;
+    rejected_ = sent_version_;
     last_error_ = result.error;
   } else if (*client_version != sent_version_) {
     // Echoes the nonce but says it still runs another version: a rejection without details.
     result.nack = true;
     result.error = absl::StrCat("the client acknowledged the response but reports version ", *client_version);
-    rejected_version_ = sent_version_;
+    rejected_ = sent_version_;
     last_error_ = result.error;
   } else {
     result.ack = true;
@@ -225,7 +228,7 @@ void PolicyStreamServerState::OnSnapshot(PolicySnapshotPtr snapshot) {
 std::optional<DiscoveryResponse> PolicyStreamServerState::TakeResponse(const std::string& nonce) {
   if (!started_ || awaiting_ || latest_ == nullptr) return std::nullopt;
   const int64_t version = latest_->version();
-  if (version == rejected_version_) return std::nullopt;
+  if (rejected_.has_value() && version == *rejected_) return std::nullopt;
   if (!must_send_ && version == sent_version_) return std::nullopt;
   DiscoveryResponse response;
   response.set_version_info(absl::StrCat(version));

@@ -50,7 +50,9 @@ std::string PolicyDigest(const std::vector<StoredPolicyDocument>& documents);
 // The snapshot of a stored version (documents already sorted by the store).
 PolicySnapshotPtr MakePolicySnapshot(const PolicyVersion& version);
 
-// Checks a received snapshot: version > 0, at most kMaxPolicyDocuments documents, each with a
+// Checks a received snapshot: version >= 0 (version 0 is the empty set a server serves before
+// anything was applied, so proxies start with Istio's defaults), at most kMaxPolicyDocuments
+// documents, each with a
 // kind, a name and yaml, sorted strictly by (kind, namespace, name) (so none twice), and the
 // digest matching. InvalidArgument saying what is wrong.
 absl::Status ValidatePolicySnapshot(const meshid::policy::v1::PolicySnapshot& snapshot);
@@ -97,7 +99,7 @@ class PolicyStreamServerState {
   bool started() const { return started_; }
   const PolicyNode& node() const { return node_; }
   int64_t applied_version() const { return applied_version_; }    // ACKed (or reported at subscribe)
-  int64_t rejected_version() const { return rejected_version_; }  // last NACKed, 0: none
+  int64_t rejected_version() const { return rejected_.value_or(0); }  // last NACKed, 0: none
   const std::string& last_error() const { return last_error_; }
 
  private:
@@ -106,10 +108,10 @@ class PolicyStreamServerState {
   PolicySnapshotPtr latest_;
   bool must_send_ = false;
   bool awaiting_ = false;
-  int64_t sent_version_ = 0;
+  int64_t sent_version_ = -1;  // none yet (version 0 is the empty set)
   std::string last_nonce_;
   int64_t applied_version_ = 0;
-  int64_t rejected_version_ = 0;
+  std::optional<int64_t> rejected_;
   std::string last_error_;
 };
 

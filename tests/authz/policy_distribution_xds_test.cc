@@ -185,6 +185,19 @@ TEST(PolicyStreamServerState, AnAckClaimingAnotherVersionIsARejection) {
   EXPECT_THAT(state.last_error(), HasSubstr("reports version 3"));
 }
 
+TEST(PolicyStreamServerState, VersionZeroIsTheEmptySetAndIsSentLikeAnyOther) {
+  PolicyStreamServerState state;
+  ASSERT_TRUE(state.OnRequest(First()).ok());
+  state.OnSnapshot(Snapshot(0, 0));
+  auto r0 = state.TakeResponse("a");
+  EXPECT_EQ(VersionOf(r0), 0);
+  EXPECT_EQ(r0->version_info(), "0");
+  ASSERT_TRUE(state.OnRequest(Ack(*r0))->ack);
+  EXPECT_FALSE(state.TakeResponse("b").has_value());
+  state.OnSnapshot(Snapshot(1));
+  EXPECT_EQ(VersionOf(state.TakeResponse("b")), 1);
+}
+
 TEST(PolicyStreamServerState, AReconnectSaysWhatTheClientHasAndGetsTheCurrentVersion) {
   PolicyStreamServerState state;
   state.OnSnapshot(Snapshot(5));
@@ -306,7 +319,8 @@ TEST(DecodePolicyResponse, RefusesEveryMalformedResponseSayingWhy) {
       {"resource type url", [](PolicySnapshot&, DiscoveryResponse& r) { r.mutable_resources(0)->set_type_url("y"); }, "resources[0].type_url"},
       {"two resources", [](PolicySnapshot&, DiscoveryResponse& r) { *r.add_resources() = r.resources(0); }, "exactly one resource"},
       {"no resource", [](PolicySnapshot&, DiscoveryResponse& r) { r.clear_resources(); }, "exactly one resource"},
-      {"version zero", [](PolicySnapshot& s, DiscoveryResponse& r) { s.set_version(0); r.set_version_info("0"); }, "must be positive"},
+      {"version zero with documents", [](PolicySnapshot& s, DiscoveryResponse& r) { s.set_version(0); r.set_version_info("0"); }, "version 0 is the empty policy set"},
+      {"negative version", [](PolicySnapshot& s, DiscoveryResponse& r) { s.set_version(-3); r.set_version_info("-3"); }, "must not be negative"},
       {"digest", [](PolicySnapshot& s, DiscoveryResponse&) { s.set_digest("00"); }, "does not match the documents"},
       {"content changed", [](PolicySnapshot& s, DiscoveryResponse&) { s.mutable_documents(1)->set_yaml("spec: {}"); }, "does not match"},
       {"unsorted", [](PolicySnapshot& s, DiscoveryResponse&) { s.mutable_documents()->SwapElements(0, 2); }, "out of order or listed twice"},

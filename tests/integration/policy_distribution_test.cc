@@ -191,6 +191,9 @@ class PolicyDistributionTest : public ::testing::Test {
     auto admin = proxy.WaitForLog(R"(admin on port (\d+))");
     EXPECT_TRUE(admin) << proxy.Log();
     w.admin = admin ? std::stoi(*admin) : 0;
+    // Ready: certificate, trust bundle and a policy (version 0, the empty set, at the least).
+    EXPECT_TRUE(Eventually([&] { return HttpGet(absl::StrCat("127.0.0.1:", w.admin), "/ready").status == 200; }))
+        << proxy.Log();
     return w;
   }
 
@@ -215,7 +218,8 @@ TEST_F(PolicyDistributionTest, ApplyReachesTheProxyThroughServerAndAgent) {
   std::string socket = StartAgent(server, data, "node-1");
   Workload b = StartWorkload(server, socket, "hello-b");
   Workload a = StartWorkload(server, socket, "hello-a", {"hello-b=" + b.inbound});
-  EXPECT_EQ(ProxyVersion(b), "") << "no policy before the first apply";
+  // Before anything was applied the proxies run version 0, the empty set (Istio's defaults).
+  ASSERT_TRUE(Eventually([&] { return ProxyVersion(a) == "0" && ProxyVersion(b) == "0"; })) << ProxyVersion(b);
 
   Write(base_ + "/policies/strict.yaml", kStrict);
   Write(base_ + "/policies/allow.yaml", AllowPaths(R"("/hello")"));
