@@ -11,7 +11,9 @@ packages=(
   libpqxx-dev libsqlite3-dev libspdlog-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libboost-dev libgtest-dev libgmock-dev libbenchmark-dev
   # runtime peers used by tests and demos
-  postgresql python3-grpcio openssl curl procps
+  postgresql python3-grpcio openssl curl procps util-linux
+  # benchmarks (bench/meshproxy): load generator and the reference proxy
+  wrk haproxy
 )
 
 missing=()
