@@ -176,6 +176,10 @@ for _ in $(seq 50); do
 done
 "$meshid" status --data-dir "$data"
 
+echo
+echo "== the certificates the CA issued, from its ledger (meshid certs list)"
+"$meshid" certs list --data-dir "$data" --limit 10
+
 if [ $ok = 1 ]; then echo; echo "all three outcomes as expected"; else echo; echo "UNEXPECTED OUTCOME (logs in $dir)" >&2; fi
 if [ $once = 1 ]; then
   [ $ok = 1 ]
@@ -188,6 +192,7 @@ The mesh keeps running (logs in $dir). Try:
   curl -H 'Host: hello-b' http://$out_a/admin          # denied
   $meshid apply -f examples/demo --data-dir $data      # edit examples/demo first: a new version
   $meshid status --data-dir $data
+  $meshid certs list --data-dir $data --json
 Ctrl-C stops everything.
 EOF
 wait
