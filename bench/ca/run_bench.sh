@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Over-the-wire CA benchmark: `meshid server` on loopback with the issuance ledger off
+# (`--datastore none`), on SQLite (the default: WAL, synchronous=FULL) and on PostgreSQL
+# (fsync on, synchronous_commit on), driven by meshid_ca_loadgen (TLS, ECDSA P-256 CSRs, bearer
+# token) at several concurrencies. Prints one markdown row per (store, concurrency): median of
+# the rounds for throughput, p50/p99 latency and the server's CPU per certificate.
+#
+#   ninja -C build meshid meshid_ca_loadgen && bench/ca/run_bench.sh [--build DIR] [--count N]
+#       [--rounds N] [--concurrency "32 128 512"] [--stores "none sqlite postgresql"]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build="$root/build"
+count=20000
+rounds=3
+concurrencies="32 128 512"
+stores="none sqlite postgresql"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build) build="$2"; shift ;;
+    --count) count="$2"; shift ;;
+    --rounds) rounds="$2"; shift ;;
+    --concurrency) concurrencies="$2"; shift ;;
+    --stores) stores="$2"; shift ;;
+    *) echo "usage: $0 [--build DIR] [--count N] [--rounds N] [--concurrency LIST] [--stores LIST]" >&2; exit 2 ;;
+  esac
+  shift
+done
+meshid="$build/meshid"
+loadgen="$build/bench/ca/meshid_ca_loadgen"
+for f in "$meshid" "$loadgen"; do [ -x "$f" ] || { echo "run_bench: $f is missing (ninja -C $build meshid meshid_ca_loadgen)" >&2; exit 1; }; done
+
+work=$(mktemp -d /tmp/meshid-ca-bench.XXXXXX)
+chmod 0711 "$work"  # PostgreSQL runs as the postgres user, under $work/pg
+server_pid=""
+pg_started=0
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  [ $pg_started = 1 ] && "$root/scripts/pg-test-server.sh" stop "$work/pg" >/dev/null 2>&1
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [[ " $stores " == *" postgresql "* ]]; then
+  pg_env=$(MESHID_TEST_POSTGRES_FSYNC=on "$root/scripts/pg-test-server.sh" start "$work/pg")
+  eval "$pg_env"
+  pg_started=1
+fi
+
+port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+start_server() {  # STORE
+  local data="$work/data-$1" url
+  rm -rf "$data"
+  case "$1" in
+    none) url=none ;;
+    sqlite) url="sqlite://$data/meshid.db" ;;
+    postgresql)
+      PGOPTIONS="-c client_min_messages=warning" /usr/bin/psql "$MESHID_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS meshid_bench" -c "CREATE DATABASE meshid_bench" >/dev/null
+      url="${MESHID_TEST_POSTGRES_URL%/postgres}/meshid_bench?pool_size=8" ;;
+  esac
+  "$meshid" server --data-dir "$data" --datastore "$url" --listen "127.0.0.1:$port" --monitoring-addr 127.0.0.1:0 \
+    --log-level warn >"$work/server-$1.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 300); do
+    [ -f "$data/root-cert.pem" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+  "$meshid" token create --data-dir "$data" --namespace bench --service-account loadgen >"$work/token"
+}
+stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""; }
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "meshid CA over the wire: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg) at start," \
+  "$count ECDSA P-256 certificates per round, median of $rounds rounds"
+echo
+echo "| ledger | concurrency | certificates/s | p50 ms | p99 ms | server CPU ms/cert |"
+echo "|---|---:|---:|---:|---:|---:|"
+for store in $stores; do
+  start_server "$store"
+  for c in $concurrencies; do
+    : >"$work/rounds"
+    for _ in $(seq "$rounds"); do
+      out=$("$loadgen" --addr "127.0.0.1:$port" --ca-root "$work/data-$store/root-cert.pem" --token-file "$work/token" \
+        --concurrency "$c" --count "$count" --server-pid "$server_pid" --time-limit 120) ||
+        { echo "run_bench: loadgen failed ($store, c=$c):" >&2; echo "$out" >&2; exit 1; }
+      tput=$(awk '/^throughput/ {print $2}' <<<"$out")
+      p50=$(awk '/^latency/ {print $3}' <<<"$out")
+      p99=$(awk '/^latency/ {print $6}' <<<"$out")
+      cpu=$(awk '/^server CPU/ {print $3}' <<<"$out")
+      echo "$tput $p50 $p99 $cpu" >>"$work/rounds"
+    done
+    col() { awk -v c="$1" '{print $c}' "$work/rounds" | median; }
+    label=$store
+    [ "$store" = none ] && label="off (--datastore none)"
+    printf "| %s | %s | %.0f | %.2f | %.2f | %.3f |\n" "$label" "$c" "$(col 1)" "$(col 2)" "$(col 3)" "$(col 4)"
+  done
+  stop_server
+done
