@@ -1,26 +1,28 @@
 #include "ca/ledger.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace meshid {
 
-GroupCommitLedger::GroupCommitLedger(Store& store, MetricsRegistry& metrics, size_t max_batch)
+GroupCommitLedger::GroupCommitLedger(Store& store, MetricsRegistry& metrics, size_t max_batch, int writers)
     : store_(store),
       max_batch_(max_batch),
       batches_(metrics.AddCounter("meshid_ca_ledger_commits", "Ledger transactions committed.")),
       failed_batches_(metrics.AddCounter("meshid_ca_ledger_commit_failures", "Ledger transactions that failed.")),
       batch_size_(metrics.AddHistogram("meshid_ca_ledger_batch_size", "Records per ledger transaction.",
                                        {1, 2, 4, 8, 16, 32, 64, 128, 256, 512})) {
-  writer_ = std::thread([this] { WriterLoop(); });
+  for (int i = 0; i < std::max(1, writers); ++i) writers_.emplace_back([this] { WriterLoop(); });
 }
 
 GroupCommitLedger::~GroupCommitLedger() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
-    queued_.Signal();
+    queued_.SignalAll();
   }
-  writer_.join();
+  for (std::thread& writer : writers_) writer.join();
 }
 
 void GroupCommitLedger::RecordAsync(IssuanceRecord record, std::function<void(absl::Status)> done) {

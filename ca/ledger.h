@@ -1,7 +1,11 @@
-// The issuance ledger's write path: group commit. Each request thread hands its record to one
-// writer thread and waits; the writer commits everything that queued up meanwhile in a single
-// transaction, so concurrent requests share one commit (one fsync) instead of paying one each.
-// A certificate is handed out only after its record is durable.
+// The issuance ledger's write path: group commit. Each request hands its record to the writer
+// threads; a free writer commits everything that queued up meanwhile in a single transaction,
+// so concurrent requests share one commit (one fsync) instead of paying one each. A certificate
+// is handed out only after its record is durable.
+//
+// One writer suits SQLite (one write transaction at a time anyway). PostgreSQL commits
+// concurrent transactions with one WAL flush, so several writers overlap their round trips and
+// flushes: a batch need not wait for the previous batch's commit.
 #pragma once
 
 #include <functional>
@@ -19,9 +23,10 @@ namespace meshid {
 
 class GroupCommitLedger {
  public:
-  // `store` must outlive the ledger. At most `max_batch` records go into one transaction.
-  GroupCommitLedger(Store& store, MetricsRegistry& metrics, size_t max_batch = 512);
-  // Commits what is queued, then stops the writer.
+  // `store` must outlive the ledger. At most `max_batch` records go into one transaction;
+  // `writers` transactions may be in flight at once (>= 1).
+  GroupCommitLedger(Store& store, MetricsRegistry& metrics, size_t max_batch = 512, int writers = 1);
+  // Commits what is queued, then stops the writers.
   ~GroupCommitLedger();
   GroupCommitLedger(const GroupCommitLedger&) = delete;
   GroupCommitLedger& operator=(const GroupCommitLedger&) = delete;
@@ -49,7 +54,7 @@ class GroupCommitLedger {
   absl::CondVar queued_;
   std::vector<Pending> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread writer_;
+  std::vector<std::thread> writers_;
 };
 
 }  // namespace meshid

@@ -126,7 +126,10 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     auto store = OpenStore(url, store_options);
     if (!store.ok()) return absl::Status(store.status().code(), absl::StrCat("--datastore: ", store.status().message()));
     server->store_ = std::move(*store);
-    server->ledger_ = std::make_unique<GroupCommitLedger>(*server->store_, *server->metrics_);
+    // PostgreSQL overlaps concurrent commits (ca/ledger.h); 4 of the pool's connections (8 by
+    // default) leave room for the registry reads and the policy poller.
+    const int ledger_writers = server->store_->backend() == "postgresql" ? 4 : 1;
+    server->ledger_ = std::make_unique<GroupCommitLedger>(*server->store_, *server->metrics_, 512, ledger_writers);
     LedgerPrunerOptions prune;
     prune.horizon = config.ledger_retention;
     MESHID_ASSIGN_OR_RETURN(server->pruner_, LedgerPruner::Create(*server->store_, clock, logger, prune));

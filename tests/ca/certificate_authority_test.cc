@@ -173,6 +173,34 @@ TEST_F(CertificateAuthorityTest, ConcurrentRequestsShareCommits) {
   EXPECT_LE(store_.commits(), kThreads * kPerThread);
 }
 
+TEST(GroupCommitLedger, SeveralWritersRecordEverythingExactlyOnceAndDrainOnShutdown) {
+  testing::FakeStore store;
+  MetricsRegistry metrics;
+  constexpr int kThreads = 8, kPerThread = 50;
+  std::atomic<int> committed{0};
+  {
+    GroupCommitLedger ledger(store, metrics, /*max_batch=*/16, /*writers=*/4);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kPerThread; ++i) {
+          IssuanceRecord record;
+          record.serial_hex = absl::StrCat(t, "-", i);
+          // Half wait for the commit, half only queue: the destructor must commit the rest.
+          if (i % 2 == 0) {
+            committed += ledger.Record(record).ok();
+          } else {
+            ledger.RecordAsync(record, [&](absl::Status s) { committed += s.ok(); });
+          }
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  EXPECT_EQ(committed.load(), kThreads * kPerThread);
+  EXPECT_EQ(store.ledger_size(), static_cast<size_t>(kThreads * kPerThread));
+}
+
 TEST(EntryAllows, MatchesEachRuleKind) {
   AuthenticatedCaller jwt;
   jwt.method = AuthenticatedCaller::Method::kJwt;
