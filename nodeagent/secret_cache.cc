@@ -48,19 +48,30 @@ struct Issued {
 };
 
 // Checks the CA's answer against the key we generated and packages it. `chain` is leaf first,
-// then intermediates, with the trust bundle (possibly several roots) as the last element.
+// then intermediates, then the trust bundle: istiod sends every root in the last element,
+// meshid server one root per element, so the elements at the end that hold only self-signed
+// CAs all belong to the bundle.
 absl::StatusOr<Issued> PackageIssued(const std::vector<std::string>& chain, EVP_PKEY* key,
                                      const SecretString& key_pem, absl::Time now, uint64_t generation) {
   if (chain.size() < 2) {
     return absl::InternalError(absl::StrCat("the CA returned ", chain.size(),
                                             " certificate(s); expected the leaf and the trust bundle"));
   }
-  std::vector<X509Ptr> path;
-  for (size_t i = 0; i + 1 < chain.size(); ++i) {
-    MESHID_ASSIGN_OR_RETURN(auto certs, CertsFromPem(chain[i], absl::StrCat("cert_chain[", i, "]")));
-    for (auto& cert : certs) path.push_back(std::move(cert));
+  std::vector<std::vector<X509Ptr>> elements;
+  for (size_t i = 0; i < chain.size(); ++i) {
+    const std::string what = i + 1 < chain.size() ? absl::StrCat("cert_chain[", i, "]") : "the CA's trust bundle";
+    MESHID_ASSIGN_OR_RETURN(auto certs, CertsFromPem(chain[i], what));
+    elements.push_back(std::move(certs));
   }
-  MESHID_ASSIGN_OR_RETURN(auto roots, CertsFromPem(chain.back(), "the CA's trust bundle"));
+  auto only_roots = [](const std::vector<X509Ptr>& certs) {
+    return std::all_of(certs.begin(), certs.end(), [](const X509Ptr& c) { return IsCa(c.get()) && IsSelfSigned(c.get()); });
+  };
+  size_t bundle_start = chain.size() - 1;
+  while (bundle_start > 1 && only_roots(elements[bundle_start - 1])) --bundle_start;
+  std::vector<X509Ptr> path, roots;
+  for (size_t i = 0; i < elements.size(); ++i) {
+    for (auto& cert : elements[i]) (i < bundle_start ? path : roots).push_back(std::move(cert));
+  }
   X509* leaf = path.front().get();
   EVP_PKEY* leaf_key = X509_get0_pubkey(leaf);
   if (leaf_key == nullptr || !SamePublicKey(leaf_key, key)) {

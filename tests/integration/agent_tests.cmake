@@ -21,3 +21,12 @@ if(NODE_EXECUTABLE)
     WORKING_DIRECTORY ${node_dir})
   set_tests_properties(integration.agent_ca_outage PROPERTIES LABELS "integration" TIMEOUT 300)
 endif()
+
+# Integration: a root rotation (real meshid server restarted on a new root next to the old, real
+# agent): ROOTCA with both roots reaches the proxy before any certificate from the new root.
+if(NODE_EXECUTABLE)
+  add_test(NAME integration.agent_root_rotation
+    COMMAND ${NODE_EXECUTABLE} ${node_dir}/agent_root_rotation.js --meshid $<TARGET_FILE:meshid>
+    WORKING_DIRECTORY ${node_dir})
+  set_tests_properties(integration.agent_root_rotation PROPERTIES LABELS "integration" TIMEOUT 300)
+endif()
