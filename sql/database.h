@@ -35,6 +35,9 @@ class SqlTx {
 
 enum class TxMode {
   kRead,     // reads only
+  // Exactly one read statement, run without an explicit transaction (autocommit): saves
+  // PostgreSQL the BEGIN and COMMIT round trips on hot single-row lookups.
+  kReadStatement,
   kWrite,    // reads and writes; writers on one database are serialized
   kMigrate,  // like kWrite, and exclusive against other processes migrating the same database
 };

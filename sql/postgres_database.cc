@@ -2,6 +2,9 @@
 
 #include <pqxx/pqxx>
 
+#include <functional>
+#include <memory>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -47,7 +50,7 @@ absl::Status MapConnectError(const std::exception& e, const std::string& where) 
 
 class PgTx final : public SqlTx {
  public:
-  PgTx(pqxx::work& work, const std::string& where) : work_(work), where_(where) {}
+  PgTx(pqxx::transaction_base& work, const std::string& where) : work_(work), where_(where) {}
 
   absl::StatusOr<std::vector<SqlRow>> Query(absl::string_view sql, absl::Span<const SqlParam> params) override {
     MESHID_ASSIGN_OR_RETURN(pqxx::result result, Run(sql, params));
@@ -99,7 +102,12 @@ class PgTx final : public SqlTx {
       }
     }
     try {
-      return work_.exec_params(std::string(sql), pqxx::prepare::make_dynamic_params(values));
+      // Named prepared statements: PostgreSQL parses and plans each text once per connection
+      // instead of on every call. Redefining a name with the same text is a no-op in libpqxx.
+      std::string text(sql);
+      std::string name = absl::StrCat("meshid_", absl::Hex(std::hash<std::string>{}(text)), "_", text.size());
+      work_.conn().prepare(name, text);
+      return work_.exec_prepared(name, pqxx::prepare::make_dynamic_params(values));
     } catch (const std::exception& e) {
       return Map(e);
     }
@@ -117,7 +125,7 @@ class PgTx final : public SqlTx {
     return absl::InternalError(absl::StrCat(where_, ": ", OneLine(e.what())));
   }
 
-  pqxx::work& work_;
+  pqxx::transaction_base& work_;
   const std::string& where_;
   bool broken_ = false;
 };
@@ -144,13 +152,18 @@ class PostgresDatabase final : public Database {
       absl::Status status;
       bool broken = false;
       try {
-        pqxx::work work(*lease);
-        if (mode == TxMode::kMigrate) work.exec(absl::StrCat("SELECT pg_advisory_xact_lock(", kMigrationLockKey, ")"));
-        PgTx tx(work, where_);
+        std::unique_ptr<pqxx::transaction_base> work;
+        if (mode == TxMode::kReadStatement) {
+          work = std::make_unique<pqxx::nontransaction>(*lease);
+        } else {
+          work = std::make_unique<pqxx::work>(*lease);
+        }
+        if (mode == TxMode::kMigrate) work->exec(absl::StrCat("SELECT pg_advisory_xact_lock(", kMigrationLockKey, ")"));
+        PgTx tx(*work, where_);
         status = body(tx);
         broken = tx.broken();
         if (status.ok()) {
-          work.commit();
+          work->commit();
           return absl::OkStatus();
         }
       } catch (const pqxx::in_doubt_error& e) {

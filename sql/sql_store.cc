@@ -416,7 +416,8 @@ class SqlStore final : public Store {
         "LEFT JOIN blocked_identities b ON b.spiffe_id = q.id");
     IdentityStatus out;
     std::vector<SqlParam> params = {SqlParam(std::string(spiffe_id))};
-    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kRead, [&](SqlTx& tx) -> absl::Status {
+    // On every CreateCertificate: one statement, no transaction round trips.
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kReadStatement, [&](SqlTx& tx) -> absl::Status {
       out = IdentityStatus{};
       MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query(kQuery, params));
       if (rows.size() != 1) return absl::InternalError("datastore: identity status query returned no row");

@@ -179,9 +179,14 @@ class SqliteDatabase final : public Database {
   absl::Status Transact(TxMode mode, absl::FunctionRef<absl::Status(SqlTx&)> body) override {
     MESHID_ASSIGN_OR_RETURN(auto lease, pool_.Acquire());
     // Writers of this process take turns here instead of spinning in SQLite's busy handler.
+    const bool reader = mode == TxMode::kRead || mode == TxMode::kReadStatement;
     std::optional<absl::MutexLock> writer;
-    if (mode != TxMode::kRead) writer.emplace(&write_mu_);
-    const char* begin = mode == TxMode::kRead ? "BEGIN" : "BEGIN IMMEDIATE";
+    if (!reader) writer.emplace(&write_mu_);
+    if (mode == TxMode::kReadStatement) {
+      SqliteTx tx(*lease, path_);
+      return body(tx);  // autocommit: the statement is its own transaction
+    }
+    const char* begin = reader ? "BEGIN" : "BEGIN IMMEDIATE";
     if (int rc = sqlite3_exec(lease->db, begin, nullptr, nullptr, nullptr); rc != SQLITE_OK) {
       return MapError(sqlite3_extended_errcode(lease->db), lease->db, path_, "begin");
     }
