@@ -224,7 +224,9 @@ class SqliteDatabase final : public Database {
       return absl::FailedPreconditionError(
           absl::StrCat("sqlite ", path_, ": could not switch to WAL mode (journal mode is ", mode, ")"));
     }
-    rc = sqlite3_exec(conn->db, "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr);
+    // temp_store=MEMORY: a multi-row INSERT inside a transaction keeps its statement journal
+    // in memory instead of creating, writing and unlinking a file in /var/tmp per ledger batch.
+    rc = sqlite3_exec(conn->db, "PRAGMA synchronous=FULL; PRAGMA temp_store=MEMORY", nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) return OpenError(sqlite3_extended_errcode(conn->db), conn->db, create);
     return conn;
   }
