@@ -106,6 +106,12 @@ class FakeCa final : public CaClient {
     absl::MutexLock lock(&mu_);
     roots_.push_back(std::make_shared<TestRoot>(MakeTestRoot(clock_)));
   }
+  // Sends each root as its own cert_chain element, as meshid server does (istiod sends the
+  // whole bundle as the last element, the default here).
+  void SetOneRootPerElement(bool one_per_element) {
+    absl::MutexLock lock(&mu_);
+    one_root_per_element_ = one_per_element;
+  }
   // Signs with root `index` from now on.
   void SignWith(size_t index) {
     absl::MutexLock lock(&mu_);
@@ -146,9 +152,15 @@ class FakeCa final : public CaClient {
         std::min(now + (ttl > absl::ZeroDuration() ? ttl : absl::Hours(1)), NotAfter(signer.cert.get()));
     X509Ptr leaf = SignTestCert(key.get(), signer.cert.get(), signer.key.get(), it->second, "",
                                 now - absl::Minutes(2), not_after);
-    std::string bundle;
-    for (const auto& root : roots_) bundle += root->pem;
-    return std::vector<std::string>{CertToPem(leaf.get()), bundle};
+    std::vector<std::string> chain = {CertToPem(leaf.get())};
+    if (one_root_per_element_) {
+      for (const auto& root : roots_) chain.push_back(root->pem);
+    } else {
+      std::string bundle;
+      for (const auto& root : roots_) bundle += root->pem;
+      chain.push_back(std::move(bundle));
+    }
+    return chain;
   }
 
  private:
@@ -156,6 +168,7 @@ class FakeCa final : public CaClient {
   mutable absl::Mutex mu_;
   std::vector<std::shared_ptr<TestRoot>> roots_ ABSL_GUARDED_BY(mu_);
   size_t signer_ ABSL_GUARDED_BY(mu_) = 0;
+  bool one_root_per_element_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, std::string> tokens_ ABSL_GUARDED_BY(mu_);
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   int calls_ ABSL_GUARDED_BY(mu_) = 0;

@@ -503,6 +503,37 @@ TEST_F(SecretCacheTest, ANewRootReachesEveryRootcaStreamBeforeACertificateFromIt
   EXPECT_EQ(metrics_.AddCounter("meshid_agent_trust_bundle_updates_total", "").value(), 2);
 }
 
+TEST_F(SecretCacheTest, RootsSentOnePerChainElementAllReachRootca) {
+  // meshid server's answer for a CA signing with root B while root A is still trusted:
+  // [leaf from B, A, B]. A must not be taken for an intermediate and dropped from ROOTCA.
+  ca_.SetOneRootPerElement(true);
+  ca_.AddRoot();
+  ca_.SignWith(1);
+  auto cache = MakeCache();
+  RunDue(*cache);
+  auto watcher = std::make_shared<RecordingWatcher>();
+  auto stream = Subscribe(*cache, "", watcher);
+  auto initial = stream->SetNames({"default", "ROOTCA"});
+  ASSERT_TRUE(initial.ok()) << initial.status();
+  ASSERT_THAT(*initial, SizeIs(2));
+  std::string chain_pem, bundle_pem;
+  for (const auto& update : *initial) {
+    auto secret = Parse(update.resource);
+    if (update.name == "default") chain_pem = secret.tls_certificate().certificate_chain().inline_bytes();
+    if (update.name == "ROOTCA") bundle_pem = secret.validation_context().trusted_ca().inline_bytes();
+  }
+  auto bundle = CertsFromPem(bundle_pem);
+  ASSERT_TRUE(bundle.ok());
+  EXPECT_THAT(*bundle, SizeIs(2));
+  EXPECT_THAT(bundle_pem, HasSubstr(ca_.RootPem(0)));
+  EXPECT_THAT(bundle_pem, HasSubstr(ca_.RootPem(1)));
+  auto chain = CertsFromPem(chain_pem);
+  ASSERT_TRUE(chain.ok());
+  EXPECT_THAT(*chain, SizeIs(1)) << "roots belong to ROOTCA, not to the certificate chain";
+  auto root_b = CertFromPem(ca_.RootPem(1));
+  EXPECT_TRUE(VerifyCertChain(chain->front().get(), {}, {root_b->get()}, clock_.Now()).ok());
+}
+
 TEST_F(SecretCacheTest, AHeldCertificateIsReleasedAfterTheRootPushTimeout) {
   SecretCacheOptions options;
   options.root_push_timeout = absl::Seconds(10);
