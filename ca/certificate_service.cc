@@ -56,9 +56,29 @@ void CertificateAuthority::SignAsync(const CallerCredentials& credentials, const
     authn_failures_->Increment();
     return done(caller.status());
   }
+  if (deps_.identity_lookup != nullptr) {
+    std::string id = caller->id.ToString();
+    deps_.identity_lookup->GetAsync(
+        std::move(id), [this, caller = *std::move(caller), csr_pem, validity_seconds, start,
+                        done = std::move(done)](absl::StatusOr<IdentityStatus> status) mutable {
+          SignChecked(caller, &status, csr_pem, validity_seconds, start, std::move(done));
+        });
+    return;
+  }
+  if (deps_.store == nullptr) return SignChecked(*caller, nullptr, csr_pem, validity_seconds, start, std::move(done));
+  absl::StatusOr<IdentityStatus> status = deps_.store->GetIdentityStatus(caller->id.ToString());
+  SignChecked(*caller, &status, csr_pem, validity_seconds, start, std::move(done));
+}
+
+void CertificateAuthority::SignChecked(const AuthenticatedCaller& caller,
+                                       const absl::StatusOr<IdentityStatus>* identity_status,
+                                       const std::string& csr_pem, int64_t validity_seconds,
+                                       std::chrono::steady_clock::time_point start, SignCallback done) const {
   absl::Duration max_ttl = options_.max_ttl;
   std::vector<std::string> dns_names;
-  if (absl::Status s = CheckIdentity(*caller, &max_ttl, &dns_names); !s.ok()) return done(s);
+  if (identity_status != nullptr) {
+    if (absl::Status s = CheckIdentity(caller, *identity_status, &max_ttl, &dns_names); !s.ok()) return done(s);
+  }
   absl::Duration ttl = validity_seconds <= 0 ? std::min(options_.default_ttl, max_ttl) : absl::Seconds(validity_seconds);
   if (ttl > max_ttl) {
     ttl_errors_->Increment();
@@ -66,19 +86,19 @@ void CertificateAuthority::SignAsync(const CallerCredentials& credentials, const
                                                         "s is greater than the max allowed TTL ",
                                                         absl::ToInt64Seconds(max_ttl), "s")));
   }
-  auto csr = ValidateCsr(csr_pem, caller->id);
+  auto csr = ValidateCsr(csr_pem, caller.id);
   if (!csr.ok()) {
     csr_errors_->Increment();
     return done(csr.status());
   }
-  auto cert = deps_.issuer->IssueSvid(csr->spki_der, csr->algorithm, caller->id, ttl, dns_names);
+  auto cert = deps_.issuer->IssueSvid(csr->spki_der, csr->algorithm, caller.id, ttl, dns_names);
   if (!cert.ok()) {
     cert_gen_errors_->Increment();
-    deps_.logger->error("signing for {} failed: {}", caller->id.ToString(), cert.status().message());
+    deps_.logger->error("signing for {} failed: {}", caller.id.ToString(), cert.status().message());
     return done(absl::InternalError(absl::StrCat("certificate generation failed: ", cert.status().message())));
   }
   // Hands the chain out; runs once the ledger row is durable (or at once without a ledger).
-  auto finish = [this, start, id = caller->id.ToString(), describe = caller->Describe(), pem = std::move(cert->pem),
+  auto finish = [this, start, id = caller.id.ToString(), describe = caller.Describe(), pem = std::move(cert->pem),
                  serial = cert->serial_hex, not_before = cert->not_before, not_after = cert->not_after,
                  done = std::move(done)](absl::Status recorded) mutable {
     if (!recorded.ok()) {
@@ -101,15 +121,15 @@ void CertificateAuthority::SignAsync(const CallerCredentials& credentials, const
   if (deps_.ledger == nullptr) return finish(absl::OkStatus());
   IssuanceRecord record;
   record.serial_hex = cert->serial_hex;
-  record.spiffe_id = caller->id.ToString();
+  record.spiffe_id = caller.id.ToString();
   record.not_before = cert->not_before;
   record.not_after = cert->not_after;
   record.public_key_sha256 = Sha256Hex(csr->spki_der);
   record.issuer_serial_hex = issuer_serial_;
-  bool jwt = caller->method == AuthenticatedCaller::Method::kJwt;
+  bool jwt = caller.method == AuthenticatedCaller::Method::kJwt;
   record.auth_method = jwt ? "jwt" : "client-cert";
-  record.auth_detail = jwt ? absl::StrCat("iss=", caller->jwt_issuer, " sub=", caller->jwt_subject)
-                           : absl::StrCat("serial=", caller->client_cert_serial);
+  record.auth_detail = jwt ? absl::StrCat("iss=", caller.jwt_issuer, " sub=", caller.jwt_subject)
+                           : absl::StrCat("serial=", caller.client_cert_serial);
   record.issued_at = deps_.clock->Now();
   // std::function needs a copyable callable; the move-only state travels in a shared_ptr.
   auto shared_finish = std::make_shared<decltype(finish)>(std::move(finish));
@@ -129,11 +149,10 @@ absl::StatusOr<std::vector<std::string>> CertificateAuthority::Sign(const Caller
   return result;
 }
 
-absl::Status CertificateAuthority::CheckIdentity(const AuthenticatedCaller& caller, absl::Duration* max_ttl,
+absl::Status CertificateAuthority::CheckIdentity(const AuthenticatedCaller& caller,
+                                                 const absl::StatusOr<IdentityStatus>& status, absl::Duration* max_ttl,
                                                  std::vector<std::string>* dns_names) const {
-  if (deps_.store == nullptr) return absl::OkStatus();
   const std::string id = caller.id.ToString();
-  auto status = deps_.store->GetIdentityStatus(id);
   if (!status.ok()) {
     return absl::UnavailableError(absl::StrCat("the identity registry is unavailable: ", status.status().message()));
   }

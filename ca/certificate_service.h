@@ -2,6 +2,7 @@
 // authenticate caller → SPIFFE ID → validate CSR → check TTL → sign SVID → respond.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -11,6 +12,7 @@
 #include "absl/time/time.h"
 #include "ca/authenticator.h"
 #include "ca/cert_issuer.h"
+#include "ca/identity_lookup.h"
 #include "ca/ledger.h"
 #include "common/clock.h"
 #include "common/logging.h"
@@ -31,6 +33,8 @@ struct CertificateAuthorityDeps {
   std::shared_ptr<const CertIssuer> issuer;
   std::shared_ptr<const CallerAuthenticator> authenticator;
   Store* store = nullptr;               // registry and deny list; null: no checks
+  // Reads the registry and deny list in batches (PostgreSQL); null: one store query per request.
+  BatchedIdentityLookup* identity_lookup = nullptr;
   GroupCommitLedger* ledger = nullptr;  // null: certificates are not recorded
   MetricsRegistry* metrics = nullptr;
   LoggerPtr logger;
@@ -49,8 +53,8 @@ class CertificateAuthority {
   // (bad CSR or TTL; the message says what), Unavailable (the store could not be read or the
   // ledger could not record the certificate: nothing is handed out), Internal (signing failed).
   //
-  // `done` runs exactly once: on the calling thread for refusals and when there is no ledger,
-  // otherwise on the ledger's writer thread after the commit. It must not block.
+  // `done` runs exactly once: on the calling thread, on a thread of `identity_lookup` once the
+  // registry has answered, or on the ledger's writer thread after the commit. It must not block.
   using SignCallback = std::function<void(absl::StatusOr<std::vector<std::string>>)>;
   void SignAsync(const CallerCredentials& credentials, const std::string& csr_pem, int64_t validity_seconds,
                  SignCallback done) const;
@@ -62,9 +66,14 @@ class CertificateAuthority {
   double issued_count() const { return issued_->value(); }
 
  private:
+  // The rest of SignAsync once the identity's registry and deny-list status is known
+  // (`identity_status` null: no store, no checks).
+  void SignChecked(const AuthenticatedCaller& caller, const absl::StatusOr<IdentityStatus>* identity_status,
+                   const std::string& csr_pem, int64_t validity_seconds, std::chrono::steady_clock::time_point start,
+                   SignCallback done) const;
   // Registry and deny-list checks; fills the entry's TTL override and DNS names.
-  absl::Status CheckIdentity(const AuthenticatedCaller& caller, absl::Duration* max_ttl,
-                             std::vector<std::string>* dns_names) const;
+  absl::Status CheckIdentity(const AuthenticatedCaller& caller, const absl::StatusOr<IdentityStatus>& status,
+                             absl::Duration* max_ttl, std::vector<std::string>* dns_names) const;
 
   CertificateServiceOptions options_;
   CertificateAuthorityDeps deps_;

@@ -32,6 +32,9 @@ using sql::TxMode;
 constexpr size_t kMaxText = 4096;
 constexpr size_t kMaxNote = 1024;
 constexpr size_t kInsertChunk = 64;  // rows per INSERT statement (9 parameters each)
+// Identities per status query; queries are padded to a power of two so that a connection
+// prepares at most seven distinct texts.
+constexpr size_t kMaxIdentitiesPerQuery = 64;
 
 // Valid UTF-8 (no overlong forms, surrogates or code points above U+10FFFF) without NUL.
 bool ValidText(absl::string_view s) {
@@ -408,27 +411,24 @@ class SqlStore final : public Store {
   }
 
   absl::StatusOr<IdentityStatus> GetIdentityStatus(absl::string_view spiffe_id) override {
-    static const std::string kQuery = absl::StrCat(
-        "SELECT e.spiffe_id, e.allowed_auth, e.max_ttl_us, e.dns_names, e.note, e.created_at_us, "
-        "b.spiffe_id, b.reason, b.blocked_at_us "
-        "FROM (SELECT CAST($1 AS TEXT) AS id) q "
-        "LEFT JOIN registry_entries e ON e.spiffe_id = q.id "
-        "LEFT JOIN blocked_identities b ON b.spiffe_id = q.id");
-    IdentityStatus out;
-    std::vector<SqlParam> params = {SqlParam(std::string(spiffe_id))};
-    // On every CreateCertificate: one statement, no transaction round trips.
-    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kReadStatement, [&](SqlTx& tx) -> absl::Status {
-      out = IdentityStatus{};
-      MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query(kQuery, params));
-      if (rows.size() != 1) return absl::InternalError("datastore: identity status query returned no row");
-      if (rows[0][0].has_value()) {
-        MESHID_ASSIGN_OR_RETURN(out.entry, DecodeEntry(rows[0], 0));
-      }
-      if (rows[0][6].has_value()) {
-        MESHID_ASSIGN_OR_RETURN(out.blocked, DecodeBlock(rows[0], 6));
-      }
-      return absl::OkStatus();
-    }));
+    const std::string id(spiffe_id);
+    MESHID_ASSIGN_OR_RETURN(auto statuses, GetIdentityStatuses(absl::MakeConstSpan(&id, 1)));
+    return std::move(statuses.front());
+  }
+
+  absl::StatusOr<std::vector<IdentityStatus>> GetIdentityStatuses(absl::Span<const std::string> spiffe_ids) override {
+    std::map<std::string, IdentityStatus, std::less<>> found;
+    for (size_t start = 0; start < spiffe_ids.size(); start += kMaxIdentitiesPerQuery) {
+      MESHID_RETURN_IF_ERROR(ReadIdentityStatuses(
+          spiffe_ids.subspan(start, std::min(kMaxIdentitiesPerQuery, spiffe_ids.size() - start)), found));
+    }
+    std::vector<IdentityStatus> out;
+    out.reserve(spiffe_ids.size());
+    for (const std::string& id : spiffe_ids) {
+      auto it = found.find(id);
+      if (it == found.end()) return absl::InternalError("datastore: identity status query returned no row for an identity");
+      out.push_back(it->second);
+    }
     return out;
   }
 
@@ -628,6 +628,41 @@ class SqlStore final : public Store {
   }
 
  private:
+  // One statement (no transaction round trips: it runs on every CreateCertificate) for up to
+  // kMaxIdentitiesPerQuery identities; adds a status for each to `found`.
+  absl::Status ReadIdentityStatuses(absl::Span<const std::string> ids,
+                                    std::map<std::string, IdentityStatus, std::less<>>& found) {
+    size_t slots = 1;
+    while (slots < ids.size()) slots *= 2;
+    std::string query =
+        "SELECT q.id, e.spiffe_id, e.allowed_auth, e.max_ttl_us, e.dns_names, e.note, e.created_at_us, "
+        "b.spiffe_id, b.reason, b.blocked_at_us FROM (";
+    std::vector<SqlParam> params;
+    params.reserve(slots);
+    for (size_t i = 0; i < slots; ++i) {
+      absl::StrAppend(&query, i == 0 ? "" : " UNION ALL ", "SELECT CAST($", i + 1, " AS TEXT) AS id");
+      params.emplace_back(ids[std::min(i, ids.size() - 1)]);  // padding repeats the last identity
+    }
+    absl::StrAppend(&query,
+                    ") q LEFT JOIN registry_entries e ON e.spiffe_id = q.id "
+                    "LEFT JOIN blocked_identities b ON b.spiffe_id = q.id");
+    return db_->Transact(TxMode::kReadStatement, [&](SqlTx& tx) -> absl::Status {
+      MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query(query, params));
+      for (const SqlRow& row : rows) {
+        if (!row[0].has_value()) return absl::InternalError("datastore: identity status row without an identity");
+        IdentityStatus status;
+        if (row[1].has_value()) {
+          MESHID_ASSIGN_OR_RETURN(status.entry, DecodeEntry(row, 1));
+        }
+        if (row[7].has_value()) {
+          MESHID_ASSIGN_OR_RETURN(status.blocked, DecodeBlock(row, 7));
+        }
+        found[*row[0]] = std::move(status);
+      }
+      return absl::OkStatus();
+    });
+  }
+
   absl::Status DeleteOne(absl::string_view table, absl::string_view spiffe_id, std::string not_found) {
     int64_t deleted = 0;
     MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {

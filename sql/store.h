@@ -144,6 +144,18 @@ class Store {
 
   // The registry entry and block of one identity, read in one query.
   virtual absl::StatusOr<IdentityStatus> GetIdentityStatus(absl::string_view spiffe_id) = 0;
+  // The same for several identities (one query per chunk where the backend can), in the order
+  // asked; an identity may appear more than once.
+  virtual absl::StatusOr<std::vector<IdentityStatus>> GetIdentityStatuses(absl::Span<const std::string> spiffe_ids) {
+    std::vector<IdentityStatus> out;
+    out.reserve(spiffe_ids.size());
+    for (const std::string& id : spiffe_ids) {
+      auto status = GetIdentityStatus(id);
+      if (!status.ok()) return status.status();
+      out.push_back(*std::move(status));
+    }
+    return out;
+  }
 
   // The schema version this database is at.
   virtual absl::StatusOr<int> SchemaVersion() = 0;

@@ -2,6 +2,7 @@
 
 #include <thread>
 
+#include "absl/synchronization/notification.h"
 #include "ca/certificate_service.h"
 #include "common/logging.h"
 #include "tests/ca/fake_store.h"
@@ -32,7 +33,9 @@ class CertificateAuthorityTest : public ::testing::Test {
 
   std::unique_ptr<CertificateAuthority> Make(CertificateServiceOptions options, bool with_store) {
     if (with_store && !ledger_) ledger_ = std::make_unique<GroupCommitLedger>(store_, metrics_);
+    if (with_store && batched_lookup_ && !lookup_) lookup_ = std::make_unique<BatchedIdentityLookup>(store_, metrics_);
     CertificateAuthorityDeps deps;
+    deps.identity_lookup = with_store ? lookup_.get() : nullptr;
     deps.issuer = std::make_shared<CertIssuer>(authority_, clock_, random_);
     deps.authenticator = authn_;
     deps.store = with_store ? &store_ : nullptr;
@@ -48,6 +51,8 @@ class CertificateAuthorityTest : public ::testing::Test {
   MetricsRegistry metrics_;
   testing::FakeStore store_;
   std::unique_ptr<GroupCommitLedger> ledger_;
+  bool batched_lookup_ = false;  // registry reads through BatchedIdentityLookup (PostgreSQL's path)
+  std::unique_ptr<BatchedIdentityLookup> lookup_;
   std::shared_ptr<const SigningAuthority> authority_;
   std::shared_ptr<const CallerAuthenticator> authn_;
   EvpPkeyPtr token_key_, key_;
@@ -90,7 +95,16 @@ TEST_F(CertificateAuthorityTest, RefusalsIssueNothing) {
   EXPECT_NE(text.find("citadel_server_csr_count 3"), std::string::npos) << text;
 }
 
-TEST_F(CertificateAuthorityTest, LedgerRecordsEveryIssuedCertificate) {
+// The store-backed tests run twice: registry reads per request (SQLite's path) and batched
+// through BatchedIdentityLookup (PostgreSQL's path).
+class CertificateAuthorityStoreTest : public CertificateAuthorityTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  CertificateAuthorityStoreTest() { batched_lookup_ = GetParam(); }
+};
+INSTANTIATE_TEST_SUITE_P(RegistryReads, CertificateAuthorityStoreTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "Batched" : "Direct"; });
+
+TEST_P(CertificateAuthorityStoreTest, LedgerRecordsEveryIssuedCertificate) {
   auto ca = Make(CertificateServiceOptions{}, true);
   auto chain = ca->Sign(creds_, csr_, 0);
   ASSERT_TRUE(chain.ok()) << chain.status();
@@ -109,7 +123,7 @@ TEST_F(CertificateAuthorityTest, LedgerRecordsEveryIssuedCertificate) {
   EXPECT_EQ(r.issued_at, clock_.Now());
 }
 
-TEST_F(CertificateAuthorityTest, StoreDownMeansUnavailableAndNoCertificate) {
+TEST_P(CertificateAuthorityStoreTest, StoreDownMeansUnavailableAndNoCertificate) {
   auto ca = Make(CertificateServiceOptions{}, true);
   store_.set_available(false);
   auto result = ca->Sign(creds_, csr_, 0);
@@ -120,7 +134,7 @@ TEST_F(CertificateAuthorityTest, StoreDownMeansUnavailableAndNoCertificate) {
   EXPECT_TRUE(ca->Sign(creds_, csr_, 0).ok()) << "recovers when the store returns";
 }
 
-TEST_F(CertificateAuthorityTest, BlockedIdentityIsRefusedUntilUnblocked) {
+TEST_P(CertificateAuthorityStoreTest, BlockedIdentityIsRefusedUntilUnblocked) {
   auto ca = Make(CertificateServiceOptions{}, true);
   ASSERT_TRUE(store_.Block(kId, "key leaked", clock_.Now()).ok());
   auto result = ca->Sign(creds_, csr_, 0);
@@ -130,7 +144,7 @@ TEST_F(CertificateAuthorityTest, BlockedIdentityIsRefusedUntilUnblocked) {
   EXPECT_TRUE(ca->Sign(creds_, csr_, 0).ok());
 }
 
-TEST_F(CertificateAuthorityTest, RequireRegistrationAndEntryRules) {
+TEST_P(CertificateAuthorityStoreTest, RequireRegistrationAndEntryRules) {
   CertificateServiceOptions options;
   options.require_registration = true;
   auto ca = Make(options, true);
@@ -157,7 +171,7 @@ TEST_F(CertificateAuthorityTest, RequireRegistrationAndEntryRules) {
   EXPECT_EQ(NotAfter(leaf.get()), clock_.Now() + absl::Hours(36));
 }
 
-TEST_F(CertificateAuthorityTest, ConcurrentRequestsShareCommits) {
+TEST_P(CertificateAuthorityStoreTest, ConcurrentRequestsShareCommits) {
   auto ca = Make(CertificateServiceOptions{}, true);
   constexpr int kThreads = 8, kPerThread = 20;
   std::vector<std::thread> threads;
@@ -199,6 +213,67 @@ TEST(GroupCommitLedger, SeveralWritersRecordEverythingExactlyOnceAndDrainOnShutd
   }
   EXPECT_EQ(committed.load(), kThreads * kPerThread);
   EXPECT_EQ(store.ledger_size(), static_cast<size_t>(kThreads * kPerThread));
+}
+
+TEST(BatchedIdentityLookup, AnswersEveryLookupFromTheStoreAndDrainsOnShutdown) {
+  testing::FakeStore store;
+  MetricsRegistry metrics;
+  ASSERT_TRUE(store.Block("spiffe://td/ns/a/sa/blocked", "leaked", absl::UnixEpoch()).ok());
+  RegistryEntry entry;
+  entry.spiffe_id = "spiffe://td/ns/a/sa/registered";
+  entry.dns_names = {"registered.a.svc"};
+  ASSERT_TRUE(store.CreateEntry(entry).ok());
+  constexpr int kThreads = 8, kPerThread = 50;
+  std::atomic<int> right{0}, answered{0};
+  {
+    BatchedIdentityLookup lookup(store, metrics, /*readers=*/2, /*workers=*/2);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kPerThread; ++i) {
+          const int kind = (t + i) % 3;
+          std::string id = kind == 0 ? "spiffe://td/ns/a/sa/blocked" : kind == 1 ? "spiffe://td/ns/a/sa/registered"
+                                                                                  : "spiffe://td/ns/a/sa/plain";
+          lookup.GetAsync(id, [&, kind](absl::StatusOr<IdentityStatus> status) {
+            ++answered;
+            if (!status.ok()) return;
+            bool ok = kind == 0   ? status->blocked.has_value() && status->blocked->reason == "leaked" && !status->entry
+                      : kind == 1 ? status->entry.has_value() && status->entry->dns_names == std::vector<std::string>{"registered.a.svc"} &&
+                                      !status->blocked
+                                  : !status->entry && !status->blocked;
+            right += ok;
+          });
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+  }  // the destructor answers everything still queued
+  EXPECT_EQ(answered.load(), kThreads * kPerThread);
+  EXPECT_EQ(right.load(), kThreads * kPerThread);
+  EXPECT_LE(metrics.AddCounter("meshid_ca_identity_lookup_queries", "").value(), kThreads * kPerThread);
+}
+
+TEST(BatchedIdentityLookup, SeesABlockMadeBeforeTheLookupAndPassesStoreErrorsOn) {
+  testing::FakeStore store;
+  MetricsRegistry metrics;
+  BatchedIdentityLookup lookup(store, metrics);
+  auto get = [&](const std::string& id) {
+    absl::StatusOr<IdentityStatus> result;
+    absl::Notification done;
+    lookup.GetAsync(id, [&](absl::StatusOr<IdentityStatus> status) {
+      result = std::move(status);
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return result;
+  };
+  const std::string id = "spiffe://td/ns/a/sa/b";
+  ASSERT_TRUE(get(id).ok());
+  EXPECT_FALSE(get(id)->blocked.has_value());
+  ASSERT_TRUE(store.Block(id, "", absl::UnixEpoch()).ok());
+  EXPECT_TRUE(get(id)->blocked.has_value()) << "the next lookup after a block sees it";
+  store.set_available(false);
+  EXPECT_TRUE(absl::IsUnavailable(get(id).status()));
 }
 
 TEST(EntryAllows, MatchesEachRuleKind) {

@@ -460,6 +460,30 @@ TEST_P(StoreTest, IdentityStatusCombinesEntryAndBlock) {
   EXPECT_FALSE(status->blocked.has_value());
 }
 
+TEST_P(StoreTest, IdentityStatusesOfManyIdentitiesComeBackInTheOrderAsked) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  // 150 lookups: more than one query's worth (64), not a power of two, with repeats.
+  std::vector<std::string> ids;
+  for (int i = 0; i < 150; ++i) ids.push_back(absl::StrCat("spiffe://cluster.local/ns/n", i % 100, "/sa/s"));
+  for (int i = 0; i < 100; i += 3) ASSERT_OK(store->CreateEntry(Entry(absl::StrCat("spiffe://cluster.local/ns/n", i, "/sa/s"))));
+  for (int i = 0; i < 100; i += 5) ASSERT_OK(store->Block(absl::StrCat("spiffe://cluster.local/ns/n", i, "/sa/s"), "r", kT0));
+  auto statuses = store->GetIdentityStatuses(ids);
+  ASSERT_OK(statuses.status());
+  ASSERT_THAT(*statuses, SizeIs(ids.size()));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const int n = static_cast<int>(i % 100);
+    EXPECT_EQ((*statuses)[i].entry.has_value(), n % 3 == 0) << ids[i];
+    if ((*statuses)[i].entry.has_value()) {
+      EXPECT_EQ((*statuses)[i].entry->spiffe_id, ids[i]);
+    }
+    EXPECT_EQ((*statuses)[i].blocked.has_value(), n % 5 == 0) << ids[i];
+  }
+  auto none = store->GetIdentityStatuses({});
+  ASSERT_OK(none.status());
+  EXPECT_THAT(*none, SizeIs(0));
+}
+
 // ---- retention ----
 
 TEST_P(StoreTest, PruneDeletesOnlyRowsExpiredBeforeTheCutoffInBatches) {
