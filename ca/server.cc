@@ -3,7 +3,9 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/server_credentials.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -133,7 +135,11 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     server->ledger_ = std::make_unique<GroupCommitLedger>(*server->store_, *server->metrics_, 512, postgres ? 4 : 1);
     // A PostgreSQL query per request costs a round trip and database CPU; SQLite's is cheap
     // and in-process, so batching would only add a thread hand-off there.
-    if (postgres) server->identity_lookup_ = std::make_unique<BatchedIdentityLookup>(*server->store_, *server->metrics_);
+    // Its workers validate and sign once the registry has answered: one per core.
+    if (postgres) {
+      const int workers = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
+      server->identity_lookup_ = std::make_unique<BatchedIdentityLookup>(*server->store_, *server->metrics_, 2, workers);
+    }
     LedgerPrunerOptions prune;
     prune.horizon = config.ledger_retention;
     MESHID_ASSIGN_OR_RETURN(server->pruner_, LedgerPruner::Create(*server->store_, clock, logger, prune));
