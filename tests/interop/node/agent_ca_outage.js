@@ -9,14 +9,13 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
 const { sdsClient } = require('./sds_protos.js');
 const {
-  meshidBinary, start, waitForLog, stop, httpGet, Reader, request, secretsByName, checkWorkloadSecret, rootsOf,
+  meshidBinary, start, startAgent, waitForLog, stop, httpGet, Reader, request, secretsByName, checkWorkloadSecret, rootsOf,
 } = require('./sds_harness.js');
 
 const MESHID = meshidBinary();
@@ -49,14 +48,9 @@ describe('meshid agent while the CA is unreachable', () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshid-agent-outage-'));
     data = path.join(dir, 'data');
     caPort = await startServer(0);
-    fs.writeFileSync(path.join(dir, 'agent.token'), execFileSync(MESHID, ['token', 'create', '--data-dir', data,
-      '--namespace', 'istio-system', '--service-account', 'agent', '--ttl', '1h']).toString().trim());
     socket = path.join(dir, 'uds/socket');
-    const log = path.join(dir, 'agent.log');
-    agent = start(MESHID, ['agent', '--ca-addr', `127.0.0.1:${caPort}`, '--ca-root', path.join(data, 'root-cert.pem'),
-      '--token-file', path.join(dir, 'agent.token'), '--sds-socket', socket, '--monitoring-addr', '127.0.0.1:0',
-      '--secret-ttl', '5s', '--grace-ratio-jitter', '0'], log);
-    monitoringPort = Number((await waitForLog(log, /monitoring on port (\d+)/, agent))[1]);
+    ({ agent, monitoringPort } = await startAgent(MESHID, { dir, data, caPort, socket,
+      args: ['--secret-ttl', '5s', '--grace-ratio-jitter', '0'] }));
     client = sdsClient(`unix:${socket}`);
   });
 

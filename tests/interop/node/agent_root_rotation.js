@@ -17,7 +17,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { sdsClient } = require('./sds_protos.js');
 const {
-  GUARD_MS, meshidBinary, start, waitForLog, stop, httpGet, Reader, request, secretsByName, splitPem,
+  GUARD_MS, meshidBinary, start, startAgent, waitForLog, stop, httpGet, Reader, request, secretsByName, splitPem,
   checkWorkloadSecret, rootsOf,
 } = require('./sds_harness.js');
 
@@ -74,16 +74,11 @@ describe('meshid agent through a root rotation', () => {
     writeCacerts(path.join(dir, 'phase2'), b, a.pem + b.pem);  // a new root next to the old
 
     caPort = await startServer(path.join(dir, 'phase1'), 0);
-    fs.writeFileSync(path.join(dir, 'agent.token'), execFileSync(MESHID, ['token', 'create', '--data-dir', data,
-      '--namespace', 'istio-system', '--service-account', 'agent', '--ttl', '1h']).toString().trim());
     socket = path.join(dir, 'uds/socket');
-    const log = path.join(dir, 'agent.log');
     // The server rewrites data/root-cert.pem on start and the agent re-reads it before every
     // request, so it trusts the B-issued serving certificate after the restart.
-    agent = start(MESHID, ['agent', '--ca-addr', `127.0.0.1:${caPort}`, '--ca-root', path.join(data, 'root-cert.pem'),
-      '--token-file', path.join(dir, 'agent.token'), '--sds-socket', socket, '--monitoring-addr', '127.0.0.1:0',
-      '--secret-ttl', '6s', '--grace-ratio-jitter', '0'], log);
-    monitoringPort = Number((await waitForLog(log, /monitoring on port (\d+)/, agent))[1]);
+    ({ agent, monitoringPort } = await startAgent(MESHID, { dir, data, caPort, socket,
+      args: ['--secret-ttl', '6s', '--grace-ratio-jitter', '0'] }));
     client = sdsClient(`unix:${socket}`);
   });
 

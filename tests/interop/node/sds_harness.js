@@ -3,7 +3,7 @@
 'use strict';
 
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
+const { execFileSync, spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const http = require('node:http');
@@ -48,6 +48,19 @@ async function waitForLog(logFile, pattern, child) {
     if (Date.now() > deadline) throw new Error(`${path.basename(logFile)}: no ${pattern} in:\n${text}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+// Starts `meshid agent` against the CA on `caPort` (trust bundle `<data>/root-cert.pem`) with a
+// token of its own (istio-system/agent, from the CA's local issuer) written to `<dir>/agent.token`;
+// `args` adds flags. Resolves once it serves, with the process and its monitoring port.
+async function startAgent(meshid, { dir, data, caPort, socket, args = [] }) {
+  fs.writeFileSync(path.join(dir, 'agent.token'), execFileSync(meshid, ['token', 'create', '--data-dir', data,
+    '--namespace', 'istio-system', '--service-account', 'agent', '--ttl', '1h']).toString().trim());
+  const log = path.join(dir, 'agent.log');
+  const agent = start(meshid, ['agent', '--ca-addr', `127.0.0.1:${caPort}`, '--ca-root', path.join(data, 'root-cert.pem'),
+    '--token-file', path.join(dir, 'agent.token'), '--sds-socket', socket, '--monitoring-addr', '127.0.0.1:0', ...args], log);
+  const monitoringPort = Number((await waitForLog(log, /monitoring on port (\d+)/, agent))[1]);
+  return { agent, monitoringPort };
 }
 
 function stop(child) {
@@ -172,6 +185,6 @@ function rootsOf(secret) {
 // ---------------------------------------------------------------------------------------------
 
 module.exports = {
-  GUARD_MS, meshidBinary, start, waitForLog, stop, httpGet, Reader, md, request, secretsByName, splitPem,
+  GUARD_MS, meshidBinary, start, startAgent, waitForLog, stop, httpGet, Reader, md, request, secretsByName, splitPem,
   checkWorkloadSecret, rootsOf,
 };

@@ -19,7 +19,7 @@ const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
 const { SECRET_TYPE_URL, sdsClient, decodeSecret } = require('./sds_protos.js');
 const {
-  meshidBinary, start, waitForLog, stop, httpGet, Reader, md, request, secretsByName, splitPem, checkWorkloadSecret,
+  meshidBinary, start, startAgent, waitForLog, stop, httpGet, Reader, md, request, secretsByName, splitPem, checkWorkloadSecret,
   rootsOf,
 } = require('./sds_harness.js');
 
@@ -40,19 +40,14 @@ describe('meshid agent over Envoy SDS v3 (grpc-js + Envoy protos)', () => {
     const [, caPort] = await waitForLog(serverLog, /listening on 127\.0\.0\.1:(\d+)/, server);
     const token = (ns, sa) => execFileSync(MESHID, ['token', 'create', '--data-dir', data, '--namespace', ns,
       '--service-account', sa]).toString().trim();
-    fs.writeFileSync(path.join(dir, 'agent.token'), token('istio-system', 'agent'));
     webToken = token('default', 'web');
 
     anchors = path.join(dir, 'anchors.pem');
     fs.writeFileSync(anchors, '');
     socket = path.join(dir, 'var/run/secrets/workload-spiffe-uds/socket');
-    const agentLog = path.join(dir, 'agent.log');
-    agent = start(MESHID, ['agent', '--ca-addr', `127.0.0.1:${caPort}`, '--ca-root', path.join(data, 'root-cert.pem'),
-      '--token-file', path.join(dir, 'agent.token'), '--sds-socket', socket, '--monitoring-addr', '127.0.0.1:0',
-      '--secret-ttl', `${SECRET_TTL_SECONDS}s`, '--grace-ratio', '0.5', '--grace-ratio-jitter', '0',
-      '--trust-anchors', anchors], agentLog);
-    const m = await waitForLog(agentLog, /monitoring on port (\d+)/, agent);
-    monitoringPort = Number(m[1]);
+    ({ agent, monitoringPort } = await startAgent(MESHID, { dir, data, caPort, socket,
+      args: ['--secret-ttl', `${SECRET_TTL_SECONDS}s`, '--grace-ratio', '0.5', '--grace-ratio-jitter', '0',
+        '--trust-anchors', anchors] }));
     client = sdsClient(`unix:${socket}`);
   });
 
