@@ -36,6 +36,28 @@ constexpr size_t kInsertChunk = 64;  // rows per INSERT statement (9 parameters 
 // prepares at most seven distinct texts.
 constexpr size_t kMaxIdentitiesPerQuery = 64;
 
+// The identity status query for 1, 2, 4, ... kMaxIdentitiesPerQuery identities (index: log2),
+// built once: it runs on every CreateCertificate.
+const std::vector<std::string>& IdentityStatusQueries() {
+  static const std::vector<std::string> queries = [] {
+    std::vector<std::string> out;
+    for (size_t slots = 1; slots <= kMaxIdentitiesPerQuery; slots *= 2) {
+      std::string query =
+          "SELECT q.id, e.spiffe_id, e.allowed_auth, e.max_ttl_us, e.dns_names, e.note, e.created_at_us, "
+          "b.spiffe_id, b.reason, b.blocked_at_us FROM (";
+      for (size_t i = 0; i < slots; ++i) {
+        absl::StrAppend(&query, i == 0 ? "" : " UNION ALL ", "SELECT CAST($", i + 1, " AS TEXT) AS id");
+      }
+      absl::StrAppend(&query,
+                      ") q LEFT JOIN registry_entries e ON e.spiffe_id = q.id "
+                      "LEFT JOIN blocked_identities b ON b.spiffe_id = q.id");
+      out.push_back(std::move(query));
+    }
+    return out;
+  }();
+  return queries;
+}
+
 // Valid UTF-8 (no overlong forms, surrogates or code points above U+10FFFF) without NUL.
 bool ValidText(absl::string_view s) {
   size_t i = 0;
@@ -632,20 +654,13 @@ class SqlStore final : public Store {
   // kMaxIdentitiesPerQuery identities; adds a status for each to `found`.
   absl::Status ReadIdentityStatuses(absl::Span<const std::string> ids,
                                     std::map<std::string, IdentityStatus, std::less<>>& found) {
-    size_t slots = 1;
-    while (slots < ids.size()) slots *= 2;
-    std::string query =
-        "SELECT q.id, e.spiffe_id, e.allowed_auth, e.max_ttl_us, e.dns_names, e.note, e.created_at_us, "
-        "b.spiffe_id, b.reason, b.blocked_at_us FROM (";
+    size_t bucket = 0;
+    while ((size_t{1} << bucket) < ids.size()) ++bucket;
+    const size_t slots = size_t{1} << bucket;
+    const std::string& query = IdentityStatusQueries()[bucket];
     std::vector<SqlParam> params;
     params.reserve(slots);
-    for (size_t i = 0; i < slots; ++i) {
-      absl::StrAppend(&query, i == 0 ? "" : " UNION ALL ", "SELECT CAST($", i + 1, " AS TEXT) AS id");
-      params.emplace_back(ids[std::min(i, ids.size() - 1)]);  // padding repeats the last identity
-    }
-    absl::StrAppend(&query,
-                    ") q LEFT JOIN registry_entries e ON e.spiffe_id = q.id "
-                    "LEFT JOIN blocked_identities b ON b.spiffe_id = q.id");
+    for (size_t i = 0; i < slots; ++i) params.emplace_back(ids[std::min(i, ids.size() - 1)]);  // padding repeats the last
     return db_->Transact(TxMode::kReadStatement, [&](SqlTx& tx) -> absl::Status {
       MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query(query, params));
       for (const SqlRow& row : rows) {
