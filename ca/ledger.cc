@@ -1,19 +1,21 @@
 #include "ca/ledger.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 
 namespace meshid {
 
-GroupCommitLedger::GroupCommitLedger(Store& store, MetricsRegistry& metrics, size_t max_batch, int writers)
+GroupCommitLedger::GroupCommitLedger(Store& store, MetricsRegistry& metrics, GroupCommitOptions options)
     : store_(store),
-      max_batch_(max_batch),
+      options_(options),
       batches_(metrics.AddCounter("meshid_ca_ledger_commits", "Ledger transactions committed.")),
       failed_batches_(metrics.AddCounter("meshid_ca_ledger_commit_failures", "Ledger transactions that failed.")),
       batch_size_(metrics.AddHistogram("meshid_ca_ledger_batch_size", "Records per ledger transaction.",
                                        {1, 2, 4, 8, 16, 32, 64, 128, 256, 512})) {
-  for (int i = 0; i < std::max(1, writers); ++i) writers_.emplace_back([this] { WriterLoop(); });
+  for (int i = 0; i < std::max(1, options_.writers); ++i) writers_.emplace_back([this] { WriterLoop(); });
 }
 
 GroupCommitLedger::~GroupCommitLedger() {
@@ -30,7 +32,8 @@ void GroupCommitLedger::RecordAsync(IssuanceRecord record, std::function<void(ab
     absl::MutexLock lock(&mu_);
     if (!stopping_) {
       queue_.push_back(Pending{std::move(record), std::move(done)});
-      queued_.Signal();
+      // An idle writer waits for the first record; a pacing one only for a full batch.
+      if (queue_.size() == 1 || queue_.size() >= options_.max_batch) queued_.Signal();
       return;
     }
   }
@@ -49,6 +52,7 @@ absl::Status GroupCommitLedger::Record(IssuanceRecord record) {
 }
 
 void GroupCommitLedger::WriterLoop() {
+  pthread_setname_np(pthread_self(), "ledger-writer");
   std::vector<Pending> batch;
   std::vector<IssuanceRecord> records;
   while (true) {
@@ -56,7 +60,13 @@ void GroupCommitLedger::WriterLoop() {
       absl::MutexLock lock(&mu_);
       while (queue_.empty() && !stopping_) queued_.Wait(&mu_);
       if (queue_.empty()) return;  // stopping, nothing left
-      size_t n = std::min(queue_.size(), max_batch_);
+      const absl::Time next_start = last_commit_start_ + options_.commit_interval;
+      while (queue_.size() < options_.max_batch && !stopping_ && absl::Now() < next_start) {
+        queued_.WaitWithDeadline(&mu_, next_start);
+      }
+      if (queue_.empty()) continue;  // another writer took it
+      last_commit_start_ = absl::Now();
+      size_t n = std::min(queue_.size(), options_.max_batch);
       batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.begin() + static_cast<ptrdiff_t>(n)));
       queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
     }

@@ -49,6 +49,9 @@ absl::Status CaServerConfig::Validate() const {
     problems.push_back("--require-registration: needs a datastore (not --datastore none)");
   }
   if (ledger_retention < absl::ZeroDuration()) problems.push_back("--ledger-retention: must not be negative");
+  if (ledger_commit_interval < absl::ZeroDuration() || ledger_commit_interval > absl::Seconds(1)) {
+    problems.push_back("--ledger-commit-interval: must be between 0 and 1s");
+  }
   if (policy_poll_interval <= absl::ZeroDuration()) problems.push_back("--policy-poll-interval: must be positive");
   if (token_audiences.empty()) problems.push_back("--token-audience: at least one audience is required");
   for (const auto& [issuer, jwks] : jwt_issuers) {
@@ -132,7 +135,10 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     // PostgreSQL overlaps concurrent commits (ca/ledger.h); 4 ledger writers and 2 identity
     // readers of the pool's connections (8 by default) leave room for the policy poller.
     const bool postgres = server->store_->backend() == "postgresql";
-    server->ledger_ = std::make_unique<GroupCommitLedger>(*server->store_, *server->metrics_, 512, postgres ? 4 : 1);
+    GroupCommitOptions ledger_options;
+    ledger_options.writers = postgres ? 4 : 1;
+    ledger_options.commit_interval = config.ledger_commit_interval;
+    server->ledger_ = std::make_unique<GroupCommitLedger>(*server->store_, *server->metrics_, ledger_options);
     // A PostgreSQL query per request costs a round trip and database CPU; SQLite's is cheap
     // and in-process, so batching would only add a thread hand-off there.
     // Its workers validate and sign once the registry has answered: one per core.

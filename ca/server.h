@@ -35,6 +35,8 @@ struct CaServerConfig {
   std::string datastore;
   bool require_registration = false;
   absl::Duration ledger_retention = absl::Hours(24 * 30);  // expired ledger rows older than this are pruned
+  // Ledger commits start at most this often (GroupCommitOptions::commit_interval).
+  absl::Duration ledger_commit_interval = absl::Milliseconds(1);
   // How often the newest policy version is looked up in the store (policy distribution to agents,
   // authz/policy_distribution.h); needs a datastore.
   absl::Duration policy_poll_interval = absl::Seconds(1);

@@ -20,6 +20,7 @@ struct ServerFlags {
   std::string token_audiences = "istio-ca";
   std::string log_level = "info";
   std::string retention = "30d";
+  std::string commit_interval = "1ms";
   std::string policy_poll_interval = "1s";
 };
 }  // namespace
@@ -62,6 +63,10 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
                 "Refuse identities that have no registry entry (meshid entry create)");
   cmd->add_option("--ledger-retention", opts->retention, "Prune expired ledger rows older than this")
       ->capture_default_str();
+  cmd->add_option("--ledger-commit-interval", opts->commit_interval,
+                  "Under load, start a ledger commit at most this often, so that more certificates share one "
+                  "fsync (0: commit as soon as the previous commit ends)")
+      ->capture_default_str();
   cmd->add_option("--policy-poll-interval", opts->policy_poll_interval,
                   "How often the store is checked for a new policy version (meshid apply) to stream to agents")
       ->capture_default_str();
@@ -77,6 +82,9 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
     auto retention = ParseDuration(opts->retention);
     if (!retention.ok()) return Fail(ctx, "--ledger-retention", retention.status());
     config->ledger_retention = *retention;
+    auto commit_interval = ParseDuration(opts->commit_interval);
+    if (!commit_interval.ok()) return Fail(ctx, "--ledger-commit-interval", commit_interval.status());
+    config->ledger_commit_interval = *commit_interval;
     auto policy_poll = ParseDuration(opts->policy_poll_interval);
     if (!policy_poll.ok()) return Fail(ctx, "--policy-poll-interval", policy_poll.status());
     config->policy_poll_interval = *policy_poll;

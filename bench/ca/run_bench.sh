@@ -3,17 +3,24 @@
 # (`--datastore none`), on SQLite (the default: WAL, synchronous=FULL) and on PostgreSQL
 # (fsync on, synchronous_commit on), driven by meshid_ca_loadgen (TLS, ECDSA P-256 CSRs, bearer
 # token) at several concurrencies. Prints one markdown row per (store, concurrency): median of
-# the rounds for throughput, p50/p99 latency and the server's CPU per certificate.
+# the rounds for throughput, p50/p99 latency and the server's CPU per certificate, and the
+# median of the per-round throughput ratios to the ledger-off server.
+#
+# All servers run at once, idle but for the one under load, and every round loads each of them
+# in turn: on a shared VM whose speed drifts over minutes, a ratio taken from neighbouring runs
+# is far steadier than one taken from runs minutes apart.
 #
 #   ninja -C build meshid meshid_ca_loadgen && bench/ca/run_bench.sh [--build DIR] [--count N]
 #       [--rounds N] [--concurrency "32 128 512"] [--stores "none sqlite postgresql"]
+#       [--server-args "--ledger-commit-interval 0"]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build="$root/build"
 count=20000
-rounds=3
+rounds=5
 concurrencies="32 128 512"
 stores="none sqlite postgresql"
+server_args=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build="$2"; shift ;;
@@ -21,7 +28,8 @@ while [ $# -gt 0 ]; do
     --rounds) rounds="$2"; shift ;;
     --concurrency) concurrencies="$2"; shift ;;
     --stores) stores="$2"; shift ;;
-    *) echo "usage: $0 [--build DIR] [--count N] [--rounds N] [--concurrency LIST] [--stores LIST]" >&2; exit 2 ;;
+    --server-args) server_args="$2"; shift ;;
+    *) echo "usage: $0 [--build DIR] [--count N] [--rounds N] [--concurrency LIST] [--stores LIST] [--server-args ARGS]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -31,10 +39,10 @@ for f in "$meshid" "$loadgen"; do [ -x "$f" ] || { echo "run_bench: $f is missin
 
 work=$(mktemp -d /tmp/meshid-ca-bench.XXXXXX)
 chmod 0711 "$work"  # PostgreSQL runs as the postgres user, under $work/pg
-server_pid=""
+declare -A server_pid port
 pg_started=0
 cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  for pid in "${server_pid[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
   [ $pg_started = 1 ] && "$root/scripts/pg-test-server.sh" stop "$work/pg" >/dev/null 2>&1
   rm -rf "$work"
 }
@@ -46,53 +54,63 @@ if [[ " $stores " == *" postgresql "* ]]; then
   pg_started=1
 fi
 
-port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 start_server() {  # STORE
-  local data="$work/data-$1" url
-  rm -rf "$data"
+  local data="$work/data-$1" url p
   case "$1" in
     none) url=none ;;
     sqlite) url="sqlite://$data/meshid.db" ;;
     postgresql)
       PGOPTIONS="-c client_min_messages=warning" /usr/bin/psql "$MESHID_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS meshid_bench" -c "CREATE DATABASE meshid_bench" >/dev/null
       url="${MESHID_TEST_POSTGRES_URL%/postgres}/meshid_bench?pool_size=8" ;;
+    *) echo "run_bench: unknown store $1 (none, sqlite, postgresql)" >&2; exit 2 ;;
   esac
-  "$meshid" server --data-dir "$data" --datastore "$url" --listen "127.0.0.1:$port" --monitoring-addr 127.0.0.1:0 \
-    --log-level warn >"$work/server-$1.log" 2>&1 &
-  server_pid=$!
+  p=$(free_port)
+  # shellcheck disable=SC2086  # --server-args is a list of words
+  "$meshid" server --data-dir "$data" --datastore "$url" --listen "127.0.0.1:$p" --monitoring-addr 127.0.0.1:0 \
+    --log-level warn $server_args >"$work/server-$1.log" 2>&1 &
+  server_pid[$1]=$!
+  port[$1]=$p
   for _ in $(seq 300); do
-    [ -f "$data/root-cert.pem" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    [ -f "$data/root-cert.pem" ] && (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break
+    kill -0 "${server_pid[$1]}" 2>/dev/null || { echo "run_bench: the $1 server exited:" >&2; cat "$work/server-$1.log" >&2; exit 1; }
     sleep 0.1
   done
-  "$meshid" token create --data-dir "$data" --namespace bench --service-account loadgen >"$work/token"
+  "$meshid" token create --data-dir "$data" --namespace bench --service-account loadgen >"$work/token-$1"
 }
-stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""; }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+for store in $stores; do start_server "$store"; done
 echo "meshid CA over the wire: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg) at start," \
-  "$count ECDSA P-256 certificates per round, median of $rounds rounds"
+  "$count ECDSA P-256 certificates per round, median of $rounds rounds${server_args:+, server flags: $server_args}"
 echo
-echo "| ledger | concurrency | certificates/s | p50 ms | p99 ms | server CPU ms/cert |"
-echo "|---|---:|---:|---:|---:|---:|"
-for store in $stores; do
-  start_server "$store"
-  for c in $concurrencies; do
-    : >"$work/rounds"
-    for _ in $(seq "$rounds"); do
-      out=$("$loadgen" --addr "127.0.0.1:$port" --ca-root "$work/data-$store/root-cert.pem" --token-file "$work/token" \
-        --concurrency "$c" --count "$count" --server-pid "$server_pid" --time-limit 120) ||
-        { echo "run_bench: loadgen failed ($store, c=$c):" >&2; echo "$out" >&2; exit 1; }
+echo "| ledger | concurrency | certificates/s | of ledger off | p50 ms | p99 ms | server CPU ms/cert |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+for c in $concurrencies; do
+  for store in $stores; do : >"$work/rounds-$store"; done
+  for round in $(seq "$rounds"); do
+    for store in $stores; do
+      out=$("$loadgen" --addr "127.0.0.1:${port[$store]}" --ca-root "$work/data-$store/root-cert.pem" \
+        --token-file "$work/token-$store" --concurrency "$c" --count "$count" --server-pid "${server_pid[$store]}" \
+        --time-limit 120) || { echo "run_bench: loadgen failed ($store, c=$c):" >&2; echo "$out" >&2; exit 1; }
       tput=$(awk '/^throughput/ {print $2}' <<<"$out")
       p50=$(awk '/^latency/ {print $3}' <<<"$out")
       p99=$(awk '/^latency/ {print $6}' <<<"$out")
       cpu=$(awk '/^server CPU/ {print $3}' <<<"$out")
-      echo "$tput $p50 $p99 $cpu" >>"$work/rounds"
+      echo "$round $tput $p50 $p99 $cpu" >>"$work/rounds-$store"
     done
-    col() { awk -v c="$1" '{print $c}' "$work/rounds" | median; }
+  done
+  for store in $stores; do
+    col() { awk -v c="$1" '{print $c}' "$work/rounds-$store" | median; }
+    ratio="-"
+    if [ -s "$work/rounds-none" ] && [ "$store" != none ]; then
+      # The ratio of each round's throughput to the ledger-off run next to it; their median.
+      ratio=$(paste -d" " "$work/rounds-$store" "$work/rounds-none" | awk '{print 100 * $2 / $7}' | median)
+      ratio=$(printf "%.0f%%" "$ratio")
+    fi
     label=$store
     [ "$store" = none ] && label="off (--datastore none)"
-    printf "| %s | %s | %.0f | %.2f | %.2f | %.3f |\n" "$label" "$c" "$(col 1)" "$(col 2)" "$(col 3)" "$(col 4)"
+    printf "| %s | %s | %.0f | %s | %.2f | %.2f | %.3f |\n" "$label" "$c" "$(col 2)" "$ratio" "$(col 3)" "$(col 4)" "$(col 5)"
   done
-  stop_server
 done

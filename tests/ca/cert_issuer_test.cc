@@ -83,6 +83,34 @@ TEST_F(CertIssuerTest, SerialsAreDistinct) {
   EXPECT_EQ(serials.size(), 50u);
 }
 
+// The serial leads with the issuance time in milliseconds, so serials (the ledger's key) grow
+// with time; the 80 bits after it are random (SerialsAreDistinct issues 50 in one millisecond).
+TEST_F(CertIssuerTest, SerialsLeadWithTheIssuanceMillisecond) {
+  std::string spki = *PublicKeyDer(GenerateKey(KeyAlgorithm::kEcdsaP256)->get());
+  auto serial_bytes = [&] {
+    auto issued = *issuer_.IssueSvid(spki, KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1));
+    X509Ptr cert = *CertFromDer(issued.der);
+    BignumPtr bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr));
+    std::string bytes(16, '\0');
+    EXPECT_LE(BN_num_bytes(bn.get()), 16);
+    BN_bn2binpad(bn.get(), reinterpret_cast<unsigned char*>(bytes.data()), 16);
+    return bytes;
+  };
+  auto leading_millis = [](const std::string& bytes) {
+    int64_t ms = 0;
+    for (int i = 0; i < 6; ++i) ms = (ms << 8) | static_cast<uint8_t>(bytes[i]);
+    return ms;
+  };
+  clock_.Set(absl::FromUnixMillis(1800000000123));
+  std::string first = serial_bytes();
+  clock_.Advance(absl::Milliseconds(1));
+  std::string second = serial_bytes();
+  EXPECT_EQ(leading_millis(first), 1800000000123);
+  EXPECT_EQ(leading_millis(second), 1800000000124);
+  EXPECT_LT(first, second);
+  EXPECT_EQ(static_cast<uint8_t>(first[0]) & 0x80, 0) << "positive";
+}
+
 TEST_F(CertIssuerTest, NotAfterClampedToIssuerAndExpiredIssuerRefuses) {
   auto short_lived = testing::MakeAuthority(clock_, random_, "cluster.local", absl::Minutes(30));
   CertIssuer issuer(short_lived, clock_, random_);

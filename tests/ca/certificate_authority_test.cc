@@ -193,7 +193,7 @@ TEST(GroupCommitLedger, SeveralWritersRecordEverythingExactlyOnceAndDrainOnShutd
   constexpr int kThreads = 8, kPerThread = 50;
   std::atomic<int> committed{0};
   {
-    GroupCommitLedger ledger(store, metrics, /*max_batch=*/16, /*writers=*/4);
+    GroupCommitLedger ledger(store, metrics, {.max_batch = 16, .writers = 4});
     std::vector<std::thread> threads;
     for (int t = 0; t < kThreads; ++t) {
       threads.emplace_back([&, t] {
@@ -213,6 +213,32 @@ TEST(GroupCommitLedger, SeveralWritersRecordEverythingExactlyOnceAndDrainOnShutd
   }
   EXPECT_EQ(committed.load(), kThreads * kPerThread);
   EXPECT_EQ(store.ledger_size(), static_cast<size_t>(kThreads * kPerThread));
+}
+
+// Pacing without timing: with an interval of an hour, only an idle ledger, a full batch or
+// shutdown can start a commit.
+TEST(GroupCommitLedger, PacedCommitsStartAtOnceWhenIdleThenWaitForAFullBatch) {
+  testing::FakeStore store;
+  MetricsRegistry metrics;
+  constexpr int kBatch = 10;
+  std::atomic<int> committed{0};
+  auto record = [](int i) {
+    IssuanceRecord r;
+    r.serial_hex = absl::StrCat(i);
+    return r;
+  };
+  {
+    GroupCommitLedger ledger(store, metrics, {.max_batch = kBatch, .writers = 1, .commit_interval = absl::Hours(1)});
+    ASSERT_TRUE(ledger.Record(record(0)).ok()) << "an idle ledger commits at once";
+    std::vector<std::thread> threads;
+    for (int i = 1; i <= kBatch; ++i) {
+      threads.emplace_back([&, i] { committed += ledger.Record(record(i)).ok(); });
+    }
+    for (auto& t : threads) t.join();  // returns only once the tenth record filled the batch
+    ledger.RecordAsync(record(kBatch + 1), [&](absl::Status s) { committed += s.ok(); });
+  }  // shutdown commits the last record without waiting out the interval
+  EXPECT_EQ(committed.load(), kBatch + 1);
+  EXPECT_EQ(store.batch_sizes(), (std::vector<size_t>{1, kBatch, 1}));
 }
 
 TEST(BatchedIdentityLookup, AnswersEveryLookupFromTheStoreAndDrainsOnShutdown) {

@@ -18,6 +18,7 @@ class FakeStore final : public Store {
     absl::MutexLock lock(&mu_);
     if (!available_) return absl::UnavailableError("fake store is down");
     ++commits_;
+    batch_sizes_.push_back(records.size());
     for (const auto& r : records) {
       if (ledger_.count(r.serial_hex)) return absl::AlreadyExistsError("duplicate serial");
     }
@@ -71,6 +72,10 @@ class FakeStore final : public Store {
     absl::MutexLock lock(&mu_);
     return ledger_.size();
   }
+  std::vector<size_t> batch_sizes() {
+    absl::MutexLock lock(&mu_);
+    return batch_sizes_;
+  }
   int commits() {
     absl::MutexLock lock(&mu_);
     return commits_;
@@ -80,6 +85,7 @@ class FakeStore final : public Store {
   absl::Mutex mu_;
   bool available_ ABSL_GUARDED_BY(mu_) = true;
   int commits_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<size_t> batch_sizes_ ABSL_GUARDED_BY(mu_);  // records per attempted transaction
   std::map<std::string, IssuanceRecord> ledger_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, RegistryEntry> entries_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, BlockedIdentity> blocked_ ABSL_GUARDED_BY(mu_);

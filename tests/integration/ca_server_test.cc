@@ -309,6 +309,8 @@ TEST_F(CaServerTest, BrokenPluginCaAndBadFlagsFailWithOneClearLine) {
       {{"--trust-domain", "Bad.Domain"}, "--trust-domain: trust domain \"Bad.Domain\" has a character outside"},
       {{"--self-signed-key", "dsa-1024"}, "--self-signed-key: unknown key type \"dsa-1024\""},
       {{"--max-workload-cert-ttl", "forever"}, "--max-workload-cert-ttl: invalid duration \"forever\""},
+      {{"--ledger-commit-interval", "soon"}, "--ledger-commit-interval: invalid duration \"soon\""},
+      {{"--ledger-commit-interval", "5s"}, "--ledger-commit-interval: must be between 0 and 1s"},
       {{"--jwt-issuer", "https://x=" + base_ + "/missing.json"}, "--jwt-issuer https://x: " + base_ + "/missing.json: No such file"},
   };
   int i = 0;
