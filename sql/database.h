@@ -39,6 +39,12 @@ enum class TxMode {
   // PostgreSQL the BEGIN and COMMIT round trips on hot single-row lookups.
   kReadStatement,
   kWrite,    // reads and writes; writers on one database are serialized
+  // Exactly one write statement, run without an explicit transaction: a single statement is
+  // atomic and, once it returns, committed durably. Saves PostgreSQL two round trips per ledger
+  // batch. A connection lost mid-statement leaves the outcome unknown and a stale pooled
+  // connection is retried once, so the statement must be safe to run twice (an INSERT of
+  // unique keys: a repeat fails with AlreadyExists).
+  kWriteStatement,
   kMigrate,  // like kWrite, and exclusive against other processes migrating the same database
 };
 

@@ -153,7 +153,7 @@ class PostgresDatabase final : public Database {
       bool broken = false;
       try {
         std::unique_ptr<pqxx::transaction_base> work;
-        if (mode == TxMode::kReadStatement) {
+        if (mode == TxMode::kReadStatement || mode == TxMode::kWriteStatement) {
           work = std::make_unique<pqxx::nontransaction>(*lease);
         } else {
           work = std::make_unique<pqxx::work>(*lease);
@@ -173,7 +173,9 @@ class PostgresDatabase final : public Database {
             absl::StrCat(where_, ": lost the connection while committing; the outcome is unknown: ", OneLine(e.what())));
       } catch (const pqxx::broken_connection& e) {
         broken = true;
-        status = absl::UnavailableError(absl::StrCat(where_, ": lost the connection: ", OneLine(e.what())));
+        status = absl::UnavailableError(absl::StrCat(where_, ": lost the connection",
+                                                     mode == TxMode::kWriteStatement ? " (the write's outcome is unknown)" : "",
+                                                     ": ", OneLine(e.what())));
       } catch (const pqxx::sql_error& e) {
         broken = IsConnectionState(e.sqlstate());
         status = MapSqlError(e, where_);
@@ -183,7 +185,9 @@ class PostgresDatabase final : public Database {
       if (broken) {
         lease.Discard();
         pool_.DropIdle();
-        if (may_retry) continue;  // nothing was committed; the pooled connection was stale
+        // The pooled connection was stale: nothing was committed, or (kWriteStatement) the
+        // statement may have run and running it again is safe.
+        if (may_retry) continue;
       }
       return status;
     }

@@ -286,7 +286,8 @@ class SqlStore final : public Store {
       }
     }
     if (records.empty()) return absl::OkStatus();
-    absl::Status status = db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
+    const TxMode mode = records.size() <= kInsertChunk ? TxMode::kWriteStatement : TxMode::kWrite;
+    absl::Status status = db_->Transact(mode, [&](SqlTx& tx) -> absl::Status {
       for (size_t start = 0; start < records.size(); start += kInsertChunk) {
         size_t n = std::min(kInsertChunk, records.size() - start);
         std::string statement = absl::StrCat("INSERT INTO issuances (", kIssuanceColumns, ") VALUES ");

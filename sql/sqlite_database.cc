@@ -182,7 +182,7 @@ class SqliteDatabase final : public Database {
     const bool reader = mode == TxMode::kRead || mode == TxMode::kReadStatement;
     std::optional<absl::MutexLock> writer;
     if (!reader) writer.emplace(&write_mu_);
-    if (mode == TxMode::kReadStatement) {
+    if (mode == TxMode::kReadStatement || mode == TxMode::kWriteStatement) {
       SqliteTx tx(*lease, path_);
       return body(tx);  // autocommit: the statement is its own transaction
     }
