@@ -4,12 +4,12 @@
 #include "ca/cert_issuer.h"
 
 #include <arpa/inet.h>
-
-#include <algorithm>
 #include <openssl/ec.h>
 #include <openssl/ecdsa.h>
 #include <openssl/err.h>
 #include <openssl/rsa.h>
+
+#include <algorithm>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -34,8 +34,8 @@ constexpr size_t kSerialBytes = 16;
 
 // A positive 127-bit serial of full width: the first 6 bytes are the issuance time in Unix
 // milliseconds (big-endian; its top bit stays clear until the year 6429), the other 10 bytes (80
-// bits) come from the CSPRNG, above the 64 random bits RFC 5280 deployments and the CA/Browser
-// Forum ask for. Leading with the time makes serials, and so the ledger's primary key, grow with
+// bits) come from the CSPRNG, more than the 64 random bits the CA/Browser Forum requires of
+// public CAs. Leading with the time makes serials, and so the ledger's primary key, grow with
 // issuance: a batch of ledger rows lands on the index's last pages instead of dirtying one
 // random B-tree page per certificate.
 void TimeOrderedSerial(absl::Time now, RandomSource& random, uint8_t (&serial)[kSerialBytes]) {

@@ -35,8 +35,9 @@ class CertIssuer {
   // An X.509-SVID for the key in `spki_der` (a DER SubjectPublicKeyInfo, copied into the
   // certificate as is) of kind `key_algorithm`: empty subject, one critical URI SAN `id` (plus `dns_sans`),
   // critical key usage digitalSignature (+keyEncipherment for RSA), EKU serverAuth+clientAuth,
-  // critical CA:FALSE, AKI, 127-bit serial (issuance time in ms, then 80 random bits), notAfter = min(now + ttl, issuer chain's
-  // notAfter). FailedPrecondition if the signing certificate has expired.
+  // critical CA:FALSE, AKI, 127-bit serial (issuance time in ms, then 80 random bits),
+  // notAfter = min(now + ttl, issuer chain's notAfter). FailedPrecondition if the signing
+  // certificate has expired.
   // Certificates are assembled as DER and signed directly; no X509 object is built, because
   // OpenSSL 3.0's key encoders would cost more than the signature.
   absl::StatusOr<IssuedCertificate> IssueSvid(absl::string_view spki_der, KeyAlgorithm key_algorithm, const SpiffeId& id,
