@@ -60,12 +60,15 @@ void GroupCommitLedger::WriterLoop() {
       absl::MutexLock lock(&mu_);
       while (queue_.empty() && !stopping_) queued_.Wait(&mu_);
       if (queue_.empty()) return;  // stopping, nothing left
-      const absl::Time next_start = last_commit_start_ + options_.commit_interval;
-      while (queue_.size() < options_.max_batch && !stopping_ && absl::Now() < next_start) {
-        queued_.WaitWithDeadline(&mu_, next_start);
+      // The steady clock: a wall-clock step must not stall (or hurry) the writers.
+      const auto next_start = last_commit_start_ + absl::ToChronoNanoseconds(options_.commit_interval);
+      while (queue_.size() < options_.max_batch && !stopping_) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= next_start) break;
+        queued_.WaitWithTimeout(&mu_, absl::FromChrono(next_start - now));
       }
       if (queue_.empty()) continue;  // another writer took it
-      last_commit_start_ = absl::Now();
+      last_commit_start_ = std::chrono::steady_clock::now();
       size_t n = std::min(queue_.size(), options_.max_batch);
       batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.begin() + static_cast<ptrdiff_t>(n)));
       queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));

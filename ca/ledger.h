@@ -13,6 +13,7 @@
 // flushes: a batch need not wait for the previous batch's commit.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -65,7 +66,8 @@ class GroupCommitLedger {
   absl::CondVar queued_;
   std::vector<Pending> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Time last_commit_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  std::chrono::steady_clock::time_point last_commit_start_ ABSL_GUARDED_BY(mu_) =
+      std::chrono::steady_clock::time_point::min();  // none yet
   std::vector<std::thread> writers_;
 };
 
