@@ -141,7 +141,8 @@ mint hp-productpage spiffe://cluster.local/ns/default/sa/productpage
 mint hp-reviews spiffe://cluster.local/ns/default/sa/reviews
 hp_in=$(free_port)
 hp_out=$(free_port)
-cat >"$work/hp-in.cfg" <<EOF
+hp_common() {  # the global and defaults sections both HAProxy configs share
+  cat <<EOF
 global
   maxconn 4000
   nbthread $workers
@@ -151,6 +152,9 @@ defaults
   timeout server 60s
   timeout connect 5s
   option http-keep-alive
+EOF
+}
+{ hp_common; cat <<EOF
 frontend inbound
   bind 127.0.0.1:$hp_in ssl crt $work/hp-reviews.pem ca-file $work/ca/root-cert.pem verify required
   # The RBAC rule's request half (HAProxy 2.6 cannot match a URI SAN of the client certificate).
@@ -160,16 +164,8 @@ frontend inbound
 backend app
   server app 127.0.0.1:$app_port
 EOF
-cat >"$work/hp-out.cfg" <<EOF
-global
-  maxconn 4000
-  nbthread $workers
-defaults
-  mode http
-  timeout client 60s
-  timeout server 60s
-  timeout connect 5s
-  option http-keep-alive
+} >"$work/hp-in.cfg"
+{ hp_common; cat <<EOF
 frontend outbound
   bind 127.0.0.1:$hp_out
   default_backend reviews
@@ -177,6 +173,7 @@ backend reviews
   # verify required checks the chain; HAProxy's verifyhost cannot check a SPIFFE URI SAN.
   server reviews 127.0.0.1:$hp_in ssl crt $work/hp-productpage.pem ca-file $work/ca/root-cert.pem verify required
 EOF
+} >"$work/hp-out.cfg"
 haproxy -f "$work/hp-in.cfg" -D -p "$work/hp-in.hapid" 2>/dev/null
 haproxy -f "$work/hp-out.cfg" -D -p "$work/hp-out.hapid" 2>/dev/null
 

@@ -14,19 +14,14 @@ if(NODE_EXECUTABLE)
   set_tests_properties(interop.sds_envoy_protos interop.sds_node_grpc_js PROPERTIES LABELS "interop" TIMEOUT 300)
 endif()
 
-# Integration: the agent through a CA outage (real meshid server + agent, Envoy's sds.proto).
+# Integration, real meshid server + agent with Envoy's sds.proto: the agent through a CA outage,
+# and a root rotation (the server restarted on a new root next to the old): ROOTCA with both
+# roots reaches the proxy before any certificate from the new root.
 if(NODE_EXECUTABLE)
-  add_test(NAME integration.agent_ca_outage
-    COMMAND ${NODE_EXECUTABLE} ${node_dir}/agent_ca_outage.js --meshid $<TARGET_FILE:meshid>
-    WORKING_DIRECTORY ${node_dir})
-  set_tests_properties(integration.agent_ca_outage PROPERTIES LABELS "integration" TIMEOUT 300)
-endif()
-
-# Integration: a root rotation (real meshid server restarted on a new root next to the old, real
-# agent): ROOTCA with both roots reaches the proxy before any certificate from the new root.
-if(NODE_EXECUTABLE)
-  add_test(NAME integration.agent_root_rotation
-    COMMAND ${NODE_EXECUTABLE} ${node_dir}/agent_root_rotation.js --meshid $<TARGET_FILE:meshid>
-    WORKING_DIRECTORY ${node_dir})
-  set_tests_properties(integration.agent_root_rotation PROPERTIES LABELS "integration" TIMEOUT 300)
+  foreach(name agent_ca_outage agent_root_rotation)
+    add_test(NAME integration.${name}
+      COMMAND ${NODE_EXECUTABLE} ${node_dir}/${name}.js --meshid $<TARGET_FILE:meshid>
+      WORKING_DIRECTORY ${node_dir})
+    set_tests_properties(integration.${name} PROPERTIES LABELS "integration" TIMEOUT 300)
+  endforeach()
 endif()
