@@ -42,6 +42,9 @@ CertificateAuthority::CertificateAuthority(CertificateServiceOptions options, Ce
   ttl_errors_ = &metrics.AddCounter("citadel_server_csr_sign_err_count", err_help, {{"error", "TTL_ERROR"}});
   cert_gen_errors_ = &metrics.AddCounter("citadel_server_csr_sign_err_count", err_help, {{"error", "CERT_GEN_ERROR"}});
   ledger_errors_ = &metrics.AddCounter("citadel_server_csr_sign_err_count", err_help, {{"error", "LEDGER_UNAVAILABLE"}});
+  registry_changed_ = &metrics.AddCounter(
+      "meshid_ca_registry_changed_resigns",
+      "Certificates dropped before their ledger row was written because the identity registry changed; signed again.");
   sign_latency_ = &metrics.AddHistogram("meshid_ca_sign_latency_seconds",
                                         "Time to handle a CreateCertificate request, from receipt to signed chain.",
                                         {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1});
@@ -56,55 +59,79 @@ void CertificateAuthority::SignAsync(const CallerCredentials& credentials, const
     authn_failures_->Increment();
     return done(caller.status());
   }
-  if (deps_.identity_lookup != nullptr) {
-    std::string id = caller->id.ToString();
-    deps_.identity_lookup->GetAsync(
-        std::move(id), [this, caller = *std::move(caller), csr_pem, validity_seconds, start,
-                        done = std::move(done)](absl::StatusOr<IdentityStatus> status) mutable {
-          SignChecked(caller, &status, csr_pem, validity_seconds, start, std::move(done));
-        });
-    return;
-  }
-  if (deps_.store == nullptr) return SignChecked(*caller, nullptr, csr_pem, validity_seconds, start, std::move(done));
-  absl::StatusOr<IdentityStatus> status = deps_.store->GetIdentityStatus(caller->id.ToString());
-  SignChecked(*caller, &status, csr_pem, validity_seconds, start, std::move(done));
+  Resolve(std::make_shared<Request>(Request{*std::move(caller), csr_pem, validity_seconds, start, std::move(done)}),
+          /*use_cache=*/true);
 }
 
-void CertificateAuthority::SignChecked(const AuthenticatedCaller& caller,
-                                       const absl::StatusOr<IdentityStatus>* identity_status,
-                                       const std::string& csr_pem, int64_t validity_seconds,
-                                       std::chrono::steady_clock::time_point start, SignCallback done) const {
+void CertificateAuthority::Resolve(std::shared_ptr<Request> request, bool use_cache) const {
+  if (deps_.store == nullptr) return SignChecked(std::move(request), nullptr, /*cached=*/false);
+  std::string id = request->caller.id.ToString();
+  if (use_cache) {
+    if (std::shared_ptr<const IdentityStatus> cached = identity_cache_.Find(id)) {
+      const absl::StatusOr<IdentityStatus> status(*cached);
+      return SignChecked(std::move(request), &status, /*cached=*/true);
+    }
+  }
+  // The first request of an identity, the first after a registry change, or a refusal to
+  // confirm.
+  absl::StatusOr<IdentityStatus> status = deps_.store->GetIdentityStatus(id);
+  if (status.ok()) identity_cache_.Put(id, *status);
+  SignChecked(std::move(request), &status, /*cached=*/false);
+}
+
+void CertificateAuthority::SignChecked(std::shared_ptr<Request> request,
+                                       const absl::StatusOr<IdentityStatus>* identity_status, bool cached) const {
+  const AuthenticatedCaller& caller = request->caller;
+  const int64_t validity_seconds = request->validity_seconds;
   absl::Duration max_ttl = options_.max_ttl;
   std::vector<std::string> dns_names;
-  if (identity_status != nullptr) {
-    if (absl::Status s = CheckIdentity(caller, *identity_status, &max_ttl, &dns_names); !s.ok()) return done(s);
-  }
+  absl::Status refusal;
+  if (identity_status != nullptr) refusal = CheckIdentity(caller, *identity_status, &max_ttl, &dns_names);
   absl::Duration ttl = validity_seconds <= 0 ? std::min(options_.default_ttl, max_ttl) : absl::Seconds(validity_seconds);
-  if (ttl > max_ttl) {
-    ttl_errors_->Increment();
-    return done(absl::InvalidArgumentError(absl::StrCat("requested TTL ", validity_seconds,
-                                                        "s is greater than the max allowed TTL ",
-                                                        absl::ToInt64Seconds(max_ttl), "s")));
+  if (refusal.ok() && ttl > max_ttl) {
+    refusal = absl::InvalidArgumentError(absl::StrCat("requested TTL ", validity_seconds,
+                                                      "s is greater than the max allowed TTL ",
+                                                      absl::ToInt64Seconds(max_ttl), "s"));
   }
-  auto csr = ValidateCsr(csr_pem, caller.id);
+  if (!refusal.ok()) {
+    // A cached status would never learn of the unblock or the new entry that lifts it.
+    if (cached) return Resolve(std::move(request), /*use_cache=*/false);
+    if (absl::IsPermissionDenied(refusal)) denied_->Increment();
+    if (absl::IsInvalidArgument(refusal)) ttl_errors_->Increment();
+    return request->done(refusal);
+  }
+  auto csr = ValidateCsr(request->csr_pem, caller.id);
   if (!csr.ok()) {
     csr_errors_->Increment();
-    return done(csr.status());
+    return request->done(csr.status());
   }
   auto cert = deps_.issuer->IssueSvid(csr->spki_der, csr->algorithm, caller.id, ttl, dns_names);
   if (!cert.ok()) {
     cert_gen_errors_->Increment();
     deps_.logger->error("signing for {} failed: {}", caller.id.ToString(), cert.status().message());
-    return done(absl::InternalError(absl::StrCat("certificate generation failed: ", cert.status().message())));
+    return request->done(absl::InternalError(absl::StrCat("certificate generation failed: ", cert.status().message())));
   }
+  ++request->attempts;
+  const std::optional<int64_t> generation =
+      identity_status != nullptr ? std::optional<int64_t>((*identity_status)->registry_generation) : std::nullopt;
   // Hands the chain out; runs once the ledger row is durable (or at once without a ledger).
-  auto finish = [this, start, id = caller.id.ToString(), describe = caller.Describe(), pem = std::move(cert->pem),
-                 serial = cert->serial_hex, not_before = cert->not_before, not_after = cert->not_after,
-                 done = std::move(done)](absl::Status recorded) mutable {
+  auto finish = [this, request, generation, pem = std::move(cert->pem), serial = cert->serial_hex,
+                 not_before = cert->not_before, not_after = cert->not_after](absl::Status recorded) mutable {
+    const std::string id = request->caller.id.ToString();
+    if (absl::IsAborted(recorded) && generation.has_value()) {
+      // The registry changed after its status was read: this certificate is dropped unrecorded
+      // and never handed out; the request is checked and signed again under the new status.
+      registry_changed_->Increment();
+      identity_cache_.Forget(*generation);
+      if (request->attempts < kMaxRegistryAttempts) return Resolve(std::move(request), /*use_cache=*/true);
+      recorded = absl::UnavailableError(absl::StrCat("the identity registry changed ", request->attempts,
+                                                     " times while a certificate for ", id,
+                                                     " was being issued; try again"));
+    }
     if (!recorded.ok()) {
       ledger_errors_->Increment();
       deps_.logger->error("not issuing {} serial {}: {}", id, serial, recorded.message());
-      return done(recorded);
+      return request->done(recorded);
     }
     const SigningAuthority& authority = deps_.issuer->authority();
     std::vector<std::string> chain;
@@ -112,11 +139,11 @@ void CertificateAuthority::SignChecked(const AuthenticatedCaller& caller,
     chain.push_back(std::move(pem));
     chain.insert(chain.end(), authority.chain_pems.begin(), authority.chain_pems.end());
     issued_->Increment();
-    sign_latency_->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    sign_latency_->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - request->start).count());
     deps_.logger->info("issued certificate spiffe_id={} serial={} ttl={}s not_after={} auth=\"{}\"", id, serial,
                        absl::ToInt64Seconds(not_after - not_before),
-                       absl::FormatTime(absl::RFC3339_sec, not_after, absl::UTCTimeZone()), describe);
-    done(std::move(chain));
+                       absl::FormatTime(absl::RFC3339_sec, not_after, absl::UTCTimeZone()), request->caller.Describe());
+    request->done(std::move(chain));
   };
   if (deps_.ledger == nullptr) return finish(absl::OkStatus());
   IssuanceRecord record;
@@ -131,9 +158,7 @@ void CertificateAuthority::SignChecked(const AuthenticatedCaller& caller,
   record.auth_detail = jwt ? absl::StrCat("iss=", caller.jwt_issuer, " sub=", caller.jwt_subject)
                            : absl::StrCat("serial=", caller.client_cert_serial);
   record.issued_at = deps_.clock->Now();
-  // std::function needs a copyable callable; the move-only state travels in a shared_ptr.
-  auto shared_finish = std::make_shared<decltype(finish)>(std::move(finish));
-  deps_.ledger->RecordAsync(std::move(record), [shared_finish](absl::Status s) { (*shared_finish)(std::move(s)); });
+  deps_.ledger->RecordAsync(std::move(record), generation, std::move(finish));
 }
 
 absl::StatusOr<std::vector<std::string>> CertificateAuthority::Sign(const CallerCredentials& credentials,
@@ -157,19 +182,16 @@ absl::Status CertificateAuthority::CheckIdentity(const AuthenticatedCaller& call
     return absl::UnavailableError(absl::StrCat("the identity registry is unavailable: ", status.status().message()));
   }
   if (status->blocked.has_value()) {
-    denied_->Increment();
     return absl::PermissionDeniedError(absl::StrCat("identity ", id, " is blocked",
                                                     status->blocked->reason.empty() ? "" : ": ",
                                                     status->blocked->reason));
   }
   if (!status->entry.has_value()) {
     if (!options_.require_registration) return absl::OkStatus();
-    denied_->Increment();
     return absl::PermissionDeniedError(absl::StrCat("identity ", id, " is not registered (the server requires registration)"));
   }
   const RegistryEntry& entry = *status->entry;
   if (!EntryAllows(entry, caller)) {
-    denied_->Increment();
     return absl::PermissionDeniedError(absl::StrCat("the registry entry of ", id, " does not allow a caller with ", caller.Describe()));
   }
   if (entry.max_ttl > absl::ZeroDuration()) *max_ttl = entry.max_ttl;

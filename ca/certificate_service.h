@@ -12,7 +12,7 @@
 #include "absl/time/time.h"
 #include "ca/authenticator.h"
 #include "ca/cert_issuer.h"
-#include "ca/identity_lookup.h"
+#include "ca/identity_cache.h"
 #include "ca/ledger.h"
 #include "common/clock.h"
 #include "common/logging.h"
@@ -33,8 +33,6 @@ struct CertificateAuthorityDeps {
   std::shared_ptr<const CertIssuer> issuer;
   std::shared_ptr<const CallerAuthenticator> authenticator;
   Store* store = nullptr;               // registry and deny list; null: no checks
-  // Reads the registry and deny list in batches (PostgreSQL); null: one store query per request.
-  BatchedIdentityLookup* identity_lookup = nullptr;
   GroupCommitLedger* ledger = nullptr;  // null: certificates are not recorded
   MetricsRegistry* metrics = nullptr;
   LoggerPtr logger;
@@ -53,8 +51,12 @@ class CertificateAuthority {
   // (bad CSR or TTL; the message says what), Unavailable (the store could not be read or the
   // ledger could not record the certificate: nothing is handed out), Internal (signing failed).
   //
-  // `done` runs exactly once: on the calling thread, on a thread of `identity_lookup` once the
-  // registry has answered, or on the ledger's writer thread after the commit. It must not block.
+  // The registry status comes from an in-memory cache (ca/identity_cache.h); when the ledger
+  // reports that the registry changed since, the CA reads it again and signs again (at most
+  // kMaxRegistryAttempts times, then Unavailable), so a block is honoured by the next request.
+  //
+  // `done` runs exactly once: on the calling thread, or on the ledger's writer thread after the
+  // commit. It must not block.
   using SignCallback = std::function<void(absl::StatusOr<std::vector<std::string>>)>;
   void SignAsync(const CallerCredentials& credentials, const std::string& csr_pem, int64_t validity_seconds,
                  SignCallback done) const;
@@ -65,12 +67,24 @@ class CertificateAuthority {
   // Counts of issued certificates, for tests ("no certificate issued for bad input").
   double issued_count() const { return issued_->value(); }
 
+  static constexpr int kMaxRegistryAttempts = 3;
+
  private:
-  // The rest of SignAsync once the identity's registry and deny-list status is known
-  // (`identity_status` null: no store, no checks).
-  void SignChecked(const AuthenticatedCaller& caller, const absl::StatusOr<IdentityStatus>* identity_status,
-                   const std::string& csr_pem, int64_t validity_seconds, std::chrono::steady_clock::time_point start,
-                   SignCallback done) const;
+  struct Request {
+    AuthenticatedCaller caller;
+    std::string csr_pem;
+    int64_t validity_seconds = 0;
+    std::chrono::steady_clock::time_point start;
+    SignCallback done;
+    int attempts = 0;  // signatures made so far
+  };
+  // Finds the identity's registry and deny-list status (from the cache when `use_cache`, else
+  // from the store), then SignChecked.
+  void Resolve(std::shared_ptr<Request> request, bool use_cache) const;
+  // The rest of SignAsync once the status is known (`identity_status` null: no store, no
+  // checks). A refusal based on a cached status is confirmed against the store first.
+  void SignChecked(std::shared_ptr<Request> request, const absl::StatusOr<IdentityStatus>* identity_status,
+                   bool cached) const;
   // Registry and deny-list checks; fills the entry's TTL override and DNS names.
   absl::Status CheckIdentity(const AuthenticatedCaller& caller, const absl::StatusOr<IdentityStatus>& status,
                              absl::Duration* max_ttl, std::vector<std::string>* dns_names) const;
@@ -86,6 +100,8 @@ class CertificateAuthority {
   Counter* ttl_errors_;
   Counter* cert_gen_errors_;
   Counter* ledger_errors_;
+  Counter* registry_changed_;
+  mutable IdentityStatusCache identity_cache_;
   Histogram* sign_latency_;
 };
 

@@ -27,11 +27,12 @@ GroupCommitLedger::~GroupCommitLedger() {
   for (std::thread& writer : writers_) writer.join();
 }
 
-void GroupCommitLedger::RecordAsync(IssuanceRecord record, std::function<void(absl::Status)> done) {
+void GroupCommitLedger::RecordAsync(IssuanceRecord record, std::optional<int64_t> registry_generation,
+                                    std::function<void(absl::Status)> done) {
   {
     absl::MutexLock lock(&mu_);
     if (!stopping_) {
-      queue_.push_back(Pending{std::move(record), std::move(done)});
+      queue_.push_back(Pending{std::move(record), registry_generation, std::move(done)});
       // An idle writer waits for the first record; a pacing one only for a full batch.
       if (queue_.size() == 1 || queue_.size() >= options_.max_batch) queued_.Signal();
       return;
@@ -43,7 +44,7 @@ void GroupCommitLedger::RecordAsync(IssuanceRecord record, std::function<void(ab
 absl::Status GroupCommitLedger::Record(IssuanceRecord record) {
   absl::Status result;
   absl::Notification committed;
-  RecordAsync(std::move(record), [&](absl::Status status) {
+  RecordAsync(std::move(record), std::nullopt, [&](absl::Status status) {
     result = std::move(status);
     committed.Notify();
   });
@@ -69,17 +70,19 @@ void GroupCommitLedger::WriterLoop() {
       }
       if (queue_.empty()) continue;  // another writer took it
       last_commit_start_ = std::chrono::steady_clock::now();
-      size_t n = std::min(queue_.size(), options_.max_batch);
+      size_t n = 1;
+      const size_t most = std::min(queue_.size(), options_.max_batch);
+      while (n < most && queue_[n].registry_generation == queue_.front().registry_generation) ++n;
       batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.begin() + static_cast<ptrdiff_t>(n)));
       queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
     }
     records.clear();
     for (Pending& p : batch) records.push_back(std::move(p.record));
-    absl::Status status = store_.RecordIssuances(records);
+    absl::Status status = store_.RecordIssuancesAt(records, batch.front().registry_generation);
     if (status.ok()) {
       batches_.Increment();
       batch_size_.Observe(static_cast<double>(batch.size()));
-    } else {
+    } else if (!absl::IsAborted(status)) {
       failed_batches_.Increment();
       status = absl::UnavailableError(
           absl::StrCat("the issuance ledger is unavailable, so no certificate was issued: ", status.message()));

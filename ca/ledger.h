@@ -8,6 +8,8 @@
 // of CPU whatever its size, so under load pacing trades a fraction of a millisecond of latency
 // for fewer, larger commits; a request that finds the ledger idle is committed at once.
 //
+// A transaction holds records of one registry generation (the common case: all of them).
+//
 // One writer suits SQLite (one write transaction at a time anyway). PostgreSQL commits
 // concurrent transactions with one WAL flush, so several writers overlap their round trips and
 // flushes: a batch need not wait for the previous batch's commit.
@@ -16,6 +18,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -44,15 +47,18 @@ class GroupCommitLedger {
   GroupCommitLedger& operator=(const GroupCommitLedger&) = delete;
 
   // Queues `record` and calls `done` on the writer thread once its transaction committed (OK)
-  // or failed (Unavailable: the caller must not hand out the certificate). `done` must be quick
-  // and must not call back into the ledger. Thread-safe.
-  void RecordAsync(IssuanceRecord record, std::function<void(absl::Status)> done);
-  // The same, blocking until the outcome is known.
+  // or failed: Unavailable (the store failed), or Aborted when `registry_generation` is set and
+  // the registry has moved past it (Store::RecordIssuancesAt). Either way the caller must not
+  // hand out the certificate. `done` must not block on the ledger. Thread-safe.
+  void RecordAsync(IssuanceRecord record, std::optional<int64_t> registry_generation,
+                   std::function<void(absl::Status)> done);
+  // The same without a registry check, blocking until the outcome is known.
   absl::Status Record(IssuanceRecord record);
 
  private:
   struct Pending {
     IssuanceRecord record;
+    std::optional<int64_t> registry_generation;
     std::function<void(absl::Status)> done;
   };
   void WriterLoop();

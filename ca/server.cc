@@ -83,7 +83,6 @@ class CaServerImpl final : public CaServer {
   OpenSslRandom random_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<GroupCommitLedger> ledger_;
-  std::unique_ptr<BatchedIdentityLookup> identity_lookup_;
   std::unique_ptr<LedgerPruner> pruner_;
   std::unique_ptr<CertificateService> service_;
   std::unique_ptr<authz::PolicyDistributionServer> policy_;
@@ -132,20 +131,13 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     auto store = OpenStore(url, store_options);
     if (!store.ok()) return absl::Status(store.status().code(), absl::StrCat("--datastore: ", store.status().message()));
     server->store_ = std::move(*store);
-    // PostgreSQL overlaps concurrent commits (ca/ledger.h); 4 ledger writers and 2 identity
-    // readers of the pool's connections (8 by default) leave room for the policy poller.
+    // PostgreSQL overlaps concurrent commits (ca/ledger.h); 4 ledger writers of the pool's
+    // connections (8 by default) leave room for registry reads and the policy poller.
     const bool postgres = server->store_->backend() == "postgresql";
     GroupCommitOptions ledger_options;
     ledger_options.writers = postgres ? 4 : 1;
     ledger_options.commit_interval = config.ledger_commit_interval;
     server->ledger_ = std::make_unique<GroupCommitLedger>(*server->store_, *server->metrics_, ledger_options);
-    // A PostgreSQL query per request costs a round trip and database CPU; SQLite's is cheap
-    // and in-process, so batching would only add a thread hand-off there.
-    // Its workers validate and sign once the registry has answered: one per core.
-    if (postgres) {
-      const int workers = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
-      server->identity_lookup_ = std::make_unique<BatchedIdentityLookup>(*server->store_, *server->metrics_, 2, workers);
-    }
     LedgerPrunerOptions prune;
     prune.horizon = config.ledger_retention;
     MESHID_ASSIGN_OR_RETURN(server->pruner_, LedgerPruner::Create(*server->store_, clock, logger, prune));
@@ -187,7 +179,6 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
   CertificateAuthorityDeps deps;
   deps.store = server->store_.get();
   deps.ledger = server->ledger_.get();
-  deps.identity_lookup = server->identity_lookup_.get();
   deps.issuer = issuer;
   deps.authenticator = authenticator;
   deps.metrics = &metrics;

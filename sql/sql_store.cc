@@ -2,6 +2,7 @@
 // OpenStore.
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -32,31 +33,14 @@ using sql::TxMode;
 constexpr size_t kMaxText = 4096;
 constexpr size_t kMaxNote = 1024;
 constexpr size_t kInsertChunk = 64;  // rows per INSERT statement (9 parameters each)
-// Identities per status query; queries are padded to a power of two so that a connection
-// prepares at most seven distinct texts.
-constexpr size_t kMaxIdentitiesPerQuery = 64;
-
-// The identity status query for 1, 2, 4, ... kMaxIdentitiesPerQuery identities (index: log2),
-// built once: it runs on every CreateCertificate.
-const std::vector<std::string>& IdentityStatusQueries() {
-  static const std::vector<std::string> queries = [] {
-    std::vector<std::string> out;
-    for (size_t slots = 1; slots <= kMaxIdentitiesPerQuery; slots *= 2) {
-      std::string query =
-          "SELECT q.id, e.spiffe_id, e.allowed_auth, e.max_ttl_us, e.dns_names, e.note, e.created_at_us, "
-          "b.spiffe_id, b.reason, b.blocked_at_us FROM (";
-      for (size_t i = 0; i < slots; ++i) {
-        absl::StrAppend(&query, i == 0 ? "" : " UNION ALL ", "SELECT CAST($", i + 1, " AS TEXT) AS id");
-      }
-      absl::StrAppend(&query,
-                      ") q LEFT JOIN registry_entries e ON e.spiffe_id = q.id "
-                      "LEFT JOIN blocked_identities b ON b.spiffe_id = q.id");
-      out.push_back(std::move(query));
-    }
-    return out;
-  }();
-  return queries;
-}
+// An identity's registry entry and block with the registry generation, in one snapshot; it runs
+// whenever the CA has no current status of the identity in memory.
+constexpr absl::string_view kIdentityStatusQuery =
+    "SELECT g.generation, e.spiffe_id, e.allowed_auth, e.max_ttl_us, e.dns_names, e.note, e.created_at_us, "
+    "b.spiffe_id, b.reason, b.blocked_at_us FROM registry_generation g "
+    "LEFT JOIN registry_entries e ON e.spiffe_id = $1 LEFT JOIN blocked_identities b ON b.spiffe_id = $1";
+// Appended to a registry or deny-list change, in its transaction.
+constexpr absl::string_view kBumpRegistryGeneration = "UPDATE registry_generation SET generation = generation + 1";
 
 // Valid UTF-8 (no overlong forms, surrogates or code points above U+10FFFF) without NUL.
 bool ValidText(absl::string_view s) {
@@ -275,7 +259,8 @@ class SqlStore final : public Store {
   std::string backend() const override { return db_->backend(); }
   std::string description() const override { return db_->description(); }
 
-  absl::Status RecordIssuances(absl::Span<const IssuanceRecord> records) override {
+  absl::Status RecordIssuancesAt(absl::Span<const IssuanceRecord> records,
+                                 std::optional<int64_t> registry_generation) override {
     std::set<absl::string_view> serials;
     for (size_t i = 0; i < records.size(); ++i) {
       absl::Status s = ValidateIssuanceRecord(records[i]);
@@ -289,26 +274,13 @@ class SqlStore final : public Store {
     const TxMode mode = records.size() <= kInsertChunk ? TxMode::kWriteStatement : TxMode::kWrite;
     absl::Status status = db_->Transact(mode, [&](SqlTx& tx) -> absl::Status {
       for (size_t start = 0; start < records.size(); start += kInsertChunk) {
-        size_t n = std::min(kInsertChunk, records.size() - start);
-        std::string statement = absl::StrCat("INSERT INTO issuances (", kIssuanceColumns, ") VALUES ");
-        std::vector<SqlParam> params;
-        params.reserve(n * 9);
-        for (size_t i = 0; i < n; ++i) {
-          const IssuanceRecord& r = records[start + i];
-          size_t p = i * 9;
-          absl::StrAppend(&statement, i == 0 ? "" : ", ", "($", p + 1, ", $", p + 2, ", $", p + 3, ", $", p + 4, ", $", p + 5,
-                          ", $", p + 6, ", $", p + 7, ", $", p + 8, ", $", p + 9, ")");
-          params.emplace_back(r.serial_hex);
-          params.emplace_back(r.spiffe_id);
-          params.emplace_back(absl::ToUnixMicros(r.not_before));
-          params.emplace_back(absl::ToUnixMicros(r.not_after));
-          params.emplace_back(r.public_key_sha256);
-          params.emplace_back(r.issuer_serial_hex);
-          params.emplace_back(r.auth_method);
-          params.emplace_back(r.auth_detail);
-          params.emplace_back(absl::ToUnixMicros(r.issued_at));
+        const size_t n = std::min(kInsertChunk, records.size() - start);
+        MESHID_ASSIGN_OR_RETURN(int64_t written, InsertIssuances(tx, records.subspan(start, n), registry_generation));
+        // The generation check holds for every row of the statement or for none.
+        if (registry_generation.has_value() && written == 0) {
+          return absl::AbortedError(absl::StrCat("the identity registry changed since generation ", *registry_generation,
+                                                 "; nothing of this batch of ", records.size(), " was written"));
         }
-        MESHID_RETURN_IF_ERROR(tx.Exec(statement, params).status());
       }
       return absl::OkStatus();
     });
@@ -368,12 +340,13 @@ class SqlStore final : public Store {
   absl::Status CreateEntry(const RegistryEntry& entry) override {
     MESHID_RETURN_IF_ERROR(ValidateRegistryEntry(entry));
     absl::Status status = db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
-      return tx
-          .Exec(absl::StrCat("INSERT INTO registry_entries (", kEntryColumns, ") VALUES ($1, $2, $3, $4, $5, $6)"),
-                {SqlParam(entry.spiffe_id), SqlParam(ToJson(entry.allowed_auth)),
-                 SqlParam(absl::ToInt64Microseconds(entry.max_ttl)), SqlParam(ToJson(entry.dns_names)), SqlParam(entry.note),
-                 SqlParam(absl::ToUnixMicros(entry.created_at))})
-          .status();
+      MESHID_RETURN_IF_ERROR(
+          tx.Exec(absl::StrCat("INSERT INTO registry_entries (", kEntryColumns, ") VALUES ($1, $2, $3, $4, $5, $6)"),
+                  {SqlParam(entry.spiffe_id), SqlParam(ToJson(entry.allowed_auth)),
+                   SqlParam(absl::ToInt64Microseconds(entry.max_ttl)), SqlParam(ToJson(entry.dns_names)),
+                   SqlParam(entry.note), SqlParam(absl::ToUnixMicros(entry.created_at))})
+              .status());
+      return tx.Exec(kBumpRegistryGeneration).status();
     });
     if (absl::IsAlreadyExists(status)) {
       return absl::AlreadyExistsError(absl::StrCat("a registry entry for ", entry.spiffe_id, " already exists"));
@@ -405,12 +378,13 @@ class SqlStore final : public Store {
     MESHID_RETURN_IF_ERROR(CheckText("reason", reason, kMaxNote, /*required=*/false));
     MESHID_RETURN_IF_ERROR(CheckTime("blocked_at", at));
     return db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
-      return tx
-          .Exec(absl::StrCat("INSERT INTO blocked_identities (", kBlockColumns,
-                             ") VALUES ($1, $2, $3) ON CONFLICT (spiffe_id) DO UPDATE SET reason = excluded.reason, "
-                             "blocked_at_us = excluded.blocked_at_us"),
-                {SqlParam(std::string(spiffe_id)), SqlParam(std::string(reason)), SqlParam(absl::ToUnixMicros(at))})
-          .status();
+      MESHID_RETURN_IF_ERROR(
+          tx.Exec(absl::StrCat("INSERT INTO blocked_identities (", kBlockColumns,
+                               ") VALUES ($1, $2, $3) ON CONFLICT (spiffe_id) DO UPDATE SET reason = excluded.reason, "
+                               "blocked_at_us = excluded.blocked_at_us"),
+                  {SqlParam(std::string(spiffe_id)), SqlParam(std::string(reason)), SqlParam(absl::ToUnixMicros(at))})
+              .status());
+      return tx.Exec(kBumpRegistryGeneration).status();
     });
   }
 
@@ -434,25 +408,22 @@ class SqlStore final : public Store {
   }
 
   absl::StatusOr<IdentityStatus> GetIdentityStatus(absl::string_view spiffe_id) override {
-    const std::string id(spiffe_id);
-    MESHID_ASSIGN_OR_RETURN(auto statuses, GetIdentityStatuses(absl::MakeConstSpan(&id, 1)));
-    return std::move(statuses.front());
-  }
-
-  absl::StatusOr<std::vector<IdentityStatus>> GetIdentityStatuses(absl::Span<const std::string> spiffe_ids) override {
-    std::map<std::string, IdentityStatus, std::less<>> found;
-    for (size_t start = 0; start < spiffe_ids.size(); start += kMaxIdentitiesPerQuery) {
-      MESHID_RETURN_IF_ERROR(ReadIdentityStatuses(
-          spiffe_ids.subspan(start, std::min(kMaxIdentitiesPerQuery, spiffe_ids.size() - start)), found));
-    }
-    std::vector<IdentityStatus> out;
-    out.reserve(spiffe_ids.size());
-    for (const std::string& id : spiffe_ids) {
-      auto it = found.find(id);
-      if (it == found.end()) return absl::InternalError("datastore: identity status query returned no row for an identity");
-      out.push_back(it->second);
-    }
-    return out;
+    const std::vector<SqlParam> params = {SqlParam(std::string(spiffe_id))};
+    IdentityStatus status;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kReadStatement, [&](SqlTx& tx) -> absl::Status {
+      MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query(kIdentityStatusQuery, params));
+      if (rows.size() != 1) return absl::InternalError("datastore: the registry_generation table must have one row");
+      const SqlRow& row = rows[0];
+      MESHID_ASSIGN_OR_RETURN(status.registry_generation, ColumnInt(row, 0));
+      if (row[1].has_value()) {
+        MESHID_ASSIGN_OR_RETURN(status.entry, DecodeEntry(row, 1));
+      }
+      if (row[7].has_value()) {
+        MESHID_ASSIGN_OR_RETURN(status.blocked, DecodeBlock(row, 7));
+      }
+      return absl::OkStatus();
+    }));
+    return status;
   }
 
   absl::StatusOr<int> SchemaVersion() override { return sql::ReadSchemaVersion(*db_); }
@@ -653,38 +624,51 @@ class SqlStore final : public Store {
  private:
   // One statement (no transaction round trips: it runs on every CreateCertificate) for up to
   // kMaxIdentitiesPerQuery identities; adds a status for each to `found`.
-  absl::Status ReadIdentityStatuses(absl::Span<const std::string> ids,
-                                    std::map<std::string, IdentityStatus, std::less<>>& found) {
-    size_t bucket = 0;
-    while ((size_t{1} << bucket) < ids.size()) ++bucket;
-    const size_t slots = size_t{1} << bucket;
-    const std::string& query = IdentityStatusQueries()[bucket];
+  // One multi-row INSERT; with a generation, an INSERT ... SELECT that writes the rows only if
+  // the registry is still at it. Returns the rows written.
+  static absl::StatusOr<int64_t> InsertIssuances(SqlTx& tx, absl::Span<const IssuanceRecord> records,
+                                                 std::optional<int64_t> registry_generation) {
+    std::string statement = absl::StrCat("INSERT INTO issuances (", kIssuanceColumns, ") ");
+    // PostgreSQL types the parameters of a VALUES list in a subquery as text: the BIGINT
+    // columns need their casts there.
+    const bool checked = registry_generation.has_value();
+    const absl::string_view open_bigint = checked ? "CAST($" : "$";
+    const absl::string_view close_bigint = checked ? " AS BIGINT)" : "";
+    absl::StrAppend(&statement, checked ? "SELECT * FROM (VALUES " : "VALUES ");
     std::vector<SqlParam> params;
-    params.reserve(slots);
-    for (size_t i = 0; i < slots; ++i) params.emplace_back(ids[std::min(i, ids.size() - 1)]);  // padding repeats the last
-    return db_->Transact(TxMode::kReadStatement, [&](SqlTx& tx) -> absl::Status {
-      MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query(query, params));
-      for (const SqlRow& row : rows) {
-        if (!row[0].has_value()) return absl::InternalError("datastore: identity status row without an identity");
-        IdentityStatus status;
-        if (row[1].has_value()) {
-          MESHID_ASSIGN_OR_RETURN(status.entry, DecodeEntry(row, 1));
-        }
-        if (row[7].has_value()) {
-          MESHID_ASSIGN_OR_RETURN(status.blocked, DecodeBlock(row, 7));
-        }
-        found[*row[0]] = std::move(status);
-      }
-      return absl::OkStatus();
-    });
+    params.reserve(records.size() * 9 + 1);
+    for (size_t i = 0; i < records.size(); ++i) {
+      const IssuanceRecord& r = records[i];
+      const size_t p = i * 9;
+      absl::StrAppend(&statement, i == 0 ? "(" : ", (", "$", p + 1, ", $", p + 2, ", ", open_bigint, p + 3, close_bigint,
+                      ", ", open_bigint, p + 4, close_bigint, ", $", p + 5, ", $", p + 6, ", $", p + 7, ", $", p + 8,
+                      ", ", open_bigint, p + 9, close_bigint, ")");
+      params.emplace_back(r.serial_hex);
+      params.emplace_back(r.spiffe_id);
+      params.emplace_back(absl::ToUnixMicros(r.not_before));
+      params.emplace_back(absl::ToUnixMicros(r.not_after));
+      params.emplace_back(r.public_key_sha256);
+      params.emplace_back(r.issuer_serial_hex);
+      params.emplace_back(r.auth_method);
+      params.emplace_back(r.auth_detail);
+      params.emplace_back(absl::ToUnixMicros(r.issued_at));
+    }
+    if (checked) {
+      absl::StrAppend(&statement, ") AS v WHERE (SELECT generation FROM registry_generation) = CAST($",
+                      params.size() + 1, " AS BIGINT)");
+      params.emplace_back(*registry_generation);
+    }
+    return tx.Exec(statement, params);
   }
 
+  // Deletes a registry entry or block (`table`), moving the registry generation on.
   absl::Status DeleteOne(absl::string_view table, absl::string_view spiffe_id, std::string not_found) {
     int64_t deleted = 0;
     MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
       MESHID_ASSIGN_OR_RETURN(deleted, tx.Exec(absl::StrCat("DELETE FROM ", table, " WHERE spiffe_id = $1"),
                                                {SqlParam(std::string(spiffe_id))}));
-      return absl::OkStatus();
+      if (deleted == 0) return absl::OkStatus();
+      return tx.Exec(kBumpRegistryGeneration).status();
     }));
     if (deleted == 0) return absl::NotFoundError(not_found);
     return absl::OkStatus();

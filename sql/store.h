@@ -72,6 +72,9 @@ struct BlockedIdentity {
 struct IdentityStatus {
   std::optional<RegistryEntry> entry;
   std::optional<BlockedIdentity> blocked;
+  // The registry generation this status was read at: a counter that every CreateEntry,
+  // DeleteEntry, Block and Unblock increments (sql/migrations/0003_registry_generation.sql).
+  int64_t registry_generation = 0;
 };
 
 // ---- policy distribution (meshid apply / meshid status; authz/policy_distribution*.h) ----
@@ -129,7 +132,15 @@ class Store {
   // Appends all records in one transaction and returns only after it committed (durable:
   // fsync'd WAL for SQLite, synchronous commit for PostgreSQL). AlreadyExists if a serial
   // repeats (nothing of the batch is written then).
-  virtual absl::Status RecordIssuances(absl::Span<const IssuanceRecord> records) = 0;
+  absl::Status RecordIssuances(absl::Span<const IssuanceRecord> records) {
+    return RecordIssuancesAt(records, std::nullopt);
+  }
+  // The same, but when `registry_generation` is set the records are written only if the
+  // registry is still at that generation, in the same statement: a certificate signed under a
+  // registry status read at generation G is recorded only if no entry or block changed since.
+  // Aborted ("the identity registry changed") and nothing written otherwise.
+  virtual absl::Status RecordIssuancesAt(absl::Span<const IssuanceRecord> records,
+                                         std::optional<int64_t> registry_generation) = 0;
   virtual absl::StatusOr<std::vector<IssuanceRecord>> ListIssuances(const IssuanceQuery& query) = 0;
   // Deletes up to `limit` rows whose not_after is before `cutoff`; returns how many.
   virtual absl::StatusOr<int64_t> PruneExpiredBefore(absl::Time cutoff, int64_t limit) = 0;
@@ -142,20 +153,9 @@ class Store {
   virtual absl::Status Unblock(absl::string_view spiffe_id) = 0;  // NotFound if not blocked
   virtual absl::StatusOr<std::vector<BlockedIdentity>> ListBlocked() = 0;
 
-  // The registry entry and block of one identity, read in one query.
+  // The registry entry and block of one identity and the registry generation, read in one
+  // query.
   virtual absl::StatusOr<IdentityStatus> GetIdentityStatus(absl::string_view spiffe_id) = 0;
-  // The same for several identities (one query per chunk where the backend can), in the order
-  // asked; an identity may appear more than once.
-  virtual absl::StatusOr<std::vector<IdentityStatus>> GetIdentityStatuses(absl::Span<const std::string> spiffe_ids) {
-    std::vector<IdentityStatus> out;
-    out.reserve(spiffe_ids.size());
-    for (const std::string& id : spiffe_ids) {
-      auto status = GetIdentityStatus(id);
-      if (!status.ok()) return status.status();
-      out.push_back(*std::move(status));
-    }
-    return out;
-  }
 
   // The schema version this database is at.
   virtual absl::StatusOr<int> SchemaVersion() = 0;

@@ -33,9 +33,7 @@ class CertificateAuthorityTest : public ::testing::Test {
 
   std::unique_ptr<CertificateAuthority> Make(CertificateServiceOptions options, bool with_store) {
     if (with_store && !ledger_) ledger_ = std::make_unique<GroupCommitLedger>(store_, metrics_);
-    if (with_store && batched_lookup_ && !lookup_) lookup_ = std::make_unique<BatchedIdentityLookup>(store_, metrics_);
     CertificateAuthorityDeps deps;
-    deps.identity_lookup = with_store ? lookup_.get() : nullptr;
     deps.issuer = std::make_shared<CertIssuer>(authority_, clock_, random_);
     deps.authenticator = authn_;
     deps.store = with_store ? &store_ : nullptr;
@@ -51,8 +49,6 @@ class CertificateAuthorityTest : public ::testing::Test {
   MetricsRegistry metrics_;
   testing::FakeStore store_;
   std::unique_ptr<GroupCommitLedger> ledger_;
-  bool batched_lookup_ = false;  // registry reads through BatchedIdentityLookup (PostgreSQL's path)
-  std::unique_ptr<BatchedIdentityLookup> lookup_;
   std::shared_ptr<const SigningAuthority> authority_;
   std::shared_ptr<const CallerAuthenticator> authn_;
   EvpPkeyPtr token_key_, key_;
@@ -95,16 +91,12 @@ TEST_F(CertificateAuthorityTest, RefusalsIssueNothing) {
   EXPECT_NE(text.find("citadel_server_csr_count 3"), std::string::npos) << text;
 }
 
-// The store-backed tests run twice: registry reads per request (SQLite's path) and batched
-// through BatchedIdentityLookup (PostgreSQL's path).
-class CertificateAuthorityStoreTest : public CertificateAuthorityTest, public ::testing::WithParamInterface<bool> {
+class CertificateAuthorityStoreTest : public CertificateAuthorityTest {
  protected:
-  CertificateAuthorityStoreTest() { batched_lookup_ = GetParam(); }
+  double Metric(const std::string& name) { return metrics_.AddCounter(name, "").value(); }
 };
-INSTANTIATE_TEST_SUITE_P(RegistryReads, CertificateAuthorityStoreTest, ::testing::Bool(),
-                         [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "Batched" : "Direct"; });
 
-TEST_P(CertificateAuthorityStoreTest, LedgerRecordsEveryIssuedCertificate) {
+TEST_F(CertificateAuthorityStoreTest, LedgerRecordsEveryIssuedCertificate) {
   auto ca = Make(CertificateServiceOptions{}, true);
   auto chain = ca->Sign(creds_, csr_, 0);
   ASSERT_TRUE(chain.ok()) << chain.status();
@@ -123,7 +115,7 @@ TEST_P(CertificateAuthorityStoreTest, LedgerRecordsEveryIssuedCertificate) {
   EXPECT_EQ(r.issued_at, clock_.Now());
 }
 
-TEST_P(CertificateAuthorityStoreTest, StoreDownMeansUnavailableAndNoCertificate) {
+TEST_F(CertificateAuthorityStoreTest, StoreDownMeansUnavailableAndNoCertificate) {
   auto ca = Make(CertificateServiceOptions{}, true);
   store_.set_available(false);
   auto result = ca->Sign(creds_, csr_, 0);
@@ -134,7 +126,7 @@ TEST_P(CertificateAuthorityStoreTest, StoreDownMeansUnavailableAndNoCertificate)
   EXPECT_TRUE(ca->Sign(creds_, csr_, 0).ok()) << "recovers when the store returns";
 }
 
-TEST_P(CertificateAuthorityStoreTest, BlockedIdentityIsRefusedUntilUnblocked) {
+TEST_F(CertificateAuthorityStoreTest, BlockedIdentityIsRefusedUntilUnblocked) {
   auto ca = Make(CertificateServiceOptions{}, true);
   ASSERT_TRUE(store_.Block(kId, "key leaked", clock_.Now()).ok());
   auto result = ca->Sign(creds_, csr_, 0);
@@ -144,7 +136,7 @@ TEST_P(CertificateAuthorityStoreTest, BlockedIdentityIsRefusedUntilUnblocked) {
   EXPECT_TRUE(ca->Sign(creds_, csr_, 0).ok());
 }
 
-TEST_P(CertificateAuthorityStoreTest, RequireRegistrationAndEntryRules) {
+TEST_F(CertificateAuthorityStoreTest, RequireRegistrationAndEntryRules) {
   CertificateServiceOptions options;
   options.require_registration = true;
   auto ca = Make(options, true);
@@ -171,7 +163,7 @@ TEST_P(CertificateAuthorityStoreTest, RequireRegistrationAndEntryRules) {
   EXPECT_EQ(NotAfter(leaf.get()), clock_.Now() + absl::Hours(36));
 }
 
-TEST_P(CertificateAuthorityStoreTest, ConcurrentRequestsShareCommits) {
+TEST_F(CertificateAuthorityStoreTest, ConcurrentRequestsShareCommits) {
   auto ca = Make(CertificateServiceOptions{}, true);
   constexpr int kThreads = 8, kPerThread = 20;
   std::vector<std::thread> threads;
@@ -185,6 +177,105 @@ TEST_P(CertificateAuthorityStoreTest, ConcurrentRequestsShareCommits) {
   EXPECT_EQ(ok.load(), kThreads * kPerThread);
   EXPECT_EQ(store_.ledger_size(), static_cast<size_t>(kThreads * kPerThread));
   EXPECT_LE(store_.commits(), kThreads * kPerThread);
+}
+
+TEST_F(CertificateAuthorityStoreTest, CachedStatusesSpareTheStoreARead) {
+  auto ca = Make(CertificateServiceOptions{}, true);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(ca->Sign(creds_, csr_, 0).ok());
+  EXPECT_EQ(store_.status_reads(), 1);
+  EXPECT_EQ(store_.ledger_size(), 5u);
+}
+
+// The status of the identity is cached when the block lands: the ledger write finds the
+// registry moved on, drops the certificate, and the CA signs again under the new status.
+TEST_F(CertificateAuthorityStoreTest, ABlockAfterTheStatusWasCachedIsHonouredByTheNextRequest) {
+  auto ca = Make(CertificateServiceOptions{}, true);
+  ASSERT_TRUE(ca->Sign(creds_, csr_, 0).ok());
+  ASSERT_TRUE(store_.Block(kId, "key leaked", clock_.Now()).ok());
+  auto refused = ca->Sign(creds_, csr_, 0);
+  EXPECT_TRUE(absl::IsPermissionDenied(refused.status())) << refused.status();
+  EXPECT_EQ(refused.status().message(), std::string("identity ") + kId + " is blocked: key leaked");
+  EXPECT_EQ(store_.ledger_size(), 1u) << "the certificate signed under the stale status is not recorded";
+  EXPECT_EQ(ca->issued_count(), 1);
+  EXPECT_EQ(Metric("meshid_ca_registry_changed_resigns"), 1);
+  EXPECT_EQ(Metric("meshid_ca_identity_denied_count"), 1);
+
+  // The refusal was cached too; the unblock is seen because a cached refusal is confirmed.
+  ASSERT_TRUE(store_.Unblock(kId).ok());
+  EXPECT_TRUE(ca->Sign(creds_, csr_, 0).ok());
+  EXPECT_EQ(store_.ledger_size(), 2u);
+}
+
+TEST_F(CertificateAuthorityStoreTest, ACachedEntryIsReplacedWhenTheRegistryChanges) {
+  CertificateServiceOptions options;
+  options.require_registration = true;
+  auto ca = Make(options, true);
+  RegistryEntry entry;
+  entry.spiffe_id = kId;
+  entry.dns_names = {"old.default.svc"};
+  ASSERT_TRUE(store_.CreateEntry(entry).ok());
+  ASSERT_TRUE(ca->Sign(creds_, csr_, 0).ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(ca->Sign(creds_, csr_, 36 * 3600).status())) << "above the server's 24h";
+
+  entry.dns_names = {"new.default.svc"};
+  entry.max_ttl = absl::Hours(48);
+  ASSERT_TRUE(store_.CreateEntry(entry).ok());  // the fake replaces it
+  auto chain = ca->Sign(creds_, csr_, 0);
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  EXPECT_EQ(DnsSans(CertFromPem(chain->front())->get()), entry.dns_names) << "signed again under the new entry";
+  EXPECT_TRUE(ca->Sign(creds_, csr_, 36 * 3600).ok()) << "the raised max TTL applies";
+
+  ASSERT_TRUE(store_.DeleteEntry(kId).ok());
+  auto refused = ca->Sign(creds_, csr_, 0);
+  EXPECT_TRUE(absl::IsPermissionDenied(refused.status())) << refused.status();
+  EXPECT_EQ(store_.ledger_size(), 3u);
+}
+
+TEST_F(CertificateAuthorityStoreTest, ARegistryThatKeepsChangingEndsInUnavailable) {
+  auto ca = Make(CertificateServiceOptions{}, true);
+  ASSERT_TRUE(ca->Sign(creds_, csr_, 0).ok());
+  // Every ledger write finds the registry one generation further on.
+  store_.set_before_record([this] { ASSERT_TRUE(store_.Block("spiffe://cluster.local/ns/x/sa/other", "", clock_.Now()).ok()); });
+  auto result = ca->Sign(creds_, csr_, 0);
+  EXPECT_TRUE(absl::IsUnavailable(result.status())) << result.status();
+  EXPECT_NE(std::string(result.status().message()).find("changed 3 times"), std::string::npos) << result.status();
+  EXPECT_EQ(store_.ledger_size(), 1u);
+  EXPECT_EQ(Metric("meshid_ca_registry_changed_resigns"), CertificateAuthority::kMaxRegistryAttempts);
+}
+
+TEST(IdentityStatusCache, KeepsTheNewestGenerationAndForgetsOnRequest) {
+  IdentityStatusCache cache(/*max_identities=*/3);
+  auto at = [](int64_t generation, bool blocked = false) {
+    IdentityStatus s;
+    s.registry_generation = generation;
+    if (blocked) s.blocked = BlockedIdentity{"a", "r", absl::UnixEpoch()};
+    return s;
+  };
+  EXPECT_EQ(cache.Find("a"), nullptr);
+  cache.Put("a", at(5));
+  cache.Put("b", at(5));
+  ASSERT_NE(cache.Find("a"), nullptr);
+  EXPECT_EQ(cache.Find("a")->registry_generation, 5);
+
+  cache.Put("c", at(4, true));  // read before the newest: not kept
+  EXPECT_EQ(cache.Find("c"), nullptr);
+  cache.Put("c", at(6));  // newer: everything older goes
+  EXPECT_EQ(cache.Find("a"), nullptr);
+  EXPECT_EQ(cache.Find("b"), nullptr);
+  ASSERT_NE(cache.Find("c"), nullptr);
+
+  cache.Forget(5);  // older than what is cached: nothing to forget
+  EXPECT_NE(cache.Find("c"), nullptr);
+  cache.Forget(6);
+  EXPECT_EQ(cache.Find("c"), nullptr);
+  cache.Put("c", at(6));  // a read that raced the change is not kept either
+  EXPECT_EQ(cache.Find("c"), nullptr);
+  cache.Put("c", at(7));
+  EXPECT_NE(cache.Find("c"), nullptr);
+
+  for (const char* id : {"d", "e", "f"}) cache.Put(id, at(7));  // bounded: the fourth starts afresh
+  EXPECT_EQ(cache.Find("c"), nullptr);
+  EXPECT_NE(cache.Find("f"), nullptr);
 }
 
 TEST(GroupCommitLedger, SeveralWritersRecordEverythingExactlyOnceAndDrainOnShutdown) {
@@ -204,7 +295,7 @@ TEST(GroupCommitLedger, SeveralWritersRecordEverythingExactlyOnceAndDrainOnShutd
           if (i % 2 == 0) {
             committed += ledger.Record(record).ok();
           } else {
-            ledger.RecordAsync(record, [&](absl::Status s) { committed += s.ok(); });
+            ledger.RecordAsync(record, std::nullopt, [&](absl::Status s) { committed += s.ok(); });
           }
         }
       });
@@ -235,71 +326,33 @@ TEST(GroupCommitLedger, PacedCommitsStartAtOnceWhenIdleThenWaitForAFullBatch) {
       threads.emplace_back([&, i] { committed += ledger.Record(record(i)).ok(); });
     }
     for (auto& t : threads) t.join();  // returns only once the tenth record filled the batch
-    ledger.RecordAsync(record(kBatch + 1), [&](absl::Status s) { committed += s.ok(); });
+    ledger.RecordAsync(record(kBatch + 1), std::nullopt, [&](absl::Status s) { committed += s.ok(); });
   }  // shutdown commits the last record without waiting out the interval
   EXPECT_EQ(committed.load(), kBatch + 1);
   EXPECT_EQ(store.batch_sizes(), (std::vector<size_t>{1, kBatch, 1}));
 }
 
-TEST(BatchedIdentityLookup, AnswersEveryLookupFromTheStoreAndDrainsOnShutdown) {
-  testing::FakeStore store;
+// A transaction never mixes registry generations: it is checked against one.
+TEST(GroupCommitLedger, BatchesHoldOneRegistryGeneration) {
+  testing::FakeStore store;  // at generation 1
   MetricsRegistry metrics;
-  ASSERT_TRUE(store.Block("spiffe://td/ns/a/sa/blocked", "leaked", absl::UnixEpoch()).ok());
-  RegistryEntry entry;
-  entry.spiffe_id = "spiffe://td/ns/a/sa/registered";
-  entry.dns_names = {"registered.a.svc"};
-  ASSERT_TRUE(store.CreateEntry(entry).ok());
-  constexpr int kThreads = 8, kPerThread = 50;
-  std::atomic<int> right{0}, answered{0};
-  {
-    BatchedIdentityLookup lookup(store, metrics, /*readers=*/2, /*workers=*/2);
-    std::vector<std::thread> threads;
-    for (int t = 0; t < kThreads; ++t) {
-      threads.emplace_back([&, t] {
-        for (int i = 0; i < kPerThread; ++i) {
-          const int kind = (t + i) % 3;
-          std::string id = kind == 0 ? "spiffe://td/ns/a/sa/blocked" : kind == 1 ? "spiffe://td/ns/a/sa/registered"
-                                                                                  : "spiffe://td/ns/a/sa/plain";
-          lookup.GetAsync(id, [&, kind](absl::StatusOr<IdentityStatus> status) {
-            ++answered;
-            if (!status.ok()) return;
-            bool ok = kind == 0   ? status->blocked.has_value() && status->blocked->reason == "leaked" && !status->entry
-                      : kind == 1 ? status->entry.has_value() && status->entry->dns_names == std::vector<std::string>{"registered.a.svc"} &&
-                                      !status->blocked
-                                  : !status->entry && !status->blocked;
-            right += ok;
-          });
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
-  }  // the destructor answers everything still queued
-  EXPECT_EQ(answered.load(), kThreads * kPerThread);
-  EXPECT_EQ(right.load(), kThreads * kPerThread);
-  EXPECT_LE(metrics.AddCounter("meshid_ca_identity_lookup_queries", "").value(), kThreads * kPerThread);
-}
-
-TEST(BatchedIdentityLookup, SeesABlockMadeBeforeTheLookupAndPassesStoreErrorsOn) {
-  testing::FakeStore store;
-  MetricsRegistry metrics;
-  BatchedIdentityLookup lookup(store, metrics);
-  auto get = [&](const std::string& id) {
-    absl::StatusOr<IdentityStatus> result;
-    absl::Notification done;
-    lookup.GetAsync(id, [&](absl::StatusOr<IdentityStatus> status) {
-      result = std::move(status);
-      done.Notify();
-    });
-    done.WaitForNotification();
-    return result;
+  std::atomic<int> committed{0}, aborted{0};
+  auto count = [&](absl::Status s) {
+    committed += s.ok();
+    aborted += absl::IsAborted(s);
   };
-  const std::string id = "spiffe://td/ns/a/sa/b";
-  ASSERT_TRUE(get(id).ok());
-  EXPECT_FALSE(get(id)->blocked.has_value());
-  ASSERT_TRUE(store.Block(id, "", absl::UnixEpoch()).ok());
-  EXPECT_TRUE(get(id)->blocked.has_value()) << "the next lookup after a block sees it";
-  store.set_available(false);
-  EXPECT_TRUE(absl::IsUnavailable(get(id).status()));
+  {
+    GroupCommitLedger ledger(store, metrics, {.max_batch = 4, .writers = 1, .commit_interval = absl::Hours(1)});
+    ASSERT_TRUE(ledger.Record(IssuanceRecord{.serial_hex = "0"}).ok());
+    ledger.RecordAsync(IssuanceRecord{.serial_hex = "1"}, 1, count);
+    ledger.RecordAsync(IssuanceRecord{.serial_hex = "2"}, 1, count);
+    ledger.RecordAsync(IssuanceRecord{.serial_hex = "3"}, 0, count);
+    ledger.RecordAsync(IssuanceRecord{.serial_hex = "4"}, 0, count);  // a full queue: a commit starts
+  }
+  EXPECT_EQ(committed.load(), 2);
+  EXPECT_EQ(aborted.load(), 2);
+  EXPECT_EQ(store.batch_sizes(), (std::vector<size_t>{1, 2, 2}));
+  EXPECT_EQ(store.ledger_size(), 3u);
 }
 
 TEST(EntryAllows, MatchesEachRuleKind) {

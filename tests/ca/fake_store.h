@@ -2,6 +2,7 @@
 // the real backends are tested in tests/sql and through the real binary.
 #pragma once
 
+#include <functional>
 #include <map>
 
 #include "absl/synchronization/mutex.h"
@@ -14,11 +15,16 @@ class FakeStore final : public Store {
   std::string backend() const override { return "fake"; }
   std::string description() const override { return "in-memory fake"; }
 
-  absl::Status RecordIssuances(absl::Span<const IssuanceRecord> records) override {
+  absl::Status RecordIssuancesAt(absl::Span<const IssuanceRecord> records,
+                                 std::optional<int64_t> registry_generation) override {
+    if (before_record_) before_record_();
     absl::MutexLock lock(&mu_);
     if (!available_) return absl::UnavailableError("fake store is down");
     ++commits_;
     batch_sizes_.push_back(records.size());
+    if (registry_generation.has_value() && *registry_generation != generation_) {
+      return absl::AbortedError("the identity registry changed");
+    }
     for (const auto& r : records) {
       if (ledger_.count(r.serial_hex)) return absl::AlreadyExistsError("duplicate serial");
     }
@@ -35,22 +41,26 @@ class FakeStore final : public Store {
   absl::Status CreateEntry(const RegistryEntry& e) override {
     absl::MutexLock lock(&mu_);
     entries_[e.spiffe_id] = e;
+    ++generation_;
     return absl::OkStatus();
   }
   absl::StatusOr<std::vector<RegistryEntry>> ListEntries() override { return std::vector<RegistryEntry>(); }
   absl::Status DeleteEntry(absl::string_view id) override {
     absl::MutexLock lock(&mu_);
     entries_.erase(std::string(id));
+    ++generation_;
     return absl::OkStatus();
   }
   absl::Status Block(absl::string_view id, absl::string_view reason, absl::Time at) override {
     absl::MutexLock lock(&mu_);
     blocked_[std::string(id)] = BlockedIdentity{std::string(id), std::string(reason), at};
+    ++generation_;
     return absl::OkStatus();
   }
   absl::Status Unblock(absl::string_view id) override {
     absl::MutexLock lock(&mu_);
     blocked_.erase(std::string(id));
+    ++generation_;
     return absl::OkStatus();
   }
   absl::StatusOr<std::vector<BlockedIdentity>> ListBlocked() override { return std::vector<BlockedIdentity>(); }
@@ -60,10 +70,14 @@ class FakeStore final : public Store {
     IdentityStatus status;
     if (auto it = entries_.find(std::string(id)); it != entries_.end()) status.entry = it->second;
     if (auto it = blocked_.find(std::string(id)); it != blocked_.end()) status.blocked = it->second;
+    status.registry_generation = generation_;
+    ++status_reads_;
     return status;
   }
   absl::StatusOr<int> SchemaVersion() override { return 1; }
 
+  // Runs at the start of every RecordIssuancesAt (set it before the ledger starts writing).
+  void set_before_record(std::function<void()> hook) { before_record_ = std::move(hook); }
   void set_available(bool available) {
     absl::MutexLock lock(&mu_);
     available_ = available;
@@ -76,15 +90,22 @@ class FakeStore final : public Store {
     absl::MutexLock lock(&mu_);
     return batch_sizes_;
   }
+  int status_reads() {
+    absl::MutexLock lock(&mu_);
+    return status_reads_;
+  }
   int commits() {
     absl::MutexLock lock(&mu_);
     return commits_;
   }
 
  private:
+  std::function<void()> before_record_;
   absl::Mutex mu_;
   bool available_ ABSL_GUARDED_BY(mu_) = true;
   int commits_ ABSL_GUARDED_BY(mu_) = 0;
+  int status_reads_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t generation_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<size_t> batch_sizes_ ABSL_GUARDED_BY(mu_);  // records per attempted transaction
   std::map<std::string, IssuanceRecord> ledger_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, RegistryEntry> entries_ ABSL_GUARDED_BY(mu_);

@@ -460,28 +460,74 @@ TEST_P(StoreTest, IdentityStatusCombinesEntryAndBlock) {
   EXPECT_FALSE(status->blocked.has_value());
 }
 
-TEST_P(StoreTest, IdentityStatusesOfManyIdentitiesComeBackInTheOrderAsked) {
+TEST_P(StoreTest, EveryRegistryChangeMovesTheGenerationAndNothingElseDoes) {
   auto store = Open();
   ASSERT_NE(store, nullptr);
-  // 150 lookups: more than one query's worth (64), not a power of two, with repeats.
-  std::vector<std::string> ids;
-  for (int i = 0; i < 150; ++i) ids.push_back(absl::StrCat("spiffe://cluster.local/ns/n", i % 100, "/sa/s"));
-  for (int i = 0; i < 100; i += 3) ASSERT_OK(store->CreateEntry(Entry(absl::StrCat("spiffe://cluster.local/ns/n", i, "/sa/s"))));
-  for (int i = 0; i < 100; i += 5) ASSERT_OK(store->Block(absl::StrCat("spiffe://cluster.local/ns/n", i, "/sa/s"), "r", kT0));
-  auto statuses = store->GetIdentityStatuses(ids);
-  ASSERT_OK(statuses.status());
-  ASSERT_THAT(*statuses, SizeIs(ids.size()));
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const int n = static_cast<int>(i % 100);
-    EXPECT_EQ((*statuses)[i].entry.has_value(), n % 3 == 0) << ids[i];
-    if ((*statuses)[i].entry.has_value()) {
-      EXPECT_EQ((*statuses)[i].entry->spiffe_id, ids[i]);
+  const std::string id = "spiffe://cluster.local/ns/default/sa/web";
+  auto generation = [&] {
+    auto status = store->GetIdentityStatus(id);
+    EXPECT_TRUE(status.ok()) << status.status();
+    return status.ok() ? status->registry_generation : -1;
+  };
+  int64_t last = generation();
+  auto expect_moved = [&](bool moved, absl::string_view after) {
+    const int64_t now = generation();
+    if (moved) {
+      EXPECT_GT(now, last) << after;
+    } else {
+      EXPECT_EQ(now, last) << after;
     }
-    EXPECT_EQ((*statuses)[i].blocked.has_value(), n % 5 == 0) << ids[i];
-  }
-  auto none = store->GetIdentityStatuses({});
-  ASSERT_OK(none.status());
-  EXPECT_THAT(*none, SizeIs(0));
+    last = now;
+  };
+  ASSERT_OK(store->CreateEntry(Entry(id)));
+  expect_moved(true, "CreateEntry");
+  ASSERT_OK(store->Block(id, "r", kT0));
+  expect_moved(true, "Block");
+  ASSERT_OK(store->Block(id, "again, another reason", kT0));
+  expect_moved(true, "Block of a blocked identity (the reason changed)");
+  ASSERT_OK(store->Unblock(id));
+  expect_moved(true, "Unblock");
+  ASSERT_OK(store->DeleteEntry(id));
+  expect_moved(true, "DeleteEntry");
+
+  EXPECT_THAT(store->DeleteEntry(id), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  expect_moved(false, "a DeleteEntry that found nothing");
+  EXPECT_THAT(store->Unblock(id), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  expect_moved(false, "an Unblock that found nothing");
+  EXPECT_THAT(store->CreateEntry(RegistryEntry{}), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  expect_moved(false, "an invalid entry");
+  ASSERT_OK(store->RecordIssuances({Record(1)}));
+  ASSERT_OK(store->PruneExpiredBefore(kT0 + absl::Hours(2), 10).status());
+  expect_moved(false, "ledger writes");
+}
+
+TEST_P(StoreTest, LedgerWritesAtAStaleRegistryGenerationWriteNothing) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  const std::string id = "spiffe://cluster.local/ns/default/sa/web";
+  const int64_t read_at = store->GetIdentityStatus(id)->registry_generation;
+  // Up to 64 rows go in one statement, more in a transaction of several: both paths.
+  std::vector<IssuanceRecord> small, large;
+  for (int i = 0; i < 3; ++i) small.push_back(Record(i));
+  for (int i = 100; i < 230; ++i) large.push_back(Record(i));
+  ASSERT_OK(store->RecordIssuancesAt(small, read_at));
+
+  ASSERT_OK(store->Block(id, "key leaked", kT0));
+  std::vector<IssuanceRecord> more_small = {Record(10), Record(11)};
+  EXPECT_THAT(store->RecordIssuancesAt(more_small, read_at),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("identity registry changed")));
+  EXPECT_THAT(store->RecordIssuancesAt(large, read_at), StatusIs(absl::StatusCode::kAborted, ::testing::_));
+  IssuanceQuery all;
+  all.limit = 0;
+  EXPECT_THAT(*store->ListIssuances(all), SizeIs(small.size())) << "nothing of a rejected batch is written";
+
+  const int64_t current = store->GetIdentityStatus(id)->registry_generation;
+  ASSERT_OK(store->RecordIssuancesAt(more_small, current));
+  ASSERT_OK(store->RecordIssuancesAt(large, current));
+  ASSERT_OK(store->RecordIssuancesAt({Record(20)}, std::nullopt));  // no generation: no check
+  EXPECT_THAT(*store->ListIssuances(all), SizeIs(small.size() + more_small.size() + large.size() + 1));
+  // A duplicate serial is still reported as one, not as a registry change.
+  EXPECT_THAT(store->RecordIssuancesAt({Record(20)}, current), StatusIs(absl::StatusCode::kAlreadyExists, ::testing::_));
 }
 
 // ---- retention ----
