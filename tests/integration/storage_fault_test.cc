@@ -177,6 +177,46 @@ TEST_F(StorageFaultTest, KillDashNineLosesNoCertificateAClientReceived) {
   EXPECT_TRUE(ClientFor(restarted)->CreateCertificate(*BuildCsrPem(key.get()), restarted.Token(), absl::ZeroDuration()).ok());
 }
 
+// The CA signs under the registry status it keeps in memory; a change made by another process
+// (the command line) while it issues under load is honoured from the next request on.
+TEST_F(StorageFaultTest, RegistryChangesFromTheCommandLineReachARunningServerUnderLoad) {
+  std::string data = base_ + "/data";
+  Server server(data);
+  ASSERT_TRUE(server.ok()) << server.Log();
+  std::string token = server.Token();
+  auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
+  std::string csr = *BuildCsrPem(key.get());
+  auto meshid = [&](const std::string& args) {
+    auto [rc, out] = RunShell(absl::StrCat(MeshidBinary(), " ", args, " --data-dir ", data));
+    EXPECT_EQ(rc, 0) << args << ": " << out;
+  };
+  {
+    Load load({&server}, token, 2);
+    ASSERT_TRUE(load.WaitFor([&] { return load.received() >= 100; })) << load.last_error();
+    meshid(absl::StrCat("identity block ", kId, " --reason 'key leaked'"));
+    // Calls already past their commit may still arrive: at most one per load thread.
+    const size_t at_block = load.received();
+    ASSERT_TRUE(load.WaitFor([&] { return load.errors(absl::StatusCode::kPermissionDenied) >= 4; }));
+    EXPECT_LE(load.received(), at_block + 2) << "a certificate was issued after the block";
+    load.Stop();
+    for (const auto& [code, n] : load.all_errors()) {
+      EXPECT_EQ(code, absl::StatusCode::kPermissionDenied) << n << " errors with code " << absl::StatusCodeToString(code);
+    }
+    EXPECT_NE(load.last_error().find(std::string(kId) + " is blocked: key leaked"), std::string::npos) << load.last_error();
+    std::multiset<std::string> ledger = LedgerSerials("--data-dir " + data);
+    EXPECT_EQ(ledger.size(), load.serials().size()) << "certificates signed under the stale status are not recorded";
+  }
+  meshid(absl::StrCat("identity unblock ", kId));
+  meshid(absl::StrCat("entry create --spiffe-id ", kId, " --dns-name sleep.default.svc"));
+  auto chain = ClientFor(server)->CreateCertificate(csr, token, absl::ZeroDuration());
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  EXPECT_EQ(DnsSans(CertFromPem(chain->front())->get()), std::vector<std::string>{"sleep.default.svc"});
+  meshid(absl::StrCat("entry delete --spiffe-id ", kId));
+  chain = ClientFor(server)->CreateCertificate(csr, token, absl::ZeroDuration());
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  EXPECT_TRUE(DnsSans(CertFromPem(chain->front())->get()).empty()) << "the deleted entry's DNS name is gone";
+}
+
 TEST_F(StorageFaultTest, PostgresOutageMeansUnavailableThenRecoversByItself) {
   Postgres pg(base_ + "/pg");
   ASSERT_FALSE(pg.url().empty());
