@@ -4,11 +4,6 @@
 #include "absl/strings/str_join.h"
 
 namespace meshid::sds {
-namespace {
-// How many past responses an ACK or NACK may still refer to.
-constexpr size_t kRememberedResponses = 8;
-}  // namespace
-
 using envoy::service::discovery::v3::DeltaDiscoveryRequest;
 using envoy::service::discovery::v3::DeltaDiscoveryResponse;
 
@@ -25,22 +20,8 @@ absl::StatusOr<DeltaRequestResult> DeltaStreamState::OnRequestImpl(const DeltaDi
     node_id_ = request.node().id();
   }
   if (!request.response_nonce().empty()) {
-    result.stale_nonce = request.response_nonce() != last_nonce_;
-    for (const auto& [nonce, included] : sent_) {
-      if (nonce != request.response_nonce()) continue;
-      result.applied = included;
-      if (request.has_error_detail()) {
-        result.nack = true;
-        result.nack_code = request.error_detail().code();
-        result.nack_message = request.error_detail().message();
-        for (const auto& [name, version] : included) {
-          auto it = names_.find(name);
-          if (it != names_.end()) it->second.rejected_version = version;
-        }
-      } else {
-        result.ack = true;
-      }
-    }
+    result.stale_nonce = !sent_.IsLatest(request.response_nonce());
+    sent_.Judge(request, names_, result);
   }
 
   bool changed = false;
@@ -70,16 +51,7 @@ absl::StatusOr<DeltaRequestResult> DeltaStreamState::OnRequestImpl(const DeltaDi
   return result;
 }
 
-absl::Status DeltaStreamState::OnUpdate(const SdsUpdate& update) {
-  auto it = names_.find(update.name);
-  if (it == names_.end()) return absl::OkStatus();
-  if (!update.error.ok()) return update.error;
-  if (update.resource == nullptr) return absl::OkStatus();
-  NameState& state = it->second;
-  if (state.latest != nullptr && update.resource->generation <= state.latest->generation) return absl::OkStatus();
-  state.latest = update.resource;
-  return absl::OkStatus();
-}
+absl::Status DeltaStreamState::OnUpdate(const SdsUpdate& update) { return KeepNewest(names_, update); }
 
 bool DeltaStreamState::Due(const NameState& state) const {
   return state.latest != nullptr && state.latest->version != state.client_version &&
@@ -97,7 +69,7 @@ bool DeltaStreamState::HasPendingResponse() const {
 std::optional<DeltaDiscoveryResponse> DeltaStreamState::TakeResponse(const std::string& nonce) {
   if (!HasPendingResponse()) return std::nullopt;
   DeltaDiscoveryResponse response;
-  std::vector<std::pair<std::string, std::string>> included;
+  SentResources included;
   for (auto& [name, state] : names_) {
     if (!Due(state)) continue;
     auto* resource = response.add_resources();
@@ -121,9 +93,7 @@ std::optional<DeltaDiscoveryResponse> DeltaStreamState::TakeResponse(const std::
   response.set_system_version_info(absl::StrJoin(versions, ","));
   response.set_type_url(std::string(kSecretTypeUrl));
   response.set_nonce(nonce);
-  last_nonce_ = nonce;
-  sent_.emplace_back(nonce, std::move(included));
-  if (sent_.size() > kRememberedResponses) sent_.pop_front();
+  sent_.Remember(nonce, std::move(included));
   return response;
 }
 

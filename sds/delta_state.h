@@ -10,7 +10,6 @@
 //    signal) plus a resource_errors entry with NOT_FOUND for clients that read it.
 #pragma once
 
-#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -21,16 +20,12 @@
 #include "absl/status/status.h"
 #include "envoy/service/discovery/v3/discovery.pb.h"
 #include "sds/provider.h"
+#include "sds/stream_bookkeeping.h"
 
 namespace meshid::sds {
 
-struct DeltaRequestResult {
+struct DeltaRequestResult : AckOrNack {
   bool stale_nonce = false;
-  bool ack = false;
-  bool nack = false;
-  std::vector<std::pair<std::string, std::string>> applied;
-  std::string nack_message;
-  int nack_code = 0;
   bool names_changed = false;
   std::set<std::string> names;  // the full watched set after this request (known names only)
 };
@@ -66,9 +61,7 @@ class DeltaStreamState {
   std::string node_id_;
   std::map<std::string, NameState> names_;
   std::set<std::string> unknown_pending_;  // to answer in removed_resources
-  std::string last_nonce_;
-  // The (name, version) pairs of the last few responses, by nonce, newest last.
-  std::deque<std::pair<std::string, std::vector<std::pair<std::string, std::string>>>> sent_;
+  SentResponses sent_;
 };
 
 }  // namespace meshid::sds

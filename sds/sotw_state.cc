@@ -4,11 +4,6 @@
 #include "absl/strings/str_join.h"
 
 namespace meshid::sds {
-namespace {
-// How many past responses an ACK or NACK may still refer to.
-constexpr size_t kRememberedResponses = 8;
-}  // namespace
-
 using envoy::service::discovery::v3::DiscoveryRequest;
 using envoy::service::discovery::v3::DiscoveryResponse;
 
@@ -24,22 +19,8 @@ absl::StatusOr<SotwRequestResult> SotwStreamState::OnRequest(const DiscoveryRequ
     node_id_ = request.node().id();
   }
   if (!initial) {
-    for (const auto& [nonce, included] : sent_) {
-      if (nonce != request.response_nonce()) continue;
-      result.applied = included;
-      if (request.has_error_detail()) {
-        result.nack = true;
-        result.nack_code = request.error_detail().code();
-        result.nack_message = request.error_detail().message();
-        for (const auto& [name, version] : included) {
-          auto it = names_.find(name);
-          if (it != names_.end()) it->second.rejected_version = version;
-        }
-      } else {
-        result.ack = true;
-      }
-    }
-    if (request.response_nonce() != last_nonce_) {
+    sent_.Judge(request, names_, result);
+    if (!sent_.IsLatest(request.response_nonce())) {
       result.stale = true;
       return result;
     }
@@ -66,16 +47,7 @@ absl::StatusOr<SotwRequestResult> SotwStreamState::OnRequest(const DiscoveryRequ
   return result;
 }
 
-absl::Status SotwStreamState::OnUpdate(const SdsUpdate& update) {
-  auto it = names_.find(update.name);
-  if (it == names_.end()) return absl::OkStatus();
-  if (!update.error.ok()) return update.error;
-  if (update.resource == nullptr) return absl::OkStatus();
-  NameState& state = it->second;
-  if (state.latest != nullptr && update.resource->generation <= state.latest->generation) return absl::OkStatus();
-  state.latest = update.resource;
-  return absl::OkStatus();
-}
+absl::Status SotwStreamState::OnUpdate(const SdsUpdate& update) { return KeepNewest(names_, update); }
 
 bool SotwStreamState::Due(const NameState& state) const {
   if (state.latest == nullptr) return false;
@@ -91,7 +63,7 @@ bool SotwStreamState::HasPendingResponse() const {
 }
 
 std::optional<DiscoveryResponse> SotwStreamState::TakeResponse(const std::string& nonce) {
-  std::vector<std::pair<std::string, std::string>> included;
+  SentResources included;
   DiscoveryResponse response;
   for (auto& [name, state] : names_) {
     if (!Due(state)) continue;
@@ -108,9 +80,7 @@ std::optional<DiscoveryResponse> SotwStreamState::TakeResponse(const std::string
   response.set_version_info(absl::StrJoin(versions, "+"));
   response.set_type_url(std::string(kSecretTypeUrl));
   response.set_nonce(nonce);
-  last_nonce_ = nonce;
-  sent_.emplace_back(nonce, std::move(included));
-  if (sent_.size() > kRememberedResponses) sent_.pop_front();
+  sent_.Remember(nonce, std::move(included));
   return response;
 }
 

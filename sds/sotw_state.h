@@ -15,7 +15,6 @@
 //  - otherwise only a changed resource is sent, and only to a stream that watches it.
 #pragma once
 
-#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -26,17 +25,12 @@
 #include "absl/status/status.h"
 #include "envoy/service/discovery/v3/discovery.pb.h"
 #include "sds/provider.h"
+#include "sds/stream_bookkeeping.h"
 
 namespace meshid::sds {
 
-struct SotwRequestResult {
-  bool stale = false;  // an older nonce: only ack/nack/applied may be set
-  bool ack = false;
-  bool nack = false;
-  // What the ACK or NACK refers to: the (name, version) pairs of the response it echoes.
-  std::vector<std::pair<std::string, std::string>> applied;
-  std::string nack_message;  // error_detail.message of a NACK
-  int nack_code = 0;
+struct SotwRequestResult : AckOrNack {
+  bool stale = false;  // an older nonce: only the AckOrNack fields may be set
   // Set when the subscription changed; `names` is then the full new set.
   bool names_changed = false;
   std::set<std::string> names;
@@ -71,9 +65,7 @@ class SotwStreamState {
   bool started_ = false;
   std::string node_id_;
   std::map<std::string, NameState> names_;
-  std::string last_nonce_;
-  // The (name, version) pairs of the last few responses, by nonce, newest last.
-  std::deque<std::pair<std::string, std::vector<std::pair<std::string, std::string>>>> sent_;
+  SentResponses sent_;
 };
 
 }  // namespace meshid::sds
