@@ -204,7 +204,8 @@ CertIssuer::~CertIssuer() = default;
 absl::StatusOr<IssuedCertificate> CertIssuer::Issue(absl::string_view spki_der, bool rsa_key,
                                                     absl::string_view san_extension, bool server_only,
                                                     absl::Duration ttl) const {
-  absl::Time now = absl::FromUnixSeconds(absl::ToUnixSeconds(clock_.Now()));
+  const absl::Time issued_at = clock_.Now();  // the serial keeps its milliseconds, the validity whole seconds
+  absl::Time now = absl::FromUnixSeconds(absl::ToUnixSeconds(issued_at));
   if (now >= chain_not_after_) {
     return absl::FailedPreconditionError("the CA signing certificate (or its chain) has expired");
   }
@@ -213,7 +214,7 @@ absl::StatusOr<IssuedCertificate> CertIssuer::Issue(absl::string_view spki_der, 
   absl::Time not_after = std::min(now + ttl, chain_not_after_);
 
   uint8_t serial[kSerialBytes];
-  TimeOrderedSerial(clock_.Now(), random_, serial);
+  TimeOrderedSerial(issued_at, random_, serial);
   absl::string_view serial_bytes(reinterpret_cast<char*>(serial), sizeof(serial));
 
   std::string extensions;

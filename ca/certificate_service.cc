@@ -69,19 +69,22 @@ void CertificateAuthority::Resolve(std::shared_ptr<Request> request, bool use_ca
   std::string id = request->caller.id.ToString();
   if (use_cache) {
     if (std::shared_ptr<const IdentityStatus> cached = identity_cache_.Find(id)) {
-      const absl::StatusOr<IdentityStatus> status(*cached);
-      return SignChecked(std::move(request), &status, /*cached=*/true);
+      return SignChecked(std::move(request), cached.get(), /*cached=*/true);
     }
   }
   // The first request of an identity, the first after a registry change, or a refusal to
   // confirm.
   absl::StatusOr<IdentityStatus> status = deps_.store->GetIdentityStatus(id);
-  if (status.ok()) identity_cache_.Put(id, *status);
-  SignChecked(std::move(request), &status, /*cached=*/false);
+  if (!status.ok()) {
+    return request->done(
+        absl::UnavailableError(absl::StrCat("the identity registry is unavailable: ", status.status().message())));
+  }
+  identity_cache_.Put(id, *status);
+  SignChecked(std::move(request), &*status, /*cached=*/false);
 }
 
-void CertificateAuthority::SignChecked(std::shared_ptr<Request> request,
-                                       const absl::StatusOr<IdentityStatus>* identity_status, bool cached) const {
+void CertificateAuthority::SignChecked(std::shared_ptr<Request> request, const IdentityStatus* identity_status,
+                                       bool cached) const {
   const AuthenticatedCaller& caller = request->caller;
   const int64_t validity_seconds = request->validity_seconds;
   absl::Duration max_ttl = options_.max_ttl;
@@ -114,7 +117,7 @@ void CertificateAuthority::SignChecked(std::shared_ptr<Request> request,
   }
   ++request->attempts;
   const std::optional<int64_t> generation =
-      identity_status != nullptr ? std::optional<int64_t>((*identity_status)->registry_generation) : std::nullopt;
+      identity_status != nullptr ? std::optional<int64_t>(identity_status->registry_generation) : std::nullopt;
   // Hands the chain out; runs once the ledger row is durable (or at once without a ledger).
   auto finish = [this, request, generation, pem = std::move(cert->pem), serial = cert->serial_hex,
                  not_before = cert->not_before, not_after = cert->not_after](absl::Status recorded) mutable {
@@ -175,25 +178,20 @@ absl::StatusOr<std::vector<std::string>> CertificateAuthority::Sign(const Caller
   return result;
 }
 
-absl::Status CertificateAuthority::CheckIdentity(const AuthenticatedCaller& caller,
-                                                 const absl::StatusOr<IdentityStatus>& status, absl::Duration* max_ttl,
-                                                 std::vector<std::string>* dns_names) const {
-  const std::string id = caller.id.ToString();
-  if (!status.ok()) {
-    return absl::UnavailableError(absl::StrCat("the identity registry is unavailable: ", status.status().message()));
+absl::Status CertificateAuthority::CheckIdentity(const AuthenticatedCaller& caller, const IdentityStatus& status,
+                                                 absl::Duration* max_ttl, std::vector<std::string>* dns_names) const {
+  if (status.blocked.has_value()) {
+    return absl::PermissionDeniedError(absl::StrCat("identity ", caller.id.ToString(), " is blocked",
+                                                    status.blocked->reason.empty() ? "" : ": ",
+                                                    status.blocked->reason));
   }
-  if (status->blocked.has_value()) {
-    return absl::PermissionDeniedError(absl::StrCat("identity ", id, " is blocked",
-                                                    status->blocked->reason.empty() ? "" : ": ",
-                                                    status->blocked->reason));
-  }
-  if (!status->entry.has_value()) {
+  if (!status.entry.has_value()) {
     if (!options_.require_registration) return absl::OkStatus();
-    return absl::PermissionDeniedError(absl::StrCat("identity ", id, " is not registered (the server requires registration)"));
+    return absl::PermissionDeniedError(absl::StrCat("identity ", caller.id.ToString(), " is not registered (the server requires registration)"));
   }
-  const RegistryEntry& entry = *status->entry;
+  const RegistryEntry& entry = *status.entry;
   if (!EntryAllows(entry, caller)) {
-    return absl::PermissionDeniedError(absl::StrCat("the registry entry of ", id, " does not allow a caller with ", caller.Describe()));
+    return absl::PermissionDeniedError(absl::StrCat("the registry entry of ", caller.id.ToString(), " does not allow a caller with ", caller.Describe()));
   }
   if (entry.max_ttl > absl::ZeroDuration()) *max_ttl = entry.max_ttl;
   *dns_names = entry.dns_names;

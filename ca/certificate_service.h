@@ -83,11 +83,10 @@ class CertificateAuthority {
   void Resolve(std::shared_ptr<Request> request, bool use_cache) const;
   // The rest of SignAsync once the status is known (`identity_status` null: no store, no
   // checks). A refusal based on a cached status is confirmed against the store first.
-  void SignChecked(std::shared_ptr<Request> request, const absl::StatusOr<IdentityStatus>* identity_status,
-                   bool cached) const;
+  void SignChecked(std::shared_ptr<Request> request, const IdentityStatus* identity_status, bool cached) const;
   // Registry and deny-list checks; fills the entry's TTL override and DNS names.
-  absl::Status CheckIdentity(const AuthenticatedCaller& caller, const absl::StatusOr<IdentityStatus>& status,
-                             absl::Duration* max_ttl, std::vector<std::string>* dns_names) const;
+  absl::Status CheckIdentity(const AuthenticatedCaller& caller, const IdentityStatus& status, absl::Duration* max_ttl,
+                             std::vector<std::string>* dns_names) const;
 
   CertificateServiceOptions options_;
   CertificateAuthorityDeps deps_;
