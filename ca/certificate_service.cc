@@ -11,6 +11,7 @@
 #include "absl/synchronization/notification.h"
 #include "ca/csr_validator.h"
 #include "common/keys.h"
+#include "common/sha256.h"
 #include "common/x509.h"
 #include "common/grpc_status.h"
 
@@ -65,7 +66,7 @@ void CertificateAuthority::SignAsync(const CallerCredentials& credentials, const
 }
 
 void CertificateAuthority::Resolve(std::shared_ptr<Request> request, bool use_cache) const {
-  if (deps_.store == nullptr) return SignChecked(std::move(request), nullptr, /*cached=*/false);
+  if (deps_.registry == nullptr) return SignChecked(std::move(request), nullptr, /*cached=*/false);
   std::string id = request->caller.id.ToString();
   if (use_cache) {
     if (std::shared_ptr<const IdentityStatus> cached = identity_cache_.Find(id)) {
@@ -74,7 +75,7 @@ void CertificateAuthority::Resolve(std::shared_ptr<Request> request, bool use_ca
   }
   // The first request of an identity, the first after a registry change, or a refusal to
   // confirm.
-  absl::StatusOr<IdentityStatus> status = deps_.store->GetIdentityStatus(id);
+  absl::StatusOr<IdentityStatus> status = deps_.registry->GetIdentityStatus(id);
   if (!status.ok()) {
     return request->done(
         absl::UnavailableError(absl::StrCat("the identity registry is unavailable: ", status.status().message())));

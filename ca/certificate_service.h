@@ -18,7 +18,7 @@
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "istio/security/v1alpha1/ca.grpc.pb.h"
-#include "sql/store.h"
+#include "store/identity_registry.h"
 
 namespace meshid {
 
@@ -32,7 +32,7 @@ struct CertificateServiceOptions {
 struct CertificateAuthorityDeps {
   std::shared_ptr<const CertIssuer> issuer;
   std::shared_ptr<const CallerAuthenticator> authenticator;
-  Store* store = nullptr;               // registry and deny list; null: no checks
+  IdentityRegistry* registry = nullptr;  // registry and deny list; null: no checks
   GroupCommitLedger* ledger = nullptr;  // null: certificates are not recorded
   MetricsRegistry* metrics = nullptr;
   LoggerPtr logger;

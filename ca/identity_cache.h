@@ -15,7 +15,7 @@
 #include <unordered_map>
 
 #include "absl/synchronization/mutex.h"
-#include "sql/store.h"
+#include "store/records.h"
 
 namespace meshid {
 

@@ -8,7 +8,7 @@
 
 namespace meshid {
 
-GroupCommitLedger::GroupCommitLedger(Store& store, MetricsRegistry& metrics, GroupCommitOptions options)
+GroupCommitLedger::GroupCommitLedger(IssuanceStore& store, MetricsRegistry& metrics, GroupCommitOptions options)
     : store_(store),
       options_(options),
       batches_(metrics.AddCounter("meshid_ca_ledger_commits", "Ledger transactions committed.")),

@@ -27,7 +27,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/metrics.h"
-#include "sql/store.h"
+#include "store/issuance_store.h"
 
 namespace meshid {
 
@@ -40,7 +40,7 @@ struct GroupCommitOptions {
 class GroupCommitLedger {
  public:
   // `store` must outlive the ledger.
-  GroupCommitLedger(Store& store, MetricsRegistry& metrics, GroupCommitOptions options = {});
+  GroupCommitLedger(IssuanceStore& store, MetricsRegistry& metrics, GroupCommitOptions options = {});
   // Commits what is queued, then stops the writers.
   ~GroupCommitLedger();
   GroupCommitLedger(const GroupCommitLedger&) = delete;
@@ -63,7 +63,7 @@ class GroupCommitLedger {
   };
   void WriterLoop();
 
-  Store& store_;
+  IssuanceStore& store_;
   const GroupCommitOptions options_;
   Counter& batches_;
   Counter& failed_batches_;

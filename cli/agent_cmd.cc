@@ -13,7 +13,7 @@
 #include "common/duration.h"
 #include "common/keys.h"
 #include "common/logging.h"
-#include "nodeagent/agent.h"
+#include "daemons/agent.h"
 
 namespace meshid::cli {
 namespace {
@@ -60,7 +60,7 @@ void MakeNonDumpable() {
 }  // namespace
 
 void RegisterAgentCommands(CLI::App& app, CommandContext& ctx) {
-  auto config = std::make_shared<AgentConfig>();
+  auto config = std::make_shared<daemons::AgentConfig>();
   auto flags = std::make_shared<AgentFlags>();
   CLI::App* cmd = app.add_subcommand(
       "agent", "Run the node agent: workload keys and certificates in memory, served to proxies over Envoy SDS");
@@ -101,7 +101,7 @@ void RegisterAgentCommands(CLI::App& app, CommandContext& ctx) {
       ->capture_default_str();
   cmd->add_option("--workers", config->worker_threads, "Threads making CA requests")->capture_default_str();
   config->policy.enabled = true;
-  config->policy.agent_id = DefaultAgentId();
+  config->policy.agent_id = policy::DefaultAgentId();
   cmd->add_flag("!--no-policy-relay", config->policy.enabled,
                 "Do not relay policy snapshots from the server to proxies on the SDS socket");
   cmd->add_option("--policy-server", config->policy.server_address,
@@ -131,7 +131,7 @@ void RegisterAgentCommands(CLI::App& app, CommandContext& ctx) {
     }
     MakeNonDumpable();
     BlockTerminationSignals();
-    auto agent = Agent::Start(*config, SystemClock::Instance(), *logger);
+    auto agent = daemons::Agent::Start(*config, SystemClock::Instance(), *logger);
     if (!agent.ok()) return Fail(ctx, "meshid agent", agent.status());
     WaitForTerminationSignal();
     (*logger)->info("shutting down");

@@ -8,7 +8,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "authz/policy_distribution_apply.h"
+#include "policy/apply.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "common/clock.h"
@@ -44,7 +44,7 @@ void PrintFindings(const rbac::Diagnostics& diag) {
   std::cerr.flush();
 }
 
-void Run(const ApplyFlags& f, authz::ApplyMode mode, const char* verb, CommandContext& ctx) {
+void Run(const ApplyFlags& f, policy::ApplyMode mode, const char* verb, CommandContext& ctx) {
   if (f.files.empty()) return Fail(ctx, verb, absl::InvalidArgumentError("-f FILE|DIR is required"));
   authz::LoadOptions load;
   load.read.default_namespace = f.namespace_;
@@ -60,7 +60,7 @@ void Run(const ApplyFlags& f, authz::ApplyMode mode, const char* verb, CommandCo
   if (!store.ok()) return Fail(ctx, f.datastore.empty() ? "--data-dir" : "--datastore", store.status());
 
   rbac::Diagnostics diag;
-  absl::StatusOr<authz::ApplyResult> result;
+  absl::StatusOr<policy::ApplyResult> result;
   if (f.dry_run) {
     auto head = (*store)->PolicyHeadVersion();
     if (!head.ok()) return Fail(ctx, verb, head.status());
@@ -71,12 +71,12 @@ void Run(const ApplyFlags& f, authz::ApplyMode mode, const char* verb, CommandCo
       base = std::move(current->documents);
     }
     auto docs = rbac::ReadDocuments(f.files, load.read, diag);
-    auto plan = diag.has_errors() ? absl::StatusOr<authz::ApplyPlan>(diag.ToStatus())
-                                  : authz::PlanPolicyApply(docs, base, mode, load, SystemClock::Instance().Now(), diag);
-    if (plan.ok()) result = authz::ApplyResult{std::move(*plan), *head};
+    auto plan = diag.has_errors() ? absl::StatusOr<policy::ApplyPlan>(diag.ToStatus())
+                                  : policy::PlanPolicyApply(docs, base, mode, load, SystemClock::Instance().Now(), diag);
+    if (plan.ok()) result = policy::ApplyResult{std::move(*plan), *head};
     else result = plan.status();
   } else {
-    result = authz::ApplyPolicyFiles(**store, f.files, mode, load, SystemClock::Instance(), Operator(), diag);
+    result = policy::ApplyPolicyFiles(**store, f.files, mode, load, SystemClock::Instance(), Operator(), diag);
   }
   PrintFindings(diag);
   if (!result.ok()) {
@@ -123,13 +123,13 @@ void RegisterApplyCommands(CLI::App& app, CommandContext& ctx) {
   AddFlags(cmd, apply);
   cmd->add_flag("--prune", apply->prune, "The files are the whole policy set: delete stored objects they do not name");
   cmd->callback([apply, &ctx] {
-    Run(*apply, apply->prune ? authz::ApplyMode::kPrune : authz::ApplyMode::kUpsert, "apply", ctx);
+    Run(*apply, apply->prune ? policy::ApplyMode::kPrune : policy::ApplyMode::kUpsert, "apply", ctx);
   });
 
   auto del = std::make_shared<ApplyFlags>();
   CLI::App* del_cmd = app.add_subcommand("delete", "Delete the policy objects the files name (a new policy version)");
   AddFlags(del_cmd, del);
-  del_cmd->callback([del, &ctx] { Run(*del, authz::ApplyMode::kDelete, "delete", ctx); });
+  del_cmd->callback([del, &ctx] { Run(*del, policy::ApplyMode::kDelete, "delete", ctx); });
 }
 
 }  // namespace meshid::cli

@@ -15,7 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "authz/ext_authz_service.h"
-#include "authz/policy_watcher.h"
+#include "policy/file_watcher.h"
 #include "authz/request_json.h"
 #include "rbac/convert.h"
 #include "common/duration.h"
@@ -144,7 +144,7 @@ void RegisterServe(CLI::App* authz_cmd, CommandContext& ctx) {
       defaults.labels[p.first] = p.second;
     }
     MetricsRegistry metrics;
-    authz::PolicyWatcher::Options wopts;
+    policy::PolicyWatcher::Options wopts;
     wopts.paths = opts->policy.config;
     wopts.load = opts->policy.Load();
     wopts.engine.root_namespace = opts->policy.root_namespace;
@@ -153,9 +153,9 @@ void RegisterServe(CLI::App* authz_cmd, CommandContext& ctx) {
     if (!custom.ok()) return Fail(ctx, "--ext-authz-provider", custom.status());
     wopts.engine.custom = *custom;
     wopts.interval = *interval;
-    auto watcher = authz::PolicyWatcher::Create(std::move(wopts), *logger, &metrics);
+    auto watcher = policy::PolicyWatcher::Create(std::move(wopts), *logger, &metrics);
     if (!watcher.ok()) return Fail(ctx, "authz serve", watcher.status());
-    authz::PolicyWatcher* w = watcher->get();
+    policy::PolicyWatcher* w = watcher->get();
     authz::ExtAuthzService service([w] { return w->Current(); }, defaults, *logger, &metrics);
 
     std::string address = opts->listen;

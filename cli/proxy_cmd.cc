@@ -11,9 +11,7 @@
 #include "cli/flags.h"
 #include "common/duration.h"
 #include "common/logging.h"
-#include "meshproxy/agent_policy_source.h"
-#include "meshproxy/file_policy_source.h"
-#include "meshproxy/sidecar.h"
+#include "daemons/sidecar.h"
 
 namespace meshid::cli {
 namespace {
@@ -56,8 +54,8 @@ absl::StatusOr<absl::Duration> DurationFlag(absl::string_view flag, const std::s
 }
 
 // Validates every flag and builds the sidecar configuration.
-absl::StatusOr<meshproxy::SidecarConfig> BuildConfig(const ProxyFlags& f, bool outbound_given) {
-  meshproxy::SidecarConfig config;
+absl::StatusOr<daemons::SidecarConfig> BuildConfig(const ProxyFlags& f, bool outbound_given) {
+  daemons::SidecarConfig config;
   meshproxy::ProxyOptions& o = config.proxy;
   config.sds_socket = f.sds_socket;
   config.token_file = f.token_file;
@@ -180,7 +178,7 @@ void RegisterProxyCommands(CLI::App& app, CommandContext& ctx) {
     auto custom = CustomProviders(policy_flags);
     if (!custom.ok()) return Fail(ctx, "--ext-authz-provider", custom.status());
 
-    authz::PolicyWatcher::Options watch;
+    policy::PolicyWatcher::Options watch;
     watch.paths = f->config;
     watch.load.read.default_namespace = f->namespace_;
     watch.load.domain = f->domain;
@@ -191,21 +189,12 @@ void RegisterProxyCommands(CLI::App& app, CommandContext& ctx) {
     std::signal(SIGPIPE, SIG_IGN);  // a peer closing mid-write is an error code, not a signal
     BlockTerminationSignals();
     MetricsRegistry metrics;
-    std::unique_ptr<meshproxy::PolicySource> source;
-    if (f->policy_from_agent) {
-      if (!f->config.empty()) {
-        return Fail(ctx, "--policy-from-agent", absl::InvalidArgumentError("policy comes from the agent or --config, not both"));
-      }
-      meshproxy::AgentPolicySourceOptions agent;
-      agent.socket_path = f->sds_socket;
-      agent.node = {meshproxy::DefaultProxyId(f->service, f->namespace_), f->service, f->namespace_};
-      agent.load = watch.load;
-      agent.engine = watch.engine;
-      source = std::make_unique<meshproxy::AgentPolicySource>(std::move(agent), *logger, &metrics);
-    } else {
-      source = std::make_unique<meshproxy::FilePolicySource>(std::move(watch), *logger, &metrics);
+    if (f->policy_from_agent && !f->config.empty()) {
+      return Fail(ctx, "--policy-from-agent", absl::InvalidArgumentError("policy comes from the agent or --config, not both"));
     }
-    auto sidecar = meshproxy::Sidecar::Start(std::move(*config), std::move(source), *logger, metrics, SystemClock::Instance());
+    config->policy_from_agent = f->policy_from_agent;
+    config->policy_files = std::move(watch);
+    auto sidecar = daemons::Sidecar::Start(std::move(*config), *logger, metrics, SystemClock::Instance());
     if (!sidecar.ok()) return Fail(ctx, "meshid proxy", sidecar.status());
     meshproxy::Proxy& proxy = (*sidecar)->proxy();
     const auto inbound = proxy.inbound_addresses();

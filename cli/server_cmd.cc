@@ -5,7 +5,7 @@
 #include <thread>
 
 #include "absl/strings/str_split.h"
-#include "ca/server.h"
+#include "daemons/server.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "common/duration.h"
@@ -26,7 +26,7 @@ struct ServerFlags {
 }  // namespace
 
 void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
-  auto config = std::make_shared<CaServerConfig>();
+  auto config = std::make_shared<daemons::CaServerConfig>();
   auto opts = std::make_shared<ServerFlags>();
   CLI::App* cmd = app.add_subcommand("server", "Run the certificate authority (Istio CSR gRPC API)");
   cmd->add_option("--data-dir", config->data_dir, "Directory for the CA key, trust bundle and state")
@@ -96,7 +96,7 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
       config->jwt_issuers.push_back(kv);
     }
     BlockTerminationSignals();
-    auto server = CaServer::Start(*config, SystemClock::Instance(), *logger);
+    auto server = daemons::CaServer::Start(*config, SystemClock::Instance(), *logger);
     if (!server.ok()) return Fail(ctx, "meshid server", server.status());
     std::thread waiter([&] { WaitForTerminationSignal(); (*logger)->info("shutting down"); (*server)->Shutdown(); });
     (*server)->Wait();

@@ -18,6 +18,7 @@
 #include "common/files.h"
 #include "common/spiffe_id.h"
 #include "sql/store.h"
+#include "store/validation.h"
 
 namespace meshid::cli {
 namespace {

@@ -33,8 +33,6 @@ absl::StatusOr<SecretString> PrivateKeyToPem(EVP_PKEY* key);
 absl::StatusOr<EvpPkeyPtr> PrivateKeyFromPem(absl::string_view pem);
 // DER SubjectPublicKeyInfo.
 absl::StatusOr<std::string> PublicKeyDer(EVP_PKEY* key);
-// Lower-case hex SHA-256 of `data`.
-std::string Sha256Hex(absl::string_view data);
 // Lower-case hex SHA-256 of the DER SubjectPublicKeyInfo.
 absl::StatusOr<std::string> PublicKeySha256Hex(EVP_PKEY* key);
 // True if the two keys hold the same public key.

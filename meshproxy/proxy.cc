@@ -380,7 +380,7 @@ class ProxyImpl final : public Proxy {
     return absl::OkStatus();
   }
 
-  absl::Status ApplyPolicy(const PolicySource::Snapshot& snapshot) override {
+  absl::Status ApplyPolicy(const policy::PolicySource::Snapshot& snapshot) override {
     if (snapshot.engine == nullptr) {
       policy_updates_failed_->Increment();
       return absl::InvalidArgumentError("the policy snapshot has no engine");

@@ -37,8 +37,8 @@
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/net.h"
-#include "meshproxy/http.h"
-#include "meshproxy/policy_source.h"
+#include "http/http1.h"
+#include "policy/source.h"
 #include "meshproxy/tls.h"
 
 namespace meshid::meshproxy {
@@ -71,7 +71,7 @@ struct ProxyOptions {
   std::vector<Upstream> upstreams;
   std::string root_namespace = "istio-system";
   int workers = 0;  // 0 = one per core
-  HttpLimits limits;
+  http::HttpLimits limits;
   absl::Duration idle_timeout = absl::Hours(1);  // Envoy's HTTP/TCP idle timeouts
   absl::Duration connect_timeout = absl::Seconds(10);
   absl::Duration protocol_detection_timeout = absl::Seconds(1);
@@ -99,7 +99,7 @@ class Proxy {
   // used (the caller NACKs); the previous one stays in force.
   virtual absl::Status ApplyWorkloadCert(std::shared_ptr<const WorkloadCert> cert) = 0;
   virtual absl::Status ApplyTrustBundle(std::shared_ptr<const TrustBundle> bundle) = 0;
-  virtual absl::Status ApplyPolicy(const PolicySource::Snapshot& snapshot) = 0;
+  virtual absl::Status ApplyPolicy(const policy::PolicySource::Snapshot& snapshot) = 0;
 
   // Bound addresses, in option order.
   virtual std::vector<HostPort> inbound_addresses() const = 0;

@@ -15,6 +15,18 @@
 namespace meshid::meshproxy {
 
 using SteadyClock = std::chrono::steady_clock;
+using http::BodyFraming;
+using http::BodyRelay;
+using http::HttpError;
+using http::HttpHeader;
+using http::HttpLimits;
+using http::HttpRequestHead;
+using http::HttpResponseHead;
+using http::IsHopByHop;
+using http::LocalReply;
+using http::ParseStatus;
+using http::RequestHeadParser;
+using http::ResponseHeadParser;
 
 static SteadyClock::duration ToChrono(absl::Duration d) { return absl::ToChronoNanoseconds(d); }
 

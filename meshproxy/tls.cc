@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/keys.h"
+#include "common/sha256.h"
 #include "common/spiffe_id.h"
 #include "common/x509.h"
 

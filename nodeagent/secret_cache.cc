@@ -1,18 +1,16 @@
 #include "nodeagent/secret_cache.h"
 
-#include <openssl/sha.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <limits>
 
 #include "absl/status/status.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/csr.h"
 #include "common/jwt.h"
+#include "common/sha256.h"
 #include "common/spiffe_id.h"
 #include "common/status_macros.h"
 #include "common/x509.h"
@@ -22,24 +20,18 @@
 namespace meshid {
 namespace {
 
-using sds::SdsResourcePtr;
-using sds::SdsUpdate;
-using sds::SdsWatcher;
+using xds::ResourcePtr;
+using xds::ResourceUpdate;
+using xds::ResourceWatcher;
 
 constexpr absl::string_view kDefault = sds::kWorkloadResourceName;
 constexpr absl::string_view kRoot = sds::kRootResourceName;
-
-std::string TokenHash(absl::string_view data) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
-  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
-}
 
 std::string Rfc3339(absl::Time t) { return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone()); }
 
 // A certificate the CA issued, checked and packaged, not yet installed.
 struct Issued {
-  SdsResourcePtr resource;
+  xds::ResourcePtr resource;
   std::string spiffe_id;
   std::string serial;
   absl::Time not_after;
@@ -135,7 +127,7 @@ absl::Status ValidateSecretCacheOptions(const SecretCacheOptions& o) {
 }
 
 class SubscriptionImpl;
-using Notes = std::vector<std::pair<std::shared_ptr<SdsWatcher>, SdsUpdate>>;
+using Notes = std::vector<std::pair<std::shared_ptr<xds::ResourceWatcher>, xds::ResourceUpdate>>;
 
 struct Entry {
   uint64_t id = 0;
@@ -146,7 +138,7 @@ struct Entry {
   absl::Time token_expiry = absl::InfiniteFuture();
   std::set<std::string> token_hashes;
 
-  SdsResourcePtr resource;  // the certificate being served
+  xds::ResourcePtr resource;  // the certificate being served
   absl::Time created;
   absl::Time not_after;
   std::string anchor;
@@ -217,9 +209,9 @@ class SecretCache::Impl {
   }
 
   // --- subscriptions (called through SubscriptionImpl) ---
-  absl::StatusOr<std::unique_ptr<sds::SdsSubscription>> Subscribe(absl::string_view token,
-                                                                  std::shared_ptr<SdsWatcher> watcher);
-  absl::StatusOr<std::vector<SdsUpdate>> SetNames(SubscriptionImpl* sub, const std::set<std::string>& names);
+  absl::StatusOr<std::unique_ptr<xds::Subscription>> Subscribe(absl::string_view token,
+                                                                  std::shared_ptr<xds::ResourceWatcher> watcher);
+  absl::StatusOr<std::vector<xds::ResourceUpdate>> SetNames(SubscriptionImpl* sub, const std::set<std::string>& names);
   void ReportApplied(SubscriptionImpl* sub, absl::string_view name, absl::string_view version, bool accepted);
   void Unsubscribe(SubscriptionImpl* sub);
   std::string Describe(const SubscriptionImpl* sub) const;
@@ -295,9 +287,9 @@ class SecretCache::Impl {
     return true;
   }
   void DetachLocked(SubscriptionImpl* sub) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::optional<SdsUpdate> CurrentDefaultLocked(const Entry& e, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::optional<xds::ResourceUpdate> CurrentDefaultLocked(const Entry& e, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<absl::Status> RootErrorLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void PublishDefaultLocked(const Entry& e, const SdsUpdate& update, Notes& notes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PublishDefaultLocked(const Entry& e, const xds::ResourceUpdate& update, Notes& notes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnIssuedLocked(Entry& e, Issued issued, Notes& notes, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnFailureLocked(Entry& e, const absl::Status& status, Notes& notes, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -353,23 +345,23 @@ class SecretCache::Impl {
   std::vector<std::string> ca_bundle_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> anchor_refs_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> roots_ ABSL_GUARDED_BY(mu_);
-  SdsResourcePtr root_resource_ ABSL_GUARDED_BY(mu_);
+  xds::ResourcePtr root_resource_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> acked_roots_ ABSL_GUARDED_BY(mu_);
   std::set<SubscriptionImpl*> root_watchers_ ABSL_GUARDED_BY(mu_);
   std::set<SubscriptionImpl*> root_waiting_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Time> root_deadline_ ABSL_GUARDED_BY(mu_);
 };
 
-class SubscriptionImpl final : public sds::SdsSubscription {
+class SubscriptionImpl final : public xds::Subscription {
  public:
-  SubscriptionImpl(SecretCache::Impl* impl, std::shared_ptr<SdsWatcher> watcher, SecretString token,
+  SubscriptionImpl(SecretCache::Impl* impl, std::shared_ptr<xds::ResourceWatcher> watcher, SecretString token,
                    absl::Time token_expiry)
       : impl_(impl), watcher_(std::move(watcher)), token_(std::move(token)), token_expiry_(token_expiry) {
-    if (!token_.empty()) token_hash_ = TokenHash(token_.view());
+    if (!token_.empty()) token_hash_ = Sha256Hex(token_.view());
   }
   ~SubscriptionImpl() override { impl_->Unsubscribe(this); }
 
-  absl::StatusOr<std::vector<SdsUpdate>> SetNames(const std::set<std::string>& names) override {
+  absl::StatusOr<std::vector<xds::ResourceUpdate>> SetNames(const std::set<std::string>& names) override {
     return impl_->SetNames(this, names);
   }
   void ReportApplied(absl::string_view name, absl::string_view version, bool accepted) override {
@@ -378,7 +370,7 @@ class SubscriptionImpl final : public sds::SdsSubscription {
   std::string Describe() const override { return impl_->Describe(this); }
 
   SecretCache::Impl* const impl_;
-  const std::shared_ptr<SdsWatcher> watcher_;
+  const std::shared_ptr<xds::ResourceWatcher> watcher_;
   const SecretString token_;
   const absl::Time token_expiry_;
   std::string token_hash_;
@@ -390,8 +382,8 @@ class SubscriptionImpl final : public sds::SdsSubscription {
 // ---------------------------------------------------------------------------------------------
 // Subscriptions
 
-absl::StatusOr<std::unique_ptr<sds::SdsSubscription>> SecretCache::Impl::Subscribe(
-    absl::string_view token, std::shared_ptr<SdsWatcher> watcher) {
+absl::StatusOr<std::unique_ptr<xds::Subscription>> SecretCache::Impl::Subscribe(
+    absl::string_view token, std::shared_ptr<xds::ResourceWatcher> watcher) {
   absl::Time expiry = absl::InfiniteFuture();
   if (!token.empty()) {
     // Decoded only for its expiry (how long the CA's acceptance may be reused); the CA verifies.
@@ -400,11 +392,11 @@ absl::StatusOr<std::unique_ptr<sds::SdsSubscription>> SecretCache::Impl::Subscri
       if (exp != jwt->payload.end() && exp->is_number()) expiry = absl::FromUnixSeconds(exp->get<int64_t>());
     }
   }
-  return std::unique_ptr<sds::SdsSubscription>(
+  return std::unique_ptr<xds::Subscription>(
       std::make_unique<SubscriptionImpl>(this, std::move(watcher), SecretString(std::string(token)), expiry));
 }
 
-absl::StatusOr<std::vector<SdsUpdate>> SecretCache::Impl::SetNames(SubscriptionImpl* sub,
+absl::StatusOr<std::vector<xds::ResourceUpdate>> SecretCache::Impl::SetNames(SubscriptionImpl* sub,
                                                                    const std::set<std::string>& names) {
   std::vector<std::string> unknown;
   for (const auto& name : names) {
@@ -415,7 +407,7 @@ absl::StatusOr<std::vector<SdsUpdate>> SecretCache::Impl::SetNames(SubscriptionI
                                             "; this agent serves \"default\" (the workload certificate) and "
                                             "\"ROOTCA\" (the trust bundle)"));
   }
-  std::vector<SdsUpdate> current;
+  std::vector<xds::ResourceUpdate> current;
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = deps_.clock->Now();
@@ -482,16 +474,16 @@ void SecretCache::Impl::DetachLocked(SubscriptionImpl* sub) {
   sub->entry_ = 0;
 }
 
-std::optional<SdsUpdate> SecretCache::Impl::CurrentDefaultLocked(const Entry& e, absl::Time now) const {
-  if (e.resource != nullptr && now < e.not_after) return SdsUpdate{std::string(kDefault), e.resource, absl::OkStatus()};
+std::optional<xds::ResourceUpdate> SecretCache::Impl::CurrentDefaultLocked(const Entry& e, absl::Time now) const {
+  if (e.resource != nullptr && now < e.not_after) return xds::ResourceUpdate{std::string(kDefault), e.resource, absl::OkStatus()};
   if (e.resource != nullptr) {
-    return SdsUpdate{std::string(kDefault), nullptr,
+    return xds::ResourceUpdate{std::string(kDefault), nullptr,
                      absl::UnavailableError(absl::StrCat("the certificate of ", e.Who(), " expired at ",
                                                          Rfc3339(e.not_after), " and renewing it keeps failing: ",
                                                          e.last_error.message()))};
   }
   if (e.failure_published) {
-    return SdsUpdate{std::string(kDefault), nullptr,
+    return xds::ResourceUpdate{std::string(kDefault), nullptr,
                      absl::Status(e.last_error.code(), absl::StrCat("cannot obtain a certificate for ", e.Who(), ": ",
                                                                     e.last_error.message()))};
   }
@@ -505,7 +497,7 @@ std::optional<absl::Status> SecretCache::Impl::RootErrorLocked() const {
       absl::StrCat("no trust bundle yet: the CA has not answered: ", it->second->last_error.message()));
 }
 
-void SecretCache::Impl::PublishDefaultLocked(const Entry& e, const SdsUpdate& update, Notes& notes) {
+void SecretCache::Impl::PublishDefaultLocked(const Entry& e, const xds::ResourceUpdate& update, Notes& notes) {
   for (SubscriptionImpl* sub : e.watchers) notes.emplace_back(sub->watcher_, update);
 }
 
@@ -676,7 +668,7 @@ void SecretCache::Impl::InstallLocked(Entry& e, Notes& notes, absl::Time now) {
     deps_.logger->info("certificate for {} (serial {}) valid until {}, renewal at {}, {} stream(s)", e.spiffe_id,
                        e.serial, Rfc3339(e.not_after), Rfc3339(e.next_attempt), e.watchers.size());
   }
-  PublishDefaultLocked(e, SdsUpdate{std::string(kDefault), e.resource, absl::OkStatus()}, notes);
+  PublishDefaultLocked(e, xds::ResourceUpdate{std::string(kDefault), e.resource, absl::OkStatus()}, notes);
   if (rotation) RecomputeRootsLocked(notes, now);  // the previous anchor may no longer be needed
 }
 
@@ -729,7 +721,7 @@ void SecretCache::Impl::OnFailureLocked(Entry& e, const absl::Status& status, No
     if (auto update = CurrentDefaultLocked(e, now)) PublishDefaultLocked(e, *update, notes);
     if (auto error = RootErrorLocked()) {
       for (SubscriptionImpl* sub : root_watchers_) {
-        notes.emplace_back(sub->watcher_, SdsUpdate{std::string(kRoot), nullptr, *error});
+        notes.emplace_back(sub->watcher_, xds::ResourceUpdate{std::string(kRoot), nullptr, *error});
       }
     }
   } else if (e.resource != nullptr && now >= e.not_after) {
@@ -785,7 +777,7 @@ void SecretCache::Impl::RecomputeRootsLocked(Notes& notes, absl::Time now) {
   }
   root_waiting_ = root_watchers_;
   for (SubscriptionImpl* sub : root_watchers_) {
-    notes.emplace_back(sub->watcher_, SdsUpdate{std::string(kRoot), root_resource_, absl::OkStatus()});
+    notes.emplace_back(sub->watcher_, xds::ResourceUpdate{std::string(kRoot), root_resource_, absl::OkStatus()});
   }
   if (root_waiting_.empty()) {
     acked_roots_ = std::set<std::string>(roots_.begin(), roots_.end());
@@ -864,8 +856,8 @@ absl::StatusOr<std::unique_ptr<SecretCache>> SecretCache::Create(const SecretCac
 SecretCache::SecretCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 SecretCache::~SecretCache() = default;
 
-absl::StatusOr<std::unique_ptr<sds::SdsSubscription>> SecretCache::Subscribe(absl::string_view bearer_token,
-                                                                             std::shared_ptr<SdsWatcher> watcher) {
+absl::StatusOr<std::unique_ptr<xds::Subscription>> SecretCache::Subscribe(absl::string_view bearer_token,
+                                                                             std::shared_ptr<xds::ResourceWatcher> watcher) {
   return impl_->Subscribe(bearer_token, std::move(watcher));
 }
 bool SecretCache::IsKnownName(absl::string_view name) const { return name == kDefault || name == kRoot; }

@@ -1,6 +1,6 @@
 // The node agent's secret cache: one private key and certificate per workload identity, kept
 // only in memory, renewed before expiry, and published to SDS streams ("default" and
-// "ROOTCA"). It is the SdsSecretProvider behind the agent's SDS server.
+// "ROOTCA"). It is the xds::ResourceProvider behind the agent's SDS server.
 //
 // Identities. A stream without a token gets the agent's own identity (its token comes from a
 // TokenSource, read before every CA call). A stream presenting `authorization: Bearer <jwt>`
@@ -45,7 +45,7 @@
 #include "common/random.h"
 #include "nodeagent/ca_client.h"
 #include "nodeagent/token_source.h"
-#include "sds/provider.h"
+#include "xds/provider.h"
 
 namespace meshid {
 
@@ -68,7 +68,7 @@ struct SecretCacheStats {
   bool agent_identity_ready = false;  // the agent's own certificate is valid now
 };
 
-class SecretCache final : public sds::SdsSecretProvider {
+class SecretCache final : public xds::ResourceProvider {
  public:
   struct Dependencies {
     const Clock* clock = nullptr;
@@ -82,9 +82,9 @@ class SecretCache final : public sds::SdsSecretProvider {
                                                              Dependencies deps);
   ~SecretCache() override;
 
-  // sds::SdsSecretProvider
-  absl::StatusOr<std::unique_ptr<sds::SdsSubscription>> Subscribe(absl::string_view bearer_token,
-                                                                  std::shared_ptr<sds::SdsWatcher> watcher) override;
+  // xds::ResourceProvider
+  absl::StatusOr<std::unique_ptr<xds::Subscription>> Subscribe(absl::string_view bearer_token,
+                                                                  std::shared_ptr<xds::ResourceWatcher> watcher) override;
   bool IsKnownName(absl::string_view name) const override;
 
   // Performs one piece of work that is due at the clock's now (a CSR, an expiry, a held-back

@@ -1,10 +1,8 @@
 #include "sds/resource.h"
 
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
 
 #include "absl/status/status.h"
-#include "absl/strings/escaping.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
 
 namespace meshid::sds {
@@ -23,8 +21,8 @@ void WipeSecretMessage(Secret& secret) {
   }
 }
 
-absl::StatusOr<SdsResourcePtr> Finish(Secret& secret, uint64_t generation) {
-  auto resource = std::make_shared<SdsResource>();
+absl::StatusOr<xds::ResourcePtr> Finish(Secret& secret, uint64_t generation) {
+  auto resource = std::make_shared<xds::Resource>();
   resource->name = secret.name();
   resource->generation = generation;
   std::string bytes;
@@ -34,16 +32,14 @@ absl::StatusOr<SdsResourcePtr> Finish(Secret& secret, uint64_t generation) {
     SecretString wipe(std::move(bytes));
     return absl::InternalError("serializing the SDS secret failed");
   }
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), digest);
-  resource->version = absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), 8));
-  resource->serialized_secret = SecretString(std::move(bytes));
-  return SdsResourcePtr(std::move(resource));
+  resource->version = xds::ContentVersion(bytes);
+  resource->body = SecretString(std::move(bytes));
+  return xds::ResourcePtr(std::move(resource));
 }
 
 }  // namespace
 
-absl::StatusOr<SdsResourcePtr> MakeTlsCertificateResource(absl::string_view name, absl::string_view chain_pem,
+absl::StatusOr<xds::ResourcePtr> MakeTlsCertificateResource(absl::string_view name, absl::string_view chain_pem,
                                                           absl::string_view private_key_pem, uint64_t generation) {
   if (chain_pem.empty() || private_key_pem.empty()) {
     return absl::InvalidArgumentError("a tls_certificate secret needs a certificate chain and a private key");
@@ -56,7 +52,7 @@ absl::StatusOr<SdsResourcePtr> MakeTlsCertificateResource(absl::string_view name
   return Finish(secret, generation);
 }
 
-absl::StatusOr<SdsResourcePtr> MakeValidationContextResource(absl::string_view name,
+absl::StatusOr<xds::ResourcePtr> MakeValidationContextResource(absl::string_view name,
                                                              const std::vector<std::string>& root_pems,
                                                              uint64_t generation) {
   if (root_pems.empty()) return absl::InvalidArgumentError("a validation_context secret needs at least one root");

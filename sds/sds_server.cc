@@ -13,8 +13,9 @@
 #include "absl/synchronization/mutex.h"
 #include "common/grpc_status.h"
 #include "envoy/service/secret/v3/sds.grpc.pb.h"
-#include "sds/delta_state.h"
-#include "sds/sotw_state.h"
+#include "xds/delta_state.h"
+#include "xds/sotw_state.h"
+#include "sds/resource.h"
 #include "sds/unix_socket.h"
 
 namespace meshid::sds {
@@ -58,13 +59,13 @@ absl::StatusOr<std::string> BearerToken(const grpc::CallbackServerContext* conte
 class UpdateSink {
  public:
   virtual ~UpdateSink() = default;
-  virtual void HandleUpdate(const SdsUpdate& update) = 0;
+  virtual void HandleUpdate(const xds::ResourceUpdate& update) = 0;
 };
 
-class WatcherAdapter final : public SdsWatcher {
+class WatcherAdapter final : public xds::ResourceWatcher {
  public:
   explicit WatcherAdapter(UpdateSink* sink) : sink_(sink) {}
-  void OnUpdate(const SdsUpdate& update) override {
+  void OnUpdate(const xds::ResourceUpdate& update) override {
     absl::MutexLock lock(&mu_);
     if (sink_ != nullptr) sink_->HandleUpdate(update);
   }
@@ -116,14 +117,14 @@ class XdsStream final
  public:
   using Request = std::conditional_t<kDelta, DeltaDiscoveryRequest, DiscoveryRequest>;
   using Response = std::conditional_t<kDelta, DeltaDiscoveryResponse, DiscoveryResponse>;
-  using State = std::conditional_t<kDelta, DeltaStreamState, SotwStreamState>;
+  using State = std::conditional_t<kDelta, xds::DeltaStreamState, xds::SotwStreamState>;
 
   XdsStream(SdsServerImpl* server, grpc::CallbackServerContext* context);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
   void OnDone() override;
-  void HandleUpdate(const SdsUpdate& update) override;
+  void HandleUpdate(const xds::ResourceUpdate& update) override;
 
  private:
   void HandleRequestLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -135,8 +136,8 @@ class XdsStream final
   SdsServerImpl* const server_;
   std::shared_ptr<WatcherAdapter> adapter_;
   absl::Mutex mu_;
-  std::unique_ptr<SdsSubscription> subscription_ ABSL_GUARDED_BY(mu_);
-  State state_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<xds::Subscription> subscription_ ABSL_GUARDED_BY(mu_);
+  State state_ ABSL_GUARDED_BY(mu_){std::string(kSecretTypeUrl)};
   Request request_;  // owned by the outstanding read
   Response response_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
@@ -148,7 +149,7 @@ class FetchCall final : public grpc::ServerUnaryReactor, public UpdateSink {
  public:
   FetchCall(SdsServerImpl* server, grpc::CallbackServerContext* context, const DiscoveryRequest* request,
             DiscoveryResponse* response);
-  void HandleUpdate(const SdsUpdate& update) override;
+  void HandleUpdate(const xds::ResourceUpdate& update) override;
   void OnCancel() override;
   void OnDone() override;
 
@@ -160,9 +161,9 @@ class FetchCall final : public grpc::ServerUnaryReactor, public UpdateSink {
   DiscoveryResponse* const response_;
   std::shared_ptr<WatcherAdapter> adapter_;
   absl::Mutex mu_;
-  std::unique_ptr<SdsSubscription> subscription_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<xds::Subscription> subscription_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> names_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, SdsResourcePtr> found_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, xds::ResourcePtr> found_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
@@ -189,7 +190,7 @@ class SdsServiceImpl final : public envoy::service::secret::v3::SecretDiscoveryS
 
 class SdsServerImpl final : public SdsServer {
  public:
-  SdsServerImpl(SdsSecretProvider& provider, MetricsRegistry& registry, RandomSource& random, LoggerPtr logger)
+  SdsServerImpl(xds::ResourceProvider& provider, MetricsRegistry& registry, RandomSource& random, LoggerPtr logger)
       : provider_(provider), metrics_(RegisterMetrics(registry)), random_(random), logger_(std::move(logger)),
         service_(this) {}
 
@@ -225,7 +226,7 @@ class SdsServerImpl final : public SdsServer {
   std::string target() const override { return target_; }
   int64_t connected_streams() const override { return streams_.load(); }
 
-  SdsSecretProvider& provider() { return provider_; }
+  xds::ResourceProvider& provider() { return provider_; }
   const ServerMetrics& metrics() { return metrics_; }
   const LoggerPtr& logger() { return logger_; }
   std::string NewNonce() { return random_.Hex(8); }
@@ -239,7 +240,7 @@ class SdsServerImpl final : public SdsServer {
   }
 
  private:
-  SdsSecretProvider& provider_;
+  xds::ResourceProvider& provider_;
   ServerMetrics metrics_;
   RandomSource& random_;
   LoggerPtr logger_;
@@ -336,7 +337,7 @@ void XdsStream<kDelta>::ApplyNamesLocked(const std::set<std::string>& names) {
 }
 
 template <bool kDelta>
-void XdsStream<kDelta>::HandleUpdate(const SdsUpdate& update) {
+void XdsStream<kDelta>::HandleUpdate(const xds::ResourceUpdate& update) {
   absl::MutexLock lock(&mu_);
   if (finishing_) return;
   absl::Status status = state_.OnUpdate(update);
@@ -444,7 +445,7 @@ FetchCall::FetchCall(SdsServerImpl* server, grpc::CallbackServerContext* context
   TryCompleteLocked();
 }
 
-void FetchCall::HandleUpdate(const SdsUpdate& update) {
+void FetchCall::HandleUpdate(const xds::ResourceUpdate& update) {
   absl::MutexLock lock(&mu_);
   if (finished_ || !names_.contains(update.name)) return;
   if (!update.error.ok()) {
@@ -461,7 +462,7 @@ void FetchCall::TryCompleteLocked() {
   for (const auto& [name, resource] : found_) {
     auto* any = response_->add_resources();
     any->set_type_url(std::string(kSecretTypeUrl));
-    any->set_value(std::string(resource->serialized_secret.view()));
+    any->set_value(std::string(resource->body.view()));
     versions.push_back(resource->version);
   }
   response_->set_version_info(absl::StrJoin(versions, "+"));
@@ -496,7 +497,7 @@ void FetchCall::OnDone() {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SdsServer>> SdsServer::Create(const SdsServerOptions& options,
-                                                             SdsSecretProvider& provider, MetricsRegistry& metrics,
+                                                             xds::ResourceProvider& provider, MetricsRegistry& metrics,
                                                              RandomSource& random, LoggerPtr logger) {
   auto server = std::make_unique<SdsServerImpl>(provider, metrics, random, std::move(logger));
   if (auto status = server->Start(options); !status.ok()) return status;

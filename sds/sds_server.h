@@ -19,7 +19,7 @@
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/random.h"
-#include "sds/provider.h"
+#include "xds/provider.h"
 
 namespace grpc {
 class Service;
@@ -50,7 +50,7 @@ class SdsServer {
   // Takes the socket path (see UnixSocketPath::Acquire: a live socket is refused, a stale one
   // replaced) and starts serving. `provider`, `metrics` and `random` must outlive the server.
   static absl::StatusOr<std::unique_ptr<SdsServer>> Create(const SdsServerOptions& options,
-                                                           SdsSecretProvider& provider, MetricsRegistry& metrics,
+                                                           xds::ResourceProvider& provider, MetricsRegistry& metrics,
                                                            RandomSource& random, LoggerPtr logger);
   virtual ~SdsServer() = default;  // stops serving, closes every stream, removes the socket
 

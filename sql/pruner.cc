@@ -5,7 +5,7 @@
 
 namespace meshid {
 
-absl::StatusOr<std::unique_ptr<LedgerPruner>> LedgerPruner::Create(Store& store, const Clock& clock, LoggerPtr logger,
+absl::StatusOr<std::unique_ptr<LedgerPruner>> LedgerPruner::Create(IssuanceStore& store, const Clock& clock, LoggerPtr logger,
                                                                    const LedgerPrunerOptions& options) {
   if (options.horizon < absl::ZeroDuration() || options.horizon == absl::InfiniteDuration()) {
     return absl::InvalidArgumentError("retention horizon: must be a finite duration, zero or more");
@@ -16,7 +16,7 @@ absl::StatusOr<std::unique_ptr<LedgerPruner>> LedgerPruner::Create(Store& store,
   return std::unique_ptr<LedgerPruner>(new LedgerPruner(store, clock, std::move(logger), options));
 }
 
-LedgerPruner::LedgerPruner(Store& store, const Clock& clock, LoggerPtr logger, const LedgerPrunerOptions& options)
+LedgerPruner::LedgerPruner(IssuanceStore& store, const Clock& clock, LoggerPtr logger, const LedgerPrunerOptions& options)
     : store_(store), clock_(clock), logger_(std::move(logger)), options_(options) {}
 
 LedgerPruner::~LedgerPruner() { Stop(); }

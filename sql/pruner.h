@@ -12,7 +12,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/logging.h"
-#include "sql/store.h"
+#include "store/issuance_store.h"
 
 namespace meshid {
 
@@ -29,7 +29,7 @@ class LedgerPruner {
  public:
   // `store` and `clock` must outlive the pruner. InvalidArgument for a negative horizon, a
   // non-positive interval or batch size.
-  static absl::StatusOr<std::unique_ptr<LedgerPruner>> Create(Store& store, const Clock& clock, LoggerPtr logger,
+  static absl::StatusOr<std::unique_ptr<LedgerPruner>> Create(IssuanceStore& store, const Clock& clock, LoggerPtr logger,
                                                               const LedgerPrunerOptions& options = {});
   ~LedgerPruner();  // Stop()s
   LedgerPruner(const LedgerPruner&) = delete;
@@ -52,10 +52,10 @@ class LedgerPruner {
   void WaitForPasses(int64_t n) const;
 
  private:
-  LedgerPruner(Store& store, const Clock& clock, LoggerPtr logger, const LedgerPrunerOptions& options);
+  LedgerPruner(IssuanceStore& store, const Clock& clock, LoggerPtr logger, const LedgerPrunerOptions& options);
   void Loop();
 
-  Store& store_;
+  IssuanceStore& store_;
   const Clock& clock_;
   const LoggerPtr logger_;
   const LedgerPrunerOptions options_;

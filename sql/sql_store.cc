@@ -19,6 +19,7 @@
 #include "sql/sqlite_database.h"
 #include "sql/store.h"
 #include "sql/store_url.h"
+#include "store/validation.h"
 
 namespace meshid {
 namespace {
@@ -30,8 +31,6 @@ using sql::SqlRow;
 using sql::SqlTx;
 using sql::TxMode;
 
-constexpr size_t kMaxText = 4096;
-constexpr size_t kMaxNote = 1024;
 constexpr size_t kInsertChunk = 64;  // rows per INSERT statement (9 parameters each)
 // An identity's registry entry and block with the registry generation, in one snapshot; it runs
 // whenever the CA has no current status of the identity in memory.
@@ -41,89 +40,6 @@ constexpr absl::string_view kIdentityStatusQuery =
     "LEFT JOIN registry_entries e ON e.spiffe_id = $1 LEFT JOIN blocked_identities b ON b.spiffe_id = $1";
 // Appended to a registry or deny-list change, in its transaction.
 constexpr absl::string_view kBumpRegistryGeneration = "UPDATE registry_generation SET generation = generation + 1";
-
-// Valid UTF-8 (no overlong forms, surrogates or code points above U+10FFFF) without NUL.
-bool ValidText(absl::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c == 0) return false;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    int extra = 0;
-    uint32_t cp = 0;
-    if ((c & 0xE0) == 0xC0) {
-      extra = 1;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      extra = 2;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      extra = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + extra >= s.size()) return false;
-    for (int k = 1; k <= extra; ++k) {
-      auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += extra + 1;
-  }
-  return true;
-}
-
-absl::Status CheckText(absl::string_view field, absl::string_view value, size_t max, bool required) {
-  if (required && value.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": must not be empty"));
-  if (value.size() > max) return absl::InvalidArgumentError(absl::StrCat(field, ": longer than ", max, " bytes"));
-  if (!ValidText(value)) return absl::InvalidArgumentError(absl::StrCat(field, ": not valid UTF-8 text (or contains NUL)"));
-  return absl::OkStatus();
-}
-
-bool IsHex(absl::string_view s, bool upper) {
-  for (char c : s) {
-    bool digit = c >= '0' && c <= '9';
-    bool letter = upper ? (c >= 'A' && c <= 'F') : (c >= 'a' && c <= 'f');
-    if (!digit && !letter) return false;
-  }
-  return !s.empty();
-}
-
-absl::Status CheckTime(absl::string_view field, absl::Time t) {
-  if (t == absl::InfiniteFuture() || t == absl::InfinitePast()) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": must be a finite time"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckSpiffeId(absl::string_view field, absl::string_view id) {
-  auto parsed = SpiffeId::Parse(id);
-  if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(field, ": ", parsed.status().message()));
-  return absl::OkStatus();
-}
-
-bool ValidDnsName(absl::string_view name) {
-  if (name.size() >= 2 && name.substr(0, 2) == "*.") name.remove_prefix(2);
-  if (name.empty() || name.size() > 253) return false;
-  size_t start = 0;
-  while (start <= name.size()) {
-    size_t dot = name.find('.', start);
-    if (dot == absl::string_view::npos) dot = name.size();
-    absl::string_view label = name.substr(start, dot - start);
-    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') return false;
-    for (char c : label) {
-      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
-    }
-    start = dot + 1;
-  }
-  return true;
-}
 
 std::string ToJson(const std::vector<std::string>& list) { return nlohmann::json(list).dump(); }
 
@@ -186,7 +102,6 @@ absl::StatusOr<BlockedIdentity> DecodeBlock(const SqlRow& row, size_t first) {
   return b;
 }
 
-constexpr size_t kMaxPolicyYaml = 1 << 20;  // one document
 constexpr absl::string_view kPolicyVersionColumns =
     "version, created_at_us, created_by, description, digest, document_count";
 constexpr absl::string_view kPolicyStatusColumns =
@@ -227,30 +142,6 @@ absl::StatusOr<PolicyStatusRow> DecodePolicyStatus(const SqlRow& row) {
 // Byte order of (kind, namespace, name): the same on both backends, whatever PostgreSQL's
 // collation (snapshot digests depend on it).
 auto PolicyKey(const StoredPolicyDocument& d) { return std::tie(d.kind, d.namespace_, d.name); }
-
-absl::Status ValidatePolicyDocument(const StoredPolicyDocument& d) {
-  MESHID_RETURN_IF_ERROR(CheckText("kind", d.kind, 253, /*required=*/true));
-  MESHID_RETURN_IF_ERROR(CheckText("namespace", d.namespace_, 253, /*required=*/false));
-  MESHID_RETURN_IF_ERROR(CheckText("name", d.name, 253, /*required=*/true));
-  MESHID_RETURN_IF_ERROR(CheckText("yaml", d.yaml, kMaxPolicyYaml, /*required=*/true));
-  MESHID_RETURN_IF_ERROR(CheckText("source", d.source, kMaxText, /*required=*/false));
-  return absl::OkStatus();
-}
-
-absl::Status ValidatePolicyStatusRow(absl::string_view agent_id, const PolicyStatusRow& r) {
-  if (r.agent_id != agent_id) return absl::InvalidArgumentError("agent_id: differs from the report's agent");
-  MESHID_RETURN_IF_ERROR(CheckText("proxy_id", r.proxy_id, 1024, /*required=*/false));
-  MESHID_RETURN_IF_ERROR(CheckText("reporter", r.reporter, 2048, /*required=*/false));
-  MESHID_RETURN_IF_ERROR(CheckText("service", r.service, 253, /*required=*/false));
-  MESHID_RETURN_IF_ERROR(CheckText("namespace", r.namespace_, 253, /*required=*/false));
-  MESHID_RETURN_IF_ERROR(CheckText("last_error", r.last_error, kMaxText, /*required=*/false));
-  if (r.applied_version < 0 || r.rejected_version < 0) {
-    return absl::InvalidArgumentError("applied_version, rejected_version: must not be negative");
-  }
-  MESHID_RETURN_IF_ERROR(CheckTime("changed_at", r.changed_at));
-  MESHID_RETURN_IF_ERROR(CheckTime("reported_at", r.reported_at));
-  return absl::OkStatus();
-}
 
 class SqlStore final : public Store {
  public:
@@ -300,7 +191,7 @@ class SqlStore final : public Store {
       absl::StrAppend(&statement, " AND serial = $", params.size());
     }
     if (query.expired_only) {
-      MESHID_RETURN_IF_ERROR(CheckTime("now", query.now));
+      MESHID_RETURN_IF_ERROR(CheckFiniteTime("now", query.now));
       params.emplace_back(absl::ToUnixMicros(query.now));
       absl::StrAppend(&statement, " AND not_after_us <= $", params.size());
     }
@@ -324,7 +215,7 @@ class SqlStore final : public Store {
   }
 
   absl::StatusOr<int64_t> PruneExpiredBefore(absl::Time cutoff, int64_t limit) override {
-    MESHID_RETURN_IF_ERROR(CheckTime("cutoff", cutoff));
+    MESHID_RETURN_IF_ERROR(CheckFiniteTime("cutoff", cutoff));
     if (limit <= 0) return absl::InvalidArgumentError("limit: must be positive");
     int64_t deleted = 0;
     MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
@@ -374,9 +265,9 @@ class SqlStore final : public Store {
   }
 
   absl::Status Block(absl::string_view spiffe_id, absl::string_view reason, absl::Time at) override {
-    MESHID_RETURN_IF_ERROR(CheckSpiffeId("spiffe_id", spiffe_id));
-    MESHID_RETURN_IF_ERROR(CheckText("reason", reason, kMaxNote, /*required=*/false));
-    MESHID_RETURN_IF_ERROR(CheckTime("blocked_at", at));
+    MESHID_RETURN_IF_ERROR(CheckSpiffeIdField("spiffe_id", spiffe_id));
+    MESHID_RETURN_IF_ERROR(CheckStoredText("reason", reason, kMaxStoredNote, /*required=*/false));
+    MESHID_RETURN_IF_ERROR(CheckFiniteTime("blocked_at", at));
     return db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
       MESHID_RETURN_IF_ERROR(
           tx.Exec(absl::StrCat("INSERT INTO blocked_identities (", kBlockColumns,
@@ -493,10 +384,10 @@ class SqlStore final : public Store {
   absl::StatusOr<int64_t> CommitPolicyVersion(int64_t base_version, const PolicyVersionInfo& info,
                                               absl::Span<const StoredPolicyDocument> documents) override {
     if (base_version < 0) return absl::InvalidArgumentError("base_version: must not be negative");
-    MESHID_RETURN_IF_ERROR(CheckTime("created_at", info.created_at));
-    MESHID_RETURN_IF_ERROR(CheckText("created_by", info.created_by, kMaxText, /*required=*/false));
-    MESHID_RETURN_IF_ERROR(CheckText("description", info.description, kMaxText, /*required=*/false));
-    MESHID_RETURN_IF_ERROR(CheckText("digest", info.digest, 256, /*required=*/false));
+    MESHID_RETURN_IF_ERROR(CheckFiniteTime("created_at", info.created_at));
+    MESHID_RETURN_IF_ERROR(CheckStoredText("created_by", info.created_by, kMaxStoredText, /*required=*/false));
+    MESHID_RETURN_IF_ERROR(CheckStoredText("description", info.description, kMaxStoredText, /*required=*/false));
+    MESHID_RETURN_IF_ERROR(CheckStoredText("digest", info.digest, 256, /*required=*/false));
     std::map<std::tuple<std::string, std::string, std::string>, const StoredPolicyDocument*> wanted;
     for (size_t i = 0; i < documents.size(); ++i) {
       const StoredPolicyDocument& d = documents[i];
@@ -565,7 +456,7 @@ class SqlStore final : public Store {
   }
 
   absl::Status ReplacePolicyStatus(absl::string_view agent_id, absl::Span<const PolicyStatusRow> rows) override {
-    MESHID_RETURN_IF_ERROR(CheckText("agent_id", agent_id, 1024, /*required=*/true));
+    MESHID_RETURN_IF_ERROR(CheckStoredText("agent_id", agent_id, 1024, /*required=*/true));
     std::set<absl::string_view> proxies;
     for (size_t i = 0; i < rows.size(); ++i) {
       absl::Status s = ValidatePolicyStatusRow(agent_id, rows[i]);
@@ -713,77 +604,6 @@ class SqlStore final : public Store {
 };
 
 }  // namespace
-
-namespace {
-absl::Status NoPolicies() { return absl::UnimplementedError("this store does not keep policies"); }
-}  // namespace
-
-absl::StatusOr<int64_t> Store::PolicyHeadVersion() { return NoPolicies(); }
-absl::StatusOr<PolicyVersion> Store::GetPolicyVersion(int64_t) { return NoPolicies(); }
-absl::StatusOr<std::vector<PolicyVersionInfo>> Store::ListPolicyVersions(size_t) { return NoPolicies(); }
-absl::StatusOr<int64_t> Store::CommitPolicyVersion(int64_t, const PolicyVersionInfo&,
-                                                   absl::Span<const StoredPolicyDocument>) {
-  return NoPolicies();
-}
-absl::Status Store::ReplacePolicyStatus(absl::string_view, absl::Span<const PolicyStatusRow>) { return NoPolicies(); }
-absl::StatusOr<std::vector<PolicyStatusRow>> Store::ListPolicyStatus() { return NoPolicies(); }
-
-absl::Status ValidateIssuanceRecord(const IssuanceRecord& r) {
-  if (r.serial_hex.size() > 128 || !IsHex(r.serial_hex, /*upper=*/true)) {
-    return absl::InvalidArgumentError("serial_hex: must be 1 to 128 upper-case hex digits");
-  }
-  MESHID_RETURN_IF_ERROR(CheckSpiffeId("spiffe_id", r.spiffe_id));
-  if (r.public_key_sha256.size() != 64 || !IsHex(r.public_key_sha256, /*upper=*/false)) {
-    return absl::InvalidArgumentError("public_key_sha256: must be 64 lower-case hex digits");
-  }
-  if (r.issuer_serial_hex.size() > 128 || !IsHex(r.issuer_serial_hex, /*upper=*/true)) {
-    return absl::InvalidArgumentError("issuer_serial_hex: must be 1 to 128 upper-case hex digits");
-  }
-  MESHID_RETURN_IF_ERROR(CheckText("auth_method", r.auth_method, 64, /*required=*/true));
-  MESHID_RETURN_IF_ERROR(CheckText("auth_detail", r.auth_detail, kMaxText, /*required=*/false));
-  MESHID_RETURN_IF_ERROR(CheckTime("not_before", r.not_before));
-  MESHID_RETURN_IF_ERROR(CheckTime("not_after", r.not_after));
-  MESHID_RETURN_IF_ERROR(CheckTime("issued_at", r.issued_at));
-  if (r.not_after < r.not_before) return absl::InvalidArgumentError("not_after: before not_before");
-  return absl::OkStatus();
-}
-
-absl::Status ValidateRegistryEntry(const RegistryEntry& e) {
-  MESHID_RETURN_IF_ERROR(CheckSpiffeId("spiffe_id", e.spiffe_id));
-  if (e.allowed_auth.empty()) {
-    return absl::InvalidArgumentError("allowed_auth: at least one of \"*\", \"jwt-sub:<subject>\", \"jwt-iss:<issuer>\", "
-                                      "\"client-cert\"");
-  }
-  std::set<std::string> seen;
-  for (size_t i = 0; i < e.allowed_auth.size(); ++i) {
-    const std::string& a = e.allowed_auth[i];
-    std::string field = absl::StrCat("allowed_auth[", i, "]");
-    MESHID_RETURN_IF_ERROR(CheckText(field, a, kMaxNote, /*required=*/true));
-    bool ok = a == "*" || a == "client-cert" || (a.rfind("jwt-sub:", 0) == 0 && a.size() > 8) ||
-              (a.rfind("jwt-iss:", 0) == 0 && a.size() > 8);
-    if (!ok) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ": \"", a.substr(0, 64), "\" is not one of \"*\", \"jwt-sub:<subject>\", \"jwt-iss:<issuer>\", \"client-cert\""));
-    }
-    if (!seen.insert(a).second) return absl::InvalidArgumentError(absl::StrCat(field, ": \"", a, "\" is listed twice"));
-  }
-  if (e.max_ttl < absl::ZeroDuration() || e.max_ttl == absl::InfiniteDuration()) {
-    return absl::InvalidArgumentError("max_ttl: must be zero (the server's maximum) or a positive duration");
-  }
-  seen.clear();
-  for (size_t i = 0; i < e.dns_names.size(); ++i) {
-    std::string field = absl::StrCat("dns_names[", i, "]");
-    if (!ValidDnsName(e.dns_names[i])) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ": \"", e.dns_names[i].substr(0, 64), "\" is not a DNS name"));
-    }
-    if (!seen.insert(absl::AsciiStrToLower(e.dns_names[i])).second) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ": \"", e.dns_names[i], "\" is listed twice"));
-    }
-  }
-  MESHID_RETURN_IF_ERROR(CheckText("note", e.note, kMaxNote, /*required=*/false));
-  MESHID_RETURN_IF_ERROR(CheckTime("created_at", e.created_at));
-  return absl::OkStatus();
-}
 
 namespace sql {
 

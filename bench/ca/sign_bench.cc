@@ -5,6 +5,7 @@
 
 #include "ca/certificate_service.h"
 #include "ca/csr_validator.h"
+#include "sql/store.h"
 #include "common/csr.h"
 #include "common/logging.h"
 #include "tests/ca/test_ca.h"
@@ -88,7 +89,7 @@ void BM_SignWithLedger(benchmark::State& state) {
     CertificateAuthorityDeps deps;
     deps.issuer = f->issuer;
     deps.authenticator = f->ca_authenticator;
-    deps.store = store.get();
+    deps.registry = store.get();
     deps.ledger = ledger.get();
     deps.metrics = &f->metrics;
     deps.logger = MakeNullLogger();

@@ -127,9 +127,9 @@ class TimedCa final : public CaClient {
   std::string last_token_ ABSL_GUARDED_BY(mu_);
 };
 
-class NullWatcher final : public sds::SdsWatcher {
+class NullWatcher final : public xds::ResourceWatcher {
  public:
-  void OnUpdate(const sds::SdsUpdate&) override {}
+  void OnUpdate(const xds::ResourceUpdate&) override {}
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ void MeasureMemoryPerSecret(const Layout& layout) {
   auto cache = std::move(*SecretCache::Create({}, deps));
   while (cache->RunOne()) {
   }
-  std::vector<std::unique_ptr<sds::SdsSubscription>> subs;
+  std::vector<std::unique_ptr<xds::Subscription>> subs;
   for (int i = 1; i < layout.identities; ++i) {
     subs.push_back(std::move(*cache->Subscribe(Layout::Token(i), std::make_shared<NullWatcher>())));
   }

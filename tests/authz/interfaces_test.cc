@@ -16,7 +16,7 @@
 #include "authz/jwks_fetcher.h"
 #include "common/http_status_server.h"
 #include "authz/ext_authz_service.h"
-#include "authz/policy_watcher.h"
+#include "policy/file_watcher.h"
 #include "authz/request_json.h"
 #include "tests/authz/policy_test_util.h"
 
@@ -310,10 +310,10 @@ TEST(PolicyWatcher, BadConfigKeepsLastGoodEngine) {
       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\n"
       "spec: {rules: [{to: [{operation: {methods: [GET]}}]}]}\n";
   write("p.yaml", allow_get);
-  PolicyWatcher::Options options;
+  policy::PolicyWatcher::Options options;
   options.paths = {dir.string()};
   MetricsRegistry metrics;
-  auto w = PolicyWatcher::Create(options, MakeNullLogger(), &metrics);
+  auto w = policy::PolicyWatcher::Create(options, MakeNullLogger(), &metrics);
   ASSERT_TRUE(w.ok()) << w.status();
   auto post = testing::Http("POST").in;
   auto first = (*w)->Current();
@@ -343,7 +343,7 @@ TEST(PolicyWatcher, BadConfigKeepsLastGoodEngine) {
   EXPECT_FALSE((*w)->Poll().ok());
   EXPECT_TRUE((*w)->Current()->Check(post)->allowed);
   std::filesystem::remove_all(dir);
-  EXPECT_FALSE(PolicyWatcher::Create(options, MakeNullLogger()).ok()) << "no initial configuration, no watcher";
+  EXPECT_FALSE(policy::PolicyWatcher::Create(options, MakeNullLogger()).ok()) << "no initial configuration, no watcher";
 }
 
 }  // namespace

@@ -36,7 +36,7 @@ class CertificateAuthorityTest : public ::testing::Test {
     CertificateAuthorityDeps deps;
     deps.issuer = std::make_shared<CertIssuer>(authority_, clock_, random_);
     deps.authenticator = authn_;
-    deps.store = with_store ? &store_ : nullptr;
+    deps.registry = with_store ? &store_ : nullptr;
     deps.ledger = with_store ? ledger_.get() : nullptr;
     deps.metrics = &metrics_;
     deps.logger = MakeNullLogger();

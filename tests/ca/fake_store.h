@@ -1,20 +1,19 @@
-// An in-memory Store for CA unit tests: the CA's registry and ledger logic is under test here,
-// the real backends are tested in tests/sql and through the real binary.
+// An in-memory issuance ledger and identity registry for CA unit tests: the CA's registry and
+// ledger logic is under test here, the real backends are tested in tests/sql and through the
+// real binary. One object, because the ledger's write checks the registry's generation.
 #pragma once
 
 #include <functional>
 #include <map>
 
 #include "absl/synchronization/mutex.h"
-#include "sql/store.h"
+#include "store/identity_registry.h"
+#include "store/issuance_store.h"
 
 namespace meshid::testing {
 
-class FakeStore final : public Store {
+class FakeStore final : public IssuanceStore, public IdentityRegistry {
  public:
-  std::string backend() const override { return "fake"; }
-  std::string description() const override { return "in-memory fake"; }
-
   absl::Status RecordIssuancesAt(absl::Span<const IssuanceRecord> records,
                                  std::optional<int64_t> registry_generation) override {
     if (before_record_) before_record_();
@@ -74,7 +73,6 @@ class FakeStore final : public Store {
     ++status_reads_;
     return status;
   }
-  absl::StatusOr<int> SchemaVersion() override { return 1; }
 
   // Runs at the start of every RecordIssuancesAt (set it before the ledger starts writing).
   void set_before_record(std::function<void()> hook) { before_record_ = std::move(hook); }

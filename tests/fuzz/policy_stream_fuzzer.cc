@@ -12,13 +12,13 @@
 #include <cstdint>
 #include <string>
 
-#include "authz/policy_distribution.h"
-#include "authz/policy_distribution_apply.h"
-#include "authz/policy_distribution_xds.h"
+#include "policy/server.h"
+#include "policy/apply.h"
+#include "policy/wire.h"
 
 namespace {
 
-using meshid::authz::PolicySnapshotPtr;
+using meshid::policy::PolicySnapshotPtr;
 
 PolicySnapshotPtr Snapshot(int64_t version, const std::string& payload) {
   meshid::PolicyVersion v;
@@ -28,21 +28,21 @@ PolicySnapshotPtr Snapshot(int64_t version, const std::string& payload) {
                          "namespace: demo}\nspec: {}\n# " +
                              std::to_string(payload.size()) + "\n",
                          "fuzz"});
-  return meshid::authz::MakePolicySnapshot(v);
+  return meshid::policy::MakePolicySnapshot(v);
 }
 
 void Receive(const std::string& bytes) {
   envoy::service::discovery::v3::DiscoveryResponse response;
   if (!response.ParseFromString(bytes)) return;
-  meshid::authz::PolicyStreamClientState client({"proxy", "svc", "ns"});
+  meshid::policy::PolicyStreamClientState client({"proxy", "svc", "ns"});
   client.StartStream();
   auto received = client.OnResponse(response);
   envoy::service::discovery::v3::DiscoveryRequest reply;
   if (received.snapshot != nullptr) {
-    if (!meshid::authz::ValidatePolicySnapshot(*received.snapshot).ok()) __builtin_trap();
+    if (!meshid::policy::ValidatePolicySnapshot(*received.snapshot).ok()) __builtin_trap();
     meshid::rbac::Diagnostics diag;
-    auto set = meshid::authz::ParseSnapshot(*received.snapshot, meshid::authz::LoadOptions{}, diag);
-    absl::Status compiled = set.ok() ? meshid::authz::CompileCheck(std::move(*set), {}) : set.status();
+    auto set = meshid::policy::ParseSnapshot(*received.snapshot, meshid::authz::LoadOptions{}, diag);
+    absl::Status compiled = set.ok() ? meshid::policy::CompileCheck(std::move(*set), {}) : set.status();
     reply = client.OnApplied(compiled);
   } else {
     if (!received.reply.has_value()) __builtin_trap();
@@ -54,12 +54,12 @@ void Receive(const std::string& bytes) {
 void Report(const std::string& bytes) {
   meshid::policy::v1::PolicyStatusReport report;
   if (!report.ParseFromString(bytes)) return;
-  auto rows = meshid::authz::StatusRowsFromReport("spiffe://cluster.local/ns/a/sa/b", report, absl::UnixEpoch());
+  auto rows = meshid::policy::StatusRowsFromReport("spiffe://cluster.local/ns/a/sa/b", report, absl::UnixEpoch());
   if (rows.ok() && rows->size() != static_cast<size_t>(report.proxies_size()) + 1) __builtin_trap();
 }
 
 void Serve(const uint8_t* data, size_t size) {
-  meshid::authz::PolicyStreamServerState state;
+  meshid::policy::PolicyStreamServerState state;
   int64_t version = 0;
   int64_t rejected = 0;
   int nonce = 0;
@@ -85,7 +85,7 @@ void Serve(const uint8_t* data, size_t size) {
         auto response = state.TakeResponse(n);
         if (!response) break;
         if (!state.started() || response->nonce() != n) __builtin_trap();
-        auto snapshot = meshid::authz::DecodePolicyResponse(*response);
+        auto snapshot = meshid::policy::DecodePolicyResponse(*response);
         if (!snapshot.ok() || (*snapshot)->version() == rejected) __builtin_trap();
         break;
       }

@@ -9,16 +9,16 @@
 #include <string>
 
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
-#include "sds/delta_state.h"
+#include "xds/delta_state.h"
 #include "sds/resource.h"
-#include "sds/sotw_state.h"
+#include "xds/sotw_state.h"
 
 namespace {
 
-using meshid::sds::SdsResourcePtr;
-using meshid::sds::SdsUpdate;
+using meshid::xds::ResourcePtr;
+using meshid::xds::ResourceUpdate;
 
-SdsResourcePtr Resource(const std::string& payload, uint64_t generation) {
+meshid::xds::ResourcePtr Resource(const std::string& payload, uint64_t generation) {
   const bool root = !payload.empty() && (payload[0] & 1);
   if (root) return *meshid::sds::MakeValidationContextResource("ROOTCA", {"ROOT" + payload}, generation);
   return *meshid::sds::MakeTlsCertificateResource("default", "CHAIN" + payload, "KEY" + payload, generation);
@@ -37,8 +37,8 @@ std::string SecretName(const google::protobuf::Any& any) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   const bool delta = data[0] & 1;
-  meshid::sds::SotwStreamState sotw;
-  meshid::sds::DeltaStreamState incremental;
+  meshid::xds::SotwStreamState sotw{std::string(meshid::sds::kSecretTypeUrl)};
+  meshid::xds::DeltaStreamState incremental{std::string(meshid::sds::kSecretTypeUrl)};
   uint64_t generation = 0;
   int nonce = 0;
   std::string rejected;  // version NACKed by the last request, to be checked against the next response
@@ -64,8 +64,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       }
       case 1: {
-        SdsResourcePtr resource = Resource(payload, ++generation);
-        SdsUpdate update{resource->name, resource, absl::OkStatus()};
+        meshid::xds::ResourcePtr resource = Resource(payload, ++generation);
+        meshid::xds::ResourceUpdate update{resource->name, resource, absl::OkStatus()};
         (void)(delta ? incremental.OnUpdate(update) : sotw.OnUpdate(update));
         break;
       }

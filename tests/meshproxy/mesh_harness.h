@@ -40,7 +40,7 @@
 #include "common/keys.h"
 #include "common/openssl_ptr.h"
 #include "common/x509.h"
-#include "meshproxy/http.h"
+#include "http/http1.h"
 #include "tests/integration/ca_harness.h"
 #include "tests/meshproxy/test_certs.h"
 
@@ -145,17 +145,17 @@ class Client {
   // Reads one response (after `pending` bytes already read). Decodes chunked bodies.
   HttpResult ReadResponse(const std::string& method = "GET") {
     HttpResult r;
-    meshproxy::ResponseHeadParser parser(meshproxy::HttpLimits{});
-    meshproxy::HttpResponseHead head;
+    http::ResponseHeadParser parser(http::HttpLimits{});
+    http::HttpResponseHead head;
     while (true) {
       size_t used = 0;
-      meshproxy::HttpError err;
+      http::HttpError err;
       const auto st = parser.Parse(pending_, method, head, used, err);
-      if (st == meshproxy::ParseStatus::kError) {
+      if (st == http::ParseStatus::kError) {
         r.error = "malformed response: " + err.message;
         return r;
       }
-      if (st == meshproxy::ParseStatus::kDone) {
+      if (st == http::ParseStatus::kDone) {
         pending_.erase(0, used);
         if (head.status >= 100 && head.status < 200 && head.status != 101) {
           parser.Reset();
@@ -171,20 +171,20 @@ class Client {
       pending_ += more;
     }
     for (const auto& h : head.headers) r.headers[h.name] = h.value;
-    meshproxy::BodyRelay body(head.framing, head.content_length, /*chunked_output=*/false, meshproxy::HttpLimits{});
+    http::BodyRelay body(head.framing, head.content_length, /*chunked_output=*/false, http::HttpLimits{});
     while (true) {
       size_t used = 0;
-      meshproxy::HttpError err;
+      http::HttpError err;
       const auto st = body.Feed(pending_, used, r.body, err);
       pending_.erase(0, used);
-      if (st == meshproxy::ParseStatus::kDone) break;
-      if (st == meshproxy::ParseStatus::kError) {
+      if (st == http::ParseStatus::kDone) break;
+      if (st == http::ParseStatus::kError) {
         r.error = "malformed response body: " + err.message;
         return r;
       }
       std::string more = ReadSome();
       if (more.empty()) {
-        if (head.framing == meshproxy::BodyFraming::kUntilClose && closed_) break;
+        if (head.framing == http::BodyFraming::kUntilClose && closed_) break;
         r.error = "truncated response body";
         return r;
       }

@@ -10,7 +10,7 @@
 #include "authz/policy_set.h"
 #include "common/keys.h"
 #include "common/x509.h"
-#include "meshproxy/file_policy_source.h"
+#include "policy/file_source.h"
 #include "meshproxy/proxy_internal.h"
 #include "meshproxy/tls.h"
 #include "tests/meshproxy/test_certs.h"
@@ -199,8 +199,8 @@ class FilePolicySourceTest : public ::testing::Test {
     std::ofstream(tmp) << text;
     std::filesystem::rename(tmp, path_);
   }
-  authz::PolicyWatcher::Options Options() {
-    authz::PolicyWatcher::Options o;
+  policy::PolicyWatcher::Options Options() {
+    policy::PolicyWatcher::Options o;
     o.paths = {path_};
     o.interval = absl::Milliseconds(10);
     return o;
@@ -211,8 +211,8 @@ class FilePolicySourceTest : public ::testing::Test {
     auto enough = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return versions_.size() >= n; };
     return mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(30));
   }
-  PolicySource::OnSnapshot Recorder(absl::Status answer = absl::OkStatus()) {
-    return [this, answer](const PolicySource::Snapshot& s) {
+  policy::PolicySource::OnSnapshot Recorder(absl::Status answer = absl::OkStatus()) {
+    return [this, answer](const policy::PolicySource::Snapshot& s) {
       absl::MutexLock lock(&mu_);
       versions_.push_back(s.version);
       engines_.push_back(s.engine);
@@ -246,7 +246,7 @@ spec: {rules: [{to: [{operation: {bogus: 1}}]}]}
 
 TEST_F(FilePolicySourceTest, DeliversChangesAndNeverABrokenFile) {
   WritePolicy(kAllowAll);
-  FilePolicySource source(Options(), MakeNullLogger(), nullptr);
+  policy::FilePolicySource source(Options(), MakeNullLogger(), nullptr);
   ASSERT_TRUE(source.Start(Recorder()).ok());
   EXPECT_THAT(versions(), ElementsAre("file-1"));  // synchronously, before Start returns
   WritePolicy(kBroken);
@@ -266,7 +266,7 @@ spec: {action: DENY, rules: [{to: [{operation: {paths: ["/x"]}}]}]}
 
 TEST_F(FilePolicySourceTest, ABrokenInitialFileFailsStart) {
   WritePolicy(kBroken);
-  FilePolicySource source(Options(), MakeNullLogger(), nullptr);
+  policy::FilePolicySource source(Options(), MakeNullLogger(), nullptr);
   absl::Status s = source.Start(Recorder());
   EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
   EXPECT_TRUE(versions().empty());
@@ -274,17 +274,17 @@ TEST_F(FilePolicySourceTest, ABrokenInitialFileFailsStart) {
 
 TEST_F(FilePolicySourceTest, ARefusedSnapshotIsNotOfferedAgain) {
   WritePolicy(kAllowAll);
-  FilePolicySource source(Options(), MakeNullLogger(), nullptr);
+  policy::FilePolicySource source(Options(), MakeNullLogger(), nullptr);
   EXPECT_FALSE(source.Start(Recorder(absl::InvalidArgumentError("no"))).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(100));  // several polls: nothing new to offer
   EXPECT_THAT(versions(), ElementsAre("file-1"));
 }
 
 TEST(FilePolicySource, WithoutPathsDeliversIstioDefaults) {
-  FilePolicySource source(authz::PolicyWatcher::Options{}, MakeNullLogger(), nullptr);
+  policy::FilePolicySource source(policy::PolicyWatcher::Options{}, MakeNullLogger(), nullptr);
   std::shared_ptr<const authz::PolicyEngine> engine;
   ASSERT_TRUE(source
-                  .Start([&](const PolicySource::Snapshot& s) {
+                  .Start([&](const policy::PolicySource::Snapshot& s) {
                     engine = s.engine;
                     return absl::OkStatus();
                   })

@@ -25,23 +25,23 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 // Serves what the test publishes; records tokens, subscriptions and ACK/NACK reports.
-class Provider final : public SdsSecretProvider {
+class Provider final : public xds::ResourceProvider {
  public:
-  class Sub final : public SdsSubscription {
+  class Sub final : public xds::Subscription {
    public:
-    Sub(Provider* p, std::shared_ptr<SdsWatcher> w) : p_(p), w_(std::move(w)) {}
+    Sub(Provider* p, std::shared_ptr<xds::ResourceWatcher> w) : p_(p), w_(std::move(w)) {}
     ~Sub() override {
       absl::MutexLock lock(&p_->mu_);
       p_->subs_.erase(this);
     }
-    absl::StatusOr<std::vector<SdsUpdate>> SetNames(const std::set<std::string>& names) override {
+    absl::StatusOr<std::vector<xds::ResourceUpdate>> SetNames(const std::set<std::string>& names) override {
       absl::MutexLock lock(&p_->mu_);
       for (const auto& n : names) {
         if (!p_->IsKnownName(n)) return absl::NotFoundError(absl::StrCat("no SDS resource named \"", n, "\""));
       }
       names_ = names;
       for (const auto& n : names) p_->subscribed_.push_back(n);
-      std::vector<SdsUpdate> out;
+      std::vector<xds::ResourceUpdate> out;
       for (const auto& n : names) {
         if (auto it = p_->current_.find(n); it != p_->current_.end()) out.push_back(it->second);
       }
@@ -54,23 +54,23 @@ class Provider final : public SdsSecretProvider {
     std::string Describe() const override { return "test"; }
 
     Provider* p_;
-    std::shared_ptr<SdsWatcher> w_;
+    std::shared_ptr<xds::ResourceWatcher> w_;
     std::set<std::string> names_;
   };
 
-  absl::StatusOr<std::unique_ptr<SdsSubscription>> Subscribe(absl::string_view token,
-                                                             std::shared_ptr<SdsWatcher> watcher) override {
+  absl::StatusOr<std::unique_ptr<xds::Subscription>> Subscribe(absl::string_view token,
+                                                             std::shared_ptr<xds::ResourceWatcher> watcher) override {
     auto sub = std::make_unique<Sub>(this, std::move(watcher));
     absl::MutexLock lock(&mu_);
     tokens_.emplace_back(token);
     subs_.insert(sub.get());
-    return std::unique_ptr<SdsSubscription>(std::move(sub));
+    return std::unique_ptr<xds::Subscription>(std::move(sub));
   }
   bool IsKnownName(absl::string_view name) const override { return name == "default" || name == "ROOTCA"; }
 
-  void Publish(SdsResourcePtr r) {
-    std::vector<std::shared_ptr<SdsWatcher>> targets;
-    SdsUpdate u{r->name, r, absl::OkStatus()};
+  void Publish(xds::ResourcePtr r) {
+    std::vector<std::shared_ptr<xds::ResourceWatcher>> targets;
+    xds::ResourceUpdate u{r->name, r, absl::OkStatus()};
     {
       absl::MutexLock lock(&mu_);
       current_[r->name] = u;
@@ -106,7 +106,7 @@ class Provider final : public SdsSecretProvider {
  private:
   absl::Mutex mu_;
   std::set<Sub*> subs_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, SdsUpdate> current_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, xds::ResourceUpdate> current_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> reports_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> tokens_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> subscribed_ ABSL_GUARDED_BY(mu_);
@@ -135,10 +135,10 @@ class Handler {
   std::vector<std::string> seen_ ABSL_GUARDED_BY(mu_);
 };
 
-SdsResourcePtr Cert(const std::string& content, uint64_t generation) {
+xds::ResourcePtr Cert(const std::string& content, uint64_t generation) {
   return *MakeTlsCertificateResource(kWorkloadResourceName, content, "KEY " + content, generation);
 }
-SdsResourcePtr Roots(const std::string& content, uint64_t generation) {
+xds::ResourcePtr Roots(const std::string& content, uint64_t generation) {
   return *MakeValidationContextResource(kRootResourceName, {content}, generation);
 }
 

@@ -24,29 +24,29 @@ using testing::FakeTokenSource;
 using testing::ScriptedRandom;
 
 // Records every update, in order.
-class RecordingWatcher final : public sds::SdsWatcher {
+class RecordingWatcher final : public xds::ResourceWatcher {
  public:
-  void OnUpdate(const sds::SdsUpdate& update) override {
+  void OnUpdate(const xds::ResourceUpdate& update) override {
     absl::MutexLock lock(&mu_);
     updates_.push_back(update);
   }
-  std::vector<sds::SdsUpdate> Take() {
+  std::vector<xds::ResourceUpdate> Take() {
     absl::MutexLock lock(&mu_);
     return std::exchange(updates_, {});
   }
 
  private:
   absl::Mutex mu_;
-  std::vector<sds::SdsUpdate> updates_;
+  std::vector<xds::ResourceUpdate> updates_;
 };
 
-Secret Parse(const sds::SdsResourcePtr& resource) {
+Secret Parse(const xds::ResourcePtr& resource) {
   Secret secret;
-  EXPECT_TRUE(secret.ParseFromString(std::string(resource->serialized_secret.view())));
+  EXPECT_TRUE(secret.ParseFromString(std::string(resource->body.view())));
   return secret;
 }
 
-std::string LeafSpiffeId(const sds::SdsResourcePtr& resource) {
+std::string LeafSpiffeId(const xds::ResourcePtr& resource) {
   Secret secret = Parse(resource);
   auto certs = CertsFromPem(secret.tls_certificate().certificate_chain().inline_bytes());
   EXPECT_TRUE(certs.ok());
@@ -85,7 +85,7 @@ class SecretCacheTest : public ::testing::Test {
     return n;
   }
 
-  std::unique_ptr<sds::SdsSubscription> Subscribe(SecretCache& cache, const std::string& token,
+  std::unique_ptr<xds::Subscription> Subscribe(SecretCache& cache, const std::string& token,
                                                   std::shared_ptr<RecordingWatcher> watcher) {
     auto sub = cache.Subscribe(token, std::move(watcher));
     EXPECT_TRUE(sub.ok()) << sub.status();
@@ -111,8 +111,8 @@ TEST_F(SecretCacheTest, WarmsTheAgentIdentityAtStartAndServesItToTokenlessStream
   auto current = sub->SetNames({"default", "ROOTCA"});
   ASSERT_TRUE(current.ok()) << current.status();
   ASSERT_THAT(*current, SizeIs(2));
-  const sds::SdsUpdate& def = (*current)[0].name == "default" ? (*current)[0] : (*current)[1];
-  const sds::SdsUpdate& root = (*current)[0].name == "ROOTCA" ? (*current)[0] : (*current)[1];
+  const xds::ResourceUpdate& def = (*current)[0].name == "default" ? (*current)[0] : (*current)[1];
+  const xds::ResourceUpdate& root = (*current)[0].name == "ROOTCA" ? (*current)[0] : (*current)[1];
   ASSERT_NE(def.resource, nullptr);
   EXPECT_EQ(LeafSpiffeId(def.resource), "spiffe://cluster.local/ns/istio-system/sa/agent");
 

@@ -34,19 +34,19 @@ using testing::Cert;
 using testing::Roots;
 
 // A provider whose state the test sets; it records what the server tells it.
-class FakeProvider final : public SdsSecretProvider {
+class FakeProvider final : public xds::ResourceProvider {
  public:
-  class Sub final : public SdsSubscription {
+  class Sub final : public xds::Subscription {
    public:
-    Sub(FakeProvider* p, std::string token, std::shared_ptr<SdsWatcher> w)
+    Sub(FakeProvider* p, std::string token, std::shared_ptr<xds::ResourceWatcher> w)
         : provider_(p), token_(std::move(token)), watcher_(std::move(w)) {}
     ~Sub() override {
       absl::MutexLock lock(&provider_->mu_);
       provider_->subs_.erase(this);
     }
-    absl::StatusOr<std::vector<SdsUpdate>> SetNames(const std::set<std::string>& names) override {
+    absl::StatusOr<std::vector<xds::ResourceUpdate>> SetNames(const std::set<std::string>& names) override {
       absl::MutexLock lock(&provider_->mu_);
-      std::vector<SdsUpdate> out;
+      std::vector<xds::ResourceUpdate> out;
       for (const auto& n : names) {
         if (!provider_->IsKnownName(n)) return absl::NotFoundError(absl::StrCat("no SDS resource named \"", n, "\""));
       }
@@ -65,23 +65,23 @@ class FakeProvider final : public SdsSecretProvider {
 
     FakeProvider* provider_;
     std::string token_;
-    std::shared_ptr<SdsWatcher> watcher_;
+    std::shared_ptr<xds::ResourceWatcher> watcher_;
     std::set<std::string> names_;
   };
 
-  absl::StatusOr<std::unique_ptr<SdsSubscription>> Subscribe(absl::string_view token,
-                                                             std::shared_ptr<SdsWatcher> watcher) override {
+  absl::StatusOr<std::unique_ptr<xds::Subscription>> Subscribe(absl::string_view token,
+                                                             std::shared_ptr<xds::ResourceWatcher> watcher) override {
     auto sub = std::make_unique<Sub>(this, std::string(token), std::move(watcher));
     absl::MutexLock lock(&mu_);
     tokens_.emplace_back(token);
     subs_.insert(sub.get());
-    return std::unique_ptr<SdsSubscription>(std::move(sub));
+    return std::unique_ptr<xds::Subscription>(std::move(sub));
   }
   bool IsKnownName(absl::string_view name) const override { return name == "default" || name == "ROOTCA"; }
 
   // Sets the current state of a name and tells every stream watching it.
-  void Publish(SdsUpdate update) {
-    std::vector<std::shared_ptr<SdsWatcher>> targets;
+  void Publish(xds::ResourceUpdate update) {
+    std::vector<std::shared_ptr<xds::ResourceWatcher>> targets;
     {
       absl::MutexLock lock(&mu_);
       if (update.error.ok()) current_[update.name] = update;
@@ -123,7 +123,7 @@ class FakeProvider final : public SdsSecretProvider {
  private:
   absl::Mutex mu_;
   std::set<Sub*> subs_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, SdsUpdate> current_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, xds::ResourceUpdate> current_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> applied_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> tokens_ ABSL_GUARDED_BY(mu_);
 };

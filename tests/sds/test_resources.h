@@ -7,10 +7,10 @@
 
 namespace meshid::sds::testing {
 
-inline SdsResourcePtr Cert(const std::string& content, uint64_t generation) {
+inline xds::ResourcePtr Cert(const std::string& content, uint64_t generation) {
   return *MakeTlsCertificateResource(kWorkloadResourceName, "CHAIN " + content, "KEY " + content, generation);
 }
-inline SdsResourcePtr Roots(const std::string& content, uint64_t generation) {
+inline xds::ResourcePtr Roots(const std::string& content, uint64_t generation) {
   return *MakeValidationContextResource(kRootResourceName, {"ROOT " + content}, generation);
 }
 

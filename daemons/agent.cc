@@ -1,0 +1,288 @@
+#include "daemons/agent.h"
+
+#include <sys/stat.h>
+
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "common/files.h"
+#include "common/http_status_server.h"
+#include "common/metrics.h"
+#include "common/net.h"
+#include "common/random.h"
+#include "common/x509.h"
+#include "nodeagent/ca_client.h"
+#include "nodeagent/server_upstream.h"
+#include "policy/client.h"
+#include "nodeagent/token_source.h"
+
+namespace meshid::daemons {
+namespace {
+
+// A CaClient that re-reads the CA's trust bundle before every call and rebuilds its channel
+// when the bundle changed or the last call could not reach the CA, so a rotated CA root or a
+// restarted CA is picked up without restarting the agent (as istio-agent does).
+class ReloadingCaClient final : public CaClient {
+ public:
+  ReloadingCaClient(CaClientOptions base, std::string root_file, LoggerPtr logger)
+      : base_(std::move(base)), root_file_(std::move(root_file)), logger_(std::move(logger)) {}
+
+  absl::StatusOr<std::vector<std::string>> CreateCertificate(absl::string_view csr_pem, absl::string_view bearer_token,
+                                                             absl::Duration ttl) override {
+    CaClient* client = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (auto status = RefreshLocked(); !status.ok()) return status;
+      client = client_.get();
+      ++in_use_;
+    }
+    auto result = client->CreateCertificate(csr_pem, bearer_token, ttl);
+    absl::MutexLock lock(&mu_);
+    --in_use_;
+    if (!result.ok() && (absl::IsUnavailable(result.status()) || absl::IsDeadlineExceeded(result.status()))) {
+      stale_ = true;
+    }
+    return result;
+  }
+
+ private:
+  absl::Status RefreshLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::string root;
+    if (!base_.insecure_plaintext) {
+      auto content = ReadFile(root_file_, 1 << 20);
+      if (!content.ok()) {
+        if (client_ != nullptr) return absl::OkStatus();  // keep the last good bundle
+        return absl::FailedPreconditionError(absl::StrCat("--ca-root: ", content.status().message()));
+      }
+      root = std::move(*content);
+    }
+    if (client_ != nullptr && root == root_ && !(stale_ && in_use_ == 0)) return absl::OkStatus();
+    if (in_use_ > 0 && client_ != nullptr) return absl::OkStatus();  // rebuild once the channel is idle
+    CaClientOptions options = base_;
+    options.root_cert_pem = root;
+    auto client = CaClient::Create(options);
+    if (!client.ok()) {
+      if (client_ != nullptr) return absl::OkStatus();
+      return client.status();
+    }
+    if (client_ != nullptr && logger_) {
+      logger_->info("reconnecting to the CA at {} ({})", base_.address,
+                    root != root_ ? "its trust bundle changed" : "the last request could not reach it");
+    }
+    client_ = std::move(*client);
+    root_ = std::move(root);
+    stale_ = false;
+    return absl::OkStatus();
+  }
+
+  const CaClientOptions base_;
+  const std::string root_file_;
+  const LoggerPtr logger_;
+  absl::Mutex mu_;
+  std::unique_ptr<CaClient> client_ ABSL_GUARDED_BY(mu_);
+  std::string root_ ABSL_GUARDED_BY(mu_);
+  bool stale_ ABSL_GUARDED_BY(mu_) = false;
+  int in_use_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Polls a file and hands its content to `apply` whenever it changes.
+class FileWatcher {
+ public:
+  FileWatcher(std::string path, absl::Duration interval, std::function<void(const std::string&)> apply)
+      : path_(std::move(path)), interval_(interval), apply_(std::move(apply)) {
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~FileWatcher() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+  }
+
+ private:
+  void Loop() {
+    std::string last;
+    for (;;) {
+      {
+        absl::MutexLock lock(&mu_);
+        auto stopped = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_; };
+        if (mu_.AwaitWithTimeout(absl::Condition(&stopped), interval_)) return;
+      }
+      auto content = ReadFile(path_, 1 << 20);
+      if (content.ok() && *content != last) {
+        last = *content;
+        apply_(last);
+      }
+    }
+  }
+
+  const std::string path_;
+  const absl::Duration interval_;
+  const std::function<void(const std::string&)> apply_;
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+class AgentImpl final : public Agent {
+ public:
+  std::string sds_target() const override { return sds_->target(); }
+  uint16_t monitoring_port() const override { return monitoring_->port(); }
+  SecretCacheStats Stats() const override { return cache_->Stats(); }
+
+  ~AgentImpl() override {
+    // Order: stop taking requests, stop work, then drop the keys.
+    monitoring_.reset();
+    anchors_watcher_.reset();
+    sds_.reset();
+    policy_.reset();
+    upstream_.reset();
+    workers_.reset();
+    cache_.reset();
+  }
+
+  // Declared in dependency order; the destructor above tears down explicitly.
+  OpenSslRandom random_;
+  MetricsRegistry metrics_;
+  std::unique_ptr<TokenSource> token_;
+  std::unique_ptr<CaClient> ca_;
+  std::unique_ptr<SecretCache> cache_;
+  std::unique_ptr<CacheWorkers> workers_;
+  std::unique_ptr<ServerUpstream> upstream_;
+  std::unique_ptr<policy::PolicyRelay> policy_;
+  std::unique_ptr<sds::SdsServer> sds_;
+  std::unique_ptr<FileWatcher> anchors_watcher_;
+  std::unique_ptr<HttpStatusServer> monitoring_;
+};
+
+}  // namespace
+
+absl::Status AgentConfig::Validate() const {
+  std::vector<std::string> problems;
+  auto check = [&](const absl::Status& s, absl::string_view flag) {
+    if (!s.ok()) problems.push_back(absl::StrCat(flag, ": ", s.message()));
+  };
+  check(ParseHostPort(ca_address).status(), "--ca-addr");
+  if (!ca_insecure_plaintext && ca_root_file.empty()) problems.push_back("--ca-root: required unless --ca-insecure-plaintext");
+  if (token_file.empty()) problems.push_back("--token-file: required");
+  if (sds.socket_path.empty()) problems.push_back("--sds-socket: required");
+  if (sds.socket_mode != 0600 && sds.socket_mode != 0660) problems.push_back("socket mode must be 0600 or 0660");
+  check(ParseHostPort(monitoring_address).status(), "--monitoring-addr");
+  check(ValidateSecretCacheOptions(cache), "secret cache");
+  if (worker_threads < 1 || worker_threads > 64) problems.push_back("--workers: must be between 1 and 64");
+  if (problems.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrJoin(problems, "; "));
+}
+
+absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, const Clock& clock, LoggerPtr logger) {
+  if (auto status = config.Validate(); !status.ok()) return status;
+  auto agent = std::make_unique<AgentImpl>();
+
+  if (!config.ca_insecure_plaintext) {
+    auto root = ReadFile(config.ca_root_file, 1 << 20);
+    if (!root.ok()) return absl::InvalidArgumentError(absl::StrCat("--ca-root: ", root.status().message()));
+    if (auto certs = CertsFromPem(*root, config.ca_root_file); !certs.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--ca-root: ", certs.status().message()));
+    }
+  } else {
+    logger->warn("talking to the CA without TLS (--ca-insecure-plaintext): tokens travel in clear text");
+  }
+  if (struct stat st {}; ::stat(config.token_file.c_str(), &st) != 0) {
+    logger->warn("token file {} does not exist yet; certificate requests fail until it does", config.token_file);
+  }
+
+  CaClientOptions ca_options;
+  ca_options.address = config.ca_address;
+  ca_options.tls_server_name = config.ca_server_name;
+  ca_options.insecure_plaintext = config.ca_insecure_plaintext;
+  agent->ca_ = std::make_unique<ReloadingCaClient>(ca_options, config.ca_root_file, logger);
+  agent->token_ = MakeFileTokenSource(config.token_file);
+
+  SecretCache::Dependencies deps;
+  deps.clock = &clock;
+  deps.random = &agent->random_;
+  deps.ca = agent->ca_.get();
+  deps.agent_token = agent->token_.get();
+  deps.logger = logger;
+  deps.metrics = &agent->metrics_;
+  auto cache = SecretCache::Create(config.cache, std::move(deps));
+  if (!cache.ok()) return cache.status();
+  agent->cache_ = std::move(*cache);
+
+  if (!config.trust_anchors_file.empty()) {
+    auto anchors = ReadFile(config.trust_anchors_file, 1 << 20);
+    if (!anchors.ok()) return absl::InvalidArgumentError(absl::StrCat("--trust-anchors: ", anchors.status().message()));
+    if (auto status = agent->cache_->SetExtraTrustAnchors(*anchors); !status.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--trust-anchors: ", status.message()));
+    }
+  }
+
+  sds::SdsServerOptions sds_options = config.sds;
+  if (config.policy.enabled) {
+    ServerUpstreamOptions upstream_options;
+    upstream_options.server_address = config.policy.server_address.empty() ? config.ca_address : config.policy.server_address;
+    upstream_options.ca_root_file = config.ca_root_file;
+    upstream_options.server_name = config.ca_server_name;
+    upstream_options.insecure_plaintext = config.ca_insecure_plaintext;
+    upstream_options.max_message_bytes = policy::kMaxPolicyMessageBytes;
+    auto upstream = ServerUpstream::Create(upstream_options, *agent->cache_, *agent->token_);
+    if (!upstream.ok()) return upstream.status();
+    agent->upstream_ = std::move(*upstream);
+    auto relay = policy::PolicyRelay::Create(config.policy, *agent->upstream_, clock, agent->random_, agent->metrics_,
+                                             logger);
+    if (!relay.ok()) return relay.status();
+    agent->policy_ = std::move(*relay);
+    sds_options.extra_services.push_back(agent->policy_->service());
+  }
+  auto sds = sds::SdsServer::Create(sds_options, *agent->cache_, agent->metrics_, agent->random_, logger);
+  if (!sds.ok()) return absl::Status(sds.status().code(), absl::StrCat("--sds-socket: ", sds.status().message()));
+  agent->sds_ = std::move(*sds);
+  if (agent->policy_ != nullptr) {
+    if (auto status = agent->policy_->Start(); !status.ok()) return status;
+  }
+  agent->workers_ = std::make_unique<CacheWorkers>(*agent->cache_, config.worker_threads);
+
+  if (!config.trust_anchors_file.empty()) {
+    SecretCache* cache_ptr = agent->cache_.get();
+    agent->anchors_watcher_ = std::make_unique<FileWatcher>(
+        config.trust_anchors_file, config.file_poll_interval, [cache_ptr, logger](const std::string& pem) {
+          if (auto status = cache_ptr->SetExtraTrustAnchors(pem); !status.ok()) {
+            logger->error("ignoring the changed trust anchors file: {}", status.message());
+          }
+        });
+  }
+
+  AgentImpl* raw = agent.get();
+  std::map<std::string, HttpHandler> handlers;
+  handlers["/metrics"] = [raw](const std::string&) {
+    return HttpReply{200, "text/plain; version=0.0.4; charset=utf-8", raw->metrics_.RenderPrometheus()};
+  };
+  // Liveness: the agent runs and serves SDS. A CA outage does not make it unhealthy; restarting
+  // it would only throw away certificates that are still valid.
+  handlers["/healthz"] = [](const std::string&) { return HttpReply{200, "text/plain; charset=utf-8", "ok\n"}; };
+  auto ready = [raw](const std::string&) {
+    auto stats = raw->cache_->Stats();
+    if (!stats.agent_identity_ready) {
+      return HttpReply{503, "text/plain; charset=utf-8", "not ready: no valid certificate for the agent's identity\n"};
+    }
+    return HttpReply{200, "text/plain; charset=utf-8",
+                     absl::StrCat("ready: ", stats.identities, " identities, ", raw->sds_->connected_streams(),
+                                  " streams\n")};
+  };
+  handlers["/readyz"] = ready;
+  handlers["/healthz/ready"] = ready;  // istio-agent's path
+  auto monitoring = HttpStatusServer::Create(config.monitoring_address, std::move(handlers));
+  if (!monitoring.ok()) {
+    return absl::Status(monitoring.status().code(), absl::StrCat("--monitoring-addr: ", monitoring.status().message()));
+  }
+  agent->monitoring_ = std::move(*monitoring);
+  logger->info("sds listening on {}, monitoring on port {}, CA {}", agent->sds_->target(),
+               agent->monitoring_->port(), config.ca_address);
+  return std::unique_ptr<Agent>(std::move(agent));
+}
+
+}  // namespace meshid::daemons

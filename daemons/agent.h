@@ -1,0 +1,53 @@
+// `meshid agent`: the node agent wired together — a CA client that re-reads its trust bundle,
+// the secret cache and its worker threads, the SDS server on a Unix socket, and the monitoring
+// endpoint (/metrics, /healthz, /readyz).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/logging.h"
+#include "policy/relay.h"
+#include "nodeagent/secret_cache.h"
+#include "sds/sds_server.h"
+
+namespace meshid::daemons {
+
+struct AgentConfig {
+  std::string ca_address = "127.0.0.1:15012";                      // CA_ADDR
+  std::string ca_root_file = "./var/run/secrets/istio/root-cert.pem";  // CA_ROOT_CA
+  std::string ca_server_name;                                      // ISTIOD_SAN
+  bool ca_insecure_plaintext = false;
+  std::string token_file = "./var/run/secrets/tokens/istio-token";
+  sds::SdsServerOptions sds;
+  std::string monitoring_address = "127.0.0.1:15020";
+  SecretCacheOptions cache;
+  // Extra roots ROOTCA always carries (Istio's caCertificatesPem); re-read when it changes.
+  std::string trust_anchors_file;
+  int worker_threads = 4;
+  absl::Duration file_poll_interval = absl::Seconds(5);
+  // Policy snapshots from the server, relayed to proxies on the SDS socket (policy/relay.h).
+  // server_address empty: ca_address.
+  policy::PolicyRelayOptions policy;
+
+  // Every problem, each naming its flag; OK if none.
+  absl::Status Validate() const;
+};
+
+class Agent {
+ public:
+  // Validates the config and starts everything. Errors name the flag or file at fault.
+  static absl::StatusOr<std::unique_ptr<Agent>> Start(const AgentConfig& config, const Clock& clock,
+                                                      LoggerPtr logger);
+  virtual ~Agent() = default;  // stops serving and wipes every cached key
+
+  virtual std::string sds_target() const = 0;
+  virtual uint16_t monitoring_port() const = 0;
+  virtual SecretCacheStats Stats() const = 0;
+};
+
+}  // namespace meshid::daemons

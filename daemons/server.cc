@@ -1,0 +1,275 @@
+#include "daemons/server.h"
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/security/server_credentials.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "policy/server.h"
+#include "ca/authenticator.h"
+#include "ca/authority.h"
+#include "ca/cert_issuer.h"
+#include "ca/certificate_service.h"
+#include "ca/ledger.h"
+#include "ca/local_issuer.h"
+#include "common/files.h"
+#include "common/http_status_server.h"
+#include "common/metrics.h"
+#include "common/net.h"
+#include "common/random.h"
+#include "common/spiffe_id.h"
+#include "common/status_macros.h"
+#include "common/x509.h"
+#include "sql/pruner.h"
+#include "sql/store.h"
+
+namespace meshid::daemons {
+
+absl::Status CaServerConfig::Validate() const {
+  std::vector<std::string> problems;
+  auto check = [&](const absl::Status& s, absl::string_view flag) {
+    if (!s.ok()) problems.push_back(absl::StrCat(flag, ": ", s.message()));
+  };
+  if (data_dir.empty()) problems.push_back("--data-dir: must not be empty");
+  check(ValidateTrustDomain(trust_domain), "--trust-domain");
+  check(ParseHostPort(listen_address).status(), "--listen");
+  check(ParseHostPort(monitoring_address).status(), "--monitoring-addr");
+  check(ParseKeyAlgorithm(self_signed_key).status(), "--self-signed-key");
+  if (default_workload_ttl <= absl::ZeroDuration()) problems.push_back("DEFAULT_WORKLOAD_CERT_TTL: must be positive");
+  if (max_workload_ttl <= absl::ZeroDuration()) problems.push_back("MAX_WORKLOAD_CERT_TTL: must be positive");
+  if (default_workload_ttl > max_workload_ttl) {
+    problems.push_back("DEFAULT_WORKLOAD_CERT_TTL: must not exceed MAX_WORKLOAD_CERT_TTL");
+  }
+  if (require_registration && datastore == "none") {
+    problems.push_back("--require-registration: needs a datastore (not --datastore none)");
+  }
+  if (ledger_retention < absl::ZeroDuration()) problems.push_back("--ledger-retention: must not be negative");
+  if (ledger_commit_interval < absl::ZeroDuration() || ledger_commit_interval > absl::Seconds(1)) {
+    problems.push_back("--ledger-commit-interval: must be between 0 and 1s");
+  }
+  if (policy_poll_interval <= absl::ZeroDuration()) problems.push_back("--policy-poll-interval: must be positive");
+  if (token_audiences.empty()) problems.push_back("--token-audience: at least one audience is required");
+  for (const auto& [issuer, jwks] : jwt_issuers) {
+    if (issuer.empty() || jwks.empty()) problems.push_back("--jwt-issuer: want ISSUER=JWKS_FILE");
+  }
+  if (!cacerts_dir.empty() && !std::filesystem::is_directory(cacerts_dir)) {
+    problems.push_back(absl::StrCat("--cacerts-dir: ", cacerts_dir, " is not a directory"));
+  }
+  if (problems.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrJoin(problems, "; "));
+}
+
+namespace {
+
+class CaServerImpl final : public CaServer {
+ public:
+  int port() const override { return port_; }
+  int monitoring_port() const override { return monitoring_ ? monitoring_->port() : 0; }
+  void Wait() override { grpc_server_->Wait(); }
+  void Shutdown(absl::Duration grace) override {
+    ready_ = false;
+    if (policy_ != nullptr) policy_->Shutdown();  // ends the agents' long-lived streams
+    grpc_server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  }
+
+  // Declared in dependency order: members are destroyed bottom-up, so the endpoints stop before
+  // the service, and the ledger drains before the store closes.
+  std::unique_ptr<MetricsRegistry> metrics_;
+  OpenSslRandom random_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<GroupCommitLedger> ledger_;
+  std::unique_ptr<LedgerPruner> pruner_;
+  std::unique_ptr<CertificateService> service_;
+  std::unique_ptr<policy::PolicyDistributionServer> policy_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  std::unique_ptr<HttpStatusServer> monitoring_;
+  int port_ = 0;
+  std::atomic<bool> ready_{false};
+};
+
+absl::StatusOr<std::vector<JwtIssuer>> LoadIssuers(const CaServerConfig& config) {
+  std::vector<JwtIssuer> issuers;
+  for (const auto& [issuer, jwks_file] : config.jwt_issuers) {
+    auto text = ReadFile(jwks_file);
+    if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat("--jwt-issuer ", issuer, ": ", text.status().message()));
+    auto jwks = Jwks::Parse(*text);
+    if (!jwks.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--jwt-issuer ", issuer, ": ", jwks_file, ": ", jwks.status().message()));
+    }
+    issuers.push_back(JwtIssuer{issuer, std::move(*jwks), config.token_audiences});
+  }
+  if (config.local_token_issuer) {
+    MESHID_ASSIGN_OR_RETURN(LocalTokenIssuer local, LocalTokenIssuer::Load(config.data_dir, /*create=*/true));
+    MESHID_ASSIGN_OR_RETURN(JwtIssuer issuer, local.AsJwtIssuer(config.token_audiences));
+    issuers.push_back(std::move(issuer));
+  }
+  return issuers;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& config, const Clock& clock,
+                                                          LoggerPtr logger) {
+  MESHID_RETURN_IF_ERROR(config.Validate());
+  auto server = std::make_unique<CaServerImpl>();
+  RandomSource& random = server->random_;
+  server->metrics_ = std::make_unique<MetricsRegistry>();
+  // The store first: a bad --datastore must fail before any key is written to the data dir.
+  MESHID_RETURN_IF_ERROR(EnsureDirectory(config.data_dir, 0700));
+  if (config.datastore == "none") {
+    logger->warn("--datastore none: no issuance ledger, registry or deny list (benchmarking only)");
+  } else {
+    std::string url = StoreUrlFromFlags(config.data_dir, config.datastore);
+    StoreOptions store_options;
+    store_options.logger = logger;
+    store_options.clock = &clock;
+    auto store = OpenStore(url, store_options);
+    if (!store.ok()) return absl::Status(store.status().code(), absl::StrCat("--datastore: ", store.status().message()));
+    server->store_ = std::move(*store);
+    // PostgreSQL overlaps concurrent commits (ca/ledger.h); 4 ledger writers of the pool's
+    // connections (8 by default) leave room for registry reads and the policy poller.
+    const bool postgres = server->store_->backend() == "postgresql";
+    GroupCommitOptions ledger_options;
+    ledger_options.writers = postgres ? 4 : 1;
+    ledger_options.commit_interval = config.ledger_commit_interval;
+    server->ledger_ = std::make_unique<GroupCommitLedger>(*server->store_, *server->metrics_, ledger_options);
+    LedgerPrunerOptions prune;
+    prune.horizon = config.ledger_retention;
+    MESHID_ASSIGN_OR_RETURN(server->pruner_, LedgerPruner::Create(*server->store_, clock, logger, prune));
+    server->pruner_->Start();
+    logger->info("store: {}{}", server->store_->description(),
+                 config.require_registration ? "; identities must be registered" : "");
+  }
+
+  std::shared_ptr<const SigningAuthority> authority;
+  if (config.cacerts_dir.empty()) {
+    SelfSignedOptions options;
+    options.data_dir = config.data_dir;
+    options.trust_domain = config.trust_domain;
+    options.key_algorithm = *ParseKeyAlgorithm(config.self_signed_key);
+    MESHID_ASSIGN_OR_RETURN(authority, LoadOrCreateSelfSignedAuthority(options, clock, random));
+  } else {
+    MESHID_ASSIGN_OR_RETURN(authority, LoadPluggedInAuthority(config.cacerts_dir, clock));
+  }
+  MESHID_RETURN_IF_ERROR(WriteTrustBundle(*authority, config.data_dir));
+  logger->info("CA ready: {}, signing cert serial {} valid until {}; trust bundle written to {}/root-cert.pem",
+               authority->source, SerialHex(authority->cert.get()),
+               absl::FormatTime(absl::RFC3339_sec, NotAfter(authority->cert.get()), absl::UTCTimeZone()), config.data_dir);
+
+  MetricsRegistry& metrics = *server->metrics_;
+  auto issuer = std::make_shared<const CertIssuer>(authority, clock, random);
+
+  MESHID_ASSIGN_OR_RETURN(std::vector<JwtIssuer> issuers, LoadIssuers(config));
+  std::vector<std::string> issuer_names;
+  for (const auto& i : issuers) issuer_names.push_back(i.issuer);
+  auto authenticator = std::make_shared<const CompositeAuthenticator>(
+      std::make_unique<ClientCertAuthenticator>(authority, config.trust_domain, clock),
+      std::make_unique<JwtAuthenticator>(config.trust_domain, std::move(issuers), clock));
+
+  CertificateServiceOptions service_options;
+  service_options.default_ttl = config.default_workload_ttl;
+  service_options.max_ttl = config.max_workload_ttl;
+  service_options.require_tls = !config.insecure_plaintext;
+  service_options.require_registration = config.require_registration;
+  CertificateAuthorityDeps deps;
+  deps.registry = server->store_.get();
+  deps.ledger = server->ledger_.get();
+  deps.issuer = issuer;
+  deps.authenticator = authenticator;
+  deps.metrics = &metrics;
+  deps.logger = logger;
+  deps.clock = &clock;
+  auto ca = std::make_shared<const CertificateAuthority>(service_options, std::move(deps));
+  server->service_ = std::make_unique<CertificateService>(ca, service_options.require_tls);
+
+  // Expiry gauges (Istio's names): seconds left, negative once expired.
+  absl::Time root_expiry = absl::InfiniteFuture();
+  for (const auto& r : authority->roots) root_expiry = std::min(root_expiry, NotAfter(r.get()));
+  absl::Time chain_expiry = NotAfter(authority->cert.get());
+  for (const auto& c : authority->intermediates) chain_expiry = std::min(chain_expiry, NotAfter(c.get()));
+  metrics.AddGauge("citadel_server_root_cert_expiry_timestamp", "Unix time when the first root expires.")
+      .Set(static_cast<double>(absl::ToUnixSeconds(root_expiry)));
+  metrics.AddComputedGauge("citadel_server_root_cert_expiry_seconds", "Seconds until the first root expires.",
+                           [&clock, root_expiry] { return absl::ToDoubleSeconds(root_expiry - clock.Now()); });
+  metrics.AddGauge("citadel_server_cert_chain_expiry_timestamp", "Unix time when the signing chain expires.")
+      .Set(static_cast<double>(absl::ToUnixSeconds(chain_expiry)));
+  metrics.AddComputedGauge("citadel_server_cert_chain_expiry_seconds", "Seconds until the signing chain expires.",
+                           [&clock, chain_expiry] { return absl::ToDoubleSeconds(chain_expiry - clock.Now()); });
+
+  grpc::ServerBuilder builder;
+  std::shared_ptr<grpc::ServerCredentials> creds;
+  if (config.insecure_plaintext) {
+    logger->warn("--insecure-plaintext: serving the CA WITHOUT TLS on {}; tokens travel in the clear", config.listen_address);
+    creds = grpc::InsecureServerCredentials();
+  } else {
+    // The serving certificate is issued by the CA itself, fresh on every start.
+    MESHID_ASSIGN_OR_RETURN(EvpPkeyPtr serving_key, GenerateKey(KeyAlgorithm::kEcdsaP256));
+    std::vector<std::string> names = {"localhost", "istiod.istio-system.svc", "127.0.0.1"};
+    names.insert(names.end(), config.server_sans.begin(), config.server_sans.end());
+    absl::Duration serving_ttl = absl::Hours(24 * 365);
+    MESHID_ASSIGN_OR_RETURN(IssuedCertificate serving, issuer->IssueServingCert(serving_key.get(), names, serving_ttl));
+    MESHID_ASSIGN_OR_RETURN(SecretString serving_key_pem, PrivateKeyToPem(serving_key.get()));
+    std::string cert_chain = serving.pem;
+    for (const auto& pem : authority->chain_pems) cert_chain += pem;
+    grpc::SslServerCredentialsOptions ssl(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_BUT_DONT_VERIFY);
+    // Client certificates are verified by ClientCertAuthenticator, which can say what is wrong.
+    ssl.pem_root_certs = authority->root_bundle_pem;
+    ssl.pem_key_cert_pairs.push_back({std::string(serving_key_pem.view()), cert_chain});
+    creds = grpc::SslServerCredentials(ssl);
+    logger->info("serving certificate SANs: {}", absl::StrJoin(names, ", "));
+  }
+  builder.AddListeningPort(config.listen_address, creds, &server->port_);
+  builder.RegisterService(server->service_.get());
+  if (server->store_ != nullptr) {
+    // Policy snapshots for agents (meshid.policy.v1), callers authenticated as for the CSR API.
+    const bool require_tls = !config.insecure_plaintext;
+    auto authenticate = [authenticator, require_tls](const policy::PolicyCaller& c) -> absl::StatusOr<std::string> {
+      if (require_tls && !c.tls) return absl::UnauthenticatedError("the connection is not TLS");
+      MESHID_ASSIGN_OR_RETURN(AuthenticatedCaller caller,
+                              authenticator->Authenticate(CallerCredentials{c.authorization, c.peer_cert_pem, c.peer_chain_pems}));
+      return caller.id.ToString();
+    };
+    policy::PolicyDistributionServerOptions policy_options;
+    policy_options.poll_interval = config.policy_poll_interval;
+    MESHID_ASSIGN_OR_RETURN(server->policy_, policy::PolicyDistributionServer::Create(policy_options, *server->store_, *server->store_,
+                                                                                     authenticate, clock, metrics, logger));
+    builder.RegisterService(server->policy_->service());
+  }
+  builder.SetMaxReceiveMessageSize(1 << 20);
+  server->grpc_server_ = builder.BuildAndStart();
+  if (!server->grpc_server_ || server->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("--listen: cannot listen on ", config.listen_address));
+  }
+
+  CaServerImpl* raw = server.get();
+  std::map<std::string, HttpHandler> handlers;
+  handlers["/metrics"] = [&metrics](const std::string&) {
+    return HttpReply{200, "text/plain; version=0.0.4; charset=utf-8", metrics.RenderPrometheus()};
+  };
+  handlers["/healthz"] = [](const std::string&) { return HttpReply{200, "text/plain; charset=utf-8", "ok\n"}; };
+  handlers["/readyz"] = [raw](const std::string&) {
+    return raw->ready_ ? HttpReply{200, "text/plain; charset=utf-8", "ready\n"}
+                       : HttpReply{503, "text/plain; charset=utf-8", "not ready\n"};
+  };
+  auto monitoring = HttpStatusServer::Create(config.monitoring_address, std::move(handlers));
+  if (!monitoring.ok()) {
+    server->grpc_server_->Shutdown();
+    return absl::Status(monitoring.status().code(), absl::StrCat("--monitoring-addr: ", monitoring.status().message()));
+  }
+  server->monitoring_ = std::move(*monitoring);
+  server->ready_ = true;
+  HostPort listen = *ParseHostPort(config.listen_address);
+  listen.port = static_cast<uint16_t>(server->port_);
+  logger->info("trusted token issuers: {}; accepted audiences: {}", absl::StrJoin(issuer_names, ", "),
+               absl::StrJoin(config.token_audiences, ", "));
+  logger->info("listening on {} ({}), monitoring on port {}", listen.ToString(),
+               config.insecure_plaintext ? "plaintext" : "TLS", server->monitoring_port());
+  return std::unique_ptr<CaServer>(std::move(server));
+}
+
+}  // namespace meshid::daemons

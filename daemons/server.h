@@ -1,0 +1,64 @@
+// `meshid server`: the CA service wired together — signing material, caller authentication,
+// the TLS gRPC endpoint and the monitoring endpoint.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/keys.h"
+#include "common/logging.h"
+
+namespace meshid::daemons {
+
+struct CaServerConfig {
+  std::string data_dir = "./var/lib/meshid";
+  std::string cacerts_dir;  // Istio plug-in layout; empty = self-signed root in data_dir
+  std::string listen_address = "127.0.0.1:15012";
+  std::string monitoring_address = "127.0.0.1:15014";
+  std::string trust_domain = "cluster.local";
+  std::string self_signed_key = "ecdsa-p256";
+  std::vector<std::string> server_sans;
+  bool insecure_plaintext = false;
+  absl::Duration default_workload_ttl = absl::Hours(1);
+  absl::Duration max_workload_ttl = absl::Hours(24);
+  std::vector<std::string> token_audiences = {"istio-ca"};
+  // issuer → JWKS file
+  std::vector<std::pair<std::string, std::string>> jwt_issuers;
+  bool local_token_issuer = true;
+  // Store URL (sqlite://..., postgresql://...); empty: sqlite://<data_dir>/meshid.db; "none":
+  // no ledger, registry or deny list (benchmarks only).
+  std::string datastore;
+  bool require_registration = false;
+  absl::Duration ledger_retention = absl::Hours(24 * 30);  // expired ledger rows older than this are pruned
+  // Ledger commits start at most this often (GroupCommitOptions::commit_interval).
+  absl::Duration ledger_commit_interval = absl::Milliseconds(1);
+  // How often the newest policy version is looked up in the store (policy distribution to agents,
+  // authz/policy_distribution.h); needs a datastore.
+  absl::Duration policy_poll_interval = absl::Seconds(1);
+
+  // Every problem, each naming its flag; OK if none.
+  absl::Status Validate() const;
+};
+
+class CaServer {
+ public:
+  // Validates the config, loads or creates the CA keys, writes <data_dir>/root-cert.pem, and
+  // starts serving. Errors name the flag or file at fault.
+  static absl::StatusOr<std::unique_ptr<CaServer>> Start(const CaServerConfig& config, const Clock& clock,
+                                                         LoggerPtr logger);
+  virtual ~CaServer() = default;
+
+  virtual int port() const = 0;
+  virtual int monitoring_port() const = 0;
+  // Blocks until Shutdown() is called from another thread.
+  virtual void Wait() = 0;
+  // Stops accepting calls and lets in-flight calls finish (up to `grace`).
+  virtual void Shutdown(absl::Duration grace = absl::Seconds(5)) = 0;
+};
+
+}  // namespace meshid::daemons

@@ -1,0 +1,36 @@
+// The identity registry and deny list: which identities the CA may issue for (with
+// --require-registration, only registered ones), on which terms, and which it must refuse.
+//
+// Every method is thread-safe and blocks until the store answered. Errors: Unavailable when the
+// store cannot be reached, InvalidArgument naming the field (ValidateRegistryEntry), NotFound /
+// AlreadyExists as each method says. Every change is one transaction that also moves the
+// registry generation (IdentityStatus::registry_generation), nothing else moves it.
+#pragma once
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "store/records.h"
+
+namespace meshid {
+
+class IdentityRegistry {
+ public:
+  virtual ~IdentityRegistry() = default;
+
+  virtual absl::Status CreateEntry(const RegistryEntry& entry) = 0;  // AlreadyExists if present
+  virtual absl::StatusOr<std::vector<RegistryEntry>> ListEntries() = 0;
+  virtual absl::Status DeleteEntry(absl::string_view spiffe_id) = 0;  // NotFound if absent
+
+  virtual absl::Status Block(absl::string_view spiffe_id, absl::string_view reason, absl::Time at) = 0;
+  virtual absl::Status Unblock(absl::string_view spiffe_id) = 0;  // NotFound if not blocked
+  virtual absl::StatusOr<std::vector<BlockedIdentity>> ListBlocked() = 0;
+
+  // The registry entry and block of one identity and the registry generation, read in one
+  // query.
+  virtual absl::StatusOr<IdentityStatus> GetIdentityStatus(absl::string_view spiffe_id) = 0;
+};
+
+}  // namespace meshid

@@ -1,0 +1,113 @@
+// The records meshid stores, as values independent of any backend: issued certificates, the
+// identity registry and deny list, policy versions and the agents' policy status. The narrow
+// interfaces in store/*.h speak these types; sql/ implements them on SQLite and PostgreSQL.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+
+namespace meshid {
+
+// One issued certificate.
+struct IssuanceRecord {
+  std::string serial_hex;         // upper-case hex, unique
+  std::string spiffe_id;
+  absl::Time not_before;
+  absl::Time not_after;
+  std::string public_key_sha256;  // lower-case hex SHA-256 of the DER SubjectPublicKeyInfo
+  std::string issuer_serial_hex;  // serial of the CA certificate that signed it
+  std::string auth_method;        // "jwt" or "client-cert"
+  std::string auth_detail;        // "iss=<issuer> sub=<subject>" or "serial=<hex>"
+  absl::Time issued_at;
+  friend bool operator==(const IssuanceRecord&, const IssuanceRecord&) = default;
+};
+
+struct IssuanceQuery {
+  std::optional<std::string> spiffe_id;
+  std::optional<std::string> serial_hex;
+  bool expired_only = false;  // not_after <= now
+  absl::Time now;
+  size_t limit = 1000;        // newest (by issued_at) first; 0: no limit
+};
+
+// An identity the CA may issue for (with --require-registration, only these).
+struct RegistryEntry {
+  std::string spiffe_id;
+  // Which callers may obtain this identity, matched against the authenticated caller:
+  //   "*"                      any caller already mapped to this SPIFFE ID
+  //   "jwt-sub:<subject>"      a JWT with exactly this sub
+  //   "jwt-iss:<issuer>"       any JWT from this issuer
+  //   "client-cert"            renewal with a certificate of this identity
+  // An entry may list several, any of which suffices.
+  std::vector<std::string> allowed_auth;
+  absl::Duration max_ttl = absl::ZeroDuration();  // zero: the server's maximum applies
+  std::vector<std::string> dns_names;             // added to the certificate as DNS SANs
+  std::string note;
+  absl::Time created_at;
+  friend bool operator==(const RegistryEntry&, const RegistryEntry&) = default;
+};
+
+struct BlockedIdentity {
+  std::string spiffe_id;
+  std::string reason;
+  absl::Time blocked_at;
+};
+
+// What the CA needs to know about an identity before it signs: one round trip.
+struct IdentityStatus {
+  std::optional<RegistryEntry> entry;
+  std::optional<BlockedIdentity> blocked;
+  // The registry generation this status was read at: a counter that every CreateEntry,
+  // DeleteEntry, Block and Unblock increments (sql/migrations/0003_registry_generation.sql).
+  int64_t registry_generation = 0;
+};
+
+// ---- policy distribution (meshid apply / meshid status; policy/) ----
+
+// One policy object of a version: a single validated YAML document.
+struct StoredPolicyDocument {
+  std::string kind;
+  std::string namespace_;  // "" for cluster-scoped kinds
+  std::string name;
+  std::string yaml;
+  std::string source;  // where it was applied from ("dir/file.yaml:12")
+  friend bool operator==(const StoredPolicyDocument&, const StoredPolicyDocument&) = default;
+};
+
+struct PolicyVersionInfo {
+  int64_t version = 0;  // 1, 2, 3, ...
+  absl::Time created_at;
+  std::string created_by;   // user@host
+  std::string description;  // what the apply did
+  std::string digest;       // opaque to the store (policy/wire.h computes it over the documents)
+  int64_t document_count = 0;
+  friend bool operator==(const PolicyVersionInfo&, const PolicyVersionInfo&) = default;
+};
+
+// A version: the whole policy set, documents sorted by (kind, namespace_, name).
+struct PolicyVersion {
+  PolicyVersionInfo info;
+  std::vector<StoredPolicyDocument> documents;
+};
+
+// What an agent reported for itself (proxy_id "") or for one of its proxies.
+struct PolicyStatusRow {
+  std::string agent_id;
+  std::string proxy_id;
+  std::string reporter;  // the SPIFFE ID the agent authenticated as
+  std::string service;
+  std::string namespace_;
+  int64_t applied_version = 0;   // 0: none yet
+  int64_t rejected_version = 0;  // the latest version NACKed, 0: none
+  std::string last_error;
+  bool connected = false;
+  absl::Time changed_at;   // agent's clock
+  absl::Time reported_at;  // the storing server's clock
+  friend bool operator==(const PolicyStatusRow&, const PolicyStatusRow&) = default;
+};
+
+}  // namespace meshid

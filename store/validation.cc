@@ -1,0 +1,182 @@
+#include "store/validation.h"
+
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "common/spiffe_id.h"
+#include "common/status_macros.h"
+
+namespace meshid {
+namespace {
+
+constexpr size_t kMaxPolicyYaml = 1 << 20;  // one document
+
+// Valid UTF-8 (no overlong forms, surrogates or code points above U+10FFFF) without NUL.
+bool ValidText(absl::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c == 0) return false;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    int extra = 0;
+    uint32_t cp = 0;
+    if ((c & 0xE0) == 0xC0) {
+      extra = 1;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      extra = 2;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      extra = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + extra >= s.size()) return false;
+    for (int k = 1; k <= extra; ++k) {
+      auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += extra + 1;
+  }
+  return true;
+}
+
+bool IsHex(absl::string_view s, bool upper) {
+  for (char c : s) {
+    bool digit = c >= '0' && c <= '9';
+    bool letter = upper ? (c >= 'A' && c <= 'F') : (c >= 'a' && c <= 'f');
+    if (!digit && !letter) return false;
+  }
+  return !s.empty();
+}
+
+bool ValidDnsName(absl::string_view name) {
+  if (name.size() >= 2 && name.substr(0, 2) == "*.") name.remove_prefix(2);
+  if (name.empty() || name.size() > 253) return false;
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t dot = name.find('.', start);
+    if (dot == absl::string_view::npos) dot = name.size();
+    absl::string_view label = name.substr(start, dot - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') return false;
+    for (char c : label) {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
+    }
+    start = dot + 1;
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::Status CheckStoredText(absl::string_view field, absl::string_view value, size_t max, bool required) {
+  if (required && value.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": must not be empty"));
+  if (value.size() > max) return absl::InvalidArgumentError(absl::StrCat(field, ": longer than ", max, " bytes"));
+  if (!ValidText(value)) return absl::InvalidArgumentError(absl::StrCat(field, ": not valid UTF-8 text (or contains NUL)"));
+  return absl::OkStatus();
+}
+
+absl::Status CheckFiniteTime(absl::string_view field, absl::Time t) {
+  if (t == absl::InfiniteFuture() || t == absl::InfinitePast()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": must be a finite time"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSpiffeIdField(absl::string_view field, absl::string_view id) {
+  auto parsed = SpiffeId::Parse(id);
+  if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(field, ": ", parsed.status().message()));
+  return absl::OkStatus();
+}
+
+absl::Status ValidatePolicyDocument(const StoredPolicyDocument& d) {
+  MESHID_RETURN_IF_ERROR(CheckStoredText("kind", d.kind, 253, /*required=*/true));
+  MESHID_RETURN_IF_ERROR(CheckStoredText("namespace", d.namespace_, 253, /*required=*/false));
+  MESHID_RETURN_IF_ERROR(CheckStoredText("name", d.name, 253, /*required=*/true));
+  MESHID_RETURN_IF_ERROR(CheckStoredText("yaml", d.yaml, kMaxPolicyYaml, /*required=*/true));
+  MESHID_RETURN_IF_ERROR(CheckStoredText("source", d.source, kMaxStoredText, /*required=*/false));
+  return absl::OkStatus();
+}
+
+absl::Status ValidatePolicyStatusRow(absl::string_view agent_id, const PolicyStatusRow& r) {
+  if (r.agent_id != agent_id) return absl::InvalidArgumentError("agent_id: differs from the report's agent");
+  MESHID_RETURN_IF_ERROR(CheckStoredText("proxy_id", r.proxy_id, 1024, /*required=*/false));
+  MESHID_RETURN_IF_ERROR(CheckStoredText("reporter", r.reporter, 2048, /*required=*/false));
+  MESHID_RETURN_IF_ERROR(CheckStoredText("service", r.service, 253, /*required=*/false));
+  MESHID_RETURN_IF_ERROR(CheckStoredText("namespace", r.namespace_, 253, /*required=*/false));
+  MESHID_RETURN_IF_ERROR(CheckStoredText("last_error", r.last_error, kMaxStoredText, /*required=*/false));
+  if (r.applied_version < 0 || r.rejected_version < 0) {
+    return absl::InvalidArgumentError("applied_version, rejected_version: must not be negative");
+  }
+  MESHID_RETURN_IF_ERROR(CheckFiniteTime("changed_at", r.changed_at));
+  MESHID_RETURN_IF_ERROR(CheckFiniteTime("reported_at", r.reported_at));
+  return absl::OkStatus();
+}
+
+
+absl::Status ValidateIssuanceRecord(const IssuanceRecord& r) {
+  if (r.serial_hex.size() > 128 || !IsHex(r.serial_hex, /*upper=*/true)) {
+    return absl::InvalidArgumentError("serial_hex: must be 1 to 128 upper-case hex digits");
+  }
+  MESHID_RETURN_IF_ERROR(CheckSpiffeIdField("spiffe_id", r.spiffe_id));
+  if (r.public_key_sha256.size() != 64 || !IsHex(r.public_key_sha256, /*upper=*/false)) {
+    return absl::InvalidArgumentError("public_key_sha256: must be 64 lower-case hex digits");
+  }
+  if (r.issuer_serial_hex.size() > 128 || !IsHex(r.issuer_serial_hex, /*upper=*/true)) {
+    return absl::InvalidArgumentError("issuer_serial_hex: must be 1 to 128 upper-case hex digits");
+  }
+  MESHID_RETURN_IF_ERROR(CheckStoredText("auth_method", r.auth_method, 64, /*required=*/true));
+  MESHID_RETURN_IF_ERROR(CheckStoredText("auth_detail", r.auth_detail, kMaxStoredText, /*required=*/false));
+  MESHID_RETURN_IF_ERROR(CheckFiniteTime("not_before", r.not_before));
+  MESHID_RETURN_IF_ERROR(CheckFiniteTime("not_after", r.not_after));
+  MESHID_RETURN_IF_ERROR(CheckFiniteTime("issued_at", r.issued_at));
+  if (r.not_after < r.not_before) return absl::InvalidArgumentError("not_after: before not_before");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRegistryEntry(const RegistryEntry& e) {
+  MESHID_RETURN_IF_ERROR(CheckSpiffeIdField("spiffe_id", e.spiffe_id));
+  if (e.allowed_auth.empty()) {
+    return absl::InvalidArgumentError("allowed_auth: at least one of \"*\", \"jwt-sub:<subject>\", \"jwt-iss:<issuer>\", "
+                                      "\"client-cert\"");
+  }
+  std::set<std::string> seen;
+  for (size_t i = 0; i < e.allowed_auth.size(); ++i) {
+    const std::string& a = e.allowed_auth[i];
+    std::string field = absl::StrCat("allowed_auth[", i, "]");
+    MESHID_RETURN_IF_ERROR(CheckStoredText(field, a, kMaxStoredNote, /*required=*/true));
+    bool ok = a == "*" || a == "client-cert" || (a.rfind("jwt-sub:", 0) == 0 && a.size() > 8) ||
+              (a.rfind("jwt-iss:", 0) == 0 && a.size() > 8);
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": \"", a.substr(0, 64), "\" is not one of \"*\", \"jwt-sub:<subject>\", \"jwt-iss:<issuer>\", \"client-cert\""));
+    }
+    if (!seen.insert(a).second) return absl::InvalidArgumentError(absl::StrCat(field, ": \"", a, "\" is listed twice"));
+  }
+  if (e.max_ttl < absl::ZeroDuration() || e.max_ttl == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError("max_ttl: must be zero (the server's maximum) or a positive duration");
+  }
+  seen.clear();
+  for (size_t i = 0; i < e.dns_names.size(); ++i) {
+    std::string field = absl::StrCat("dns_names[", i, "]");
+    if (!ValidDnsName(e.dns_names[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": \"", e.dns_names[i].substr(0, 64), "\" is not a DNS name"));
+    }
+    if (!seen.insert(absl::AsciiStrToLower(e.dns_names[i])).second) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": \"", e.dns_names[i], "\" is listed twice"));
+    }
+  }
+  MESHID_RETURN_IF_ERROR(CheckStoredText("note", e.note, kMaxStoredNote, /*required=*/false));
+  MESHID_RETURN_IF_ERROR(CheckFiniteTime("created_at", e.created_at));
+  return absl::OkStatus();
+}
+
+}  // namespace meshid

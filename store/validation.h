@@ -1,0 +1,40 @@
+// What every backend checks before it writes a record, so that both store the same things and
+// refuse the same things with the same message. Each check returns InvalidArgument naming the
+// field ("dns_names[2]: ...").
+#pragma once
+
+#include <cstddef>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "store/records.h"
+
+namespace meshid {
+
+inline constexpr size_t kMaxStoredText = 4096;  // free text: details, errors, descriptions
+inline constexpr size_t kMaxStoredNote = 1024;  // notes, reasons, allowed_auth entries
+
+// Text of at most `max` bytes, valid UTF-8 without NUL; non-empty when `required`.
+absl::Status CheckStoredText(absl::string_view field, absl::string_view value, size_t max, bool required);
+// A time that is not absl::InfiniteFuture() or absl::InfinitePast().
+absl::Status CheckFiniteTime(absl::string_view field, absl::Time t);
+// A valid SPIFFE ID.
+absl::Status CheckSpiffeIdField(absl::string_view field, absl::string_view id);
+
+// serial_hex and issuer_serial_hex: upper-case hex; public_key_sha256: 64 lower-case hex digits;
+// spiffe_id, auth_method: non-empty; text valid UTF-8 without NUL; times finite,
+// not_before <= not_after.
+absl::Status ValidateIssuanceRecord(const IssuanceRecord& record);
+// A valid SPIFFE ID, at least one allowed_auth of the forms RegistryEntry lists, max_ttl not
+// negative, DNS names that are host names (optionally "*." + host name), a note of at most
+// 1024 bytes.
+absl::Status ValidateRegistryEntry(const RegistryEntry& entry);
+// kind and name non-empty (at most 253 bytes), namespace at most 253 bytes, yaml non-empty (at
+// most 1 MiB), source at most 4096 bytes.
+absl::Status ValidatePolicyDocument(const StoredPolicyDocument& document);
+// A row of `agent_id`'s report: its agent_id equal to `agent_id`, texts bounded, versions not
+// negative, times finite.
+absl::Status ValidatePolicyStatusRow(absl::string_view agent_id, const PolicyStatusRow& row);
+
+}  // namespace meshid

@@ -1,0 +1,83 @@
+// What the state-of-the-world and the delta SDS stream states share: matching an ACK or NACK
+// to the response whose nonce it echoes, and keeping the newest resource of a watched name.
+// Not thread-safe; each stream serializes its calls.
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "xds/provider.h"
+
+namespace meshid::xds {
+
+// The (name, version) pairs a response carried.
+using SentResources = std::vector<std::pair<std::string, std::string>>;
+
+// What a request says about an earlier response.
+struct AckOrNack {
+  bool ack = false;
+  bool nack = false;
+  SentResources applied;     // the (name, version) pairs of the response it echoes
+  std::string nack_message;  // error_detail.message of a NACK
+  int nack_code = 0;
+};
+
+// The last few responses of a stream, by nonce.
+class SentResponses {
+ public:
+  // Records a response just sent; its nonce becomes the latest.
+  void Remember(const std::string& nonce, SentResources included) {
+    last_nonce_ = nonce;
+    sent_.emplace_back(nonce, std::move(included));
+    if (sent_.size() > kRemembered) sent_.pop_front();
+  }
+  bool IsLatest(const std::string& nonce) const { return nonce == last_nonce_; }
+
+  // When `request` echoes the nonce of a remembered response, fills `verdict`: an ACK, or a
+  // NACK with its code and message, which also sets `rejected_version` in `names` for every
+  // name the response carried, so that version is never sent again.
+  template <typename Request, typename NameStates>
+  void Judge(const Request& request, NameStates& names, AckOrNack& verdict) const {
+    for (const auto& [nonce, included] : sent_) {
+      if (nonce != request.response_nonce()) continue;
+      verdict.applied = included;
+      if (!request.has_error_detail()) {
+        verdict.ack = true;
+        continue;
+      }
+      verdict.nack = true;
+      verdict.nack_code = request.error_detail().code();
+      verdict.nack_message = request.error_detail().message();
+      for (const auto& [name, version] : included) {
+        auto it = names.find(name);
+        if (it != names.end()) it->second.rejected_version = version;
+      }
+    }
+  }
+
+ private:
+  static constexpr size_t kRemembered = 8;  // how many past responses an ACK or NACK may refer to
+  std::string last_nonce_;
+  std::deque<std::pair<std::string, SentResources>> sent_;  // newest last
+};
+
+// Takes in a provider update for a stream watching `names` (a map from name to a state with a
+// `latest` resource): keeps the resource when the name is watched and it is newer than the one
+// kept. Returns the update's error for a watched name; other updates are ignored.
+template <typename NameStates>
+absl::Status KeepNewest(NameStates& names, const xds::ResourceUpdate& update) {
+  auto it = names.find(update.name);
+  if (it == names.end()) return absl::OkStatus();
+  if (!update.error.ok()) return update.error;
+  if (update.resource == nullptr) return absl::OkStatus();
+  auto& latest = it->second.latest;
+  if (latest != nullptr && update.resource->generation <= latest->generation) return absl::OkStatus();
+  latest = update.resource;
+  return absl::OkStatus();
+}
+
+}  // namespace meshid::xds
