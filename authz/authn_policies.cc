@@ -10,12 +10,12 @@
 
 namespace meshid::authz {
 
+using rbac::CheckApiVersion;
 using rbac::Diagnostic;
 using rbac::FieldReader;
+using rbac::IsDns1123Label;
 using rbac::ObjectRef;
 using rbac::ReadContext;
-using rbac::CheckApiVersion;
-using rbac::IsDns1123Label;
 using rbac::ReadEnum;
 using rbac::ReadWorkloadSelector;
 using rbac::SourceDocument;
@@ -75,7 +75,8 @@ std::optional<AuthnPolicy> ParseAuthnPolicy(const SourceDocument& doc, Diagnosti
     if (!IsDns1123Label(t.name)) {
       ctx.Error(tn, tr.PathOf("name"), absl::StrCat("\"", t.name, "\" is not a valid service name (DNS-1123 label)"));
     }
-    if (tr.Has("labels")) ctx.Error(tr.Node("labels"), tr.PathOf("labels"), "target labels are not implemented by Istio");
+    if (tr.Has("labels"))
+      ctx.Error(tr.Node("labels"), tr.PathOf("labels"), "target labels are not implemented by Istio");
     size_t j = 0;
     for (const auto& pn : tr.List("ports")) {
       const std::string ppath = FieldReader::Index(tr.PathOf("ports"), j++);
@@ -141,7 +142,8 @@ std::optional<AuthnPolicy> ParseAuthnPolicy(const SourceDocument& doc, Diagnosti
   }
   if (p.is_mesh()) {
     if (doc.meta.name != "default") {
-      ctx.ErrorAtLine(doc.line, "metadata.name", absl::StrCat("MeshPolicy has to be named \"default\", not \"", doc.meta.name, "\""));
+      ctx.ErrorAtLine(doc.line, "metadata.name",
+                      absl::StrCat("MeshPolicy has to be named \"default\", not \"", doc.meta.name, "\""));
     }
     if (!p.targets.empty()) ctx.Error(spec.Node("targets"), "spec.targets", "MeshPolicy cannot have targets");
   } else {
@@ -151,7 +153,8 @@ std::optional<AuthnPolicy> ParseAuthnPolicy(const SourceDocument& doc, Diagnosti
                                    doc.meta.name, "\""));
     }
     if (!p.targets.empty() && doc.meta.name == "default") {
-      ctx.Error(spec.Node("targets"), "spec.targets", "the Policy named \"default\" is namespace-wide and cannot have targets");
+      ctx.Error(spec.Node("targets"), "spec.targets",
+                "the Policy named \"default\" is namespace-wide and cannot have targets");
     }
   }
   spec.Finish();

@@ -1,8 +1,8 @@
 #include "authz/ext_authz_client.h"
 
-#include <chrono>
-
 #include <grpcpp/grpcpp.h>
+
+#include <chrono>
 
 #include "absl/strings/str_cat.h"
 
@@ -50,7 +50,8 @@ absl::StatusOr<std::shared_ptr<GrpcExtAuthzProvider>> GrpcExtAuthzProvider::Crea
   return p;
 }
 
-absl::StatusOr<bool> GrpcExtAuthzProvider::Check(absl::string_view provider, const rbac::RequestAttributes& attrs) const {
+absl::StatusOr<bool> GrpcExtAuthzProvider::Check(absl::string_view provider,
+                                                 const rbac::RequestAttributes& attrs) const {
   auto it = stubs_.find(provider);
   if (it == stubs_.end()) {
     return absl::FailedPreconditionError(absl::StrCat("no ext_authz provider named \"", provider, "\" is configured"));

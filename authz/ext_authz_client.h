@@ -23,8 +23,8 @@ class GrpcExtAuthzProvider final : public rbac::CustomAuthorizer {
  public:
   // `providers` maps provider names to gRPC targets ("host:port" or "unix:PATH"); plaintext.
   // InvalidArgument for an empty name or target.
-  static absl::StatusOr<std::shared_ptr<GrpcExtAuthzProvider>> Create(const std::map<std::string, std::string>& providers,
-                                                                      absl::Duration timeout = absl::Seconds(5));
+  static absl::StatusOr<std::shared_ptr<GrpcExtAuthzProvider>> Create(
+      const std::map<std::string, std::string>& providers, absl::Duration timeout = absl::Seconds(5));
 
   absl::StatusOr<bool> Check(absl::string_view provider, const rbac::RequestAttributes& attrs) const override;
 

@@ -15,7 +15,8 @@ absl::StatusOr<RequestInput> RequestFromCheck(const v3::CheckRequest& request, c
     auto it = ext.find(key);
     return it != ext.end() && !it->second.empty() ? it->second : fallback;
   };
-  in.destination_service = ext_or("service", defaults.service.empty() ? attrs.destination().service() : defaults.service);
+  in.destination_service =
+      ext_or("service", defaults.service.empty() ? attrs.destination().service() : defaults.service);
   if (in.destination_service.empty()) {
     return absl::InvalidArgumentError(
         "no destination service: set context_extensions[\"service\"] in Envoy or --service on meshid authz serve");
@@ -28,7 +29,8 @@ absl::StatusOr<RequestInput> RequestFromCheck(const v3::CheckRequest& request, c
     in.destination_ip = sa.address();
     in.destination_port = sa.port_value();
   }
-  in.destination_principal = attrs.destination().principal().empty() ? defaults.principal : attrs.destination().principal();
+  in.destination_principal =
+      attrs.destination().principal().empty() ? defaults.principal : attrs.destination().principal();
   in.source_principal = attrs.source().principal();
   in.mtls = !attrs.source().principal().empty() || !attrs.source().certificate().empty();
   if (attrs.source().address().has_socket_address()) in.source_ip = attrs.source().address().socket_address().address();

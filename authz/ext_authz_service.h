@@ -30,7 +30,7 @@
 namespace meshid::authz {
 
 struct ExtAuthzDefaults {
-  std::string service;    // destination service FQDN when the request names none
+  std::string service;  // destination service FQDN when the request names none
   std::string namespace_;
   std::map<std::string, std::string> labels;
   std::string principal;  // the workload's own SPIFFE ID

@@ -1,9 +1,5 @@
 #include "authz/jwks_fetcher.h"
 
-#include <chrono>
-#include <memory>
-#include <optional>
-
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -11,11 +7,14 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <chrono>
+#include <memory>
+#include <optional>
 
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/files.h"
 
 namespace meshid::authz {
@@ -50,7 +49,8 @@ absl::StatusOr<Url> ParseUrl(const std::string& url) {
   }
   if (authority.front() == '[') {
     size_t close = authority.find(']');
-    if (close == absl::string_view::npos) return absl::InvalidArgumentError(absl::StrCat("\"", url, "\": bad IPv6 host"));
+    if (close == absl::string_view::npos)
+      return absl::InvalidArgumentError(absl::StrCat("\"", url, "\": bad IPv6 host"));
     u.host = std::string(authority.substr(1, close - 1));
     absl::string_view after = authority.substr(close + 1);
     if (absl::ConsumePrefix(&after, ":")) u.port = std::string(after);

@@ -184,7 +184,8 @@ absl::StatusOr<std::unique_ptr<JwtProvider>> JwtProvider::Create(const JwtRuleSp
         if (m.kind == StringMatchSpec::Kind::kRegex) {
           cm.regex = std::make_shared<RE2>(m.value, RE2::Quiet);
           if (!cm.regex->ok()) {
-            return absl::InvalidArgumentError(absl::StrCat("trigger rule regex \"", m.value, "\": ", cm.regex->error()));
+            return absl::InvalidArgumentError(
+                absl::StrCat("trigger rule regex \"", m.value, "\": ", cm.regex->error()));
           }
         }
         (list == &t.excluded_paths ? ct.excluded : ct.included).push_back(std::move(cm));
@@ -311,8 +312,9 @@ std::map<std::string, std::vector<std::string>> ExtractClaims(const nlohmann::js
 
 absl::StatusOr<VerifiedToken> JwtProvider::Verify(absl::string_view token, absl::Time now) const {
   auto jwt = DecodeJwt(token);
-  if (!jwt.ok()) return absl::UnauthenticatedError(absl::StrCat("Jwt is not in the form of Header.Payload.Signature (",
-                                                                jwt.status().message(), ")"));
+  if (!jwt.ok())
+    return absl::UnauthenticatedError(
+        absl::StrCat("Jwt is not in the form of Header.Payload.Signature (", jwt.status().message(), ")"));
   if (jwt->issuer() != spec_.issuer) {
     return absl::UnauthenticatedError(absl::StrCat("Jwt issuer is not configured (token issuer \"", jwt->issuer(),
                                                    "\", expected \"", spec_.issuer, "\")"));
@@ -347,7 +349,8 @@ absl::StatusOr<VerifiedToken> JwtProvider::Verify(absl::string_view token, absl:
   if (!out.issuer.empty() && !out.subject.empty()) out.principal = absl::StrCat(out.issuer, "/", out.subject);
   auto auds = jwt->audiences();
   if (!auds.empty()) out.audience = auds.front();
-  if (jwt->payload.contains("azp") && jwt->payload["azp"].is_string()) out.presenter = jwt->payload["azp"].get<std::string>();
+  if (jwt->payload.contains("azp") && jwt->payload["azp"].is_string())
+    out.presenter = jwt->payload["azp"].get<std::string>();
   out.claims = ExtractClaims(jwt->payload);
   return out;
 }

@@ -58,7 +58,7 @@ struct PolicyEngine::Impl {
   absl::flat_hash_map<std::string, std::vector<const AuthnPolicy*>> alpha_by_ns;
   absl::flat_hash_map<const AuthnPolicy*, CompiledAlphaPolicy> alpha;
   absl::flat_hash_map<std::string, std::vector<const PeerAuthentication*>> peer_by_ns;  // ns → own + root policies
-  std::vector<CompiledRequestAuthn> request_authn;  // sorted by age
+  std::vector<CompiledRequestAuthn> request_authn;                                      // sorted by age
 
   const Clock& clock() const { return options.clock ? *options.clock : SystemClock::Instance(); }
   std::optional<AuthnFailure> Authenticate(RequestAttributes& a, const std::string& raw_peer,
@@ -87,13 +87,14 @@ absl::StatusOr<std::shared_ptr<const PolicyEngine>> PolicyEngine::Create(PolicyS
 
   // Key sets are shared between rules naming the same source, so each is fetched once.
   const JwksFetcher& fetcher = *impl->options.jwks_fetcher;
-  auto make_provider = [&](const JwtRuleSpec& spec, const std::string& where) -> absl::StatusOr<std::unique_ptr<JwtProvider>> {
+  auto make_provider = [&](const JwtRuleSpec& spec,
+                           const std::string& where) -> absl::StatusOr<std::unique_ptr<JwtProvider>> {
     auto p = JwtProvider::Create(spec, fetcher);
     if (!p.ok()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", p.status().message()));
     if (!(*p)->jwks_status().ok()) {
-      impl->warnings.push_back(absl::StrCat(where, ": key set for issuer \"", spec.issuer,
-                                            "\" unavailable, its tokens will be rejected: ",
-                                            (*p)->jwks_status().message()));
+      impl->warnings.push_back(
+          absl::StrCat(where, ": key set for issuer \"", spec.issuer,
+                       "\" unavailable, its tokens will be rejected: ", (*p)->jwks_status().message()));
     }
     return p;
   };
@@ -176,7 +177,9 @@ absl::StatusOr<RequestAttributes> PolicyEngine::Attributes(const RequestInput& i
   for (const auto& [k, v] : in.destination_labels) a.destination_labels[k] = v;
   if (!in.destination_ip.empty()) {
     a.destination_ip = rbac::IpAddress::Parse(in.destination_ip);
-    if (!a.destination_ip) return absl::InvalidArgumentError(absl::StrCat("destination.ip \"", in.destination_ip, "\" is not an IP address"));
+    if (!a.destination_ip)
+      return absl::InvalidArgumentError(
+          absl::StrCat("destination.ip \"", in.destination_ip, "\" is not an IP address"));
   }
   if (in.destination_port > 65535) return absl::InvalidArgumentError("destination.port is above 65535");
   a.destination_port = in.destination_port;
@@ -188,7 +191,8 @@ absl::StatusOr<RequestAttributes> PolicyEngine::Attributes(const RequestInput& i
   }
   if (!in.source_ip.empty()) {
     a.source_ip = rbac::IpAddress::Parse(in.source_ip);
-    if (!a.source_ip) return absl::InvalidArgumentError(absl::StrCat("source.ip \"", in.source_ip, "\" is not an IP address"));
+    if (!a.source_ip)
+      return absl::InvalidArgumentError(absl::StrCat("source.ip \"", in.source_ip, "\" is not an IP address"));
   }
   a.sni = in.sni;
   if (in.protocol == Protocol::kTcp) {
@@ -214,8 +218,10 @@ absl::StatusOr<RequestAttributes> PolicyEngine::Attributes(const RequestInput& i
   a.CanonicalizeHeaders();
   a.host = in.host;
   if (a.host.empty()) {
-    if (const std::string* h = a.Header(":authority")) a.host = *h;
-    else if (const std::string* h2 = a.Header("host")) a.host = *h2;
+    if (const std::string* h = a.Header(":authority"))
+      a.host = *h;
+    else if (const std::string* h2 = a.Header("host"))
+      a.host = *h2;
   }
   return a;
 }

@@ -37,7 +37,7 @@ namespace meshid::authz {
 // A request as the caller describes it, before authentication.
 struct RequestInput {
   rbac::Protocol protocol = rbac::Protocol::kHttp;
-  std::string destination_service;  // FQDN
+  std::string destination_service;    // FQDN
   std::string destination_namespace;  // "" = the FQDN's second label
   std::map<std::string, std::string> destination_labels;
   std::string destination_ip;
@@ -45,7 +45,7 @@ struct RequestInput {
   std::string destination_principal;  // the workload's own SPIFFE ID (trust domain, service account)
   std::string source_principal;       // the peer certificate's identity; "" without one
   std::string source_ip;
-  std::optional<bool> mtls;           // default: true iff source_principal is set
+  std::optional<bool> mtls;  // default: true iff source_principal is set
   std::string sni;
   std::string method;
   std::string path;  // request target, may include ?query
@@ -70,8 +70,8 @@ struct PolicyEngineOptions {
   // The local trust domain for the v1alpha1 peer trust-domain check; "" = the destination
   // principal's trust domain, and no check when that is unknown too.
   std::string trust_domain;
-  const Clock* clock = nullptr;                       // nullptr = the system clock
-  std::shared_ptr<const JwksFetcher> jwks_fetcher;    // nullptr = DefaultJwksFetcher
+  const Clock* clock = nullptr;                     // nullptr = the system clock
+  std::shared_ptr<const JwksFetcher> jwks_fetcher;  // nullptr = DefaultJwksFetcher
   std::shared_ptr<const rbac::CustomAuthorizer> custom;
 };
 

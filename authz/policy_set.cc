@@ -1,6 +1,5 @@
 #include "authz/policy_set.h"
 
-
 #include "absl/strings/str_cat.h"
 
 namespace meshid::authz {
@@ -26,8 +25,8 @@ void AddDocuments(const std::vector<rbac::SourceDocument>& docs, const LoadOptio
       }
     } catch (const YAML::Exception& e) {
       // yaml-cpp may throw on malformed nodes; the document is rejected, never half-read.
-      diag.Add({Diagnostic::Severity::kError, doc.file, e.mark.line >= 0 ? e.mark.line + 1 : doc.line,
-                doc.ObjectName(), "", absl::StrCat("malformed document: ", e.msg)});
+      diag.Add({Diagnostic::Severity::kError, doc.file, e.mark.line >= 0 ? e.mark.line + 1 : doc.line, doc.ObjectName(),
+                "", absl::StrCat("malformed document: ", e.msg)});
     }
   }
 }

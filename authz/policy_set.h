@@ -15,7 +15,7 @@
 namespace meshid::authz {
 
 struct PolicySet {
-  rbac::RbacPolicies rbac;  // RBAC kinds and Services
+  rbac::RbacPolicies rbac;         // RBAC kinds and Services
   std::vector<AuthnPolicy> authn;  // Policy and MeshPolicy
   std::vector<PeerAuthentication> peer_authn;
   std::vector<RequestAuthentication> request_authn;

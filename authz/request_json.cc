@@ -1,7 +1,6 @@
 #include "authz/request_json.h"
 
 #include <initializer_list>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"

@@ -1,7 +1,6 @@
 #include "authz/tls_check.h"
 
 #include <algorithm>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
@@ -103,8 +102,8 @@ std::vector<TlsCheckRow> ComputeTlsCheck(const PolicySet& set, const TlsCheckOpt
       PeerMode server;
       std::string authn_name;
       const uint32_t workload_port = port.target_port != 0 ? port.target_port : port.port;
-      auto composed = ComposePeerAuthentication(beta, svc.ref.namespace_, svc.selector, workload_port,
-                                                options.root_namespace);
+      auto composed =
+          ComposePeerAuthentication(beta, svc.ref.namespace_, svc.selector, workload_port, options.root_namespace);
       if (composed) {
         server = composed->mode;
         authn_name = composed->deciding ? composed->deciding->ref.Id() : "";
@@ -131,7 +130,8 @@ std::vector<TlsCheckRow> ComputeTlsCheck(const PolicySet& set, const TlsCheckOpt
   return rows;
 }
 
-absl::StatusOr<std::vector<TlsCheckRow>> FilterTlsCheck(const std::vector<TlsCheckRow>& rows, const std::string& filter) {
+absl::StatusOr<std::vector<TlsCheckRow>> FilterTlsCheck(const std::vector<TlsCheckRow>& rows,
+                                                        const std::string& filter) {
   std::string host = filter;
   std::optional<uint32_t> port;
   size_t colon = filter.rfind(':');
@@ -157,7 +157,8 @@ std::string FormatTlsCheckTable(const std::vector<TlsCheckRow>& rows) {
   std::vector<std::vector<std::string>> lines;
   lines.push_back({"HOST:PORT", "STATUS", "SERVER", "CLIENT", "AUTHN POLICY", "DESTINATION RULE"});
   for (const auto& r : rows) {
-    lines.push_back({absl::StrCat(r.host, ":", r.port), r.status, r.server, r.client, r.authn_policy, r.destination_rule});
+    lines.push_back(
+        {absl::StrCat(r.host, ":", r.port), r.status, r.server, r.client, r.authn_policy, r.destination_rule});
   }
   std::vector<size_t> width(5, 0);
   for (const auto& l : lines)

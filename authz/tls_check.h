@@ -33,7 +33,8 @@ std::vector<TlsCheckRow> ComputeTlsCheck(const PolicySet& set, const TlsCheckOpt
 
 // Keeps rows for `filter` ("HOST" or "HOST:PORT"; HOST is the FQDN and also selects its
 // "HOST|subset" rows). InvalidArgument for an unparsable port.
-absl::StatusOr<std::vector<TlsCheckRow>> FilterTlsCheck(const std::vector<TlsCheckRow>& rows, const std::string& filter);
+absl::StatusOr<std::vector<TlsCheckRow>> FilterTlsCheck(const std::vector<TlsCheckRow>& rows,
+                                                        const std::string& filter);
 
 // The status pilot's EvaluateTLSState (1.4/1.5) gives a server/client pair.
 std::string EvaluateTlsState(PeerMode server, ClientTlsMode client, bool auto_mtls);

@@ -25,7 +25,10 @@ std::string AuthenticatedCaller::Describe() const {
 
 JwtAuthenticator::JwtAuthenticator(std::string trust_domain, std::vector<JwtIssuer> issuers, const Clock& clock,
                                    absl::Duration allowed_skew)
-    : trust_domain_(std::move(trust_domain)), issuers_(std::move(issuers)), clock_(clock), allowed_skew_(allowed_skew) {}
+    : trust_domain_(std::move(trust_domain)),
+      issuers_(std::move(issuers)),
+      clock_(clock),
+      allowed_skew_(allowed_skew) {}
 
 absl::StatusOr<std::string> JwtAuthenticator::BearerToken(const std::vector<std::string>& authorization) {
   for (const std::string& value : authorization) {
@@ -60,8 +63,8 @@ absl::StatusOr<JwtAuthenticator::Verified> JwtAuthenticator::Verify(const std::s
     }
     v.caller.id = *id;
   } else {
-    return Unauthenticated(absl::StrCat("JWT subject \"", sub,
-                                        "\" is neither system:serviceaccount:<namespace>:<name> nor a SPIFFE ID"));
+    return Unauthenticated(
+        absl::StrCat("JWT subject \"", sub, "\" is neither system:serviceaccount:<namespace>:<name> nor a SPIFFE ID"));
   }
   v.caller.method = AuthenticatedCaller::Method::kJwt;
   v.caller.jwt_issuer = iss;
@@ -133,7 +136,8 @@ absl::StatusOr<AuthenticatedCaller> ClientCertAuthenticator::Authenticate(const 
   auto id = SpiffeId::Parse(uris.front());
   if (!id.ok()) return Unauthenticated(absl::StrCat("client certificate URI SAN: ", id.status().message()));
   if (id->trust_domain() != trust_domain_) {
-    return Unauthenticated(absl::StrCat("client certificate identity ", uris.front(), " is not in trust domain ", trust_domain_));
+    return Unauthenticated(
+        absl::StrCat("client certificate identity ", uris.front(), " is not in trust domain ", trust_domain_));
   }
   AuthenticatedCaller caller;
   caller.id = *id;

@@ -19,8 +19,8 @@ namespace meshid {
 
 // What the transport knows about a call.
 struct CallerCredentials {
-  std::vector<std::string> authorization;  // every "authorization" metadata value
-  std::string peer_cert_pem;               // the TLS client certificate, if any
+  std::vector<std::string> authorization;    // every "authorization" metadata value
+  std::string peer_cert_pem;                 // the TLS client certificate, if any
   std::vector<std::string> peer_chain_pems;  // the rest of the client's chain, if sent
 };
 
@@ -44,7 +44,7 @@ class CallerAuthenticator {
 };
 
 struct JwtIssuer {
-  std::string issuer;                  // exact "iss"
+  std::string issuer;  // exact "iss"
   Jwks jwks;
   std::vector<std::string> audiences;  // accepted "aud" values (Istio default: istio-ca)
 };
@@ -84,7 +84,8 @@ class JwtAuthenticator final : public CallerAuthenticator {
 // domain. The new certificate keeps that identity.
 class ClientCertAuthenticator final : public CallerAuthenticator {
  public:
-  ClientCertAuthenticator(std::shared_ptr<const SigningAuthority> authority, std::string trust_domain, const Clock& clock);
+  ClientCertAuthenticator(std::shared_ptr<const SigningAuthority> authority, std::string trust_domain,
+                          const Clock& clock);
   absl::StatusOr<AuthenticatedCaller> Authenticate(const CallerCredentials& credentials) const override;
 
  private:

@@ -38,17 +38,20 @@ void FinishChain(SigningAuthority& a) {
 absl::Status CheckSigningCert(X509* cert, EVP_PKEY* key, const std::string& cert_file, const std::string& key_file,
                               absl::Time now) {
   if (!SamePublicKey(X509_get0_pubkey(cert), key)) {
-    return absl::InvalidArgumentError(absl::StrCat(key_file, ": private key does not match the certificate in ", cert_file));
+    return absl::InvalidArgumentError(
+        absl::StrCat(key_file, ": private key does not match the certificate in ", cert_file));
   }
   if (!IsCa(cert)) {
-    return absl::InvalidArgumentError(absl::StrCat(cert_file, ": certificate is not a CA (basicConstraints CA:TRUE is missing)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(cert_file, ": certificate is not a CA (basicConstraints CA:TRUE is missing)"));
   }
   if (uint32_t ku = X509_get_key_usage(cert); ku != UINT32_MAX && (ku & KU_KEY_CERT_SIGN) == 0) {
     return absl::InvalidArgumentError(absl::StrCat(cert_file, ": key usage does not allow keyCertSign"));
   }
   if (NotAfter(cert) <= now) {
-    return absl::InvalidArgumentError(absl::StrCat(cert_file, ": CA certificate expired at ",
-                                                   absl::FormatTime(absl::RFC3339_sec, NotAfter(cert), absl::UTCTimeZone())));
+    return absl::InvalidArgumentError(
+        absl::StrCat(cert_file, ": CA certificate expired at ",
+                     absl::FormatTime(absl::RFC3339_sec, NotAfter(cert), absl::UTCTimeZone())));
   }
   if (auto kind = ClassifyKey(key); !kind.ok()) return Prefix(key_file, kind.status());
   return absl::OkStatus();
@@ -76,16 +79,19 @@ absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadOrCreateSelfSignedAu
     MESHID_ASSIGN_OR_RETURN(X509Ptr cert, CertFromPem(*cert_pem, cert_file));
     MESHID_RETURN_IF_ERROR(CheckSigningCert(cert.get(), key->get(), cert_file, key_file, clock.Now()));
     if (!IsSelfSigned(cert.get())) {
-      return absl::InvalidArgumentError(absl::StrCat(cert_file, ": not a self-signed root (use --cacerts-dir for an intermediate)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(cert_file, ": not a self-signed root (use --cacerts-dir for an intermediate)"));
     }
     authority->key = std::move(*key);
     authority->cert = std::move(cert);
   } else if (absl::IsNotFound(key_pem.status())) {
     if (std::filesystem::exists(cert_file)) {
-      return absl::FailedPreconditionError(absl::StrCat(cert_file, " exists but ", key_file, " does not; refusing to replace the root"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(cert_file, " exists but ", key_file, " does not; refusing to replace the root"));
     }
     MESHID_ASSIGN_OR_RETURN(EvpPkeyPtr key, GenerateKey(options.key_algorithm));
-    MESHID_ASSIGN_OR_RETURN(X509Ptr cert, CreateSelfSignedRoot(key.get(), options.trust_domain, options.lifetime, clock, random));
+    MESHID_ASSIGN_OR_RETURN(X509Ptr cert,
+                            CreateSelfSignedRoot(key.get(), options.trust_domain, options.lifetime, clock, random));
     MESHID_ASSIGN_OR_RETURN(SecretString key_out, PrivateKeyToPem(key.get()));
     // The key first: a crash in between leaves a key without a cert, which the next start reports.
     MESHID_RETURN_IF_ERROR(WriteFileAtomic(key_file, key_out.view(), 0600));
@@ -101,7 +107,8 @@ absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadOrCreateSelfSignedAu
   return std::shared_ptr<const SigningAuthority>(std::move(authority));
 }
 
-absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadPluggedInAuthority(const std::string& dir, const Clock& clock) {
+absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadPluggedInAuthority(const std::string& dir,
+                                                                               const Clock& clock) {
   const std::string cert_file = Join(dir, "ca-cert.pem");
   const std::string key_file = Join(dir, "ca-key.pem");
   const std::string chain_file = Join(dir, "cert-chain.pem");
@@ -111,7 +118,8 @@ absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadPluggedInAuthority(c
     if (!std::filesystem::exists(f)) missing.push_back(f);
   }
   if (!missing.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("incomplete plug-in CA bundle: missing ", absl::StrJoin(missing, ", ")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("incomplete plug-in CA bundle: missing ", absl::StrJoin(missing, ", ")));
   }
   auto authority = std::make_shared<SigningAuthority>();
   MESHID_ASSIGN_OR_RETURN(std::string key_pem, ReadFile(key_file));

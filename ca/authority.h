@@ -17,7 +17,7 @@
 namespace meshid {
 
 struct SigningAuthority {
-  X509Ptr cert;                         // signs workload certificates
+  X509Ptr cert;  // signs workload certificates
   EvpPkeyPtr key;
   std::vector<X509Ptr> intermediates;   // from the signing cert's issuer up, roots excluded
   std::vector<X509Ptr> roots;           // trust bundle (one or more self-signed roots)
@@ -46,7 +46,7 @@ absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadOrCreateSelfSignedAu
 // a CA, and ca-cert.pem verifies through cert-chain.pem to a root in root-cert.pem. Errors
 // name the file and what is wrong.
 absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadPluggedInAuthority(const std::string& dir,
-                                                                              const Clock& clock);
+                                                                               const Clock& clock);
 
 // Writes the trust bundle to <data_dir>/root-cert.pem for clients.
 absl::Status WriteTrustBundle(const SigningAuthority& authority, const std::string& data_dir);

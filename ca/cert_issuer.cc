@@ -12,9 +12,9 @@
 #include <algorithm>
 
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "common/der.h"
 #include "common/keys.h"
 #include "common/pem.h"
@@ -54,7 +54,9 @@ Asn1IntegerPtr SerialInteger(absl::Time now, RandomSource& random) {
 
 void SetTime(ASN1_TIME* field, absl::Time t) { ASN1_TIME_set(field, absl::ToTimeT(t)); }
 
-X509_EXTENSION* MakeExtension(int nid, bool critical, void* value) { return X509V3_EXT_i2d(nid, critical ? 1 : 0, value); }
+X509_EXTENSION* MakeExtension(int nid, bool critical, void* value) {
+  return X509V3_EXT_i2d(nid, critical ? 1 : 0, value);
+}
 
 X509ExtensionPtr KeyUsageExtension(int bits) {
   ASN1_BIT_STRING* ku = ASN1_BIT_STRING_new();
@@ -120,9 +122,10 @@ struct CertIssuer::Signer {
     EVP_Digest(data.data(), data.size(), digest, &digest_len, md, nullptr);
     std::string sig(ec != nullptr ? static_cast<size_t>(ECDSA_size(ec)) : static_cast<size_t>(RSA_size(rsa)), '\0');
     unsigned int sig_len = 0;
-    int ok = ec != nullptr
-                 ? ECDSA_sign(0, digest, static_cast<int>(digest_len), reinterpret_cast<unsigned char*>(sig.data()), &sig_len, ec)
-                 : RSA_sign(EVP_MD_get_type(md), digest, digest_len, reinterpret_cast<unsigned char*>(sig.data()), &sig_len, rsa);
+    int ok = ec != nullptr ? ECDSA_sign(0, digest, static_cast<int>(digest_len),
+                                        reinterpret_cast<unsigned char*>(sig.data()), &sig_len, ec)
+                           : RSA_sign(EVP_MD_get_type(md), digest, digest_len,
+                                      reinterpret_cast<unsigned char*>(sig.data()), &sig_len, rsa);
     if (ok != 1) return absl::InternalError("signing failed: " + DrainOpenSslErrors());
     sig.resize(sig_len);
     return sig;
@@ -145,7 +148,8 @@ std::string SanExtensionDer(const std::vector<std::pair<int, std::string>>& name
   for (const auto& [type, value] : names) {
     if (type == GEN_IPADD) {
       unsigned char buf[16];
-      size_t len = inet_pton(AF_INET, value.c_str(), buf) == 1 ? 4 : (inet_pton(AF_INET6, value.c_str(), buf) == 1 ? 16 : 0);
+      size_t len =
+          inet_pton(AF_INET, value.c_str(), buf) == 1 ? 4 : (inet_pton(AF_INET6, value.c_str(), buf) == 1 ? 16 : 0);
       der::AppendTlv(&general_names, der::ContextPrimitive(7), absl::string_view(reinterpret_cast<char*>(buf), len));
     } else {
       der::AppendTlv(&general_names, der::ContextPrimitive(type == GEN_URI ? 6 : 2), value);
@@ -153,8 +157,8 @@ std::string SanExtensionDer(const std::vector<std::pair<int, std::string>>& name
   }
   constexpr absl::string_view kOidSubjectAltName("\x06\x03\x55\x1d\x11", 5);
   constexpr absl::string_view kCritical("\x01\x01\xff", 3);
-  std::string body = absl::StrCat(kOidSubjectAltName, kCritical,
-                                  der::Tlv(der::kOctetString, der::Tlv(der::kSequence, general_names)));
+  std::string body =
+      absl::StrCat(kOidSubjectAltName, kCritical, der::Tlv(der::kOctetString, der::Tlv(der::kSequence, general_names)));
   return der::Tlv(der::kSequence, body);
 }
 
@@ -230,7 +234,8 @@ absl::StatusOr<IssuedCertificate> CertIssuer::Issue(absl::string_view spki_der, 
                   spki_der, der::Tlv(der::ContextConstructed(3), der::Tlv(der::kSequence, extensions)));
   std::string tbs = der::Tlv(der::kSequence, tbs_body);
   MESHID_ASSIGN_OR_RETURN(std::string signature, signer_->Sign(tbs));
-  std::string cert_body = absl::StrCat(tbs, signature_algorithm_, der::Tlv(der::kBitString, absl::StrCat(std::string(1, '\0'), signature)));
+  std::string cert_body =
+      absl::StrCat(tbs, signature_algorithm_, der::Tlv(der::kBitString, absl::StrCat(std::string(1, '\0'), signature)));
 
   IssuedCertificate out;
   out.der = der::Tlv(der::kSequence, cert_body);
@@ -268,8 +273,8 @@ absl::StatusOr<X509Ptr> CreateSelfSignedRoot(EVP_PKEY* key, const std::string& t
   Asn1IntegerPtr serial = SerialInteger(now, random);
   X509_set_serialNumber(cert.get(), serial.get());
   X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(trust_domain.c_str()),
-                             -1, -1, 0);
+  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(trust_domain.c_str()), -1,
+                             -1, 0);
   X509_set_issuer_name(cert.get(), name);
   SetTime(X509_getm_notBefore(cert.get()), now);
   SetTime(X509_getm_notAfter(cert.get()), now + lifetime);

@@ -40,8 +40,9 @@ class CertIssuer {
   // certificate has expired.
   // Certificates are assembled as DER and signed directly; no X509 object is built, because
   // OpenSSL 3.0's key encoders would cost more than the signature.
-  absl::StatusOr<IssuedCertificate> IssueSvid(absl::string_view spki_der, KeyAlgorithm key_algorithm, const SpiffeId& id,
-                                              absl::Duration ttl, const std::vector<std::string>& dns_sans = {}) const;
+  absl::StatusOr<IssuedCertificate> IssueSvid(absl::string_view spki_der, KeyAlgorithm key_algorithm,
+                                              const SpiffeId& id, absl::Duration ttl,
+                                              const std::vector<std::string>& dns_sans = {}) const;
 
   // A TLS server certificate for the CA endpoint itself (DNS and IP SANs, EKU serverAuth).
   absl::StatusOr<IssuedCertificate> IssueServingCert(EVP_PKEY* public_key, const std::vector<std::string>& names,

@@ -10,10 +10,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "ca/csr_validator.h"
+#include "common/grpc_status.h"
 #include "common/keys.h"
 #include "common/sha256.h"
 #include "common/x509.h"
-#include "common/grpc_status.h"
 
 namespace meshid {
 
@@ -38,18 +38,20 @@ CertificateAuthority::CertificateAuthority(CertificateServiceOptions options, Ce
   // Istio's metric names (security/pkg/server/ca/monitoring.go), so existing dashboards work.
   requests_ = &metrics.AddCounter("citadel_server_csr_count", "CreateCertificate requests received.");
   issued_ = &metrics.AddCounter("citadel_server_success_cert_issuance_count", "Certificates issued.");
-  authn_failures_ = &metrics.AddCounter("citadel_server_authentication_failure_count", "Requests whose caller failed authentication.");
+  authn_failures_ = &metrics.AddCounter("citadel_server_authentication_failure_count",
+                                        "Requests whose caller failed authentication.");
   const char* err_help = "CSR signing errors by reason.";
   csr_errors_ = &metrics.AddCounter("citadel_server_csr_sign_err_count", err_help, {{"error", "CSR_ERROR"}});
   ttl_errors_ = &metrics.AddCounter("citadel_server_csr_sign_err_count", err_help, {{"error", "TTL_ERROR"}});
   cert_gen_errors_ = &metrics.AddCounter("citadel_server_csr_sign_err_count", err_help, {{"error", "CERT_GEN_ERROR"}});
-  ledger_errors_ = &metrics.AddCounter("citadel_server_csr_sign_err_count", err_help, {{"error", "LEDGER_UNAVAILABLE"}});
+  ledger_errors_ =
+      &metrics.AddCounter("citadel_server_csr_sign_err_count", err_help, {{"error", "LEDGER_UNAVAILABLE"}});
   registry_changed_ = &metrics.AddCounter(
       "meshid_ca_registry_changed_resigns",
       "Certificates dropped before their ledger row was written because the identity registry changed; signed again.");
-  sign_latency_ = &metrics.AddHistogram("meshid_ca_sign_latency_seconds",
-                                        "Time to handle a CreateCertificate request, from receipt to signed chain.",
-                                        {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1});
+  sign_latency_ = &metrics.AddHistogram(
+      "meshid_ca_sign_latency_seconds", "Time to handle a CreateCertificate request, from receipt to signed chain.",
+      {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1});
 }
 
 void CertificateAuthority::SignAsync(const CallerCredentials& credentials, const std::string& csr_pem,
@@ -92,7 +94,8 @@ void CertificateAuthority::SignChecked(std::shared_ptr<Request> request, const I
   std::vector<std::string> dns_names;
   absl::Status refusal;
   if (identity_status != nullptr) refusal = CheckIdentity(caller, *identity_status, &max_ttl, &dns_names);
-  absl::Duration ttl = validity_seconds <= 0 ? std::min(options_.default_ttl, max_ttl) : absl::Seconds(validity_seconds);
+  absl::Duration ttl =
+      validity_seconds <= 0 ? std::min(options_.default_ttl, max_ttl) : absl::Seconds(validity_seconds);
   if (refusal.ok() && ttl > max_ttl) {
     refusal = absl::InvalidArgumentError(absl::StrCat("requested TTL ", validity_seconds,
                                                       "s is greater than the max allowed TTL ",
@@ -129,9 +132,9 @@ void CertificateAuthority::SignChecked(std::shared_ptr<Request> request, const I
       registry_changed_->Increment();
       identity_cache_.Forget(*generation);
       if (request->attempts < kMaxRegistryAttempts) return Resolve(std::move(request), /*use_cache=*/true);
-      recorded = absl::UnavailableError(absl::StrCat("the identity registry changed ", request->attempts,
-                                                     " times while a certificate for ", id,
-                                                     " was being issued; try again"));
+      recorded =
+          absl::UnavailableError(absl::StrCat("the identity registry changed ", request->attempts,
+                                              " times while a certificate for ", id, " was being issued; try again"));
     }
     if (!recorded.ok()) {
       ledger_errors_->Increment();
@@ -188,11 +191,13 @@ absl::Status CertificateAuthority::CheckIdentity(const AuthenticatedCaller& call
   }
   if (!status.entry.has_value()) {
     if (!options_.require_registration) return absl::OkStatus();
-    return absl::PermissionDeniedError(absl::StrCat("identity ", caller.id.ToString(), " is not registered (the server requires registration)"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("identity ", caller.id.ToString(), " is not registered (the server requires registration)"));
   }
   const RegistryEntry& entry = *status.entry;
   if (!EntryAllows(entry, caller)) {
-    return absl::PermissionDeniedError(absl::StrCat("the registry entry of ", caller.id.ToString(), " does not allow a caller with ", caller.Describe()));
+    return absl::PermissionDeniedError(absl::StrCat("the registry entry of ", caller.id.ToString(),
+                                                    " does not allow a caller with ", caller.Describe()));
   }
   if (entry.max_ttl > absl::ZeroDuration()) *max_ttl = entry.max_ttl;
   *dns_names = entry.dns_names;
@@ -200,23 +205,27 @@ absl::Status CertificateAuthority::CheckIdentity(const AuthenticatedCaller& call
 }
 
 grpc::ServerUnaryReactor* CertificateService::CreateCertificate(grpc::CallbackServerContext* context,
-                                                               const istio::v1::auth::IstioCertificateRequest* request,
-                                                               istio::v1::auth::IstioCertificateResponse* response) {
+                                                                const istio::v1::auth::IstioCertificateRequest* request,
+                                                                istio::v1::auth::IstioCertificateResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   CallerCredentials credentials;
   std::shared_ptr<const grpc::AuthContext> auth = context->auth_context();
   bool tls = false;
   if (auth != nullptr) {
     for (const auto& v : auth->FindPropertyValues("transport_security_type")) tls = tls || v == "ssl";
-    for (const auto& v : auth->FindPropertyValues("x509_pem_cert")) credentials.peer_cert_pem.assign(v.data(), v.size());
-    for (const auto& v : auth->FindPropertyValues("x509_pem_cert_chain")) credentials.peer_chain_pems.emplace_back(v.data(), v.size());
+    for (const auto& v : auth->FindPropertyValues("x509_pem_cert"))
+      credentials.peer_cert_pem.assign(v.data(), v.size());
+    for (const auto& v : auth->FindPropertyValues("x509_pem_cert_chain"))
+      credentials.peer_chain_pems.emplace_back(v.data(), v.size());
   }
   if (require_tls_ && !tls) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "request authenticate failure: the connection is not TLS"));
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "request authenticate failure: the connection is not TLS"));
     return reactor;
   }
   auto range = context->client_metadata().equal_range("authorization");
-  for (auto it = range.first; it != range.second; ++it) credentials.authorization.emplace_back(it->second.data(), it->second.size());
+  for (auto it = range.first; it != range.second; ++it)
+    credentials.authorization.emplace_back(it->second.data(), it->second.size());
   // The reactor finishes when the ledger has the certificate, on the ledger's thread; no gRPC
   // thread waits for the commit.
   ca_->SignAsync(credentials, request->csr(), request->validity_duration(),

@@ -25,15 +25,15 @@ namespace meshid {
 struct CertificateServiceOptions {
   absl::Duration default_ttl = absl::Hours(1);  // DEFAULT_WORKLOAD_CERT_TTL
   absl::Duration max_ttl = absl::Hours(24);     // MAX_WORKLOAD_CERT_TTL
-  bool require_tls = true;  // without TLS every call is refused (Istio's XDS_AUTH_PLAINTEXT=false)
-  bool require_registration = false;  // refuse identities without a registry entry
+  bool require_tls = true;                      // without TLS every call is refused (Istio's XDS_AUTH_PLAINTEXT=false)
+  bool require_registration = false;            // refuse identities without a registry entry
 };
 
 struct CertificateAuthorityDeps {
   std::shared_ptr<const CertIssuer> issuer;
   std::shared_ptr<const CallerAuthenticator> authenticator;
   IdentityRegistry* registry = nullptr;  // registry and deny list; null: no checks
-  GroupCommitLedger* ledger = nullptr;  // null: certificates are not recorded
+  GroupCommitLedger* ledger = nullptr;   // null: certificates are not recorded
   MetricsRegistry* metrics = nullptr;
   LoggerPtr logger;
   const Clock* clock = nullptr;

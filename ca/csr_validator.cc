@@ -143,7 +143,7 @@ absl::StatusOr<PublicKey> ParsePublicKey(const Element& spki) {
                                  " bits is not allowed (RSA keys must have 2048 to 4096 bits)"));
     }
     if (!e_ok) return Refuse("key: RSA public exponent is invalid");
-    key.algorithm = modulus_bits >= 4096 ? KeyAlgorithm::kRsa4096
+    key.algorithm = modulus_bits >= 4096   ? KeyAlgorithm::kRsa4096
                     : modulus_bits >= 3072 ? KeyAlgorithm::kRsa3072
                                            : KeyAlgorithm::kRsa2048;
     return key;
@@ -159,13 +159,20 @@ absl::Status VerifySignature(const PublicKey& key, absl::string_view signed_byte
   if (!oid.ok()) return Refuse("has a malformed signature algorithm");
   const EVP_MD* md = nullptr;
   bool ec_alg = false;
-  if (oid->value == kOidEcdsaSha256) md = EVP_sha256(), ec_alg = true;
-  else if (oid->value == kOidEcdsaSha384) md = EVP_sha384(), ec_alg = true;
-  else if (oid->value == kOidEcdsaSha512) md = EVP_sha512(), ec_alg = true;
-  else if (oid->value == kOidRsaSha256) md = EVP_sha256();
-  else if (oid->value == kOidRsaSha384) md = EVP_sha384();
-  else if (oid->value == kOidRsaSha512) md = EVP_sha512();
-  else return Refuse(absl::StrCat("signature algorithm \"", OidName(oid->value), "\" is not supported"));
+  if (oid->value == kOidEcdsaSha256)
+    md = EVP_sha256(), ec_alg = true;
+  else if (oid->value == kOidEcdsaSha384)
+    md = EVP_sha384(), ec_alg = true;
+  else if (oid->value == kOidEcdsaSha512)
+    md = EVP_sha512(), ec_alg = true;
+  else if (oid->value == kOidRsaSha256)
+    md = EVP_sha256();
+  else if (oid->value == kOidRsaSha384)
+    md = EVP_sha384();
+  else if (oid->value == kOidRsaSha512)
+    md = EVP_sha512();
+  else
+    return Refuse(absl::StrCat("signature algorithm \"", OidName(oid->value), "\" is not supported"));
   if (ec_alg != (key.ec != nullptr)) return Refuse("signature algorithm does not fit the key");
   if (!alg.empty()) {
     auto params = alg.Next();
@@ -179,9 +186,10 @@ absl::Status VerifySignature(const PublicKey& key, absl::string_view signed_byte
   unsigned int digest_len = 0;
   EVP_Digest(signed_bytes.data(), signed_bytes.size(), digest, &digest_len, md, nullptr);
   const auto* sig = reinterpret_cast<const unsigned char*>(signature->data());
-  int ok = key.ec != nullptr ? ECDSA_verify(0, digest, static_cast<int>(digest_len), sig, static_cast<int>(signature->size()), key.ec)
-                  : RSA_verify(EVP_MD_get_type(md), digest, digest_len, sig, static_cast<unsigned int>(signature->size()),
-                               key.rsa.get());
+  int ok = key.ec != nullptr
+               ? ECDSA_verify(0, digest, static_cast<int>(digest_len), sig, static_cast<int>(signature->size()), key.ec)
+               : RSA_verify(EVP_MD_get_type(md), digest, digest_len, sig, static_cast<unsigned int>(signature->size()),
+                            key.rsa.get());
   ERR_clear_error();
   if (ok != 1) return Refuse("signature does not verify (no proof of possession of the private key)");
   return absl::OkStatus();

@@ -73,7 +73,8 @@ void GroupCommitLedger::WriterLoop() {
       size_t n = 1;
       const size_t most = std::min(queue_.size(), options_.max_batch);
       while (n < most && queue_[n].registry_generation == queue_.front().registry_generation) ++n;
-      batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.begin() + static_cast<ptrdiff_t>(n)));
+      batch.assign(std::make_move_iterator(queue_.begin()),
+                   std::make_move_iterator(queue_.begin() + static_cast<ptrdiff_t>(n)));
       queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
     }
     records.clear();

@@ -32,8 +32,8 @@
 namespace meshid {
 
 struct GroupCommitOptions {
-  size_t max_batch = 512;                                // records per transaction
-  int writers = 1;                                       // transactions in flight at once (>= 1)
+  size_t max_batch = 512;                                 // records per transaction
+  int writers = 1;                                        // transactions in flight at once (>= 1)
   absl::Duration commit_interval = absl::ZeroDuration();  // between commit starts; 0: no pacing
 };
 

@@ -25,8 +25,8 @@ absl::StatusOr<LocalTokenIssuer> LocalTokenIssuer::Load(const std::string& data_
     MESHID_ASSIGN_OR_RETURN(SecretString out, PrivateKeyToPem(key.get()));
     MESHID_RETURN_IF_ERROR(WriteFileAtomic(path, out.view(), 0600));
   } else if (absl::IsNotFound(pem.status())) {
-    return absl::NotFoundError(absl::StrCat(path, " does not exist; start `meshid server --data-dir ", data_dir,
-                                            "` once to create it"));
+    return absl::NotFoundError(
+        absl::StrCat(path, " does not exist; start `meshid server --data-dir ", data_dir, "` once to create it"));
   } else {
     return pem.status();
   }

@@ -67,7 +67,8 @@ void RegisterAgentCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--ca-addr", config->ca_address, "CA address (meshid server or istiod)")
       ->envname("CA_ADDR")
       ->capture_default_str();
-  cmd->add_option("--ca-root", config->ca_root_file, "Trust bundle for the CA's TLS certificate, re-read on every request")
+  cmd->add_option("--ca-root", config->ca_root_file,
+                  "Trust bundle for the CA's TLS certificate, re-read on every request")
       ->envname("CA_ROOT_CA")
       ->capture_default_str();
   cmd->add_option("--ca-server-name", config->ca_server_name, "Name to check in the CA's certificate")
@@ -78,7 +79,8 @@ void RegisterAgentCommands(CLI::App& app, CommandContext& ctx) {
                   "The agent's own token for the CA, re-read on every request (projected tokens rotate)")
       ->capture_default_str();
   cmd->add_option("--sds-socket", config->sds.socket_path, "Unix socket for Envoy SDS")->capture_default_str();
-  cmd->add_option("--sds-socket-group", flags->socket_group, "Group (name or id) allowed to use the socket (mode 0660)");
+  cmd->add_option("--sds-socket-group", flags->socket_group,
+                  "Group (name or id) allowed to use the socket (mode 0660)");
   cmd->add_option("--monitoring-addr", config->monitoring_address, "/metrics, /healthz, /readyz address")
       ->capture_default_str();
   cmd->add_option("--secret-ttl", flags->secret_ttl, "Certificate lifetime to ask the CA for")

@@ -8,11 +8,11 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "policy/apply.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "common/clock.h"
 #include "common/files.h"
+#include "policy/apply.h"
 #include "rbac/yaml_source.h"
 #include "sql/store.h"
 
@@ -71,10 +71,13 @@ void Run(const ApplyFlags& f, policy::ApplyMode mode, const char* verb, CommandC
       base = std::move(current->documents);
     }
     auto docs = rbac::ReadDocuments(f.files, load.read, diag);
-    auto plan = diag.has_errors() ? absl::StatusOr<policy::ApplyPlan>(diag.ToStatus())
-                                  : policy::PlanPolicyApply(docs, base, mode, load, SystemClock::Instance().Now(), diag);
-    if (plan.ok()) result = policy::ApplyResult{std::move(*plan), *head};
-    else result = plan.status();
+    auto plan = diag.has_errors()
+                    ? absl::StatusOr<policy::ApplyPlan>(diag.ToStatus())
+                    : policy::PlanPolicyApply(docs, base, mode, load, SystemClock::Instance().Now(), diag);
+    if (plan.ok())
+      result = policy::ApplyResult{std::move(*plan), *head};
+    else
+      result = plan.status();
   } else {
     result = policy::ApplyPolicyFiles(**store, f.files, mode, load, SystemClock::Instance(), Operator(), diag);
   }
@@ -91,8 +94,8 @@ void Run(const ApplyFlags& f, policy::ApplyMode mode, const char* verb, CommandC
   }
   for (const std::string& change : result->plan.changes) std::cout << change << (f.dry_run ? " (dry run)" : "") << "\n";
   if (result->plan.no_change()) {
-    std::cout << "no changes; policy version " << result->version << " stays current ("
-              << result->plan.documents.size() << " objects)\n";
+    std::cout << "no changes; policy version " << result->version << " stays current (" << result->plan.documents.size()
+              << " objects)\n";
   } else if (f.dry_run) {
     std::cout << "dry run: would store policy version " << result->version + 1 << " (" << result->plan.Summary()
               << "); nothing stored\n";
@@ -106,7 +109,8 @@ void AddFlags(CLI::App* cmd, const std::shared_ptr<ApplyFlags>& f) {
   cmd->add_option("-f,--filename", f->files, "Policy YAML file or directory (*.yaml, *.yml, *.json in it), repeatable")
       ->required();
   cmd->add_option("-n,--namespace", f->namespace_, "Namespace of documents that name none")->capture_default_str();
-  cmd->add_option("--domain", f->domain, "Cluster domain: services are <name>.<ns>.svc.<domain>")->capture_default_str();
+  cmd->add_option("--domain", f->domain, "Cluster domain: services are <name>.<ns>.svc.<domain>")
+      ->capture_default_str();
   cmd->add_flag("--dry-run", f->dry_run, "Validate and show what would change; store nothing");
   cmd->add_option("--data-dir", f->data_dir, "Data directory of the server (its store is <data-dir>/meshid.db)")
       ->capture_default_str();

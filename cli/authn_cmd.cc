@@ -18,7 +18,8 @@ void RegisterAuthnCommands(CLI::App* authn, CommandContext& ctx) {
   };
   auto opts = std::make_shared<Options>();
   CLI::App* tls = authn->add_subcommand(
-      "tls-check", "Compare server mTLS (Policy/MeshPolicy/PeerAuthentication) with DestinationRule TLS, as istioctl 1.5");
+      "tls-check",
+      "Compare server mTLS (Policy/MeshPolicy/PeerAuthentication) with DestinationRule TLS, as istioctl 1.5");
   tls->add_option("host", opts->filter, "Only HOST (its FQDN; also its subsets) or HOST:PORT");
   opts->policy.Add(tls, /*several_per_flag=*/false);
   tls->add_flag("--json", opts->json, "Print JSON (the fields of Pilot's /debug/authenticationz)");

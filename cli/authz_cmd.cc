@@ -1,4 +1,5 @@
 // `meshid authz check|serve|convert` and (through authn_cmd.cc) `meshid authn tls-check`.
+#include <grpcpp/grpcpp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,24 +9,22 @@
 #include <string>
 #include <thread>
 
-#include <grpcpp/grpcpp.h>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "authz/ext_authz_service.h"
-#include "policy/file_watcher.h"
 #include "authz/request_json.h"
-#include "rbac/convert.h"
-#include "common/duration.h"
-#include "common/http_status_server.h"
-#include "common/logging.h"
-#include "common/metrics.h"
 #include "cli/authn_cmd.h"
 #include "cli/authz_flags.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
+#include "common/duration.h"
+#include "common/http_status_server.h"
+#include "common/logging.h"
+#include "common/metrics.h"
+#include "policy/file_watcher.h"
+#include "rbac/convert.h"
 
 namespace meshid::cli {
 namespace {
@@ -96,7 +95,6 @@ void RegisterCheck(CLI::App* authz_cmd, CommandContext& ctx) {
     }
   });
 }
-
 
 struct ServeOptions {
   PolicyFlags policy;

@@ -3,10 +3,10 @@
 #include <map>
 
 #include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
-#include "authz/ext_authz_client.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "authz/ext_authz_client.h"
 
 namespace meshid::cli {
 
@@ -65,7 +65,7 @@ absl::StatusOr<std::shared_ptr<const rbac::CustomAuthorizer>> CustomProviders(co
 }
 
 absl::StatusOr<std::shared_ptr<const authz::PolicyEngine>> BuildEngine(authz::PolicySet set, const PolicyFlags& flags,
-                                                                        const Clock* clock) {
+                                                                       const Clock* clock) {
   authz::PolicyEngineOptions options;
   auto custom = CustomProviders(flags);
   if (!custom.ok()) return custom.status();

@@ -2,12 +2,11 @@
 // `authn tls-check`).
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "absl/status/statusor.h"
 #include "authz/policy_engine.h"
@@ -22,7 +21,7 @@ struct PolicyFlags {
   std::string domain = "cluster.local";
   std::string root_namespace = "istio-system";
   std::string trust_domain;
-  std::string now;  // RFC 3339 or Unix seconds; "" = the system clock
+  std::string now;                               // RFC 3339 or Unix seconds; "" = the system clock
   std::vector<std::string> ext_authz_providers;  // NAME=TARGET for CUSTOM policies
 
   // `--config a b` takes both paths unless the command has a positional argument
@@ -31,7 +30,8 @@ struct PolicyFlags {
     cmd->add_option("--config,-c", config, "Policy YAML files or directories (repeatable)")
         ->required()
         ->allow_extra_args(several_per_flag);
-    cmd->add_option("--namespace,-n", default_namespace, "Namespace of documents that name none")->capture_default_str();
+    cmd->add_option("--namespace,-n", default_namespace, "Namespace of documents that name none")
+        ->capture_default_str();
     cmd->add_option("--domain", domain, "Cluster domain: services are <name>.<ns>.svc.<domain>")->capture_default_str();
     cmd->add_option("--root-namespace", root_namespace, "meshConfig.rootNamespace (mesh-wide policies)")
         ->capture_default_str();
@@ -68,6 +68,6 @@ absl::StatusOr<std::shared_ptr<const rbac::CustomAuthorizer>> CustomProviders(co
 
 // Builds the engine from a policy set, printing engine warnings (e.g. unreachable JWKS).
 absl::StatusOr<std::shared_ptr<const authz::PolicyEngine>> BuildEngine(authz::PolicySet set, const PolicyFlags& flags,
-                                                                        const Clock* clock);
+                                                                       const Clock* clock);
 
 }  // namespace meshid::cli

@@ -76,9 +76,10 @@ void RunRequest(const RequestFlags& f, CommandContext& ctx) {
   for (const auto& pem : *chain) chain_pem += pem;
   if (auto s = EnsureDirectory(f.out_dir, 0700); !s.ok()) return Fail(ctx, "--out-dir", s);
   auto path = [&](const char* name) { return (std::filesystem::path(f.out_dir) / name).string(); };
-  for (const auto& [file, content, mode] : {std::tuple<std::string, std::string, int>{path("key.pem"), std::string(key_pem->view()), 0600},
-                                            {path("cert-chain.pem"), chain_pem, 0644},
-                                            {path("root-cert.pem"), chain->back(), 0644}}) {
+  for (const auto& [file, content, mode] :
+       {std::tuple<std::string, std::string, int>{path("key.pem"), std::string(key_pem->view()), 0600},
+        {path("cert-chain.pem"), chain_pem, 0644},
+        {path("root-cert.pem"), chain->back(), 0644}}) {
     if (auto s = WriteFileAtomic(file, content, mode); !s.ok()) return Fail(ctx, "--out-dir", s);
   }
   auto leaf = CertFromPem(chain->front());
@@ -86,7 +87,8 @@ void RunRequest(const RequestFlags& f, CommandContext& ctx) {
   std::vector<std::string> uris = UriSans(leaf->get());
   std::cout << "issued " << (uris.empty() ? "(no URI SAN)" : uris.front()) << " serial " << SerialHex(leaf->get())
             << " valid until " << absl::FormatTime(absl::RFC3339_sec, NotAfter(leaf->get()), absl::UTCTimeZone())
-            << "\nwrote " << path("key.pem") << ", " << path("cert-chain.pem") << ", " << path("root-cert.pem") << std::endl;
+            << "\nwrote " << path("key.pem") << ", " << path("cert-chain.pem") << ", " << path("root-cert.pem")
+            << std::endl;
 }
 
 }  // namespace
@@ -95,15 +97,18 @@ void RegisterCertsCommands(CLI::App& app, CommandContext& ctx) {
   CLI::App* certs = app.add_subcommand("certs", "Workload certificates");
   certs->require_subcommand(1);
   auto f = std::make_shared<RequestFlags>();
-  CLI::App* request = certs->add_subcommand("request", "Obtain an SVID from a meshid server (or istiod) and write it to files");
+  CLI::App* request =
+      certs->add_subcommand("request", "Obtain an SVID from a meshid server (or istiod) and write it to files");
   request->add_option("--ca-addr", f->ca_addr, "CA address")->envname("CA_ADDR")->capture_default_str();
   request->add_option("--ca-root", f->ca_root, "Trust bundle of the CA (e.g. <data-dir>/root-cert.pem)");
   request->add_option("--token", f->token, "Bearer token");
   request->add_option("--token-file", f->token_file, "File holding the bearer token");
   request->add_option("--renew-cert", f->renew_cert, "Authenticate with this certificate chain instead (renewal)");
   request->add_option("--renew-key", f->renew_key, "Private key of --renew-cert");
-  request->add_option("--out-dir", f->out_dir, "Where to write key.pem, cert-chain.pem, root-cert.pem")->capture_default_str();
-  request->add_option("--key-type", f->key_type, "ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096")->capture_default_str();
+  request->add_option("--out-dir", f->out_dir, "Where to write key.pem, cert-chain.pem, root-cert.pem")
+      ->capture_default_str();
+  request->add_option("--key-type", f->key_type, "ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096")
+      ->capture_default_str();
   request->add_option("--ttl", f->ttl, "Requested lifetime (0s: the server default)")->capture_default_str();
   request->add_option("--tls-server-name", f->tls_server_name, "Name to check in the CA's certificate");
   request->add_flag("--insecure-plaintext", f->insecure_plaintext, "Talk to a CA started with --insecure-plaintext");

@@ -29,7 +29,10 @@ void RegisterHelloCommands(CLI::App& app, CommandContext& ctx) {
         {"/", hello},
         {"/hello", hello},
         {"/admin", hello},
-        {"/healthz", [](const std::string&) { return HttpReply{200, "text/plain; charset=utf-8", "ok\n"}; }},
+        {"/healthz",
+         [](const std::string&) {
+           return HttpReply{200, "text/plain; charset=utf-8", "ok\n"};
+         }},
     };
     BlockTerminationSignals();
     auto server = HttpStatusServer::Create(f->listen, std::move(handlers));

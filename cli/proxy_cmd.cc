@@ -93,8 +93,8 @@ absl::StatusOr<daemons::SidecarConfig> BuildConfig(const ProxyFlags& f, bool out
     if (!upstream.ok()) return Flag("--upstream", upstream.status());
     o.upstreams.push_back(*upstream);
   }
-  const bool http_upstreams = std::any_of(o.upstreams.begin(), o.upstreams.end(),
-                                          [](const meshproxy::Upstream& u) { return !u.tcp_listen; });
+  const bool http_upstreams =
+      std::any_of(o.upstreams.begin(), o.upstreams.end(), [](const meshproxy::Upstream& u) { return !u.tcp_listen; });
   if (outbound_given || http_upstreams) {
     auto outbound = ParseHostPort(f.outbound);
     if (!outbound.ok()) return Flag("--outbound", outbound.status());
@@ -142,14 +142,16 @@ void RegisterProxyCommands(CLI::App& app, CommandContext& ctx) {
       ->allow_extra_args(false);
   cmd->add_option("--config,-c", f->config, "Policy YAML file or directory, watched for changes (repeatable)")
       ->allow_extra_args(false);
-  cmd->add_option("--reload-interval", f->reload_interval, "How often --config files are checked")->capture_default_str();
+  cmd->add_option("--reload-interval", f->reload_interval, "How often --config files are checked")
+      ->capture_default_str();
   cmd->add_flag("--policy-from-agent", f->policy_from_agent,
                 "Take policy from the agent's policy stream on --sds-socket (meshid apply on the server) instead of "
                 "--config files");
   cmd->add_option("--ext-authz-provider", f->ext_authz_providers,
                   "NAME=host:port|unix:PATH for CUSTOM policies (repeatable)")
       ->allow_extra_args(false);
-  cmd->add_option("--domain", f->domain, "Cluster domain: services are <name>.<ns>.svc.<domain>")->capture_default_str();
+  cmd->add_option("--domain", f->domain, "Cluster domain: services are <name>.<ns>.svc.<domain>")
+      ->capture_default_str();
   cmd->add_option("--root-namespace", f->root_namespace, "meshConfig.rootNamespace")->capture_default_str();
   cmd->add_option("--admin-addr", f->admin_address, "/stats, /ready, /certs, /policy (empty: none)")
       ->capture_default_str();
@@ -159,10 +161,10 @@ void RegisterProxyCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--protocol-detection-timeout", f->detection_timeout,
                   "On ports without a declared protocol, silence this long means TCP (server-first protocols)")
       ->capture_default_str();
-  cmd->add_option("--max-request-headers-kb", f->max_request_headers_kb,
-                  "Largest request line + headers (431 above)")
+  cmd->add_option("--max-request-headers-kb", f->max_request_headers_kb, "Largest request line + headers (431 above)")
       ->capture_default_str();
-  cmd->add_option("--max-request-body-bytes", f->max_request_body_bytes, "Largest request body (413 above; 0: no limit)")
+  cmd->add_option("--max-request-body-bytes", f->max_request_body_bytes,
+                  "Largest request body (413 above; 0: no limit)")
       ->capture_default_str();
   cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error")->capture_default_str();
 
@@ -190,7 +192,8 @@ void RegisterProxyCommands(CLI::App& app, CommandContext& ctx) {
     BlockTerminationSignals();
     MetricsRegistry metrics;
     if (f->policy_from_agent && !f->config.empty()) {
-      return Fail(ctx, "--policy-from-agent", absl::InvalidArgumentError("policy comes from the agent or --config, not both"));
+      return Fail(ctx, "--policy-from-agent",
+                  absl::InvalidArgumentError("policy comes from the agent or --config, not both"));
     }
     config->policy_from_agent = f->policy_from_agent;
     config->policy_files = std::move(watch);

@@ -5,11 +5,11 @@
 #include <thread>
 
 #include "absl/strings/str_split.h"
-#include "daemons/server.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "common/duration.h"
 #include "common/logging.h"
+#include "daemons/server.h"
 
 namespace meshid::cli {
 namespace {
@@ -98,7 +98,11 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
     BlockTerminationSignals();
     auto server = daemons::CaServer::Start(*config, SystemClock::Instance(), *logger);
     if (!server.ok()) return Fail(ctx, "meshid server", server.status());
-    std::thread waiter([&] { WaitForTerminationSignal(); (*logger)->info("shutting down"); (*server)->Shutdown(); });
+    std::thread waiter([&] {
+      WaitForTerminationSignal();
+      (*logger)->info("shutting down");
+      (*server)->Shutdown();
+    });
     (*server)->Wait();
     waiter.join();
   });

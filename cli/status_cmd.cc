@@ -1,7 +1,6 @@
 // `meshid status`: which proxy (and agent) runs which policy version, and the NACKs with their
 // errors, as the agents last reported them to any server replica (read from the store).
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -50,7 +49,8 @@ void RegisterStatusCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--datastore", f->datastore,
                   "Store URL instead: sqlite://<path> or postgresql://user[:password]@host:port/database");
   cmd->add_flag("--json", f->json, "One JSON object: the newest version, and every agent and proxy");
-  cmd->add_option("--stale-after", f->stale_after, "An agent silent this long is shown as LOST (agents report every 30s)")
+  cmd->add_option("--stale-after", f->stale_after,
+                  "An agent silent this long is shown as LOST (agents report every 30s)")
       ->capture_default_str();
   cmd->callback([f, &ctx] {
     auto stale_after = ParseDuration(f->stale_after);
@@ -68,12 +68,13 @@ void RegisterStatusCommands(CLI::App& app, CommandContext& ctx) {
     const int64_t head = versions->empty() ? 0 : versions->front().version;
 
     if (f->json) {
-      nlohmann::json out = {{"version", nullptr}, {"agents", nlohmann::json::array()}, {"proxies", nlohmann::json::array()}};
+      nlohmann::json out = {
+          {"version", nullptr}, {"agents", nlohmann::json::array()}, {"proxies", nlohmann::json::array()}};
       if (!versions->empty()) {
         const auto& v = versions->front();
-        out["version"] = {{"version", v.version},         {"created_at", Rfc3339(v.created_at)},
-                          {"created_by", v.created_by},   {"description", v.description},
-                          {"digest", v.digest},           {"documents", v.document_count}};
+        out["version"] = {{"version", v.version},       {"created_at", Rfc3339(v.created_at)},
+                          {"created_by", v.created_by}, {"description", v.description},
+                          {"digest", v.digest},         {"documents", v.document_count}};
       }
       for (const auto& r : *rows) {
         nlohmann::json j = {{"agent_id", r.agent_id},

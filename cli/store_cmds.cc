@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <iostream>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
@@ -85,7 +84,8 @@ void RunCertsList(const StoreFlags& sf, const CertsListFlags& f, CommandContext&
     if (serial.empty() || serial.size() > 128 || !std::all_of(serial.begin(), serial.end(), [](char c) {
           return absl::ascii_isxdigit(static_cast<unsigned char>(c));
         })) {
-      return Fail(ctx, "--serial", absl::InvalidArgumentError(absl::StrCat("\"", f.serial, "\" is not a hex serial number")));
+      return Fail(ctx, "--serial",
+                  absl::InvalidArgumentError(absl::StrCat("\"", f.serial, "\" is not a hex serial number")));
     }
     query.serial_hex = serial;
   }
@@ -114,12 +114,12 @@ void RunCertsList(const StoreFlags& sf, const CertsListFlags& f, CommandContext&
     std::cerr << "no certificates match" << std::endl;
     return;
   }
-  std::cout << absl::StrFormat("%-34s %-20s %-20s %-11s %s\n", "SERIAL", "NOT BEFORE", "NOT AFTER", "AUTH", "SPIFFE ID");
+  std::cout << absl::StrFormat("%-34s %-20s %-20s %-11s %s\n", "SERIAL", "NOT BEFORE", "NOT AFTER", "AUTH",
+                               "SPIFFE ID");
   for (const IssuanceRecord& r : *records) {
-    std::cout << absl::StrFormat("%-34s %-20s %-20s %-11s %s%s\n", r.serial_hex,
-                                 Rfc3339(r.not_before),
-                                 Rfc3339(r.not_after), r.auth_method,
-                                 r.spiffe_id, r.not_after <= query.now ? "  (expired)" : "");
+    std::cout << absl::StrFormat("%-34s %-20s %-20s %-11s %s%s\n", r.serial_hex, Rfc3339(r.not_before),
+                                 Rfc3339(r.not_after), r.auth_method, r.spiffe_id,
+                                 r.not_after <= query.now ? "  (expired)" : "");
   }
   std::cout.flush();
   if (f.limit > 0 && records->size() == f.limit) {
@@ -153,8 +153,9 @@ void RunEntryCreate(const StoreFlags& sf, const EntryFlags& f, CommandContext& c
   auto store = OpenFromFlags(sf, /*writes=*/true);
   if (!store.ok()) return Fail(ctx, StoreFlag(sf), store.status());
   if (auto s = (*store)->CreateEntry(entry); !s.ok()) return Fail(ctx, "entry create", s);
-  std::cout << "created registry entry for " << entry.spiffe_id << " (allow: " << absl::StrJoin(entry.allowed_auth, ", ")
-            << "; max ttl: " << (entry.max_ttl == absl::ZeroDuration() ? "server maximum" : meshid::FormatDuration(entry.max_ttl))
+  std::cout << "created registry entry for " << entry.spiffe_id
+            << " (allow: " << absl::StrJoin(entry.allowed_auth, ", ") << "; max ttl: "
+            << (entry.max_ttl == absl::ZeroDuration() ? "server maximum" : meshid::FormatDuration(entry.max_ttl))
             << "; dns names: " << (entry.dns_names.empty() ? "none" : absl::StrJoin(entry.dns_names, ", ")) << ")"
             << std::endl;
 }

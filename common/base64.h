@@ -2,11 +2,10 @@
 // padding and non-canonical trailing bits, because their input comes from the network.
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <string>
 
-
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace meshid {
 

@@ -18,7 +18,8 @@ absl::StatusOr<Element> Reader::Next() {
     if (bytes > 4 || data_.size() < 2 + bytes) return absl::InvalidArgumentError("DER: bad length");
     length = 0;
     for (size_t i = 0; i < bytes; ++i) length = (length << 8) | static_cast<uint8_t>(data_[2 + i]);
-    if (static_cast<uint8_t>(data_[2]) == 0 || length < 0x80) return absl::InvalidArgumentError("DER: non-minimal length");
+    if (static_cast<uint8_t>(data_[2]) == 0 || length < 0x80)
+      return absl::InvalidArgumentError("DER: non-minimal length");
     pos += bytes;
   }
   if (length > data_.size() - pos) return absl::InvalidArgumentError("DER: length beyond the data");

@@ -1,11 +1,10 @@
 // Go-style durations ("90s", "1h30m", "24h", "500ms"), the form Istio's environment uses.
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <string>
 
-
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace meshid {

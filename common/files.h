@@ -1,11 +1,10 @@
 // Small file helpers with clear errors.
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <string>
 
-
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace meshid {
 

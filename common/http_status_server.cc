@@ -71,7 +71,8 @@ class ServerImpl final : public HttpStatusServer {
   absl::Status Bind(const HostPort& hp) {
     beast::error_code ec;
     auto address = asio::ip::make_address(hp.host == "localhost" ? "127.0.0.1" : hp.host, ec);
-    if (ec) return absl::InvalidArgumentError(absl::StrCat("monitoring address \"", hp.host, "\" is not an IP address"));
+    if (ec)
+      return absl::InvalidArgumentError(absl::StrCat("monitoring address \"", hp.host, "\" is not an IP address"));
     tcp::endpoint endpoint(address, hp.port);
     acceptor_.open(endpoint.protocol(), ec);
     if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
@@ -109,8 +110,8 @@ class ServerImpl final : public HttpStatusServer {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<HttpStatusServer>> HttpStatusServer::Create(const std::string& address,
-                                                                           std::map<std::string, HttpHandler> handlers) {
+absl::StatusOr<std::unique_ptr<HttpStatusServer>> HttpStatusServer::Create(
+    const std::string& address, std::map<std::string, HttpHandler> handlers) {
   auto hp = ParseHostPort(address);
   if (!hp.ok()) return hp.status();
   auto server = std::make_unique<ServerImpl>(std::move(handlers));

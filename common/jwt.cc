@@ -26,7 +26,7 @@ using EcdsaSigPtr = std::unique_ptr<ECDSA_SIG, OpenSslDeleter<ECDSA_SIG_free>>;
 
 struct AlgInfo {
   absl::string_view name;
-  int key_type;          // EVP_PKEY_RSA or EVP_PKEY_EC
+  int key_type;             // EVP_PKEY_RSA or EVP_PKEY_EC
   absl::string_view curve;  // for EC
   const EVP_MD* (*md)();
   bool pss;
@@ -35,8 +35,8 @@ struct AlgInfo {
 
 const AlgInfo* FindAlg(absl::string_view alg) {
   static const AlgInfo kAlgs[] = {
-      {"RS256", EVP_PKEY_RSA, "", EVP_sha256, false, 0}, {"RS384", EVP_PKEY_RSA, "", EVP_sha384, false, 0},
-      {"RS512", EVP_PKEY_RSA, "", EVP_sha512, false, 0}, {"PS256", EVP_PKEY_RSA, "", EVP_sha256, true, 0},
+      {"RS256", EVP_PKEY_RSA, "", EVP_sha256, false, 0},      {"RS384", EVP_PKEY_RSA, "", EVP_sha384, false, 0},
+      {"RS512", EVP_PKEY_RSA, "", EVP_sha512, false, 0},      {"PS256", EVP_PKEY_RSA, "", EVP_sha256, true, 0},
       {"ES256", EVP_PKEY_EC, "P-256", EVP_sha256, false, 32}, {"ES384", EVP_PKEY_EC, "P-384", EVP_sha384, false, 48},
   };
   for (const AlgInfo& info : kAlgs) {
@@ -47,7 +47,8 @@ const AlgInfo* FindAlg(absl::string_view alg) {
 
 absl::StatusOr<KeyAlgorithm> KeyFits(const AlgInfo& info, EVP_PKEY* key) {
   if (EVP_PKEY_get_base_id(key) != info.key_type) {
-    return absl::UnauthenticatedError(absl::StrCat("JWT alg ", info.name, " does not fit the ", DescribeKey(key), " key"));
+    return absl::UnauthenticatedError(
+        absl::StrCat("JWT alg ", info.name, " does not fit the ", DescribeKey(key), " key"));
   }
   auto kind = ClassifyKey(key);
   if (!kind.ok()) return absl::UnauthenticatedError(absl::StrCat("JWT key not acceptable: ", kind.status().message()));
@@ -55,7 +56,8 @@ absl::StatusOr<KeyAlgorithm> KeyFits(const AlgInfo& info, EVP_PKEY* key) {
     bool fits = (info.curve == "P-256" && *kind == KeyAlgorithm::kEcdsaP256) ||
                 (info.curve == "P-384" && *kind == KeyAlgorithm::kEcdsaP384);
     if (!fits) {
-      return absl::UnauthenticatedError(absl::StrCat("JWT alg ", info.name, " does not fit the ", DescribeKey(key), " key"));
+      return absl::UnauthenticatedError(
+          absl::StrCat("JWT alg ", info.name, " does not fit the ", DescribeKey(key), " key"));
     }
   }
   return kind;
@@ -74,7 +76,8 @@ absl::StatusOr<std::string> BigEndianField(const nlohmann::json& jwk, const char
 }
 
 BignumPtr ToBn(absl::string_view bytes) {
-  return BignumPtr(BN_bin2bn(reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()), nullptr));
+  return BignumPtr(
+      BN_bin2bn(reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()), nullptr));
 }
 
 absl::StatusOr<EvpPkeyPtr> FromData(const char* type, OSSL_PARAM* params) {
@@ -147,7 +150,8 @@ absl::StatusOr<std::string> RawEcdsaToDer(absl::string_view raw, size_t coordina
         absl::StrCat("JWT ECDSA signature must be ", 2 * coordinate_bytes, " bytes, got ", raw.size()));
   }
   EcdsaSigPtr sig(ECDSA_SIG_new());
-  BIGNUM* r = BN_bin2bn(reinterpret_cast<const unsigned char*>(raw.data()), static_cast<int>(coordinate_bytes), nullptr);
+  BIGNUM* r =
+      BN_bin2bn(reinterpret_cast<const unsigned char*>(raw.data()), static_cast<int>(coordinate_bytes), nullptr);
   BIGNUM* s = BN_bin2bn(reinterpret_cast<const unsigned char*>(raw.data()) + coordinate_bytes,
                         static_cast<int>(coordinate_bytes), nullptr);
   ECDSA_SIG_set0(sig.get(), r, s);
@@ -163,7 +167,8 @@ absl::StatusOr<std::string> DerEcdsaToRaw(absl::string_view der, size_t coordina
   const unsigned char* p = reinterpret_cast<const unsigned char*>(der.data());
   EcdsaSigPtr sig(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size())));
   if (!sig) return absl::InternalError("decoding ECDSA signature failed");
-  return BnToFixed(ECDSA_SIG_get0_r(sig.get()), coordinate_bytes) + BnToFixed(ECDSA_SIG_get0_s(sig.get()), coordinate_bytes);
+  return BnToFixed(ECDSA_SIG_get0_r(sig.get()), coordinate_bytes) +
+         BnToFixed(ECDSA_SIG_get0_s(sig.get()), coordinate_bytes);
 }
 
 bool VerifyWith(const AlgInfo& info, EVP_PKEY* key, absl::string_view input, absl::string_view signature) {
@@ -319,7 +324,8 @@ absl::Status VerifyJwtSignature(const Jwt& jwt, const Jwks& jwks) {
   if (jwt.alg.empty()) return absl::UnauthenticatedError("JWT header has no \"alg\"");
   const AlgInfo* info = FindAlg(jwt.alg);
   if (info == nullptr) {
-    return absl::UnauthenticatedError(absl::StrCat("JWT alg \"", jwt.alg, "\" is not allowed (want RS256, RS384, RS512, PS256, ES256 or ES384)"));
+    return absl::UnauthenticatedError(
+        absl::StrCat("JWT alg \"", jwt.alg, "\" is not allowed (want RS256, RS384, RS512, PS256, ES256 or ES384)"));
   }
   bool kid_found = false;
   absl::Status last_fit_error = absl::OkStatus();
@@ -331,7 +337,8 @@ absl::Status VerifyJwtSignature(const Jwt& jwt, const Jwks& jwks) {
       continue;
     }
     if (!jwk.alg.empty() && jwk.alg != jwt.alg) {
-      last_fit_error = absl::UnauthenticatedError(absl::StrCat("JWT alg ", jwt.alg, " does not match the key's alg ", jwk.alg));
+      last_fit_error =
+          absl::UnauthenticatedError(absl::StrCat("JWT alg ", jwt.alg, " does not match the key's alg ", jwk.alg));
       continue;
     }
     if (VerifyWith(*info, jwk.key.get(), jwt.signing_input, jwt.signature)) return absl::OkStatus();
@@ -359,10 +366,12 @@ absl::Status CheckJwtClaims(const Jwt& jwt, const JwtClaimChecks& checks) {
   MESHID_ASSIGN_OR_RETURN(auto iat, numeric("iat"));
   if (!exp.has_value() && checks.require_expiry) return absl::UnauthenticatedError("JWT has no \"exp\" claim");
   if (exp.has_value() && checks.now >= *exp + checks.allowed_skew) {
-    return absl::UnauthenticatedError(absl::StrCat("JWT expired at ", absl::FormatTime(absl::RFC3339_sec, *exp, absl::UTCTimeZone())));
+    return absl::UnauthenticatedError(
+        absl::StrCat("JWT expired at ", absl::FormatTime(absl::RFC3339_sec, *exp, absl::UTCTimeZone())));
   }
   if (nbf.has_value() && checks.now + checks.allowed_skew < *nbf) {
-    return absl::UnauthenticatedError(absl::StrCat("JWT is not valid before ", absl::FormatTime(absl::RFC3339_sec, *nbf, absl::UTCTimeZone())));
+    return absl::UnauthenticatedError(
+        absl::StrCat("JWT is not valid before ", absl::FormatTime(absl::RFC3339_sec, *nbf, absl::UTCTimeZone())));
   }
   if (iat.has_value() && checks.now + checks.allowed_skew < *iat) {
     return absl::UnauthenticatedError("JWT was issued in the future (\"iat\")");
@@ -392,7 +401,8 @@ absl::StatusOr<std::string> SignJwt(const nlohmann::json& payload, EVP_PKEY* key
   EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   size_t len = 0;
   if (EVP_DigestSignInit(ctx.get(), nullptr, info->md(), nullptr, key) != 1 ||
-      EVP_DigestSign(ctx.get(), nullptr, &len, reinterpret_cast<const unsigned char*>(input.data()), input.size()) != 1) {
+      EVP_DigestSign(ctx.get(), nullptr, &len, reinterpret_cast<const unsigned char*>(input.data()), input.size()) !=
+          1) {
     return absl::InternalError("JWT signing failed: " + DrainOpenSslErrors());
   }
   std::string sig(len, '\0');

@@ -5,14 +5,12 @@
 // All functions are thread-safe; Jwks is immutable after parsing.
 #pragma once
 
-#include "absl/strings/string_view.h"
+#include <nlohmann/json.hpp>
 #include <string>
-
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/openssl_ptr.h"
 

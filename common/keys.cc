@@ -29,17 +29,22 @@ absl::StatusOr<KeyAlgorithm> ParseKeyAlgorithm(absl::string_view name) {
   if (name == "rsa-2048") return KeyAlgorithm::kRsa2048;
   if (name == "rsa-3072") return KeyAlgorithm::kRsa3072;
   if (name == "rsa-4096") return KeyAlgorithm::kRsa4096;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown key type \"", name, "\" (want ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown key type \"", name, "\" (want ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096)"));
 }
 
 std::string KeyAlgorithmName(KeyAlgorithm a) {
   switch (a) {
-    case KeyAlgorithm::kEcdsaP256: return "ecdsa-p256";
-    case KeyAlgorithm::kEcdsaP384: return "ecdsa-p384";
-    case KeyAlgorithm::kRsa2048: return "rsa-2048";
-    case KeyAlgorithm::kRsa3072: return "rsa-3072";
-    case KeyAlgorithm::kRsa4096: return "rsa-4096";
+    case KeyAlgorithm::kEcdsaP256:
+      return "ecdsa-p256";
+    case KeyAlgorithm::kEcdsaP384:
+      return "ecdsa-p384";
+    case KeyAlgorithm::kRsa2048:
+      return "rsa-2048";
+    case KeyAlgorithm::kRsa3072:
+      return "rsa-3072";
+    case KeyAlgorithm::kRsa4096:
+      return "rsa-4096";
   }
   return "unknown";
 }
@@ -51,11 +56,21 @@ bool IsRsa(KeyAlgorithm a) {
 absl::StatusOr<EvpPkeyPtr> GenerateKey(KeyAlgorithm a) {
   EVP_PKEY* key = nullptr;
   switch (a) {
-    case KeyAlgorithm::kEcdsaP256: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"); break;
-    case KeyAlgorithm::kEcdsaP384: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384"); break;
-    case KeyAlgorithm::kRsa2048: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048}); break;
-    case KeyAlgorithm::kRsa3072: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{3072}); break;
-    case KeyAlgorithm::kRsa4096: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{4096}); break;
+    case KeyAlgorithm::kEcdsaP256:
+      key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+      break;
+    case KeyAlgorithm::kEcdsaP384:
+      key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384");
+      break;
+    case KeyAlgorithm::kRsa2048:
+      key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048});
+      break;
+    case KeyAlgorithm::kRsa3072:
+      key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{3072});
+      break;
+    case KeyAlgorithm::kRsa4096:
+      key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{4096});
+      break;
   }
   if (key == nullptr) return absl::InternalError("key generation failed: " + DrainOpenSslErrors());
   return EvpPkeyPtr(key);
@@ -75,11 +90,16 @@ std::string CurveName(EVP_PKEY* key) {
 
 std::string DescribeKey(EVP_PKEY* key) {
   switch (EVP_PKEY_get_base_id(key)) {
-    case EVP_PKEY_RSA: return absl::StrCat("RSA-", EVP_PKEY_get_bits(key));
-    case EVP_PKEY_EC: return absl::StrCat("EC ", CurveName(key));
-    case EVP_PKEY_ED25519: return "Ed25519";
-    case EVP_PKEY_ED448: return "Ed448";
-    case EVP_PKEY_DSA: return absl::StrCat("DSA-", EVP_PKEY_get_bits(key));
+    case EVP_PKEY_RSA:
+      return absl::StrCat("RSA-", EVP_PKEY_get_bits(key));
+    case EVP_PKEY_EC:
+      return absl::StrCat("EC ", CurveName(key));
+    case EVP_PKEY_ED25519:
+      return "Ed25519";
+    case EVP_PKEY_ED448:
+      return "Ed448";
+    case EVP_PKEY_DSA:
+      return absl::StrCat("DSA-", EVP_PKEY_get_bits(key));
     default: {
       const char* name = EVP_PKEY_get0_type_name(key);
       return name != nullptr ? name : "unknown key type";
@@ -107,8 +127,8 @@ absl::StatusOr<KeyAlgorithm> ClassifyKey(EVP_PKEY* key) {
     return absl::InvalidArgumentError(absl::StrCat("EC key on curve \"", curve.empty() ? "unnamed" : curve,
                                                    "\" is not allowed (ECDSA keys must be P-256 or P-384)"));
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      DescribeKey(key), " key is not allowed (keys must be ECDSA P-256/P-384 or RSA 2048-4096)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(DescribeKey(key), " key is not allowed (keys must be ECDSA P-256/P-384 or RSA 2048-4096)"));
 }
 
 absl::StatusOr<SecretString> PrivateKeyToPem(EVP_PKEY* key) {

@@ -1,11 +1,10 @@
 // Key generation, classification and (de)serialization over OpenSSL.
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <string>
 
-
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/openssl_ptr.h"
 #include "common/secret.h"
 

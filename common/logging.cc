@@ -11,7 +11,8 @@ namespace meshid {
 absl::StatusOr<LoggerPtr> MakeStderrLogger(const std::string& name, const std::string& level) {
   auto parsed = spdlog::level::from_str(level);
   if (parsed == spdlog::level::off && level != "off") {
-    return absl::InvalidArgumentError(absl::StrCat("unknown log level \"", level, "\" (trace, debug, info, warn, error, off)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown log level \"", level, "\" (trace, debug, info, warn, error, off)"));
   }
   auto logger = std::make_shared<spdlog::logger>(name, std::make_shared<spdlog::sinks::stderr_sink_mt>());
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %n %v", spdlog::pattern_time_type::utc);

@@ -1,10 +1,10 @@
 // Loggers are spdlog loggers passed into components (never looked up globally).
 #pragma once
 
+#include <spdlog/spdlog.h>
+
 #include <memory>
 #include <string>
-
-#include <spdlog/spdlog.h>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"

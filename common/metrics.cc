@@ -79,7 +79,8 @@ std::string EscapeLabelValue(const std::string& v) {
   return out;
 }
 
-std::string FormatLabels(const MetricLabels& labels, const std::string& extra_key = "", const std::string& extra_value = "") {
+std::string FormatLabels(const MetricLabels& labels, const std::string& extra_key = "",
+                         const std::string& extra_value = "") {
   std::vector<std::string> parts;
   for (const auto& [k, v] : labels) parts.push_back(absl::StrCat(k, "=\"", EscapeLabelValue(v), "\""));
   if (!extra_key.empty()) parts.push_back(absl::StrCat(extra_key, "=\"", extra_value, "\""));

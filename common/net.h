@@ -1,12 +1,11 @@
 // Address parsing shared by every listener and client flag.
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <cstdint>
 #include <string>
 
-
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace meshid {
 

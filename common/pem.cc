@@ -22,7 +22,7 @@ bool IsBlank(absl::string_view s) {
 
 // Reads the label of a "-----BEGIN X-----" / "-----END X-----" line starting at `pos`.
 absl::StatusOr<absl::string_view> ReadLabel(absl::string_view text, size_t pos, absl::string_view prefix,
-                                           size_t* line_end) {
+                                            size_t* line_end) {
   size_t eol = text.find('\n', pos);
   if (eol == absl::string_view::npos) eol = text.size();
   absl::string_view line = text.substr(pos, eol - pos);
@@ -73,8 +73,7 @@ absl::StatusOr<std::vector<PemBlock>> ParsePemBlocks(absl::string_view text, con
     auto end_label = ReadLabel(text, end, kEnd, &footer_end);
     if (!end_label.ok()) return end_label.status();
     if (*end_label != *label) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("PEM: BEGIN \"", *label, "\" closed by END \"", *end_label, "\""));
+      return absl::InvalidArgumentError(absl::StrCat("PEM: BEGIN \"", *label, "\" closed by END \"", *end_label, "\""));
     }
     std::string body;
     for (char c : text.substr(header_end, end - header_end)) {

@@ -1,12 +1,11 @@
 // A strict PEM (RFC 7468) reader for untrusted input.
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <string>
-
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace meshid {
 
@@ -26,8 +25,7 @@ struct PemParseOptions {
 // Splits `text` into its PEM blocks. Fails with InvalidArgument naming the problem (size,
 // unterminated block, mismatched labels, bad base64, headers, stray text). An input without
 // any block is an error too.
-absl::StatusOr<std::vector<PemBlock>> ParsePemBlocks(absl::string_view text,
-                                                     const PemParseOptions& options = {});
+absl::StatusOr<std::vector<PemBlock>> ParsePemBlocks(absl::string_view text, const PemParseOptions& options = {});
 
 // Encodes one block with 64-character lines and a trailing newline.
 std::string EncodePem(absl::string_view type, absl::string_view der);

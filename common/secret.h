@@ -2,12 +2,12 @@
 // never printed. Move-only so that copies of secrets do not spread.
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <openssl/crypto.h>
 
 #include <string>
-
 #include <utility>
+
+#include "absl/strings/string_view.h"
 
 namespace meshid {
 

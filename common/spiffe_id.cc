@@ -14,8 +14,7 @@ constexpr absl::string_view kScheme = "spiffe://";
 constexpr size_t kMaxIdBytes = 2048;
 
 bool IsPathChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
-         c == '_';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
 }
 
 absl::Status ValidatePath(absl::string_view path) {
@@ -45,8 +44,8 @@ absl::Status ValidateTrustDomain(absl::string_view td) {
   for (char c : td) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
     if (!ok) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "trust domain \"", td, "\" has a character outside lower-case letters, digits, '.', '-', '_'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("trust domain \"", td, "\" has a character outside lower-case letters, digits, '.', '-', '_'"));
     }
   }
   return absl::OkStatus();
@@ -69,7 +68,8 @@ absl::StatusOr<SpiffeId> SpiffeId::Parse(absl::string_view uri, bool allow_root)
   absl::string_view path = slash == absl::string_view::npos ? absl::string_view() : rest.substr(slash);
   if (td.find('@') != absl::string_view::npos) return absl::InvalidArgumentError("SPIFFE ID must not have user info");
   if (td.find(':') != absl::string_view::npos) return absl::InvalidArgumentError("SPIFFE ID must not have a port");
-  if (absl::Status s = ValidateTrustDomain(td); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("SPIFFE ID: ", s.message()));
+  if (absl::Status s = ValidateTrustDomain(td); !s.ok())
+    return absl::InvalidArgumentError(absl::StrCat("SPIFFE ID: ", s.message()));
   if (absl::Status s = ValidatePath(path); !s.ok()) return s;
   if (path.empty() && !allow_root) return absl::InvalidArgumentError("SPIFFE ID has no path");
   return SpiffeId(std::string(td), std::string(path));

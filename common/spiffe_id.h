@@ -1,11 +1,10 @@
 // SPIFFE IDs (spiffe/spiffe standards/SPIFFE-ID.md): spiffe://<trust-domain>/<path>.
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <string>
 
-
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace meshid {
 

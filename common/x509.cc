@@ -48,8 +48,8 @@ absl::StatusOr<X509Ptr> CertFromPem(absl::string_view pem, absl::string_view con
   auto certs = CertsFromPem(pem, context);
   if (!certs.ok()) return certs.status();
   if (certs->size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(context.empty() ? "" : absl::StrCat(context, ": "), "expected one certificate, found ",
-                                                   certs->size()));
+    return absl::InvalidArgumentError(absl::StrCat(context.empty() ? "" : absl::StrCat(context, ": "),
+                                                   "expected one certificate, found ", certs->size()));
   }
   return std::move(certs->front());
 }
@@ -109,8 +109,8 @@ bool IsCa(X509* cert) { return X509_check_ca(cert) >= 1 && (X509_get_extension_f
 
 bool IsSelfSigned(X509* cert) { return X509_self_signed(cert, 1) == 1; }
 
-absl::Status VerifyCertChain(X509* leaf, const std::vector<X509*>& intermediates,
-                             const std::vector<X509*>& roots, absl::Time at) {
+absl::Status VerifyCertChain(X509* leaf, const std::vector<X509*>& intermediates, const std::vector<X509*>& roots,
+                             absl::Time at) {
   X509StorePtr store(X509_STORE_new());
   for (X509* root : roots) X509_STORE_add_cert(store.get(), root);
   STACK_OF(X509)* untrusted = sk_X509_new_null();

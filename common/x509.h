@@ -1,12 +1,11 @@
 // X.509 certificate helpers over OpenSSL: PEM/DER conversion, field accessors, path validation.
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <string>
-
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/openssl_ptr.h"
 
@@ -34,7 +33,7 @@ bool IsSelfSigned(X509* cert);
 // RFC 5280 path validation of `leaf` through `intermediates` to one of `roots` at time `at`.
 // The error names OpenSSL's reason ("certificate has expired", "unable to get local issuer
 // certificate", ...).
-absl::Status VerifyCertChain(X509* leaf, const std::vector<X509*>& intermediates,
-                             const std::vector<X509*>& roots, absl::Time at);
+absl::Status VerifyCertChain(X509* leaf, const std::vector<X509*>& intermediates, const std::vector<X509*>& roots,
+                             absl::Time at);
 
 }  // namespace meshid

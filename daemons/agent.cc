@@ -16,8 +16,8 @@
 #include "common/x509.h"
 #include "nodeagent/ca_client.h"
 #include "nodeagent/server_upstream.h"
-#include "policy/client.h"
 #include "nodeagent/token_source.h"
+#include "policy/client.h"
 
 namespace meshid::daemons {
 namespace {
@@ -167,7 +167,8 @@ absl::Status AgentConfig::Validate() const {
     if (!s.ok()) problems.push_back(absl::StrCat(flag, ": ", s.message()));
   };
   check(ParseHostPort(ca_address).status(), "--ca-addr");
-  if (!ca_insecure_plaintext && ca_root_file.empty()) problems.push_back("--ca-root: required unless --ca-insecure-plaintext");
+  if (!ca_insecure_plaintext && ca_root_file.empty())
+    problems.push_back("--ca-root: required unless --ca-insecure-plaintext");
   if (token_file.empty()) problems.push_back("--token-file: required");
   if (sds.socket_path.empty()) problems.push_back("--sds-socket: required");
   if (sds.socket_mode != 0600 && sds.socket_mode != 0660) problems.push_back("socket mode must be 0600 or 0660");
@@ -191,7 +192,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
   } else {
     logger->warn("talking to the CA without TLS (--ca-insecure-plaintext): tokens travel in clear text");
   }
-  if (struct stat st {}; ::stat(config.token_file.c_str(), &st) != 0) {
+  if (struct stat st{}; ::stat(config.token_file.c_str(), &st) != 0) {
     logger->warn("token file {} does not exist yet; certificate requests fail until it does", config.token_file);
   }
 
@@ -224,7 +225,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
   sds::SdsServerOptions sds_options = config.sds;
   if (config.policy.enabled) {
     ServerUpstreamOptions upstream_options;
-    upstream_options.server_address = config.policy.server_address.empty() ? config.ca_address : config.policy.server_address;
+    upstream_options.server_address =
+        config.policy.server_address.empty() ? config.ca_address : config.policy.server_address;
     upstream_options.ca_root_file = config.ca_root_file;
     upstream_options.server_name = config.ca_server_name;
     upstream_options.insecure_plaintext = config.ca_insecure_plaintext;
@@ -232,8 +234,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
     auto upstream = ServerUpstream::Create(upstream_options, *agent->cache_, *agent->token_);
     if (!upstream.ok()) return upstream.status();
     agent->upstream_ = std::move(*upstream);
-    auto relay = policy::PolicyRelay::Create(config.policy, *agent->upstream_, clock, agent->random_, agent->metrics_,
-                                             logger);
+    auto relay =
+        policy::PolicyRelay::Create(config.policy, *agent->upstream_, clock, agent->random_, agent->metrics_, logger);
     if (!relay.ok()) return relay.status();
     agent->policy_ = std::move(*relay);
     sds_options.extra_services.push_back(agent->policy_->service());
@@ -269,9 +271,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
     if (!stats.agent_identity_ready) {
       return HttpReply{503, "text/plain; charset=utf-8", "not ready: no valid certificate for the agent's identity\n"};
     }
-    return HttpReply{200, "text/plain; charset=utf-8",
-                     absl::StrCat("ready: ", stats.identities, " identities, ", raw->sds_->connected_streams(),
-                                  " streams\n")};
+    return HttpReply{
+        200, "text/plain; charset=utf-8",
+        absl::StrCat("ready: ", stats.identities, " identities, ", raw->sds_->connected_streams(), " streams\n")};
   };
   handlers["/readyz"] = ready;
   handlers["/healthz/ready"] = ready;  // istio-agent's path
@@ -280,8 +282,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
     return absl::Status(monitoring.status().code(), absl::StrCat("--monitoring-addr: ", monitoring.status().message()));
   }
   agent->monitoring_ = std::move(*monitoring);
-  logger->info("sds listening on {}, monitoring on port {}, CA {}", agent->sds_->target(),
-               agent->monitoring_->port(), config.ca_address);
+  logger->info("sds listening on {}, monitoring on port {}, CA {}", agent->sds_->target(), agent->monitoring_->port(),
+               config.ca_address);
   return std::unique_ptr<Agent>(std::move(agent));
 }
 

@@ -11,16 +11,16 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/logging.h"
-#include "policy/relay.h"
 #include "nodeagent/secret_cache.h"
+#include "policy/relay.h"
 #include "sds/sds_server.h"
 
 namespace meshid::daemons {
 
 struct AgentConfig {
-  std::string ca_address = "127.0.0.1:15012";                      // CA_ADDR
+  std::string ca_address = "127.0.0.1:15012";                          // CA_ADDR
   std::string ca_root_file = "./var/run/secrets/istio/root-cert.pem";  // CA_ROOT_CA
-  std::string ca_server_name;                                      // ISTIOD_SAN
+  std::string ca_server_name;                                          // ISTIOD_SAN
   bool ca_insecure_plaintext = false;
   std::string token_file = "./var/run/secrets/tokens/istio-token";
   sds::SdsServerOptions sds;
@@ -41,8 +41,7 @@ struct AgentConfig {
 class Agent {
  public:
   // Validates the config and starts everything. Errors name the flag or file at fault.
-  static absl::StatusOr<std::unique_ptr<Agent>> Start(const AgentConfig& config, const Clock& clock,
-                                                      LoggerPtr logger);
+  static absl::StatusOr<std::unique_ptr<Agent>> Start(const AgentConfig& config, const Clock& clock, LoggerPtr logger);
   virtual ~Agent() = default;  // stops serving and wipes every cached key
 
   virtual std::string sds_target() const = 0;

@@ -10,7 +10,6 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "policy/server.h"
 #include "ca/authenticator.h"
 #include "ca/authority.h"
 #include "ca/cert_issuer.h"
@@ -25,6 +24,7 @@
 #include "common/spiffe_id.h"
 #include "common/status_macros.h"
 #include "common/x509.h"
+#include "policy/server.h"
 #include "sql/pruner.h"
 #include "sql/store.h"
 
@@ -96,10 +96,12 @@ absl::StatusOr<std::vector<JwtIssuer>> LoadIssuers(const CaServerConfig& config)
   std::vector<JwtIssuer> issuers;
   for (const auto& [issuer, jwks_file] : config.jwt_issuers) {
     auto text = ReadFile(jwks_file);
-    if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat("--jwt-issuer ", issuer, ": ", text.status().message()));
+    if (!text.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--jwt-issuer ", issuer, ": ", text.status().message()));
     auto jwks = Jwks::Parse(*text);
     if (!jwks.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("--jwt-issuer ", issuer, ": ", jwks_file, ": ", jwks.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--jwt-issuer ", issuer, ": ", jwks_file, ": ", jwks.status().message()));
     }
     issuers.push_back(JwtIssuer{issuer, std::move(*jwks), config.token_audiences});
   }
@@ -129,7 +131,8 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     store_options.logger = logger;
     store_options.clock = &clock;
     auto store = OpenStore(url, store_options);
-    if (!store.ok()) return absl::Status(store.status().code(), absl::StrCat("--datastore: ", store.status().message()));
+    if (!store.ok())
+      return absl::Status(store.status().code(), absl::StrCat("--datastore: ", store.status().message()));
     server->store_ = std::move(*store);
     // PostgreSQL overlaps concurrent commits (ca/ledger.h); 4 ledger writers of the pool's
     // connections (8 by default) leave room for registry reads and the policy poller.
@@ -159,7 +162,8 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
   MESHID_RETURN_IF_ERROR(WriteTrustBundle(*authority, config.data_dir));
   logger->info("CA ready: {}, signing cert serial {} valid until {}; trust bundle written to {}/root-cert.pem",
                authority->source, SerialHex(authority->cert.get()),
-               absl::FormatTime(absl::RFC3339_sec, NotAfter(authority->cert.get()), absl::UTCTimeZone()), config.data_dir);
+               absl::FormatTime(absl::RFC3339_sec, NotAfter(authority->cert.get()), absl::UTCTimeZone()),
+               config.data_dir);
 
   MetricsRegistry& metrics = *server->metrics_;
   auto issuer = std::make_shared<const CertIssuer>(authority, clock, random);
@@ -204,7 +208,8 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
   grpc::ServerBuilder builder;
   std::shared_ptr<grpc::ServerCredentials> creds;
   if (config.insecure_plaintext) {
-    logger->warn("--insecure-plaintext: serving the CA WITHOUT TLS on {}; tokens travel in the clear", config.listen_address);
+    logger->warn("--insecure-plaintext: serving the CA WITHOUT TLS on {}; tokens travel in the clear",
+                 config.listen_address);
     creds = grpc::InsecureServerCredentials();
   } else {
     // The serving certificate is issued by the CA itself, fresh on every start.
@@ -230,14 +235,15 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     const bool require_tls = !config.insecure_plaintext;
     auto authenticate = [authenticator, require_tls](const policy::PolicyCaller& c) -> absl::StatusOr<std::string> {
       if (require_tls && !c.tls) return absl::UnauthenticatedError("the connection is not TLS");
-      MESHID_ASSIGN_OR_RETURN(AuthenticatedCaller caller,
-                              authenticator->Authenticate(CallerCredentials{c.authorization, c.peer_cert_pem, c.peer_chain_pems}));
+      MESHID_ASSIGN_OR_RETURN(AuthenticatedCaller caller, authenticator->Authenticate(CallerCredentials{
+                                                              c.authorization, c.peer_cert_pem, c.peer_chain_pems}));
       return caller.id.ToString();
     };
     policy::PolicyDistributionServerOptions policy_options;
     policy_options.poll_interval = config.policy_poll_interval;
-    MESHID_ASSIGN_OR_RETURN(server->policy_, policy::PolicyDistributionServer::Create(policy_options, *server->store_, *server->store_,
-                                                                                     authenticate, clock, metrics, logger));
+    MESHID_ASSIGN_OR_RETURN(server->policy_,
+                            policy::PolicyDistributionServer::Create(policy_options, *server->store_, *server->store_,
+                                                                     authenticate, clock, metrics, logger));
     builder.RegisterService(server->policy_->service());
   }
   builder.SetMaxReceiveMessageSize(1 << 20);

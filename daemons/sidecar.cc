@@ -24,8 +24,8 @@ absl::StatusOr<std::unique_ptr<Sidecar>> Sidecar::Start(SidecarConfig config, Lo
                                                         MetricsRegistry& metrics, const Clock& clock) {
   std::unique_ptr<Sidecar> s(new Sidecar());
   const meshproxy::ProxyOptions& po = config.proxy;
-  const std::string node_id = absl::StrCat("sidecar~", po.inbound.empty() ? "127.0.0.1" : po.inbound[0].listen.host, "~",
-                                           po.service, ".", po.namespace_, "~", po.namespace_, ".svc.", po.domain);
+  const std::string node_id = absl::StrCat("sidecar~", po.inbound.empty() ? "127.0.0.1" : po.inbound[0].listen.host,
+                                           "~", po.service, ".", po.namespace_, "~", po.namespace_, ".svc.", po.domain);
   const std::string cluster = absl::StrCat(po.service, ".", po.namespace_);
   if (config.policy_from_agent) {
     policy::AgentPolicySourceOptions agent;
@@ -65,7 +65,8 @@ absl::StatusOr<std::unique_ptr<Sidecar>> Sidecar::Start(SidecarConfig config, Lo
       if (!cert.ok()) return cert.status();
       return p->ApplyWorkloadCert(std::move(*cert));
     }
-    if (!secret.has_validation_context()) return absl::InvalidArgumentError("secret \"ROOTCA\" has no validation_context");
+    if (!secret.has_validation_context())
+      return absl::InvalidArgumentError("secret \"ROOTCA\" has no validation_context");
     auto roots = Inline(secret.validation_context().trusted_ca(), "trusted_ca");
     if (!roots.ok()) return roots.status();
     auto bundle = meshproxy::ParseTrustBundle(*roots, version);
@@ -87,13 +88,21 @@ absl::StatusOr<std::unique_ptr<Sidecar>> Sidecar::Start(SidecarConfig config, Lo
          [p](const std::string&) {
            const std::string waiting = p->WaitingFor();
            if (waiting.empty()) return HttpReply{200, "text/plain; charset=utf-8", "LIVE\n"};
-           return HttpReply{503, "text/plain; charset=utf-8", absl::StrCat("INITIALIZING: waiting for ", waiting, "\n")};
+           return HttpReply{503, "text/plain; charset=utf-8",
+                            absl::StrCat("INITIALIZING: waiting for ", waiting, "\n")};
          }},
-        {"/certs", [p](const std::string&) { return HttpReply{200, "application/json", p->CertsJson()}; }},
-        {"/policy", [p](const std::string&) { return HttpReply{200, "application/json", p->PolicyJson()}; }},
+        {"/certs",
+         [p](const std::string&) {
+           return HttpReply{200, "application/json", p->CertsJson()};
+         }},
+        {"/policy",
+         [p](const std::string&) {
+           return HttpReply{200, "application/json", p->PolicyJson()};
+         }},
     };
     auto admin = HttpStatusServer::Create(config.admin_address, std::move(handlers));
-    if (!admin.ok()) return absl::Status(admin.status().code(), absl::StrCat("--admin-addr: ", admin.status().message()));
+    if (!admin.ok())
+      return absl::Status(admin.status().code(), absl::StrCat("--admin-addr: ", admin.status().message()));
     s->admin_ = std::move(*admin);
   }
   return s;

@@ -30,7 +30,7 @@ namespace meshid::daemons {
 struct SidecarConfig {
   meshproxy::ProxyOptions proxy;
   std::string sds_socket = "./var/run/secrets/workload-spiffe-uds/socket";
-  std::string token_file;  // optional: the workload's token, presented on the SDS streams
+  std::string token_file;                         // optional: the workload's token, presented on the SDS streams
   std::string admin_address = "127.0.0.1:15000";  // "" = no admin endpoint
   // Where the policy comes from: the agent's policy stream on `sds_socket` (policy/agent_source.h)
   // or the watched files of `policy_files` (policy/file_source.h). Both compile with

@@ -19,8 +19,21 @@ constexpr int kMaxLeadingEmptyLines = 4;
 bool IsTokenChar(unsigned char c) {
   if (absl::ascii_isalnum(c)) return true;
   switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-': case '.':
-    case '^': case '_': case '`': case '|': case '~':
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
       return true;
     default:
       return false;
@@ -218,8 +231,8 @@ bool ParseFraming(const std::vector<HttpHeader>& headers, bool is_request, Frami
     const auto chunked = std::count(te.begin(), te.end(), "chunked");
     if (!is_request) {
       // RFC 9112 6.3: Transfer-Encoding overrides Content-Length; chunked last or read to close.
-      f.framing = !te.empty() && te.back() == "chunked" && chunked == 1 ? BodyFraming::kChunked
-                                                                          : BodyFraming::kUntilClose;
+      f.framing =
+          !te.empty() && te.back() == "chunked" && chunked == 1 ? BodyFraming::kChunked : BodyFraming::kUntilClose;
       f.content_length = 0;
       return true;
     }
@@ -267,7 +280,9 @@ const std::string* FindHeader(const std::vector<HttpHeader>& headers, absl::stri
 }  // namespace
 
 const std::string* HttpRequestHead::Find(absl::string_view lower_name) const { return FindHeader(headers, lower_name); }
-const std::string* HttpResponseHead::Find(absl::string_view lower_name) const { return FindHeader(headers, lower_name); }
+const std::string* HttpResponseHead::Find(absl::string_view lower_name) const {
+  return FindHeader(headers, lower_name);
+}
 
 bool IsHopByHop(absl::string_view n, const std::vector<std::string>& connection_tokens) {
   if (n == "connection" || n == "keep-alive" || n == "proxy-connection" || n == "te" || n == "trailer" ||
@@ -281,8 +296,7 @@ bool IsHopByHop(absl::string_view n, const std::vector<std::string>& connection_
   return false;
 }
 
-ParseStatus RequestHeadParser::Parse(absl::string_view data, HttpRequestHead& out, size_t& consumed,
-                                     HttpError& error) {
+ParseStatus RequestHeadParser::Parse(absl::string_view data, HttpRequestHead& out, size_t& consumed, HttpError& error) {
   HeadScan scan = ScanHead(data, scanned_, limits_.max_head_bytes, 431, error);
   if (scan.status != ParseStatus::kDone) return scan.status;
   out = HttpRequestHead();
@@ -393,8 +407,8 @@ ParseStatus RequestHeadParser::Parse(absl::string_view data, HttpRequestHead& ou
   return ParseStatus::kDone;
 }
 
-ParseStatus ResponseHeadParser::Parse(absl::string_view data, absl::string_view request_method,
-                                      HttpResponseHead& out, size_t& consumed, HttpError& error) {
+ParseStatus ResponseHeadParser::Parse(absl::string_view data, absl::string_view request_method, HttpResponseHead& out,
+                                      size_t& consumed, HttpError& error) {
   const ParseStatus st = ParseImpl(data, request_method, out, consumed, error);
   if (st == ParseStatus::kError) error.status = 502;  // whatever is wrong, the caller gets a bad gateway
   return st;
@@ -538,7 +552,8 @@ ParseStatus BodyRelay::Feed(absl::string_view in, size_t& consumed, std::string&
             error = Error(400, "chunk size too long");
             return ParseStatus::kError;
           }
-          remaining_ = remaining_ * 16 + static_cast<uint64_t>(absl::ascii_isdigit(c) ? c - '0' : (c | 0x20) - 'a' + 10);
+          remaining_ =
+              remaining_ * 16 + static_cast<uint64_t>(absl::ascii_isdigit(c) ? c - '0' : (c | 0x20) - 'a' + 10);
           ++i;
         } else if (size_digits_ > 0 && c == ';') {
           state_ = State::kExt;
@@ -650,25 +665,44 @@ ParseStatus BodyRelay::Feed(absl::string_view in, size_t& consumed, std::string&
 
 absl::string_view ReasonPhrase(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Payload Too Large";
-    case 417: return "Expectation Failed";
-    case 426: return "Upgrade Required";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Payload Too Large";
+    case 417:
+      return "Expectation Failed";
+    case 426:
+      return "Upgrade Required";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 

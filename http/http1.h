@@ -36,7 +36,7 @@ struct HttpLimits {
 };
 
 struct HttpHeader {
-  std::string name;  // lower-case
+  std::string name;   // lower-case
   std::string value;  // without surrounding whitespace
 };
 
@@ -105,8 +105,8 @@ class RequestHeadParser {
 class ResponseHeadParser {
  public:
   explicit ResponseHeadParser(const HttpLimits& limits) : limits_(limits) {}
-  ParseStatus Parse(absl::string_view data, absl::string_view request_method, HttpResponseHead& out,
-                    size_t& consumed, HttpError& error);
+  ParseStatus Parse(absl::string_view data, absl::string_view request_method, HttpResponseHead& out, size_t& consumed,
+                    HttpError& error);
   void Reset() { scanned_ = 0; }
 
  private:
@@ -143,7 +143,7 @@ class BodyRelay {
   uint64_t remaining_ = 0;  // bytes left in the body (kLength) or current chunk (kData)
   uint64_t total_ = 0;
   int size_digits_ = 0;
-  size_t line_bytes_ = 0;    // chunk extension or trailer bytes so far
+  size_t line_bytes_ = 0;  // chunk extension or trailer bytes so far
   size_t trailer_bytes_ = 0;
   bool trailer_line_empty_ = true;
 };
@@ -154,7 +154,6 @@ absl::string_view ReasonPhrase(int status);
 // Serializes the response the proxy answers itself (Envoy's local reply): status line,
 // content-length, content-type text/plain, `extra` fields, and `connection: close` when
 // `close`.
-std::string LocalReply(int status, absl::string_view body, bool close,
-                       const std::vector<HttpHeader>& extra = {});
+std::string LocalReply(int status, absl::string_view body, bool close, const std::vector<HttpHeader>& extra = {});
 
 }  // namespace meshid::http

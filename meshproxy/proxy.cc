@@ -1,9 +1,8 @@
 #include "meshproxy/proxy.h"
 
 #include <algorithm>
-#include <thread>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -43,7 +42,8 @@ absl::StatusOr<Upstream> ParseUpstreamFlag(absl::string_view flag, absl::string_
     u.namespace_ = labels[1];
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("upstream name \"", u.name, "\" must be <service>, <service>.<namespace> or <service>.<namespace>.", svc_domain));
+        absl::StrCat("upstream name \"", u.name,
+                     "\" must be <service>, <service>.<namespace> or <service>.<namespace>.", svc_domain));
   }
   u.service_account = labels[0];
   u.fqdn = absl::StrCat(labels[0], ".", u.namespace_, ".", svc_domain);
@@ -55,7 +55,8 @@ absl::StatusOr<Upstream> ParseUpstreamFlag(absl::string_view flag, absl::string_
     absl::string_view p = parts[i];
     if (absl::ConsumePrefix(&p, "listen=")) {
       auto listen = ParseHostPort(p);
-      if (!listen.ok()) return absl::InvalidArgumentError(absl::StrCat("upstream ", u.name, ": listen=: ", listen.status().message()));
+      if (!listen.ok())
+        return absl::InvalidArgumentError(absl::StrCat("upstream ", u.name, ": listen=: ", listen.status().message()));
       u.tcp_listen = *listen;
     } else if (absl::StartsWith(p, "spiffe://")) {
       auto id = SpiffeId::Parse(p);
@@ -77,7 +78,8 @@ std::string ExpectedUpstreamIdentity(const Upstream& upstream, absl::string_view
 }
 
 bool HostMatchesUpstream(absl::string_view host, const Upstream& upstream) {
-  if (const size_t colon = host.rfind(':'); colon != absl::string_view::npos && host.find(']') == absl::string_view::npos) {
+  if (const size_t colon = host.rfind(':');
+      colon != absl::string_view::npos && host.find(']') == absl::string_view::npos) {
     host = host.substr(0, colon);
   }
   const std::string h = absl::AsciiStrToLower(host);
@@ -126,8 +128,8 @@ std::vector<PortPolicy> ComputePortPolicies(const authz::PolicyEngine& engine, c
     PortPolicy pp;
     const uint32_t workload_port = in.app.port;
     const rbac::ServicePort* sp = service != nullptr ? service->PortForWorkloadPort(workload_port) : nullptr;
-    if (auto composed = authz::ComposePeerAuthentication(beta, options.namespace_, labels, workload_port,
-                                                         options.root_namespace)) {
+    if (auto composed =
+            authz::ComposePeerAuthentication(beta, options.namespace_, labels, workload_port, options.root_namespace)) {
       pp.mode = composed->mode;
     } else if (const authz::AuthnPolicy* p = authz::SelectAuthnPolicy(
                    alpha, options.service, options.namespace_, sp ? sp->port : workload_port, sp ? sp->name : "")) {
@@ -149,31 +151,32 @@ ProxyStats::ProxyStats(MetricsRegistry& m) : metrics(m) {
     const MetricLabels l = {{"listener", k == kInbound ? "inbound" : "outbound"}};
     cx_total[k] = &m.AddCounter("meshid_proxy_downstream_cx_total", "Connections accepted", l);
     cx_active[k] = &m.AddGauge("meshid_proxy_downstream_cx_active", "Connections open", l);
-    tls_handshake_failures[k] = &m.AddCounter(
-        "meshid_proxy_tls_handshake_failures_total",
-        "Failed TLS handshakes (inbound: with callers; outbound: with upstreams)", l);
+    tls_handshake_failures[k] =
+        &m.AddCounter("meshid_proxy_tls_handshake_failures_total",
+                      "Failed TLS handshakes (inbound: with callers; outbound: with upstreams)", l);
     bad_requests[k] = &m.AddCounter("meshid_proxy_bad_requests_total", "Requests refused as malformed HTTP", l);
   }
   strict_plaintext_refused = &m.AddCounter("meshid_proxy_strict_plaintext_refused_total",
                                            "Plaintext connections closed because the port is mTLS STRICT");
   rbac_allowed_http = &m.AddCounter("meshid_proxy_rbac_allowed_total", "Requests/connections allowed by policy",
                                     {{"protocol", "http"}});
-  rbac_allowed_tcp = &m.AddCounter("meshid_proxy_rbac_allowed_total", "Requests/connections allowed by policy",
-                                   {{"protocol", "tcp"}});
+  rbac_allowed_tcp =
+      &m.AddCounter("meshid_proxy_rbac_allowed_total", "Requests/connections allowed by policy", {{"protocol", "tcp"}});
   rbac_denied_http = &m.AddCounter("meshid_proxy_rbac_denied_total", "Requests/connections denied by authorization",
                                    {{"protocol", "http"}});
   rbac_denied_tcp = &m.AddCounter("meshid_proxy_rbac_denied_total", "Requests/connections denied by authorization",
                                   {{"protocol", "tcp"}});
   authn_failed = &m.AddCounter("meshid_proxy_authn_failed_total", "Requests refused by authentication (401)");
-  policy_errors = &m.AddCounter("meshid_proxy_policy_errors_total",
-                                "Requests/connections the policy could not evaluate (denied)");
+  policy_errors =
+      &m.AddCounter("meshid_proxy_policy_errors_total", "Requests/connections the policy could not evaluate (denied)");
   shadow_denied = &m.AddCounter("meshid_proxy_rbac_shadow_denied_total",
                                 "Requests/connections shadow (dry-run/permissive) rules would have denied");
   upstream_connect_failures =
       &m.AddCounter("meshid_proxy_upstream_cx_connect_failures_total", "Failed TCP connects to upstream proxies");
   upstream_identity_mismatch = &m.AddCounter("meshid_proxy_upstream_identity_mismatch_total",
                                              "Upstreams refused because their SPIFFE ID was not the expected one");
-  app_connect_failures = &m.AddCounter("meshid_proxy_app_cx_connect_failures_total", "Failed connects to the local app");
+  app_connect_failures =
+      &m.AddCounter("meshid_proxy_app_cx_connect_failures_total", "Failed connects to the local app");
 }
 
 Counter& ProxyStats::Response(ListenerKind listener, int code) {
@@ -181,9 +184,9 @@ Counter& ProxyStats::Response(ListenerKind listener, int code) {
   std::atomic<Counter*>& slot = codes_[listener][code];
   Counter* c = slot.load(std::memory_order_acquire);
   if (c == nullptr) {
-    c = &metrics.AddCounter("meshid_proxy_requests_total", "HTTP responses sent downstream, by status code",
-                            {{"listener", listener == kInbound ? "inbound" : "outbound"},
-                             {"response_code", absl::StrCat(code)}});
+    c = &metrics.AddCounter(
+        "meshid_proxy_requests_total", "HTTP responses sent downstream, by status code",
+        {{"listener", listener == kInbound ? "inbound" : "outbound"}, {"response_code", absl::StrCat(code)}});
     slot.store(c, std::memory_order_release);
   }
   return *c;
@@ -302,21 +305,19 @@ class ProxyImpl final : public Proxy {
     }
     for (size_t i = 0; i < o.upstreams.size(); ++i) {
       if (!o.upstreams[i].tcp_listen) continue;
-      auto bound = listen(*o.upstreams[i].tcp_listen, absl::StrCat("--upstream ", o.upstreams[i].name, " listen="),
-                          [this, i](Worker& w) -> Serve {
-                            return [this, i, &w](tcp::socket s) {
-                              return ServeUpstreamTcp(*core_, w.conns, std::move(s), i);
-                            };
-                          });
+      auto bound =
+          listen(*o.upstreams[i].tcp_listen, absl::StrCat("--upstream ", o.upstreams[i].name, " listen="),
+                 [this, i](Worker& w) -> Serve {
+                   return [this, i, &w](tcp::socket s) { return ServeUpstreamTcp(*core_, w.conns, std::move(s), i); };
+                 });
       if (!bound.ok()) return bound.status();
       upstream_tcp_addresses_.push_back(*bound);
     }
 
-    metrics.AddComputedGauge("meshid_proxy_ready", "1 once a certificate, a root and a policy are in force",
-                             [weak] {
-                               auto c = weak.lock();
-                               return c && c->tls() && c->policy() ? 1.0 : 0.0;
-                             });
+    metrics.AddComputedGauge("meshid_proxy_ready", "1 once a certificate, a root and a policy are in force", [weak] {
+      auto c = weak.lock();
+      return c && c->tls() && c->policy() ? 1.0 : 0.0;
+    });
     metrics.AddComputedGauge("meshid_proxy_cert_expiry_seconds",
                              "Seconds until the workload certificate chain in use expires (-1: none yet)", [weak] {
                                auto c = weak.lock();
@@ -335,8 +336,8 @@ class ProxyImpl final : public Proxy {
                                for (const auto& i : tls->bundle().info) earliest = std::min(earliest, i.not_after);
                                return absl::ToDoubleSeconds(earliest - c->clock.Now());
                              });
-    policy_updates_ok_ = &metrics.AddCounter("meshid_proxy_policy_updates_total", "Policy snapshots offered to the proxy",
-                                             {{"result", "applied"}});
+    policy_updates_ok_ = &metrics.AddCounter("meshid_proxy_policy_updates_total",
+                                             "Policy snapshots offered to the proxy", {{"result", "applied"}});
     policy_updates_failed_ = &metrics.AddCounter("meshid_proxy_policy_updates_total",
                                                  "Policy snapshots offered to the proxy", {{"result", "rejected"}});
     cert_updates_ = &metrics.AddCounter("meshid_proxy_secret_updates_total", "Certificates and roots taken into use",
@@ -484,7 +485,8 @@ class ProxyImpl final : public Proxy {
   };
 
   // Builds contexts from the pair and publishes them; the caller holds mu_.
-  absl::Status Publish(const std::shared_ptr<const WorkloadCert>& cert, const std::shared_ptr<const TrustBundle>& bundle) {
+  absl::Status Publish(const std::shared_ptr<const WorkloadCert>& cert,
+                       const std::shared_ptr<const TrustBundle>& bundle) {
     auto contexts = TlsContexts::Create(cert, bundle);
     if (!contexts.ok()) return absl::InvalidArgumentError(contexts.status().message());
     core_->tls_.store(*contexts, std::memory_order_release);
@@ -537,7 +539,8 @@ absl::StatusOr<std::unique_ptr<Proxy>> Proxy::Create(ProxyOptions options, Logge
     return absl::InvalidArgumentError("nothing to proxy: give --app (inbound) or --upstream (outbound)");
   }
   if (!options.upstreams.empty() && !options.outbound &&
-      std::none_of(options.upstreams.begin(), options.upstreams.end(), [](const Upstream& u) { return u.tcp_listen.has_value(); })) {
+      std::none_of(options.upstreams.begin(), options.upstreams.end(),
+                   [](const Upstream& u) { return u.tcp_listen.has_value(); })) {
     return absl::InvalidArgumentError("--upstream without --outbound or listen=: no listener leads to it");
   }
   for (size_t i = 0; i < options.upstreams.size(); ++i) {

@@ -38,8 +38,8 @@
 #include "common/metrics.h"
 #include "common/net.h"
 #include "http/http1.h"
-#include "policy/source.h"
 #include "meshproxy/tls.h"
+#include "policy/source.h"
 
 namespace meshid::meshproxy {
 
@@ -49,22 +49,22 @@ struct InboundPort {
 };
 
 struct Upstream {
-  std::string name;       // as given: "reviews", "reviews.default", or an FQDN
-  std::string fqdn;       // <name>.<ns>.svc.<domain>
-  HostPort address;       // the upstream's inbound listener
+  std::string name;  // as given: "reviews", "reviews.default", or an FQDN
+  std::string fqdn;  // <name>.<ns>.svc.<domain>
+  HostPort address;  // the upstream's inbound listener
   // The identity its certificate must carry. Empty: Istio derives the expected identities from
   // the service accounts of the service's pods; without a registry meshid expects the service
   // account named after the service, spiffe://<trust domain of our own certificate>/ns/<ns>/sa/<name>.
   std::string spiffe_id;
-  std::string service_account;  // for the derived identity
-  std::string namespace_;       // for the derived identity
+  std::string service_account;         // for the derived identity
+  std::string namespace_;              // for the derived identity
   std::optional<HostPort> tcp_listen;  // a raw TCP outbound listener for this upstream
 };
 
 struct ProxyOptions {
   std::string service;  // short service name
   std::string namespace_ = "default";
-  std::string domain = "cluster.local";  // FQDN suffix
+  std::string domain = "cluster.local";       // FQDN suffix
   std::map<std::string, std::string> labels;  // workload labels (added to the Service's selector)
   std::vector<InboundPort> inbound;
   std::optional<HostPort> outbound;  // HTTP outbound listener (routes by Host to `upstreams`)
@@ -91,8 +91,8 @@ class Proxy {
  public:
   // Validates the options, binds every listener (port 0 → chosen by the OS) and starts the
   // workers. Connections are refused until a certificate, a root and a policy are applied.
-  static absl::StatusOr<std::unique_ptr<Proxy>> Create(ProxyOptions options, LoggerPtr logger,
-                                                       MetricsRegistry& metrics, const Clock& clock);
+  static absl::StatusOr<std::unique_ptr<Proxy>> Create(ProxyOptions options, LoggerPtr logger, MetricsRegistry& metrics,
+                                                       const Clock& clock);
   virtual ~Proxy() = default;  // stops accepting, closes every connection, joins the workers
 
   // Publishing, from any thread but not from a worker. An error means the update was not

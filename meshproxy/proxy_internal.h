@@ -46,7 +46,7 @@ struct ProxyStats {
   std::array<Counter*, 2> cx_total{};
   std::array<Gauge*, 2> cx_active{};
   std::array<Counter*, 2> tls_handshake_failures{};  // inbound: callers; outbound: upstreams
-  std::array<Counter*, 2> bad_requests{};           // requests refused by the parser
+  std::array<Counter*, 2> bad_requests{};            // requests refused by the parser
   Counter* strict_plaintext_refused = nullptr;
   Counter* rbac_allowed_http = nullptr;
   Counter* rbac_denied_http = nullptr;
@@ -75,8 +75,8 @@ struct ProxyCore {
   LoggerPtr logger;
   const Clock& clock;
   ProxyStats stats;
-  std::string service_fqdn;                 // <service>.<ns>.svc.<domain>
-  std::vector<tcp::endpoint> app_endpoints;  // parallel to options.inbound
+  std::string service_fqdn;                       // <service>.<ns>.svc.<domain>
+  std::vector<tcp::endpoint> app_endpoints;       // parallel to options.inbound
   std::vector<tcp::endpoint> upstream_endpoints;  // parallel to options.upstreams
 
   std::atomic<std::shared_ptr<const PolicyState>> policy_;

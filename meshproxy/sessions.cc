@@ -209,8 +209,7 @@ Task<void> Relay(std::shared_ptr<Conn> c, std::string to_up, std::string to_down
 
 // ---- connecting ----
 
-Task<bool> ConnectTcp(Conn& c, tcp::socket& socket, const tcp::endpoint& ep, absl::Duration timeout,
-                      ErrorCode& ec) {
+Task<bool> ConnectTcp(Conn& c, tcp::socket& socket, const tcp::endpoint& ep, absl::Duration timeout, ErrorCode& ec) {
   c.SetDeadline(ToChrono(timeout), [&socket] {
     ErrorCode ignored;
     socket.close(ignored);
@@ -222,7 +221,9 @@ Task<bool> ConnectTcp(Conn& c, tcp::socket& socket, const tcp::endpoint& ep, abs
   co_return true;
 }
 
-std::string AlpnWire(absl::string_view proto) { return absl::StrCat(std::string(1, static_cast<char>(proto.size())), proto); }
+std::string AlpnWire(absl::string_view proto) {
+  return absl::StrCat(std::string(1, static_cast<char>(proto.size())), proto);
+}
 
 // Opens an mTLS connection to upstream `index` and checks its identity. On failure returns
 // nullptr and sets `error` (Envoy's transport failure wording).
@@ -301,8 +302,8 @@ class HttpSession {
   Task<Forwarded> ForwardRequest(const HttpRequestHead& req, const Route& route);
 
   const ListenerKind kind_;
-  std::string buf_;   // bytes from downstream not yet consumed
-  std::string rbuf_;  // bytes from upstream not yet consumed
+  std::string buf_;                 // bytes from downstream not yet consumed
+  std::string rbuf_;                // bytes from upstream not yet consumed
   Scratch scratch_ = NewScratch();  // reads are sequential within an exchange
 };
 
@@ -478,8 +479,7 @@ Task<void> HttpSession::Run() {
       co_await Relay(c_, std::move(buf_), std::move(rbuf_));
       co_return;
     }
-    const bool chunked_out =
-        resp.framing == BodyFraming::kChunked || resp.framing == BodyFraming::kUntilClose;
+    const bool chunked_out = resp.framing == BodyFraming::kChunked || resp.framing == BodyFraming::kUntilClose;
     const bool close_down = !req.keep_alive;
     std::string out = SerializeResponse(resp, chunked_out, close_down);
     HttpLimits response_limits = core_.options.limits;

@@ -27,10 +27,10 @@ struct CertificateInfo {
 };
 
 struct WorkloadCert {
-  std::string version;  // SDS version_info
+  std::string version;         // SDS version_info
   std::vector<X509Ptr> chain;  // leaf first
   EvpPkeyPtr key;
-  std::string spiffe_id;  // the leaf's SPIFFE ID
+  std::string spiffe_id;              // the leaf's SPIFFE ID
   std::vector<CertificateInfo> info;  // parallel to chain
 };
 
@@ -54,7 +54,7 @@ absl::StatusOr<std::shared_ptr<const TrustBundle>> ParseTrustBundle(absl::string
 class TlsContexts {
  public:
   static absl::StatusOr<std::shared_ptr<const TlsContexts>> Create(std::shared_ptr<const WorkloadCert> cert,
-                                                                    std::shared_ptr<const TrustBundle> bundle);
+                                                                   std::shared_ptr<const TrustBundle> bundle);
   ~TlsContexts();
   TlsContexts(const TlsContexts&) = delete;
   TlsContexts& operator=(const TlsContexts&) = delete;

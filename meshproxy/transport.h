@@ -10,11 +10,13 @@
 
 #include <openssl/ssl.h>
 
+// Boost 1.74's awaitable.hpp uses std::exchange without including <utility>.
+// clang-format off
+#include <utility>
+// clang-format on
+#include <boost/asio.hpp>
 #include <memory>
 #include <string>
-#include <utility>  // Boost 1.74's awaitable.hpp uses std::exchange without including it
-
-#include <boost/asio.hpp>
 
 #include "absl/strings/string_view.h"
 

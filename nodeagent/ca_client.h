@@ -18,7 +18,7 @@ struct CaClientOptions {
   std::string tls_server_name;        // overrides the name checked in the server cert, if set
   std::string client_cert_chain_pem;  // optional: authenticate with an existing SVID (renewal)
   std::string client_key_pem;
-  bool insecure_plaintext = false;    // only for a server started with --insecure-plaintext
+  bool insecure_plaintext = false;  // only for a server started with --insecure-plaintext
   absl::Duration timeout = absl::Seconds(30);
 };
 

@@ -43,11 +43,11 @@ struct Issued {
 // then intermediates, then the trust bundle: istiod sends every root in the last element,
 // meshid server one root per element, so the elements at the end that hold only self-signed
 // CAs all belong to the bundle.
-absl::StatusOr<Issued> PackageIssued(const std::vector<std::string>& chain, EVP_PKEY* key,
-                                     const SecretString& key_pem, absl::Time now, uint64_t generation) {
+absl::StatusOr<Issued> PackageIssued(const std::vector<std::string>& chain, EVP_PKEY* key, const SecretString& key_pem,
+                                     absl::Time now, uint64_t generation) {
   if (chain.size() < 2) {
-    return absl::InternalError(absl::StrCat("the CA returned ", chain.size(),
-                                            " certificate(s); expected the leaf and the trust bundle"));
+    return absl::InternalError(
+        absl::StrCat("the CA returned ", chain.size(), " certificate(s); expected the leaf and the trust bundle"));
   }
   std::vector<std::vector<X509Ptr>> elements;
   for (size_t i = 0; i < chain.size(); ++i) {
@@ -56,7 +56,8 @@ absl::StatusOr<Issued> PackageIssued(const std::vector<std::string>& chain, EVP_
     elements.push_back(std::move(certs));
   }
   auto only_roots = [](const std::vector<X509Ptr>& certs) {
-    return std::all_of(certs.begin(), certs.end(), [](const X509Ptr& c) { return IsCa(c.get()) && IsSelfSigned(c.get()); });
+    return std::all_of(certs.begin(), certs.end(),
+                       [](const X509Ptr& c) { return IsCa(c.get()) && IsSelfSigned(c.get()); });
   };
   size_t bundle_start = chain.size() - 1;
   while (bundle_start > 1 && only_roots(elements[bundle_start - 1])) --bundle_start;
@@ -71,8 +72,8 @@ absl::StatusOr<Issued> PackageIssued(const std::vector<std::string>& chain, EVP_
   }
   const auto uris = UriSans(leaf);
   if (uris.size() != 1) {
-    return absl::InternalError(absl::StrCat("the CA returned a certificate with ", uris.size(),
-                                            " URI SANs; an X.509-SVID has exactly one"));
+    return absl::InternalError(
+        absl::StrCat("the CA returned a certificate with ", uris.size(), " URI SANs; an X.509-SVID has exactly one"));
   }
   MESHID_ASSIGN_OR_RETURN(auto spiffe_id, SpiffeId::Parse(uris[0]));
 
@@ -186,7 +187,8 @@ class SecretCache::Impl {
     // Outside the cache lock: a scrape holds the registry's lock while it asks the cache.
     if (deps_.metrics != nullptr) {
       MetricsRegistry& m = *deps_.metrics;
-      metrics_.csr_requests = &m.AddCounter("meshid_agent_csr_requests_total", "Certificate signing requests sent to the CA.");
+      metrics_.csr_requests =
+          &m.AddCounter("meshid_agent_csr_requests_total", "Certificate signing requests sent to the CA.");
       metrics_.rotations =
           &m.AddCounter("meshid_agent_certificate_rotations_total", "Cached certificates replaced by renewed ones.");
       metrics_.bundle_updates =
@@ -210,7 +212,7 @@ class SecretCache::Impl {
 
   // --- subscriptions (called through SubscriptionImpl) ---
   absl::StatusOr<std::unique_ptr<xds::Subscription>> Subscribe(absl::string_view token,
-                                                                  std::shared_ptr<xds::ResourceWatcher> watcher);
+                                                               std::shared_ptr<xds::ResourceWatcher> watcher);
   absl::StatusOr<std::vector<xds::ResourceUpdate>> SetNames(SubscriptionImpl* sub, const std::set<std::string>& names);
   void ReportApplied(SubscriptionImpl* sub, absl::string_view name, absl::string_view version, bool accepted);
   void Unsubscribe(SubscriptionImpl* sub);
@@ -287,9 +289,11 @@ class SecretCache::Impl {
     return true;
   }
   void DetachLocked(SubscriptionImpl* sub) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::optional<xds::ResourceUpdate> CurrentDefaultLocked(const Entry& e, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::optional<xds::ResourceUpdate> CurrentDefaultLocked(const Entry& e, absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<absl::Status> RootErrorLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void PublishDefaultLocked(const Entry& e, const xds::ResourceUpdate& update, Notes& notes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PublishDefaultLocked(const Entry& e, const xds::ResourceUpdate& update, Notes& notes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnIssuedLocked(Entry& e, Issued issued, Notes& notes, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnFailureLocked(Entry& e, const absl::Status& status, Notes& notes, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -397,7 +401,7 @@ absl::StatusOr<std::unique_ptr<xds::Subscription>> SecretCache::Impl::Subscribe(
 }
 
 absl::StatusOr<std::vector<xds::ResourceUpdate>> SecretCache::Impl::SetNames(SubscriptionImpl* sub,
-                                                                   const std::set<std::string>& names) {
+                                                                             const std::set<std::string>& names) {
   std::vector<std::string> unknown;
   for (const auto& name : names) {
     if (name != kDefault && name != kRoot) unknown.push_back(absl::StrCat("\"", name, "\""));
@@ -428,7 +432,8 @@ absl::StatusOr<std::vector<xds::ResourceUpdate>> SecretCache::Impl::SetNames(Sub
         current.push_back({std::string(kRoot), root_resource_, absl::OkStatus()});
       } else if (auto error = RootErrorLocked()) {
         Entry* agent = FindLocked(agent_entry_);
-        if (agent == nullptr || !RetryForNewStreamLocked(*agent, now)) current.push_back({std::string(kRoot), nullptr, *error});
+        if (agent == nullptr || !RetryForNewStreamLocked(*agent, now))
+          current.push_back({std::string(kRoot), nullptr, *error});
       }
     } else {
       root_watchers_.erase(sub);
@@ -475,17 +480,18 @@ void SecretCache::Impl::DetachLocked(SubscriptionImpl* sub) {
 }
 
 std::optional<xds::ResourceUpdate> SecretCache::Impl::CurrentDefaultLocked(const Entry& e, absl::Time now) const {
-  if (e.resource != nullptr && now < e.not_after) return xds::ResourceUpdate{std::string(kDefault), e.resource, absl::OkStatus()};
+  if (e.resource != nullptr && now < e.not_after)
+    return xds::ResourceUpdate{std::string(kDefault), e.resource, absl::OkStatus()};
   if (e.resource != nullptr) {
-    return xds::ResourceUpdate{std::string(kDefault), nullptr,
-                     absl::UnavailableError(absl::StrCat("the certificate of ", e.Who(), " expired at ",
-                                                         Rfc3339(e.not_after), " and renewing it keeps failing: ",
-                                                         e.last_error.message()))};
+    return xds::ResourceUpdate{
+        std::string(kDefault), nullptr,
+        absl::UnavailableError(absl::StrCat("the certificate of ", e.Who(), " expired at ", Rfc3339(e.not_after),
+                                            " and renewing it keeps failing: ", e.last_error.message()))};
   }
   if (e.failure_published) {
     return xds::ResourceUpdate{std::string(kDefault), nullptr,
-                     absl::Status(e.last_error.code(), absl::StrCat("cannot obtain a certificate for ", e.Who(), ": ",
-                                                                    e.last_error.message()))};
+                               absl::Status(e.last_error.code(), absl::StrCat("cannot obtain a certificate for ",
+                                                                              e.Who(), ": ", e.last_error.message()))};
   }
   return std::nullopt;
 }
@@ -660,8 +666,7 @@ void SecretCache::Impl::InstallLocked(Entry& e, Notes& notes, absl::Time now) {
   e.anchor = std::move(issued.anchor);  // its reference moves from `held` to the installed cert
   e.serial = std::move(issued.serial);
   e.expired_published = false;
-  e.next_attempt =
-      RotationTime(now, e.not_after, options_.grace_ratio, options_.grace_ratio_jitter, *deps_.random);
+  e.next_attempt = RotationTime(now, e.not_after, options_.grace_ratio, options_.grace_ratio_jitter, *deps_.random);
   RescheduleLocked(e);
   if (rotation && metrics_.rotations != nullptr) metrics_.rotations->Increment();
   if (deps_.logger) {
@@ -842,8 +847,7 @@ SecretCacheStats SecretCache::Impl::Stats() const {
 
 // ---------------------------------------------------------------------------------------------
 
-absl::StatusOr<std::unique_ptr<SecretCache>> SecretCache::Create(const SecretCacheOptions& options,
-                                                                 Dependencies deps) {
+absl::StatusOr<std::unique_ptr<SecretCache>> SecretCache::Create(const SecretCacheOptions& options, Dependencies deps) {
   MESHID_RETURN_IF_ERROR(ValidateSecretCacheOptions(options));
   if (deps.clock == nullptr || deps.random == nullptr || deps.ca == nullptr || deps.agent_token == nullptr) {
     return absl::InvalidArgumentError("SecretCache needs a clock, a random source, a CA client and a token source");
@@ -856,8 +860,8 @@ absl::StatusOr<std::unique_ptr<SecretCache>> SecretCache::Create(const SecretCac
 SecretCache::SecretCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 SecretCache::~SecretCache() = default;
 
-absl::StatusOr<std::unique_ptr<xds::Subscription>> SecretCache::Subscribe(absl::string_view bearer_token,
-                                                                             std::shared_ptr<xds::ResourceWatcher> watcher) {
+absl::StatusOr<std::unique_ptr<xds::Subscription>> SecretCache::Subscribe(
+    absl::string_view bearer_token, std::shared_ptr<xds::ResourceWatcher> watcher) {
   return impl_->Subscribe(bearer_token, std::move(watcher));
 }
 bool SecretCache::IsKnownName(absl::string_view name) const { return name == kDefault || name == kRoot; }

@@ -52,8 +52,8 @@ namespace meshid {
 struct SecretCacheOptions {
   KeyAlgorithm key_algorithm = KeyAlgorithm::kEcdsaP256;
   absl::Duration secret_ttl = absl::Hours(24);  // SECRET_TTL, sent as validity_duration
-  double grace_ratio = 0.5;                      // SECRET_GRACE_PERIOD_RATIO
-  double grace_ratio_jitter = 0.01;              // SECRET_GRACE_PERIOD_RATIO_JITTER
+  double grace_ratio = 0.5;                     // SECRET_GRACE_PERIOD_RATIO
+  double grace_ratio_jitter = 0.01;             // SECRET_GRACE_PERIOD_RATIO_JITTER
   absl::Duration initial_backoff = absl::Milliseconds(500);
   absl::Duration max_backoff = absl::Seconds(60);
   absl::Duration root_push_timeout = absl::Seconds(10);
@@ -63,7 +63,7 @@ struct SecretCacheOptions {
 absl::Status ValidateSecretCacheOptions(const SecretCacheOptions& options);
 
 struct SecretCacheStats {
-  size_t identities = 0;        // cached certificates
+  size_t identities = 0;  // cached certificates
   std::optional<absl::Time> earliest_expiry;
   bool agent_identity_ready = false;  // the agent's own certificate is valid now
 };
@@ -78,13 +78,12 @@ class SecretCache final : public xds::ResourceProvider {
     LoggerPtr logger;
     MetricsRegistry* metrics = nullptr;  // optional
   };
-  static absl::StatusOr<std::unique_ptr<SecretCache>> Create(const SecretCacheOptions& options,
-                                                             Dependencies deps);
+  static absl::StatusOr<std::unique_ptr<SecretCache>> Create(const SecretCacheOptions& options, Dependencies deps);
   ~SecretCache() override;
 
   // xds::ResourceProvider
   absl::StatusOr<std::unique_ptr<xds::Subscription>> Subscribe(absl::string_view bearer_token,
-                                                                  std::shared_ptr<xds::ResourceWatcher> watcher) override;
+                                                               std::shared_ptr<xds::ResourceWatcher> watcher) override;
   bool IsKnownName(absl::string_view name) const override;
 
   // Performs one piece of work that is due at the clock's now (a CSR, an expiry, a held-back

@@ -31,7 +31,8 @@ std::string AgentPolicySource::Describe() const {
 
 absl::Status AgentPolicySource::Start(OnSnapshot on_snapshot) {
   if (client_ != nullptr) return absl::FailedPreconditionError("the policy source is already started");
-  if (options_.socket_path.empty()) return absl::InvalidArgumentError("--sds-socket: required for the agent's policy stream");
+  if (options_.socket_path.empty())
+    return absl::InvalidArgumentError("--sds-socket: required for the agent's policy stream");
   if (options_.node.id.empty()) return absl::InvalidArgumentError("the proxy needs a node id for the policy stream");
   on_snapshot_ = std::move(on_snapshot);
   PolicyStreamClientOptions client_options;
@@ -42,8 +43,8 @@ absl::Status AgentPolicySource::Start(OnSnapshot on_snapshot) {
   // The agent is local: retry soon after it restarts.
   client_options.max_backoff = absl::Seconds(5);
   client_ = PolicyStreamClient::Start(
-      std::move(client_options), *upstream_, [this](const PolicySnapshotPtr& s) { return Apply(s); }, nullptr,
-      random_, logger_);
+      std::move(client_options), *upstream_, [this](const PolicySnapshotPtr& s) { return Apply(s); }, nullptr, random_,
+      logger_);
   return absl::OkStatus();
 }
 
@@ -69,8 +70,8 @@ absl::StatusOr<std::shared_ptr<const authz::PolicyEngine>> AgentPolicySource::Co
 
 absl::Status AgentPolicySource::Apply(const PolicySnapshotPtr& snapshot) {
   auto engine = Compile(*snapshot);
-  absl::Status status = engine.ok() ? on_snapshot_(Snapshot{absl::StrCat(snapshot->version()), *engine})
-                                    : engine.status();
+  absl::Status status =
+      engine.ok() ? on_snapshot_(Snapshot{absl::StrCat(snapshot->version()), *engine}) : engine.status();
   Counter* counter = status.ok() ? applied_ : rejected_;
   if (counter != nullptr) counter->Increment();
   if (!status.ok()) {

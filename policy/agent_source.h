@@ -16,19 +16,19 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "policy/client.h"
 #include "authz/policy_engine.h"
 #include "authz/policy_set.h"
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/random.h"
+#include "policy/client.h"
 #include "policy/source.h"
 
 namespace meshid::policy {
 
 struct AgentPolicySourceOptions {
   std::string socket_path;  // the agent's SDS socket
-  PolicyNode node;   // this proxy: id, service, namespace (shown by `meshid status`)
+  PolicyNode node;          // this proxy: id, service, namespace (shown by `meshid status`)
   authz::LoadOptions load;
   authz::PolicyEngineOptions engine;  // jwks_fetcher null: the default (file, http, https)
 };

@@ -1,10 +1,10 @@
 #include "policy/apply.h"
 
+#include <yaml-cpp/yaml.h>
+
 #include <map>
 #include <set>
 #include <tuple>
-
-#include <yaml-cpp/yaml.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -59,7 +59,8 @@ std::string Emit(const SourceDocument& doc) {
   emit_map("labels", doc.meta.labels);
   emit_map("annotations", doc.meta.annotations);
   if (doc.meta.creation_timestamp) {
-    out << YAML::Key << "creationTimestamp" << YAML::Value << YAML::DoubleQuoted << Rfc3339(*doc.meta.creation_timestamp);
+    out << YAML::Key << "creationTimestamp" << YAML::Value << YAML::DoubleQuoted
+        << Rfc3339(*doc.meta.creation_timestamp);
   }
   out << YAML::EndMap;
   if (doc.spec.IsDefined() && !doc.spec.IsNull()) out << YAML::Key << "spec" << YAML::Value << doc.spec;
@@ -72,7 +73,8 @@ std::string SourceOf(const SourceDocument& doc) { return absl::StrCat(doc.file, 
 // Findings about stored documents carry the stored source as their file ("dir/x.yaml:12
 // (stored)"); their line numbers would point into the canonical text, so they are dropped.
 // Returns the status of all findings (InvalidArgument listing every error, or OK).
-absl::Status CopyFindings(const rbac::Diagnostics& from, const std::set<std::string>& stored_labels, rbac::Diagnostics& to) {
+absl::Status CopyFindings(const rbac::Diagnostics& from, const std::set<std::string>& stored_labels,
+                          rbac::Diagnostics& to) {
   rbac::Diagnostics fixed;
   for (Diagnostic d : from.items()) {
     if (stored_labels.contains(d.file)) d.line = 0;
@@ -88,14 +90,16 @@ std::string StoredLabel(const StoredPolicyDocument& doc) {
 
 // Parses stored documents into SourceDocuments labelled with their stored source. Findings go
 // to `diag` with the labels' lines still set (CopyFindings drops them).
-std::vector<SourceDocument> ParseStored(const std::vector<StoredPolicyDocument>& documents, const authz::LoadOptions& options,
-                                        int64_t first_order, std::set<std::string>& labels, rbac::Diagnostics& diag) {
+std::vector<SourceDocument> ParseStored(const std::vector<StoredPolicyDocument>& documents,
+                                        const authz::LoadOptions& options, int64_t first_order,
+                                        std::set<std::string>& labels, rbac::Diagnostics& diag) {
   std::vector<SourceDocument> out;
   for (const auto& stored : documents) {
     const std::string label = StoredLabel(stored);
     labels.insert(label);
     const size_t errors_before = diag.error_count();
-    auto docs = rbac::ParseDocuments(stored.yaml, label, options.read, diag, first_order + static_cast<int64_t>(out.size()));
+    auto docs =
+        rbac::ParseDocuments(stored.yaml, label, options.read, diag, first_order + static_cast<int64_t>(out.size()));
     if (docs.size() != 1) {
       if (diag.error_count() == errors_before) {
         diag.Add({Diagnostic::Severity::kError, label, 0, KeyName(KeyOf(stored)), "",
@@ -125,8 +129,8 @@ class NoFetch final : public authz::JwksFetcher {
 
 bool IsPolicyKind(absl::string_view kind) {
   static const std::set<absl::string_view> kKinds = {
-      "ClusterRbacConfig", "RbacConfig",         "RBACConfig",         "ServiceRole",          "ServiceRoleBinding",
-      "AuthorizationPolicy", "Service",          "Policy",             "MeshPolicy",           "PeerAuthentication",
+      "ClusterRbacConfig",     "RbacConfig",     "RBACConfig", "ServiceRole", "ServiceRoleBinding",
+      "AuthorizationPolicy",   "Service",        "Policy",     "MeshPolicy",  "PeerAuthentication",
       "RequestAuthentication", "DestinationRule"};
   return kKinds.contains(kind);
 }
@@ -141,7 +145,8 @@ absl::Status CompileCheck(authz::PolicySet set, const authz::PolicyEngineOptions
   authz::PolicyEngineOptions o = options;
   o.jwks_fetcher = NoFetchJwksFetcher();
   auto engine = authz::PolicyEngine::Create(std::move(set), o);
-  if (!engine.ok()) return absl::InvalidArgumentError(absl::StrCat("the policy set does not compile: ", engine.status().message()));
+  if (!engine.ok())
+    return absl::InvalidArgumentError(absl::StrCat("the policy set does not compile: ", engine.status().message()));
   return absl::OkStatus();
 }
 
@@ -244,8 +249,8 @@ absl::StatusOr<ApplyPlan> PlanPolicyApply(const std::vector<SourceDocument>& inc
   return plan;
 }
 
-absl::StatusOr<ApplyResult> ApplyPolicyFiles(PolicyRepository& store, const std::vector<std::string>& paths, ApplyMode mode,
-                                             const authz::LoadOptions& options, const Clock& clock,
+absl::StatusOr<ApplyResult> ApplyPolicyFiles(PolicyRepository& store, const std::vector<std::string>& paths,
+                                             ApplyMode mode, const authz::LoadOptions& options, const Clock& clock,
                                              const std::string& created_by, rbac::Diagnostics& diag) {
   rbac::Diagnostics read_diag;
   std::vector<SourceDocument> incoming = rbac::ReadDocuments(paths, options.read, read_diag);
@@ -292,11 +297,12 @@ absl::StatusOr<ApplyResult> ApplyPolicyFiles(PolicyRepository& store, const std:
     if (!absl::IsAborted(version.status())) return version.status();
     last = version.status();  // another apply won: re-plan on its version
   }
-  return absl::AbortedError(absl::StrCat("gave up after ", kApplyAttempts, " concurrent applies won: ", last.message()));
+  return absl::AbortedError(
+      absl::StrCat("gave up after ", kApplyAttempts, " concurrent applies won: ", last.message()));
 }
 
 absl::StatusOr<authz::PolicySet> ParseStoredDocuments(const std::vector<StoredPolicyDocument>& documents,
-                                               const authz::LoadOptions& options, rbac::Diagnostics& diag) {
+                                                      const authz::LoadOptions& options, rbac::Diagnostics& diag) {
   rbac::Diagnostics local;
   std::set<std::string> labels;
   std::vector<SourceDocument> docs = ParseStored(documents, options, 0, labels, local);
@@ -307,8 +313,8 @@ absl::StatusOr<authz::PolicySet> ParseStoredDocuments(const std::vector<StoredPo
   return set;
 }
 
-absl::StatusOr<authz::PolicySet> ParseSnapshot(const meshid::policy::v1::PolicySnapshot& snapshot, const authz::LoadOptions& options,
-                                        rbac::Diagnostics& diag) {
+absl::StatusOr<authz::PolicySet> ParseSnapshot(const meshid::policy::v1::PolicySnapshot& snapshot,
+                                               const authz::LoadOptions& options, rbac::Diagnostics& diag) {
   std::vector<StoredPolicyDocument> documents;
   documents.reserve(snapshot.documents_size());
   for (const auto& d : snapshot.documents()) {

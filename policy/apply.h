@@ -28,10 +28,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "policy/wire.h"
 #include "authz/policy_engine.h"
 #include "authz/policy_set.h"
 #include "common/clock.h"
+#include "policy/wire.h"
 #include "rbac/diagnostics.h"
 #include "store/policy_repository.h"
 
@@ -77,16 +77,16 @@ struct ApplyResult {
 // nothing changed. A concurrent apply (Aborted from the store) is retried on the new version,
 // re-validating, a few times. Errors: InvalidArgument with every finding (nothing stored),
 // the store's errors otherwise.
-absl::StatusOr<ApplyResult> ApplyPolicyFiles(PolicyRepository& store, const std::vector<std::string>& paths, ApplyMode mode,
-                                             const authz::LoadOptions& options, const Clock& clock,
+absl::StatusOr<ApplyResult> ApplyPolicyFiles(PolicyRepository& store, const std::vector<std::string>& paths,
+                                             ApplyMode mode, const authz::LoadOptions& options, const Clock& clock,
                                              const std::string& created_by, rbac::Diagnostics& diag);
 
 // Parses and validates a stored set or a received snapshot (each document's findings name
 // its source). InvalidArgument listing every error.
 absl::StatusOr<authz::PolicySet> ParseStoredDocuments(const std::vector<StoredPolicyDocument>& documents,
+                                                      const authz::LoadOptions& options, rbac::Diagnostics& diag);
+absl::StatusOr<authz::PolicySet> ParseSnapshot(const meshid::policy::v1::PolicySnapshot& snapshot,
                                                const authz::LoadOptions& options, rbac::Diagnostics& diag);
-absl::StatusOr<authz::PolicySet> ParseSnapshot(const meshid::policy::v1::PolicySnapshot& snapshot, const authz::LoadOptions& options,
-                                        rbac::Diagnostics& diag);
 
 // An authz::JwksFetcher that fetches nothing ("not fetched while validating"), for validating a set
 // without network access or side effects (`meshid apply`, the server).

@@ -23,7 +23,8 @@ PolicyStreamClient::PolicyStreamClient(PolicyStreamClientOptions options, xds::U
 
 std::unique_ptr<PolicyStreamClient> PolicyStreamClient::Start(PolicyStreamClientOptions options,
                                                               xds::UpstreamSource& upstream, Apply apply,
-                                                              OnChange on_change, RandomSource& random, LoggerPtr logger) {
+                                                              OnChange on_change, RandomSource& random,
+                                                              LoggerPtr logger) {
   auto client = std::unique_ptr<PolicyStreamClient>(new PolicyStreamClient(
       std::move(options), upstream, std::move(apply), std::move(on_change), random, std::move(logger)));
   PolicyStreamClient* raw = client.get();
@@ -151,7 +152,8 @@ std::pair<absl::Status, bool> PolicyStreamClient::RunStream(const std::shared_pt
         reply = xds_.OnApplied(applied);
       } else {
         if (received.reply->has_error_detail() && logger_) {
-          logger_->warn("policy response from {} rejected: {}", upstream_.Describe(), received.reply->error_detail().message());
+          logger_->warn("policy response from {} rejected: {}", upstream_.Describe(),
+                        received.reply->error_detail().message());
         }
         reply = std::move(*received.reply);
       }

@@ -6,6 +6,8 @@
 // resend of that version is ACKed without applying it again.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <functional>
 #include <memory>
 #include <string>
@@ -13,14 +15,12 @@
 #include <utility>
 #include <vector>
 
-#include <grpcpp/grpcpp.h>
-
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "policy/wire.h"
 #include "common/logging.h"
 #include "common/random.h"
+#include "policy/wire.h"
 #include "xds/upstream.h"
 
 namespace meshid::policy {
@@ -62,13 +62,13 @@ class PolicyStreamClient {
   void Reconnect();
 
  private:
-  PolicyStreamClient(PolicyStreamClientOptions options, xds::UpstreamSource& upstream, Apply apply,
-                     OnChange on_change, RandomSource& random, LoggerPtr logger);
+  PolicyStreamClient(PolicyStreamClientOptions options, xds::UpstreamSource& upstream, Apply apply, OnChange on_change,
+                     RandomSource& random, LoggerPtr logger);
   void Loop();
   // One stream, until it ends; returns its status and whether it delivered anything.
   std::pair<absl::Status, bool> RunStream(const std::shared_ptr<grpc::Channel>& channel);
   void SetConnected(bool connected);
-  void Publish();  // copies the xDS state into state_ and calls on_change
+  void Publish();                          // copies the xDS state into state_ and calls on_change
   bool WaitBackoff(absl::Duration delay);  // false when stopping
 
   const PolicyStreamClientOptions options_;

@@ -11,7 +11,8 @@ FilePolicySource::FilePolicySource(PolicyWatcher::Options options, LoggerPtr log
 FilePolicySource::~FilePolicySource() { Stop(); }
 
 std::string FilePolicySource::Describe() const {
-  return options_.paths.empty() ? "none (no --config: Istio defaults)" : absl::StrCat("file:", absl::StrJoin(options_.paths, ","));
+  return options_.paths.empty() ? "none (no --config: Istio defaults)"
+                                : absl::StrCat("file:", absl::StrJoin(options_.paths, ","));
 }
 
 absl::Status FilePolicySource::Start(OnSnapshot on_snapshot) {

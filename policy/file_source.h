@@ -15,9 +15,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "policy/file_watcher.h"
 #include "common/logging.h"
 #include "common/metrics.h"
+#include "policy/file_watcher.h"
 #include "policy/source.h"
 
 namespace meshid::policy {

@@ -1,9 +1,9 @@
 #include "policy/file_watcher.h"
 
+#include <openssl/evp.h>
+
 #include <algorithm>
 #include <filesystem>
-
-#include <openssl/evp.h>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -27,10 +27,10 @@ absl::StatusOr<std::unique_ptr<PolicyWatcher>> PolicyWatcher::Create(Options opt
                                                                      MetricsRegistry* metrics) {
   std::unique_ptr<PolicyWatcher> w(new PolicyWatcher(std::move(options), std::move(logger)));
   if (metrics) {
-    w->reloads_ok_ = &metrics->AddCounter("meshid_policy_reloads_total", "Policy configuration loads",
-                                          {{"result", "ok"}});
-    w->reloads_failed_ = &metrics->AddCounter("meshid_policy_reloads_total", "Policy configuration loads",
-                                              {{"result", "error"}});
+    w->reloads_ok_ =
+        &metrics->AddCounter("meshid_policy_reloads_total", "Policy configuration loads", {{"result", "ok"}});
+    w->reloads_failed_ =
+        &metrics->AddCounter("meshid_policy_reloads_total", "Policy configuration loads", {{"result", "error"}});
   }
   auto fp = w->Fingerprint();
   if (!fp.ok()) return fp.status();

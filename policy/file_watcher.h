@@ -43,7 +43,7 @@ class PolicyWatcher {
   absl::Status Poll();
   void Start();
 
-  int64_t generation() const;   // successful loads so far (1 after Create)
+  int64_t generation() const;  // successful loads so far (1 after Create)
   std::string last_error() const;
 
  private:

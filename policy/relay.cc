@@ -1,8 +1,7 @@
 #include "policy/relay.h"
 
-#include <unistd.h>
-
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
 #include <map>
 #include <thread>
@@ -37,11 +36,11 @@ class PolicyRelay::Impl {
         metrics_(metrics),
         logger_(std::move(logger)),
         version_gauge_(metrics.AddGauge("meshid_agent_policy_version",
-                                               "The policy version the agent relays to its proxies (0: none).")),
+                                        "The policy version the agent relays to its proxies (0: none).")),
         reports_ok_(metrics.AddCounter("meshid_agent_policy_reports_total", "Status reports sent to the server.",
-                                              {{"result", "ok"}})),
-        reports_failed_(metrics.AddCounter("meshid_agent_policy_reports_total",
-                                                  "Status reports sent to the server.", {{"result", "error"}})) {}
+                                       {{"result", "ok"}})),
+        reports_failed_(metrics.AddCounter("meshid_agent_policy_reports_total", "Status reports sent to the server.",
+                                           {{"result", "error"}})) {}
 
   ~Impl() { Stop(); }
 
@@ -108,7 +107,7 @@ class PolicyRelay::Impl {
     publisher_.Publish(snapshot);
     version_gauge_.Set(static_cast<double>(snapshot->version()));
     logger_->info("relaying policy version {} ({} documents) to {} proxies", snapshot->version(),
-                       snapshot->documents_size(), proxies());
+                  snapshot->documents_size(), proxies());
     return absl::OkStatus();
   }
 

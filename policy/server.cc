@@ -6,8 +6,8 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "policy/apply.h"
 #include "common/grpc_status.h"
+#include "policy/apply.h"
 
 namespace meshid::policy {
 
@@ -98,10 +98,12 @@ PolicyCaller CallerOf(const grpc::CallbackServerContext* context) {
   if (auth != nullptr) {
     for (const auto& v : auth->FindPropertyValues("transport_security_type")) caller.tls = caller.tls || v == "ssl";
     for (const auto& v : auth->FindPropertyValues("x509_pem_cert")) caller.peer_cert_pem.assign(v.data(), v.size());
-    for (const auto& v : auth->FindPropertyValues("x509_pem_cert_chain")) caller.peer_chain_pems.emplace_back(v.data(), v.size());
+    for (const auto& v : auth->FindPropertyValues("x509_pem_cert_chain"))
+      caller.peer_chain_pems.emplace_back(v.data(), v.size());
   }
   auto range = context->client_metadata().equal_range("authorization");
-  for (auto it = range.first; it != range.second; ++it) caller.authorization.emplace_back(it->second.data(), it->second.size());
+  for (auto it = range.first; it != range.second; ++it)
+    caller.authorization.emplace_back(it->second.data(), it->second.size());
   return caller;
 }
 
@@ -182,7 +184,8 @@ class ServiceImpl final : public PolicyDistributionService,
       return reactor;
     }
     absl::Status stored = options_.report_status(*identity, *request);
-    if (!stored.ok() && logger_) logger_->warn("status report of agent \"{}\" not stored: {}", request->agent_id(), stored.message());
+    if (!stored.ok() && logger_)
+      logger_->warn("status report of agent \"{}\" not stored: {}", request->agent_id(), stored.message());
     reactor->Finish(ToGrpcStatus(stored));
     return reactor;
   }
@@ -245,7 +248,8 @@ Stream::Stream(ServiceImpl* service, grpc::CallbackServerContext* context)
 
 std::string Stream::DescribeLocked() const {
   std::string who = state_.node().id.empty() ? "(no node yet)" : absl::StrCat("\"", state_.node().id, "\"");
-  return identity_.empty() ? absl::StrCat("policy stream of ", who) : absl::StrCat("policy stream of ", who, " (", identity_, ")");
+  return identity_.empty() ? absl::StrCat("policy stream of ", who)
+                           : absl::StrCat("policy stream of ", who, " (", identity_, ")");
 }
 
 void Stream::EmitLocked(PolicyStreamEvent::Kind kind) {
@@ -355,8 +359,8 @@ void Stream::OnDone() {
 
 std::unique_ptr<PolicyDistributionService> PolicyDistributionService::Create(PolicyDistributionOptions options,
                                                                              PolicySnapshotPublisher& publisher,
-                                                                             MetricsRegistry& metrics, RandomSource& random,
-                                                                             LoggerPtr logger) {
+                                                                             MetricsRegistry& metrics,
+                                                                             RandomSource& random, LoggerPtr logger) {
   return std::make_unique<ServiceImpl>(std::move(options), publisher, metrics, random, std::move(logger));
 }
 
@@ -386,9 +390,11 @@ absl::StatusOr<std::vector<PolicyStatusRow>> StatusRowsFromReport(const std::str
   std::set<std::string> seen;
   for (int i = 0; i < report.proxies_size(); ++i) {
     const auto& p = report.proxies(i);
-    if (p.proxy_id().empty()) return absl::InvalidArgumentError(absl::StrCat("proxies[", i, "].proxy_id: must not be empty"));
+    if (p.proxy_id().empty())
+      return absl::InvalidArgumentError(absl::StrCat("proxies[", i, "].proxy_id: must not be empty"));
     if (!seen.insert(p.proxy_id()).second) {
-      return absl::InvalidArgumentError(absl::StrCat("proxies[", i, "].proxy_id: \"", p.proxy_id(), "\" is listed twice"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("proxies[", i, "].proxy_id: \"", p.proxy_id(), "\" is listed twice"));
     }
     PolicyStatusRow row;
     row.agent_id = report.agent_id();
@@ -421,8 +427,7 @@ PolicyDistributionServer::PolicyDistributionServer(const PolicyDistributionServe
 
 absl::StatusOr<std::unique_ptr<PolicyDistributionServer>> PolicyDistributionServer::Create(
     const PolicyDistributionServerOptions& options, PolicyRepository& repository, PolicyStatusSink& status_sink,
-    PolicyCallerAuthenticator authenticate,
-    const Clock& clock, MetricsRegistry& metrics, LoggerPtr logger) {
+    PolicyCallerAuthenticator authenticate, const Clock& clock, MetricsRegistry& metrics, LoggerPtr logger) {
   if (options.poll_interval <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--policy-poll-interval: must be positive");
   }
@@ -437,7 +442,8 @@ absl::StatusOr<std::unique_ptr<PolicyDistributionServer>> PolicyDistributionServ
   };
   service_options.observer = [logger](const PolicyStreamEvent& e) {
     if (e.kind == PolicyStreamEvent::Kind::kConnected) {
-      logger->info("policy stream opened by \"{}\" ({}), which has version {}", e.node.id, e.identity, e.applied_version);
+      logger->info("policy stream opened by \"{}\" ({}), which has version {}", e.node.id, e.identity,
+                   e.applied_version);
     } else if (e.kind == PolicyStreamEvent::Kind::kClosed) {
       logger->info("policy stream of \"{}\" closed (it had version {})", e.node.id, e.applied_version);
     }
@@ -487,7 +493,9 @@ absl::StatusOr<int64_t> PolicyDistributionServer::PollOnce() {
     return status;
   };
   auto head = repository_.PolicyHeadVersion();
-  if (!head.ok()) return fail(absl::Status(head.status().code(), absl::StrCat("reading the newest version: ", head.status().message())));
+  if (!head.ok())
+    return fail(
+        absl::Status(head.status().code(), absl::StrCat("reading the newest version: ", head.status().message())));
   if (*head == 0 && current == nullptr) {
     // Nothing applied yet: the empty set, so proxies start with Istio's defaults.
     publisher_.Publish(MakePolicySnapshot(PolicyVersion{}));

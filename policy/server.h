@@ -23,13 +23,13 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "policy/wire.h"
 #include "authz/policy_set.h"
 #include "common/clock.h"
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/random.h"
 #include "meshid/policy/v1/policy.grpc.pb.h"
+#include "policy/wire.h"
 #include "store/policy_repository.h"
 #include "store/policy_status.h"
 
@@ -126,8 +126,7 @@ class PolicyDistributionServer {
   // `clock` and `metrics` must outlive the server.
   static absl::StatusOr<std::unique_ptr<PolicyDistributionServer>> Create(
       const PolicyDistributionServerOptions& options, PolicyRepository& repository, PolicyStatusSink& status_sink,
-      PolicyCallerAuthenticator authenticate,
-      const Clock& clock, MetricsRegistry& metrics, LoggerPtr logger);
+      PolicyCallerAuthenticator authenticate, const Clock& clock, MetricsRegistry& metrics, LoggerPtr logger);
   ~PolicyDistributionServer();
 
   grpc::Service* service() { return service_->service(); }
@@ -139,8 +138,8 @@ class PolicyDistributionServer {
 
  private:
   PolicyDistributionServer(const PolicyDistributionServerOptions& options, PolicyRepository& repository,
-                           PolicyStatusSink& status_sink, const Clock& clock,
-                           MetricsRegistry& metrics, LoggerPtr logger);
+                           PolicyStatusSink& status_sink, const Clock& clock, MetricsRegistry& metrics,
+                           LoggerPtr logger);
   absl::Status StoreReport(const std::string& identity, const meshid::policy::v1::PolicyStatusReport& report);
   void Loop();
 

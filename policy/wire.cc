@@ -117,8 +117,8 @@ absl::StatusOr<int64_t> ParsePolicyVersion(absl::string_view version_info) {
 
 absl::StatusOr<PolicySnapshotPtr> DecodePolicyResponse(const DiscoveryResponse& response) {
   if (View(response.type_url()) != kPolicySnapshotTypeUrl) {
-    return absl::InvalidArgumentError(absl::StrCat("type_url \"", Clip(View(response.type_url())), "\" is not ",
-                                                   kPolicySnapshotTypeUrl));
+    return absl::InvalidArgumentError(
+        absl::StrCat("type_url \"", Clip(View(response.type_url())), "\" is not ", kPolicySnapshotTypeUrl));
   }
   if (response.resources_size() != 1) {
     return absl::InvalidArgumentError(
@@ -126,12 +126,12 @@ absl::StatusOr<PolicySnapshotPtr> DecodePolicyResponse(const DiscoveryResponse& 
   }
   const auto& any = response.resources(0);
   if (View(any.type_url()) != kPolicySnapshotTypeUrl) {
-    return absl::InvalidArgumentError(absl::StrCat("resources[0].type_url \"", Clip(View(any.type_url())), "\" is not ",
-                                                   kPolicySnapshotTypeUrl));
+    return absl::InvalidArgumentError(
+        absl::StrCat("resources[0].type_url \"", Clip(View(any.type_url())), "\" is not ", kPolicySnapshotTypeUrl));
   }
   if (any.value().size() > kMaxPolicySnapshotBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("resources[0]: ", any.value().size(), " bytes, more than ",
-                                                   kMaxPolicySnapshotBytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("resources[0]: ", any.value().size(), " bytes, more than ", kMaxPolicySnapshotBytes));
   }
   auto snapshot = std::make_shared<PolicySnapshot>();
   if (!snapshot->ParseFromString(any.value())) {
@@ -141,8 +141,8 @@ absl::StatusOr<PolicySnapshotPtr> DecodePolicyResponse(const DiscoveryResponse& 
   auto version = ParsePolicyVersion(View(response.version_info()));
   if (!version.ok()) return version.status();
   if (*version != snapshot->version()) {
-    return absl::InvalidArgumentError(absl::StrCat("version_info ", *version, " differs from the snapshot's version ",
-                                                   snapshot->version()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("version_info ", *version, " differs from the snapshot's version ", snapshot->version()));
   }
   return PolicySnapshotPtr(std::move(snapshot));
 }
@@ -151,22 +151,24 @@ absl::StatusOr<PolicySnapshotPtr> DecodePolicyResponse(const DiscoveryResponse& 
 
 absl::StatusOr<PolicyRequestResult> PolicyStreamServerState::OnRequest(const DiscoveryRequest& request) {
   if (View(request.type_url()) != kPolicySnapshotTypeUrl) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("type_url \"", Clip(View(request.type_url())), "\" is not served here; want ", kPolicySnapshotTypeUrl));
+    return absl::InvalidArgumentError(absl::StrCat("type_url \"", Clip(View(request.type_url())),
+                                                   "\" is not served here; want ", kPolicySnapshotTypeUrl));
   }
   auto client_version = ParsePolicyVersion(View(request.version_info()));
   if (!client_version.ok()) return client_version.status();
   PolicyRequestResult result;
   if (!started_) {
     const auto& node = request.node();
-    if (node.id().empty()) return absl::InvalidArgumentError("missing node information: the first request needs node.id");
+    if (node.id().empty())
+      return absl::InvalidArgumentError("missing node information: the first request needs node.id");
     if (node.id().size() > 256 || node.cluster().size() > 253) {
       return absl::InvalidArgumentError("node.id (256) or node.cluster (253) is too long");
     }
     node_.id = node.id();
     node_.service = node.cluster();
     auto it = node.metadata().fields().find(std::string(kNodeNamespaceKey));
-    if (it != node.metadata().fields().end() && it->second.has_string_value() && it->second.string_value().size() <= 253) {
+    if (it != node.metadata().fields().end() && it->second.has_string_value() &&
+        it->second.string_value().size() <= 253) {
       node_.namespace_ = it->second.string_value();
     }
     started_ = true;

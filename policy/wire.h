@@ -59,13 +59,14 @@ absl::Status ValidatePolicySnapshot(const meshid::policy::v1::PolicySnapshot& sn
 
 // Decodes a DiscoveryResponse of the policy stream: the type_url, exactly one resource of the
 // snapshot type that parses and validates, and version_info equal to its version.
-absl::StatusOr<PolicySnapshotPtr> DecodePolicyResponse(const envoy::service::discovery::v3::DiscoveryResponse& response);
+absl::StatusOr<PolicySnapshotPtr> DecodePolicyResponse(
+    const envoy::service::discovery::v3::DiscoveryResponse& response);
 
 // Who is at the other end of a stream, from its first request's Node.
 struct PolicyNode {
-  std::string id;         // node.id
-  std::string service;    // node.cluster
-  std::string namespace_; // node.metadata["NAMESPACE"]
+  std::string id;          // node.id
+  std::string service;     // node.cluster
+  std::string namespace_;  // node.metadata["NAMESPACE"]
 };
 
 // "" → 0, else a decimal version; InvalidArgument otherwise.
@@ -98,7 +99,7 @@ class PolicyStreamServerState {
 
   bool started() const { return started_; }
   const PolicyNode& node() const { return node_; }
-  int64_t applied_version() const { return applied_version_; }    // ACKed (or reported at subscribe)
+  int64_t applied_version() const { return applied_version_; }        // ACKed (or reported at subscribe)
   int64_t rejected_version() const { return rejected_.value_or(0); }  // last NACKed, 0: none
   const std::string& last_error() const { return last_error_; }
 

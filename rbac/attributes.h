@@ -26,8 +26,8 @@ struct RequestAttributes {
   std::string destination_name;       // short service name, "reviews"
   std::map<std::string, std::string> destination_labels;
   std::optional<IpAddress> destination_ip;
-  uint32_t destination_port = 0;      // the workload port the proxy receives on
-  std::string destination_user;       // service account from the destination's SPIFFE ID
+  uint32_t destination_port = 0;  // the workload port the proxy receives on
+  std::string destination_user;   // service account from the destination's SPIFFE ID
 
   // The peer. Identities are written without "spiffe://", as Istio's authn filter stores them.
   std::string source_principal;  // empty when the peer is not authenticated (plaintext)
@@ -38,15 +38,15 @@ struct RequestAttributes {
 
   // HTTP only.
   std::string method;
-  std::string path;  // normalised, without query (Envoy url_path, as Istio 1.5 matches paths)
+  std::string path;   // normalised, without query (Envoy url_path, as Istio 1.5 matches paths)
   std::string query;  // the raw query string without '?' (JWT jwt_params / fromParams)
-  std::string host;  // :authority
+  std::string host;   // :authority
   std::vector<std::pair<std::string, std::string>> headers;  // lower-case names, sorted by name
 
   // Request authentication results (HTTP only).
-  std::string request_principal;  // request.auth.principal
-  std::string audience;           // request.auth.audiences: the token's first "aud"
-  std::string presenter;          // request.auth.presenter: "azp"
+  std::string request_principal;                           // request.auth.principal
+  std::string audience;                                    // request.auth.audiences: the token's first "aud"
+  std::string presenter;                                   // request.auth.presenter: "azp"
   std::map<std::string, std::vector<std::string>> claims;  // string and string-list claims
 
   // nullptr if absent.

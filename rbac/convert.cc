@@ -1,11 +1,11 @@
 #include "rbac/convert.h"
 
+#include <yaml-cpp/yaml.h>
+
 #include <algorithm>
 #include <map>
 #include <optional>
 #include <set>
-
-#include <yaml-cpp/yaml.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -274,8 +274,9 @@ void Converter::ConvertRole(const std::string& role_id, const std::string& ns, c
           labels[label] = c.values[0];
         }
       } else if (c.key == "destination.user") {
-        Error(absl::StrCat(where, ": constraint destination.user (the workload's service account) cannot be "
-                                  "expressed in v1beta1; select the workload by labels instead"));
+        Error(absl::StrCat(where,
+                           ": constraint destination.user (the workload's service account) cannot be "
+                           "expressed in v1beta1; select the workload by labels instead"));
         ok = false;
       } else if (c.key == "destination.name" || c.key == "destination.namespace") {
         config_time = true;
@@ -307,8 +308,9 @@ void Converter::ConvertRole(const std::string& role_id, const std::string& ns, c
         }
       }
       if (!any && all_services) {
-        notes_.push_back(absl::StrCat(where, ": namespace ", ns,
-                                      " is only partly enforced and has no enforced Service documents; nothing emitted"));
+        notes_.push_back(
+            absl::StrCat(where, ": namespace ", ns,
+                         " is only partly enforced and has no enforced Service documents; nothing emitted"));
       }
     }
     for (const auto& scope : scopes) {
@@ -334,8 +336,9 @@ void Converter::ConvertRole(const std::string& role_id, const std::string& ns, c
     p.name = UniqueName(names_, ns, name);
     p.dry_run = dry_run;
     p.rules = std::move(out_rules);
-    p.comment = absl::StrCat("from ServiceRole ", role_id,
-                             scope.service ? absl::StrCat(" for service ", scope.service->hostname) : " (namespace-wide)");
+    p.comment =
+        absl::StrCat("from ServiceRole ", role_id,
+                     scope.service ? absl::StrCat(" for service ", scope.service->hostname) : " (namespace-wide)");
     out_.push_back(std::move(p));
   }
 }
@@ -360,8 +363,8 @@ std::string Converter::Emit() const {
     e << YAML::Key << "name" << YAML::Value << p.name;
     e << YAML::Key << "namespace" << YAML::Value << p.ns;
     if (p.dry_run) {
-      e << YAML::Key << "annotations" << YAML::Value << YAML::BeginMap << YAML::Key << "istio.io/dry-run"
-        << YAML::Value << YAML::DoubleQuoted << "true" << YAML::EndMap;
+      e << YAML::Key << "annotations" << YAML::Value << YAML::BeginMap << YAML::Key << "istio.io/dry-run" << YAML::Value
+        << YAML::DoubleQuoted << "true" << YAML::EndMap;
     }
     e << YAML::EndMap;
     e << YAML::Key << "spec" << YAML::Value << YAML::BeginMap;
@@ -390,9 +393,8 @@ std::string Converter::Emit() const {
           EmitList(e, "notIpBlocks", r.not_ip_blocks);
           e << YAML::EndMap << YAML::EndMap << YAML::EndSeq;
         }
-        const bool has_op = !r.methods.empty() || !r.not_methods.empty() || !r.paths.empty() ||
-                            !r.not_paths.empty() || !r.hosts.empty() || !r.not_hosts.empty() || !r.ports.empty() ||
-                            !r.not_ports.empty();
+        const bool has_op = !r.methods.empty() || !r.not_methods.empty() || !r.paths.empty() || !r.not_paths.empty() ||
+                            !r.hosts.empty() || !r.not_hosts.empty() || !r.ports.empty() || !r.not_ports.empty();
         if (has_op) {
           e << YAML::Key << "to" << YAML::Value << YAML::BeginSeq << YAML::BeginMap << YAML::Key << "operation"
             << YAML::Value << YAML::BeginMap;

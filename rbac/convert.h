@@ -33,8 +33,8 @@ struct ConvertOptions {
 };
 
 struct ConvertResult {
-  std::string yaml;                 // multi-document YAML, "" when nothing is enforced
-  std::vector<std::string> notes;   // things the user should know (printed as comments too)
+  std::string yaml;                // multi-document YAML, "" when nothing is enforced
+  std::vector<std::string> notes;  // things the user should know (printed as comments too)
   size_t policies = 0;
 };
 

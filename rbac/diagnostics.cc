@@ -46,9 +46,8 @@ absl::Status Diagnostics::ToStatus() const {
   for (const auto& d : items_)
     if (d.severity == Diagnostic::Severity::kError) lines.push_back(d.ToString());
   if (lines.empty()) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat(lines.size(), lines.size() == 1 ? " error" : " errors", " in policy configuration:\n",
-                   absl::StrJoin(lines, "\n")));
+  return absl::InvalidArgumentError(absl::StrCat(lines.size(), lines.size() == 1 ? " error" : " errors",
+                                                 " in policy configuration:\n", absl::StrJoin(lines, "\n")));
 }
 
 }  // namespace meshid::rbac

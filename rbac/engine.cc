@@ -341,8 +341,8 @@ absl::StatusOr<std::unique_ptr<const RbacEngine>> RbacEngine::Create(const RbacP
     for (size_t i = 0; i < p->rules.size(); ++i) {
       auto r = CompileAuthzRule(p->rules[i], static_cast<int>(i));
       if (!r.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("AuthorizationPolicy ", cp->id, " rules[", i, "]: ",
-                                                       r.status().message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("AuthorizationPolicy ", cp->id, " rules[", i, "]: ", r.status().message()));
       }
       if (auto tcp = ForTcp(*r, p->action)) cp->tcp_rules.push_back(std::move(*tcp));
       cp->http_rules.push_back(std::move(*r));
@@ -367,7 +367,7 @@ absl::StatusOr<std::unique_ptr<const RbacEngine>> RbacEngine::Create(const RbacP
   }
   if (impl->rbac_config) {
     const auto& target = impl->rbac_config->mode == RbacMode::kOnWithInclusion ? impl->rbac_config->inclusion
-                                                                                 : impl->rbac_config->exclusion;
+                                                                               : impl->rbac_config->exclusion;
     if (target) {
       impl->target_services.insert(target->services.begin(), target->services.end());
       impl->target_namespaces.insert(target->namespaces.begin(), target->namespaces.end());
@@ -383,7 +383,8 @@ absl::StatusOr<std::unique_ptr<const RbacEngine>> RbacEngine::Create(const RbacP
     for (size_t i = 0; i < r.rules.size(); ++i) {
       auto cr = CompileAccessRule(r.rules[i], static_cast<int>(i));
       if (!cr.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("ServiceRole ", role->id, " rules[", i, "]: ", cr.status().message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("ServiceRole ", role->id, " rules[", i, "]: ", cr.status().message()));
       }
       role->rules.push_back(std::move(*cr));
     }
@@ -398,7 +399,9 @@ absl::StatusOr<std::unique_ptr<const RbacEngine>> RbacEngine::Create(const RbacP
       inline_role->ns = b.ref.namespace_;
       for (size_t i = 0; i < b.actions->size(); ++i) {
         auto cr = CompileAccessRule((*b.actions)[i], static_cast<int>(i));
-        if (!cr.ok()) return absl::InvalidArgumentError(absl::StrCat("ServiceRoleBinding ", b.ref.Id(), ": ", cr.status().message()));
+        if (!cr.ok())
+          return absl::InvalidArgumentError(
+              absl::StrCat("ServiceRoleBinding ", b.ref.Id(), ": ", cr.status().message()));
         inline_role->rules.push_back(std::move(*cr));
       }
       role = inline_role.get();
@@ -411,7 +414,8 @@ absl::StatusOr<std::unique_ptr<const RbacEngine>> RbacEngine::Create(const RbacP
     for (size_t i = 0; i < b.subjects.size(); ++i) {
       auto s = CompileSubject(b.subjects[i], b.ref.Id(), static_cast<int>(i));
       if (!s.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("ServiceRoleBinding ", b.ref.Id(), " subjects[", i, "]: ", s.status().message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("ServiceRoleBinding ", b.ref.Id(), " subjects[", i, "]: ", s.status().message()));
       }
       (all_shadow || b.permissive ? role->shadow : role->enforced).push_back(std::move(*s));
     }
@@ -472,7 +476,8 @@ void RbacEngine::Impl::BetaCandidates(const RequestAttributes& a, Candidates& ou
   };
   auto own = beta_unselected.find(a.destination_namespace);
   add(a.destination_namespace, own == beta_unselected.end() ? nullptr : &own->second, !beta_by_label.empty());
-  if (a.destination_namespace != options.root_namespace) add(options.root_namespace, root_unselected, root_has_selectors);
+  if (a.destination_namespace != options.root_namespace)
+    add(options.root_namespace, root_unselected, root_has_selectors);
   if (out.size() > 1) std::sort(out.begin(), out.end(), [](auto* x, auto* y) { return x->order < y->order; });
 }
 
@@ -505,13 +510,13 @@ absl::StatusOr<AuthzResult> RbacEngine::Impl::EvaluateBeta(const RequestAttribut
     int rule = p->FirstMatch(a);
     if (rule < 0) continue;
     if (!options.custom) {
-      return absl::FailedPreconditionError(absl::StrCat("CUSTOM policy ", p->id, " matched but provider \"",
-                                                        p->provider, "\" is not configured"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("CUSTOM policy ", p->id, " matched but provider \"", p->provider, "\" is not configured"));
     }
     auto allowed = options.custom->Check(p->provider, a);
     if (!allowed.ok()) {
-      return absl::Status(allowed.status().code(), absl::StrCat("CUSTOM provider \"", p->provider,
-                                                                "\" failed: ", allowed.status().message()));
+      return absl::Status(allowed.status().code(),
+                          absl::StrCat("CUSTOM provider \"", p->provider, "\" failed: ", allowed.status().message()));
     }
     if (!*allowed) {
       out.allowed = false;
@@ -560,8 +565,8 @@ AlphaOutcome RbacEngine::Impl::EvaluateAlpha(const RequestAttributes& a, bool sh
   AlphaOutcome out;
   auto it = alpha_index.find(a.destination_namespace);
   if (it == alpha_index.end()) {
-    out.reason = absl::StrCat("RBAC: access denied: no ServiceRole with a binding in namespace ",
-                              a.destination_namespace);
+    out.reason =
+        absl::StrCat("RBAC: access denied: no ServiceRole with a binding in namespace ", a.destination_namespace);
     return out;
   }
   const AlphaNsIndex& idx = it->second;
@@ -615,9 +620,10 @@ AlphaOutcome RbacEngine::Impl::EvaluateAlpha(const RequestAttributes& a, bool sh
                               "] matches the request but no subject of its bindings matches the caller",
                               dropped_subject ? " (subjects using HTTP-only fields are dropped for TCP)" : "");
   } else {
-    out.reason = absl::StrCat("RBAC: access denied: no ServiceRole rule in namespace ", a.destination_namespace,
-                              " matches ", a.destination_service,
-                              dropped_rule ? " (rules using HTTP-only fields are dropped for TCP)" : " and this request");
+    out.reason =
+        absl::StrCat("RBAC: access denied: no ServiceRole rule in namespace ", a.destination_namespace, " matches ",
+                     a.destination_service,
+                     dropped_rule ? " (rules using HTTP-only fields are dropped for TCP)" : " and this request");
   }
   return out;
 }

@@ -31,9 +31,9 @@ struct ShadowResult {
 
 struct AuthzResult {
   bool allowed = false;
-  std::string policy;  // "ns/name" of the deciding object, "" when a default decided
-  std::string rule;    // "rules[0]", or "rules[0]; binding ns/b subjects[1]" for v1alpha1
-  std::string reason;  // one sentence for humans
+  std::string policy;                  // "ns/name" of the deciding object, "" when a default decided
+  std::string rule;                    // "rules[0]", or "rules[0]; binding ns/b subjects[1]" for v1alpha1
+  std::string reason;                  // one sentence for humans
   std::optional<ShadowResult> shadow;  // set when shadow rules apply to the workload
 };
 

@@ -338,7 +338,8 @@ std::optional<RbacConfig> ParseRbacConfig(const SourceDocument& doc, Diagnostics
   c.exclusion = ReadTarget(spec, "exclusion");
   if (auto e = ReadEnum(spec, "enforcementMode", {"ENFORCED", "PERMISSIVE"})) c.enforcement_permissive = *e == 1;
   if (doc.meta.name != "default") {
-    ctx.Error(doc.spec, "metadata.name", absl::StrCat(c.ref.kind, " has to be named \"default\", not \"", doc.meta.name, "\""));
+    ctx.Error(doc.spec, "metadata.name",
+              absl::StrCat(c.ref.kind, " has to be named \"default\", not \"", doc.meta.name, "\""));
   }
   if (c.mode == RbacMode::kOnWithInclusion && !c.inclusion) {
     ctx.Error(spec.node(), "spec.inclusion", "inclusion cannot be null (use 'inclusion: {}' for none)");
@@ -413,7 +414,8 @@ namespace {
 
 void CheckCidrs(ReadContext& ctx, const YAML::Node& at, const std::string& path, const std::vector<std::string>& v) {
   for (size_t i = 0; i < v.size(); ++i) {
-    if (auto c = Cidr::Parse(v[i]); !c.ok()) ctx.Error(at, FieldReader::Index(path, i), std::string(c.status().message()));
+    if (auto c = Cidr::Parse(v[i]); !c.ok())
+      ctx.Error(at, FieldReader::Index(path, i), std::string(c.status().message()));
   }
 }
 
@@ -440,9 +442,12 @@ AuthzSource ReadSource(ReadContext& ctx, const YAML::Node& node, const std::stri
   s.remote_ip_blocks = r.StringList("remoteIpBlocks");
   s.not_remote_ip_blocks = r.StringList("notRemoteIpBlocks");
   const std::pair<const char*, const std::vector<std::string>*> lists[] = {
-      {"principals", &s.principals}, {"notPrincipals", &s.not_principals},
-      {"requestPrincipals", &s.request_principals}, {"notRequestPrincipals", &s.not_request_principals},
-      {"namespaces", &s.namespaces}, {"notNamespaces", &s.not_namespaces}};
+      {"principals", &s.principals},
+      {"notPrincipals", &s.not_principals},
+      {"requestPrincipals", &s.request_principals},
+      {"notRequestPrincipals", &s.not_request_principals},
+      {"namespaces", &s.namespaces},
+      {"notNamespaces", &s.not_namespaces}};
   for (const auto& [f, v] : lists) CheckNotEmptyEntries(ctx, node, r.PathOf(f), *v);
   CheckCidrs(ctx, node, r.PathOf("ipBlocks"), s.ip_blocks);
   CheckCidrs(ctx, node, r.PathOf("notIpBlocks"), s.not_ip_blocks);
@@ -463,8 +468,8 @@ AuthzOperation ReadOperation(ReadContext& ctx, const YAML::Node& node, const std
   o.paths = r.StringList("paths");
   o.not_paths = r.StringList("notPaths");
   const std::pair<const char*, const std::vector<std::string>*> lists[] = {
-      {"hosts", &o.hosts}, {"notHosts", &o.not_hosts}, {"methods", &o.methods},
-      {"notMethods", &o.not_methods}, {"paths", &o.paths}, {"notPaths", &o.not_paths}};
+      {"hosts", &o.hosts}, {"notHosts", &o.not_hosts}, {"methods", &o.methods}, {"notMethods", &o.not_methods},
+      {"paths", &o.paths}, {"notPaths", &o.not_paths}};
   for (const auto& [f, v] : lists) CheckNotEmptyEntries(ctx, node, r.PathOf(f), *v);
   CheckPorts(ctx, node, r.PathOf("ports"), o.ports);
   CheckPorts(ctx, node, r.PathOf("notPorts"), o.not_ports);

@@ -39,8 +39,8 @@ struct ObjectRef {
 struct ServicePort {
   std::string name;
   uint32_t port = 0;
-  uint32_t target_port = 0;       // 0 when given by name
-  std::string target_port_name;   // named container port
+  uint32_t target_port = 0;      // 0 when given by name
+  std::string target_port_name;  // named container port
   std::string protocol = "TCP";
 };
 
@@ -107,9 +107,9 @@ struct Subject {
 struct ServiceRoleBinding {
   ObjectRef ref;
   std::vector<Subject> subjects;
-  std::string role;                         // roleRef.name (or the hidden `role` field)
+  std::string role;                                // roleRef.name (or the hidden `role` field)
   std::optional<std::vector<AccessRule>> actions;  // hidden inline role
-  bool permissive = false;                  // mode: PERMISSIVE
+  bool permissive = false;                         // mode: PERMISSIVE
 };
 
 std::optional<RbacConfig> ParseRbacConfig(const SourceDocument& doc, Diagnostics& diag);
@@ -177,8 +177,9 @@ void CheckDuplicateObjects(const std::vector<T>& items, Diagnostics& diag) {
     const std::string id = item.ref.kind + " " + item.ref.Id();
     auto [it, inserted] = seen.emplace(id, &item.ref);
     if (!inserted) {
-      diag.Add({Diagnostic::Severity::kError, item.ref.file, item.ref.line, id, "metadata.name",
-                "duplicate object (first defined at " + it->second->file + ":" + std::to_string(it->second->line) + ")"});
+      diag.Add(
+          {Diagnostic::Severity::kError, item.ref.file, item.ref.line, id, "metadata.name",
+           "duplicate object (first defined at " + it->second->file + ":" + std::to_string(it->second->line) + ")"});
     }
   }
 }

@@ -143,8 +143,8 @@ bool ParseBracketKey(absl::string_view key, absl::string_view prefix, std::strin
   return true;
 }
 
-absl::StatusOr<Predicate> ConditionPredicate(absl::string_view key, const std::vector<std::string>& values,
-                                             bool negate, bool v1alpha1) {
+absl::StatusOr<Predicate> ConditionPredicate(absl::string_view key, const std::vector<std::string>& values, bool negate,
+                                             bool v1alpha1) {
   std::string inner;
   auto strings = [&](Attr attr, std::string k = "", Wildcard w = Wildcard::kPresence) -> absl::StatusOr<Predicate> {
     return StringPredicate(attr, std::move(k), values, negate, w);

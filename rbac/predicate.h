@@ -80,8 +80,8 @@ Predicate StringPredicate(Attr attr, std::string key, const std::vector<std::str
 // by v1alpha1 constraints/properties and v1beta1 `when`. InvalidArgument names what is wrong
 // (an unknown key, a malformed value); `v1alpha1` enables the destination.* config-time keys
 // and the legacy source.user property.
-absl::StatusOr<Predicate> ConditionPredicate(absl::string_view key, const std::vector<std::string>& values,
-                                             bool negate, bool v1alpha1);
+absl::StatusOr<Predicate> ConditionPredicate(absl::string_view key, const std::vector<std::string>& values, bool negate,
+                                             bool v1alpha1);
 
 // Parses "a[b]" forms: returns true and sets `inner` when `key` is `prefix` + "[" inner "]".
 bool ParseBracketKey(absl::string_view key, absl::string_view prefix, std::string* inner);

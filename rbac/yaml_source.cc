@@ -137,8 +137,8 @@ std::string SourceDocument::ObjectName() const {
   return absl::StrCat(kind, " ", meta.namespace_, "/", meta.name);
 }
 
-std::vector<SourceDocument> ParseDocuments(absl::string_view text, const std::string& file,
-                                           const ReadOptions& options, Diagnostics& diag, int64_t first_order) {
+std::vector<SourceDocument> ParseDocuments(absl::string_view text, const std::string& file, const ReadOptions& options,
+                                           Diagnostics& diag, int64_t first_order) {
   std::vector<SourceDocument> out;
   std::vector<YAML::Node> roots;
   try {
@@ -176,7 +176,8 @@ std::vector<SourceDocument> ReadDocuments(const std::vector<std::string>& paths,
         }
       }
       if (ec) {
-        diag.Add({Diagnostic::Severity::kError, path, 0, "", "", absl::StrCat("cannot list directory: ", ec.message())});
+        diag.Add(
+            {Diagnostic::Severity::kError, path, 0, "", "", absl::StrCat("cannot list directory: ", ec.message())});
         continue;
       }
       std::sort(in_dir.begin(), in_dir.end());

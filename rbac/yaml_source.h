@@ -6,14 +6,14 @@
 // asked for, so a misspelt field is an error instead of a silently ignored one.
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -36,8 +36,8 @@ struct SourceDocument {
   std::string api_version;
   std::string kind;
   ObjectMeta meta;
-  YAML::Node spec;      // Null if absent
-  int64_t order = 0;    // position across everything loaded (files sorted by path, then document order)
+  YAML::Node spec;    // Null if absent
+  int64_t order = 0;  // position across everything loaded (files sorted by path, then document order)
 
   // "Kind ns/name" or "Kind name" for cluster-scoped kinds.
   std::string ObjectName() const;
@@ -53,9 +53,8 @@ struct ReadOptions {
 // Parses every document in `text` (a file named `file`). Empty documents are skipped.
 // Documents of kind List have their items expanded. Syntax errors and malformed headers are
 // added to `diag`; well-formed documents are returned even if others fail.
-std::vector<SourceDocument> ParseDocuments(absl::string_view text, const std::string& file,
-                                           const ReadOptions& options, Diagnostics& diag,
-                                           int64_t first_order = 0);
+std::vector<SourceDocument> ParseDocuments(absl::string_view text, const std::string& file, const ReadOptions& options,
+                                           Diagnostics& diag, int64_t first_order = 0);
 
 // Reads files and directories (the *.yaml, *.yml and *.json files directly inside, sorted by
 // name, as `kubectl apply -f DIR` does). An unreadable path is an error in `diag`.

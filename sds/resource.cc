@@ -40,7 +40,7 @@ absl::StatusOr<xds::ResourcePtr> Finish(Secret& secret, uint64_t generation) {
 }  // namespace
 
 absl::StatusOr<xds::ResourcePtr> MakeTlsCertificateResource(absl::string_view name, absl::string_view chain_pem,
-                                                          absl::string_view private_key_pem, uint64_t generation) {
+                                                            absl::string_view private_key_pem, uint64_t generation) {
   if (chain_pem.empty() || private_key_pem.empty()) {
     return absl::InvalidArgumentError("a tls_certificate secret needs a certificate chain and a private key");
   }
@@ -53,8 +53,8 @@ absl::StatusOr<xds::ResourcePtr> MakeTlsCertificateResource(absl::string_view na
 }
 
 absl::StatusOr<xds::ResourcePtr> MakeValidationContextResource(absl::string_view name,
-                                                             const std::vector<std::string>& root_pems,
-                                                             uint64_t generation) {
+                                                               const std::vector<std::string>& root_pems,
+                                                               uint64_t generation) {
   if (root_pems.empty()) return absl::InvalidArgumentError("a validation_context secret needs at least one root");
   std::string bundle;
   for (const auto& pem : root_pems) {

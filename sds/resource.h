@@ -20,14 +20,13 @@ inline constexpr absl::string_view kWorkloadResourceName = "default";
 // The trust bundle (Istio's name).
 inline constexpr absl::string_view kRootResourceName = "ROOTCA";
 
-
 // Secret{name, tls_certificate{certificate_chain.inline_bytes, private_key.inline_bytes}}.
 absl::StatusOr<xds::ResourcePtr> MakeTlsCertificateResource(absl::string_view name, absl::string_view chain_pem,
-                                                          absl::string_view private_key_pem, uint64_t generation);
+                                                            absl::string_view private_key_pem, uint64_t generation);
 
 // Secret{name, validation_context{trusted_ca.inline_bytes = concatenated roots}}.
 absl::StatusOr<xds::ResourcePtr> MakeValidationContextResource(absl::string_view name,
-                                                             const std::vector<std::string>& root_pems,
-                                                             uint64_t generation);
+                                                               const std::vector<std::string>& root_pems,
+                                                               uint64_t generation);
 
 }  // namespace meshid::sds

@@ -51,10 +51,12 @@ class SdsClientImpl final : public SdsClient {
       auto s = std::make_unique<Stream>();
       s->name = name;
       if (metrics != nullptr) {
-        s->acks = &metrics->AddCounter("meshid_sds_client_updates_total", "SDS responses applied (ack) or refused (nack)",
-                                       {{"resource", name}, {"result", "ack"}});
-        s->nacks = &metrics->AddCounter("meshid_sds_client_updates_total", "SDS responses applied (ack) or refused (nack)",
-                                        {{"resource", name}, {"result", "nack"}});
+        s->acks =
+            &metrics->AddCounter("meshid_sds_client_updates_total", "SDS responses applied (ack) or refused (nack)",
+                                 {{"resource", name}, {"result", "ack"}});
+        s->nacks =
+            &metrics->AddCounter("meshid_sds_client_updates_total", "SDS responses applied (ack) or refused (nack)",
+                                 {{"resource", name}, {"result", "nack"}});
         s->failures = &metrics->AddCounter("meshid_sds_client_stream_failures_total",
                                            "SDS streams that ended or could not be opened", {{"resource", name}});
       }
@@ -110,8 +112,7 @@ class SdsClientImpl final : public SdsClient {
       return absl::InvalidArgumentError(absl::StrCat("Missing SDS resources for ", s.name, " in onConfigUpdate()"));
     }
     if (response.resources_size() != 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Unexpected SDS secrets length: ", response.resources_size()));
+      return absl::InvalidArgumentError(absl::StrCat("Unexpected SDS secrets length: ", response.resources_size()));
     }
     Secret secret;
     if (!response.resources(0).UnpackTo(&secret)) {
@@ -119,8 +120,8 @@ class SdsClientImpl final : public SdsClient {
     }
     absl::Status status;
     if (secret.name() != s.name) {
-      status = absl::InvalidArgumentError(
-          absl::StrCat("Unexpected SDS secret (expecting ", s.name, "): ", secret.name()));
+      status =
+          absl::InvalidArgumentError(absl::StrCat("Unexpected SDS secret (expecting ", s.name, "): ", secret.name()));
     } else {
       status = handler_(secret, response.version_info());
     }

@@ -37,11 +37,11 @@
 namespace meshid::sds {
 
 struct SdsClientOptions {
-  std::string target;  // gRPC target of the SDS server, e.g. "unix:/var/run/.../socket"
+  std::string target;                       // gRPC target of the SDS server, e.g. "unix:/var/run/.../socket"
   std::vector<std::string> resource_names;  // e.g. {"default", "ROOTCA"}
-  std::string node_id;       // Envoy's node.id (Istio: sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local)
-  std::string node_cluster;  // Envoy's node.cluster (Istio: <service>.<ns>)
-  std::string token_file;    // optional workload token for `authorization: Bearer`
+  std::string node_id;                      // Envoy's node.id (Istio: sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local)
+  std::string node_cluster;                 // Envoy's node.cluster (Istio: <service>.<ns>)
+  std::string token_file;                   // optional workload token for `authorization: Bearer`
   absl::Duration initial_backoff = absl::Milliseconds(500);
   absl::Duration max_backoff = absl::Seconds(30);
 };

@@ -13,10 +13,10 @@
 #include "absl/synchronization/mutex.h"
 #include "common/grpc_status.h"
 #include "envoy/service/secret/v3/sds.grpc.pb.h"
-#include "xds/delta_state.h"
-#include "xds/sotw_state.h"
 #include "sds/resource.h"
 #include "sds/unix_socket.h"
+#include "xds/delta_state.h"
+#include "xds/sotw_state.h"
 
 namespace meshid::sds {
 namespace {
@@ -191,7 +191,10 @@ class SdsServiceImpl final : public envoy::service::secret::v3::SecretDiscoveryS
 class SdsServerImpl final : public SdsServer {
  public:
   SdsServerImpl(xds::ResourceProvider& provider, MetricsRegistry& registry, RandomSource& random, LoggerPtr logger)
-      : provider_(provider), metrics_(RegisterMetrics(registry)), random_(random), logger_(std::move(logger)),
+      : provider_(provider),
+        metrics_(RegisterMetrics(registry)),
+        random_(random),
+        logger_(std::move(logger)),
         service_(this) {}
 
   ~SdsServerImpl() override {

@@ -30,7 +30,7 @@ namespace meshid::sds {
 struct SdsServerOptions {
   // The Unix socket to listen on (see UnixSocketPath for how an existing file is treated).
   std::string socket_path = "./var/run/secrets/workload-spiffe-uds/socket";
-  int socket_mode = 0600;            // 0660 when `socket_group` is set
+  int socket_mode = 0600;  // 0660 when `socket_group` is set
   std::optional<gid_t> socket_group;
   int max_concurrent_streams = 100000;
   // Further services on the same socket (the agent's policy relay); not owned, must outlive

@@ -27,9 +27,10 @@ absl::Status MakeParents(const std::string& path) {
   if (ec) return absl::PermissionDeniedError(absl::StrCat("creating ", parent.string(), ": ", ec.message()));
   // New directories only: an existing one keeps the permissions its owner chose.
   // 0755: the socket file's own mode (0600/0660) is what guards connecting to it.
-  std::filesystem::permissions(parent, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
-                                           std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
-                                           std::filesystem::perms::others_exec,
+  std::filesystem::permissions(parent,
+                               std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                                   std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+                                   std::filesystem::perms::others_exec,
                                ec);
   return absl::OkStatus();
 }

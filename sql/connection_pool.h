@@ -42,13 +42,15 @@ class ConnectionPool {
     bool reused_;
   };
 
-  ConnectionPool(int max_size, Factory factory) : max_size_(max_size < 1 ? 1 : max_size), factory_(std::move(factory)) {}
+  ConnectionPool(int max_size, Factory factory)
+      : max_size_(max_size < 1 ? 1 : max_size), factory_(std::move(factory)) {}
 
   absl::StatusOr<Lease> Acquire() {
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](ConnectionPool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) { return !p->idle_.empty() || p->open_ < p->max_size_; },
+          +[](ConnectionPool* p)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) { return !p->idle_.empty() || p->open_ < p->max_size_; },
           this));
       if (!idle_.empty()) {
         std::unique_ptr<Conn> conn = std::move(idle_.back());

@@ -34,11 +34,11 @@ class SqlTx {
 };
 
 enum class TxMode {
-  kRead,     // reads only
+  kRead,  // reads only
   // Exactly one read statement, run without an explicit transaction (autocommit): saves
   // PostgreSQL the BEGIN and COMMIT round trips on hot single-row lookups.
   kReadStatement,
-  kWrite,    // reads and writes; writers on one database are serialized
+  kWrite,  // reads and writes; writers on one database are serialized
   // Exactly one write statement, run without an explicit transaction: a single statement is
   // atomic and, once it returns, committed durably. Saves PostgreSQL two round trips per ledger
   // batch. A connection lost mid-statement leaves the outcome unknown and a stale pooled

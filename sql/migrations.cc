@@ -42,16 +42,17 @@ absl::Status ApplyMigrations(Database& db, absl::Span<const Migration> migration
       before = static_cast<int>(v);
     }
     if (before > newest) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          db.description(), ": the database schema is at version ", before, ", newer than this meshid understands (",
-          newest, "); upgrade meshid, or point --datastore at another database"));
+      return absl::FailedPreconditionError(absl::StrCat(db.description(), ": the database schema is at version ",
+                                                        before, ", newer than this meshid understands (", newest,
+                                                        "); upgrade meshid, or point --datastore at another database"));
     }
     for (const Migration& m : migrations) {
       if (m.version <= before) continue;
       absl::Status s = tx.ExecScript(m.sql);
       if (!s.ok()) return absl::Status(s.code(), absl::StrCat("migration ", m.name, ": ", s.message()));
       MESHID_RETURN_IF_ERROR(
-          tx.Exec(absl::StrCat("INSERT INTO ", kSchemaVersionTable, " (version, name, applied_at_us) VALUES ($1, $2, $3)"),
+          tx.Exec(absl::StrCat("INSERT INTO ", kSchemaVersionTable,
+                               " (version, name, applied_at_us) VALUES ($1, $2, $3)"),
                   {SqlParam(int64_t{m.version}), SqlParam(std::string(m.name)), SqlParam(absl::ToUnixMicros(now))})
               .status());
       applied.emplace_back(m.name);

@@ -14,7 +14,7 @@
 namespace meshid::sql {
 
 struct Migration {
-  int version;            // NNNN of the file name, strictly increasing
+  int version;             // NNNN of the file name, strictly increasing
   absl::string_view name;  // the file name, e.g. "0001_ledger_registry_denylist.sql"
   absl::string_view sql;   // its text
 };

@@ -1,9 +1,8 @@
 #include "sql/postgres_database.h"
 
-#include <pqxx/pqxx>
-
 #include <functional>
 #include <memory>
+#include <pqxx/pqxx>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -37,8 +36,9 @@ absl::Status MapSqlError(const pqxx::sql_error& e, const std::string& where) {
 // Errors while connecting: libpq reports them as text only.
 absl::Status MapConnectError(const std::exception& e, const std::string& where) {
   std::string message = OneLine(e.what());
-  if (absl::StrContains(message, "password authentication failed") || absl::StrContains(message, "no pg_hba.conf entry") ||
-      absl::StrContains(message, "no password supplied") || absl::StrContains(message, "authentication failed") ||
+  if (absl::StrContains(message, "password authentication failed") ||
+      absl::StrContains(message, "no pg_hba.conf entry") || absl::StrContains(message, "no password supplied") ||
+      absl::StrContains(message, "authentication failed") ||
       (absl::StrContains(message, "role \"") && absl::StrContains(message, "does not exist"))) {
     return absl::PermissionDeniedError(absl::StrCat(where, ": credentials refused: ", message));
   }
@@ -169,13 +169,13 @@ class PostgresDatabase final : public Database {
       } catch (const pqxx::in_doubt_error& e) {
         lease.Discard();
         pool_.DropIdle();
-        return absl::UnavailableError(
-            absl::StrCat(where_, ": lost the connection while committing; the outcome is unknown: ", OneLine(e.what())));
+        return absl::UnavailableError(absl::StrCat(
+            where_, ": lost the connection while committing; the outcome is unknown: ", OneLine(e.what())));
       } catch (const pqxx::broken_connection& e) {
         broken = true;
-        status = absl::UnavailableError(absl::StrCat(where_, ": lost the connection",
-                                                     mode == TxMode::kWriteStatement ? " (the write's outcome is unknown)" : "",
-                                                     ": ", OneLine(e.what())));
+        status = absl::UnavailableError(absl::StrCat(
+            where_, ": lost the connection", mode == TxMode::kWriteStatement ? " (the write's outcome is unknown)" : "",
+            ": ", OneLine(e.what())));
       } catch (const pqxx::sql_error& e) {
         broken = IsConnectionState(e.sqlstate());
         status = MapSqlError(e, where_);

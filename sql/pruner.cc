@@ -5,18 +5,21 @@
 
 namespace meshid {
 
-absl::StatusOr<std::unique_ptr<LedgerPruner>> LedgerPruner::Create(IssuanceStore& store, const Clock& clock, LoggerPtr logger,
+absl::StatusOr<std::unique_ptr<LedgerPruner>> LedgerPruner::Create(IssuanceStore& store, const Clock& clock,
+                                                                   LoggerPtr logger,
                                                                    const LedgerPrunerOptions& options) {
   if (options.horizon < absl::ZeroDuration() || options.horizon == absl::InfiniteDuration()) {
     return absl::InvalidArgumentError("retention horizon: must be a finite duration, zero or more");
   }
-  if (options.interval <= absl::ZeroDuration()) return absl::InvalidArgumentError("retention interval: must be positive");
+  if (options.interval <= absl::ZeroDuration())
+    return absl::InvalidArgumentError("retention interval: must be positive");
   if (options.batch_size <= 0) return absl::InvalidArgumentError("retention batch size: must be positive");
   if (logger == nullptr) logger = MakeNullLogger("pruner");
   return std::unique_ptr<LedgerPruner>(new LedgerPruner(store, clock, std::move(logger), options));
 }
 
-LedgerPruner::LedgerPruner(IssuanceStore& store, const Clock& clock, LoggerPtr logger, const LedgerPrunerOptions& options)
+LedgerPruner::LedgerPruner(IssuanceStore& store, const Clock& clock, LoggerPtr logger,
+                           const LedgerPrunerOptions& options)
     : store_(store), clock_(clock), logger_(std::move(logger)), options_(options) {}
 
 LedgerPruner::~LedgerPruner() { Stop(); }

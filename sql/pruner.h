@@ -29,7 +29,8 @@ class LedgerPruner {
  public:
   // `store` and `clock` must outlive the pruner. InvalidArgument for a negative horizon, a
   // non-positive interval or batch size.
-  static absl::StatusOr<std::unique_ptr<LedgerPruner>> Create(IssuanceStore& store, const Clock& clock, LoggerPtr logger,
+  static absl::StatusOr<std::unique_ptr<LedgerPruner>> Create(IssuanceStore& store, const Clock& clock,
+                                                              LoggerPtr logger,
                                                               const LedgerPrunerOptions& options = {});
   ~LedgerPruner();  // Stop()s
   LedgerPruner(const LedgerPruner&) = delete;

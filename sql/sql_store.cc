@@ -2,11 +2,10 @@
 // OpenStore.
 #include <algorithm>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <tuple>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -105,7 +104,8 @@ absl::StatusOr<BlockedIdentity> DecodeBlock(const SqlRow& row, size_t first) {
 constexpr absl::string_view kPolicyVersionColumns =
     "version, created_at_us, created_by, description, digest, document_count";
 constexpr absl::string_view kPolicyStatusColumns =
-    "agent_id, proxy_id, reporter, service, ns, applied_version, rejected_version, last_error, connected, changed_at_us, "
+    "agent_id, proxy_id, reporter, service, ns, applied_version, rejected_version, last_error, connected, "
+    "changed_at_us, "
     "reported_at_us";
 
 absl::StatusOr<PolicyVersionInfo> DecodePolicyVersion(const SqlRow& row) {
@@ -169,8 +169,9 @@ class SqlStore final : public Store {
         MESHID_ASSIGN_OR_RETURN(int64_t written, InsertIssuances(tx, records.subspan(start, n), registry_generation));
         // The generation check holds for every row of the statement or for none.
         if (registry_generation.has_value() && written == 0) {
-          return absl::AbortedError(absl::StrCat("the identity registry changed since generation ", *registry_generation,
-                                                 "; nothing of this batch of ", records.size(), " was written"));
+          return absl::AbortedError(absl::StrCat("the identity registry changed since generation ",
+                                                 *registry_generation, "; nothing of this batch of ", records.size(),
+                                                 " was written"));
         }
       }
       return absl::OkStatus();
@@ -220,9 +221,10 @@ class SqlStore final : public Store {
     int64_t deleted = 0;
     MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
       MESHID_ASSIGN_OR_RETURN(
-          deleted, tx.Exec("DELETE FROM issuances WHERE serial IN (SELECT serial FROM issuances WHERE not_after_us < $1 "
-                           "ORDER BY not_after_us LIMIT $2)",
-                           {SqlParam(absl::ToUnixMicros(cutoff)), SqlParam(limit)}));
+          deleted,
+          tx.Exec("DELETE FROM issuances WHERE serial IN (SELECT serial FROM issuances WHERE not_after_us < $1 "
+                  "ORDER BY not_after_us LIMIT $2)",
+                  {SqlParam(absl::ToUnixMicros(cutoff)), SqlParam(limit)}));
       return absl::OkStatus();
     }));
     return deleted;
@@ -249,8 +251,8 @@ class SqlStore final : public Store {
     std::vector<RegistryEntry> out;
     MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kRead, [&](SqlTx& tx) -> absl::Status {
       out.clear();
-      MESHID_ASSIGN_OR_RETURN(auto rows,
-                              tx.Query(absl::StrCat("SELECT ", kEntryColumns, " FROM registry_entries ORDER BY spiffe_id")));
+      MESHID_ASSIGN_OR_RETURN(
+          auto rows, tx.Query(absl::StrCat("SELECT ", kEntryColumns, " FROM registry_entries ORDER BY spiffe_id")));
       for (const SqlRow& row : rows) {
         MESHID_ASSIGN_OR_RETURN(auto entry, DecodeEntry(row, 0));
         out.push_back(std::move(entry));
@@ -335,14 +337,15 @@ class SqlStore final : public Store {
     MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kRead, [&](SqlTx& tx) -> absl::Status {
       out = PolicyVersion{};
       MESHID_ASSIGN_OR_RETURN(
-          auto rows, tx.Query(absl::StrCat("SELECT ", kPolicyVersionColumns, " FROM policy_versions WHERE version = $1"),
-                              params));
+          auto rows,
+          tx.Query(absl::StrCat("SELECT ", kPolicyVersionColumns, " FROM policy_versions WHERE version = $1"), params));
       found = !rows.empty();
       if (!found) return absl::OkStatus();
       MESHID_ASSIGN_OR_RETURN(out.info, DecodePolicyVersion(rows[0]));
-      MESHID_ASSIGN_OR_RETURN(auto docs, tx.Query("SELECT kind, ns, name, yaml, source FROM policy_documents WHERE "
-                                                  "first_version <= $1 AND (last_version IS NULL OR last_version >= $1)",
-                                                  params));
+      MESHID_ASSIGN_OR_RETURN(auto docs,
+                              tx.Query("SELECT kind, ns, name, yaml, source FROM policy_documents WHERE "
+                                       "first_version <= $1 AND (last_version IS NULL OR last_version >= $1)",
+                                       params));
       out.documents.reserve(docs.size());
       for (const SqlRow& row : docs) {
         out.documents.push_back(StoredPolicyDocument{ColumnText(row, 0), ColumnText(row, 1), ColumnText(row, 2),
@@ -362,7 +365,8 @@ class SqlStore final : public Store {
   }
 
   absl::StatusOr<std::vector<PolicyVersionInfo>> ListPolicyVersions(size_t limit) override {
-    std::string statement = absl::StrCat("SELECT ", kPolicyVersionColumns, " FROM policy_versions ORDER BY version DESC");
+    std::string statement =
+        absl::StrCat("SELECT ", kPolicyVersionColumns, " FROM policy_versions ORDER BY version DESC");
     std::vector<SqlParam> params;
     if (limit > 0) {
       params.emplace_back(static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
@@ -405,7 +409,8 @@ class SqlStore final : public Store {
       // The version row first: a concurrent commit of the same number waits here and then
       // fails on the primary key before it touched any document.
       MESHID_RETURN_IF_ERROR(
-          tx.Exec(absl::StrCat("INSERT INTO policy_versions (", kPolicyVersionColumns, ") VALUES ($1, $2, $3, $4, $5, $6)"),
+          tx.Exec(absl::StrCat("INSERT INTO policy_versions (", kPolicyVersionColumns,
+                               ") VALUES ($1, $2, $3, $4, $5, $6)"),
                   {SqlParam(version), SqlParam(absl::ToUnixMicros(info.created_at)), SqlParam(info.created_by),
                    SqlParam(info.description), SqlParam(info.digest), SqlParam(static_cast<int64_t>(documents.size()))})
               .status());
@@ -462,7 +467,8 @@ class SqlStore final : public Store {
       absl::Status s = ValidatePolicyStatusRow(agent_id, rows[i]);
       if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("rows[", i, "].", s.message()));
       if (!proxies.insert(rows[i].proxy_id).second) {
-        return absl::InvalidArgumentError(absl::StrCat("rows[", i, "].proxy_id: \"", rows[i].proxy_id, "\" is listed twice"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("rows[", i, "].proxy_id: \"", rows[i].proxy_id, "\" is listed twice"));
       }
     }
     return db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
@@ -499,7 +505,8 @@ class SqlStore final : public Store {
     std::vector<PolicyStatusRow> out;
     MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kRead, [&](SqlTx& tx) -> absl::Status {
       out.clear();
-      MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query(absl::StrCat("SELECT ", kPolicyStatusColumns, " FROM policy_status")));
+      MESHID_ASSIGN_OR_RETURN(auto rows,
+                              tx.Query(absl::StrCat("SELECT ", kPolicyStatusColumns, " FROM policy_status")));
       for (const SqlRow& row : rows) {
         MESHID_ASSIGN_OR_RETURN(auto r, DecodePolicyStatus(row));
         out.push_back(std::move(r));
@@ -531,9 +538,9 @@ class SqlStore final : public Store {
     for (size_t i = 0; i < records.size(); ++i) {
       const IssuanceRecord& r = records[i];
       const size_t p = i * 9;
-      absl::StrAppend(&statement, i == 0 ? "(" : ", (", "$", p + 1, ", $", p + 2, ", ", open_bigint, p + 3, close_bigint,
-                      ", ", open_bigint, p + 4, close_bigint, ", $", p + 5, ", $", p + 6, ", $", p + 7, ", $", p + 8,
-                      ", ", open_bigint, p + 9, close_bigint, ")");
+      absl::StrAppend(&statement, i == 0 ? "(" : ", (", "$", p + 1, ", $", p + 2, ", ", open_bigint, p + 3,
+                      close_bigint, ", ", open_bigint, p + 4, close_bigint, ", $", p + 5, ", $", p + 6, ", $", p + 7,
+                      ", $", p + 8, ", ", open_bigint, p + 9, close_bigint, ")");
       params.emplace_back(r.serial_hex);
       params.emplace_back(r.spiffe_id);
       params.emplace_back(absl::ToUnixMicros(r.not_before));

@@ -5,8 +5,8 @@
 
 #include <cerrno>
 #include <cstring>
-#include <optional>
 #include <filesystem>
+#include <optional>
 #include <unordered_map>
 
 #include "absl/strings/ascii.h"
@@ -249,8 +249,8 @@ class SqliteDatabase final : public Database {
     if (primary == SQLITE_CANTOPEN || primary == SQLITE_READONLY || err == EACCES || err == EPERM || err == EROFS) {
       // SQLite in WAL mode writes the file and, beside it, its -wal and -shm files.
       if (std::filesystem::exists(file, ec) && access(path_.c_str(), W_OK) != 0) {
-        return absl::PermissionDeniedError(
-            absl::StrCat("sqlite ", path_, ": the file is read-only (meshid writes the ledger; check its permissions)"));
+        return absl::PermissionDeniedError(absl::StrCat(
+            "sqlite ", path_, ": the file is read-only (meshid writes the ledger; check its permissions)"));
       }
       if (access(dir.c_str(), W_OK) != 0) {
         return absl::PermissionDeniedError(absl::StrCat("sqlite ", path_, ": cannot write in directory ", dir.string(),

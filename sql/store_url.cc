@@ -77,8 +77,9 @@ bool ValidIpv6(absl::string_view host) {
 
 const std::set<std::string, std::less<>>& PassThroughParams() {
   static const auto* params = new std::set<std::string, std::less<>>{
-      "sslmode",    "sslrootcert",     "sslcert",   "sslkey", "connect_timeout", "application_name", "target_session_attrs",
-      "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count"};
+      "sslmode",          "sslrootcert",          "sslcert",    "sslkey",          "connect_timeout",
+      "application_name", "target_session_attrs", "keepalives", "keepalives_idle", "keepalives_interval",
+      "keepalives_count"};
   return *params;
 }
 
@@ -91,12 +92,14 @@ absl::StatusOr<StoreUrl> ParsePostgres(absl::string_view rest) {
     rest = rest.substr(0, q);
   }
   size_t slash = rest.find('/');
-  if (slash == absl::string_view::npos) return Bad("postgresql URL needs a database: postgresql://user@host:port/database");
+  if (slash == absl::string_view::npos)
+    return Bad("postgresql URL needs a database: postgresql://user@host:port/database");
   absl::string_view authority = rest.substr(0, slash);
   absl::string_view database = rest.substr(slash + 1);
 
   size_t at = authority.rfind('@');
-  if (at == absl::string_view::npos) return Bad("postgresql URL needs a user: postgresql://user[:password]@host:port/database");
+  if (at == absl::string_view::npos)
+    return Bad("postgresql URL needs a user: postgresql://user[:password]@host:port/database");
   absl::string_view userinfo = authority.substr(0, at);
   absl::string_view hostport = authority.substr(at + 1);
   absl::string_view user = userinfo;
@@ -152,7 +155,8 @@ absl::StatusOr<StoreUrl> ParsePostgres(absl::string_view rest) {
   if (!query.empty()) {
     for (absl::string_view pair : absl::StrSplit(query, '&')) {
       size_t eq = pair.find('=');
-      if (eq == absl::string_view::npos || eq == 0) return Bad("query parameters are name=value pairs separated by '&'");
+      if (eq == absl::string_view::npos || eq == 0)
+        return Bad("query parameters are name=value pairs separated by '&'");
       std::string name(pair.substr(0, eq));
       auto value = PercentDecode(pair.substr(eq + 1), "parameter " + name);
       if (!value.ok()) return value.status();
@@ -163,10 +167,12 @@ absl::StatusOr<StoreUrl> ParsePostgres(absl::string_view rest) {
         continue;
       }
       if (!PassThroughParams().contains(name)) {
-        return Bad(absl::StrCat("unknown parameter '", name.substr(0, 64), "' (known: sslmode, sslrootcert, sslcert, ",
-                                "sslkey, connect_timeout, application_name, target_session_attrs, keepalives*, pool_size)"));
+        return Bad(
+            absl::StrCat("unknown parameter '", name.substr(0, 64), "' (known: sslmode, sslrootcert, sslcert, ",
+                         "sslkey, connect_timeout, application_name, target_session_attrs, keepalives*, pool_size)"));
       }
-      if (!url.params.emplace(name, *std::move(value)).second) return Bad(absl::StrCat("parameter '", name, "' given twice"));
+      if (!url.params.emplace(name, *std::move(value)).second)
+        return Bad(absl::StrCat("parameter '", name, "' given twice"));
     }
   }
   return url;

@@ -14,7 +14,7 @@ namespace meshid {
 
 // One issued certificate.
 struct IssuanceRecord {
-  std::string serial_hex;         // upper-case hex, unique
+  std::string serial_hex;  // upper-case hex, unique
   std::string spiffe_id;
   absl::Time not_before;
   absl::Time not_after;
@@ -31,7 +31,7 @@ struct IssuanceQuery {
   std::optional<std::string> serial_hex;
   bool expired_only = false;  // not_after <= now
   absl::Time now;
-  size_t limit = 1000;        // newest (by issued_at) first; 0: no limit
+  size_t limit = 1000;  // newest (by issued_at) first; 0: no limit
 };
 
 // An identity the CA may issue for (with --require-registration, only these).

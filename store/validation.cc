@@ -80,7 +80,8 @@ bool ValidDnsName(absl::string_view name) {
 absl::Status CheckStoredText(absl::string_view field, absl::string_view value, size_t max, bool required) {
   if (required && value.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": must not be empty"));
   if (value.size() > max) return absl::InvalidArgumentError(absl::StrCat(field, ": longer than ", max, " bytes"));
-  if (!ValidText(value)) return absl::InvalidArgumentError(absl::StrCat(field, ": not valid UTF-8 text (or contains NUL)"));
+  if (!ValidText(value))
+    return absl::InvalidArgumentError(absl::StrCat(field, ": not valid UTF-8 text (or contains NUL)"));
   return absl::OkStatus();
 }
 
@@ -121,7 +122,6 @@ absl::Status ValidatePolicyStatusRow(absl::string_view agent_id, const PolicySta
   return absl::OkStatus();
 }
 
-
 absl::Status ValidateIssuanceRecord(const IssuanceRecord& r) {
   if (r.serial_hex.size() > 128 || !IsHex(r.serial_hex, /*upper=*/true)) {
     return absl::InvalidArgumentError("serial_hex: must be 1 to 128 upper-case hex digits");
@@ -145,8 +145,9 @@ absl::Status ValidateIssuanceRecord(const IssuanceRecord& r) {
 absl::Status ValidateRegistryEntry(const RegistryEntry& e) {
   MESHID_RETURN_IF_ERROR(CheckSpiffeIdField("spiffe_id", e.spiffe_id));
   if (e.allowed_auth.empty()) {
-    return absl::InvalidArgumentError("allowed_auth: at least one of \"*\", \"jwt-sub:<subject>\", \"jwt-iss:<issuer>\", "
-                                      "\"client-cert\"");
+    return absl::InvalidArgumentError(
+        "allowed_auth: at least one of \"*\", \"jwt-sub:<subject>\", \"jwt-iss:<issuer>\", "
+        "\"client-cert\"");
   }
   std::set<std::string> seen;
   for (size_t i = 0; i < e.allowed_auth.size(); ++i) {
@@ -156,8 +157,9 @@ absl::Status ValidateRegistryEntry(const RegistryEntry& e) {
     bool ok = a == "*" || a == "client-cert" || (a.rfind("jwt-sub:", 0) == 0 && a.size() > 8) ||
               (a.rfind("jwt-iss:", 0) == 0 && a.size() > 8);
     if (!ok) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ": \"", a.substr(0, 64), "\" is not one of \"*\", \"jwt-sub:<subject>\", \"jwt-iss:<issuer>\", \"client-cert\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": \"", a.substr(0, 64),
+                       "\" is not one of \"*\", \"jwt-sub:<subject>\", \"jwt-iss:<issuer>\", \"client-cert\""));
     }
     if (!seen.insert(a).second) return absl::InvalidArgumentError(absl::StrCat(field, ": \"", a, "\" is listed twice"));
   }
@@ -168,7 +170,8 @@ absl::Status ValidateRegistryEntry(const RegistryEntry& e) {
   for (size_t i = 0; i < e.dns_names.size(); ++i) {
     std::string field = absl::StrCat("dns_names[", i, "]");
     if (!ValidDnsName(e.dns_names[i])) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ": \"", e.dns_names[i].substr(0, 64), "\" is not a DNS name"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": \"", e.dns_names[i].substr(0, 64), "\" is not a DNS name"));
     }
     if (!seen.insert(absl::AsciiStrToLower(e.dns_names[i])).second) {
       return absl::InvalidArgumentError(absl::StrCat(field, ": \"", e.dns_names[i], "\" is listed twice"));

@@ -63,7 +63,7 @@ class ResourceProvider {
   // Starts a subscription for a stream that presented `bearer_token` (empty: none, which
   // means the agent's own identity). Fails only for a malformed token.
   virtual absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(absl::string_view bearer_token,
-                                                                     std::shared_ptr<ResourceWatcher> watcher) = 0;
+                                                                  std::shared_ptr<ResourceWatcher> watcher) = 0;
   // Whether `name` is a resource this provider can serve at all.
   virtual bool IsKnownName(absl::string_view name) const = 0;
 };

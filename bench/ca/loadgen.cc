@@ -64,7 +64,9 @@ int main(int argc, char** argv) {
   app.add_option("--token-file", token_file, "File with the bearer token");
   app.add_option("--concurrency", concurrency, "Calls in flight")->capture_default_str()->check(CLI::Range(1, 10000));
   app.add_option("--count", count, "Certificates to request")->capture_default_str()->check(CLI::Range(1, 10000000));
-  app.add_option("--keys", keys, "Distinct workload keys (CSRs) to cycle through")->capture_default_str()->check(CLI::Range(1, 100000));
+  app.add_option("--keys", keys, "Distinct workload keys (CSRs) to cycle through")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
   app.add_option("--key-type", key_type, "Workload key type")->capture_default_str();
   app.add_option("--server-pid", server_pid, "Server pid, to report its CPU time per certificate");
   app.add_option("--time-limit", time_limit_s, "Stop after this many seconds")->capture_default_str();
@@ -148,13 +150,16 @@ int main(int argc, char** argv) {
   double server_cpu = server_pid > 0 ? ProcessCpuSeconds(server_pid) - server_cpu_before : 0;
   double client_cpu = ProcessCpuSeconds(getpid()) - client_cpu_before;
   std::sort(latencies_ms.begin(), latencies_ms.end());
-  auto pct = [&](double p) { return latencies_ms.empty() ? 0 : latencies_ms[std::min(latencies_ms.size() - 1, size_t(p * latencies_ms.size()))]; };
+  auto pct = [&](double p) {
+    return latencies_ms.empty() ? 0 : latencies_ms[std::min(latencies_ms.size() - 1, size_t(p * latencies_ms.size()))];
+  };
   size_t ok_count = latencies_ms.size();
   std::cout << "key type        " << key_type << "\nconcurrency     " << concurrency << "\ncertificates    " << ok_count
             << " ok, " << (completed - static_cast<int>(ok_count)) << " failed\n";
   std::cout << "throughput      " << ok_count / seconds << " certificates/s\n";
   std::cout << "latency         p50 " << pct(0.50) << " ms, p99 " << pct(0.99) << " ms\n";
-  if (server_pid > 0 && ok_count > 0) std::cout << "server CPU      " << 1000 * server_cpu / ok_count << " ms per certificate\n";
+  if (server_pid > 0 && ok_count > 0)
+    std::cout << "server CPU      " << 1000 * server_cpu / ok_count << " ms per certificate\n";
   std::cout << "client CPU      " << 1000 * client_cpu / std::max<size_t>(1, ok_count) << " ms per certificate\n";
   for (const auto& [e, n] : errors) std::cout << "error           " << n << " x " << e << "\n";
   return errors.empty() ? 0 : 1;

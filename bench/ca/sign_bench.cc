@@ -5,16 +5,17 @@
 
 #include "ca/certificate_service.h"
 #include "ca/csr_validator.h"
-#include "sql/store.h"
 #include "common/csr.h"
 #include "common/logging.h"
+#include "sql/store.h"
 #include "tests/ca/test_ca.h"
 
 namespace meshid {
 namespace {
 
 struct Fixture {
-  explicit Fixture(KeyAlgorithm ca_algorithm = KeyAlgorithm::kEcdsaP256, KeyAlgorithm workload = KeyAlgorithm::kEcdsaP256) {
+  explicit Fixture(KeyAlgorithm ca_algorithm = KeyAlgorithm::kEcdsaP256,
+                   KeyAlgorithm workload = KeyAlgorithm::kEcdsaP256) {
     authority = testing::MakeAuthority(clock, random, "cluster.local", absl::Hours(24 * 365), ca_algorithm);
     issuer = std::make_shared<CertIssuer>(authority, clock, random);
     token_key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
@@ -30,8 +31,10 @@ struct Fixture {
     deps.logger = MakeNullLogger();
     deps.clock = &clock;
     ca = std::make_unique<CertificateAuthority>(CertificateServiceOptions{}, std::move(deps));
-    creds.authorization = {"Bearer " + *SignJwt({{"iss", "iss"}, {"sub", "system:serviceaccount:default:sleep"},
-                                                 {"aud", "istio-ca"}, {"exp", absl::ToUnixSeconds(clock.Now()) + 3600}},
+    creds.authorization = {"Bearer " + *SignJwt({{"iss", "iss"},
+                                                 {"sub", "system:serviceaccount:default:sleep"},
+                                                 {"aud", "istio-ca"},
+                                                 {"exp", absl::ToUnixSeconds(clock.Now()) + 3600}},
                                                 token_key.get(), "k")};
     workload_key = *GenerateKey(workload);
     csr = *BuildCsrPem(workload_key.get());
@@ -58,7 +61,8 @@ BENCHMARK(BM_ValidateCsr);
 void BM_IssueSvid(benchmark::State& state) {
   Fixture f;
   std::string spki = *PublicKeyDer(f.workload_key.get());
-  for (auto _ : state) benchmark::DoNotOptimize(f.issuer->IssueSvid(spki, KeyAlgorithm::kEcdsaP256, f.id, absl::Hours(1)));
+  for (auto _ : state)
+    benchmark::DoNotOptimize(f.issuer->IssueSvid(spki, KeyAlgorithm::kEcdsaP256, f.id, absl::Hours(1)));
 }
 BENCHMARK(BM_IssueSvid);
 

@@ -35,7 +35,8 @@ std::string ServicesYaml() {
   std::string y;
   for (int s = 0; s < kServices; ++s) {
     absl::StrAppend(&y, "---\napiVersion: v1\nkind: Service\nmetadata: {name: ", Name(s), ", namespace: ", Ns(s),
-                    "}\nspec:\n  selector: {app: ", Name(s), "}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n");
+                    "}\nspec:\n  selector: {app: ", Name(s),
+                    "}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n");
   }
   return y;
 }
@@ -50,21 +51,28 @@ std::string BetaYaml(int policies) {
                     deny ? "  action: DENY\n" : "", "  rules:\n",
                     "  - from: [{source: {principals: ['cluster.local/ns/", Ns(p + 1), "/sa/client-", p % 7,
                     "']}}]\n    to: [{operation: {methods: [GET, HEAD], paths: ['/api/v", p % 3, "/*']}}]\n",
-                    "  - from: [{source: {namespaces: ['", Ns(p + 2), "']}}]\n    to: [{operation: {paths: ['/public*', '*.css']}}]\n",
+                    "  - from: [{source: {namespaces: ['", Ns(p + 2),
+                    "']}}]\n    to: [{operation: {paths: ['/public*', '*.css']}}]\n",
                     "  - when: [{key: 'request.headers[x-tenant]', values: ['t", p % 5, "']}]\n");
   }
   // With many policies, namespaces also carry namespace-wide ones (as real meshes do).
   if (policies >= 1000) {
     for (int n = 0; n < kNamespaces; ++n) {
-      absl::StrAppend(&y, "---\napiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: ns-wide, namespace: ns-",
-                      n, "}\nspec:\n  rules: [{from: [{source: {principals: ['cluster.local/ns/ops/sa/prober']}}], to: [{operation: {paths: [/healthz]}}]}]\n");
+      absl::StrAppend(&y,
+                      "---\napiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: "
+                      "ns-wide, namespace: ns-",
+                      n,
+                      "}\nspec:\n  rules: [{from: [{source: {principals: ['cluster.local/ns/ops/sa/prober']}}], to: "
+                      "[{operation: {paths: [/healthz]}}]}]\n");
     }
   }
   return y;
 }
 
 std::string AlphaYaml(int policies) {
-  std::string y = ServicesYaml() + "---\napiVersion: rbac.istio.io/v1alpha1\nkind: ClusterRbacConfig\nmetadata: {name: default}\nspec: {mode: 'ON'}\n";
+  std::string y = ServicesYaml() +
+                  "---\napiVersion: rbac.istio.io/v1alpha1\nkind: ClusterRbacConfig\nmetadata: {name: default}\nspec: "
+                  "{mode: 'ON'}\n";
   for (int p = 0; p < policies; ++p) {
     const int svc = p % kServices;
     absl::StrAppend(&y, "---\napiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRole\nmetadata: {name: r-", p,
@@ -102,7 +110,7 @@ const std::vector<RequestInput>& Requests() {
     std::mt19937 rng(42);
     std::vector<RequestInput> out;
     const char* paths[] = {"/api/v0/items", "/api/v1/items/42?x=1", "/public/index.html", "/static/site.css",
-                           "/admin", "/api/v2/../v1/a"};
+                           "/admin",        "/api/v2/../v1/a"};
     for (int i = 0; i < 4096; ++i) {
       const int svc = static_cast<int>(rng() % kServices);
       RequestInput in;
@@ -132,10 +140,11 @@ void Decide(benchmark::State& state, bool beta) {
     benchmark::DoNotOptimize(d);
   }
   state.SetItemsProcessed(state.iterations());
-  state.counters["ns_per_decision"] =
-      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["ns_per_decision"] = benchmark::Counter(static_cast<double>(state.iterations()),
+                                                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
   state.counters["allowed_share"] = static_cast<double>(allowed) / static_cast<double>(state.iterations());
-  state.SetLabel(absl::StrCat(policies, beta ? " AuthorizationPolicies" : " ServiceRole+Binding pairs", ", 1000 services"));
+  state.SetLabel(
+      absl::StrCat(policies, beta ? " AuthorizationPolicies" : " ServiceRole+Binding pairs", ", 1000 services"));
 }
 
 void BM_DecisionV1beta1(benchmark::State& state) { Decide(state, true); }
@@ -162,8 +171,8 @@ void BM_RbacEvaluateOnly(benchmark::State& state) {
     benchmark::DoNotOptimize(r);
   }
   state.SetItemsProcessed(state.iterations());
-  state.counters["ns_per_decision"] =
-      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["ns_per_decision"] = benchmark::Counter(static_cast<double>(state.iterations()),
+                                                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 // Loading and compiling the whole configuration (what a hot reload costs).

@@ -164,8 +164,10 @@ void MeasureMemoryPerSecret(const Layout& layout) {
   const size_t after = HeapInUse();
   const auto stats = cache->Stats();
   const double per = static_cast<double>(after - before) / (stats.identities - 1);
-  std::printf("| memory per cached secret (ECDSA P-256 key, chain, serialized Secret, ~900-byte token, bookkeeping) | %.0f B (%.2f KiB) |\n",
-              per, per / 1024);
+  std::printf(
+      "| memory per cached secret (ECDSA P-256 key, chain, serialized Secret, ~900-byte token, bookkeeping) | %.0f B "
+      "(%.2f KiB) |\n",
+      per, per / 1024);
   std::printf("| agent CPU per issuance without streams (key + CSR + checking the answer + packaging) | %.3f ms |\n",
               issue_cpu / (stats.identities - 1) * 1000);
 }
@@ -263,7 +265,8 @@ double Percentile(std::vector<double> v, double p) {
 }
 
 int RunAgent(const Layout& layout, const char* self) {
-  const std::string dir = absl::StrCat(std::filesystem::temp_directory_path().string(), "/meshid-agent-bench-", getpid());
+  const std::string dir =
+      absl::StrCat(std::filesystem::temp_directory_path().string(), "/meshid-agent-bench-", getpid());
   std::filesystem::create_directories(dir);
   const std::string socket = dir + "/socket";
 
@@ -340,8 +343,8 @@ int RunAgent(const Layout& layout, const char* self) {
     const double acks_before = acks.value();
     if (!cache->RunOne()) continue;
     const std::string token = ca.last_token();
-    const int expected =
-        token == "agent" ? layout.agent_streams : layout.StreamsOf(std::stoi(token.substr(12, token.find('-', 12) - 12)));
+    const int expected = token == "agent" ? layout.agent_streams
+                                          : layout.StreamsOf(std::stoi(token.substr(12, token.find('-', 12) - 12)));
     while (acks.value() < acks_before + expected) std::this_thread::yield();
     const double push = Seconds(std::chrono::steady_clock::now() - ca.answered());
     ++rotations;
@@ -379,11 +382,16 @@ int main(int argc, char** argv) {
   std::string client_target;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--identities") layout.identities = std::stoi(value);
-    else if (flag == "--streams") layout.streams = std::stoi(value);
-    else if (flag == "--agent-streams") layout.agent_streams = std::stoi(value);
-    else if (flag == "--channels") layout.channels = std::stoi(value);
-    else if (flag == "--clients") client_target = value;
+    if (flag == "--identities")
+      layout.identities = std::stoi(value);
+    else if (flag == "--streams")
+      layout.streams = std::stoi(value);
+    else if (flag == "--agent-streams")
+      layout.agent_streams = std::stoi(value);
+    else if (flag == "--channels")
+      layout.channels = std::stoi(value);
+    else if (flag == "--clients")
+      client_target = value;
     else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
       return 2;

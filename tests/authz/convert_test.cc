@@ -1,12 +1,13 @@
 // `meshid authz convert`: the v1beta1 policies it prints decide the same request set exactly
 // as the v1alpha1 RBAC they came from (evaluated through the same engine), and what cannot be
 // expressed is refused with a clear error.
+#include "rbac/convert.h"
+
 #include <gtest/gtest.h>
 
 #include <fstream>
 #include <sstream>
 
-#include "rbac/convert.h"
 #include "tests/authz/policy_test_util.h"
 
 namespace meshid::authz::testing {
@@ -156,9 +157,10 @@ std::string Config(const std::string& mode) {
 
 std::vector<RequestInput> RequestSet() {
   const std::vector<std::pair<std::string, uint32_t>> targets = {
-      {"web.shop.svc.cluster.local", 8080}, {"api.shop.svc.cluster.local", 8080}, {"db.shop.svc.cluster.local", 5432},
-      {"admin-api.shop.svc.cluster.local", 80}, {"stats.ops.svc.cluster.local", 9090},
-      {"unknown.shop.svc.cluster.local", 80}, {"other.elsewhere.svc.cluster.local", 80}};
+      {"web.shop.svc.cluster.local", 8080},     {"api.shop.svc.cluster.local", 8080},
+      {"db.shop.svc.cluster.local", 5432},      {"admin-api.shop.svc.cluster.local", 80},
+      {"stats.ops.svc.cluster.local", 9090},    {"unknown.shop.svc.cluster.local", 80},
+      {"other.elsewhere.svc.cluster.local", 80}};
   const std::vector<std::string> sources = {"",
                                             "cluster.local/ns/shop/sa/web",
                                             "cluster.local/ns/shop/sa/api",
@@ -235,15 +237,18 @@ void ExpectEquivalent(const std::string& name, const std::string& v1alpha1_yaml,
 TEST(Convert, EquivalentModeOn) { ExpectEquivalent("on", Config("  mode: 'ON'\n") + kServices + kRoles, kServices); }
 
 TEST(Convert, EquivalentInclusionByNamespace) {
-  ExpectEquivalent("inclusion_ns", Config("  mode: ON_WITH_INCLUSION\n  inclusion: {namespaces: [shop]}\n") + kServices + kRoles,
+  ExpectEquivalent("inclusion_ns",
+                   Config("  mode: ON_WITH_INCLUSION\n  inclusion: {namespaces: [shop]}\n") + kServices + kRoles,
                    kServices);
 }
 
 TEST(Convert, EquivalentInclusionByService) {
   ExpectEquivalent(
       "inclusion_svc",
-      Config("  mode: ON_WITH_INCLUSION\n  inclusion: {services: [api.shop.svc.cluster.local, db.shop.svc.cluster.local], "
-             "namespaces: [ops]}\n") + kServices + kRoles,
+      Config(
+          "  mode: ON_WITH_INCLUSION\n  inclusion: {services: [api.shop.svc.cluster.local, db.shop.svc.cluster.local], "
+          "namespaces: [ops]}\n") +
+          kServices + kRoles,
       kServices);
 }
 

@@ -1,23 +1,21 @@
 // The machine interfaces around the engine: the `authz check` JSON request/decision format
 // (with negative tests for every malformed input), the ext_authz CheckRequest mapping and
 // response, and hot reload keeping the last good engine.
-#include <gtest/gtest.h>
-
-#include <filesystem>
-#include <fstream>
-
 #include <grpcpp/grpcpp.h>
-
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "authz/ext_authz_client.h"
-#include "authz/jwks_fetcher.h"
-#include "common/http_status_server.h"
 #include "authz/ext_authz_service.h"
-#include "policy/file_watcher.h"
+#include "authz/jwks_fetcher.h"
 #include "authz/request_json.h"
+#include "common/http_status_server.h"
+#include "policy/file_watcher.h"
 #include "tests/authz/policy_test_util.h"
 
 namespace meshid::authz {
@@ -64,8 +62,10 @@ TEST(RequestJson, MalformedInputsAreRefusedWithTheField) {
       {R"({"destination":{"service":"b"},"source":{"principle":"x"}})", "source.principle: unknown field"},
       {R"({"destination":{"service":"b"},"connection":{"mtls":"yes"}})", "connection.mtls: must be true or false"},
       {R"({"destination":{"service":"b"},"request":{"headers":"x"}})", "request.headers: must be an object"},
-      {R"({"destination":{"service":"b"},"request":{"headers":{"a":{"b":1}}}})", "request.headers.a: must be a string or a list"},
-      {R"({"destination":{"service":"b"},"request":{"headers":{"a":[1]}}})", "request.headers.a: must be a string or a list"},
+      {R"({"destination":{"service":"b"},"request":{"headers":{"a":{"b":1}}}})",
+       "request.headers.a: must be a string or a list"},
+      {R"({"destination":{"service":"b"},"request":{"headers":{"a":[1]}}})",
+       "request.headers.a: must be a string or a list"},
       {R"({"destination":{"service":"b"},"request":{"headers":{"":"x"}}})", "header names must not be empty"},
       {R"({"destination":{"service":"b"},"extra":1})", "extra: unknown field"},
   };
@@ -99,7 +99,8 @@ TEST(RequestJson, SemanticErrorsFailClosedInTheEngine) {
     auto d = engine->Check(*in);
     EXPECT_FALSE(d.ok()) << line;
     const std::string json = ErrorDecisionJson(d.status());
-    EXPECT_EQ(json.rfind(R"({"allowed":false,"status":403,"policy":"","rule":"","reason":"request denied)", 0), 0u) << json;
+    EXPECT_EQ(json.rfind(R"({"allowed":false,"status":403,"policy":"","rule":"","reason":"request denied)", 0), 0u)
+        << json;
   }
 }
 
@@ -113,8 +114,9 @@ TEST(RequestJson, DecisionFormat) {
   EXPECT_EQ(DecisionToJson(d),
             R"({"allowed":true,"status":200,"policy":"ns/p","rule":"rules[0]","reason":"allowed by \"x\""})");
   d.shadow = rbac::ShadowResult{false, "ns/dry", "rules[1]"};
-  EXPECT_EQ(DecisionToJson(d), R"({"allowed":true,"status":200,"policy":"ns/p","rule":"rules[0]","reason":"allowed by \"x\"",)"
-                               R"("shadow":{"allowed":false,"policy":"ns/dry","rule":"rules[1]"}})");
+  EXPECT_EQ(DecisionToJson(d),
+            R"({"allowed":true,"status":200,"policy":"ns/p","rule":"rules[0]","reason":"allowed by \"x\"",)"
+            R"("shadow":{"allowed":false,"policy":"ns/dry","rule":"rules[1]"}})");
   d.reason = std::string("bad utf8 \xff");
   EXPECT_NE(DecisionToJson(d).find("bad utf8"), std::string::npos) << "invalid UTF-8 must not throw";
 }
@@ -236,9 +238,9 @@ TEST(ExtAuthz, CustomPolicyDelegatesToGrpcProvider) {
   builder.RegisterService(&backend);
   auto server = builder.BuildAndStart();
   ASSERT_NE(server, nullptr);
-  auto provider = GrpcExtAuthzProvider::Create({{"my-ext", absl::StrCat("127.0.0.1:", port)},
-                                                {"nobody-home", "unix:/nonexistent/meshid-test.sock"}},
-                                               absl::Seconds(10));
+  auto provider = GrpcExtAuthzProvider::Create(
+      {{"my-ext", absl::StrCat("127.0.0.1:", port)}, {"nobody-home", "unix:/nonexistent/meshid-test.sock"}},
+      absl::Seconds(10));
   ASSERT_TRUE(provider.ok());
   PolicyEngineOptions options;
   options.custom = *provider;
@@ -250,17 +252,20 @@ TEST(ExtAuthz, CustomPolicyDelegatesToGrpcProvider) {
       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: unknown, namespace: ns}\n"
       "spec: {action: CUSTOM, provider: {name: typo}, rules: [{to: [{operation: {paths: ['/typo']}}]}]}\n",
       options);
-  testing::RunCases(engine, {
-      {"provider_allows", testing::Http("GET", "/ext/a").From("cluster.local/ns/a/sa/a").Header("x-ok", "1"),
-       testing::Allow("")},
-      {"provider_denies_missing_header", testing::Http("GET", "/ext/a").From("cluster.local/ns/a/sa/a"),
-       testing::Deny("ns/custom")},
-      {"provider_sees_the_peer_identity", testing::Http("GET", "/ext/a").From("cluster.local/ns/b/sa/b").Header("x-ok", "1"),
-       testing::Deny("ns/custom")},
-      {"unmatched_custom_not_consulted", testing::Http("GET", "/other"), testing::Allow("")},
-      {"unreachable_provider_fails_closed", testing::Http("GET", "/down"), testing::Error()},
-      {"unknown_provider_fails_closed", testing::Http("GET", "/typo"), testing::Error()},
-  });
+  testing::RunCases(
+      engine,
+      {
+          {"provider_allows", testing::Http("GET", "/ext/a").From("cluster.local/ns/a/sa/a").Header("x-ok", "1"),
+           testing::Allow("")},
+          {"provider_denies_missing_header", testing::Http("GET", "/ext/a").From("cluster.local/ns/a/sa/a"),
+           testing::Deny("ns/custom")},
+          {"provider_sees_the_peer_identity",
+           testing::Http("GET", "/ext/a").From("cluster.local/ns/b/sa/b").Header("x-ok", "1"),
+           testing::Deny("ns/custom")},
+          {"unmatched_custom_not_consulted", testing::Http("GET", "/other"), testing::Allow("")},
+          {"unreachable_provider_fails_closed", testing::Http("GET", "/down"), testing::Error()},
+          {"unknown_provider_fails_closed", testing::Http("GET", "/typo"), testing::Error()},
+      });
   server->Shutdown();
 }
 
@@ -321,7 +326,9 @@ TEST(PolicyWatcher, BadConfigKeepsLastGoodEngine) {
   EXPECT_TRUE((*w)->Poll().ok()) << "unchanged files";
   EXPECT_EQ((*w)->generation(), 1);
 
-  write("broken.yaml", "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: q, namespace: ns}\nspec: {action: MAYBE}\n");
+  write("broken.yaml",
+        "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: q, namespace: ns}\nspec: "
+        "{action: MAYBE}\n");
   auto st = (*w)->Poll();
   EXPECT_FALSE(st.ok());
   EXPECT_NE(st.message().find("broken.yaml:4"), std::string::npos) << st;
@@ -330,7 +337,8 @@ TEST(PolicyWatcher, BadConfigKeepsLastGoodEngine) {
   EXPECT_NE((*w)->last_error().find("MAYBE"), std::string::npos);
 
   std::filesystem::remove(dir / "broken.yaml");
-  write("p.yaml", allow_get + "---\n" + allow_get.substr(0, allow_get.find("spec:")).replace(allow_get.find("name: p"), 7, "name: q") +
+  write("p.yaml", allow_get + "---\n" +
+                      allow_get.substr(0, allow_get.find("spec:")).replace(allow_get.find("name: p"), 7, "name: q") +
                       "spec: {rules: [{to: [{operation: {methods: [POST]}}]}]}\n");
   ASSERT_TRUE((*w)->Poll().ok()) << (*w)->last_error();
   EXPECT_EQ((*w)->generation(), 2);

@@ -57,8 +57,8 @@ TEST(RbacModes, On) {
                   {"plaintext_denied", Http(), Deny("")},
                   {"other_service_default_deny", Http().To("c.ns.svc.cluster.local").From("cluster.local/ns/a/sa/a"),
                    Deny("")},
-                  {"other_namespace_default_deny", Http().To("b.other.svc.cluster.local").From("cluster.local/ns/a/sa/a"),
-                   Deny("")},
+                  {"other_namespace_default_deny",
+                   Http().To("b.other.svc.cluster.local").From("cluster.local/ns/a/sa/a"), Deny("")},
               });
 }
 
@@ -67,8 +67,8 @@ TEST(RbacModes, OnWithInclusionNamespaces) {
   RunCases(e, {
                   {"included_namespace_enforced", Http().From("cluster.local/ns/a/sa/z"), Deny("")},
                   {"included_namespace_bound_allowed", Http().From("cluster.local/ns/a/sa/a"), Allow("ns/reader")},
-                  {"other_namespace_not_enforced", Http().To("x.other.svc.cluster.local").From("cluster.local/ns/a/sa/z"),
-                   Allow("")},
+                  {"other_namespace_not_enforced",
+                   Http().To("x.other.svc.cluster.local").From("cluster.local/ns/a/sa/z"), Allow("")},
               });
 }
 
@@ -89,8 +89,9 @@ TEST(RbacModes, OnWithInclusionEmptyIncludesNothing) {
 }
 
 TEST(RbacModes, OnWithExclusion) {
-  auto e = MustEngine(OnFor("  mode: ON_WITH_EXCLUSION\n  exclusion: {namespaces: [skip], services: [c.ns.svc.cluster.local]}\n") +
-                      kRoleAndBinding);
+  auto e = MustEngine(
+      OnFor("  mode: ON_WITH_EXCLUSION\n  exclusion: {namespaces: [skip], services: [c.ns.svc.cluster.local]}\n") +
+      kRoleAndBinding);
   RunCases(e, {
                   {"not_excluded_enforced", Http("POST").From("cluster.local/ns/a/sa/a"), Deny("")},
                   {"excluded_namespace_open", Http("POST").To("x.skip.svc.cluster.local"), Allow("")},
@@ -161,13 +162,13 @@ spec:
   subjects: [{user: "*"}]
   roleRef: {kind: ServiceRole, name: r}
 )");
-  RunCases(e, {
-                  {"role_in_other_namespace_does_not_apply", Http(), Deny("")},
-                  {"binding_cannot_reference_other_namespace_role", Http().From("cluster.local/ns/x/sa/y"), Deny("")},
-                  {"role_without_binding_grants_nothing", Http("GET", "/x"), Deny("")},
-                  {"other_namespace_open_through_its_own_role", Http().To("q.other.svc.cluster.local"),
-                   Allow("other/r")},
-              });
+  RunCases(e,
+           {
+               {"role_in_other_namespace_does_not_apply", Http(), Deny("")},
+               {"binding_cannot_reference_other_namespace_role", Http().From("cluster.local/ns/x/sa/y"), Deny("")},
+               {"role_without_binding_grants_nothing", Http("GET", "/x"), Deny("")},
+               {"other_namespace_open_through_its_own_role", Http().To("q.other.svc.cluster.local"), Allow("other/r")},
+           });
 }
 
 TEST(RbacServices, Patterns) {
@@ -212,33 +213,34 @@ spec:
 )" + [] {
     std::string out;
     for (const char* r : {"prefix", "suffix", "all", "exact", "infix"}) {
-      out += absl::StrCat("---\napiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRoleBinding\nmetadata: {name: b-", r,
-                          ", namespace: ns}\nspec:\n  subjects: [{user: \"*\"}]\n  roleRef: {kind: ServiceRole, name: ", r,
-                          "}\n");
+      out += absl::StrCat(
+          "---\napiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRoleBinding\nmetadata: {name: b-", r,
+          ", namespace: ns}\nspec:\n  subjects: [{user: \"*\"}]\n  roleRef: {kind: ServiceRole, name: ", r, "}\n");
     }
     return out;
   }());
-  RunCases(e, {
-                  {"prefix_matches", Http("GET", "/prefix").To("pre-x.ns.svc.cluster.local"), Allow("ns/prefix")},
-                  {"prefix_not_matching", Http("GET", "/prefix").To("b.ns.svc.cluster.local"), Deny("")},
-                  {"suffix_matches", Http("GET", "/suffix"), Allow("ns/suffix")},
-                  {"suffix_not_matching", Http("GET", "/suffix").To("b.ns.svc.other").Ns("ns"), Deny("")},
-                  {"star_matches_all_in_namespace", Http("GET", "/all").To("zzz.ns.svc.cluster.local"), Allow("ns/all")},
-                  {"exact_first", Http("GET", "/exact"), Allow("ns/exact")},
-                  {"exact_second", Http("GET", "/exact").To("c.ns.svc.cluster.local"), Allow("ns/exact")},
-                  {"exact_not_other", Http("GET", "/exact").To("d.ns.svc.cluster.local"), Deny("")},
-                  {"infix_star_is_literal", Http("GET", "/infix"), Deny("")},
-                  {"inline_actions_binding", Http("GET", "/none").To("none.ns.svc.cluster.local"), Deny("")},
-              });
+  RunCases(e,
+           {
+               {"prefix_matches", Http("GET", "/prefix").To("pre-x.ns.svc.cluster.local"), Allow("ns/prefix")},
+               {"prefix_not_matching", Http("GET", "/prefix").To("b.ns.svc.cluster.local"), Deny("")},
+               {"suffix_matches", Http("GET", "/suffix"), Allow("ns/suffix")},
+               {"suffix_not_matching", Http("GET", "/suffix").To("b.ns.svc.other").Ns("ns"), Deny("")},
+               {"star_matches_all_in_namespace", Http("GET", "/all").To("zzz.ns.svc.cluster.local"), Allow("ns/all")},
+               {"exact_first", Http("GET", "/exact"), Allow("ns/exact")},
+               {"exact_second", Http("GET", "/exact").To("c.ns.svc.cluster.local"), Allow("ns/exact")},
+               {"exact_not_other", Http("GET", "/exact").To("d.ns.svc.cluster.local"), Deny("")},
+               {"infix_star_is_literal", Http("GET", "/infix"), Deny("")},
+               {"inline_actions_binding", Http("GET", "/none").To("none.ns.svc.cluster.local"), Deny("")},
+           });
 }
 
 // A role per field; subjects "*" so only the rule decides.
 std::string RoleFor(const std::string& name, const std::string& rule) {
-  return absl::StrCat("---\napiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRole\nmetadata: {name: ", name,
-                      ", namespace: ns}\nspec:\n  rules:\n  - services: [\"b.ns.svc.cluster.local\"]\n", rule,
-                      "---\napiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRoleBinding\nmetadata: {name: bind-", name,
-                      ", namespace: ns}\nspec:\n  subjects: [{user: \"*\"}]\n  roleRef: {kind: ServiceRole, name: ", name,
-                      "}\n");
+  return absl::StrCat(
+      "---\napiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRole\nmetadata: {name: ", name,
+      ", namespace: ns}\nspec:\n  rules:\n  - services: [\"b.ns.svc.cluster.local\"]\n", rule,
+      "---\napiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRoleBinding\nmetadata: {name: bind-", name,
+      ", namespace: ns}\nspec:\n  subjects: [{user: \"*\"}]\n  roleRef: {kind: ServiceRole, name: ", name, "}\n");
 }
 
 std::shared_ptr<const PolicyEngine> SingleRole(const std::string& rule) {
@@ -335,18 +337,26 @@ TEST(RbacRuleFields, HostsAndPorts) {
 }
 
 TEST(RbacConstraints, EveryDocumentedKey) {
-  auto e = MustEngine(OnFor("  mode: 'ON'\n") +
-                      RoleFor("dip", "    paths: [/dip]\n    constraints: [{key: destination.ip, values: ['10.0.0.0/24', '192.168.1.1']}]\n") +
-                      RoleFor("dport", "    paths: [/dport]\n    constraints: [{key: destination.port, values: ['8080']}]\n") +
-                      RoleFor("dlabel", "    paths: [/dlabel]\n    constraints: [{key: 'destination.labels[version]', values: [v1, v2]}]\n") +
-                      RoleFor("dlabelany", "    paths: [/dlabelany]\n    constraints: [{key: 'destination.labels[canary]', values: ['*']}]\n") +
-                      RoleFor("dname", "    paths: [/dname]\n    constraints: [{key: destination.name, values: [b]}]\n") +
-                      RoleFor("dns", "    paths: [/dns]\n    constraints: [{key: destination.namespace, values: [ns]}]\n") +
-                      RoleFor("duser", "    paths: [/duser]\n    constraints: [{key: destination.user, values: [b-sa]}]\n") +
-                      RoleFor("hdr", "    paths: [/hdr]\n    constraints: [{key: 'request.headers[X-Version]', values: ['v1*', '*-beta']}]\n") +
-                      RoleFor("hdrany", "    paths: [/hdrany]\n    constraints: [{key: 'request.headers[x-token]', values: ['*']}]\n") +
-                      RoleFor("sni", "    paths: [/sni]\n    constraints: [{key: connection.sni, values: ['*.example.com']}]\n") +
-                      RoleFor("and", "    paths: [/and]\n    constraints:\n    - {key: destination.port, values: ['80']}\n    - {key: 'request.headers[a]', values: ['1']}\n"));
+  auto e = MustEngine(
+      OnFor("  mode: 'ON'\n") +
+      RoleFor("dip",
+              "    paths: [/dip]\n    constraints: [{key: destination.ip, values: ['10.0.0.0/24', '192.168.1.1']}]\n") +
+      RoleFor("dport", "    paths: [/dport]\n    constraints: [{key: destination.port, values: ['8080']}]\n") +
+      RoleFor("dlabel",
+              "    paths: [/dlabel]\n    constraints: [{key: 'destination.labels[version]', values: [v1, v2]}]\n") +
+      RoleFor("dlabelany",
+              "    paths: [/dlabelany]\n    constraints: [{key: 'destination.labels[canary]', values: ['*']}]\n") +
+      RoleFor("dname", "    paths: [/dname]\n    constraints: [{key: destination.name, values: [b]}]\n") +
+      RoleFor("dns", "    paths: [/dns]\n    constraints: [{key: destination.namespace, values: [ns]}]\n") +
+      RoleFor("duser", "    paths: [/duser]\n    constraints: [{key: destination.user, values: [b-sa]}]\n") +
+      RoleFor(
+          "hdr",
+          "    paths: [/hdr]\n    constraints: [{key: 'request.headers[X-Version]', values: ['v1*', '*-beta']}]\n") +
+      RoleFor("hdrany", "    paths: [/hdrany]\n    constraints: [{key: 'request.headers[x-token]', values: ['*']}]\n") +
+      RoleFor("sni", "    paths: [/sni]\n    constraints: [{key: connection.sni, values: ['*.example.com']}]\n") +
+      RoleFor("and",
+              "    paths: [/and]\n    constraints:\n    - {key: destination.port, values: ['80']}\n    - {key: "
+              "'request.headers[a]', values: ['1']}\n"));
   RunCases(e, {
                   {"destination_ip_cidr", Http("GET", "/dip").DstIp("10.0.0.7"), Allow("ns/dip")},
                   {"destination_ip_single", Http("GET", "/dip").DstIp("192.168.1.1"), Allow("ns/dip")},
@@ -381,22 +391,21 @@ TEST(RbacConstraints, EveryDocumentedKey) {
 }
 
 std::string BindingFor(const std::string& name, const std::string& subject) {
-  return absl::StrCat("---\napiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRole\nmetadata: {name: ", name,
-                      ", namespace: ns}\nspec:\n  rules: [{services: [\"*\"], paths: [\"/", name,
-                      "\"]}]\n---\napiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRoleBinding\nmetadata: {name: bind-",
-                      name, ", namespace: ns}\nspec:\n  roleRef: {kind: ServiceRole, name: ", name, "}\n  subjects:\n",
-                      subject);
+  return absl::StrCat(
+      "---\napiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRole\nmetadata: {name: ", name,
+      ", namespace: ns}\nspec:\n  rules: [{services: [\"*\"], paths: [\"/", name,
+      "\"]}]\n---\napiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRoleBinding\nmetadata: {name: bind-", name,
+      ", namespace: ns}\nspec:\n  roleRef: {kind: ServiceRole, name: ", name, "}\n  subjects:\n", subject);
 }
 
 TEST(RbacSubjects, UserForms) {
-  auto e = MustEngine(OnFor("  mode: 'ON'\n") + BindingFor("star", "  - user: '*'\n") +
-                      BindingFor("allusers", "  - user: allUsers\n") +
-                      BindingFor("authn", "  - user: allAuthenticatedUsers\n") +
-                      BindingFor("exact", "  - user: cluster.local/ns/a/sa/a\n") +
-                      BindingFor("scheme", "  - user: spiffe://cluster.local/ns/a/sa/a\n") +
-                      BindingFor("prefix", "  - user: 'cluster.local/ns/a/*'\n") +
-                      BindingFor("suffix", "  - user: '*/sa/a'\n") +
-                      BindingFor("two", "  - user: cluster.local/ns/a/sa/x\n  - user: cluster.local/ns/a/sa/y\n"));
+  auto e = MustEngine(
+      OnFor("  mode: 'ON'\n") + BindingFor("star", "  - user: '*'\n") + BindingFor("allusers", "  - user: allUsers\n") +
+      BindingFor("authn", "  - user: allAuthenticatedUsers\n") +
+      BindingFor("exact", "  - user: cluster.local/ns/a/sa/a\n") +
+      BindingFor("scheme", "  - user: spiffe://cluster.local/ns/a/sa/a\n") +
+      BindingFor("prefix", "  - user: 'cluster.local/ns/a/*'\n") + BindingFor("suffix", "  - user: '*/sa/a'\n") +
+      BindingFor("two", "  - user: cluster.local/ns/a/sa/x\n  - user: cluster.local/ns/a/sa/y\n"));
   RunCases(e, {
                   {"star_user_allows_plaintext", Http("GET", "/star"), Allow("ns/star")},
                   {"star_user_allows_mtls", Http("GET", "/star").From("cluster.local/ns/q/sa/q"), Allow("ns/star")},
@@ -412,8 +421,10 @@ TEST(RbacSubjects, UserForms) {
                   {"prefix_user", Http("GET", "/prefix").From("cluster.local/ns/a/sa/z"), Allow("ns/prefix")},
                   {"prefix_user_other_ns", Http("GET", "/prefix").From("cluster.local/ns/b/sa/z"), Deny("")},
                   {"suffix_user", Http("GET", "/suffix").From("other.td/ns/x/sa/a"), Allow("ns/suffix")},
-                  {"subjects_are_ored_first", Http("GET", "/two").From("cluster.local/ns/a/sa/x"), Allow("ns/two", "rules[0]; binding ns/bind-two subjects[0]")},
-                  {"subjects_are_ored_second", Http("GET", "/two").From("cluster.local/ns/a/sa/y"), Allow("ns/two", "rules[0]; binding ns/bind-two subjects[1]")},
+                  {"subjects_are_ored_first", Http("GET", "/two").From("cluster.local/ns/a/sa/x"),
+                   Allow("ns/two", "rules[0]; binding ns/bind-two subjects[0]")},
+                  {"subjects_are_ored_second", Http("GET", "/two").From("cluster.local/ns/a/sa/y"),
+                   Allow("ns/two", "rules[0]; binding ns/bind-two subjects[1]")},
               });
 }
 
@@ -445,8 +456,7 @@ TEST(RbacSubjects, HiddenFirstClassFields) {
 }
 
 TEST(RbacSubjects, Properties) {
-  auto e = MustEngine(OnFor("  mode: 'ON'\n") +
-                      BindingFor("sip", "  - properties: {source.ip: 192.168.0.0/16}\n") +
+  auto e = MustEngine(OnFor("  mode: 'ON'\n") + BindingFor("sip", "  - properties: {source.ip: 192.168.0.0/16}\n") +
                       BindingFor("sns", "  - properties: {source.namespace: a}\n") +
                       BindingFor("snsstar", "  - properties: {source.namespace: '*'}\n") +
                       BindingFor("sp", "  - properties: {source.principal: cluster.local/ns/a/sa/a}\n") +
@@ -470,8 +480,8 @@ TEST(RbacSubjects, Properties) {
                   {"request_header_property_other", Http("GET", "/hdr").Header("x-user", "bob"), Deny("")},
                   {"fields_and_properties_anded", Http("GET", "/and").From("cluster.local/ns/a/sa/a").SrcIp("10.0.0.1"),
                    Allow("ns/and")},
-                  {"fields_and_properties_anded_ip_wrong", Http("GET", "/and").From("cluster.local/ns/a/sa/a").SrcIp("10.0.0.2"),
-                   Deny("")},
+                  {"fields_and_properties_anded_ip_wrong",
+                   Http("GET", "/and").From("cluster.local/ns/a/sa/a").SrcIp("10.0.0.2"), Deny("")},
               });
 }
 
@@ -533,16 +543,16 @@ spec:
                   {"http_only_role_allows_http", Http("GET"), Allow("ns/http-only")},
                   {"http_only_role_denies_tcp_everyone", Tcp().From("cluster.local/ns/x/sa/x"),
                    WithReason(Deny(""), "dropped for TCP")},
-                  {"tcp_rule_allows_principal", Tcp().To("db.ns.svc.cluster.local", 3306).From("cluster.local/ns/app/sa/app"),
-                   Allow("ns/db")},
+                  {"tcp_rule_allows_principal",
+                   Tcp().To("db.ns.svc.cluster.local", 3306).From("cluster.local/ns/app/sa/app"), Allow("ns/db")},
                   {"tcp_rule_other_port", Tcp().To("db.ns.svc.cluster.local", 3307).From("cluster.local/ns/app/sa/app"),
                    Deny("")},
-                  {"tcp_group_subject_dropped", Tcp().To("db.ns.svc.cluster.local", 3306).From("cluster.local/ns/x/sa/x"),
-                   Deny("")},
+                  {"tcp_group_subject_dropped",
+                   Tcp().To("db.ns.svc.cluster.local", 3306).From("cluster.local/ns/x/sa/x"), Deny("")},
                   {"tcp_subject_with_request_property_dropped",
                    Tcp().To("db.ns.svc.cluster.local", 3306).From("cluster.local/ns/ops/sa/ops"), Deny("")},
-                  {"istio_1_5_tcp_suffix_user_matches", Tcp().To("db.ns.svc.cluster.local", 3306).From("td/ns/q/sa/suffix"),
-                   Allow("ns/db")},
+                  {"istio_1_5_tcp_suffix_user_matches",
+                   Tcp().To("db.ns.svc.cluster.local", 3306).From("td/ns/q/sa/suffix"), Allow("ns/db")},
                   {"tcp_plaintext_has_no_principal", Tcp().To("db.ns.svc.cluster.local", 3306), Deny("")},
                   {"tcp_header_constraint_rule_dropped", Tcp().To("h.ns.svc.cluster.local"), Deny("")},
                   {"http_header_constraint", Http().To("h.ns.svc.cluster.local").Header("x", "1"), Allow("ns/hdr")},

@@ -64,7 +64,8 @@ TEST(TlsCheckGolden, PeerAuthentication) {
 }
 
 TEST(TlsCheckGolden, NoPoliciesAtAll) {
-  auto set = testing::Parse("apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: ns}\nspec:\n  ports: [{port: 80}]\n");
+  auto set = testing::Parse(
+      "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: ns}\nspec:\n  ports: [{port: 80}]\n");
   ASSERT_TRUE(set.ok());
   EXPECT_EQ(FormatTlsCheckTable(ComputeTlsCheck(*set, {})),
             "HOST:PORT                     STATUS     SERVER      CLIENT     AUTHN POLICY     DESTINATION RULE\n"
@@ -118,7 +119,8 @@ TEST(TlsCheck, Filter) {
   auto none = FilterTlsCheck(rows, "nothing.here");
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(none->empty());
-  EXPECT_EQ(FormatTlsCheckTable(*none), "HOST:PORT     STATUS     SERVER     CLIENT     AUTHN POLICY     DESTINATION RULE\n");
+  EXPECT_EQ(FormatTlsCheckTable(*none),
+            "HOST:PORT     STATUS     SERVER     CLIENT     AUTHN POLICY     DESTINATION RULE\n");
   EXPECT_FALSE(FilterTlsCheck(rows, "reviews:http").ok());
 }
 

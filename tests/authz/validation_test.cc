@@ -1,8 +1,7 @@
 // Validation: every error names file, line and field path, all errors are reported at once,
 // and the messages say what is wrong (Istio's validation rules plus strict unknown-field checks).
-#include <gtest/gtest.h>
-
 #include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include "tests/authz/policy_test_util.h"
 
@@ -32,21 +31,26 @@ TEST(Validation, OneErrorEach) {
        "apiVersion: rbac.istio.io/v1alpha1\nkind: ClusterRbacConfig\nmetadata: {name: mine}\nspec: {mode: 'ON'}\n",
        "ClusterRbacConfig mine: metadata.name: ClusterRbacConfig has to be named \"default\""},
       {"inclusion_required_for_on_with_inclusion",
-       "apiVersion: rbac.istio.io/v1alpha1\nkind: ClusterRbacConfig\nmetadata: {name: default}\nspec:\n  mode: ON_WITH_INCLUSION\n",
+       "apiVersion: rbac.istio.io/v1alpha1\nkind: ClusterRbacConfig\nmetadata: {name: default}\nspec:\n  mode: "
+       "ON_WITH_INCLUSION\n",
        "test.yaml:5: ClusterRbacConfig default: spec.inclusion: inclusion cannot be null"},
       {"exclusion_required_for_on_with_exclusion",
-       "apiVersion: rbac.istio.io/v1alpha1\nkind: ClusterRbacConfig\nmetadata: {name: default}\nspec:\n  mode: ON_WITH_EXCLUSION\n",
+       "apiVersion: rbac.istio.io/v1alpha1\nkind: ClusterRbacConfig\nmetadata: {name: default}\nspec:\n  mode: "
+       "ON_WITH_EXCLUSION\n",
        "spec.exclusion: exclusion cannot be null"},
-      {"bad_mode", "apiVersion: rbac.istio.io/v1alpha1\nkind: ClusterRbacConfig\nmetadata: {name: default}\nspec: {mode: MAYBE}\n",
+      {"bad_mode",
+       "apiVersion: rbac.istio.io/v1alpha1\nkind: ClusterRbacConfig\nmetadata: {name: default}\nspec: {mode: MAYBE}\n",
        "spec.mode: \"MAYBE\" is not one of OFF, ON, ON_WITH_INCLUSION, ON_WITH_EXCLUSION"},
       {"methods_and_not_methods",
        "apiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRole\nmetadata: {name: r, namespace: ns}\nspec:\n  rules:\n"
        "  - services: ['*']\n    methods: [GET]\n    not_methods: [POST]\n",
        "ServiceRole ns/r: spec.rules[0]: cannot have both methods and notMethods"},
-      {"role_needs_rules", "apiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRole\nmetadata: {name: r, namespace: ns}\nspec: {}\n",
+      {"role_needs_rules",
+       "apiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRole\nmetadata: {name: r, namespace: ns}\nspec: {}\n",
        "spec.rules: at least one rule must be specified"},
       {"rule_needs_services",
-       "apiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRole\nmetadata: {name: r, namespace: ns}\nspec:\n  rules:\n  - methods: [GET]\n",
+       "apiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRole\nmetadata: {name: r, namespace: ns}\nspec:\n  rules:\n  "
+       "- methods: [GET]\n",
        "spec.rules[0].services: at least one service must be specified"},
       {"unknown_constraint_key",
        "apiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRole\nmetadata: {name: r, namespace: ns}\nspec:\n  rules:\n"
@@ -117,19 +121,23 @@ TEST(Validation, OneErrorEach) {
        "  roleRef: {kind: ServiceRole, name: r}\n  subjects: [{ips: ['10.0.0.300']}]\n",
        "\"10.0.0.300\" is not an IP address or CIDR block"},
       {"namespaced_policy_without_targets_named_default",
-       "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: strict, namespace: ns}\nspec:\n  peers: [{mtls: {}}]\n",
+       "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: strict, namespace: ns}\nspec:\n  "
+       "peers: [{mtls: {}}]\n",
        "Policy ns/strict: metadata.name: a namespace-wide Policy (no targets) has to be named \"default\""},
       {"default_policy_cannot_have_targets",
-       "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: default, namespace: ns}\nspec:\n  targets: [{name: b}]\n",
+       "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: default, namespace: ns}\nspec:\n  "
+       "targets: [{name: b}]\n",
        "the Policy named \"default\" is namespace-wide and cannot have targets"},
       {"mesh_policy_named_default",
        "apiVersion: authentication.istio.io/v1alpha1\nkind: MeshPolicy\nmetadata: {name: mesh}\nspec: {}\n",
        "MeshPolicy has to be named \"default\""},
       {"jwt_issuer_required",
-       "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: default, namespace: ns}\nspec:\n  origins: [{jwt: {jwksUri: 'https://x'}}]\n",
+       "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: default, namespace: ns}\nspec:\n  "
+       "origins: [{jwt: {jwksUri: 'https://x'}}]\n",
        "spec.origins[0].jwt.issuer: issuer must be set"},
       {"jwks_uri_scheme",
-       "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: default, namespace: ns}\nspec:\n  origins: [{jwt: {issuer: i, jwksUri: 'ftp://x'}}]\n",
+       "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: default, namespace: ns}\nspec:\n  "
+       "origins: [{jwt: {issuer: i, jwksUri: 'ftp://x'}}]\n",
        "spec.origins[0].jwt.jwksUri: must be an http://, https:// or file:// URI"},
       {"duplicate_issuer",
        "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: default, namespace: ns}\nspec:\n"
@@ -140,17 +148,20 @@ TEST(Validation, OneErrorEach) {
        "  origins: [{jwt: {issuer: i, triggerRules: [{includedPaths: [{regex: '('}]}]}}]\n",
        "invalid regular expression"},
       {"peer_method_needs_one_kind",
-       "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: default, namespace: ns}\nspec:\n  peers: [{}]\n",
+       "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: default, namespace: ns}\nspec:\n  "
+       "peers: [{}]\n",
        "spec.peers[0]: exactly one of mtls or jwt must be set"},
       {"target_port_number_or_name",
        "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: p, namespace: ns}\nspec:\n"
        "  targets: [{name: b, ports: [{number: 80, name: http}]}]\n",
        "spec.targets[0].ports[0]: exactly one of number or name must be set"},
       {"custom_needs_provider",
-       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\nspec: {action: CUSTOM}\n",
+       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\nspec: "
+       "{action: CUSTOM}\n",
        "spec.provider.name: a CUSTOM policy must name its provider"},
       {"provider_only_for_custom",
-       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\nspec: {provider: {name: x}}\n",
+       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\nspec: "
+       "{provider: {name: x}}\n",
        "spec.provider: provider is only allowed with action CUSTOM"},
       {"v1beta1_rejects_destination_labels",
        "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\nspec:\n"
@@ -193,7 +204,8 @@ TEST(Validation, OneErrorEach) {
        "  portLevelMtls: {8080: {mode: STRICT}}\n",
        "spec.portLevelMtls: portLevelMtls requires a workload selector"},
       {"peer_authentication_mode",
-       "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: p, namespace: ns}\nspec:\n  mtls: {mode: STRICTER}\n",
+       "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: p, namespace: ns}\nspec:\n  "
+       "mtls: {mode: STRICTER}\n",
        "spec.mtls.mode: \"STRICTER\" is not one of UNSET, DISABLE, PERMISSIVE, STRICT"},
       {"request_authentication_header_name",
        "apiVersion: security.istio.io/v1beta1\nkind: RequestAuthentication\nmetadata: {name: r, namespace: ns}\nspec:\n"
@@ -204,9 +216,11 @@ TEST(Validation, OneErrorEach) {
        "  host: b\n  trafficPolicy: {tls: {mode: MUTUALISH}}\n",
        "spec.trafficPolicy.tls.mode: \"MUTUALISH\" is not one of DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL"},
       {"wrong_api_version",
-       "apiVersion: security.istio.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\nspec: {}\n",
+       "apiVersion: security.istio.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\nspec: "
+       "{}\n",
        "apiVersion: \"security.istio.io/v1alpha1\" is not valid for kind AuthorizationPolicy"},
-      {"name_required", "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {namespace: ns}\nspec: {}\n",
+      {"name_required",
+       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {namespace: ns}\nspec: {}\n",
        "metadata.name: required"},
       {"unknown_top_level_field",
        "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspecs: {}\n",
@@ -218,16 +232,20 @@ TEST(Validation, OneErrorEach) {
        "  action: DENY\n  action: ALLOW\n",
        "spec.action: duplicate key"},
       {"missing_document_separator",
-       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\nspec: {}\n"
-       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: q, namespace: ns}\nspec: {}\n",
+       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\nspec: "
+       "{}\n"
+       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: q, namespace: ns}\nspec: "
+       "{}\n",
        "duplicate key (is a \"---\" document separator missing?)"},
       {"both_spellings",
        "apiVersion: rbac.istio.io/v1alpha1\nkind: ServiceRole\nmetadata: {name: r, namespace: ns}\nspec:\n  rules:\n"
        "  - services: ['*']\n    notMethods: [GET]\n    not_methods: [POST]\n",
        "both notMethods and not_methods are set"},
       {"duplicate_objects",
-       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\nspec: {}\n---\n"
-       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\nspec: {}\n",
+       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\nspec: "
+       "{}\n---\n"
+       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\nspec: "
+       "{}\n",
        "test.yaml:6: AuthorizationPolicy ns/p: metadata.name: duplicate object (first defined at test.yaml:1)"},
       {"two_rbac_configs",
        "apiVersion: rbac.istio.io/v1alpha1\nkind: RbacConfig\nmetadata: {name: default, namespace: a}\nspec: {}\n---\n"
@@ -273,9 +291,13 @@ spec: {}
 )";
   auto errors = Errors(yaml);
   ASSERT_EQ(errors.size(), 3u) << ::testing::PrintToString(errors);
-  EXPECT_THAT(errors[0], HasSubstr("test.yaml:6: ServiceRole ns/r1: spec.rules[0]: cannot have both methods and notMethods"));
-  EXPECT_THAT(errors[1], HasSubstr("test.yaml:9: ServiceRole ns/r1: spec.rules[0].constraints[0].key: unknown key \"bogus.key\""));
-  EXPECT_THAT(errors[2], HasSubstr("test.yaml:16: AuthorizationPolicy ns/p: spec.rules[0].to[0].operation.methdos: unknown field"));
+  EXPECT_THAT(errors[0],
+              HasSubstr("test.yaml:6: ServiceRole ns/r1: spec.rules[0]: cannot have both methods and notMethods"));
+  EXPECT_THAT(errors[1],
+              HasSubstr("test.yaml:9: ServiceRole ns/r1: spec.rules[0].constraints[0].key: unknown key \"bogus.key\""));
+  EXPECT_THAT(
+      errors[2],
+      HasSubstr("test.yaml:16: AuthorizationPolicy ns/p: spec.rules[0].to[0].operation.methdos: unknown field"));
 }
 
 TEST(Validation, WarningsDoNotFailTheLoad) {
@@ -321,8 +343,9 @@ items:
 
 TEST(Validation, AliasExpansionIsBounded) {
   // A "billion laughs" document must be refused quickly, not expanded.
-  std::string yaml = "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\n"
-                     "x0: &a0 [src, src, src, src, src, src, src, src, src, src]\n";
+  std::string yaml =
+      "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\n"
+      "x0: &a0 [src, src, src, src, src, src, src, src, src, src]\n";
   for (int i = 1; i < 8; ++i) {
     yaml += absl::StrCat("x", i, ": &a", i, " [*a", i - 1, ", *a", i - 1, ", *a", i - 1, ", *a", i - 1, ", *a", i - 1,
                          ", *a", i - 1, ", *a", i - 1, ", *a", i - 1, ", *a", i - 1, ", *a", i - 1, "]\n");

@@ -13,7 +13,8 @@ class AuthenticatorTest : public ::testing::Test {
   AuthenticatorTest() {
     key_ = *GenerateKey(KeyAlgorithm::kEcdsaP256);
     std::vector<JwtIssuer> issuers;
-    issuers.push_back(JwtIssuer{"https://kubernetes.default.svc", *Jwks::FromPublicKey(key_.get(), "k1"), {"istio-ca"}});
+    issuers.push_back(
+        JwtIssuer{"https://kubernetes.default.svc", *Jwks::FromPublicKey(key_.get(), "k1"), {"istio-ca"}});
     jwt_ = std::make_unique<JwtAuthenticator>("cluster.local", std::move(issuers), clock_);
   }
 
@@ -46,7 +47,8 @@ TEST_F(AuthenticatorTest, MapsServiceAccountSubject) {
 }
 
 TEST_F(AuthenticatorTest, AcceptsSpiffeSubjectOfOwnTrustDomainOnly) {
-  EXPECT_EQ(Jwt("Bearer " + Token({{"sub", "spiffe://cluster.local/ns/a/sa/b"}}))->id.ToString(), "spiffe://cluster.local/ns/a/sa/b");
+  EXPECT_EQ(Jwt("Bearer " + Token({{"sub", "spiffe://cluster.local/ns/a/sa/b"}}))->id.ToString(),
+            "spiffe://cluster.local/ns/a/sa/b");
   auto other = Jwt("Bearer " + Token({{"sub", "spiffe://other.example/ns/a/sa/b"}}));
   EXPECT_NE(std::string(other.status().message()).find("is not in trust domain cluster.local"), std::string::npos);
   auto weird = Jwt("Bearer " + Token({{"sub", "admin"}}));
@@ -88,18 +90,22 @@ TEST_F(AuthenticatorTest, ClientCertificateOfThisCaRenewsSameIdentity) {
   // From another CA.
   auto foreign = testing::MakeAuthority(clock_, random_);
   CertIssuer foreign_issuer(foreign, clock_, random_);
-  c.peer_cert_pem = foreign_issuer.IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id, absl::Hours(1))->pem;
-  EXPECT_NE(std::string(cert_auth.Authenticate(c).status().message()).find("not a valid certificate of this CA"), std::string::npos);
+  c.peer_cert_pem =
+      foreign_issuer.IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id, absl::Hours(1))->pem;
+  EXPECT_NE(std::string(cert_auth.Authenticate(c).status().message()).find("not a valid certificate of this CA"),
+            std::string::npos);
 
   // Expired.
   c.peer_cert_pem = svid.pem;
   clock_.Advance(absl::Hours(2));
-  EXPECT_NE(std::string(cert_auth.Authenticate(c).status().message()).find("certificate has expired"), std::string::npos);
+  EXPECT_NE(std::string(cert_auth.Authenticate(c).status().message()).find("certificate has expired"),
+            std::string::npos);
 
   // Another trust domain under the same roots.
   ClientCertAuthenticator other_td(authority, "example.org", clock_);
   clock_.Advance(-absl::Hours(2));
-  EXPECT_NE(std::string(other_td.Authenticate(c).status().message()).find("is not in trust domain example.org"), std::string::npos);
+  EXPECT_NE(std::string(other_td.Authenticate(c).status().message()).find("is not in trust domain example.org"),
+            std::string::npos);
 }
 
 TEST_F(AuthenticatorTest, CompositeTriesCertificateThenToken) {

@@ -12,7 +12,8 @@ namespace meshid {
 namespace {
 
 // Signs a CA (or, with ca=false, a leaf) certificate for `subject_key` under `issuer`.
-X509Ptr SignCert(X509* issuer, EVP_PKEY* issuer_key, EVP_PKEY* subject_key, const char* cn, bool ca, const Clock& clock) {
+X509Ptr SignCert(X509* issuer, EVP_PKEY* issuer_key, EVP_PKEY* subject_key, const char* cn, bool ca,
+                 const Clock& clock) {
   X509Ptr cert(X509_new());
   X509_set_version(cert.get(), X509_VERSION_3);
   ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 1000 + cn[0]);
@@ -24,7 +25,8 @@ X509Ptr SignCert(X509* issuer, EVP_PKEY* issuer_key, EVP_PKEY* subject_key, cons
   X509_set_pubkey(cert.get(), subject_key);
   X509V3_CTX ctx;
   X509V3_set_ctx(&ctx, issuer, cert.get(), nullptr, nullptr, 0);
-  X509_EXTENSION* bc = X509V3_EXT_nconf_nid(nullptr, &ctx, NID_basic_constraints, ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
+  X509_EXTENSION* bc =
+      X509V3_EXT_nconf_nid(nullptr, &ctx, NID_basic_constraints, ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
   X509_add_ext(cert.get(), bc, -1);
   X509_EXTENSION_free(bc);
   X509_EXTENSION* ski = X509V3_EXT_nconf_nid(nullptr, &ctx, NID_subject_key_identifier, "hash");
@@ -98,9 +100,12 @@ TEST_F(AuthorityTest, SelfSignedRsaOptionAndBrokenStateErrors) {
   auto no_key = LoadOrCreateSelfSignedAuthority(options, clock_, random_);
   EXPECT_NE(std::string(no_key.status().message()).find("refusing to replace the root"), std::string::npos);
 
-  ASSERT_TRUE(WriteFileAtomic(File("ca-key.pem"), PrivateKeyToPem(GenerateKey(KeyAlgorithm::kEcdsaP256)->get())->view(), 0600).ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(File("ca-key.pem"), PrivateKeyToPem(GenerateKey(KeyAlgorithm::kEcdsaP256)->get())->view(), 0600)
+          .ok());
   auto mismatch = LoadOrCreateSelfSignedAuthority(options, clock_, random_);
-  EXPECT_NE(std::string(mismatch.status().message()).find("private key does not match"), std::string::npos) << mismatch.status();
+  EXPECT_NE(std::string(mismatch.status().message()).find("private key does not match"), std::string::npos)
+      << mismatch.status();
 }
 
 TEST_F(AuthorityTest, PluginLayoutLoadsWithChainInIstioOrder) {
@@ -116,16 +121,19 @@ TEST_F(AuthorityTest, PluginLayoutLoadsWithChainInIstioOrder) {
 TEST_F(AuthorityTest, PluginErrorsNameTheFile) {
   WritePlugin();
   std::filesystem::remove(File("cert-chain.pem"));
-  EXPECT_NE(LoadPluginError().find("incomplete plug-in CA bundle: missing " + File("cert-chain.pem")), std::string::npos);
+  EXPECT_NE(LoadPluginError().find("incomplete plug-in CA bundle: missing " + File("cert-chain.pem")),
+            std::string::npos);
 
   WritePlugin();
   ASSERT_TRUE(WriteFileAtomic(File("ca-key.pem"), PrivateKeyToPem(root_key_.get())->view(), 0600).ok());
-  EXPECT_NE(LoadPluginError().find(File("ca-key.pem") + ": private key does not match"), std::string::npos) << LoadPluginError();
+  EXPECT_NE(LoadPluginError().find(File("ca-key.pem") + ": private key does not match"), std::string::npos)
+      << LoadPluginError();
 
   WritePlugin();
   X509Ptr leaf = SignCert(root_.get(), root_key_.get(), ca_key_.get(), "leaf", false, clock_);
   ASSERT_TRUE(WriteFileAtomic(File("ca-cert.pem"), CertToPem(leaf.get())).ok());
-  EXPECT_NE(LoadPluginError().find(File("ca-cert.pem") + ": certificate is not a CA"), std::string::npos) << LoadPluginError();
+  EXPECT_NE(LoadPluginError().find(File("ca-cert.pem") + ": certificate is not a CA"), std::string::npos)
+      << LoadPluginError();
 
   WritePlugin();
   auto other_key = *GenerateKey(KeyAlgorithm::kEcdsaP256);

@@ -47,7 +47,8 @@ TEST_F(CertIssuerTest, SvidFollowsTheProfile) {
 TEST_F(CertIssuerTest, RsaKeysAlsoGetKeyEncipherment) {
   auto key = *GenerateKey(KeyAlgorithm::kRsa2048);
   auto issued = *issuer_.IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kRsa2048, id_, absl::Hours(1));
-  EXPECT_EQ(X509_get_key_usage(CertFromDer(issued.der)->get()), static_cast<uint32_t>(KU_DIGITAL_SIGNATURE | KU_KEY_ENCIPHERMENT));
+  EXPECT_EQ(X509_get_key_usage(CertFromDer(issued.der)->get()),
+            static_cast<uint32_t>(KU_DIGITAL_SIGNATURE | KU_KEY_ENCIPHERMENT));
 }
 
 TEST_F(CertIssuerTest, RsaAndP384AuthoritiesSignVerifiableCertificates) {
@@ -57,7 +58,8 @@ TEST_F(CertIssuerTest, RsaAndP384AuthoritiesSignVerifiableCertificates) {
     auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
     auto issued = *issuer.IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1));
     X509Ptr cert = *CertFromDer(issued.der);
-    EXPECT_TRUE(VerifyCertChain(cert.get(), {}, {authority->cert.get()}, clock_.Now()).ok()) << KeyAlgorithmName(ca_algorithm);
+    EXPECT_TRUE(VerifyCertChain(cert.get(), {}, {authority->cert.get()}, clock_.Now()).ok())
+        << KeyAlgorithmName(ca_algorithm);
     EXPECT_EQ(X509_get_signature_nid(cert.get()),
               ca_algorithm == KeyAlgorithm::kRsa2048 ? NID_sha256WithRSAEncryption : NID_ecdsa_with_SHA384);
   }
@@ -79,7 +81,8 @@ TEST_F(CertIssuerTest, SerialsAreDistinct) {
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
   std::set<std::string> serials;
   std::string spki = *PublicKeyDer(key.get());
-  for (int i = 0; i < 50; ++i) serials.insert(issuer_.IssueSvid(spki, KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1))->serial_hex);
+  for (int i = 0; i < 50; ++i)
+    serials.insert(issuer_.IssueSvid(spki, KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1))->serial_hex);
   EXPECT_EQ(serials.size(), 50u);
 }
 

@@ -24,7 +24,9 @@ class CertificateAuthorityTest : public ::testing::Test {
         std::make_unique<ClientCertAuthenticator>(authority_, "cluster.local", clock_),
         std::make_unique<JwtAuthenticator>("cluster.local", std::move(issuers), clock_));
     ca_ = Make(CertificateServiceOptions{}, /*with_store=*/false);
-    creds_.authorization = {"Bearer " + *SignJwt({{"iss", "iss"}, {"sub", "system:serviceaccount:default:sleep"}, {"aud", "istio-ca"},
+    creds_.authorization = {"Bearer " + *SignJwt({{"iss", "iss"},
+                                                  {"sub", "system:serviceaccount:default:sleep"},
+                                                  {"aud", "istio-ca"},
                                                   {"exp", absl::ToUnixSeconds(clock_.Now() + absl::Hours(1))}},
                                                  token_key_.get(), "k")};
     key_ = *GenerateKey(KeyAlgorithm::kEcdsaP256);
@@ -76,7 +78,8 @@ TEST_F(CertificateAuthorityTest, HonoursRequestedTtlAndRefusesAboveMax) {
   EXPECT_TRUE(absl::IsInvalidArgument(too_long.status()));
   EXPECT_EQ(too_long.status().message(), "requested TTL 86401s is greater than the max allowed TTL 86400s");
   EXPECT_EQ(ca_->issued_count(), 1);
-  EXPECT_NE(metrics_.RenderPrometheus().find("citadel_server_csr_sign_err_count{error=\"TTL_ERROR\"} 1"), std::string::npos);
+  EXPECT_NE(metrics_.RenderPrometheus().find("citadel_server_csr_sign_err_count{error=\"TTL_ERROR\"} 1"),
+            std::string::npos);
 }
 
 TEST_F(CertificateAuthorityTest, RefusalsIssueNothing) {
@@ -141,7 +144,8 @@ TEST_F(CertificateAuthorityStoreTest, RequireRegistrationAndEntryRules) {
   options.require_registration = true;
   auto ca = Make(options, true);
   auto result = ca->Sign(creds_, csr_, 0);
-  EXPECT_EQ(result.status().message(), std::string("identity ") + kId + " is not registered (the server requires registration)");
+  EXPECT_EQ(result.status().message(),
+            std::string("identity ") + kId + " is not registered (the server requires registration)");
 
   RegistryEntry entry;
   entry.spiffe_id = kId;
@@ -235,7 +239,8 @@ TEST_F(CertificateAuthorityStoreTest, ARegistryThatKeepsChangingEndsInUnavailabl
   auto ca = Make(CertificateServiceOptions{}, true);
   ASSERT_TRUE(ca->Sign(creds_, csr_, 0).ok());
   // Every ledger write finds the registry one generation further on.
-  store_.set_before_record([this] { ASSERT_TRUE(store_.Block("spiffe://cluster.local/ns/x/sa/other", "", clock_.Now()).ok()); });
+  store_.set_before_record(
+      [this] { ASSERT_TRUE(store_.Block("spiffe://cluster.local/ns/x/sa/other", "", clock_.Now()).ok()); });
   auto result = ca->Sign(creds_, csr_, 0);
   EXPECT_TRUE(absl::IsUnavailable(result.status())) << result.status();
   EXPECT_NE(std::string(result.status().message()).find("changed 3 times"), std::string::npos) << result.status();

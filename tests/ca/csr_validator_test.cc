@@ -13,7 +13,8 @@ const SpiffeId kCaller = *SpiffeId::Parse("spiffe://cluster.local/ns/default/sa/
 std::string Message(const absl::StatusOr<ValidatedCsr>& r) { return std::string(r.status().message()); }
 
 TEST(ValidateCsr, AcceptsEveryAllowedKeyWithAndWithoutSan) {
-  for (KeyAlgorithm a : {KeyAlgorithm::kEcdsaP256, KeyAlgorithm::kEcdsaP384, KeyAlgorithm::kRsa2048, KeyAlgorithm::kRsa4096}) {
+  for (KeyAlgorithm a :
+       {KeyAlgorithm::kEcdsaP256, KeyAlgorithm::kEcdsaP384, KeyAlgorithm::kRsa2048, KeyAlgorithm::kRsa4096}) {
     auto key = *GenerateKey(a);
     auto plain = ValidateCsr(*BuildCsrPem(key.get()), kCaller);
     ASSERT_TRUE(plain.ok()) << KeyAlgorithmName(a) << ": " << plain.status();
@@ -33,16 +34,19 @@ TEST(ValidateCsr, RefusesWeakAndForeignKeys) {
   EvpPkeyPtr p192(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-192"));
   EXPECT_NE(Message(ValidateCsr(*BuildCsrPem(p192.get()), kCaller)).find("prime192v1"), std::string::npos);
   EvpPkeyPtr ed448(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED448"));
-  EXPECT_NE(Message(ValidateCsr(*BuildCsrPem(ed448.get()), kCaller)).find("Ed448 key is not allowed"), std::string::npos);
+  EXPECT_NE(Message(ValidateCsr(*BuildCsrPem(ed448.get()), kCaller)).find("Ed448 key is not allowed"),
+            std::string::npos);
 }
 
 TEST(ValidateCsr, RefusesSansOtherThanTheCaller) {
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
   CsrOptions foreign;
   foreign.uri_sans = {"spiffe://cluster.local/ns/kube-system/sa/admin"};
-  EXPECT_NE(Message(ValidateCsr(*BuildCsrPem(key.get(), foreign), kCaller))
-                .find("asks for URI SAN \"spiffe://cluster.local/ns/kube-system/sa/admin\" but the caller is authenticated as"),
-            std::string::npos);
+  EXPECT_NE(
+      Message(ValidateCsr(*BuildCsrPem(key.get(), foreign), kCaller))
+          .find(
+              "asks for URI SAN \"spiffe://cluster.local/ns/kube-system/sa/admin\" but the caller is authenticated as"),
+      std::string::npos);
   CsrOptions dns;
   dns.uri_sans = {kCaller.ToString()};
   dns.dns_sans = {"evil.example.com"};

@@ -16,13 +16,13 @@ TEST(Base64, RoundTripsEveryLengthModuloThree) {
 }
 
 TEST(Base64, RejectsMalformedInput) {
-  EXPECT_FALSE(Base64Decode("Zm8").ok());         // missing padding
-  EXPECT_FALSE(Base64Decode("Zm9=").ok());        // non-canonical trailing bits
-  EXPECT_FALSE(Base64Decode("Z!8=").ok());        // bad character
-  EXPECT_FALSE(Base64Decode("Zm==Zm8=").ok());    // padding in the middle
-  EXPECT_FALSE(Base64UrlDecode("Zm8=").ok());     // padding not allowed in base64url
-  EXPECT_FALSE(Base64UrlDecode("Z").ok());        // impossible length
-  EXPECT_FALSE(Base64UrlDecode("+/8").ok());      // standard alphabet in base64url
+  EXPECT_FALSE(Base64Decode("Zm8").ok());       // missing padding
+  EXPECT_FALSE(Base64Decode("Zm9=").ok());      // non-canonical trailing bits
+  EXPECT_FALSE(Base64Decode("Z!8=").ok());      // bad character
+  EXPECT_FALSE(Base64Decode("Zm==Zm8=").ok());  // padding in the middle
+  EXPECT_FALSE(Base64UrlDecode("Zm8=").ok());   // padding not allowed in base64url
+  EXPECT_FALSE(Base64UrlDecode("Z").ok());      // impossible length
+  EXPECT_FALSE(Base64UrlDecode("+/8").ok());    // standard alphabet in base64url
 }
 
 }  // namespace

@@ -12,8 +12,11 @@ namespace {
 const absl::Time kNow = absl::FromUnixSeconds(1'800'000'000);
 
 nlohmann::json Claims(int64_t exp_offset = 3600) {
-  return {{"iss", "issuer-a"}, {"sub", "system:serviceaccount:ns:sa"}, {"aud", "istio-ca"},
-          {"iat", absl::ToUnixSeconds(kNow)}, {"exp", absl::ToUnixSeconds(kNow) + exp_offset}};
+  return {{"iss", "issuer-a"},
+          {"sub", "system:serviceaccount:ns:sa"},
+          {"aud", "istio-ca"},
+          {"iat", absl::ToUnixSeconds(kNow)},
+          {"exp", absl::ToUnixSeconds(kNow) + exp_offset}};
 }
 
 JwtClaimChecks Checks() {
@@ -106,7 +109,8 @@ TEST_F(JwtTest, RefusesUnknownKidAndBadSignature) {
   // Payload swapped after signing.
   nlohmann::json evil = Claims();
   evil["sub"] = "system:serviceaccount:kube-system:admin";
-  std::string tampered = token.substr(0, token.find('.') + 1) + Base64UrlEncode(evil.dump()) + token.substr(token.rfind('.'));
+  std::string tampered =
+      token.substr(0, token.find('.') + 1) + Base64UrlEncode(evil.dump()) + token.substr(token.rfind('.'));
   s = VerifyToken(tampered, *Jwks::FromPublicKey(ec_.get(), "k1"));
   EXPECT_EQ(Message(s), "JWT signature is invalid");
 }
@@ -140,7 +144,7 @@ TEST_F(JwtTest, ChecksIssuerAndAudience) {
 }
 
 TEST(JwtDecode, RejectsMalformedTokens) {
-  const char* bad[] = {"", "a", "a.b", "a.b.c.d", "!!.e30.", "e30.!!.", "W10.e30.",  // header is an array
+  const char* bad[] = {"",          "a", "a.b", "a.b.c.d", "!!.e30.", "e30.!!.", "W10.e30.",  // header is an array
                        "e30.e30.!!"};
   for (const char* token : bad) EXPECT_FALSE(DecodeJwt(token).ok()) << token;
   EXPECT_FALSE(DecodeJwt(std::string(17000, 'a')).ok());
@@ -157,7 +161,8 @@ TEST(Jwks, RejectsMalformedSets) {
   EXPECT_FALSE(Jwks::Parse(R"({"keys":[{"kty":"RSA","n":"!!","e":"AQAB"}]})").ok());
   // A point not on the curve.
   std::string zeros = Base64UrlEncode(std::string(32, '\0'));
-  EXPECT_FALSE(Jwks::Parse(R"({"keys":[{"kty":"EC","crv":"P-256","x":")" + zeros + R"(","y":")" + zeros + R"("}]})").ok());
+  EXPECT_FALSE(
+      Jwks::Parse(R"({"keys":[{"kty":"EC","crv":"P-256","x":")" + zeros + R"(","y":")" + zeros + R"("}]})").ok());
   // Encryption keys and unknown types are skipped, not errors, when a signing key remains.
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
   nlohmann::json set = nlohmann::json::parse(Jwks::FromPublicKey(key.get(), "k")->ToJson());

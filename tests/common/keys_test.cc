@@ -26,7 +26,8 @@ TEST(Keys, RefusesWeakOrForeignKeys) {
   EvpPkeyPtr p192(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-192"));
   EXPECT_NE(std::string(ClassifyKey(p192.get()).status().message()).find("prime192v1"), std::string::npos);
   EvpPkeyPtr ed448(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED448"));
-  EXPECT_NE(std::string(ClassifyKey(ed448.get()).status().message()).find("Ed448 key is not allowed"), std::string::npos);
+  EXPECT_NE(std::string(ClassifyKey(ed448.get()).status().message()).find("Ed448 key is not allowed"),
+            std::string::npos);
   EXPECT_FALSE(ParseKeyAlgorithm("dsa-1024").ok());
   EXPECT_FALSE(PrivateKeyFromPem("not a key").ok());
 }

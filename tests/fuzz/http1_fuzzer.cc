@@ -7,8 +7,8 @@
 //    re-framing is stable (what the next hop parses is what we accepted).
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "http/http1.h"
@@ -26,12 +26,12 @@ using meshid::http::RequestHeadParser;
 using meshid::http::ResponseHeadParser;
 
 // Aborts (a finding) naming the broken property's line.
-#define Check(ok)                                                   \
-  do {                                                              \
-    if (!(ok)) {                                                    \
+#define Check(ok)                                             \
+  do {                                                        \
+    if (!(ok)) {                                              \
       std::fprintf(stderr, "http1_fuzzer.cc:%d\n", __LINE__); \
-      std::abort();                                                 \
-    }                                                               \
+      std::abort();                                           \
+    }                                                         \
   } while (0)
 
 // Relays `in` as a body of `framing`, feeding `step` bytes at a time; returns the output and

@@ -12,8 +12,8 @@
 #include <cstdint>
 #include <string>
 
-#include "policy/server.h"
 #include "policy/apply.h"
+#include "policy/server.h"
 #include "policy/wire.h"
 
 namespace {

@@ -9,8 +9,8 @@
 #include <string>
 
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
-#include "xds/delta_state.h"
 #include "sds/resource.h"
+#include "xds/delta_state.h"
 #include "xds/sotw_state.h"
 
 namespace {

@@ -47,7 +47,8 @@ int RefusalStatus(const std::string& data, HttpLimits limits = {}) {
 }
 
 TEST(HttpRequestHead, ParsesASimpleGet) {
-  const std::string req = "GET /reviews/1?x=y HTTP/1.1\r\nHost: reviews:9080\r\nUser-Agent: curl/7.88\r\nX-Empty:\r\n\r\n";
+  const std::string req =
+      "GET /reviews/1?x=y HTTP/1.1\r\nHost: reviews:9080\r\nUser-Agent: curl/7.88\r\nX-Empty:\r\n\r\n";
   Parsed p = ParseRequestBytewise(req);
   ASSERT_EQ(p.status, ParseStatus::kDone) << p.error.message;
   EXPECT_EQ(p.consumed, req.size());
@@ -143,16 +144,22 @@ const std::string kHost = "Host: h\r\n";
 INSTANTIATE_TEST_SUITE_P(
     Smuggling, HttpRefusals,
     ::testing::Values(
-        Refusal{"ClAndTe", "POST / HTTP/1.1\r\n" + kHost + "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
-        Refusal{"TeAndCl", "POST / HTTP/1.1\r\n" + kHost + "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n", 400},
-        Refusal{"DuplicateClDifferent", "POST / HTTP/1.1\r\n" + kHost + "Content-Length: 4\r\nContent-Length: 5\r\n\r\n", 400},
-        Refusal{"DuplicateClEqual", "POST / HTTP/1.1\r\n" + kHost + "Content-Length: 4\r\nContent-Length: 4\r\n\r\n", 400},
+        Refusal{"ClAndTe", "POST / HTTP/1.1\r\n" + kHost + "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400},
+        Refusal{"TeAndCl", "POST / HTTP/1.1\r\n" + kHost + "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n",
+                400},
+        Refusal{"DuplicateClDifferent",
+                "POST / HTTP/1.1\r\n" + kHost + "Content-Length: 4\r\nContent-Length: 5\r\n\r\n", 400},
+        Refusal{"DuplicateClEqual", "POST / HTTP/1.1\r\n" + kHost + "Content-Length: 4\r\nContent-Length: 4\r\n\r\n",
+                400},
         Refusal{"ClList", "POST / HTTP/1.1\r\n" + kHost + "Content-Length: 4, 4\r\n\r\n", 400},
         Refusal{"ClSign", "POST / HTTP/1.1\r\n" + kHost + "Content-Length: +4\r\n\r\n", 400},
         Refusal{"ClHex", "POST / HTTP/1.1\r\n" + kHost + "Content-Length: 0x4\r\n\r\n", 400},
         Refusal{"ClOverflow", "POST / HTTP/1.1\r\n" + kHost + "Content-Length: 99999999999999999999\r\n\r\n", 400},
         Refusal{"TeNotLast", "POST / HTTP/1.1\r\n" + kHost + "Transfer-Encoding: chunked, gzip\r\n\r\n", 400},
-        Refusal{"TeTwice", "POST / HTTP/1.1\r\n" + kHost + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+        Refusal{"TeTwice",
+                "POST / HTTP/1.1\r\n" + kHost + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400},
         Refusal{"TeGzipChunked", "POST / HTTP/1.1\r\n" + kHost + "Transfer-Encoding: gzip, chunked\r\n\r\n", 501},
         Refusal{"TeIdentity", "POST / HTTP/1.1\r\n" + kHost + "Transfer-Encoding: identity\r\n\r\n", 501},
         Refusal{"TeEmptyElement", "POST / HTTP/1.1\r\n" + kHost + "Transfer-Encoding: ,chunked\r\n\r\n", 400},
@@ -164,15 +171,18 @@ INSTANTIATE_TEST_SUITE_P(
         Refusal{"BareLfOnly", "GET / HTTP/1.1\nHost: h\n\n", 400},
         Refusal{"BareCr", "GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n", 400},
         Refusal{"NulInValue", std::string("GET / HTTP/1.1\r\nHost: h\r\nX-A: a\0b\r\n\r\n", 37), 400},
-        Refusal{"ControlInValue", "GET / HTTP/1.1\r\n" + kHost + "X-A: a\x01" "b\r\n\r\n", 400},
+        Refusal{"ControlInValue",
+                "GET / HTTP/1.1\r\n" + kHost +
+                    "X-A: a\x01"
+                    "b\r\n\r\n",
+                400},
         Refusal{"EmptyName", "GET / HTTP/1.1\r\n" + kHost + ": v\r\n\r\n", 400},
         Refusal{"NoColon", "GET / HTTP/1.1\r\n" + kHost + "X-A\r\n\r\n", 400},
         Refusal{"MissingHost", "GET / HTTP/1.1\r\n\r\n", 400},
         Refusal{"TwoHosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
         Refusal{"HostWithSlash", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400},
         Refusal{"HostWithSpace", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
-        Refusal{"Http10", "GET / HTTP/1.0\r\n\r\n", 426},
-        Refusal{"Http2Line", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505},
+        Refusal{"Http10", "GET / HTTP/1.0\r\n\r\n", 426}, Refusal{"Http2Line", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505},
         Refusal{"Http09", "GET /\r\n\r\n", 400},
         Refusal{"LowercaseVersion", "GET / http/1.1\r\n" + kHost + "\r\n", 400},
         Refusal{"TwoSpaces", "GET  / HTTP/1.1\r\n" + kHost + "\r\n", 400},
@@ -232,8 +242,9 @@ TEST(HttpResponseHead, FramingRules) {
   EXPECT_EQ(r.framing, BodyFraming::kUntilClose);
   EXPECT_FALSE(r.keep_alive);
   parser.Reset();
-  ASSERT_EQ(parser.Parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", "GET", r, used, err),
-            ParseStatus::kDone);
+  ASSERT_EQ(
+      parser.Parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", "GET", r, used, err),
+      ParseStatus::kDone);
   EXPECT_EQ(r.framing, BodyFraming::kChunked);  // Transfer-Encoding wins (RFC 9112 6.3)
   parser.Reset();
   ASSERT_EQ(parser.Parse("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", "GET", r, used, err), ParseStatus::kDone);
@@ -302,19 +313,19 @@ TEST(BodyRelay, ChunkedIsReframedCanonically) {
 
 TEST(BodyRelay, BadChunking) {
   const std::vector<std::string> bad = {
-      "x\r\n",                        // not hex
-      "\r\n",                         // empty size
-      "5 \r\nhello\r\n0\r\n\r\n",     // whitespace after the size
-      " 5\r\nhello\r\n0\r\n\r\n",     // whitespace before the size
-      "5\nhello\r\n0\r\n\r\n",        // bare LF after the size
-      "5\r\nhelloX\r\n0\r\n\r\n",     // data longer than the size
-      "5\r\nhello\n0\r\n\r\n",        // bare LF after the data
-      "10000000000000000\r\n",        // 17 hex digits
-      "-1\r\n",                       // negative
-      "0x5\r\nhello\r\n0\r\n\r\n",    // 0x prefix
-      "5;\x01\r\nhello\r\n0\r\n\r\n", // control character in an extension
-      "0\r\nX: a\nY: b\r\n\r\n",      // bare LF in the trailer
-      "0\r\n folded\r\n\r\n",         // obs-fold in the trailer
+      "x\r\n",                         // not hex
+      "\r\n",                          // empty size
+      "5 \r\nhello\r\n0\r\n\r\n",      // whitespace after the size
+      " 5\r\nhello\r\n0\r\n\r\n",      // whitespace before the size
+      "5\nhello\r\n0\r\n\r\n",         // bare LF after the size
+      "5\r\nhelloX\r\n0\r\n\r\n",      // data longer than the size
+      "5\r\nhello\n0\r\n\r\n",         // bare LF after the data
+      "10000000000000000\r\n",         // 17 hex digits
+      "-1\r\n",                        // negative
+      "0x5\r\nhello\r\n0\r\n\r\n",     // 0x prefix
+      "5;\x01\r\nhello\r\n0\r\n\r\n",  // control character in an extension
+      "0\r\nX: a\nY: b\r\n\r\n",       // bare LF in the trailer
+      "0\r\n folded\r\n\r\n",          // obs-fold in the trailer
   };
   for (const auto& b : bad) {
     Relayed r = Relay(BodyFraming::kChunked, 0, b, 1);

@@ -1,14 +1,14 @@
 // A running `meshid server` for integration tests, and small helpers around it.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -25,7 +25,6 @@ inline const std::string& MeshidBinary() {
   return path;
 }
 
-
 inline std::string Write(const std::string& path, const std::string& content) {
   std::ofstream(path) << content;
   return path;
@@ -35,8 +34,8 @@ inline std::string Write(const std::string& path, const std::string& content) {
 class Server {
  public:
   explicit Server(const std::string& dir, std::vector<std::string> extra = {}) : dir_(dir) {
-    std::vector<std::string> argv = {MeshidBinary(), "server", "--data-dir", dir_, "--listen", "127.0.0.1:0",
-                                     "--monitoring-addr", "127.0.0.1:0"};
+    std::vector<std::string> argv = {MeshidBinary(), "server",      "--data-dir",        dir_,
+                                     "--listen",     "127.0.0.1:0", "--monitoring-addr", "127.0.0.1:0"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     static std::atomic<int> instances{0};
     proc_ = std::make_unique<Subprocess>(argv, absl::StrCat(dir_, ".", instances++, ".log"));
@@ -55,7 +54,8 @@ class Server {
   Subprocess& process() { return *proc_; }
 
   std::string Token(const std::string& ns = "default", const std::string& sa = "sleep", const std::string& extra = "") {
-    auto [rc, out] = RunShell(absl::StrCat(MeshidBinary(), " token create --data-dir ", dir_, " -n ", ns, " -s ", sa, " ", extra));
+    auto [rc, out] =
+        RunShell(absl::StrCat(MeshidBinary(), " token create --data-dir ", dir_, " -n ", ns, " -s ", sa, " ", extra));
     EXPECT_EQ(rc, 0) << out;
     return std::string(absl::StripAsciiWhitespace(out));
   }
@@ -66,8 +66,11 @@ class Server {
   }
   nlohmann::json Claims(int64_t exp_in = 3600) {
     int64_t now = absl::ToUnixSeconds(absl::Now());
-    return {{"iss", kLocalTokenIssuer}, {"sub", "system:serviceaccount:default:sleep"}, {"aud", "istio-ca"},
-            {"iat", now}, {"exp", now + exp_in}};
+    return {{"iss", kLocalTokenIssuer},
+            {"sub", "system:serviceaccount:default:sleep"},
+            {"aud", "istio-ca"},
+            {"iat", now},
+            {"exp", now + exp_in}};
   }
 
   double Metric(const std::string& name) {
@@ -88,9 +91,9 @@ class Server {
   int monitoring_port_ = 0;
 };
 
-
 // A CA client for `server`, optionally authenticating with a client certificate.
-inline std::unique_ptr<CaClient> ClientFor(const Server& server, const std::string& cert = "", const std::string& key = "") {
+inline std::unique_ptr<CaClient> ClientFor(const Server& server, const std::string& cert = "",
+                                           const std::string& key = "") {
   CaClientOptions options;
   options.address = server.address();
   options.root_cert_pem = server.root();

@@ -1,7 +1,7 @@
 // End-to-end tests of `meshid server` as users run it: the real binary on loopback, the C++
 // CA client, the openssl command line and Botan as independent checkers.
-#include <gtest/gtest.h>
 #include <grpcpp/support/status.h>
+#include <gtest/gtest.h>
 #include <openssl/hmac.h>
 
 #include <filesystem>
@@ -40,7 +40,8 @@ class CaServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     base_ = (std::filesystem::temp_directory_path() /
-             absl::StrCat("meshid-ca-it-", ::getpid(), "-", ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+             absl::StrCat("meshid-ca-it-", ::getpid(), "-",
+                          ::testing::UnitTest::GetInstance()->current_test_info()->name()))
                 .string();
     std::filesystem::remove_all(base_);
     std::filesystem::create_directories(base_);
@@ -60,7 +61,8 @@ TEST_F(CaServerTest, IssuesSvidsThatOpensslAndBotanAccept) {
   Server server(base_ + "/data");
   ASSERT_TRUE(server.ok()) << server.Log();
   std::string token = server.Token();
-  for (KeyAlgorithm algorithm : {KeyAlgorithm::kEcdsaP256, KeyAlgorithm::kEcdsaP384, KeyAlgorithm::kRsa2048, KeyAlgorithm::kRsa4096}) {
+  for (KeyAlgorithm algorithm :
+       {KeyAlgorithm::kEcdsaP256, KeyAlgorithm::kEcdsaP384, KeyAlgorithm::kRsa2048, KeyAlgorithm::kRsa4096}) {
     SCOPED_TRACE(KeyAlgorithmName(algorithm));
     auto key = *GenerateKey(algorithm);
     CsrOptions options;
@@ -69,27 +71,38 @@ TEST_F(CaServerTest, IssuesSvidsThatOpensslAndBotanAccept) {
     ASSERT_TRUE(chain.ok()) << chain.status();
     ASSERT_EQ(chain->size(), 2u) << "leaf, root";
     EXPECT_EQ(chain->back(), server.root());
-    std::string chain_file = Write(absl::StrCat(base_, "/chain-", KeyAlgorithmName(algorithm), ".pem"), (*chain)[0] + (*chain)[1]);
+    std::string chain_file =
+        Write(absl::StrCat(base_, "/chain-", KeyAlgorithmName(algorithm), ".pem"), (*chain)[0] + (*chain)[1]);
 
-    auto [rc, out] = RunShell(absl::StrCat("openssl verify -CAfile ", server.root_file(), " -purpose sslclient ", chain_file));
+    auto [rc, out] =
+        RunShell(absl::StrCat("openssl verify -CAfile ", server.root_file(), " -purpose sslclient ", chain_file));
     EXPECT_EQ(rc, 0) << out;
-    std::tie(rc, out) = RunShell(absl::StrCat("openssl verify -CAfile ", server.root_file(), " -purpose sslserver ", chain_file));
+    std::tie(rc, out) =
+        RunShell(absl::StrCat("openssl verify -CAfile ", server.root_file(), " -purpose sslserver ", chain_file));
     EXPECT_EQ(rc, 0) << out;
-    std::tie(rc, out) = RunShell(absl::StrCat("openssl x509 -in ", chain_file, " -noout -subject -ext subjectAltName,keyUsage,basicConstraints,extendedKeyUsage"));
+    std::tie(rc, out) =
+        RunShell(absl::StrCat("openssl x509 -in ", chain_file,
+                              " -noout -subject -ext subjectAltName,keyUsage,basicConstraints,extendedKeyUsage"));
     EXPECT_NE(out.find("subject=\n"), std::string::npos) << out;
-    EXPECT_NE(out.find("X509v3 Subject Alternative Name: critical\n    URI:spiffe://cluster.local/ns/default/sa/sleep"), std::string::npos) << out;
+    EXPECT_NE(out.find("X509v3 Subject Alternative Name: critical\n    URI:spiffe://cluster.local/ns/default/sa/sleep"),
+              std::string::npos)
+        << out;
     EXPECT_NE(out.find("X509v3 Basic Constraints: critical\n    CA:FALSE"), std::string::npos) << out;
-    EXPECT_NE(out.find(IsRsa(algorithm) ? "Digital Signature, Key Encipherment" : "Key Usage: critical\n    Digital Signature\n"),
-              std::string::npos) << out;
+    EXPECT_NE(out.find(IsRsa(algorithm) ? "Digital Signature, Key Encipherment"
+                                        : "Key Usage: critical\n    Digital Signature\n"),
+              std::string::npos)
+        << out;
     EXPECT_NE(out.find("TLS Web Server Authentication, TLS Web Client Authentication"), std::string::npos) << out;
     std::tie(rc, out) = RunShell(absl::StrCat(kBotanCheck, " ", server.root_file(), " ", chain_file, " ", kCaller));
     EXPECT_EQ(rc, 0) << out;
     EXPECT_EQ(out, absl::StrCat("OK ", kCaller, "\n"));
     auto leaf = *CertFromPem((*chain)[0]);
-    EXPECT_NEAR(absl::ToDoubleMinutes(NotAfter(leaf.get()) - NotBefore(leaf.get())), 32, 0.1) << "30 min + 2 min backdating";
+    EXPECT_NEAR(absl::ToDoubleMinutes(NotAfter(leaf.get()) - NotBefore(leaf.get())), 32, 0.1)
+        << "30 min + 2 min backdating";
   }
   EXPECT_EQ(server.Metric("citadel_server_success_cert_issuance_count"), 4);
-  EXPECT_NE(server.Log().find("issued certificate spiffe_id=spiffe://cluster.local/ns/default/sa/sleep serial="), std::string::npos);
+  EXPECT_NE(server.Log().find("issued certificate spiffe_id=spiffe://cluster.local/ns/default/sa/sleep serial="),
+            std::string::npos);
   EXPECT_EQ(server.Log().find("PRIVATE KEY"), std::string::npos) << "never log key material";
 }
 
@@ -99,14 +112,16 @@ TEST_F(CaServerTest, RenewalWithOwnCertificateKeepsIdentityAndRestartKeepsRoot) 
     Server server(base_ + "/data");
     ASSERT_TRUE(server.ok()) << server.Log();
     auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
-    auto chain = *Client(server)->CreateCertificate(*BuildCsrPem(key.get()), server.Token("prod", "api"), absl::ZeroDuration());
+    auto chain =
+        *Client(server)->CreateCertificate(*BuildCsrPem(key.get()), server.Token("prod", "api"), absl::ZeroDuration());
     serial_before = SerialHex(CertFromPem(server.root())->get());
     // Renew with no token at all: the client certificate is the credential.
     auto new_key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
     auto renewed = Client(server, chain[0], std::string(PrivateKeyToPem(key.get())->view()))
                        ->CreateCertificate(*BuildCsrPem(new_key.get()), "", absl::ZeroDuration());
     ASSERT_TRUE(renewed.ok()) << renewed.status();
-    EXPECT_EQ(UriSans(CertFromPem((*renewed)[0])->get()), std::vector<std::string>{"spiffe://cluster.local/ns/prod/sa/api"});
+    EXPECT_EQ(UriSans(CertFromPem((*renewed)[0])->get()),
+              std::vector<std::string>{"spiffe://cluster.local/ns/prod/sa/api"});
     EXPECT_NE(server.Log().find("auth=\"client-cert serial="), std::string::npos);
     // A renewal CSR for a different identity is refused.
     CsrOptions other;
@@ -160,7 +175,10 @@ TEST_F(CaServerTest, BadInputsGetTheirCodeAndMessageAndNoCertificate) {
   nlohmann::json c = server.Claims();
   auto with = [&](const char* k, nlohmann::json v) {
     nlohmann::json copy = c;
-    if (v.is_null()) copy.erase(k); else copy[k] = v;
+    if (v.is_null())
+      copy.erase(k);
+    else
+      copy[k] = v;
     return copy;
   };
   std::string alg_none = Base64UrlEncode(R"({"alg":"none","typ":"JWT"})") + "." + Base64UrlEncode(c.dump()) + ".";
@@ -193,21 +211,28 @@ TEST_F(CaServerTest, BadInputsGetTheirCodeAndMessageAndNoCertificate) {
       {"malformed PEM", grpc::INVALID_ARGUMENT, "CSR is not valid PEM", "not a pem", good_token},
       {"empty CSR", grpc::INVALID_ARGUMENT, "CSR is empty", "", good_token},
       {"two CSRs", grpc::INVALID_ARGUMENT, "CSR must be one PEM block, found 2", good_csr + good_csr, good_token},
-      {"certificate instead of CSR", grpc::INVALID_ARGUMENT, "expected \"CERTIFICATE REQUEST\"", server.root(), good_token},
-      {"DER garbage", grpc::INVALID_ARGUMENT, "not a valid DER PKCS#10", EncodePem("CERTIFICATE REQUEST", "xyz"), good_token},
+      {"certificate instead of CSR", grpc::INVALID_ARGUMENT, "expected \"CERTIFICATE REQUEST\"", server.root(),
+       good_token},
+      {"DER garbage", grpc::INVALID_ARGUMENT, "not a valid DER PKCS#10", EncodePem("CERTIFICATE REQUEST", "xyz"),
+       good_token},
       {"broken signature", grpc::INVALID_ARGUMENT, "CSR", EncodePem("CERTIFICATE REQUEST", broken), good_token},
       {"RSA-1024", grpc::INVALID_ARGUMENT, "RSA key of 1024 bits is not allowed", csr_for(rsa1024.get()), good_token},
       {"P-192", grpc::INVALID_ARGUMENT, "curve \"prime192v1\" is not allowed", csr_for(p192.get()), good_token},
       {"Ed448", grpc::INVALID_ARGUMENT, "Ed448 key is not allowed", csr_for(ed448.get()), good_token},
       {"Ed25519", grpc::INVALID_ARGUMENT, "Ed25519 key is not allowed", csr_for(ed25519.get()), good_token},
-      {"foreign SAN", grpc::INVALID_ARGUMENT, "but the caller is authenticated as spiffe://cluster.local/ns/default/sa/sleep",
+      {"foreign SAN", grpc::INVALID_ARGUMENT,
+       "but the caller is authenticated as spiffe://cluster.local/ns/default/sa/sleep",
        csr_with([](CsrOptions& o) { o.uri_sans = {"spiffe://cluster.local/ns/kube-system/sa/admin"}; }), good_token},
-      {"extra DNS SAN", grpc::INVALID_ARGUMENT, "asks for a DNS SAN",
-       csr_with([](CsrOptions& o) { o.uri_sans = {kCaller}; o.dns_sans = {"evil.example.com"}; }), good_token},
-      {"CA:TRUE request", grpc::INVALID_ARGUMENT, "asks for CA:TRUE", csr_with([](CsrOptions& o) { o.request_ca = true; }), good_token},
+      {"extra DNS SAN", grpc::INVALID_ARGUMENT, "asks for a DNS SAN", csr_with([](CsrOptions& o) {
+         o.uri_sans = {kCaller};
+         o.dns_sans = {"evil.example.com"};
+       }),
+       good_token},
+      {"CA:TRUE request", grpc::INVALID_ARGUMENT, "asks for CA:TRUE",
+       csr_with([](CsrOptions& o) { o.request_ca = true; }), good_token},
       {"huge CSR", grpc::INVALID_ARGUMENT, "larger than the limit", std::string(40000, 'A'), good_token},
-      {"TTL too long", grpc::INVALID_ARGUMENT, "requested TTL 86401s is greater than the max allowed TTL 86400s", good_csr,
-       good_token, 86401},
+      {"TTL too long", grpc::INVALID_ARGUMENT, "requested TTL 86401s is greater than the max allowed TTL 86400s",
+       good_csr, good_token, 86401},
       {"no token", grpc::UNAUTHENTICATED, "no credentials", good_csr, ""},
       {"malformed token", grpc::UNAUTHENTICATED, "JWT must have 3 dot-separated parts", good_csr, "abc"},
       {"expired token", grpc::UNAUTHENTICATED, "JWT expired at", good_csr, server.CustomToken(server.Claims(-300))},
@@ -220,15 +245,18 @@ TEST_F(CaServerTest, BadInputsGetTheirCodeAndMessageAndNoCertificate) {
       {"unknown kid", grpc::UNAUTHENTICATED, "JWT kid \"rotated-away\" is not in the issuer's key set", good_csr,
        server.CustomToken(c, "rotated-away")},
       {"alg none", grpc::UNAUTHENTICATED, "JWT alg \"none\" is not allowed", good_csr, alg_none},
-      {"HS256 with the public key as secret", grpc::UNAUTHENTICATED, "JWT alg \"HS256\" is not allowed", good_csr, hs256},
+      {"HS256 with the public key as secret", grpc::UNAUTHENTICATED, "JWT alg \"HS256\" is not allowed", good_csr,
+       hs256},
       {"algorithm not fitting the key", grpc::UNAUTHENTICATED, "does not fit", good_csr, alg_confused},
       {"bad token signature", grpc::UNAUTHENTICATED, "JWT signature is invalid", good_csr, forged},
       {"token for another trust domain", grpc::UNAUTHENTICATED, "is not in trust domain cluster.local", good_csr,
        server.CustomToken(with("sub", "spiffe://other.example/ns/default/sa/sleep"))},
-      {"token without subject", grpc::UNAUTHENTICATED, "JWT has no \"sub\" claim", good_csr, server.CustomToken(with("sub", nullptr))},
-      {"client cert from another CA", grpc::UNAUTHENTICATED, "client certificate is not a valid certificate of this CA", good_csr,
-       "", 0, foreign_chain[0], key_pem},
-      {"expired client cert", grpc::UNAUTHENTICATED, "certificate has expired", good_csr, "", 0, short_chain[0], key_pem},
+      {"token without subject", grpc::UNAUTHENTICATED, "JWT has no \"sub\" claim", good_csr,
+       server.CustomToken(with("sub", nullptr))},
+      {"client cert from another CA", grpc::UNAUTHENTICATED, "client certificate is not a valid certificate of this CA",
+       good_csr, "", 0, foreign_chain[0], key_pem},
+      {"expired client cert", grpc::UNAUTHENTICATED, "certificate has expired", good_csr, "", 0, short_chain[0],
+       key_pem},
   };
   ASSERT_GE(cases.size(), 25u);
   for (const BadCase& bad : cases) {
@@ -272,7 +300,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout roo
 openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca-key.pem -out ca.csr -subj "/O=Istio/CN=Intermediate CA"
 openssl x509 -req -in ca.csr -CA root-cert.pem -CAkey root-key.pem -CAcreateserial -days 730 -extfile int.ext -out ca-cert.pem
 cat ca-cert.pem root-cert.pem > cert-chain.pem
-chmod 600 ca-key.pem)", {{"DIR", dir}});
+chmod 600 ca-key.pem)",
+                                                 {{"DIR", dir}});
   auto [rc, out] = RunShell("bash -c '" + absl::StrReplaceAll(script, {{"'", "'\\''"}}) + "'");
   ASSERT_EQ(rc, 0) << out;
 }
@@ -287,10 +316,12 @@ TEST_F(CaServerTest, PluginCaFromOpensslServesLeafIntermediateRoot) {
   auto chain = Client(server)->CreateCertificate(*BuildCsrPem(key.get()), server.Token(), absl::ZeroDuration());
   ASSERT_TRUE(chain.ok()) << chain.status();
   ASSERT_EQ(chain->size(), 3u);
-  EXPECT_EQ(SerialHex(CertFromPem((*chain)[1])->get()), SerialHex(CertFromPem(*ReadFile(cacerts + "/ca-cert.pem"))->get()));
+  EXPECT_EQ(SerialHex(CertFromPem((*chain)[1])->get()),
+            SerialHex(CertFromPem(*ReadFile(cacerts + "/ca-cert.pem"))->get()));
   std::string leaf = Write(base_ + "/leaf.pem", (*chain)[0]);
   std::string full = Write(base_ + "/full.pem", (*chain)[0] + (*chain)[1]);
-  auto [rc, out] = RunShell(absl::StrCat("openssl verify -CAfile ", cacerts, "/root-cert.pem -untrusted ", cacerts, "/ca-cert.pem ", leaf));
+  auto [rc, out] = RunShell(
+      absl::StrCat("openssl verify -CAfile ", cacerts, "/root-cert.pem -untrusted ", cacerts, "/ca-cert.pem ", leaf));
   EXPECT_EQ(rc, 0) << out;
   std::tie(rc, out) = RunShell(absl::StrCat(kBotanCheck, " ", cacerts, "/root-cert.pem ", full, " ", kCaller));
   EXPECT_EQ(rc, 0) << out;
@@ -299,25 +330,28 @@ TEST_F(CaServerTest, PluginCaFromOpensslServesLeafIntermediateRoot) {
 TEST_F(CaServerTest, BrokenPluginCaAndBadFlagsFailWithOneClearLine) {
   std::string cacerts = base_ + "/cacerts";
   MakePluginCa(cacerts);
-  std::filesystem::copy_file(cacerts + "/root-key.pem", cacerts + "/ca-key.pem", std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(cacerts + "/root-key.pem", cacerts + "/ca-key.pem",
+                             std::filesystem::copy_options::overwrite_existing);
   struct Case {
     std::vector<std::string> args;
     std::string message;
   } cases[] = {
-      {{"--cacerts-dir", cacerts}, cacerts + "/ca-key.pem: private key does not match the certificate in " + cacerts + "/ca-cert.pem"},
+      {{"--cacerts-dir", cacerts},
+       cacerts + "/ca-key.pem: private key does not match the certificate in " + cacerts + "/ca-cert.pem"},
       {{"--cacerts-dir", base_ + "/nope"}, "--cacerts-dir: " + base_ + "/nope is not a directory"},
       {{"--trust-domain", "Bad.Domain"}, "--trust-domain: trust domain \"Bad.Domain\" has a character outside"},
       {{"--self-signed-key", "dsa-1024"}, "--self-signed-key: unknown key type \"dsa-1024\""},
       {{"--max-workload-cert-ttl", "forever"}, "--max-workload-cert-ttl: invalid duration \"forever\""},
       {{"--ledger-commit-interval", "soon"}, "--ledger-commit-interval: invalid duration \"soon\""},
       {{"--ledger-commit-interval", "5s"}, "--ledger-commit-interval: must be between 0 and 1s"},
-      {{"--jwt-issuer", "https://x=" + base_ + "/missing.json"}, "--jwt-issuer https://x: " + base_ + "/missing.json: No such file"},
+      {{"--jwt-issuer", "https://x=" + base_ + "/missing.json"},
+       "--jwt-issuer https://x: " + base_ + "/missing.json: No such file"},
   };
   int i = 0;
   for (const auto& c : cases) {
     SCOPED_TRACE(c.message);
-    std::vector<std::string> argv = {kMeshid, "server", "--data-dir", absl::StrCat(base_, "/d", i++), "--listen", "127.0.0.1:0",
-                                     "--monitoring-addr", "127.0.0.1:0"};
+    std::vector<std::string> argv = {kMeshid,    "server",      "--data-dir",        absl::StrCat(base_, "/d", i++),
+                                     "--listen", "127.0.0.1:0", "--monitoring-addr", "127.0.0.1:0"};
     argv.insert(argv.end(), c.args.begin(), c.args.end());
     Subprocess proc(argv, absl::StrCat(base_, "/bad", i, ".log"));
     auto code = proc.Wait();
@@ -333,8 +367,9 @@ TEST_F(CaServerTest, TlsOnlyUnlessInsecurePlaintextAndMonitoringEndpoints) {
   // s_client exits non-zero either way (gRPC closes a connection that sends no HTTP/2), so judge
   // by what was negotiated.
   auto s_client = [&](const std::string& flags) {
-    return RunShell(absl::StrCat("echo | timeout 10 openssl s_client -connect ", server.address(), " -CAfile ", server.root_file(),
-                                 " -alpn h2 -servername localhost ", flags)).second;
+    return RunShell(absl::StrCat("echo | timeout 10 openssl s_client -connect ", server.address(), " -CAfile ",
+                                 server.root_file(), " -alpn h2 -servername localhost ", flags))
+        .second;
   };
   for (const char* version : {"-tls1_2", "-tls1_3"}) {
     std::string out = s_client(version);
@@ -355,7 +390,8 @@ TEST_F(CaServerTest, TlsOnlyUnlessInsecurePlaintextAndMonitoringEndpoints) {
   std::tie(rc, out) = RunShell(absl::StrCat("curl -sf http://127.0.0.1:", server.monitoring_port(), "/readyz"));
   EXPECT_EQ(out, "ready\n");
   EXPECT_GT(server.Metric("citadel_server_root_cert_expiry_seconds"), 86400.0 * 3600);
-  std::tie(rc, out) = RunShell(absl::StrCat("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:", server.monitoring_port(), "/nope"));
+  std::tie(rc, out) = RunShell(
+      absl::StrCat("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:", server.monitoring_port(), "/nope"));
   EXPECT_EQ(out, "404");
 
   Server plaintext(base_ + "/plain", {"--insecure-plaintext"});
@@ -365,7 +401,8 @@ TEST_F(CaServerTest, TlsOnlyUnlessInsecurePlaintextAndMonitoringEndpoints) {
   options.address = plaintext.address();
   options.insecure_plaintext = true;
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
-  auto chain = (*CaClient::Create(options))->CreateCertificate(*BuildCsrPem(key.get()), plaintext.Token(), absl::ZeroDuration());
+  auto chain =
+      (*CaClient::Create(options))->CreateCertificate(*BuildCsrPem(key.get()), plaintext.Token(), absl::ZeroDuration());
   EXPECT_TRUE(chain.ok()) << chain.status();
 }
 

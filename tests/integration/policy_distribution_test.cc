@@ -2,6 +2,8 @@
 // proxy, a new version under load, a proxy's NACK in `meshid status`, two servers on one
 // PostgreSQL, and broken YAML that stores nothing.
 #include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -11,11 +13,8 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
-#include <thread>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -90,9 +89,7 @@ HttpResult HttpGet(const std::string& host_port, const std::string& path, const 
   return result;
 }
 
-std::string Fetch(int port, const std::string& path) {
-  return HttpGet(absl::StrCat("127.0.0.1:", port), path).body;
-}
+std::string Fetch(int port, const std::string& path) { return HttpGet(absl::StrCat("127.0.0.1:", port), path).body; }
 
 // `meshid status --json` of a store.
 nlohmann::json Status(const std::string& store_flag) {
@@ -126,7 +123,8 @@ spec:
   selector: {matchLabels: {app: hello-b}}
   rules:
   - from: [{source: {principals: ["cluster.local/ns/demo/sa/hello-a"]}}]
-    to: [{operation: {methods: ["GET"], paths: [)", paths, R"(]}}]
+    to: [{operation: {methods: ["GET"], paths: [)",
+                      paths, R"(]}}]
 )");
 }
 
@@ -155,9 +153,9 @@ class PolicyDistributionTest : public ::testing::Test {
   std::string StartAgent(Server& server, const std::string& data, const std::string& id) {
     std::string token = Write(absl::StrCat(base_, "/", id, ".token"), server.Token("istio-system", "meshid-agent"));
     std::string socket = absl::StrCat(base_, "/", id, ".sock");
-    Subprocess& agent = Start(id, {"agent", "--ca-addr", server.address(), "--ca-root", data + "/root-cert.pem",
-                                   "--token-file", token, "--sds-socket", socket, "--monitoring-addr", "127.0.0.1:0",
-                                   "--agent-id", id});
+    Subprocess& agent =
+        Start(id, {"agent", "--ca-addr", server.address(), "--ca-root", data + "/root-cert.pem", "--token-file", token,
+                   "--sds-socket", socket, "--monitoring-addr", "127.0.0.1:0", "--agent-id", id});
     EXPECT_TRUE(agent.WaitForLog("sds listening on")) << agent.Log();
     return socket;
   }
@@ -178,9 +176,10 @@ class PolicyDistributionTest : public ::testing::Test {
     EXPECT_TRUE(app) << hello.Log();
     w.app = app.value_or("");
     std::string token = Write(absl::StrCat(base_, "/", service, ".token"), server.Token("demo", service));
-    std::vector<std::string> args = {"proxy", "--sds-socket", socket, "--token-file", token, "--service", service,
-                                     "--namespace", "demo", "--label", "app=" + service, "--inbound", "127.0.0.1:0",
-                                     "--app", w.app, "--admin-addr", "127.0.0.1:0", "--policy-from-agent"};
+    std::vector<std::string> args = {
+        "proxy",       "--sds-socket", socket,        "--token-file",       token,       "--service",   service,
+        "--namespace", "demo",         "--label",     "app=" + service,     "--inbound", "127.0.0.1:0", "--app",
+        w.app,         "--admin-addr", "127.0.0.1:0", "--policy-from-agent"};
     if (!upstreams.empty()) {
       args.insert(args.end(), {"--outbound", "127.0.0.1:0"});
       for (const auto& u : upstreams) args.insert(args.end(), {"--upstream", u});
@@ -238,7 +237,8 @@ TEST_F(PolicyDistributionTest, ApplyReachesTheProxyThroughServerAndAgent) {
   // `meshid status` (from the store) shows the agent and both proxies on version 1.
   ASSERT_TRUE(Eventually([&] {
     auto s = Status("--data-dir " + data);
-    return ProxyRow(s, "hello-a").value("state", "") == "SYNCED" && ProxyRow(s, "hello-b").value("state", "") == "SYNCED";
+    return ProxyRow(s, "hello-a").value("state", "") == "SYNCED" &&
+           ProxyRow(s, "hello-b").value("state", "") == "SYNCED";
   })) << Status("--data-dir " + data).dump(2);
   auto s = Status("--data-dir " + data);
   EXPECT_EQ(s["version"]["version"], 1);
@@ -363,7 +363,8 @@ spec:
   auto [frc, fout] = RunShell(absl::StrCat(MeshidBinary(), " apply --prune -f ", base_, "/policies --data-dir ", data));
   ASSERT_EQ(frc, 0) << fout;
   EXPECT_THAT(fout, HasSubstr("RequestAuthentication demo/jwt deleted"));
-  ASSERT_TRUE(Eventually([&] { return ProxyRow(Status("--data-dir " + data), "hello-b").value("state", "") == "SYNCED"; }));
+  ASSERT_TRUE(
+      Eventually([&] { return ProxyRow(Status("--data-dir " + data), "hello-b").value("state", "") == "SYNCED"; }));
   EXPECT_EQ(ProxyVersion(b), "3");
 }
 
@@ -380,7 +381,7 @@ spec:
   auto [rc, out] = RunShell(absl::StrCat(MeshidBinary(), " apply -f ", base_, "/policies --data-dir ", data));
   EXPECT_EQ(rc, 2) << out;
   EXPECT_THAT(out, HasSubstr(base_ + "/policies/b-bad.yaml:6: AuthorizationPolicy demo/typo: "
-                             "spec.rules[0].to[0].operation.method: unknown field"));
+                                     "spec.rules[0].to[0].operation.method: unknown field"));
   EXPECT_THAT(out, HasSubstr("nothing stored: 1 error"));
   auto [src, status] = RunShell(absl::StrCat(MeshidBinary(), " status --data-dir ", data));
   EXPECT_EQ(src, 0) << status;
@@ -445,7 +446,8 @@ TEST_F(PolicyDistributionTest, TwoServersOnOnePostgresDeliverEveryVersionToTheir
   EXPECT_THAT(two.Log(), HasSubstr("serving policy version 2"));
   ASSERT_TRUE(Eventually([&] {
     auto s = Status(store);
-    return ProxyRow(s, "hello-b").value("applied_version", 0) == 2 && ProxyRow(s, "hello-c").value("applied_version", 0) == 2;
+    return ProxyRow(s, "hello-b").value("applied_version", 0) == 2 &&
+           ProxyRow(s, "hello-c").value("applied_version", 0) == 2;
   })) << Status(store).dump(2);
   auto s = Status(store);
   EXPECT_EQ(s["agents"].size(), 2u);

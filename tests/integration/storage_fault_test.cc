@@ -7,10 +7,9 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_split.h"
 #include "common/csr.h"
@@ -144,7 +143,8 @@ class StorageFaultTest : public ::testing::Test {
  protected:
   void SetUp() override {
     base_ = (std::filesystem::temp_directory_path() /
-             absl::StrCat("meshid-store-it-", ::getpid(), "-", ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+             absl::StrCat("meshid-store-it-", ::getpid(), "-",
+                          ::testing::UnitTest::GetInstance()->current_test_info()->name()))
                 .string();
     std::filesystem::remove_all(base_);
     std::filesystem::create_directories(base_);
@@ -171,10 +171,12 @@ TEST_F(StorageFaultTest, KillDashNineLosesNoCertificateAClientReceived) {
   Server restarted(data);
   ASSERT_TRUE(restarted.ok()) << restarted.Log();
   std::multiset<std::string> ledger = LedgerSerials("--data-dir " + data);
-  for (const std::string& serial : received) EXPECT_EQ(ledger.count(serial), 1u) << serial << " was handed out but is not in the ledger";
+  for (const std::string& serial : received)
+    EXPECT_EQ(ledger.count(serial), 1u) << serial << " was handed out but is not in the ledger";
   EXPECT_GE(ledger.size(), received.size());
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
-  EXPECT_TRUE(ClientFor(restarted)->CreateCertificate(*BuildCsrPem(key.get()), restarted.Token(), absl::ZeroDuration()).ok());
+  EXPECT_TRUE(
+      ClientFor(restarted)->CreateCertificate(*BuildCsrPem(key.get()), restarted.Token(), absl::ZeroDuration()).ok());
 }
 
 // The CA signs under the registry status it keeps in memory; a change made by another process
@@ -200,9 +202,11 @@ TEST_F(StorageFaultTest, RegistryChangesFromTheCommandLineReachARunningServerUnd
     EXPECT_LE(load.received(), at_block + 2) << "a certificate was issued after the block";
     load.Stop();
     for (const auto& [code, n] : load.all_errors()) {
-      EXPECT_EQ(code, absl::StatusCode::kPermissionDenied) << n << " errors with code " << absl::StatusCodeToString(code);
+      EXPECT_EQ(code, absl::StatusCode::kPermissionDenied)
+          << n << " errors with code " << absl::StatusCodeToString(code);
     }
-    EXPECT_NE(load.last_error().find(std::string(kId) + " is blocked: key leaked"), std::string::npos) << load.last_error();
+    EXPECT_NE(load.last_error().find(std::string(kId) + " is blocked: key leaked"), std::string::npos)
+        << load.last_error();
     std::multiset<std::string> ledger = LedgerSerials("--data-dir " + data);
     EXPECT_EQ(ledger.size(), load.serials().size()) << "certificates signed under the stale status are not recorded";
   }
@@ -267,7 +271,8 @@ TEST_F(StorageFaultTest, TwoReplicasOnOnePostgresLoseNothingAndShareTheDenyList)
   }
 
   // Blocking through one replica's database is honoured by the other on its next request.
-  auto [rc, out] = RunShell(absl::StrCat(MeshidBinary(), " identity block ", kId, " --reason 'key leaked' --datastore '", pg.url(), "'"));
+  auto [rc, out] = RunShell(
+      absl::StrCat(MeshidBinary(), " identity block ", kId, " --reason 'key leaked' --datastore '", pg.url(), "'"));
   ASSERT_EQ(rc, 0) << out;
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
   std::string csr = *BuildCsrPem(key.get());
@@ -276,7 +281,8 @@ TEST_F(StorageFaultTest, TwoReplicasOnOnePostgresLoseNothingAndShareTheDenyList)
     EXPECT_TRUE(absl::IsPermissionDenied(refused.status())) << refused.status();
     EXPECT_NE(std::string(refused.status().message()).find(std::string(kId) + " is blocked"), std::string::npos);
   }
-  std::tie(rc, out) = RunShell(absl::StrCat(MeshidBinary(), " identity unblock ", kId, " --datastore '", pg.url(), "'"));
+  std::tie(rc, out) =
+      RunShell(absl::StrCat(MeshidBinary(), " identity unblock ", kId, " --datastore '", pg.url(), "'"));
   ASSERT_EQ(rc, 0) << out;
   EXPECT_TRUE(ClientFor(b)->CreateCertificate(csr, token, absl::ZeroDuration()).ok());
 }
@@ -289,8 +295,9 @@ TEST_F(StorageFaultTest, BadDatastoreFailsWithOneClearLine) {
   size_t at = wrong_password.find('@');
   size_t colon = wrong_password.rfind(':', at);
   ASSERT_NE(at, std::string::npos);
-  wrong_password = absl::StrCat(wrong_password.substr(0, colon > wrong_password.find("//") + 2 && colon < at ? colon : at),
-                                ":not-the-password", wrong_password.substr(at));
+  wrong_password =
+      absl::StrCat(wrong_password.substr(0, colon > wrong_password.find("//") + 2 && colon < at ? colon : at),
+                   ":not-the-password", wrong_password.substr(at));
 
   // A read-only SQLite file, for a server that does not run as root (root may write anything).
   std::string ro = base_ + "/ro";
@@ -322,8 +329,9 @@ TEST_F(StorageFaultTest, BadDatastoreFailsWithOneClearLine) {
   int i = 0;
   for (const auto& c : cases) {
     SCOPED_TRACE(c.datastore);
-    auto [rc, out] = RunShell(absl::StrCat("timeout 60 ", MeshidBinary(), " server --data-dir ", base_, "/d", i++,
-                                           " --listen 127.0.0.1:0 --monitoring-addr 127.0.0.1:0 --datastore '", c.datastore, "'"));
+    auto [rc, out] =
+        RunShell(absl::StrCat("timeout 60 ", MeshidBinary(), " server --data-dir ", base_, "/d", i++,
+                              " --listen 127.0.0.1:0 --monitoring-addr 127.0.0.1:0 --datastore '", c.datastore, "'"));
     EXPECT_NE(rc, 0);
     EXPECT_NE(rc, 124) << "must not hang";
     EXPECT_LT(rc, 128) << "must not crash";
@@ -331,8 +339,10 @@ TEST_F(StorageFaultTest, BadDatastoreFailsWithOneClearLine) {
     EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << "one line: " << out;
     EXPECT_FALSE(std::filesystem::exists(absl::StrCat(base_, "/d", i - 1, "/ca-key.pem"))) << "nothing written";
   }
-  auto [rc, out] = as_nobody(absl::StrCat("server --data-dir ", ro, " --listen 127.0.0.1:0 --monitoring-addr 127.0.0.1:0 "
-                                          "--datastore sqlite://", ro, "/meshid.db"));
+  auto [rc, out] = as_nobody(absl::StrCat("server --data-dir ", ro,
+                                          " --listen 127.0.0.1:0 --monitoring-addr 127.0.0.1:0 "
+                                          "--datastore sqlite://",
+                                          ro, "/meshid.db"));
   EXPECT_NE(rc, 0);
   EXPECT_LT(rc, 124);
   EXPECT_NE(out.find("read-only"), std::string::npos) << out;

@@ -56,7 +56,8 @@ class Subprocess {
 
   // Waits until the log matches `pattern` (returns the first capture group, or the whole match)
   // or the process exits or `timeout` passes (returns nullopt).
-  std::optional<std::string> WaitForLog(const std::string& pattern, std::chrono::seconds timeout = std::chrono::seconds(30)) {
+  std::optional<std::string> WaitForLog(const std::string& pattern,
+                                        std::chrono::seconds timeout = std::chrono::seconds(30)) {
     std::regex re(pattern);
     auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {

@@ -63,7 +63,8 @@ int main(int argc, char** argv) {
     if (!ext.critical_extension_set(Botan::OID::from_string("X509v3.BasicConstraints"))) {
       return Fail("basicConstraints is not critical");
     }
-    if (!ext.critical_extension_set(Botan::OID::from_string("X509v3.KeyUsage"))) return Fail("key usage is not critical");
+    if (!ext.critical_extension_set(Botan::OID::from_string("X509v3.KeyUsage")))
+      return Fail("key usage is not critical");
     Botan::Key_Constraints ku = leaf.constraints();
     if (!(ku & Botan::DIGITAL_SIGNATURE)) return Fail("key usage lacks digitalSignature");
     if (ku & (Botan::KEY_CERT_SIGN | Botan::CRL_SIGN)) return Fail("key usage has keyCertSign or cRLSign");

@@ -4,6 +4,7 @@
 // certificates minted with OpenSSL, and a blocking HTTP/TLS client with timeouts.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -14,6 +15,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -23,11 +27,6 @@
 #include <thread>
 #include <utility>
 #include <vector>
-
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -56,7 +55,7 @@ inline std::string TempDir(const std::string& tag) {
 // ---- a blocking client with timeouts (plain or TLS) ----
 
 struct HttpResult {
-  int status = 0;  // 0: no response (connection refused, closed, reset, TLS failure)
+  int status = 0;                              // 0: no response (connection refused, closed, reset, TLS failure)
   std::map<std::string, std::string> headers;  // lower-case names
   std::string body;
   std::string error;
@@ -208,7 +207,8 @@ inline std::string RequestText(const std::string& method, const std::string& pat
                                const std::string& body = "") {
   std::string out = absl::StrCat(method, " ", path, " HTTP/1.1\r\nhost: ", host, "\r\n");
   for (const auto& [k, v] : headers) absl::StrAppend(&out, k, ": ", v, "\r\n");
-  if (!body.empty() || method == "POST" || method == "PUT") absl::StrAppend(&out, "content-length: ", body.size(), "\r\n");
+  if (!body.empty() || method == "POST" || method == "PUT")
+    absl::StrAppend(&out, "content-length: ", body.size(), "\r\n");
   return out + "\r\n" + body;
 }
 
@@ -303,9 +303,9 @@ class EchoApp {
           auto it = req.find(name);
           return it == req.end() ? std::string("-") : std::string(it->value());
         };
-        res.body() = absl::StrCat("method=", std::string(req.method_string()), "\npath=", target, "\nxfcc=",
-                                  field("x-forwarded-client-cert"), "\nauthorization=", field("authorization"),
-                                  "\nbody_bytes=", req.body().size(), "\nbody_sum=", sum, "\n");
+        res.body() = absl::StrCat(
+            "method=", std::string(req.method_string()), "\npath=", target, "\nxfcc=", field("x-forwarded-client-cert"),
+            "\nauthorization=", field("authorization"), "\nbody_bytes=", req.body().size(), "\nbody_sum=", sum, "\n");
         res.prepare_payload();
       }
       res.keep_alive(req.keep_alive());
@@ -386,8 +386,8 @@ class Agent {
     proc_ = std::make_unique<Subprocess>(
         std::vector<std::string>{MeshidBinary(), "agent", "--ca-addr", server.address(), "--ca-root",
                                  server.root_file(), "--token-file", dir + "/agent.token", "--sds-socket", socket_,
-                                 "--monitoring-addr", "127.0.0.1:0", "--secret-ttl", secret_ttl,
-                                 "--grace-ratio-jitter", "0"},
+                                 "--monitoring-addr", "127.0.0.1:0", "--secret-ttl", secret_ttl, "--grace-ratio-jitter",
+                                 "0"},
         dir + "/agent.log");
     ok_ = proc_->WaitForLog(R"(sds listening on unix:)").has_value();
   }
@@ -424,7 +424,8 @@ class ProxyProcess {
     const std::string log_text = proc_->Log();
     std::smatch m;
     std::regex inbound(R"(inbound listening on 127\.0\.0\.1:(\d+))");
-    for (auto it = std::sregex_iterator(log_text.begin(), log_text.end(), inbound); it != std::sregex_iterator(); ++it) {
+    for (auto it = std::sregex_iterator(log_text.begin(), log_text.end(), inbound); it != std::sregex_iterator();
+         ++it) {
       inbound_ports_.push_back(std::stoi((*it)[1]));
     }
     if (std::regex_search(log_text, m, std::regex(R"(outbound listening on 127\.0\.0\.1:(\d+))"))) {

@@ -10,9 +10,9 @@
 #include "authz/policy_set.h"
 #include "common/keys.h"
 #include "common/x509.h"
-#include "policy/file_source.h"
 #include "meshproxy/proxy_internal.h"
 #include "meshproxy/tls.h"
+#include "policy/file_source.h"
 #include "tests/meshproxy/test_certs.h"
 
 namespace meshid::meshproxy {
@@ -34,7 +34,8 @@ ProxyOptions Reviews(std::vector<uint32_t> app_ports) {
   ProxyOptions o;
   o.service = "reviews";
   o.namespace_ = "default";
-  for (uint32_t p : app_ports) o.inbound.push_back({HostPort{"127.0.0.1", 0}, HostPort{"127.0.0.1", static_cast<uint16_t>(p)}});
+  for (uint32_t p : app_ports)
+    o.inbound.push_back({HostPort{"127.0.0.1", 0}, HostPort{"127.0.0.1", static_cast<uint16_t>(p)}});
   return o;
 }
 
@@ -60,9 +61,9 @@ TEST(PortPolicies, ProtocolFollowsIstiosPortNaming) {
   auto ports = ComputePortPolicies(*engine, Reviews({8080, 8090, 8091, 8092, 8093, 8094, 8095, 7000}));
   std::vector<PortProtocol> protocols;
   for (const auto& p : ports) protocols.push_back(p.protocol);
-  EXPECT_THAT(protocols, ElementsAre(PortProtocol::kHttp, PortProtocol::kTcp, PortProtocol::kTcp, PortProtocol::kDetect,
-                                     PortProtocol::kTcp, PortProtocol::kHttp, PortProtocol::kDetect,
-                                     PortProtocol::kDetect));
+  EXPECT_THAT(protocols,
+              ElementsAre(PortProtocol::kHttp, PortProtocol::kTcp, PortProtocol::kTcp, PortProtocol::kDetect,
+                          PortProtocol::kTcp, PortProtocol::kHttp, PortProtocol::kDetect, PortProtocol::kDetect));
   // Without a Service document every port is detected.
   auto none = ComputePortPolicies(*Engine(""), Reviews({8080}));
   EXPECT_EQ(none[0].protocol, PortProtocol::kDetect);
@@ -125,18 +126,20 @@ TEST(Upstreams, FlagsNamesAndIdentities) {
   auto u = ParseUpstreamFlag("reviews=127.0.0.1:9080", "default", "cluster.local");
   ASSERT_TRUE(u.ok()) << u.status();
   EXPECT_EQ(u->fqdn, "reviews.default.svc.cluster.local");
-  EXPECT_EQ(ExpectedUpstreamIdentity(*u, "spiffe://example.org/ns/x/sa/y"), "spiffe://example.org/ns/default/sa/reviews");
+  EXPECT_EQ(ExpectedUpstreamIdentity(*u, "spiffe://example.org/ns/x/sa/y"),
+            "spiffe://example.org/ns/default/sa/reviews");
   EXPECT_FALSE(u->tcp_listen.has_value());
-  for (const char* host : {"reviews", "reviews:9080", "REVIEWS.default", "reviews.default.svc",
-                           "reviews.default.svc.cluster.local:80"}) {
+  for (const char* host :
+       {"reviews", "reviews:9080", "REVIEWS.default", "reviews.default.svc", "reviews.default.svc.cluster.local:80"}) {
     EXPECT_TRUE(HostMatchesUpstream(host, *u)) << host;
   }
   for (const char* host : {"reviews.other", "ratings", "reviews.default.svc.cluster", "127.0.0.1:9080"}) {
     EXPECT_FALSE(HostMatchesUpstream(host, *u)) << host;
   }
 
-  auto explicit_id = ParseUpstreamFlag("db.data=10.0.0.1:5432,spiffe://cluster.local/ns/data/sa/postgres,listen=127.0.0.1:0",
-                                       "default", "cluster.local");
+  auto explicit_id =
+      ParseUpstreamFlag("db.data=10.0.0.1:5432,spiffe://cluster.local/ns/data/sa/postgres,listen=127.0.0.1:0",
+                        "default", "cluster.local");
   ASSERT_TRUE(explicit_id.ok()) << explicit_id.status();
   EXPECT_EQ(explicit_id->fqdn, "db.data.svc.cluster.local");
   EXPECT_EQ(ExpectedUpstreamIdentity(*explicit_id, "spiffe://cluster.local/ns/x/sa/y"),

@@ -59,8 +59,8 @@ class MeshTest : public ::testing::Test {
     return Write(test_dir_ + "/" + name, text);
   }
   std::vector<std::string> ProxyArgs(const std::string& service, const std::string& token) {
-    return {"--sds-socket", agent_->socket(), "--token-file", *dir_ + "/" + token + ".token", "--service", service,
-            "--namespace", "default"};
+    return {"--sds-socket", agent_->socket(), "--token-file", *dir_ + "/" + token + ".token",
+            "--service",    service,          "--namespace",  "default"};
   }
   std::string Log(const std::string& name) { return test_dir_ + "/" + name + ".log"; }
 
@@ -129,11 +129,12 @@ spec:
 TEST_F(MeshTest, AllowDenyMatrixOverIdentitiesMethodsPathsAndPorts) {
   EchoApp app;
   TcpEchoApp tcp_app;
-  const std::string policy = WritePolicy("policy.yaml", kMatrixPolicy,
-                                         {{"HTTP_PORT", std::to_string(app.port())}, {"TCP_PORT", std::to_string(tcp_app.port())}});
+  const std::string policy =
+      WritePolicy("policy.yaml", kMatrixPolicy,
+                  {{"HTTP_PORT", std::to_string(app.port())}, {"TCP_PORT", std::to_string(tcp_app.port())}});
   auto args = ProxyArgs("reviews", "reviews");
-  Append(args, {"--inbound", "127.0.0.1:0", "--app", absl::StrCat("127.0.0.1:", app.port()), "--inbound",
-                               "127.0.0.1:0", "--app", absl::StrCat("127.0.0.1:", tcp_app.port()), "--config", policy});
+  Append(args, {"--inbound", "127.0.0.1:0", "--app", absl::StrCat("127.0.0.1:", app.port()), "--inbound", "127.0.0.1:0",
+                "--app", absl::StrCat("127.0.0.1:", tcp_app.port()), "--config", policy});
   ProxyProcess proxy(Log("reviews"), args);
   ASSERT_TRUE(proxy.ok()) << proxy.Log();
 
@@ -234,13 +235,12 @@ spec:
 
 TEST_F(MeshTest, StrictAndPermissiveWithCurlAndOpensslSClient) {
   EchoApp strict_app, permissive_app;
-  const std::string policy = WritePolicy("policy.yaml", kModesPolicy,
-                                         {{"STRICT_PORT", std::to_string(strict_app.port())},
-                                          {"PERMISSIVE_PORT", std::to_string(permissive_app.port())}});
+  const std::string policy = WritePolicy(
+      "policy.yaml", kModesPolicy,
+      {{"STRICT_PORT", std::to_string(strict_app.port())}, {"PERMISSIVE_PORT", std::to_string(permissive_app.port())}});
   auto args = ProxyArgs("reviews", "reviews");
-  Append(args, {"--inbound", "127.0.0.1:0", "--app", absl::StrCat("127.0.0.1:", strict_app.port()),
-                               "--inbound", "127.0.0.1:0", "--app", absl::StrCat("127.0.0.1:", permissive_app.port()),
-                               "--config", policy});
+  Append(args, {"--inbound", "127.0.0.1:0", "--app", absl::StrCat("127.0.0.1:", strict_app.port()), "--inbound",
+                "127.0.0.1:0", "--app", absl::StrCat("127.0.0.1:", permissive_app.port()), "--config", policy});
   ProxyProcess proxy(Log("reviews"), args);
   ASSERT_TRUE(proxy.ok()) << proxy.Log();
   const int strict = proxy.inbound(0);
@@ -252,8 +252,8 @@ TEST_F(MeshTest, StrictAndPermissiveWithCurlAndOpensslSClient) {
   const TestCa mesh = TestCa::FromDataDir(*dir_ + "/ca");
   const CertFiles valid = WriteCert(test_dir_, "valid", mesh.Leaf({Id("productpage")}));
   const CertFiles foreign = WriteCert(test_dir_, "foreign", TestCa::Create().Leaf({Id("productpage")}));
-  const CertFiles expired = WriteCert(test_dir_, "expired", mesh.Leaf({Id("productpage")}, absl::Now() - absl::Hours(2),
-                                                                       absl::Now() - absl::Hours(1)));
+  const CertFiles expired = WriteCert(
+      test_dir_, "expired", mesh.Leaf({Id("productpage")}, absl::Now() - absl::Hours(2), absl::Now() - absl::Hours(1)));
   auto curl = [&](const std::string& args, int port, bool tls) {
     return RunShell(absl::StrCat("curl -s --max-time 10 -H 'x-forwarded-client-cert: By=spoofed;URI=spiffe://evil' ",
                                  args, " ", tls ? "https" : "http", "://127.0.0.1:", port, "/hello"));
@@ -286,9 +286,10 @@ TEST_F(MeshTest, StrictAndPermissiveWithCurlAndOpensslSClient) {
   }
   // openssl s_client speaks HTTP by hand.
   auto s_client = [&](const CertFiles& cert, int port) {
-    return RunShell(absl::StrCat("printf 'GET /s HTTP/1.1\\r\\nHost: reviews\\r\\nConnection: close\\r\\n\\r\\n' | "
-                                 "timeout 10 openssl s_client -quiet -connect 127.0.0.1:",
-                                 port, " -cert ", cert.cert, " -key ", cert.key));
+    return RunShell(
+        absl::StrCat("printf 'GET /s HTTP/1.1\\r\\nHost: reviews\\r\\nConnection: close\\r\\n\\r\\n' | "
+                     "timeout 10 openssl s_client -quiet -connect 127.0.0.1:",
+                     port, " -cert ", cert.cert, " -key ", cert.key));
   };
   EXPECT_THAT(s_client(valid, strict).second, HasSubstr("HTTP/1.1 200 OK"));
   EXPECT_THAT(s_client(valid, permissive).second, HasSubstr("path=/s"));
@@ -332,8 +333,8 @@ spec:
 )",
                                          {{"JWKS", jwks}});
   auto args = ProxyArgs("reviews", "reviews");
-  Append(args, {"--label", "app=reviews", "--inbound", "127.0.0.1:0", "--app",
-                               absl::StrCat("127.0.0.1:", app.port()), "--config", policy});
+  Append(args, {"--label", "app=reviews", "--inbound", "127.0.0.1:0", "--app", absl::StrCat("127.0.0.1:", app.port()),
+                "--config", policy});
   ProxyProcess proxy(Log("reviews"), args);
   ASSERT_TRUE(proxy.ok()) << proxy.Log();
   const int64_t now = absl::ToUnixSeconds(absl::Now());
@@ -378,8 +379,8 @@ TEST_F(MeshTest, OutboundChecksTheUpstreamIdentity) {
   const std::string addr = absl::StrCat("127.0.0.1:", reviews.inbound());
   auto out_args = ProxyArgs("productpage", "productpage");
   Append(out_args, {"--outbound", "127.0.0.1:0", "--upstream", "reviews=" + addr,  // derived identity
-                               "--upstream", absl::StrCat("details=", addr),                 // derived: sa/details
-                               "--upstream", absl::StrCat("ratings.default=", addr, ",", Id("reviews"))});
+                    "--upstream", absl::StrCat("details=", addr),                  // derived: sa/details
+                    "--upstream", absl::StrCat("ratings.default=", addr, ",", Id("reviews"))});
   ProxyProcess productpage(Log("productpage"), out_args);
   ASSERT_TRUE(productpage.ok()) << productpage.Log();
   const int out = productpage.outbound();
@@ -508,7 +509,8 @@ spec:
       {"garbage", "\x01\x02\x03 / HTTP/1.1\r\n\r\n", 400},
       {"bad chunk size", "POST / HTTP/1.1\r\n" + h + "transfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400},
       {"chunk too long", "POST / HTTP/1.1\r\n" + h + "transfer-encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", 400},
-      {"chunk size overflow", "POST / HTTP/1.1\r\n" + h + "transfer-encoding: chunked\r\n\r\n1ffffffffffffffff\r\n", 400},
+      {"chunk size overflow", "POST / HTTP/1.1\r\n" + h + "transfer-encoding: chunked\r\n\r\n1ffffffffffffffff\r\n",
+       400},
       {"body limit (CL)", "POST / HTTP/1.1\r\n" + h + "content-length: 1001\r\n\r\n", 413},
       {"body limit (chunked)", "POST / HTTP/1.1\r\n" + h + "transfer-encoding: chunked\r\n\r\n3e9\r\n", 413},
       {"bad path escape", "GET /a%00b HTTP/1.1\r\n" + h + "\r\n", 400},
@@ -573,19 +575,21 @@ TEST_F(MeshTest, RotationEveryFewSecondsUnderLoadFailsNoRequest) {
   ASSERT_TRUE(agent.ok()) << agent.Log();
   EchoApp app;
   TcpEchoApp tcp_app;
-  const std::string policy = WritePolicy("policy.yaml", kRotationPolicy,
-                                         {{"HTTP_PORT", std::to_string(app.port())}, {"TCP_PORT", std::to_string(tcp_app.port())}});
+  const std::string policy =
+      WritePolicy("policy.yaml", kRotationPolicy,
+                  {{"HTTP_PORT", std::to_string(app.port())}, {"TCP_PORT", std::to_string(tcp_app.port())}});
   auto in_args = ProxyArgs("reviews", "reviews");
   in_args[1] = agent.socket();
   Append(in_args, {"--inbound", "127.0.0.1:0", "--app", absl::StrCat("127.0.0.1:", app.port()), "--inbound",
-                               "127.0.0.1:0", "--app", absl::StrCat("127.0.0.1:", tcp_app.port()), "--config", policy});
+                   "127.0.0.1:0", "--app", absl::StrCat("127.0.0.1:", tcp_app.port()), "--config", policy});
   ProxyProcess reviews(Log("reviews"), in_args);
   ASSERT_TRUE(reviews.ok()) << reviews.Log();
   auto out_args = ProxyArgs("productpage", "productpage");
   out_args[1] = agent.socket();
-  Append(out_args, {"--outbound", "127.0.0.1:0", "--upstream", absl::StrCat("reviews=127.0.0.1:", reviews.inbound(0)),
-                               "--upstream", absl::StrCat("reviews-db=127.0.0.1:", reviews.inbound(1), ",", Id("reviews"),
-                                                          ",listen=127.0.0.1:0")});
+  Append(
+      out_args,
+      {"--outbound", "127.0.0.1:0", "--upstream", absl::StrCat("reviews=127.0.0.1:", reviews.inbound(0)), "--upstream",
+       absl::StrCat("reviews-db=127.0.0.1:", reviews.inbound(1), ",", Id("reviews"), ",listen=127.0.0.1:0")});
   ProxyProcess productpage(Log("productpage"), out_args);
   ASSERT_TRUE(productpage.ok()) << productpage.Log();
 
@@ -610,7 +614,8 @@ TEST_F(MeshTest, RotationEveryFewSecondsUnderLoadFailsNoRequest) {
           fail("dial: " + error);
           continue;
         }
-        const std::string req = RequestText("GET", absl::StrCat("/r/", t), "reviews", {{"connection", keep_alive ? "keep-alive" : "close"}});
+        const std::string req = RequestText("GET", absl::StrCat("/r/", t), "reviews",
+                                            {{"connection", keep_alive ? "keep-alive" : "close"}});
         HttpResult r = c->Write(req) ? c->ReadResponse() : HttpResult{};
         ++requests;
         if (r.status != 200) fail(absl::StrCat("status ", r.status, " ", r.error, " ", r.body));
@@ -651,7 +656,8 @@ TEST_F(MeshTest, RotationEveryFewSecondsUnderLoadFailsNoRequest) {
   std::set<std::string> reviews_serials, productpage_serials;
   Eventually(
       [&] {
-        for (auto [p, serials] : {std::pair{&reviews, &reviews_serials}, std::pair{&productpage, &productpage_serials}}) {
+        for (auto [p, serials] :
+             {std::pair{&reviews, &reviews_serials}, std::pair{&productpage, &productpage_serials}}) {
           auto certs = p->Json("/certs");
           if (!certs.is_discarded()) {
             for (const auto& s : certs["certificates"]) {
@@ -690,8 +696,8 @@ TEST_F(MeshTest, PolicyReloadUnderLoadKeepsTheLastGoodPolicy) {
   EchoApp app;
   const std::string policy = WritePolicy("policy.yaml", kAllowV1);
   auto args = ProxyArgs("reviews", "reviews");
-  Append(args, {"--inbound", "127.0.0.1:0", "--app", absl::StrCat("127.0.0.1:", app.port()), "--config",
-                               policy, "--reload-interval", "100ms"});
+  Append(args, {"--inbound", "127.0.0.1:0", "--app", absl::StrCat("127.0.0.1:", app.port()), "--config", policy,
+                "--reload-interval", "100ms"});
   ProxyProcess proxy(Log("reviews"), args);
   ASSERT_TRUE(proxy.ok()) << proxy.Log();
   EXPECT_EQ(proxy.Json("/policy")["version"], "file-1");
@@ -748,8 +754,8 @@ TEST_F(MeshTest, AdminEndpointsAndReadiness) {
   EchoApp app;
   // Without an agent there is no certificate: not ready, and no traffic is served.
   ProxyProcess waiting(Log("waiting"),
-                       {"--sds-socket", test_dir_ + "/no-agent/socket", "--service", "reviews", "--inbound", "127.0.0.1:0",
-                        "--app", absl::StrCat("127.0.0.1:", app.port())},
+                       {"--sds-socket", test_dir_ + "/no-agent/socket", "--service", "reviews", "--inbound",
+                        "127.0.0.1:0", "--app", absl::StrCat("127.0.0.1:", app.port())},
                        /*wait_ready=*/false);
   ASSERT_NE(waiting.admin(), 0) << waiting.Log();
   HttpResult not_ready = AdminGet(waiting.admin(), "/ready");
@@ -773,7 +779,8 @@ TEST_F(MeshTest, AdminEndpointsAndReadiness) {
   EXPECT_EQ(certs["certificates"][0]["cert_chain"][0]["serial_number"].get<std::string>().size(), 32u);
   EXPECT_GT(certs["certificates"][0]["cert_chain"][0]["seconds_until_expiration"].get<int64_t>(), 0);
   EXPECT_EQ(certs["certificates"][1]["name"], "ROOTCA");
-  EXPECT_EQ(certs["certificates"][1]["ca_cert"][0]["serial_number"], SerialHex(TestCa::FromDataDir(*dir_ + "/ca").cert.get()));
+  EXPECT_EQ(certs["certificates"][1]["ca_cert"][0]["serial_number"],
+            SerialHex(TestCa::FromDataDir(*dir_ + "/ca").cert.get()));
   EXPECT_EQ(certs["policy_version"], "file-1");  // no --config: Istio's defaults, PERMISSIVE
   EXPECT_EQ(proxy.Json("/policy")["inbound"][0]["mtls"], "PERMISSIVE");
   EXPECT_GT(proxy.Metric("meshid_proxy_cert_expiry_seconds"), 0);

@@ -59,7 +59,7 @@ class Provider final : public xds::ResourceProvider {
   };
 
   absl::StatusOr<std::unique_ptr<xds::Subscription>> Subscribe(absl::string_view token,
-                                                             std::shared_ptr<xds::ResourceWatcher> watcher) override {
+                                                               std::shared_ptr<xds::ResourceWatcher> watcher) override {
     auto sub = std::make_unique<Sub>(this, std::move(watcher));
     absl::MutexLock lock(&mu_);
     tokens_.emplace_back(token);
@@ -145,8 +145,9 @@ xds::ResourcePtr Roots(const std::string& content, uint64_t generation) {
 class SdsClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           absl::StrCat("meshproxy-sds-", getpid(), "-", ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ =
+        std::filesystem::temp_directory_path() /
+        absl::StrCat("meshproxy-sds-", getpid(), "-", ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::create_directories(dir_);
     options_.socket_path = (dir_ / "socket").string();
   }
@@ -199,9 +200,9 @@ TEST_F(SdsClientTest, SubscribesAcksAndNacksLikeEnvoy) {
   ASSERT_TRUE(provider_.WaitForReports(4));
   EXPECT_EQ(provider_.reports()[3], "default@" + Cert("cert-3", 3)->version + " ACK");
   EXPECT_THAT(handler_.seen(), Contains(HasSubstr("bad-cert")));
-  EXPECT_NE(client_metrics.RenderPrometheus().find(
-                "meshid_sds_client_updates_total{resource=\"default\",result=\"nack\"} 1"),
-            std::string::npos)
+  EXPECT_NE(
+      client_metrics.RenderPrometheus().find("meshid_sds_client_updates_total{resource=\"default\",result=\"nack\"} 1"),
+      std::string::npos)
       << client_metrics.RenderPrometheus();
   EXPECT_NE(metrics_.RenderPrometheus().find("meshid_agent_sds_nacks_total 1"), std::string::npos);
 }

@@ -39,7 +39,9 @@ inline std::string SignCert(EVP_PKEY* key, X509* issuer, EVP_PKEY* issuer_key, c
   ASN1_TIME_set(X509_getm_notAfter(cert.get()), absl::ToTimeT(not_after));
   X509_set_pubkey(cert.get(), key);
   X509NamePtr name(X509_NAME_new());
-  if (ca) X509_NAME_add_entry_by_txt(name.get(), "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("test CA"), -1, -1, 0);
+  if (ca)
+    X509_NAME_add_entry_by_txt(name.get(), "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("test CA"), -1, -1,
+                               0);
   X509_set_subject_name(cert.get(), name.get());
   X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : name.get());
   X509V3_CTX ctx;
@@ -76,7 +78,8 @@ struct TestCa {
   static TestCa Create() {
     TestCa ca;
     ca.key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
-    ca.cert_pem = SignCert(ca.key.get(), nullptr, nullptr, {}, true, absl::Now() - absl::Hours(1), absl::Now() + absl::Hours(24));
+    ca.cert_pem =
+        SignCert(ca.key.get(), nullptr, nullptr, {}, true, absl::Now() - absl::Hours(1), absl::Now() + absl::Hours(24));
     ca.cert = *CertFromPem(ca.cert_pem);
     return ca;
   }

@@ -76,15 +76,17 @@ inline X509Ptr SignTestCert(EVP_PKEY* key, X509* issuer, EVP_PKEY* issuer_key, c
 inline TestRoot MakeTestRoot(const Clock& clock, const std::string& td = "cluster.local") {
   TestRoot root;
   root.key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
-  root.cert = SignTestCert(root.key.get(), nullptr, root.key.get(), "", td, clock.Now(),
-                           clock.Now() + absl::Hours(24 * 365));
+  root.cert =
+      SignTestCert(root.key.get(), nullptr, root.key.get(), "", td, clock.Now(), clock.Now() + absl::Hours(24 * 365));
   root.pem = CertToPem(root.cert.get());
   return root;
 }
 
 class FakeCa final : public CaClient {
  public:
-  explicit FakeCa(const Clock& clock) : clock_(clock) { roots_.push_back(std::make_shared<TestRoot>(MakeTestRoot(clock))); }
+  explicit FakeCa(const Clock& clock) : clock_(clock) {
+    roots_.push_back(std::make_shared<TestRoot>(MakeTestRoot(clock)));
+  }
 
   // Tokens the CA accepts and the identity each one proves.
   void AllowToken(const std::string& token, const std::string& ns, const std::string& sa) {
@@ -150,8 +152,8 @@ class FakeCa final : public CaClient {
     const absl::Time now = clock_.Now();
     const absl::Time not_after =
         std::min(now + (ttl > absl::ZeroDuration() ? ttl : absl::Hours(1)), NotAfter(signer.cert.get()));
-    X509Ptr leaf = SignTestCert(key.get(), signer.cert.get(), signer.key.get(), it->second, "",
-                                now - absl::Minutes(2), not_after);
+    X509Ptr leaf =
+        SignTestCert(key.get(), signer.cert.get(), signer.key.get(), it->second, "", now - absl::Minutes(2), not_after);
     std::vector<std::string> chain = {CertToPem(leaf.get())};
     if (one_root_per_element_) {
       for (const auto& root : roots_) chain.push_back(root->pem);

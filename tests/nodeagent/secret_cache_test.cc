@@ -15,13 +15,13 @@
 namespace meshid {
 namespace {
 
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
-using ::testing::SizeIs;
 using envoy::extensions::transport_sockets::tls::v3::Secret;
+using ::testing::ElementsAre;
 using testing::FakeCa;
 using testing::FakeTokenSource;
+using ::testing::HasSubstr;
 using testing::ScriptedRandom;
+using ::testing::SizeIs;
 
 // Records every update, in order.
 class RecordingWatcher final : public xds::ResourceWatcher {
@@ -86,7 +86,7 @@ class SecretCacheTest : public ::testing::Test {
   }
 
   std::unique_ptr<xds::Subscription> Subscribe(SecretCache& cache, const std::string& token,
-                                                  std::shared_ptr<RecordingWatcher> watcher) {
+                                               std::shared_ptr<RecordingWatcher> watcher) {
     auto sub = cache.Subscribe(token, std::move(watcher));
     EXPECT_TRUE(sub.ok()) << sub.status();
     return std::move(*sub);
@@ -274,10 +274,10 @@ TEST_F(SecretCacheTest, CaOutageKeepsServingTheCachedCertificateUntilItExpires) 
   ASSERT_THAT(updates, SizeIs(2));
   EXPECT_FALSE(updates[0].error.ok());
   ASSERT_NE(updates[1].resource, nullptr);
-  EXPECT_GT(NotAfter(CertsFromPem(Parse(updates[1].resource).tls_certificate().certificate_chain().inline_bytes())
-                         ->front()
-                         .get()),
-            clock_.Now());
+  EXPECT_GT(
+      NotAfter(
+          CertsFromPem(Parse(updates[1].resource).tls_certificate().certificate_chain().inline_bytes())->front().get()),
+      clock_.Now());
 }
 
 TEST_F(SecretCacheTest, FirstRequestFailingIsReportedToStreamsAndRetried) {

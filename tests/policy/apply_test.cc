@@ -1,16 +1,17 @@
 // `meshid apply` semantics: what a version contains (upsert, prune, delete), validation of the
 // whole resulting set with file:line:field, the stored form, and that a stored set decides
 // exactly like the files it came from.
-#include <filesystem>
-#include <fstream>
-#include <sstream>
+#include "policy/apply.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "policy/apply.h"
 #include "authz/request_json.h"
 #include "common/clock.h"
 #include "rbac/yaml_source.h"
@@ -137,7 +138,8 @@ TEST(PlanPolicyApply, UpsertReplacesByKindNamespaceNameAndKeepsTheRest) {
   // One changed object, applied alone: the other stays, the changed one keeps its creation time.
   std::string changed = std::string(kAllowA) + "  - from: [{source: {namespaces: [\"ops\"]}}]\n";
   TempDir other;
-  auto v2 = Plan({other.Write("changed.yaml", changed)}, v1->documents, ApplyMode::kUpsert, diag, kNow + absl::Hours(2));
+  auto v2 =
+      Plan({other.Write("changed.yaml", changed)}, v1->documents, ApplyMode::kUpsert, diag, kNow + absl::Hours(2));
   ASSERT_TRUE(v2.ok()) << v2.status();
   EXPECT_EQ(v2->changed, 1);
   EXPECT_EQ(v2->unchanged, 1);
@@ -190,8 +192,9 @@ spec: {mtls: {mode: SOMETIMES}}
   rbac::Diagnostics diag;
   auto plan = Plan({bad}, {}, ApplyMode::kUpsert, diag);
   ASSERT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(plan.status().message(),
-              HasSubstr(bad + ":6: AuthorizationPolicy demo/typo: spec.rules[0].to[0].operation.method: unknown field"));
+  EXPECT_THAT(
+      plan.status().message(),
+      HasSubstr(bad + ":6: AuthorizationPolicy demo/typo: spec.rules[0].to[0].operation.method: unknown field"));
   EXPECT_THAT(plan.status().message(), HasSubstr(bad + ":11: PeerAuthentication demo/default: spec.mtls.mode"));
   EXPECT_EQ(diag.error_count(), 2u);
 }
@@ -210,8 +213,9 @@ TEST(PlanPolicyApply, TheMergedSetIsValidatedAsAWholeNamingStoredObjects) {
 
   // A stored object that no longer validates (written by another meshid) is named by its source.
   std::vector<StoredPolicyDocument> corrupt = v1->documents;
-  corrupt[0].yaml = "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: default, "
-                    "namespace: istio-system}\nspec: {mtls: {mode: NEVER}}\n";
+  corrupt[0].yaml =
+      "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: default, "
+      "namespace: istio-system}\nspec: {mtls: {mode: NEVER}}\n";
   rbac::Diagnostics stored;
   auto merged = Plan({dir.Write("a.yaml", kAllowA)}, corrupt, ApplyMode::kUpsert, stored);
   ASSERT_FALSE(merged.ok());
@@ -284,15 +288,15 @@ TEST(ApplyPolicyFiles, CommitsAVersionOnlyWhenSomethingChangedAndNothingOnError)
   EXPECT_EQ(v2.info.digest, PolicyDigest(v2.documents));
 
   rbac::Diagnostics bad;
-  auto broken = ApplyPolicyFiles(**store, {files.Write("broken.yaml", "kind: [\n")}, ApplyMode::kUpsert, authz::LoadOptions{},
-                                 clock, "eve", bad);
+  auto broken = ApplyPolicyFiles(**store, {files.Write("broken.yaml", "kind: [\n")}, ApplyMode::kUpsert,
+                                 authz::LoadOptions{}, clock, "eve", bad);
   EXPECT_EQ(broken.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(broken.status().message(), HasSubstr("broken.yaml:"));
   EXPECT_EQ(*(*store)->PolicyHeadVersion(), 2);
 
   rbac::Diagnostics empty;
-  auto none = ApplyPolicyFiles(**store, {files.Write("empty.yaml", "# nothing\n")}, ApplyMode::kUpsert, authz::LoadOptions{},
-                               clock, "eve", empty);
+  auto none = ApplyPolicyFiles(**store, {files.Write("empty.yaml", "# nothing\n")}, ApplyMode::kUpsert,
+                               authz::LoadOptions{}, clock, "eve", empty);
   EXPECT_THAT(none.status().message(), HasSubstr("no objects found"));
   EXPECT_EQ(*(*store)->PolicyHeadVersion(), 2);
 }

@@ -1,20 +1,20 @@
 // The policy stream over real gRPC in one process: the server's store poller (a version that
 // does not compile is never served), the service toward a PolicyStreamClient (ACK, NACK, the
 // observer's events, authentication, shutdown), and status reports into the store.
-#include <filesystem>
-#include <thread>
-
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "policy/server.h"
-#include "policy/client.h"
-#include "sql/store.h"
 #include "common/clock.h"
 #include "common/logging.h"
+#include "policy/client.h"
+#include "policy/server.h"
+#include "sql/store.h"
 
 namespace meshid::policy {
 namespace {
@@ -226,7 +226,8 @@ TEST_F(PolicyServiceTest, AReconnectingClientGetsTheCurrentVersionWithoutReapply
   ASSERT_TRUE(Eventually([&] { return client->state().applied_version == 4; }));
   client->Reconnect();
   // The new stream is answered with version 4 again, which the client ACKs without applying.
-  ASSERT_TRUE(Eventually([&] { return metrics_.RenderPrometheus().find("meshid_policy_acks_total 2") != std::string::npos; }));
+  ASSERT_TRUE(
+      Eventually([&] { return metrics_.RenderPrometheus().find("meshid_policy_acks_total 2") != std::string::npos; }));
   EXPECT_EQ(applies.load(), 1);
 }
 
@@ -251,8 +252,9 @@ TEST_F(PolicyServiceTest, StatusReportsLandInTheStoreAndBadOnesAreRefused) {
   PolicyDistributionServerOptions options;
   options.poll_interval = absl::Hours(1);
   auto created = PolicyDistributionServer::Create(
-      options, *store_, *store_, [](const PolicyCaller&) -> absl::StatusOr<std::string> { return std::string("spiffe://td/agent"); },
-      clock_, metrics_, logger_);
+      options, *store_, *store_,
+      [](const PolicyCaller&) -> absl::StatusOr<std::string> { return std::string("spiffe://td/agent"); }, clock_,
+      metrics_, logger_);
   ASSERT_TRUE(created.ok());
   server_ = std::move(*created);
   std::string address = Serve(server_->service());

@@ -1,10 +1,11 @@
 // The policy stream's xDS rules (serving and receiving side) and the snapshot checks, without
 // any transport.
+#include "policy/wire.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
-#include "policy/wire.h"
 
 namespace meshid::policy {
 namespace {
@@ -20,8 +21,8 @@ PolicySnapshotPtr Snapshot(int64_t version, int documents = 2) {
   v.info.created_at = absl::FromUnixSeconds(1'800'000'000);
   for (int i = 0; i < documents; ++i) {
     v.documents.push_back({"AuthorizationPolicy", "demo", absl::StrCat("p", i),
-                           absl::StrCat("kind: AuthorizationPolicy\nmetadata: {name: p", i, ", namespace: demo}\nspec: {}\n# v",
-                                        version, "\n"),
+                           absl::StrCat("kind: AuthorizationPolicy\nmetadata: {name: p", i,
+                                        ", namespace: demo}\nspec: {}\n# v", version, "\n"),
                            "x.yaml:1"});
   }
   return MakePolicySnapshot(v);
@@ -313,21 +314,41 @@ TEST(DecodePolicyResponse, RefusesEveryMalformedResponseSayingWhy) {
     std::string error;
   };
   std::vector<Case> cases = {
-      {"version mismatch", [](PolicySnapshot&, DiscoveryResponse& r) { r.set_version_info("4"); }, "differs from the snapshot's version"},
-      {"version not a number", [](PolicySnapshot&, DiscoveryResponse& r) { r.set_version_info("3a"); }, "not a policy version"},
+      {"version mismatch", [](PolicySnapshot&, DiscoveryResponse& r) { r.set_version_info("4"); },
+       "differs from the snapshot's version"},
+      {"version not a number", [](PolicySnapshot&, DiscoveryResponse& r) { r.set_version_info("3a"); },
+       "not a policy version"},
       {"type url", [](PolicySnapshot&, DiscoveryResponse& r) { r.set_type_url("x"); }, "type_url \"x\""},
-      {"resource type url", [](PolicySnapshot&, DiscoveryResponse& r) { r.mutable_resources(0)->set_type_url("y"); }, "resources[0].type_url"},
-      {"two resources", [](PolicySnapshot&, DiscoveryResponse& r) { *r.add_resources() = r.resources(0); }, "exactly one resource"},
+      {"resource type url", [](PolicySnapshot&, DiscoveryResponse& r) { r.mutable_resources(0)->set_type_url("y"); },
+       "resources[0].type_url"},
+      {"two resources", [](PolicySnapshot&, DiscoveryResponse& r) { *r.add_resources() = r.resources(0); },
+       "exactly one resource"},
       {"no resource", [](PolicySnapshot&, DiscoveryResponse& r) { r.clear_resources(); }, "exactly one resource"},
-      {"version zero with documents", [](PolicySnapshot& s, DiscoveryResponse& r) { s.set_version(0); r.set_version_info("0"); }, "version 0 is the empty policy set"},
-      {"negative version", [](PolicySnapshot& s, DiscoveryResponse& r) { s.set_version(-3); r.set_version_info("-3"); }, "must not be negative"},
+      {"version zero with documents",
+       [](PolicySnapshot& s, DiscoveryResponse& r) {
+         s.set_version(0);
+         r.set_version_info("0");
+       },
+       "version 0 is the empty policy set"},
+      {"negative version",
+       [](PolicySnapshot& s, DiscoveryResponse& r) {
+         s.set_version(-3);
+         r.set_version_info("-3");
+       },
+       "must not be negative"},
       {"digest", [](PolicySnapshot& s, DiscoveryResponse&) { s.set_digest("00"); }, "does not match the documents"},
-      {"content changed", [](PolicySnapshot& s, DiscoveryResponse&) { s.mutable_documents(1)->set_yaml("spec: {}"); }, "does not match"},
-      {"unsorted", [](PolicySnapshot& s, DiscoveryResponse&) { s.mutable_documents()->SwapElements(0, 2); }, "out of order or listed twice"},
-      {"duplicate", [](PolicySnapshot& s, DiscoveryResponse&) { *s.mutable_documents(1) = s.documents(0); }, "documents[1]"},
-      {"no kind", [](PolicySnapshot& s, DiscoveryResponse&) { s.mutable_documents(0)->clear_kind(); }, "documents[0].kind"},
-      {"no name", [](PolicySnapshot& s, DiscoveryResponse&) { s.mutable_documents(2)->clear_name(); }, "documents[2].name"},
-      {"no yaml", [](PolicySnapshot& s, DiscoveryResponse&) { s.mutable_documents(2)->clear_yaml(); }, "documents[2].yaml"},
+      {"content changed", [](PolicySnapshot& s, DiscoveryResponse&) { s.mutable_documents(1)->set_yaml("spec: {}"); },
+       "does not match"},
+      {"unsorted", [](PolicySnapshot& s, DiscoveryResponse&) { s.mutable_documents()->SwapElements(0, 2); },
+       "out of order or listed twice"},
+      {"duplicate", [](PolicySnapshot& s, DiscoveryResponse&) { *s.mutable_documents(1) = s.documents(0); },
+       "documents[1]"},
+      {"no kind", [](PolicySnapshot& s, DiscoveryResponse&) { s.mutable_documents(0)->clear_kind(); },
+       "documents[0].kind"},
+      {"no name", [](PolicySnapshot& s, DiscoveryResponse&) { s.mutable_documents(2)->clear_name(); },
+       "documents[2].name"},
+      {"no yaml", [](PolicySnapshot& s, DiscoveryResponse&) { s.mutable_documents(2)->clear_yaml(); },
+       "documents[2].yaml"},
   };
   for (const auto& c : cases) {
     PolicySnapshot s = good;

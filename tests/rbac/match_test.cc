@@ -17,10 +17,10 @@ TEST(StringMatcher, Patterns) {
     bool match;
   };
   const Case cases[] = {
-      {"abc", "abc", true},      {"abc", "abcd", false},   {"abc", "ab", false},     {"abc*", "abcdef", true},
-      {"abc*", "abc", true},     {"abc*", "xabc", false},  {"*abc", "xyzabc", true}, {"*abc", "abc", true},
-      {"*abc", "abcx", false},   {"*", "anything", true},  {"*", "", true},          {"a*c", "abc", false},
-      {"a*c", "a*c", true},      {"**", "*x", true},       {"", "", true},           {"", "x", false},
+      {"abc", "abc", true},    {"abc", "abcd", false},  {"abc", "ab", false},     {"abc*", "abcdef", true},
+      {"abc*", "abc", true},   {"abc*", "xabc", false}, {"*abc", "xyzabc", true}, {"*abc", "abc", true},
+      {"*abc", "abcx", false}, {"*", "anything", true}, {"*", "", true},          {"a*c", "abc", false},
+      {"a*c", "a*c", true},    {"**", "*x", true},      {"", "", true},           {"", "x", false},
   };
   for (const auto& c : cases) {
     EXPECT_EQ(StringMatcher::FromPattern(c.pattern).Matches(absl::string_view(c.value)), c.match)
@@ -63,39 +63,19 @@ TEST(Cidr, ParseAndContains) {
   auto all = Cidr::Parse("0.0.0.0/0");
   ASSERT_TRUE(all.ok());
   EXPECT_TRUE(all->Contains(*IpAddress::Parse("255.255.255.255")));
-  for (const char* bad : {"", "10.0.0.0/33", "::/129", "10.0.0/8", "x", "10.0.0.0/-1", "10.0.0.0/", "1.2.3.4/8/9",
-                          " 10.0.0.1"}) {
+  for (const char* bad :
+       {"", "10.0.0.0/33", "::/129", "10.0.0/8", "x", "10.0.0.0/-1", "10.0.0.0/", "1.2.3.4/8/9", " 10.0.0.1"}) {
     EXPECT_FALSE(Cidr::Parse(bad).ok()) << bad;
   }
 }
 
 TEST(NormalizePath, Table) {
   const std::pair<const char*, const char*> cases[] = {
-      {"/", "/"},
-      {"/a/b", "/a/b"},
-      {"/a/b/", "/a/b/"},
-      {"/a/./b", "/a/b"},
-      {"/a/../b", "/b"},
-      {"/a/b/..", "/a/"},
-      {"/a/b/.", "/a/b/"},
-      {"/..", "/"},
-      {"/../../a", "/a"},
-      {"//a//b//", "/a/b/"},
-      {"/%2E%2E/a", "/a"},
-      {"/a/%2e%2e/b", "/b"},
-      {"/a/%2E/b", "/a/b"},
-      {"/a/.%2e/b", "/b"},
-      {"/%61%62c", "/abc"},
-      {"/a%2fb", "/a%2Fb"},
-      {"/a%2Fb", "/a%2Fb"},
-      {"/a%20b", "/a%20b"},
-      {"/a%3f", "/a%3F"},
-      {"/a\\..\\b", "/b"},
-      {"/a/...", "/a/..."},
-      {"/a/.b", "/a/.b"},
-      {"/a/b..", "/a/b.."},
-      {"/%zz", "/%zz"},
-      {"/%4", "/%4"},
+      {"/", "/"},           {"/a/b", "/a/b"},      {"/a/b/", "/a/b/"},   {"/a/./b", "/a/b"},  {"/a/../b", "/b"},
+      {"/a/b/..", "/a/"},   {"/a/b/.", "/a/b/"},   {"/..", "/"},         {"/../../a", "/a"},  {"//a//b//", "/a/b/"},
+      {"/%2E%2E/a", "/a"},  {"/a/%2e%2e/b", "/b"}, {"/a/%2E/b", "/a/b"}, {"/a/.%2e/b", "/b"}, {"/%61%62c", "/abc"},
+      {"/a%2fb", "/a%2Fb"}, {"/a%2Fb", "/a%2Fb"},  {"/a%20b", "/a%20b"}, {"/a%3f", "/a%3F"},  {"/a\\..\\b", "/b"},
+      {"/a/...", "/a/..."}, {"/a/.b", "/a/.b"},    {"/a/b..", "/a/b.."}, {"/%zz", "/%zz"},    {"/%4", "/%4"},
       {"/a/%7E", "/a/~"},
   };
   for (const auto& [in, want] : cases) {

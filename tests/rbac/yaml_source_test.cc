@@ -30,8 +30,8 @@ TEST(ParseDocuments, MultiDocumentWithLines) {
 
 TEST(ParseDocuments, BrokenDocumentsAreReported) {
   Diagnostics diag;
-  auto docs = ParseDocuments("kind: X\n---\napiVersion: v1\n---\n[1, 2]\n---\napiVersion: v1\nkind: Service\n", "f.yaml",
-                             {}, diag);
+  auto docs = ParseDocuments("kind: X\n---\napiVersion: v1\n---\n[1, 2]\n---\napiVersion: v1\nkind: Service\n",
+                             "f.yaml", {}, diag);
   EXPECT_TRUE(docs.empty());
   auto errors = diag.errors();
   ASSERT_EQ(errors.size(), 4u);
@@ -92,7 +92,8 @@ TEST(FieldReader, TypedAccessAndUnknownKeys) {
 
 TEST(FieldReader, SnakeCaseAlias) {
   Diagnostics diag;
-  auto docs = ParseDocuments("apiVersion: v1\nkind: T\nmetadata: {name: t}\nspec: {not_methods: [GET]}\n", "f.yaml", {}, diag);
+  auto docs =
+      ParseDocuments("apiVersion: v1\nkind: T\nmetadata: {name: t}\nspec: {not_methods: [GET]}\n", "f.yaml", {}, diag);
   ASSERT_EQ(docs.size(), 1u);
   ReadContext ctx(docs[0], diag, 1000);
   FieldReader r(ctx, docs[0].spec, "spec");

@@ -1,6 +1,8 @@
 #include "sds/sds_server.h"
 
+#include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -9,9 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -28,9 +27,9 @@ using envoy::service::discovery::v3::DeltaDiscoveryResponse;
 using envoy::service::discovery::v3::DiscoveryRequest;
 using envoy::service::discovery::v3::DiscoveryResponse;
 using envoy::service::secret::v3::SecretDiscoveryService;
+using testing::Cert;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using testing::Cert;
 using testing::Roots;
 
 // A provider whose state the test sets; it records what the server tells it.
@@ -70,7 +69,7 @@ class FakeProvider final : public xds::ResourceProvider {
   };
 
   absl::StatusOr<std::unique_ptr<xds::Subscription>> Subscribe(absl::string_view token,
-                                                             std::shared_ptr<xds::ResourceWatcher> watcher) override {
+                                                               std::shared_ptr<xds::ResourceWatcher> watcher) override {
     auto sub = std::make_unique<Sub>(this, std::string(token), std::move(watcher));
     absl::MutexLock lock(&mu_);
     tokens_.emplace_back(token);

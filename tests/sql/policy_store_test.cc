@@ -1,9 +1,9 @@
 // The policy-version and policy-status part of the store contract, on both backends.
-#include <atomic>
-#include <thread>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "sql/store.h"
@@ -24,10 +24,10 @@ const absl::Time kT0 = absl::FromUnixSeconds(1'800'000'000);
 
 StoredPolicyDocument Doc(const std::string& kind, const std::string& ns, const std::string& name,
                          const std::string& body = "a") {
-  return StoredPolicyDocument{kind, ns, name,
-                              absl::StrCat("apiVersion: v1\nkind: ", kind, "\nmetadata: {name: ", name, "}\nspec: ", body,
-                                           "\n"),
-                              absl::StrCat("policies/", name, ".yaml:1")};
+  return StoredPolicyDocument{
+      kind, ns, name,
+      absl::StrCat("apiVersion: v1\nkind: ", kind, "\nmetadata: {name: ", name, "}\nspec: ", body, "\n"),
+      absl::StrCat("policies/", name, ".yaml:1")};
 }
 
 PolicyVersionInfo Info(const std::string& description, int64_t micros = 0) {
@@ -164,8 +164,10 @@ TEST_P(PolicyStoreTest, BadDocumentsAreRefusedNamingTheFieldAndWriteNothing) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("documents[0].yaml: not valid UTF-8")));
   auto nul = Doc("K", "ns", "a");
   nul.yaml.push_back('\0');
-  EXPECT_THAT(store_->CommitPolicyVersion(0, Info("x"), {nul}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("NUL")));
-  EXPECT_THAT(store_->CommitPolicyVersion(-1, Info("x"), {}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("base_version")));
+  EXPECT_THAT(store_->CommitPolicyVersion(0, Info("x"), {nul}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("NUL")));
+  EXPECT_THAT(store_->CommitPolicyVersion(-1, Info("x"), {}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("base_version")));
   EXPECT_EQ(*store_->PolicyHeadVersion(), 0);
 }
 
@@ -208,8 +210,8 @@ TEST_P(PolicyStoreTest, ConcurrentCommittersFromSeveralConnectionsNeverLoseOrSha
 }
 
 TEST_P(PolicyStoreTest, AStatusReportReplacesOnlyThatAgentsRows) {
-  ASSERT_OK(store_->ReplacePolicyStatus("node-a", {Row("node-a", "", 3), Row("node-a", "hello-1", 2),
-                                                   Row("node-a", "hello-2", 3)}));
+  ASSERT_OK(store_->ReplacePolicyStatus(
+      "node-a", {Row("node-a", "", 3), Row("node-a", "hello-1", 2), Row("node-a", "hello-2", 3)}));
   ASSERT_OK(store_->ReplacePolicyStatus("node-b", {Row("node-b", "web-1", 3)}));
   auto rows = *store_->ListPolicyStatus();
   ASSERT_EQ(rows.size(), 4u);

@@ -1,7 +1,9 @@
 // Behaviour specific to one backend: SQLite file problems and durability, PostgreSQL
 // connection problems and recovery after an outage.
 #include <arpa/inet.h>
+#include <gmock/gmock.h>
 #include <grp.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sqlite3.h>
 #include <sys/socket.h>
@@ -11,9 +13,6 @@
 
 #include <csignal>
 #include <fstream>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -187,11 +186,12 @@ class PostgresServerTest : public ::testing::Test {
 TEST_F(PostgresServerTest, WrongPasswordIsPermissionDenied) {
   auto parsed = sql::ParseStoreUrl(admin_url_);
   ASSERT_OK(parsed.status());
-  auto store = OpenStore(absl::StrCat("postgresql://", parsed->user, ":wrong-password@", parsed->host, ":", parsed->port,
-                                      "/", parsed->database));
-  EXPECT_THAT(store.status(), StatusIs(absl::StatusCode::kPermissionDenied,
-                                       AllOf(HasSubstr("credentials refused"), HasSubstr("password authentication failed"),
-                                             Not(HasSubstr("wrong-password")), Not(HasSubstr("\n")))));
+  auto store = OpenStore(absl::StrCat("postgresql://", parsed->user, ":wrong-password@", parsed->host, ":",
+                                      parsed->port, "/", parsed->database));
+  EXPECT_THAT(store.status(),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       AllOf(HasSubstr("credentials refused"), HasSubstr("password authentication failed"),
+                             Not(HasSubstr("wrong-password")), Not(HasSubstr("\n")))));
 }
 
 TEST_F(PostgresServerTest, MissingDatabaseIsNotFound) {

@@ -1,11 +1,11 @@
 // The storage commands of the real `meshid` binary: certs list (text and --json), entry
 // create/list/delete, identity block/unblock/list-blocked, and their errors: one line naming
 // the problem, non-zero exit.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -41,7 +41,8 @@ Result Meshid(const std::string& args, const std::string& as_user = "") {
   TempDir dir;
   std::string out = dir.path() + "/out";
   std::string err = dir.path() + "/err";
-  std::string prefix = as_user.empty() ? "" : absl::StrCat("setpriv --reuid=", as_user, " --regid=", as_user, " --clear-groups ");
+  std::string prefix =
+      as_user.empty() ? "" : absl::StrCat("setpriv --reuid=", as_user, " --regid=", as_user, " --clear-groups ");
   auto [code, ignored] = RunShell(absl::StrCat("{ ", prefix, MESHID_BINARY, " ", args, " >", out, " 2>", err, "; }"));
   auto read = [](const std::string& path) {
     auto [c, text] = RunShell("cat " + path);
@@ -50,9 +51,7 @@ Result Meshid(const std::string& args, const std::string& as_user = "") {
   return {code, read(out), read(err)};
 }
 
-std::vector<std::string> Lines(const std::string& text) {
-  return absl::StrSplit(text, '\n', absl::SkipEmpty());
-}
+std::vector<std::string> Lines(const std::string& text) { return absl::StrSplit(text, '\n', absl::SkipEmpty()); }
 
 IssuanceRecord Record(int n, const std::string& spiffe_id, absl::Time not_after) {
   IssuanceRecord r;
@@ -146,10 +145,11 @@ TEST_P(StoreCliTest, CertsListJsonAndFilters) {
 }
 
 TEST_P(StoreCliTest, EntryCreateListDelete) {
-  Result create = Meshid("entry create --spiffe-id spiffe://cluster.local/ns/default/sa/web --allow "
-                         "jwt-sub:system:serviceaccount:default:web --allow client-cert --max-ttl 30m --dns-name "
-                         "web.default.svc --dns-name web.default.svc.cluster.local --note 'owned by team web' " +
-                         where_);
+  Result create = Meshid(
+      "entry create --spiffe-id spiffe://cluster.local/ns/default/sa/web --allow "
+      "jwt-sub:system:serviceaccount:default:web --allow client-cert --max-ttl 30m --dns-name "
+      "web.default.svc --dns-name web.default.svc.cluster.local --note 'owned by team web' " +
+      where_);
   ASSERT_EQ(create.exit_code, 0) << create.stderr_text;
   EXPECT_THAT(create.stdout_text, HasSubstr("created registry entry for spiffe://cluster.local/ns/default/sa/web"));
   Result plain = Meshid("entry create --spiffe-id spiffe://cluster.local/ns/default/sa/api " + where_);
@@ -185,7 +185,8 @@ TEST_P(StoreCliTest, EntryCreateListDelete) {
   ASSERT_EQ(del.exit_code, 0) << del.stderr_text;
   Result del_again = Meshid("entry delete --spiffe-id spiffe://cluster.local/ns/default/sa/web " + where_);
   EXPECT_EQ(del_again.exit_code, 1);
-  EXPECT_THAT(Lines(del_again.stderr_text), ElementsAre(HasSubstr("no registry entry for spiffe://cluster.local/ns/default/sa/web")));
+  EXPECT_THAT(Lines(del_again.stderr_text),
+              ElementsAre(HasSubstr("no registry entry for spiffe://cluster.local/ns/default/sa/web")));
   EXPECT_THAT(Lines(Meshid("entry list --json " + where_).stdout_text), SizeIs(1));
 }
 
@@ -243,7 +244,8 @@ TEST_P(StoreCliTest, BadArgumentsAreOneLineErrors) {
 TEST(StoreCliErrorsTest, MalformedDatastoreUrl) {
   Result r = Meshid("certs list --datastore 'postgresql://meshid:topsecret@db.example.com:99999/meshid'");
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_THAT(Lines(r.stderr_text), ElementsAre(AllOf(HasSubstr("datastore URL"), HasSubstr("port"), Not(HasSubstr("topsecret")))));
+  EXPECT_THAT(Lines(r.stderr_text),
+              ElementsAre(AllOf(HasSubstr("datastore URL"), HasSubstr("port"), Not(HasSubstr("topsecret")))));
   r = Meshid("entry list --datastore mysql://x@y/z");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(Lines(r.stderr_text), ElementsAre(HasSubstr("unsupported scheme 'mysql'")));
@@ -262,10 +264,11 @@ TEST(StoreCliErrorsTest, WrongPostgresPassword) {
   if (!admin) GTEST_SKIP() << testing::kNoPostgresMessage;
   auto parsed = sql::ParseStoreUrl(*admin);
   ASSERT_OK(parsed.status());
-  Result r = Meshid(absl::StrCat("certs list --datastore postgresql://", parsed->user, ":not-the-password@", parsed->host,
-                                 ":", parsed->port, "/", parsed->database));
+  Result r = Meshid(absl::StrCat("certs list --datastore postgresql://", parsed->user, ":not-the-password@",
+                                 parsed->host, ":", parsed->port, "/", parsed->database));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(Lines(r.stderr_text), ElementsAre(AllOf(HasSubstr("credentials refused"), Not(HasSubstr("not-the-password")))));
+  EXPECT_THAT(Lines(r.stderr_text),
+              ElementsAre(AllOf(HasSubstr("credentials refused"), Not(HasSubstr("not-the-password")))));
 }
 
 TEST(StoreCliErrorsTest, ReadOnlySqliteFile) {

@@ -1,16 +1,17 @@
 // The store contract, run against both backends (SQLite and a real PostgreSQL server).
-#include <atomic>
-#include <thread>
+#include "sql/store.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/clock.h"
 #include "sql/migrations.h"
 #include "sql/pruner.h"
-#include "sql/store.h"
 #include "tests/sql/test_backends.h"
 #include "tests/sql/test_matchers.h"
 
@@ -161,8 +162,8 @@ TEST_P(StoreTest, MigrationsApplyInOrderOnUpgrade) {
     ASSERT_NE(store, nullptr);
     ASSERT_OK(store->RecordIssuances({Record(1)}));
   }
-  auto upgraded = BuiltinPlus({{next, "a.sql", "CREATE TABLE step_a (a BIGINT);"},
-                               {next + 1, "b.sql", "INSERT INTO step_a (a) VALUES (7);"}});
+  auto upgraded = BuiltinPlus(
+      {{next, "a.sql", "CREATE TABLE step_a (a BIGINT);"}, {next + 1, "b.sql", "INSERT INTO step_a (a) VALUES (7);"}});
   auto store = sql::OpenStoreWithMigrations(db_->url(), {}, upgraded);
   ASSERT_OK(store.status());
   EXPECT_EQ(*(*store)->SchemaVersion(), next + 1);
@@ -210,7 +211,8 @@ TEST_P(StoreTest, TimestampsRoundTripAtMicrosecondPrecision) {
   ASSERT_OK(listed.status());
   ASSERT_THAT(*listed, SizeIs(1));
   EXPECT_EQ((*listed)[0], r);
-  EXPECT_EQ(absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", (*listed)[0].not_after, absl::UTCTimeZone()), "2099-12-31T23:59:59Z");
+  EXPECT_EQ(absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", (*listed)[0].not_after, absl::UTCTimeZone()),
+            "2099-12-31T23:59:59Z");
 }
 
 TEST_P(StoreTest, LedgerQueries) {
@@ -276,7 +278,8 @@ TEST_P(StoreTest, LargeBatchesSpanSeveralStatementsAndStayAtomic) {
   std::vector<IssuanceRecord> second;
   for (int i = 1000; i < 1150; ++i) second.push_back(Record(i));
   second[140] = Record(17);
-  EXPECT_THAT(store->RecordIssuances(second), StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr(Record(17).serial_hex)));
+  EXPECT_THAT(store->RecordIssuances(second),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr(Record(17).serial_hex)));
   EXPECT_THAT(*store->ListIssuances(all), SizeIs(200));
 }
 
@@ -296,7 +299,8 @@ TEST_P(StoreTest, InvalidRecordsAreRefusedNamingTheField) {
   EXPECT_THAT(store->RecordIssuances({bad_id}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("spiffe_id")));
   IssuanceRecord bad_text = Record(5);
   bad_text.auth_detail = std::string("sub=\xff\xfe", 6);
-  EXPECT_THAT(store->RecordIssuances({bad_text}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("auth_detail")));
+  EXPECT_THAT(store->RecordIssuances({bad_text}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("auth_detail")));
   IssuanceRecord inverted = Record(6);
   inverted.not_after = inverted.not_before - absl::Seconds(1);
   EXPECT_THAT(store->RecordIssuances({inverted}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not_after")));
@@ -420,7 +424,8 @@ TEST_P(StoreTest, DenyList) {
   ASSERT_OK(store->Unblock(a));
   EXPECT_THAT(store->Unblock(a), StatusIs(absl::StatusCode::kNotFound, HasSubstr("not blocked")));
   EXPECT_THAT(*store->ListBlocked(), SizeIs(1));
-  EXPECT_THAT(store->Block("not-a-spiffe-id", "", kT0), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("spiffe_id")));
+  EXPECT_THAT(store->Block("not-a-spiffe-id", "", kT0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("spiffe_id")));
 }
 
 TEST_P(StoreTest, IdentityStatusCombinesEntryAndBlock) {
@@ -527,7 +532,8 @@ TEST_P(StoreTest, LedgerWritesAtAStaleRegistryGenerationWriteNothing) {
   ASSERT_OK(store->RecordIssuancesAt({Record(20)}, std::nullopt));  // no generation: no check
   EXPECT_THAT(*store->ListIssuances(all), SizeIs(small.size() + more_small.size() + large.size() + 1));
   // A duplicate serial is still reported as one, not as a registry change.
-  EXPECT_THAT(store->RecordIssuancesAt({Record(20)}, current), StatusIs(absl::StatusCode::kAlreadyExists, ::testing::_));
+  EXPECT_THAT(store->RecordIssuancesAt({Record(20)}, current),
+              StatusIs(absl::StatusCode::kAlreadyExists, ::testing::_));
 }
 
 // ---- retention ----
@@ -536,7 +542,8 @@ TEST_P(StoreTest, PruneDeletesOnlyRowsExpiredBeforeTheCutoffInBatches) {
   auto store = Open();
   ASSERT_NE(store, nullptr);
   std::vector<IssuanceRecord> batch;
-  for (int i = 0; i < 10; ++i) batch.push_back(Record(i, "spiffe://cluster.local/ns/a/sa/old", kT0 - absl::Hours(i + 1)));
+  for (int i = 0; i < 10; ++i)
+    batch.push_back(Record(i, "spiffe://cluster.local/ns/a/sa/old", kT0 - absl::Hours(i + 1)));
   for (int i = 10; i < 15; ++i) batch.push_back(Record(i, "spiffe://cluster.local/ns/a/sa/new", kT0 + absl::Hours(i)));
   ASSERT_OK(store->RecordIssuances(batch));
   auto deleted = store->PruneExpiredBefore(kT0, 4);
@@ -561,7 +568,8 @@ TEST_P(StoreTest, PrunerKeepsRowsWithinTheHorizon) {
   std::vector<IssuanceRecord> batch;
   // Expired 40, 35, 31, 29 and 1 days ago, and one still valid.
   int n = 0;
-  for (int days : {40, 35, 31, 29, 1, -1}) batch.push_back(Record(n++, "spiffe://cluster.local/ns/a/sa/b", kT0 - absl::Hours(24 * days)));
+  for (int days : {40, 35, 31, 29, 1, -1})
+    batch.push_back(Record(n++, "spiffe://cluster.local/ns/a/sa/b", kT0 - absl::Hours(24 * days)));
   ASSERT_OK(store->RecordIssuances(batch));
   LedgerPrunerOptions options;
   options.batch_size = 2;  // several batches in one pass
@@ -583,7 +591,8 @@ TEST_P(StoreTest, PrunerRunsInTheBackgroundUntilStopped) {
   ASSERT_NE(store, nullptr);
   FakeClock clock(kT0);
   std::vector<IssuanceRecord> batch;
-  for (int i = 0; i < 7; ++i) batch.push_back(Record(i, "spiffe://cluster.local/ns/a/sa/b", kT0 - absl::Hours(24 * 60)));
+  for (int i = 0; i < 7; ++i)
+    batch.push_back(Record(i, "spiffe://cluster.local/ns/a/sa/b", kT0 - absl::Hours(24 * 60)));
   batch.push_back(Record(99));
   ASSERT_OK(store->RecordIssuances(batch));
   LedgerPrunerOptions options;

@@ -29,7 +29,8 @@ TEST(StoreUrlTest, SqliteRelativeAndAbsolutePaths) {
 }
 
 TEST(StoreUrlTest, PostgresFull) {
-  auto url = ParseStoreUrl("postgresql://meshid:p%40ss%3Aw'rd@db.example.com:6432/meshid_prod?sslmode=verify-full&pool_size=4");
+  auto url = ParseStoreUrl(
+      "postgresql://meshid:p%40ss%3Aw'rd@db.example.com:6432/meshid_prod?sslmode=verify-full&pool_size=4");
   ASSERT_OK(url.status());
   EXPECT_EQ(url->kind, StoreUrl::Kind::kPostgres);
   EXPECT_EQ(url->user, "meshid");
@@ -41,10 +42,10 @@ TEST(StoreUrlTest, PostgresFull) {
   EXPECT_EQ(url->pool_size, 4);
   EXPECT_EQ(url->Redacted(), "postgresql://meshid:***@db.example.com:6432/meshid_prod");
   std::string conninfo = url->PostgresConninfo();
-  EXPECT_THAT(conninfo, AllOf(HasSubstr("host='db.example.com'"), HasSubstr("port=6432"), HasSubstr("dbname='meshid_prod'"),
-                              HasSubstr("password='p@ss:w\\'rd'"), HasSubstr("sslmode='verify-full'"),
-                              HasSubstr("connect_timeout='5'"), HasSubstr("synchronous_commit=on"),
-                              Not(HasSubstr("pool_size"))));
+  EXPECT_THAT(conninfo,
+              AllOf(HasSubstr("host='db.example.com'"), HasSubstr("port=6432"), HasSubstr("dbname='meshid_prod'"),
+                    HasSubstr("password='p@ss:w\\'rd'"), HasSubstr("sslmode='verify-full'"),
+                    HasSubstr("connect_timeout='5'"), HasSubstr("synchronous_commit=on"), Not(HasSubstr("pool_size"))));
 }
 
 TEST(StoreUrlTest, PostgresDefaultsAndIpv6) {
@@ -56,7 +57,8 @@ TEST(StoreUrlTest, PostgresDefaultsAndIpv6) {
   EXPECT_EQ(url->Redacted(), "postgresql://u@[::1]:5432/db");
   EXPECT_THAT(url->PostgresConninfo(), Not(HasSubstr("password")));
   EXPECT_EQ(ParseStoreUrl("postgresql://u@[::1]:5433/db")->port, 5433);
-  EXPECT_THAT(ParseStoreUrl("postgresql://u@h/db?connect_timeout=1")->PostgresConninfo(), HasSubstr("connect_timeout='1'"));
+  EXPECT_THAT(ParseStoreUrl("postgresql://u@h/db?connect_timeout=1")->PostgresConninfo(),
+              HasSubstr("connect_timeout='1'"));
 }
 
 struct BadUrl {
@@ -79,8 +81,9 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, BadStoreUrlTest,
     ::testing::Values(BadUrl{"", "empty"}, BadUrl{"meshid.db", "not a URL"}, BadUrl{"/var/lib/meshid.db", "not a URL"},
                       BadUrl{"mysql://u@h/db", "unsupported scheme 'mysql'"}, BadUrl{"sqlite://", "needs a file path"},
-                      BadUrl{"sqlite:///var/lib/", "names a directory"}, BadUrl{"sqlite://x.db?mode=ro", "no parameters"},
-                      BadUrl{"sqlite://x.db#frag", "fragment"}, BadUrl{"sqlite://x\n.db", "control characters"},
+                      BadUrl{"sqlite:///var/lib/", "names a directory"},
+                      BadUrl{"sqlite://x.db?mode=ro", "no parameters"}, BadUrl{"sqlite://x.db#frag", "fragment"},
+                      BadUrl{"sqlite://x\n.db", "control characters"},
                       BadUrl{"postgresql://u:topsecret@h:5432", "needs a database"},
                       BadUrl{"postgresql://h:5432/db", "needs a user"},
                       BadUrl{"postgresql://:topsecret@h/db", "empty user name"},
@@ -103,7 +106,8 @@ INSTANTIATE_TEST_SUITE_P(
                       BadUrl{"postgresql://u:topsecret@h/db?pool_size=0", "pool_size must be a number from 1 to 100"}),
     [](const ::testing::TestParamInfo<BadUrl>& info) {
       std::string name = absl::StrCat(info.index, "_");
-      for (char c : std::string(info.param.message)) name.push_back(absl::ascii_isalnum(static_cast<unsigned char>(c)) ? c : '_');
+      for (char c : std::string(info.param.message))
+        name.push_back(absl::ascii_isalnum(static_cast<unsigned char>(c)) ? c : '_');
       return name;
     });
 

@@ -11,10 +11,9 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <pqxx/pqxx>
 #include <regex>
 #include <string>
-
-#include <pqxx/pqxx>
 
 #include "absl/strings/str_cat.h"
 #include "sql/store_url.h"
@@ -134,9 +133,7 @@ class PrivatePostgres {
   int Resume() { return RunShell(Script("resume")).first; }
 
  private:
-  std::string Script(const char* command) const {
-    return absl::StrCat(PG_TEST_SERVER_SCRIPT, " ", command, " ", dir_);
-  }
+  std::string Script(const char* command) const { return absl::StrCat(PG_TEST_SERVER_SCRIPT, " ", command, " ", dir_); }
   std::string dir_;
   std::string admin_url_;
   std::string start_output_;

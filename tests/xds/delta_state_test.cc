@@ -9,10 +9,10 @@ namespace meshid::xds {
 namespace {
 
 using envoy::service::discovery::v3::DeltaDiscoveryRequest;
-using ::testing::ElementsAre;
 using sds::kSecretTypeUrl;
 using sds::testing::Cert;
 using sds::testing::Roots;
+using ::testing::ElementsAre;
 
 bool Known(const std::string& name) { return name == "default" || name == "ROOTCA"; }
 

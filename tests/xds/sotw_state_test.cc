@@ -11,13 +11,14 @@ namespace {
 
 using envoy::service::discovery::v3::DiscoveryRequest;
 using envoy::service::discovery::v3::DiscoveryResponse;
-using ::testing::ElementsAre;
-using ::testing::Pair;
 using sds::kSecretTypeUrl;
 using sds::testing::Cert;
 using sds::testing::Roots;
+using ::testing::ElementsAre;
+using ::testing::Pair;
 
-DiscoveryRequest Request(std::vector<std::string> names, const std::string& nonce = "", const std::string& version = "") {
+DiscoveryRequest Request(std::vector<std::string> names, const std::string& nonce = "",
+                         const std::string& version = "") {
   DiscoveryRequest r;
   r.set_type_url(std::string(kSecretTypeUrl));
   for (auto& n : names) r.add_resource_names(n);
