@@ -1,5 +1,5 @@
-// Builds and signs certificates under a SigningAuthority: workload X.509-SVIDs (DESIGN.md's
-// profile), the CA's own TLS serving certificate, and self-signed roots. Thread-safe.
+// Builds and signs certificates under a SigningAuthority: workload X.509-SVIDs (the profile in
+// docs/operations.md), the CA's own TLS serving certificate, and self-signed roots. Thread-safe.
 #pragma once
 
 #include <memory>

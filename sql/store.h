@@ -71,7 +71,7 @@ struct StoreOptions {
 // SQLite file or directory (PermissionDenied), a file that is not a SQLite database or a
 // database newer than this binary (FailedPrecondition). A failed migration leaves the database
 // as it was. Backend details (durability, pooling, reconnects): sql/sqlite_database.h,
-// sql/postgres_database.h, and the README (Storage).
+// sql/postgres_database.h, and docs/operations.md (Storage).
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url);
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const StoreOptions& options);
 
