@@ -10,13 +10,18 @@
 #   latency:    1 connection (no queueing): p50/p99, and the p50 added per proxy hop
 #   throughput: `--connections` connections: requests/s, p50/p99
 #
-# Usage: bench/meshproxy/run_bench.sh [--build DIR] [--duration 10s] [--connections 32]
-#                                     [--rounds 3] [--workers 1]
+# With --baseline-build DIR a second meshid pair runs from that build's binary (same agent, same
+# certificates and policy) and is measured in the same rounds as "meshid-baseline": an A/B of two
+# versions of the sidecar on the same machine at the same time.
+#
+# Usage: bench/meshproxy/run_bench.sh [--build DIR] [--baseline-build DIR] [--duration 10s]
+#                                     [--connections 32] [--rounds 3] [--workers 1]
 # Needs: wrk, haproxy, openssl, curl (Debian packages).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build="$root/build"
+baseline_build=""
 duration=10s
 connections=32
 rounds=3
@@ -24,6 +29,7 @@ workers=1
 while (($#)); do
   case "$1" in
     --build) build=$2; shift 2 ;;
+    --baseline-build) baseline_build=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --connections) connections=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
@@ -36,6 +42,11 @@ for tool in wrk haproxy openssl curl python3; do
   command -v "$tool" >/dev/null || { echo "run_bench: $tool is missing (apt-get install wrk haproxy)" >&2; exit 1; }
 done
 [ -x "$meshid" ] || { echo "run_bench: $meshid not built (ninja -C $build meshid)" >&2; exit 1; }
+baseline_meshid=""
+if [ -n "$baseline_build" ]; then
+  baseline_meshid="$baseline_build/meshid"
+  [ -x "$baseline_meshid" ] || { echo "run_bench: $baseline_meshid not built" >&2; exit 1; }
+fi
 
 work=$(mktemp -d /tmp/meshproxy-bench-XXXXXX)
 pids=()
@@ -115,18 +126,29 @@ spec:
   - from: [{source: {principals: ["cluster.local/ns/default/sa/productpage"]}}]
     to: [{operation: {methods: ["GET"], paths: ["/reviews/*"]}}]
 EOF
-"$meshid" proxy --sds-socket "$work/uds/socket" --token-file "$work/reviews.token" --service reviews \
-  --inbound 127.0.0.1:0 --app "127.0.0.1:$app_port" --config "$work/policy.yaml" --admin-addr 127.0.0.1:0 \
-  --workers "$workers" >"$work/reviews.log" 2>&1 &
-pids+=($!)
-reviews_in=$(wait_log "$work/reviews.log" 'inbound listening on 127\.0\.0\.1:\K\d+')
-wait_ready "$(wait_log "$work/reviews.log" 'admin on port \K\d+')"
-"$meshid" proxy --sds-socket "$work/uds/socket" --token-file "$work/productpage.token" --service productpage \
-  --outbound 127.0.0.1:0 --upstream "reviews=127.0.0.1:$reviews_in" --admin-addr 127.0.0.1:0 \
-  --workers "$workers" >"$work/productpage.log" 2>&1 &
-pids+=($!)
-meshid_out=$(wait_log "$work/productpage.log" 'outbound listening on 127\.0\.0\.1:\K\d+')
-wait_ready "$(wait_log "$work/productpage.log" 'admin on port \K\d+')"
+start_pair() {  # binary label → sets pair_out, the outbound port of its productpage sidecar
+  local bin=$1 label=$2 in
+  "$bin" proxy --sds-socket "$work/uds/socket" --token-file "$work/reviews.token" --service reviews \
+    --inbound 127.0.0.1:0 --app "127.0.0.1:$app_port" --config "$work/policy.yaml" --admin-addr 127.0.0.1:0 \
+    --workers "$workers" >"$work/$label-reviews.log" 2>&1 &
+  pids+=($!)
+  in=$(wait_log "$work/$label-reviews.log" 'inbound listening on 127\.0\.0\.1:\K\d+')
+  wait_ready "$(wait_log "$work/$label-reviews.log" 'admin on port \K\d+')"
+  "$bin" proxy --sds-socket "$work/uds/socket" --token-file "$work/productpage.token" --service productpage \
+    --outbound 127.0.0.1:0 --upstream "reviews=127.0.0.1:$in" --admin-addr 127.0.0.1:0 \
+    --workers "$workers" >"$work/$label-productpage.log" 2>&1 &
+  pids+=($!)
+  pair_out=$(wait_log "$work/$label-productpage.log" 'outbound listening on 127\.0\.0\.1:\K\d+')
+  wait_ready "$(wait_log "$work/$label-productpage.log" 'admin on port \K\d+')"
+}
+start_pair "$meshid" meshid
+meshid_out=$pair_out
+configs="direct meshid haproxy"
+if [ -n "$baseline_meshid" ]; then
+  start_pair "$baseline_meshid" meshid-baseline
+  baseline_out=$pair_out
+  configs="direct meshid meshid-baseline haproxy"
+fi
 
 # ---- the HAProxy pair, with certificates from the same CA ----
 mint() {  # name spiffe-id
@@ -187,6 +209,10 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$hp_out/reviews/1" >/dev/nu
 check "http://127.0.0.1:$app_port/reviews/1" 200
 check "http://127.0.0.1:$meshid_out/reviews/1" 200
 check "http://127.0.0.1:$meshid_out/admin" 403
+if [ -n "$baseline_meshid" ]; then
+  check "http://127.0.0.1:$baseline_out/reviews/1" 200
+  check "http://127.0.0.1:$baseline_out/admin" 403
+fi
 check "http://127.0.0.1:$hp_out/reviews/1" 200
 check "http://127.0.0.1:$hp_out/admin" 403
 
@@ -207,8 +233,9 @@ run() {  # name url connections → "rps p50 p99"
 }
 declare -A urls=([direct]="http://127.0.0.1:$app_port/reviews/1" [meshid]="http://127.0.0.1:$meshid_out/reviews/1"
                  [haproxy]="http://127.0.0.1:$hp_out/reviews/1")
+[ -n "$baseline_meshid" ] && urls[meshid-baseline]="http://127.0.0.1:$baseline_out/reviews/1"
 for r in $(seq 1 "$rounds"); do
-  for name in direct meshid haproxy; do
+  for name in $configs; do
     results[$name,lat,$r]=$(run "$name" "${urls[$name]}" 1)
     results[$name,thr,$r]=$(run "$name" "${urls[$name]}" "$connections")
   done
@@ -228,7 +255,7 @@ printf '|%s|%s|%s|%s|%s|\n' "------------------------------------" "------------
 for mode in lat thr; do
   conns=$([ "$mode" = lat ] && echo 1 || echo "$connections")
   d50=$(median direct "$mode" 2)
-  for name in direct meshid haproxy; do
+  for name in $configs; do
     rps=$(median "$name" "$mode" 1)
     p50=$(median "$name" "$mode" 2)
     p99=$(median "$name" "$mode" 3)
@@ -242,4 +269,9 @@ for mode in lat thr; do
   awk -v m="$m" -v h="$h" -v d="$d" -v mode="$mode" 'BEGIN {
     printf "%s: meshid/haproxy throughput %.2f, meshid/direct %.2f, haproxy/direct %.2f\n",
       (mode == "lat" ? "1 connection" : "loaded"), m / h, m / d, h / d }'
+  if [ -n "$baseline_meshid" ]; then
+    b=$(median meshid-baseline "$mode" 1)
+    awk -v m="$m" -v b="$b" -v mode="$mode" 'BEGIN {
+      printf "%s: meshid/meshid-baseline throughput %.3f\n", (mode == "lat" ? "1 connection" : "loaded"), m / b }'
+  fi
 done
