@@ -73,7 +73,7 @@ absl::StatusOr<std::unique_ptr<Sidecar>> Sidecar::Start(SidecarConfig config, Lo
     if (!bundle.ok()) return bundle.status();
     return p->ApplyTrustBundle(std::move(*bundle));
   };
-  auto sds = sds::SdsClient::Create(std::move(sds_options), handler, s->random_, logger, &metrics);
+  auto sds = sds::SdsClient::Create(std::move(sds_options), handler, s->random_, logger, metrics);
   if (!sds.ok()) return sds.status();
   s->sds_ = std::move(*sds);
 
