@@ -33,7 +33,7 @@ absl::StatusOr<std::unique_ptr<Sidecar>> Sidecar::Start(SidecarConfig config, Lo
     agent.node = {policy::DefaultProxyId(po.service, po.namespace_), po.service, po.namespace_};
     agent.load = config.policy_files.load;
     agent.engine = config.policy_files.engine;
-    s->policy_ = std::make_unique<policy::AgentPolicySource>(std::move(agent), logger, &metrics);
+    s->policy_ = std::make_unique<policy::AgentPolicySource>(std::move(agent), logger, metrics);
   } else {
     s->policy_ = std::make_unique<policy::FilePolicySource>(config.policy_files, logger, &metrics);
   }
@@ -73,7 +73,7 @@ absl::StatusOr<std::unique_ptr<Sidecar>> Sidecar::Start(SidecarConfig config, Lo
     if (!bundle.ok()) return bundle.status();
     return p->ApplyTrustBundle(std::move(*bundle));
   };
-  auto sds = sds::SdsClient::Create(std::move(sds_options), handler, s->random_, logger, &metrics);
+  auto sds = sds::SdsClient::Create(std::move(sds_options), handler, s->random_, logger, metrics);
   if (!sds.ok()) return sds.status();
   s->sds_ = std::move(*sds);
 

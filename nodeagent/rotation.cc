@@ -13,11 +13,4 @@ absl::Time RotationTime(absl::Time created, absl::Time not_after, double grace_r
   return std::max(created, not_after - lifetime * ratio);
 }
 
-absl::Duration BackoffDelay(int failures, absl::Duration initial, absl::Duration max, RandomSource& random) {
-  absl::Duration base = initial;
-  for (int i = 1; i < failures && base < max; ++i) base *= 2;
-  base = std::min(base, max);
-  return std::min(base * (0.5 + random.Uniform()), max);
-}
-
 }  // namespace meshid

@@ -1,5 +1,5 @@
-// Rotation timing and retry backoff for workload certificates, as pure functions of their
-// inputs so that tests can pin them down with a fake random source.
+// Rotation timing for workload certificates, a pure function of its inputs so that tests can
+// pin it down with a fake random source. (Renewal retries use common/backoff.h.)
 #pragma once
 
 #include "absl/time/time.h"
@@ -14,10 +14,5 @@ namespace meshid {
 // is never before `created`.
 absl::Time RotationTime(absl::Time created, absl::Time not_after, double grace_ratio, double jitter,
                         RandomSource& random);
-
-// The delay before retry number `failures` (1 for the first retry): exponential from
-// `initial`, doubled each time up to `max`, then spread uniformly over [0.5, 1.5) of that
-// value ("equal jitter") and capped at `max`.
-absl::Duration BackoffDelay(int failures, absl::Duration initial, absl::Duration max, RandomSource& random);
 
 }  // namespace meshid

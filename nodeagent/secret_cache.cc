@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/backoff.h"
 #include "common/csr.h"
 #include "common/jwt.h"
 #include "common/sha256.h"
@@ -715,7 +716,7 @@ void SecretCache::Impl::OnFailureLocked(Entry& e, const absl::Status& status, No
     DropLocked(e, notes, now);
     return;
   }
-  const absl::Duration delay = BackoffDelay(e.failures, options_.initial_backoff, options_.max_backoff, *deps_.random);
+  const absl::Duration delay = Backoff(options_.initial_backoff, options_.max_backoff, *deps_.random).Delay(e.failures);
   e.next_attempt = now + delay;
   if (deps_.logger) {
     deps_.logger->warn("certificate request for {} failed (attempt {}, retry in {}): {}", e.Who(), e.failures,

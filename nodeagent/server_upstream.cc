@@ -32,25 +32,6 @@ absl::StatusOr<Svid> SvidFromResource(const xds::Resource& resource) {
 
 }  // namespace
 
-// Forwards the cache's updates until detached.
-class ServerUpstream::SvidWatcher final : public xds::ResourceWatcher {
- public:
-  explicit SvidWatcher(ServerUpstream* upstream) : upstream_(upstream) {}
-  void OnUpdate(const xds::ResourceUpdate& update) override {
-    absl::MutexLock lock(&mu_);
-    if (upstream_ != nullptr) upstream_->OnSvid(update);
-  }
-  // After this returns no callback is running or will run.
-  void Detach() {
-    absl::MutexLock lock(&mu_);
-    upstream_ = nullptr;
-  }
-
- private:
-  absl::Mutex mu_;
-  ServerUpstream* upstream_ ABSL_GUARDED_BY(mu_);
-};
-
 ServerUpstream::ServerUpstream(ServerUpstreamOptions options, TokenSource& token)
     : options_(std::move(options)), token_(token) {}
 
@@ -62,7 +43,9 @@ absl::StatusOr<std::unique_ptr<ServerUpstream>> ServerUpstream::Create(ServerUps
     return absl::InvalidArgumentError("--ca-root: required");
   }
   auto upstream = std::unique_ptr<ServerUpstream>(new ServerUpstream(std::move(options), token));
-  upstream->watcher_ = std::make_shared<SvidWatcher>(upstream.get());
+  ServerUpstream* raw = upstream.get();
+  upstream->watcher_ =
+      std::make_shared<xds::ForwardingWatcher>([raw](const xds::ResourceUpdate& update) { raw->OnSvid(update); });
   auto subscription = secrets.Subscribe("", upstream->watcher_);
   if (!subscription.ok()) return subscription.status();
   upstream->subscription_ = std::move(*subscription);

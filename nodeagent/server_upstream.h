@@ -4,6 +4,8 @@
 // to authenticate). The server's certificate is checked against the trust bundle file, re-read
 // on every connect. When the agent's first certificate arrives while the last connection used
 // the token, listeners are told to reconnect with it.
+//
+// Threading: thread-safe (xds::UpstreamSource's contract).
 #pragma once
 
 #include <memory>
@@ -39,13 +41,12 @@ class ServerUpstream final : public xds::UpstreamSource {
 
  private:
   absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel() override;
-  class SvidWatcher;
   ServerUpstream(ServerUpstreamOptions options, TokenSource& token);
   void OnSvid(const xds::ResourceUpdate& update);
 
   const ServerUpstreamOptions options_;
   TokenSource& token_;
-  std::shared_ptr<SvidWatcher> watcher_;
+  std::shared_ptr<xds::ForwardingWatcher> watcher_;  // detached before the upstream goes
   std::unique_ptr<xds::Subscription> subscription_;
   absl::Mutex mu_;
   xds::ResourcePtr svid_ ABSL_GUARDED_BY(mu_);

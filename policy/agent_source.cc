@@ -14,14 +14,15 @@ std::string DefaultProxyId(const std::string& service, const std::string& namesp
   return absl::StrCat(service, ".", namespace_, "~", host, "~", ::getpid());
 }
 
-AgentPolicySource::AgentPolicySource(AgentPolicySourceOptions options, LoggerPtr logger, MetricsRegistry* metrics)
-    : options_(std::move(options)), logger_(std::move(logger)) {
-  if (metrics != nullptr) {
-    const std::string help = "Policy snapshots from the agent, by outcome (rejected ones were NACKed).";
-    applied_ = &metrics->AddCounter("meshid_proxy_policy_snapshots_total", help, {{"result", "applied"}});
-    rejected_ = &metrics->AddCounter("meshid_proxy_policy_snapshots_total", help, {{"result", "rejected"}});
-  }
-}
+namespace {
+constexpr char kSnapshotsHelp[] = "Policy snapshots from the agent, by outcome (rejected ones were NACKed).";
+}  // namespace
+
+AgentPolicySource::AgentPolicySource(AgentPolicySourceOptions options, LoggerPtr logger, MetricsRegistry& metrics)
+    : options_(std::move(options)),
+      logger_(std::move(logger)),
+      applied_(metrics.AddCounter("meshid_proxy_policy_snapshots_total", kSnapshotsHelp, {{"result", "applied"}})),
+      rejected_(metrics.AddCounter("meshid_proxy_policy_snapshots_total", kSnapshotsHelp, {{"result", "rejected"}})) {}
 
 AgentPolicySource::~AgentPolicySource() { Stop(); }
 
@@ -42,9 +43,11 @@ absl::Status AgentPolicySource::Start(OnSnapshot on_snapshot) {
                                                       absl::StrCat("the agent at unix:", options_.socket_path));
   // The agent is local: retry soon after it restarts.
   client_options.max_backoff = absl::Seconds(5);
-  client_ = PolicyStreamClient::Start(
+  auto client = PolicyStreamClient::Create(
       std::move(client_options), *upstream_, [this](const PolicySnapshotPtr& s) { return Apply(s); }, nullptr, random_,
       logger_);
+  if (!client.ok()) return client.status();
+  client_ = std::move(*client);
   return absl::OkStatus();
 }
 
@@ -72,8 +75,7 @@ absl::Status AgentPolicySource::Apply(const PolicySnapshotPtr& snapshot) {
   auto engine = Compile(*snapshot);
   absl::Status status =
       engine.ok() ? on_snapshot_(Snapshot{absl::StrCat(snapshot->version()), *engine}) : engine.status();
-  Counter* counter = status.ok() ? applied_ : rejected_;
-  if (counter != nullptr) counter->Increment();
+  (status.ok() ? applied_ : rejected_).Increment();
   if (!status.ok()) {
     logger_->error("policy version {} rejected (NACK), the last good policy stays: {}", snapshot->version(),
                    status.message());

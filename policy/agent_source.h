@@ -1,6 +1,6 @@
 // The agent-stream policy source (`meshid proxy --policy-from-agent`): policy snapshots that
 // `meshid apply` stored, streamed by `meshid server` and relayed by the node agent over its SDS
-// socket (meshid.policy.v1.PolicyDistributionService, authz/policy_distribution_xds.h).
+// socket (meshid.policy.v1.PolicyDistributionService; a PolicyStreamClient, policy/client.h).
 //
 // Each snapshot is parsed, validated and compiled here, with the proxy's own JWKS fetcher, and
 // handed to the proxy. It is ACKed when the proxy applied it and NACKed, with the reason, when
@@ -38,9 +38,9 @@ std::string DefaultProxyId(const std::string& service, const std::string& namesp
 
 class AgentPolicySource final : public PolicySource {
  public:
-  // Counts meshid_proxy_policy_snapshots_total{result="applied"|"rejected"} in `metrics` (may be
-  // null).
-  AgentPolicySource(AgentPolicySourceOptions options, LoggerPtr logger, MetricsRegistry* metrics);
+  // Counts meshid_proxy_policy_snapshots_total{result="applied"|"rejected"} in `metrics`, which
+  // must outlive the source.
+  AgentPolicySource(AgentPolicySourceOptions options, LoggerPtr logger, MetricsRegistry& metrics);
   ~AgentPolicySource() override;
 
   absl::Status Start(OnSnapshot on_snapshot) override;
@@ -56,8 +56,8 @@ class AgentPolicySource final : public PolicySource {
 
   const AgentPolicySourceOptions options_;
   LoggerPtr logger_;
-  Counter* applied_ = nullptr;
-  Counter* rejected_ = nullptr;
+  Counter& applied_;
+  Counter& rejected_;
   OpenSslRandom random_;
   OnSnapshot on_snapshot_;
   std::unique_ptr<xds::UpstreamSource> upstream_;

@@ -40,7 +40,8 @@ class PolicyRelay::Impl {
         reports_ok_(metrics.AddCounter("meshid_agent_policy_reports_total", "Status reports sent to the server.",
                                        {{"result", "ok"}})),
         reports_failed_(metrics.AddCounter("meshid_agent_policy_reports_total", "Status reports sent to the server.",
-                                           {{"result", "error"}})) {}
+                                           {{"result", "error"}})),
+        publisher_({std::string(kPolicySnapshotName)}) {}
 
   ~Impl() { Stop(); }
 
@@ -55,12 +56,13 @@ class PolicyRelay::Impl {
   absl::Status Start() {
     PolicyStreamClientOptions client_options;
     client_options.node.id = options_.agent_id;
-    auto client = PolicyStreamClient::Start(
+    auto client = PolicyStreamClient::Create(
         std::move(client_options), upstream_, [this](const PolicySnapshotPtr& s) { return Relay(s); },
         [this] { MarkDirty(); }, random_, logger_);
+    if (!client.ok()) return client.status();
     {
       absl::MutexLock lock(&mu_);
-      client_ = std::move(client);
+      client_ = std::move(*client);
     }
     reporter_ = std::thread([this] { ReportLoop(); });
     return absl::OkStatus();
@@ -83,10 +85,7 @@ class PolicyRelay::Impl {
 
   PolicyDistributionService* service() { return service_.get(); }
 
-  int64_t relayed_version() const {
-    auto current = publisher_.Current();
-    return current ? current->version() : 0;
-  }
+  int64_t relayed_version() const { return PublishedPolicyVersion(publisher_).value_or(0); }
   size_t proxies() const {
     absl::MutexLock lock(&mu_);
     return proxies_.size();
@@ -104,7 +103,7 @@ class PolicyRelay::Impl {
   };
 
   absl::Status Relay(const PolicySnapshotPtr& snapshot) {
-    publisher_.Publish(snapshot);
+    PublishPolicySnapshot(publisher_, *snapshot);
     version_gauge_.Set(static_cast<double>(snapshot->version()));
     logger_->info("relaying policy version {} ({} documents) to {} proxies", snapshot->version(),
                   snapshot->documents_size(), proxies());
@@ -227,7 +226,7 @@ class PolicyRelay::Impl {
   Gauge& version_gauge_;
   Counter& reports_ok_;
   Counter& reports_failed_;
-  PolicySnapshotPublisher publisher_;
+  xds::ResourcePublisher publisher_;  // what the proxies' streams get
   std::unique_ptr<PolicyDistributionService> service_;
   std::unique_ptr<PolicyStreamClient> client_ ABSL_GUARDED_BY(mu_);
   std::thread reporter_;

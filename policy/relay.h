@@ -1,6 +1,7 @@
-// The agent's policy relay: subscribes to `meshid server`'s policy stream and serves the same
-// stream (meshid.policy.v1.PolicyDistributionService) to the proxies on the agent's SDS socket,
-// following the same xDS rules both ways (authz/policy_distribution_xds.h). It reports every
+// The agent's policy relay: subscribes to `meshid server`'s policy stream (a PolicyStreamClient)
+// and serves the same stream (a PolicyDistributionService fed by an xds::ResourcePublisher) to
+// the proxies on the agent's SDS socket, following the same xDS rules both ways (policy/wire.h,
+// xds/). It reports every
 // proxy's state (id, service, namespace, version applied, last NACK and its error) and its own
 // to the server, which stores it for `meshid status`.
 //
@@ -48,10 +49,10 @@ class PolicyRelay {
   ~PolicyRelay();  // stops the upstream stream and the reporter; the socket server must be gone
 
   grpc::Service* service();
-  // Connects upstream and starts reporting.
+  // Connects upstream and starts reporting. Call once.
   absl::Status Start();
 
-  // For tests and /readyz: what the relay runs and how many proxies it knows.
+  // For tests and /readyz: what the relay runs and how many proxies it knows. Thread-safe.
   int64_t relayed_version() const;
   size_t proxies() const;
 

@@ -1,7 +1,9 @@
 // Serving the policy stream (meshid.policy.v1.PolicyDistributionService, policy.proto):
-//  - PolicySnapshotPublisher: the newest snapshot and the streams waiting for it;
-//  - PolicyDistributionService: the gRPC service (callback API: idle streams cost no thread),
-//    used by `meshid server` toward agents and by `meshid agent` toward its proxies;
+//  - the newest snapshot lives in an xds::ResourcePublisher (PublishPolicySnapshot), whose
+//    subscribers are the streams;
+//  - PolicyDistributionService: the gRPC service, StreamPolicies being an xds::StreamServer
+//    stream of PolicySnapshotType() (xds/server.h) and ReportStatus a unary call; used by
+//    `meshid server` toward agents and by `meshid agent` toward its proxies;
 //  - PolicyDistributionServer: the server's side of it, fed from the store: it polls the
 //    store's newest version, validates and compiles that version before publishing it (a
 //    version that does not compile here is logged and never sent; the last good one stays),
@@ -16,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,45 +35,25 @@
 #include "policy/wire.h"
 #include "store/policy_repository.h"
 #include "store/policy_status.h"
+#include "xds/publisher.h"
+#include "xds/server.h"
 
 namespace meshid::policy {
 
-// The newest snapshot, and watchers told about every new one. Thread-safe. Watchers run on the
-// publishing thread, without the publisher's lock held, never after Unwatch returned.
-class PolicySnapshotPublisher {
- public:
-  using Watcher = std::function<void(const PolicySnapshotPtr&)>;
-  PolicySnapshotPublisher();
-  ~PolicySnapshotPublisher();
+// Makes `snapshot` the current one of `publisher` (which serves kPolicySnapshotName); streams
+// get it unless it is the version they have. Thread-safe.
+void PublishPolicySnapshot(xds::ResourcePublisher& publisher, const meshid::policy::v1::PolicySnapshot& snapshot);
+// The version `publisher` serves; nullopt before the first snapshot. Thread-safe.
+std::optional<int64_t> PublishedPolicyVersion(const xds::ResourcePublisher& publisher);
 
-  PolicySnapshotPtr Current() const;
-  // Makes `snapshot` current and tells every watcher, unless it has the current version.
-  void Publish(PolicySnapshotPtr snapshot);
-  uint64_t Watch(Watcher watcher);
-  void Unwatch(uint64_t id);
-
-  class Slot;
-
- private:
-  mutable absl::Mutex mu_;
-  PolicySnapshotPtr current_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
-  std::vector<std::pair<uint64_t, std::shared_ptr<Slot>>> watchers_ ABSL_GUARDED_BY(mu_);
-};
-
-// What the transport knows about a caller.
-struct PolicyCaller {
-  bool tls = false;
-  std::string peer_cert_pem;
-  std::vector<std::string> peer_chain_pems;
-  std::vector<std::string> authorization;  // every "authorization" metadata value
-};
+// What the transport knows about a caller, and who it is.
+using PolicyCaller = xds::Caller;
 // Returns the caller's identity (a SPIFFE ID) or Unauthenticated/PermissionDenied.
-using PolicyCallerAuthenticator = std::function<absl::StatusOr<std::string>(const PolicyCaller&)>;
+using PolicyCallerAuthenticator = xds::Authenticator;
 
 // One stream's state as observers see it.
 struct PolicyStreamEvent {
-  enum class Kind { kConnected, kAcked, kNacked, kClosed };
+  using Kind = xds::StreamEvent::Kind;
   Kind kind = Kind::kConnected;
   uint64_t stream_id = 0;
   std::string identity;  // from the authenticator ("" without one)
@@ -82,7 +65,8 @@ struct PolicyStreamEvent {
 
 struct PolicyDistributionOptions {
   // Metric names start with this ("meshid_policy" on the server, "meshid_agent_policy" on the
-  // agent): <prefix>_streams, <prefix>_pushes_total, <prefix>_acks_total, <prefix>_nacks_total.
+  // agent): <prefix>_streams, <prefix>_pushes_total, <prefix>_acks_total, <prefix>_nacks_total,
+  // <prefix>_stream_errors_total.
   std::string metrics_prefix = "meshid_policy";
   // Callers must authenticate (null: anyone who can connect, e.g. the agent's Unix socket,
   // whose file mode decides who can).
@@ -96,9 +80,10 @@ struct PolicyDistributionOptions {
 
 class PolicyDistributionService {
  public:
-  // `publisher`, `metrics` and `random` must outlive the service.
+  // Serves the snapshot of `snapshots` (a ResourcePublisher fed with PublishPolicySnapshot).
+  // `snapshots`, `metrics` and `random` must outlive the service.
   static std::unique_ptr<PolicyDistributionService> Create(PolicyDistributionOptions options,
-                                                           PolicySnapshotPublisher& publisher, MetricsRegistry& metrics,
+                                                           xds::ResourceProvider& snapshots, MetricsRegistry& metrics,
                                                            RandomSource& random, LoggerPtr logger);
   virtual ~PolicyDistributionService() = default;
   // Register with a grpc::ServerBuilder; the server must be shut down before the service goes.
@@ -149,7 +134,7 @@ class PolicyDistributionServer {
   const Clock& clock_;
   LoggerPtr logger_;
   OpenSslRandom random_;
-  PolicySnapshotPublisher publisher_;
+  xds::ResourcePublisher publisher_;
   std::unique_ptr<PolicyDistributionService> service_;
   Gauge& version_gauge_;
   Counter& load_errors_;

@@ -147,143 +147,71 @@ absl::StatusOr<PolicySnapshotPtr> DecodePolicyResponse(const DiscoveryResponse& 
   return PolicySnapshotPtr(std::move(snapshot));
 }
 
-// ---- PolicyStreamServerState ----
+// ---- the stream's declaration ----
 
-absl::StatusOr<PolicyRequestResult> PolicyStreamServerState::OnRequest(const DiscoveryRequest& request) {
+namespace {
+
+// What the policy stream checks of every request beyond xDS (the type URL and node.id are
+// checked by xds/): our type URL named, a decimal version_info, node fields of sane length.
+absl::Status ValidatePolicyRequest(const DiscoveryRequest& request, bool first) {
   if (View(request.type_url()) != kPolicySnapshotTypeUrl) {
     return absl::InvalidArgumentError(absl::StrCat("type_url \"", Clip(View(request.type_url())),
                                                    "\" is not served here; want ", kPolicySnapshotTypeUrl));
   }
-  auto client_version = ParsePolicyVersion(View(request.version_info()));
-  if (!client_version.ok()) return client_version.status();
-  PolicyRequestResult result;
-  if (!started_) {
-    const auto& node = request.node();
-    if (node.id().empty())
-      return absl::InvalidArgumentError("missing node information: the first request needs node.id");
-    if (node.id().size() > 256 || node.cluster().size() > 253) {
-      return absl::InvalidArgumentError("node.id (256) or node.cluster (253) is too long");
-    }
-    node_.id = node.id();
-    node_.service = node.cluster();
-    auto it = node.metadata().fields().find(std::string(kNodeNamespaceKey));
-    if (it != node.metadata().fields().end() && it->second.has_string_value() &&
-        it->second.string_value().size() <= 253) {
-      node_.namespace_ = it->second.string_value();
-    }
-    started_ = true;
-    must_send_ = true;
-    applied_version_ = *client_version;  // what it already has (a reconnect)
-    result.first = true;
-    return result;
+  if (auto version = ParsePolicyVersion(View(request.version_info())); !version.ok()) return version.status();
+  if (first && (request.node().id().size() > 256 || request.node().cluster().size() > 253)) {
+    return absl::InvalidArgumentError("node.id (256) or node.cluster (253) is too long");
   }
-  if (request.response_nonce().empty()) {  // a new subscription on the same stream
-    must_send_ = true;
-    return result;
-  }
-  if (request.response_nonce() != last_nonce_ || !awaiting_) {
-    result.stale = true;
-    return result;
-  }
-  awaiting_ = false;
-  result.version = sent_version_;
-  if (request.has_error_detail()) {
-    result.nack = true;
-    result.error = Clip(View(request.error_detail().message()), 4096);
-    rejected_ = sent_version_;
-    last_error_ = result.error;
-  } else if (*client_version != sent_version_) {
-    // Echoes the nonce but says it still runs another version: a rejection without details.
-    result.nack = true;
-    result.error = absl::StrCat("the client acknowledged the response but reports version ", *client_version);
-    rejected_ = sent_version_;
-    last_error_ = result.error;
-  } else {
-    result.ack = true;
-    applied_version_ = sent_version_;
-  }
-  return result;
+  return absl::OkStatus();
 }
 
-void PolicyStreamServerState::OnSnapshot(PolicySnapshotPtr snapshot) {
-  if (snapshot != nullptr) latest_ = std::move(snapshot);
+}  // namespace
+
+const xds::ResourceType& PolicySnapshotType() {
+  static const xds::ResourceType type{
+      .type_url = std::string(kPolicySnapshotTypeUrl),
+      .sotw_method = "/meshid.policy.v1.PolicyDistributionService/StreamPolicies",
+      .sotw =
+          {
+              .one_response_in_flight = true,
+              .require_node_id = true,
+              .wildcard_names = {std::string(kPolicySnapshotName)},
+              .strict_ack = true,
+              .validate_request = ValidatePolicyRequest,
+          },
+      .client_acks_unchanged_without_handler = true,
+  };
+  return type;
 }
 
-std::optional<DiscoveryResponse> PolicyStreamServerState::TakeResponse(const std::string& nonce) {
-  if (!started_ || awaiting_ || latest_ == nullptr) return std::nullopt;
-  const int64_t version = latest_->version();
-  if (rejected_.has_value() && version == *rejected_) return std::nullopt;
-  if (!must_send_ && version == sent_version_) return std::nullopt;
-  DiscoveryResponse response;
-  response.set_version_info(absl::StrCat(version));
-  response.set_type_url(std::string(kPolicySnapshotTypeUrl));
-  response.set_nonce(nonce);
-  auto* any = response.add_resources();
-  any->set_type_url(std::string(kPolicySnapshotTypeUrl));
-  latest_->SerializeToString(any->mutable_value());
-  must_send_ = false;
-  awaiting_ = true;
-  sent_version_ = version;
-  last_nonce_ = nonce;
-  return response;
+xds::Resource PolicySnapshotResource(const PolicySnapshot& snapshot) {
+  xds::Resource resource;
+  resource.name = std::string(kPolicySnapshotName);
+  resource.version = absl::StrCat(snapshot.version());
+  resource.body = SecretString(snapshot.SerializeAsString());
+  return resource;
 }
 
-// ---- PolicyStreamClientState ----
-
-DiscoveryRequest PolicyStreamClientState::StartStream() {
-  nonce_.clear();
-  pending_.reset();
-  DiscoveryRequest request;
-  request.set_type_url(std::string(kPolicySnapshotTypeUrl));
-  if (applied_) request.set_version_info(absl::StrCat(applied_->version()));
-  auto* node = request.mutable_node();
-  node->set_id(node_.id);
-  node->set_cluster(node_.service);
-  if (!node_.namespace_.empty()) {
-    (*node->mutable_metadata()->mutable_fields())[std::string(kNodeNamespaceKey)].set_string_value(node_.namespace_);
+envoy::config::core::v3::Node ToXdsNode(const PolicyNode& node) {
+  envoy::config::core::v3::Node out;
+  out.set_id(node.id);
+  out.set_cluster(node.service);
+  if (!node.namespace_.empty()) {
+    (*out.mutable_metadata()->mutable_fields())[std::string(kNodeNamespaceKey)].set_string_value(node.namespace_);
   }
-  return request;
-}
-
-PolicyStreamClientState::Received PolicyStreamClientState::OnResponse(const DiscoveryResponse& response) {
-  nonce_ = response.nonce();
-  pending_.reset();
-  Received out;
-  auto snapshot = DecodePolicyResponse(response);
-  if (!snapshot.ok()) {
-    auto version = ParsePolicyVersion(View(response.version_info()));
-    out.reply = Reply(snapshot.status(), version.ok() ? *version : 0);
-    return out;
-  }
-  if (applied_ != nullptr && (*snapshot)->version() == applied_->version() &&
-      (*snapshot)->digest() == applied_->digest()) {
-    out.reply = Reply(absl::OkStatus(), 0);
-    return out;
-  }
-  pending_ = *snapshot;
-  out.snapshot = pending_;
   return out;
 }
 
-DiscoveryRequest PolicyStreamClientState::OnApplied(const absl::Status& status) {
-  int64_t version = pending_ ? pending_->version() : 0;
-  if (status.ok() && pending_ != nullptr) applied_ = std::move(pending_);
-  pending_.reset();
-  return Reply(status, version);
-}
-
-DiscoveryRequest PolicyStreamClientState::Reply(const absl::Status& status, int64_t rejected) {
-  DiscoveryRequest request;
-  request.set_type_url(std::string(kPolicySnapshotTypeUrl));
-  request.set_response_nonce(nonce_);
-  if (applied_) request.set_version_info(absl::StrCat(applied_->version()));
-  if (!status.ok()) {
-    rejected_version_ = rejected;
-    last_error_ = Clip(status.message(), 4096);
-    request.mutable_error_detail()->set_code(static_cast<int>(status.code()));
-    request.mutable_error_detail()->set_message(last_error_);
+PolicyNode PolicyNodeOf(const envoy::config::core::v3::Node& node) {
+  PolicyNode out;
+  out.id = node.id();
+  out.service = node.cluster();
+  auto it = node.metadata().fields().find(std::string(kNodeNamespaceKey));
+  if (it != node.metadata().fields().end() && it->second.has_string_value() &&
+      it->second.string_value().size() <= 253) {
+    out.namespace_ = it->second.string_value();
   }
-  return request;
+  return out;
 }
 
 }  // namespace meshid::policy

@@ -1,19 +1,21 @@
-// The policy stream's wire rules, without any transport: snapshots (building, checking a
-// received one), and the xDS state of the world for the singleton PolicySnapshot resource on
-// the serving side (server → agent, agent → proxy) and on the receiving side (agent, proxy).
-// The service and its message layout: api/meshid/policy/v1/policy.proto.
+// The policy stream's wire form, without any transport: snapshots (building, checking a
+// received one) and the declaration of the stream (PolicySnapshotType) that xds/ serves
+// (server → agent, agent → proxy) and receives (agent, proxy) with. The service and its message
+// layout: api/meshid/policy/v1/policy.proto.
 //
-// Rules (Envoy's xds_protocol.rst, as the SDS server follows them):
-//  - every response carries version_info (the snapshot version in decimal) and a fresh nonce;
+// The stream's rules: xDS state of the world (xds/sotw_state.h) for one singleton resource,
+// the PolicySnapshot, with these additions (xds::SotwRules):
+//  - version_info is the snapshot version in decimal, on every request too;
 //  - the first request of a stream must carry node.id; it (and any later request without a
-//    nonce) starts a subscription: the current snapshot is sent;
-//  - a request echoing the latest nonce without error_detail is an ACK, with error_detail a
-//    NACK: the rejected version is never sent again on that stream, the next one is;
-//  - a request echoing an older nonce is stale and changes nothing;
+//    nonce) subscribes to the snapshot, naming no resource: the current snapshot is sent;
+//  - strict ACKs: only the latest nonce answers, once; a stale NACK rejects nothing; an "ACK"
+//    reporting another version is a rejection; a rejected version is never sent again on that
+//    stream, even after a re-subscription, the next one is;
 //  - at most one response awaits its ACK/NACK: a receiver busy compiling a large set gets the
-//    newest version next, not every version in between.
+//    newest version next, not every version in between;
+//  - a receiver ACKs a resend of the snapshot it runs (after reconnecting) without applying it.
 //
-// Not thread-safe; each stream serializes its calls.
+// Functions here are pure and thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -24,13 +26,18 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "envoy/config/core/v3/base.pb.h"
 #include "envoy/service/discovery/v3/discovery.pb.h"
 #include "meshid/policy/v1/policy.pb.h"
 #include "store/records.h"
+#include "xds/resource.h"
+#include "xds/resource_type.h"
 
 namespace meshid::policy {
 
 inline constexpr absl::string_view kPolicySnapshotTypeUrl = "type.googleapis.com/meshid.policy.v1.PolicySnapshot";
+// The name of the one resource of the stream (never on the wire: requests name no resource).
+inline constexpr absl::string_view kPolicySnapshotName = "snapshot";
 // The Node metadata key carrying a proxy's namespace (Istio's key).
 inline constexpr absl::string_view kNodeNamespaceKey = "NAMESPACE";
 
@@ -62,6 +69,12 @@ absl::Status ValidatePolicySnapshot(const meshid::policy::v1::PolicySnapshot& sn
 absl::StatusOr<PolicySnapshotPtr> DecodePolicyResponse(
     const envoy::service::discovery::v3::DiscoveryResponse& response);
 
+// The policy stream's declaration (see above), for xds::StreamServer and xds::SotwClient.
+const xds::ResourceType& PolicySnapshotType();
+
+// `snapshot` as the stream's resource: its version in decimal, its serialized bytes.
+xds::Resource PolicySnapshotResource(const meshid::policy::v1::PolicySnapshot& snapshot);
+
 // Who is at the other end of a stream, from its first request's Node.
 struct PolicyNode {
   std::string id;          // node.id
@@ -69,89 +82,12 @@ struct PolicyNode {
   std::string namespace_;  // node.metadata["NAMESPACE"]
 };
 
+// The Node a receiver sends, and back (a namespace that is not a string of at most 253 bytes
+// is left out).
+envoy::config::core::v3::Node ToXdsNode(const PolicyNode& node);
+PolicyNode PolicyNodeOf(const envoy::config::core::v3::Node& node);
+
 // "" → 0, else a decimal version; InvalidArgument otherwise.
 absl::StatusOr<int64_t> ParsePolicyVersion(absl::string_view version_info);
-
-// ---- the serving side of one stream ----
-
-struct PolicyRequestResult {
-  bool first = false;  // the stream's first request: node() is known from now on
-  bool stale = false;  // an older or repeated nonce: nothing changed
-  bool ack = false;
-  bool nack = false;
-  int64_t version = 0;  // what the ACK/NACK refers to
-  std::string error;    // the NACK's error_detail.message
-};
-
-class PolicyStreamServerState {
- public:
-  // Interprets a request. InvalidArgument (the stream should end with it) for another type_url,
-  // a first request without node.id, or a malformed version_info.
-  absl::StatusOr<PolicyRequestResult> OnRequest(const envoy::service::discovery::v3::DiscoveryRequest& request);
-
-  // Takes in the newest snapshot (null is ignored).
-  void OnSnapshot(PolicySnapshotPtr snapshot);
-
-  // The next response, if one is due: the current snapshot when the stream (re)subscribed or
-  // the version changed, unless it is the rejected one or a response still awaits its ACK.
-  // `nonce` must be fresh; afterwards the response counts as sent.
-  std::optional<envoy::service::discovery::v3::DiscoveryResponse> TakeResponse(const std::string& nonce);
-
-  bool started() const { return started_; }
-  const PolicyNode& node() const { return node_; }
-  int64_t applied_version() const { return applied_version_; }        // ACKed (or reported at subscribe)
-  int64_t rejected_version() const { return rejected_.value_or(0); }  // last NACKed, 0: none
-  const std::string& last_error() const { return last_error_; }
-
- private:
-  bool started_ = false;
-  PolicyNode node_;
-  PolicySnapshotPtr latest_;
-  bool must_send_ = false;
-  bool awaiting_ = false;
-  int64_t sent_version_ = -1;  // none yet (version 0 is the empty set)
-  std::string last_nonce_;
-  int64_t applied_version_ = 0;
-  std::optional<int64_t> rejected_;
-  std::string last_error_;
-};
-
-// ---- the receiving side (agent toward the server, proxy toward the agent) ----
-
-class PolicyStreamClientState {
- public:
-  explicit PolicyStreamClientState(PolicyNode node) : node_(std::move(node)) {}
-
-  // The first request of a new stream: node, type_url, version_info = the version applied.
-  envoy::service::discovery::v3::DiscoveryRequest StartStream();
-
-  struct Received {
-    // A valid snapshot to apply; call OnApplied with the outcome. Null when the reply is
-    // already decided (`reply`): a NACK for an invalid response, or an ACK for the version
-    // already applied (a resend after reconnecting).
-    PolicySnapshotPtr snapshot;
-    std::optional<envoy::service::discovery::v3::DiscoveryRequest> reply;
-  };
-  Received OnResponse(const envoy::service::discovery::v3::DiscoveryResponse& response);
-
-  // The ACK (status OK: the snapshot is now the applied one) or NACK for the snapshot
-  // OnResponse handed out.
-  envoy::service::discovery::v3::DiscoveryRequest OnApplied(const absl::Status& status);
-
-  const PolicySnapshotPtr& applied() const { return applied_; }
-  int64_t applied_version() const { return applied_ ? applied_->version() : 0; }
-  int64_t rejected_version() const { return rejected_version_; }
-  const std::string& last_error() const { return last_error_; }
-
- private:
-  envoy::service::discovery::v3::DiscoveryRequest Reply(const absl::Status& status, int64_t rejected);
-
-  PolicyNode node_;
-  std::string nonce_;
-  PolicySnapshotPtr applied_;
-  PolicySnapshotPtr pending_;
-  int64_t rejected_version_ = 0;
-  std::string last_error_;
-};
 
 }  // namespace meshid::policy

@@ -39,6 +39,14 @@ absl::StatusOr<xds::ResourcePtr> Finish(Secret& secret, uint64_t generation) {
 
 }  // namespace
 
+const xds::ResourceType& SecretType() {
+  static const xds::ResourceType type{
+      .type_url = std::string(kSecretTypeUrl),
+      .sotw_method = "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets",
+  };
+  return type;
+}
+
 absl::StatusOr<xds::ResourcePtr> MakeTlsCertificateResource(absl::string_view name, absl::string_view chain_pem,
                                                             absl::string_view private_key_pem, uint64_t generation) {
   if (chain_pem.empty() || private_key_pem.empty()) {

@@ -1,5 +1,7 @@
 // SDS resources: xds::Resource snapshots holding a serialized
-// envoy.extensions.transport_sockets.tls.v3.Secret, versioned by content (xds::ContentVersion).
+// envoy.extensions.transport_sockets.tls.v3.Secret, versioned by content (xds::ContentVersion),
+// and the declaration of the SDS stream (Envoy's rules, no additions). The functions are pure
+// and thread-safe; the resources they return are immutable and may be shared.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "xds/resource.h"
+#include "xds/resource_type.h"
 
 namespace meshid::sds {
 
@@ -20,11 +23,16 @@ inline constexpr absl::string_view kWorkloadResourceName = "default";
 // The trust bundle (Istio's name).
 inline constexpr absl::string_view kRootResourceName = "ROOTCA";
 
+// The SDS stream: Secret resources on SecretDiscoveryService.StreamSecrets (and DeltaSecrets).
+const xds::ResourceType& SecretType();
+
 // Secret{name, tls_certificate{certificate_chain.inline_bytes, private_key.inline_bytes}}.
+// InvalidArgument without a chain or a key.
 absl::StatusOr<xds::ResourcePtr> MakeTlsCertificateResource(absl::string_view name, absl::string_view chain_pem,
                                                             absl::string_view private_key_pem, uint64_t generation);
 
 // Secret{name, validation_context{trusted_ca.inline_bytes = concatenated roots}}.
+// InvalidArgument without a root.
 absl::StatusOr<xds::ResourcePtr> MakeValidationContextResource(absl::string_view name,
                                                                const std::vector<std::string>& root_pems,
                                                                uint64_t generation);

@@ -1,5 +1,6 @@
 // An SDS v3 client, subscribing the way Envoy does: one StreamSecrets stream per secret name
-// (Envoy's SdsApi gives every secret its own subscription), all over one gRPC channel.
+// (Envoy's SdsApi gives every secret its own subscription), all over one gRPC channel. Each is
+// an xds::SotwClient of sds::SecretType() (xds/client.h) with the SDS response checks below.
 //
 // xDS rules, as Envoy applies them:
 //  * the first request of a stream carries the node, the one resource name, the type URL and
@@ -11,8 +12,8 @@
 //  * a response must hold exactly one Secret named as subscribed (Envoy's "Missing SDS
 //    resources" / "Unexpected SDS secrets length" / "Unexpected SDS secret" are NACKs);
 //  * a stream that ends (agent restart, NOT_FOUND, UNAVAILABLE, ...) is reopened after a
-//    jittered exponential backoff (500 ms doubling to 30 s, Envoy's xDS defaults), reset by
-//    the first response of a new stream.
+//    jittered exponential backoff (common/backoff.h; 500 ms doubling to 30 s, Envoy's xDS
+//    defaults), reset by the first response of a new stream.
 // Credentials: with `token_file`, its content is sent as `authorization: Bearer <token>` on
 // every stream (re-read at every connect: projected tokens rotate), so the agent serves that
 // workload's identity on it.
@@ -51,15 +52,16 @@ struct SdsClientOptions {
 using SecretHandler = std::function<absl::Status(const envoy::extensions::transport_sockets::tls::v3::Secret& secret,
                                                  const std::string& version)>;
 
-// Metrics (in the registry passed to Create, if any):
+// Metrics (in the registry passed to Create):
 //   meshid_sds_client_updates_total{resource,result="ack"|"nack"}  responses applied / refused
 //   meshid_sds_client_stream_failures_total{resource}              streams that ended or failed to open
 class SdsClient {
  public:
-  // Validates the options and starts one stream per name. `random` must outlive the client.
+  // Validates the options and starts one stream per name (InvalidArgument naming what is
+  // wrong). `random` and `metrics` must outlive the client.
   static absl::StatusOr<std::unique_ptr<SdsClient>> Create(SdsClientOptions options, SecretHandler handler,
                                                            RandomSource& random, LoggerPtr logger,
-                                                           MetricsRegistry* metrics = nullptr);
+                                                           MetricsRegistry& metrics);
   virtual ~SdsClient() = default;
 };
 

@@ -1,13 +1,10 @@
 #include "sds/sds_server.h"
 
 #include <grpcpp/grpcpp.h>
-#include <openssl/crypto.h>
 
-#include <atomic>
 #include <map>
-#include <type_traits>
+#include <set>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -15,8 +12,8 @@
 #include "envoy/service/secret/v3/sds.grpc.pb.h"
 #include "sds/resource.h"
 #include "sds/unix_socket.h"
-#include "xds/delta_state.h"
-#include "xds/sotw_state.h"
+#include "xds/server.h"
+#include "xds/wipe.h"
 
 namespace meshid::sds {
 namespace {
@@ -26,140 +23,41 @@ using envoy::service::discovery::v3::DeltaDiscoveryResponse;
 using envoy::service::discovery::v3::DiscoveryRequest;
 using envoy::service::discovery::v3::DiscoveryResponse;
 
-void Wipe(std::string* s) {
-  if (!s->empty()) OPENSSL_cleanse(s->data(), s->size());
+xds::StreamServerOptions StreamOptions() {
+  xds::StreamServerOptions options;
+  options.sotw_rpc = "StreamSecrets";
+  options.delta_rpc = "DeltaSecrets";
+  options.metrics_prefix = "meshid_agent_sds";
+  options.label_streams_by_rpc = true;
+  options.subject = "SDS";
+  // The provider (the secret cache) decides what "default" means for the workload's token.
+  options.bearer_token_to_provider = true;
+  return options;
 }
 
-// Responses carry private keys: wipe our copy once gRPC has serialized it.
-void WipeResponse(DiscoveryResponse& response) {
-  for (auto& any : *response.mutable_resources()) Wipe(any.mutable_value());
-  response.Clear();
-}
-void WipeResponse(DeltaDiscoveryResponse& response) {
-  for (auto& resource : *response.mutable_resources()) Wipe(resource.mutable_resource()->mutable_value());
-  response.Clear();
-}
-
-// The stream's bearer token: "" when the caller sent no authorization metadata.
-absl::StatusOr<std::string> BearerToken(const grpc::CallbackServerContext* context) {
-  auto range = context->client_metadata().equal_range("authorization");
-  if (range.first == range.second) return std::string();
-  for (auto it = range.first; it != range.second; ++it) {
-    absl::string_view value(it->second.data(), it->second.size());
-    if (absl::StartsWith(value, "Bearer ")) {
-      value.remove_prefix(7);
-      if (value.empty()) break;
-      return std::string(value);
-    }
-  }
-  return absl::UnauthenticatedError("the authorization metadata must be \"Bearer <workload token>\"");
-}
-
-// What a provider callback reaches: a stream that may already be gone.
-class UpdateSink {
- public:
-  virtual ~UpdateSink() = default;
-  virtual void HandleUpdate(const xds::ResourceUpdate& update) = 0;
+struct FetchMetrics {
+  Counter& ok;
+  Counter& error;
 };
-
-class WatcherAdapter final : public xds::ResourceWatcher {
- public:
-  explicit WatcherAdapter(UpdateSink* sink) : sink_(sink) {}
-  void OnUpdate(const xds::ResourceUpdate& update) override {
-    absl::MutexLock lock(&mu_);
-    if (sink_ != nullptr) sink_->HandleUpdate(update);
-  }
-  // After this returns no callback is running or will run.
-  void Detach() {
-    absl::MutexLock lock(&mu_);
-    sink_ = nullptr;
-  }
-
- private:
-  absl::Mutex mu_;
-  UpdateSink* sink_ ABSL_GUARDED_BY(mu_);
-};
-
-struct ServerMetrics {
-  Gauge& sotw_streams;
-  Gauge& delta_streams;
-  Counter& pushes;
-  Counter& acks;
-  Counter& nacks;
-  Counter& fetch_ok;
-  Counter& fetch_error;
-  Counter& stream_errors;
-};
-
-ServerMetrics RegisterMetrics(MetricsRegistry& registry) {
-  const std::string streams_help = "Connected SDS streams.";
-  const std::string fetch_help = "FetchSecrets calls by result.";
-  return ServerMetrics{
-      registry.AddGauge("meshid_agent_sds_streams", streams_help, {{"rpc", "StreamSecrets"}}),
-      registry.AddGauge("meshid_agent_sds_streams", streams_help, {{"rpc", "DeltaSecrets"}}),
-      registry.AddCounter("meshid_agent_sds_pushes_total", "SDS responses sent to proxies."),
-      registry.AddCounter("meshid_agent_sds_acks_total", "SDS responses acknowledged (ACK) by proxies."),
-      registry.AddCounter("meshid_agent_sds_nacks_total", "SDS responses rejected (NACK) by proxies."),
-      registry.AddCounter("meshid_agent_sds_fetches_total", fetch_help, {{"result", "ok"}}),
-      registry.AddCounter("meshid_agent_sds_fetches_total", fetch_help, {{"result", "error"}}),
-      registry.AddCounter("meshid_agent_sds_stream_errors_total", "SDS streams closed with an error status."),
-  };
-}
 
 class SdsServerImpl;
 
-// One StreamSecrets (kDelta = false) or DeltaSecrets (kDelta = true) stream.
-template <bool kDelta>
-class XdsStream final
-    : public grpc::ServerBidiReactor<std::conditional_t<kDelta, DeltaDiscoveryRequest, DiscoveryRequest>,
-                                     std::conditional_t<kDelta, DeltaDiscoveryResponse, DiscoveryResponse>>,
-      public UpdateSink {
+// One FetchSecrets call: the current secrets once every requested one exists.
+class FetchCall final : public grpc::ServerUnaryReactor {
  public:
-  using Request = std::conditional_t<kDelta, DeltaDiscoveryRequest, DiscoveryRequest>;
-  using Response = std::conditional_t<kDelta, DeltaDiscoveryResponse, DiscoveryResponse>;
-  using State = std::conditional_t<kDelta, xds::DeltaStreamState, xds::SotwStreamState>;
-
-  XdsStream(SdsServerImpl* server, grpc::CallbackServerContext* context);
-
-  void OnReadDone(bool ok) override;
-  void OnWriteDone(bool ok) override;
-  void OnDone() override;
-  void HandleUpdate(const xds::ResourceUpdate& update) override;
-
- private:
-  void HandleRequestLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ApplyNamesLocked(const std::set<std::string>& names) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::string DescribeLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  SdsServerImpl* const server_;
-  std::shared_ptr<WatcherAdapter> adapter_;
-  absl::Mutex mu_;
-  std::unique_ptr<xds::Subscription> subscription_ ABSL_GUARDED_BY(mu_);
-  State state_ ABSL_GUARDED_BY(mu_){std::string(kSecretTypeUrl)};
-  Request request_;  // owned by the outstanding read
-  Response response_ ABSL_GUARDED_BY(mu_);
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
-  std::optional<grpc::Status> deferred_finish_ ABSL_GUARDED_BY(mu_);
-};
-
-class FetchCall final : public grpc::ServerUnaryReactor, public UpdateSink {
- public:
-  FetchCall(SdsServerImpl* server, grpc::CallbackServerContext* context, const DiscoveryRequest* request,
+  FetchCall(SdsServerImpl& server, grpc::CallbackServerContext* context, const DiscoveryRequest* request,
             DiscoveryResponse* response);
-  void HandleUpdate(const xds::ResourceUpdate& update) override;
   void OnCancel() override;
   void OnDone() override;
 
  private:
+  void HandleUpdate(const xds::ResourceUpdate& update);
   void TryCompleteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  SdsServerImpl* const server_;
+  SdsServerImpl& server_;
   DiscoveryResponse* const response_;
-  std::shared_ptr<WatcherAdapter> adapter_;
+  const std::shared_ptr<xds::ForwardingWatcher> watcher_;
   absl::Mutex mu_;
   std::unique_ptr<xds::Subscription> subscription_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> names_ ABSL_GUARDED_BY(mu_);
@@ -169,15 +67,15 @@ class FetchCall final : public grpc::ServerUnaryReactor, public UpdateSink {
 
 class SdsServiceImpl final : public envoy::service::secret::v3::SecretDiscoveryService::CallbackService {
  public:
-  explicit SdsServiceImpl(SdsServerImpl* server) : server_(server) {}
+  SdsServiceImpl(SdsServerImpl& server, xds::StreamServer& streams) : server_(server), streams_(streams) {}
 
   grpc::ServerBidiReactor<DiscoveryRequest, DiscoveryResponse>* StreamSecrets(
       grpc::CallbackServerContext* context) override {
-    return new XdsStream<false>(server_, context);
+    return streams_.OpenSotw(context);
   }
   grpc::ServerBidiReactor<DeltaDiscoveryRequest, DeltaDiscoveryResponse>* DeltaSecrets(
       grpc::CallbackServerContext* context) override {
-    return new XdsStream<true>(server_, context);
+    return streams_.OpenDelta(context);
   }
   grpc::ServerUnaryReactor* FetchSecrets(grpc::CallbackServerContext* context, const DiscoveryRequest* request,
                                          DiscoveryResponse* response) override {
@@ -185,17 +83,22 @@ class SdsServiceImpl final : public envoy::service::secret::v3::SecretDiscoveryS
   }
 
  private:
-  SdsServerImpl* server_;
+  SdsServerImpl& server_;
+  xds::StreamServer& streams_;
 };
 
 class SdsServerImpl final : public SdsServer {
  public:
   SdsServerImpl(xds::ResourceProvider& provider, MetricsRegistry& registry, RandomSource& random, LoggerPtr logger)
       : provider_(provider),
-        metrics_(RegisterMetrics(registry)),
+        fetch_metrics_{
+            registry.AddCounter("meshid_agent_sds_fetches_total", "FetchSecrets calls by result.", {{"result", "ok"}}),
+            registry.AddCounter("meshid_agent_sds_fetches_total", "FetchSecrets calls by result.",
+                                {{"result", "error"}})},
         random_(random),
         logger_(std::move(logger)),
-        service_(this) {}
+        streams_(xds::StreamServer::Create(SecretType(), StreamOptions(), provider, registry, random, logger_)),
+        service_(*this, *streams_) {}
 
   ~SdsServerImpl() override {
     if (server_ != nullptr) {
@@ -227,189 +130,31 @@ class SdsServerImpl final : public SdsServer {
   }
 
   std::string target() const override { return target_; }
-  int64_t connected_streams() const override { return streams_.load(); }
+  int64_t connected_streams() const override { return streams_->open_streams(); }
 
   xds::ResourceProvider& provider() { return provider_; }
-  const ServerMetrics& metrics() { return metrics_; }
-  const LoggerPtr& logger() { return logger_; }
+  const FetchMetrics& fetch_metrics() const { return fetch_metrics_; }
+  const LoggerPtr& logger() const { return logger_; }
   std::string NewNonce() { return random_.Hex(8); }
-  void StreamOpened(bool delta) {
-    streams_.fetch_add(1);
-    (delta ? metrics_.delta_streams : metrics_.sotw_streams).Add(1);
-  }
-  void StreamClosed(bool delta) {
-    streams_.fetch_sub(1);
-    (delta ? metrics_.delta_streams : metrics_.sotw_streams).Add(-1);
-  }
 
  private:
   xds::ResourceProvider& provider_;
-  ServerMetrics metrics_;
+  const FetchMetrics fetch_metrics_;
   RandomSource& random_;
-  LoggerPtr logger_;
+  const LoggerPtr logger_;
+  const std::unique_ptr<xds::StreamServer> streams_;  // declared before server_: destroyed after it
   SdsServiceImpl service_;
   std::optional<UnixSocketPath> socket_;  // declared before server_: destroyed after it
   std::unique_ptr<grpc::Server> server_;
   std::string target_;
-  std::atomic<int64_t> streams_{0};
 };
 
-template <bool kDelta>
-XdsStream<kDelta>::XdsStream(SdsServerImpl* server, grpc::CallbackServerContext* context)
-    : server_(server), adapter_(std::make_shared<WatcherAdapter>(this)) {
-  server_->StreamOpened(kDelta);
-  absl::MutexLock lock(&mu_);
-  auto token = BearerToken(context);
-  if (!token.ok()) {
-    FinishLocked(ToGrpcStatus(token.status()));
-    return;
-  }
-  auto subscription = server_->provider().Subscribe(*token, adapter_);
-  std::string wipe_token = std::move(*token);
-  Wipe(&wipe_token);
-  if (!subscription.ok()) {
-    FinishLocked(ToGrpcStatus(subscription.status()));
-    return;
-  }
-  subscription_ = std::move(*subscription);
-  this->StartRead(&request_);
-}
-
-template <bool kDelta>
-std::string XdsStream<kDelta>::DescribeLocked() const {
-  return absl::StrCat(kDelta ? "DeltaSecrets" : "StreamSecrets", " stream of node \"", state_.node_id(), "\" (",
-                      subscription_ ? subscription_->Describe() : std::string("unauthenticated"), ")");
-}
-
-template <bool kDelta>
-void XdsStream<kDelta>::OnReadDone(bool ok) {
-  absl::MutexLock lock(&mu_);
-  if (finishing_) return;
-  if (!ok) {  // the client half-closed or went away
-    FinishLocked(grpc::Status::OK);
-    return;
-  }
-  HandleRequestLocked();
-  if (finishing_) return;
-  MaybeWriteLocked();
-  this->StartRead(&request_);
-}
-
-template <bool kDelta>
-void XdsStream<kDelta>::HandleRequestLocked() {
-  auto result = [&] {
-    if constexpr (kDelta) {
-      return state_.OnRequest(request_,
-                              [this](const std::string& name) { return server_->provider().IsKnownName(name); });
-    } else {
-      return state_.OnRequest(request_);
-    }
-  }();
-  if (!result.ok()) {
-    FinishLocked(ToGrpcStatus(result.status()));
-    return;
-  }
-  if (result->ack) {
-    server_->metrics().acks.Increment();
-    for (const auto& [name, version] : result->applied) subscription_->ReportApplied(name, version, true);
-  }
-  if (result->nack) {
-    server_->metrics().nacks.Increment();
-    server_->logger()->warn("{} rejected {} (code {}): {}", DescribeLocked(),
-                            absl::StrJoin(result->applied, ", ", absl::PairFormatter("@")), result->nack_code,
-                            result->nack_message);
-    for (const auto& [name, version] : result->applied) subscription_->ReportApplied(name, version, false);
-  }
-  if (result->names_changed) ApplyNamesLocked(result->names);
-}
-
-template <bool kDelta>
-void XdsStream<kDelta>::ApplyNamesLocked(const std::set<std::string>& names) {
-  auto updates = subscription_->SetNames(names);
-  if (!updates.ok()) {
-    FinishLocked(ToGrpcStatus(updates.status()));
-    return;
-  }
-  for (const auto& update : *updates) {
-    absl::Status status = state_.OnUpdate(update);
-    if (!status.ok()) {
-      FinishLocked(ToGrpcStatus(status));
-      return;
-    }
-  }
-}
-
-template <bool kDelta>
-void XdsStream<kDelta>::HandleUpdate(const xds::ResourceUpdate& update) {
-  absl::MutexLock lock(&mu_);
-  if (finishing_) return;
-  absl::Status status = state_.OnUpdate(update);
-  if (!status.ok()) {
-    FinishLocked(ToGrpcStatus(status));
-    return;
-  }
-  MaybeWriteLocked();
-}
-
-template <bool kDelta>
-void XdsStream<kDelta>::MaybeWriteLocked() {
-  if (writing_ || finishing_) return;
-  auto response = state_.TakeResponse(server_->NewNonce());
-  if (!response.has_value()) return;
-  response_ = std::move(*response);
-  writing_ = true;
-  server_->metrics().pushes.Increment();
-  this->StartWrite(&response_);
-}
-
-template <bool kDelta>
-void XdsStream<kDelta>::OnWriteDone(bool ok) {
-  absl::MutexLock lock(&mu_);
-  writing_ = false;
-  WipeResponse(response_);
-  if (deferred_finish_.has_value()) {
-    this->Finish(*deferred_finish_);
-    deferred_finish_.reset();
-    return;
-  }
-  if (finishing_) return;
-  if (!ok) {
-    FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed: the stream is broken"));
-    return;
-  }
-  MaybeWriteLocked();
-}
-
-template <bool kDelta>
-void XdsStream<kDelta>::FinishLocked(const grpc::Status& status) {
-  if (finishing_) return;
-  finishing_ = true;
-  if (!status.ok()) {
-    server_->metrics().stream_errors.Increment();
-    server_->logger()->warn("closing {}: {}", DescribeLocked(), status.error_message());
-  }
-  if (writing_) {
-    deferred_finish_ = status;
-  } else {
-    this->Finish(status);
-  }
-}
-
-template <bool kDelta>
-void XdsStream<kDelta>::OnDone() {
-  adapter_->Detach();
-  {
-    absl::MutexLock lock(&mu_);
-    subscription_.reset();
-    WipeResponse(response_);
-  }
-  server_->StreamClosed(kDelta);
-  delete this;
-}
-
-FetchCall::FetchCall(SdsServerImpl* server, grpc::CallbackServerContext* context, const DiscoveryRequest* request,
+FetchCall::FetchCall(SdsServerImpl& server, grpc::CallbackServerContext* context, const DiscoveryRequest* request,
                      DiscoveryResponse* response)
-    : server_(server), response_(response), adapter_(std::make_shared<WatcherAdapter>(this)) {
+    : server_(server),
+      response_(response),
+      watcher_(std::make_shared<xds::ForwardingWatcher>(
+          [this](const xds::ResourceUpdate& update) { HandleUpdate(update); })) {
   absl::MutexLock lock(&mu_);
   if (!request->type_url().empty() && request->type_url() != kSecretTypeUrl) {
     FinishLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -421,13 +166,13 @@ FetchCall::FetchCall(SdsServerImpl* server, grpc::CallbackServerContext* context
     FinishLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "FetchSecrets needs at least one resource name"));
     return;
   }
-  auto token = BearerToken(context);
+  auto token = xds::BearerToken(*context);
   if (!token.ok()) {
     FinishLocked(ToGrpcStatus(token.status()));
     return;
   }
-  auto subscription = server_->provider().Subscribe(*token, adapter_);
-  Wipe(&*token);
+  auto subscription = server_.provider().Subscribe(*token, watcher_);
+  xds::WipeString(&*token);
   if (!subscription.ok()) {
     FinishLocked(ToGrpcStatus(subscription.status()));
     return;
@@ -470,15 +215,15 @@ void FetchCall::TryCompleteLocked() {
   }
   response_->set_version_info(absl::StrJoin(versions, "+"));
   response_->set_type_url(std::string(kSecretTypeUrl));
-  response_->set_nonce(server_->NewNonce());
+  response_->set_nonce(server_.NewNonce());
   FinishLocked(grpc::Status::OK);
 }
 
 void FetchCall::FinishLocked(const grpc::Status& status) {
   if (finished_) return;
   finished_ = true;
-  (status.ok() ? server_->metrics().fetch_ok : server_->metrics().fetch_error).Increment();
-  if (!status.ok()) server_->logger()->warn("FetchSecrets failed: {}", status.error_message());
+  (status.ok() ? server_.fetch_metrics().ok : server_.fetch_metrics().error).Increment();
+  if (!status.ok()) server_.logger()->warn("FetchSecrets failed: {}", status.error_message());
   Finish(status);
 }
 
@@ -488,11 +233,11 @@ void FetchCall::OnCancel() {
 }
 
 void FetchCall::OnDone() {
-  adapter_->Detach();
+  watcher_->Detach();
   {
     absl::MutexLock lock(&mu_);
     subscription_.reset();
-    WipeResponse(*response_);
+    xds::WipeResponse(*response_);
   }
   delete this;
 }

@@ -1,7 +1,8 @@
 // Envoy's SecretDiscoveryService (v3) on a Unix domain socket: StreamSecrets (state of the
-// world), DeltaSecrets (incremental) and FetchSecrets (unary), following the xDS rules in
-// sotw_state.h / delta_state.h. Built on gRPC's callback API, so ten thousand idle streams
-// cost memory, not threads.
+// world) and DeltaSecrets (incremental) are xds::StreamServer streams of sds::SecretType()
+// (xds/server.h, the rules of xds/sotw_state.h and xds/delta_state.h); FetchSecrets (unary) is
+// served here. Built on gRPC's callback API, so ten thousand idle streams cost memory, not
+// threads.
 //
 // Identity: a stream's `authorization: Bearer <token>` metadata (if any) is handed to the
 // provider, which decides what "default" means for that stream.
@@ -39,7 +40,7 @@ struct SdsServerOptions {
 };
 
 // Counters the server keeps (registered in the MetricsRegistry passed to Create):
-//   meshid_agent_sds_streams{rpc}            connected StreamSecrets/DeltaSecrets streams
+//   meshid_agent_sds_streams{rpc}            open StreamSecrets/DeltaSecrets streams
 //   meshid_agent_sds_pushes_total            responses sent (including the first of a stream)
 //   meshid_agent_sds_acks_total              ACKs received
 //   meshid_agent_sds_nacks_total             NACKs received (also logged with the reason)
@@ -56,6 +57,7 @@ class SdsServer {
 
   // The address clients dial: "unix:<socket path>".
   virtual std::string target() const = 0;
+  // Open StreamSecrets and DeltaSecrets streams. Thread-safe.
   virtual int64_t connected_streams() const = 0;
 };
 

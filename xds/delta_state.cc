@@ -17,6 +17,7 @@ absl::StatusOr<DeltaRequestResult> DeltaStreamState::OnRequestImpl(const DeltaDi
   const bool first = !started_;
   if (first) {
     started_ = true;
+    result.first = true;
     node_id_ = request.node().id();
   }
   if (!request.response_nonce().empty()) {

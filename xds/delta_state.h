@@ -1,4 +1,5 @@
-// The xDS incremental (delta) rules for one SDS stream, without any transport. Not thread-safe.
+// The xDS incremental (delta) rules for one stream of one resource type, without any transport.
+// Not thread-safe; the stream serializes calls.
 //
 //  - subscribe/unsubscribe lists are deltas and are applied from every request, whatever its
 //    nonce (they must never be dropped);
@@ -20,11 +21,13 @@
 #include "absl/status/status.h"
 #include "envoy/service/discovery/v3/discovery.pb.h"
 #include "xds/provider.h"
+#include "xds/resource_type.h"
 #include "xds/stream_bookkeeping.h"
 
 namespace meshid::xds {
 
 struct DeltaRequestResult : AckOrNack {
+  bool first = false;  // the stream's first request: node_id() is known from now on
   bool stale_nonce = false;
   bool names_changed = false;
   std::set<std::string> names;  // the full watched set after this request (known names only)
@@ -32,8 +35,9 @@ struct DeltaRequestResult : AckOrNack {
 
 class DeltaStreamState {
  public:
-  // A stream of resources of `type_url` (requests naming another type are refused).
-  explicit DeltaStreamState(std::string type_url) : type_url_(std::move(type_url)) {}
+  // A stream of resources of `type` (requests naming another type are refused), which must
+  // outlive the state. (The type's SotwRules do not apply to delta streams.)
+  explicit DeltaStreamState(const ResourceType& type) : type_url_(type.type_url) {}
 
   // `known` decides which names exist; unknown ones are answered as removed.
   template <typename KnownFn>
@@ -60,7 +64,7 @@ class DeltaStreamState {
                                                    const std::vector<bool>& known);
   bool Due(const NameState& state) const;
 
-  const std::string type_url_;
+  const std::string& type_url_;
   bool started_ = false;
   std::string node_id_;
   std::map<std::string, NameState> names_;

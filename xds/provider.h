@@ -1,7 +1,8 @@
 // The narrow interface between an xDS server (transport, xDS rules) and whatever owns the
 // resources it serves (the node agent's secret cache for SDS, a ResourcePublisher for the
-// streams fed from the centre). The server authenticates nothing itself: it passes the stream's
-// bearer token to the provider, which decides what the stream may see.
+// streams fed from the centre). Either the server authenticates the caller itself (an
+// Authenticator, server.h) or it passes the stream's bearer token to the provider, which then
+// decides what the stream may see.
 //
 // Threading: every method may be called from any thread. Watchers are called only from the
 // provider's own threads, never from inside a Subscribe/SetNames/ReportApplied/destructor call
@@ -9,6 +10,7 @@
 // its subscription while holding the stream's lock, and a watcher callback may take it.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -17,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "xds/resource.h"
 
 namespace meshid::xds {
@@ -36,6 +39,26 @@ class ResourceWatcher {
  public:
   virtual ~ResourceWatcher() = default;
   virtual void OnUpdate(const ResourceUpdate& update) = 0;
+};
+
+// A watcher that forwards updates to `forward` until detached: what an object that may go away
+// before the provider lets go of its watcher (a stream, a connection) hands to Subscribe.
+class ForwardingWatcher final : public ResourceWatcher {
+ public:
+  explicit ForwardingWatcher(std::function<void(const ResourceUpdate&)> forward) : forward_(std::move(forward)) {}
+  void OnUpdate(const ResourceUpdate& update) override {
+    absl::MutexLock lock(&mu_);
+    if (forward_) forward_(update);
+  }
+  // After this returns no call of `forward` is running or will run.
+  void Detach() {
+    absl::MutexLock lock(&mu_);
+    forward_ = nullptr;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::function<void(const ResourceUpdate&)> forward_ ABSL_GUARDED_BY(mu_);
 };
 
 // One stream's interest. Destroying it unsubscribes; after the destructor returns no further
@@ -60,8 +83,8 @@ class Subscription {
 class ResourceProvider {
  public:
   virtual ~ResourceProvider() = default;
-  // Starts a subscription for a stream that presented `bearer_token` (empty: none, which
-  // means the agent's own identity). Fails only for a malformed token.
+  // Starts a subscription for a stream that presented `bearer_token` (empty: none; for the
+  // secret cache that means the agent's own identity). Fails only for a malformed token.
   virtual absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(absl::string_view bearer_token,
                                                                   std::shared_ptr<ResourceWatcher> watcher) = 0;
   // Whether `name` is a resource this provider can serve at all.

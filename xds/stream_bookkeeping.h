@@ -1,6 +1,6 @@
-// What the state-of-the-world and the delta SDS stream states share: matching an ACK or NACK
-// to the response whose nonce it echoes, and keeping the newest resource of a watched name.
-// Not thread-safe; each stream serializes its calls.
+// What the state-of-the-world and the delta stream states share: matching an ACK or NACK to the
+// response whose nonce it echoes, keeping the newest resource of a watched name, and what a
+// client reports it runs. Not thread-safe; each stream serializes its calls.
 #pragma once
 
 #include <cstddef>
@@ -10,12 +10,21 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "xds/provider.h"
 
 namespace meshid::xds {
 
 // The (name, version) pairs a response carried.
 using SentResources = std::vector<std::pair<std::string, std::string>>;
+
+// The version_info of a state-of-the-world response carrying `resources`: their versions joined
+// by "+" (one resource: its version).
+inline std::string SotwVersionInfo(const SentResources& resources) {
+  return absl::StrJoin(resources, "+", [](std::string* out, const auto& entry) { out->append(entry.second); });
+}
 
 // What a request says about an earlier response.
 struct AckOrNack {
@@ -24,6 +33,30 @@ struct AckOrNack {
   SentResources applied;     // the (name, version) pairs of the response it echoes
   std::string nack_message;  // error_detail.message of a NACK
   int nack_code = 0;
+};
+
+// An error message (a NACK's) as streams keep and report it: clipped to 4 KiB, then "...".
+inline std::string ClippedError(absl::string_view message) {
+  constexpr size_t kMaxErrorBytes = 4096;
+  if (message.size() <= kMaxErrorBytes) return std::string(message);
+  return absl::StrCat(message.substr(0, kMaxErrorBytes), "...");
+}
+
+// What a stream's client reports it runs, folded from its requests, for observers (the policy
+// relay reports it per proxy).
+struct ClientStatus {
+  std::string applied_version;   // version_info of the first request, then of each response ACKed
+  std::string rejected_version;  // of the last response NACKed ("": none)
+  std::string last_error;        // that NACK's message (ClippedError)
+
+  void OnFirstRequest(absl::string_view version_info) { applied_version = std::string(version_info); }
+  // Takes in the verdict of a request that was not stale.
+  void OnVerdict(const AckOrNack& verdict) {
+    if (verdict.ack) applied_version = SotwVersionInfo(verdict.applied);
+    if (!verdict.nack) return;
+    rejected_version = SotwVersionInfo(verdict.applied);
+    last_error = ClippedError(verdict.nack_message);
+  }
 };
 
 // The last few responses of a stream, by nonce.

@@ -1,9 +1,11 @@
-// How an xDS client reaches its server: a channel made fresh for every connection attempt and
-// metadata read fresh for every call, because certificates and tokens rotate.
+// How an xDS client (xds::SotwClient, client.h) reaches its server: a channel for every
+// connection attempt and metadata read fresh for every call, because certificates and tokens
+// rotate.
 //
-// Implementations: InsecureUpstream below (a proxy to its agent's Unix socket), and the node
-// agent's authenticated connection to meshid server (nodeagent/server_upstream.h), shared by
-// every stream the agent takes from the server.
+// Implementations: InsecureUpstream below (the proxy's policy stream to its agent's Unix
+// socket), the SDS client's one channel to its agent (sds/sds_client.cc), and the node agent's
+// authenticated connection to meshid server (nodeagent/server_upstream.h), shared by every
+// stream the agent takes from the server.
 #pragma once
 
 #include <grpcpp/grpcpp.h>

@@ -37,8 +37,8 @@ std::string SecretName(const google::protobuf::Any& any) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   const bool delta = data[0] & 1;
-  meshid::xds::SotwStreamState sotw{std::string(meshid::sds::kSecretTypeUrl)};
-  meshid::xds::DeltaStreamState incremental{std::string(meshid::sds::kSecretTypeUrl)};
+  meshid::xds::SotwStreamState sotw{meshid::sds::SecretType()};
+  meshid::xds::DeltaStreamState incremental{meshid::sds::SecretType()};
   uint64_t generation = 0;
   int nonce = 0;
   std::string rejected;  // version NACKed by the last request, to be checked against the next response

@@ -183,7 +183,7 @@ TEST_F(SdsClientTest, SubscribesAcksAndNacksLikeEnvoy) {
   provider_.Publish(Cert("cert-1", 1));
   provider_.Publish(Roots("root-1", 1));
   MetricsRegistry client_metrics;
-  auto client = SdsClient::Create(ClientOptions(), handler_.Fn(), random_, MakeNullLogger(), &client_metrics);
+  auto client = SdsClient::Create(ClientOptions(), handler_.Fn(), random_, MakeNullLogger(), client_metrics);
   ASSERT_TRUE(client.ok()) << client.status();
   ASSERT_TRUE(provider_.WaitForReports(2));
   // One stream per name, as Envoy's SdsApi subscribes.
@@ -215,7 +215,8 @@ TEST_F(SdsClientTest, SendsTheWorkloadTokenAndReconnectsAfterTheAgentRestarts) {
   provider_.Publish(Cert("cert-1", 1));
   SdsClientOptions o = ClientOptions({"default"});
   o.token_file = token_file;
-  auto client = SdsClient::Create(o, handler_.Fn(), random_, MakeNullLogger());
+  MetricsRegistry client_metrics;
+  auto client = SdsClient::Create(o, handler_.Fn(), random_, MakeNullLogger(), client_metrics);
   ASSERT_TRUE(client.ok());
   ASSERT_TRUE(provider_.WaitForReports(1));
   EXPECT_THAT(provider_.tokens(), ElementsAre("token-one"));
@@ -234,7 +235,7 @@ TEST_F(SdsClientTest, AnUnknownNameIsRetriedWithBackoff) {
   auto server = StartServer();
   ASSERT_NE(server, nullptr);
   MetricsRegistry client_metrics;
-  auto client = SdsClient::Create(ClientOptions({"bogus"}), handler_.Fn(), random_, MakeNullLogger(), &client_metrics);
+  auto client = SdsClient::Create(ClientOptions({"bogus"}), handler_.Fn(), random_, MakeNullLogger(), client_metrics);
   ASSERT_TRUE(client.ok());
   // Each attempt is a new stream that the server closes with NOT_FOUND.
   auto failures = [&] {
@@ -251,15 +252,16 @@ TEST_F(SdsClientTest, AnUnknownNameIsRetriedWithBackoff) {
 
 TEST(SdsClientOptionsTest, Validation) {
   OpenSslRandom random;
+  MetricsRegistry metrics;
   auto ok_handler = [](const Secret&, const std::string&) { return absl::OkStatus(); };
   SdsClientOptions o;
   o.target = "unix:/nonexistent";
-  EXPECT_FALSE(SdsClient::Create(o, ok_handler, random, MakeNullLogger()).ok());  // no names
+  EXPECT_FALSE(SdsClient::Create(o, ok_handler, random, MakeNullLogger(), metrics).ok());  // no names
   o.resource_names = {"default", "default"};
-  EXPECT_FALSE(SdsClient::Create(o, ok_handler, random, MakeNullLogger()).ok());
+  EXPECT_FALSE(SdsClient::Create(o, ok_handler, random, MakeNullLogger(), metrics).ok());
   o.resource_names = {"default"};
   o.max_backoff = absl::Milliseconds(1);
-  EXPECT_FALSE(SdsClient::Create(o, ok_handler, random, MakeNullLogger()).ok());
+  EXPECT_FALSE(SdsClient::Create(o, ok_handler, random, MakeNullLogger(), metrics).ok());
 }
 
 }  // namespace

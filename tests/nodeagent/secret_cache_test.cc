@@ -200,19 +200,6 @@ TEST_F(SecretCacheTest, RotationTimeHonoursJitterBounds) {
   EXPECT_GT(latest - earliest, absl::Minutes(25));  // spread over (nearly) the whole ±1% window
 }
 
-TEST_F(SecretCacheTest, BackoffIsExponentialWithJitterAndCapped) {
-  ScriptedRandom mid;  // 0.5 → factor 1.0
-  const auto initial = absl::Milliseconds(500), max = absl::Seconds(60);
-  EXPECT_EQ(BackoffDelay(1, initial, max, mid), absl::Milliseconds(500));
-  EXPECT_EQ(BackoffDelay(2, initial, max, mid), absl::Seconds(1));
-  EXPECT_EQ(BackoffDelay(5, initial, max, mid), absl::Seconds(8));
-  EXPECT_EQ(BackoffDelay(8, initial, max, mid), absl::Seconds(60));
-  EXPECT_EQ(BackoffDelay(1000, initial, max, mid), absl::Seconds(60));
-  ScriptedRandom low({0.0}), high({0.999999});
-  EXPECT_EQ(BackoffDelay(3, initial, max, low), absl::Seconds(1));
-  EXPECT_NEAR(absl::ToDoubleSeconds(BackoffDelay(3, initial, max, high)), 3.0, 0.001);
-}
-
 TEST_F(SecretCacheTest, CaOutageKeepsServingTheCachedCertificateUntilItExpires) {
   auto cache = MakeCache();
   RunDue(*cache);

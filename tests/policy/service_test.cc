@@ -94,8 +94,10 @@ class PolicyServiceTest : public ::testing::Test {
     options.max_backoff = absl::Milliseconds(100);
     upstreams_.push_back(std::make_unique<xds::InsecureUpstream>(
         address, xds::StreamChannelArguments(kMaxPolicyMessageBytes), "test server"));
-    return PolicyStreamClient::Start(std::move(options), *upstreams_.back(), std::move(apply), nullptr, random_,
-                                     logger_);
+    auto client =
+        PolicyStreamClient::Create(std::move(options), *upstreams_.back(), std::move(apply), nullptr, random_, logger_);
+    EXPECT_TRUE(client.ok()) << client.status();
+    return client.ok() ? std::move(*client) : nullptr;
   }
 
   void TearDown() override {
@@ -110,7 +112,7 @@ class PolicyServiceTest : public ::testing::Test {
   OpenSslRandom random_;
   LoggerPtr logger_ = MakeNullLogger();
   // Served objects outlive the gRPC server (shut down in TearDown, destroyed first).
-  PolicySnapshotPublisher publisher_;
+  xds::ResourcePublisher publisher_{{std::string(kPolicySnapshotName)}};
   std::unique_ptr<PolicyDistributionService> service_;
   std::unique_ptr<PolicyDistributionServer> server_;
   std::unique_ptr<grpc::Server> grpc_server_;
@@ -176,13 +178,13 @@ TEST_F(PolicyServiceTest, AClientAppliesAcksNacksAndTheObserverSeesIt) {
   EXPECT_EQ(connected.node.service, "hello");
   EXPECT_EQ(connected.node.namespace_, "demo");
 
-  publisher.Publish(Snapshot(1));
+  PublishPolicySnapshot(publisher, *Snapshot(1));
   ASSERT_TRUE(Eventually([&] { return client->state().applied_version == 1; }));
   ASSERT_TRUE(Eventually([&] { return last_event(PolicyStreamEvent::Kind::kAcked).has_value(); }));
   EXPECT_EQ(last_event(PolicyStreamEvent::Kind::kAcked)->applied_version, 1);
   EXPECT_TRUE(client->state().connected);
 
-  publisher.Publish(Snapshot(2));
+  PublishPolicySnapshot(publisher, *Snapshot(2));
   ASSERT_TRUE(Eventually([&] { return last_event(PolicyStreamEvent::Kind::kNacked).has_value(); }));
   auto nacked = *last_event(PolicyStreamEvent::Kind::kNacked);
   EXPECT_EQ(nacked.rejected_version, 2);
@@ -191,7 +193,7 @@ TEST_F(PolicyServiceTest, AClientAppliesAcksNacksAndTheObserverSeesIt) {
   EXPECT_EQ(client->state().applied_version, 1);
   EXPECT_EQ(client->state().rejected_version, 2);
 
-  publisher.Publish(Snapshot(3));
+  PublishPolicySnapshot(publisher, *Snapshot(3));
   ASSERT_TRUE(Eventually([&] { return client->state().applied_version == 3; }));
   // The client's state changes before its ACK reaches the server: wait for the server's view.
   ASSERT_TRUE(Eventually([&] { return last_event(PolicyStreamEvent::Kind::kAcked)->applied_version == 3; }));
@@ -217,7 +219,7 @@ TEST_F(PolicyServiceTest, AClientAppliesAcksNacksAndTheObserverSeesIt) {
 TEST_F(PolicyServiceTest, AReconnectingClientGetsTheCurrentVersionWithoutReapplyingIt) {
   service_ = PolicyDistributionService::Create({}, publisher_, metrics_, random_, logger_);
   std::string address = Serve(service_->service());
-  publisher_.Publish(Snapshot(4));
+  PublishPolicySnapshot(publisher_, *Snapshot(4));
   std::atomic<int> applies{0};
   auto client = Client(address, [&](const PolicySnapshotPtr&) {
     ++applies;
@@ -232,7 +234,7 @@ TEST_F(PolicyServiceTest, AReconnectingClientGetsTheCurrentVersionWithoutReapply
 }
 
 TEST_F(PolicyServiceTest, CallersMustAuthenticateWhenTheServiceSaysSo) {
-  publisher_.Publish(Snapshot(1));
+  PublishPolicySnapshot(publisher_, *Snapshot(1));
   std::atomic<int> attempts{0};
   PolicyDistributionOptions options;
   options.authenticate = [&](const PolicyCaller& caller) -> absl::StatusOr<std::string> {

@@ -1,11 +1,14 @@
-// The policy stream's xDS rules (serving and receiving side) and the snapshot checks, without
-// any transport.
+// The policy stream's declaration (PolicySnapshotType) driving xds/'s rules on the serving and
+// the receiving side, and the snapshot checks, without any transport.
 #include "policy/wire.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "policy/client.h"
+#include "xds/client.h"
+#include "xds/sotw_state.h"
 
 namespace meshid::policy {
 namespace {
@@ -62,24 +65,74 @@ int64_t VersionOf(const std::optional<DiscoveryResponse>& response) {
   return snapshot.ok() ? (*snapshot)->version() : -1;
 }
 
+// The version an ACK or NACK refers to.
+int64_t VersionOf(const xds::AckOrNack& verdict) {
+  return ParsePolicyVersion(xds::SotwVersionInfo(verdict.applied)).value_or(-1);
+}
+
+// One serving stream of the policy type, as xds::StreamServer drives xds::SotwStreamState for
+// it: the snapshot a publisher holds, handed over when the stream subscribes and when it
+// changes, and the node and client status the stream reports to observers.
+class ServingStream {
+ public:
+  absl::StatusOr<xds::SotwRequestResult> OnRequest(const DiscoveryRequest& request) {
+    auto result = state_.OnRequest(request);
+    if (!result.ok()) return result;
+    if (result->first) {
+      node_ = PolicyNodeOf(request.node());
+      client_.OnFirstRequest(request.version_info());
+    }
+    if (!result->stale) client_.OnVerdict(*result);
+    if (result->names_changed && latest_ != nullptr) {
+      EXPECT_TRUE(state_.OnUpdate({std::string(kPolicySnapshotName), latest_, absl::OkStatus()}).ok());
+    }
+    return result;
+  }
+  void OnSnapshot(const PolicySnapshotPtr& snapshot) {
+    auto resource = std::make_shared<xds::Resource>(PolicySnapshotResource(*snapshot));
+    resource->generation = ++generation_;
+    latest_ = std::move(resource);
+    EXPECT_TRUE(state_.OnUpdate({std::string(kPolicySnapshotName), latest_, absl::OkStatus()}).ok());
+  }
+  std::optional<DiscoveryResponse> TakeResponse(const std::string& nonce) { return state_.TakeResponse(nonce); }
+
+  const PolicyNode& node() const { return node_; }
+  int64_t applied_version() const { return ParsePolicyVersion(client_.applied_version).value_or(-1); }
+  int64_t rejected_version() const { return ParsePolicyVersion(client_.rejected_version).value_or(-1); }
+  const std::string& last_error() const { return client_.last_error; }
+
+ private:
+  xds::SotwStreamState state_{PolicySnapshotType()};
+  xds::ClientStatus client_;
+  PolicyNode node_;
+  xds::ResourcePtr latest_;
+  uint64_t generation_ = 0;
+};
+
 // ---- serving side ----
 
-TEST(PolicyStreamServerState, TheFirstRequestNeedsANodeAndOurTypeUrl) {
-  PolicyStreamServerState state;
+TEST(PolicyServingStream, TheFirstRequestNeedsANodeAndOurTypeUrl) {
+  ServingStream state;
   DiscoveryRequest no_node = First("");
   EXPECT_THAT(state.OnRequest(no_node).status().message(), HasSubstr("missing node information"));
-  PolicyStreamServerState other;
+  ServingStream other;
   DiscoveryRequest wrong_type = First();
   wrong_type.set_type_url("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret");
   EXPECT_EQ(other.OnRequest(wrong_type).status().code(), absl::StatusCode::kInvalidArgument);
-  PolicyStreamServerState bad_version;
+  ServingStream no_type;
+  DiscoveryRequest empty_type = First();
+  empty_type.clear_type_url();
+  EXPECT_EQ(no_type.OnRequest(empty_type).status().code(), absl::StatusCode::kInvalidArgument);
+  ServingStream bad_version;
   EXPECT_THAT(bad_version.OnRequest(First("n", "v1")).status().message(), HasSubstr("not a policy version"));
-  PolicyStreamServerState negative;
+  ServingStream negative;
   EXPECT_FALSE(negative.OnRequest(First("n", "-1")).ok());
+  ServingStream long_id;
+  EXPECT_THAT(long_id.OnRequest(First(std::string(257, 'n'))).status().message(), HasSubstr("too long"));
 }
 
-TEST(PolicyStreamServerState, SendsTheCurrentSnapshotOnSubscribeThenOnlyNewVersions) {
-  PolicyStreamServerState state;
+TEST(PolicyServingStream, SendsTheCurrentSnapshotOnSubscribeThenOnlyNewVersions) {
+  ServingStream state;
   auto first = state.OnRequest(First());
   ASSERT_TRUE(first.ok());
   EXPECT_TRUE(first->first);
@@ -99,7 +152,7 @@ TEST(PolicyStreamServerState, SendsTheCurrentSnapshotOnSubscribeThenOnlyNewVersi
   auto ack = state.OnRequest(Ack(*r1));
   ASSERT_TRUE(ack.ok());
   EXPECT_TRUE(ack->ack);
-  EXPECT_EQ(ack->version, 1);
+  EXPECT_EQ(VersionOf(*ack), 1);
   EXPECT_EQ(state.applied_version(), 1);
   EXPECT_FALSE(state.TakeResponse("n2").has_value()) << "an ACK is never answered with the same content";
 
@@ -109,8 +162,8 @@ TEST(PolicyStreamServerState, SendsTheCurrentSnapshotOnSubscribeThenOnlyNewVersi
   EXPECT_EQ(VersionOf(state.TakeResponse("n3")), 2);
 }
 
-TEST(PolicyStreamServerState, ANackedVersionIsNeverResentButTheNextOneIs) {
-  PolicyStreamServerState state;
+TEST(PolicyServingStream, ANackedVersionIsNeverResentButTheNextOneIs) {
+  ServingStream state;
   ASSERT_TRUE(state.OnRequest(First()).ok());
   state.OnSnapshot(Snapshot(1));
   auto r1 = *state.TakeResponse("a");
@@ -120,8 +173,8 @@ TEST(PolicyStreamServerState, ANackedVersionIsNeverResentButTheNextOneIs) {
   auto nack = state.OnRequest(Nack(r2, "1", "jwks: file:///missing.json: not found"));
   ASSERT_TRUE(nack.ok());
   EXPECT_TRUE(nack->nack);
-  EXPECT_EQ(nack->version, 2);
-  EXPECT_EQ(nack->error, "jwks: file:///missing.json: not found");
+  EXPECT_EQ(VersionOf(*nack), 2);
+  EXPECT_EQ(nack->nack_message, "jwks: file:///missing.json: not found");
   EXPECT_EQ(state.rejected_version(), 2);
   EXPECT_EQ(state.applied_version(), 1) << "the client keeps its last good version";
   EXPECT_EQ(state.last_error(), "jwks: file:///missing.json: not found");
@@ -140,8 +193,8 @@ TEST(PolicyStreamServerState, ANackedVersionIsNeverResentButTheNextOneIs) {
   EXPECT_EQ(state.applied_version(), 3);
 }
 
-TEST(PolicyStreamServerState, OneResponseInFlightAndTheNewestVersionNext) {
-  PolicyStreamServerState state;
+TEST(PolicyServingStream, OneResponseInFlightAndTheNewestVersionNext) {
+  ServingStream state;
   ASSERT_TRUE(state.OnRequest(First()).ok());
   state.OnSnapshot(Snapshot(1));
   auto r1 = *state.TakeResponse("a");
@@ -152,8 +205,8 @@ TEST(PolicyStreamServerState, OneResponseInFlightAndTheNewestVersionNext) {
   EXPECT_EQ(VersionOf(state.TakeResponse("b")), 3) << "version 2 is skipped";
 }
 
-TEST(PolicyStreamServerState, StaleAndRepeatedNoncesChangeNothing) {
-  PolicyStreamServerState state;
+TEST(PolicyServingStream, StaleAndRepeatedNoncesChangeNothing) {
+  ServingStream state;
   ASSERT_TRUE(state.OnRequest(First()).ok());
   state.OnSnapshot(Snapshot(1));
   auto r1 = *state.TakeResponse("a");
@@ -170,11 +223,12 @@ TEST(PolicyStreamServerState, StaleAndRepeatedNoncesChangeNothing) {
   // A stale NACK does not reject anything either.
   auto stale_nack = state.OnRequest(Nack(r1, "0", "late"));
   EXPECT_TRUE(stale_nack->stale);
+  EXPECT_FALSE(stale_nack->nack);
   EXPECT_EQ(state.rejected_version(), 0);
 }
 
-TEST(PolicyStreamServerState, AnAckClaimingAnotherVersionIsARejection) {
-  PolicyStreamServerState state;
+TEST(PolicyServingStream, AnAckClaimingAnotherVersionIsARejection) {
+  ServingStream state;
   ASSERT_TRUE(state.OnRequest(First()).ok());
   state.OnSnapshot(Snapshot(4));
   auto r = *state.TakeResponse("a");
@@ -186,8 +240,8 @@ TEST(PolicyStreamServerState, AnAckClaimingAnotherVersionIsARejection) {
   EXPECT_THAT(state.last_error(), HasSubstr("reports version 3"));
 }
 
-TEST(PolicyStreamServerState, VersionZeroIsTheEmptySetAndIsSentLikeAnyOther) {
-  PolicyStreamServerState state;
+TEST(PolicyServingStream, VersionZeroIsTheEmptySetAndIsSentLikeAnyOther) {
+  ServingStream state;
   ASSERT_TRUE(state.OnRequest(First()).ok());
   state.OnSnapshot(Snapshot(0, 0));
   auto r0 = state.TakeResponse("a");
@@ -199,8 +253,8 @@ TEST(PolicyStreamServerState, VersionZeroIsTheEmptySetAndIsSentLikeAnyOther) {
   EXPECT_EQ(VersionOf(state.TakeResponse("b")), 1);
 }
 
-TEST(PolicyStreamServerState, AReconnectSaysWhatTheClientHasAndGetsTheCurrentVersion) {
-  PolicyStreamServerState state;
+TEST(PolicyServingStream, AReconnectSaysWhatTheClientHasAndGetsTheCurrentVersion) {
+  ServingStream state;
   state.OnSnapshot(Snapshot(5));
   EXPECT_FALSE(state.TakeResponse("a").has_value()) << "not before the first request";
   ASSERT_TRUE(state.OnRequest(First("hello-a", "5")).ok());
@@ -211,39 +265,59 @@ TEST(PolicyStreamServerState, AReconnectSaysWhatTheClientHasAndGetsTheCurrentVer
 
 // ---- receiving side ----
 
-TEST(PolicyStreamClientState, AppliesAcksAndReportsWhatItRuns) {
-  PolicyStreamClientState client({"hello-a", "hello", "demo"});
+// An `apply` for the receiving side that records the versions it is handed and answers with
+// the statuses queued (then OK).
+class Applier {
+ public:
+  xds::ResponseHandler Handler(std::vector<absl::Status> answers = {}) {
+    answers_ = std::move(answers);
+    return PolicyResponseHandler([this](const PolicySnapshotPtr& s) {
+      applied.push_back(s->version());
+      if (answers_.empty()) return absl::OkStatus();
+      absl::Status answer = answers_.front();
+      answers_.erase(answers_.begin());
+      return answer;
+    });
+  }
+  std::vector<int64_t> applied;
+
+ private:
+  std::vector<absl::Status> answers_;
+};
+
+TEST(PolicyReceivingStream, AppliesAcksAndReportsWhatItRuns) {
+  xds::SotwClientState client(PolicySnapshotType(), ToXdsNode({"hello-a", "hello", "demo"}), {});
   DiscoveryRequest start = client.StartStream();
   EXPECT_EQ(start.node().id(), "hello-a");
   EXPECT_EQ(start.node().cluster(), "hello");
   EXPECT_EQ(start.node().metadata().fields().at("NAMESPACE").string_value(), "demo");
   EXPECT_EQ(start.version_info(), "");
   EXPECT_EQ(start.type_url(), kPolicySnapshotTypeUrl);
+  EXPECT_EQ(start.resource_names_size(), 0) << "the snapshot is subscribed to without naming it";
 
-  PolicyStreamServerState server;
+  Applier applier;
+  ServingStream server;
   ASSERT_TRUE(server.OnRequest(start).ok());
   server.OnSnapshot(Snapshot(1));
-  auto received = client.OnResponse(*server.TakeResponse("n1"));
-  ASSERT_NE(received.snapshot, nullptr);
-  EXPECT_FALSE(received.reply.has_value());
-  DiscoveryRequest ack = client.OnApplied(absl::OkStatus());
+  DiscoveryRequest ack = client.OnResponse(*server.TakeResponse("n1"), applier.Handler());
+  EXPECT_EQ(applier.applied, std::vector<int64_t>{1});
   EXPECT_EQ(ack.version_info(), "1");
   EXPECT_EQ(ack.response_nonce(), "n1");
   EXPECT_FALSE(ack.has_error_detail());
-  EXPECT_EQ(client.applied_version(), 1);
+  EXPECT_EQ(client.applied_version(), "1");
   ASSERT_TRUE(server.OnRequest(ack)->ack);
 
   // A version the receiver cannot apply: NACK, keep version 1.
   server.OnSnapshot(Snapshot(2));
-  received = client.OnResponse(*server.TakeResponse("n2"));
-  ASSERT_NE(received.snapshot, nullptr);
-  DiscoveryRequest nack = client.OnApplied(absl::FailedPreconditionError("cannot load the key set"));
+  DiscoveryRequest nack = client.OnResponse(
+      *server.TakeResponse("n2"), applier.Handler({absl::FailedPreconditionError("cannot load the key set")}));
+  EXPECT_EQ(applier.applied, (std::vector<int64_t>{1, 2}));
   EXPECT_EQ(nack.version_info(), "1");
   EXPECT_EQ(nack.response_nonce(), "n2");
   EXPECT_EQ(nack.error_detail().message(), "cannot load the key set");
   EXPECT_EQ(nack.error_detail().code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
-  EXPECT_EQ(client.applied_version(), 1);
-  EXPECT_EQ(client.rejected_version(), 2);
+  EXPECT_EQ(client.applied_version(), "1");
+  EXPECT_EQ(client.rejected_version(), "2");
   EXPECT_EQ(client.last_error(), "cannot load the key set");
   auto result = server.OnRequest(nack);
   EXPECT_TRUE(result->nack);
@@ -252,19 +326,18 @@ TEST(PolicyStreamClientState, AppliesAcksAndReportsWhatItRuns) {
   // Reconnect: the new stream says version 1; a resend of what it runs is ACKed unapplied.
   DiscoveryRequest restart = client.StartStream();
   EXPECT_EQ(restart.version_info(), "1");
-  PolicyStreamServerState other_replica;
+  ServingStream other_replica;
   ASSERT_TRUE(other_replica.OnRequest(restart).ok());
   other_replica.OnSnapshot(Snapshot(1));
-  received = client.OnResponse(*other_replica.TakeResponse("n3"));
-  EXPECT_EQ(received.snapshot, nullptr);
-  ASSERT_TRUE(received.reply.has_value());
-  EXPECT_FALSE(received.reply->has_error_detail());
-  EXPECT_EQ(received.reply->response_nonce(), "n3");
-  EXPECT_TRUE(other_replica.OnRequest(*received.reply)->ack);
+  DiscoveryRequest reply = client.OnResponse(*other_replica.TakeResponse("n3"), applier.Handler());
+  EXPECT_EQ(applier.applied, (std::vector<int64_t>{1, 2})) << "not applied again";
+  EXPECT_FALSE(reply.has_error_detail());
+  EXPECT_EQ(reply.response_nonce(), "n3");
+  EXPECT_TRUE(other_replica.OnRequest(reply)->ack);
 }
 
-TEST(PolicyStreamClientState, AnInvalidResponseIsNackedWithTheReason) {
-  PolicyStreamClientState client({"agent-1", "", ""});
+TEST(PolicyReceivingStream, AnInvalidResponseIsNackedWithTheReason) {
+  xds::SotwClientState client(PolicySnapshotType(), ToXdsNode({"agent-1", "", ""}), {});
   client.StartStream();
   DiscoveryResponse response;
   response.set_type_url(std::string(kPolicySnapshotTypeUrl));
@@ -273,13 +346,25 @@ TEST(PolicyStreamClientState, AnInvalidResponseIsNackedWithTheReason) {
   auto* any = response.add_resources();
   any->set_type_url(std::string(kPolicySnapshotTypeUrl));
   any->set_value("\xff\xff not a protobuf");
-  auto received = client.OnResponse(response);
-  EXPECT_EQ(received.snapshot, nullptr);
-  ASSERT_TRUE(received.reply.has_value());
-  EXPECT_EQ(received.reply->response_nonce(), "x");
-  EXPECT_EQ(received.reply->version_info(), "");
-  EXPECT_THAT(received.reply->error_detail().message(), HasSubstr("not a serialized meshid.policy.v1.PolicySnapshot"));
-  EXPECT_EQ(client.rejected_version(), 7);
+  Applier applier;
+  DiscoveryRequest reply = client.OnResponse(response, applier.Handler());
+  EXPECT_TRUE(applier.applied.empty());
+  EXPECT_EQ(reply.response_nonce(), "x");
+  EXPECT_EQ(reply.version_info(), "");
+  EXPECT_THAT(reply.error_detail().message(), HasSubstr("not a serialized meshid.policy.v1.PolicySnapshot"));
+  EXPECT_EQ(client.rejected_version(), "7");
+}
+
+TEST(PolicyNodeTest, RoundTripsAndDropsANamespaceThatIsNotAShortString) {
+  PolicyNode node = PolicyNodeOf(ToXdsNode({"hello-a", "hello", "demo"}));
+  EXPECT_EQ(node.id, "hello-a");
+  EXPECT_EQ(node.service, "hello");
+  EXPECT_EQ(node.namespace_, "demo");
+  envoy::config::core::v3::Node odd = ToXdsNode({"x", "", ""});
+  (*odd.mutable_metadata()->mutable_fields())["NAMESPACE"].set_number_value(3);
+  EXPECT_EQ(PolicyNodeOf(odd).namespace_, "");
+  (*odd.mutable_metadata()->mutable_fields())["NAMESPACE"].set_string_value(std::string(254, 'n'));
+  EXPECT_EQ(PolicyNodeOf(odd).namespace_, "");
 }
 
 // ---- snapshot checks (untrusted input) ----

@@ -33,7 +33,7 @@ std::vector<std::string> Names(const envoy::service::discovery::v3::DeltaDiscove
 }
 
 TEST(DeltaStateTest, SubscribeAckUnsubscribe) {
-  DeltaStreamState state{std::string(kSecretTypeUrl)};
+  DeltaStreamState state{sds::SecretType()};
   auto first = state.OnRequest(Request({"default", "ROOTCA"}), Known);
   ASSERT_TRUE(first.ok());
   EXPECT_TRUE(first->names_changed);
@@ -68,7 +68,7 @@ TEST(DeltaStateTest, SubscribeAckUnsubscribe) {
 }
 
 TEST(DeltaStateTest, UnknownNamesAreReportedRemovedWithAnError) {
-  DeltaStreamState state{std::string(kSecretTypeUrl)};
+  DeltaStreamState state{sds::SecretType()};
   auto first = state.OnRequest(Request({"default", "spiffe://cluster.local/ns/x/sa/y"}), Known);
   ASSERT_TRUE(first.ok());
   EXPECT_THAT(first->names, ElementsAre("default"));
@@ -82,7 +82,7 @@ TEST(DeltaStateTest, UnknownNamesAreReportedRemovedWithAnError) {
 }
 
 TEST(DeltaStateTest, InitialResourceVersionsSkipWhatTheClientAlreadyHas) {
-  DeltaStreamState state{std::string(kSecretTypeUrl)};
+  DeltaStreamState state{sds::SecretType()};
   DeltaDiscoveryRequest first = Request({"default", "ROOTCA"});
   (*first.mutable_initial_resource_versions())["ROOTCA"] = Roots("r", 1)->version;
   (*first.mutable_initial_resource_versions())["default"] = "something-older";
@@ -95,7 +95,7 @@ TEST(DeltaStateTest, InitialResourceVersionsSkipWhatTheClientAlreadyHas) {
 }
 
 TEST(DeltaStateTest, NackedVersionIsNotResentAndSubscriptionsApplyEvenWithAStaleNonce) {
-  DeltaStreamState state{std::string(kSecretTypeUrl)};
+  DeltaStreamState state{sds::SecretType()};
   ASSERT_TRUE(state.OnRequest(Request({"default"}), Known).ok());
   ASSERT_TRUE(state.OnUpdate({"default", Cert("a", 1), absl::OkStatus()}).ok());
   state.TakeResponse("n1");

@@ -51,7 +51,7 @@ class SotwStateTest : public ::testing::Test {
   }
   std::string NextNonce() { return "n" + std::to_string(++nonce_); }
 
-  SotwStreamState state_{std::string(kSecretTypeUrl)};
+  SotwStreamState state_{sds::SecretType()};
   int nonce_ = 0;
 };
 
@@ -186,7 +186,7 @@ TEST_F(SotwStateTest, ErrorsForWatchedNamesFailTheStreamAndWrongTypesAreRefused)
             absl::StatusCode::kUnavailable);
   DiscoveryRequest wrong = Request({"x"});
   wrong.set_type_url("type.googleapis.com/envoy.config.cluster.v3.Cluster");
-  SotwStreamState fresh{std::string(kSecretTypeUrl)};
+  SotwStreamState fresh{sds::SecretType()};
   EXPECT_EQ(fresh.OnRequest(wrong).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
