@@ -166,7 +166,7 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
                config.data_dir);
 
   MetricsRegistry& metrics = *server->metrics_;
-  auto issuer = std::make_shared<const CertIssuer>(authority, clock, random);
+  MESHID_ASSIGN_OR_RETURN(std::shared_ptr<const CertIssuer> issuer, CertIssuer::Create(authority, clock, random));
 
   MESHID_ASSIGN_OR_RETURN(std::vector<JwtIssuer> issuers, LoadIssuers(config));
   std::vector<std::string> issuer_names;

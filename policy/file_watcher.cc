@@ -1,14 +1,12 @@
 #include "policy/file_watcher.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <filesystem>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "common/sha256.h"
 
 namespace meshid::policy {
 
@@ -77,17 +75,12 @@ absl::StatusOr<std::string> PolicyWatcher::Fingerprint() const {
     }
   }
   std::sort(files.begin(), files.end());
-  std::string all;
+  Sha256Hasher digest;
   for (const auto& f : files) {
     auto content = ReadFile(f, options_.load.read.max_file_bytes);
-    absl::StrAppend(&all, f, "\n", content.ok() ? *content : content.status().ToString(), "\n");
+    digest.Update(absl::StrCat(f, "\n", content.ok() ? *content : content.status().ToString(), "\n"));
   }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(all.data(), all.size(), digest, &len, EVP_sha256(), nullptr) != 1) {
-    return absl::InternalError("SHA-256 failed");
-  }
-  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), len));
+  return digest.HexDigest();
 }
 
 absl::StatusOr<std::shared_ptr<const authz::PolicyEngine>> PolicyWatcher::Build() const {

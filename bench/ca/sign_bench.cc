@@ -17,7 +17,7 @@ struct Fixture {
   explicit Fixture(KeyAlgorithm ca_algorithm = KeyAlgorithm::kEcdsaP256,
                    KeyAlgorithm workload = KeyAlgorithm::kEcdsaP256) {
     authority = testing::MakeAuthority(clock, random, "cluster.local", absl::Hours(24 * 365), ca_algorithm);
-    issuer = std::make_shared<CertIssuer>(authority, clock, random);
+    issuer = *CertIssuer::Create(authority, clock, random);
     token_key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
     std::vector<JwtIssuer> issuers;
     issuers.push_back(JwtIssuer{"iss", *Jwks::FromPublicKey(token_key.get(), "k"), {"istio-ca"}});
@@ -43,7 +43,7 @@ struct Fixture {
   OpenSslRandom random;
   MetricsRegistry metrics;
   std::shared_ptr<const SigningAuthority> authority;
-  std::shared_ptr<CertIssuer> issuer;
+  std::shared_ptr<const CertIssuer> issuer;
   EvpPkeyPtr token_key, workload_key;
   std::shared_ptr<const CallerAuthenticator> ca_authenticator;
   std::unique_ptr<CertificateAuthority> ca;

@@ -36,7 +36,7 @@ class CertificateAuthorityTest : public ::testing::Test {
   std::unique_ptr<CertificateAuthority> Make(CertificateServiceOptions options, bool with_store) {
     if (with_store && !ledger_) ledger_ = std::make_unique<GroupCommitLedger>(store_, metrics_);
     CertificateAuthorityDeps deps;
-    deps.issuer = std::make_shared<CertIssuer>(authority_, clock_, random_);
+    deps.issuer = *CertIssuer::Create(authority_, clock_, random_);
     deps.authenticator = authn_;
     deps.registry = with_store ? &store_ : nullptr;
     deps.ledger = with_store ? ledger_.get() : nullptr;
