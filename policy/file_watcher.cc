@@ -10,8 +10,17 @@
 
 namespace meshid::policy {
 
-PolicyWatcher::PolicyWatcher(Options options, LoggerPtr logger)
-    : options_(std::move(options)), logger_(std::move(logger)) {}
+namespace {
+constexpr char kReloadsMetric[] = "meshid_policy_reloads_total";
+constexpr char kReloadsHelp[] = "Policy configuration loads";
+}  // namespace
+
+PolicyWatcher::PolicyWatcher(Options options, const Clock& clock, MetricsRegistry& metrics, LoggerPtr logger)
+    : options_(std::move(options)),
+      clock_(clock),
+      logger_(std::move(logger)),
+      reloads_ok_(metrics.AddCounter(kReloadsMetric, kReloadsHelp, {{"result", "ok"}})),
+      reloads_failed_(metrics.AddCounter(kReloadsMetric, kReloadsHelp, {{"result", "error"}})) {}
 
 PolicyWatcher::~PolicyWatcher() {
   {
@@ -21,15 +30,9 @@ PolicyWatcher::~PolicyWatcher() {
   if (thread_.joinable()) thread_.join();
 }
 
-absl::StatusOr<std::unique_ptr<PolicyWatcher>> PolicyWatcher::Create(Options options, LoggerPtr logger,
-                                                                     MetricsRegistry* metrics) {
-  std::unique_ptr<PolicyWatcher> w(new PolicyWatcher(std::move(options), std::move(logger)));
-  if (metrics) {
-    w->reloads_ok_ =
-        &metrics->AddCounter("meshid_policy_reloads_total", "Policy configuration loads", {{"result", "ok"}});
-    w->reloads_failed_ =
-        &metrics->AddCounter("meshid_policy_reloads_total", "Policy configuration loads", {{"result", "error"}});
-  }
+absl::StatusOr<std::unique_ptr<PolicyWatcher>> PolicyWatcher::Create(Options options, const Clock& clock,
+                                                                     MetricsRegistry& metrics, LoggerPtr logger) {
+  std::unique_ptr<PolicyWatcher> w(new PolicyWatcher(std::move(options), clock, metrics, std::move(logger)));
   auto fp = w->Fingerprint();
   if (!fp.ok()) return fp.status();
   auto engine = w->Build();
@@ -38,7 +41,7 @@ absl::StatusOr<std::unique_ptr<PolicyWatcher>> PolicyWatcher::Create(Options opt
   w->engine_ = std::move(*engine);
   w->fingerprint_ = std::move(*fp);
   w->generation_ = 1;
-  if (w->reloads_ok_) w->reloads_ok_->Increment();
+  w->reloads_ok_.Increment();
   return w;
 }
 
@@ -91,7 +94,7 @@ absl::StatusOr<std::shared_ptr<const authz::PolicyEngine>> PolicyWatcher::Build(
     for (const auto& d : diag.errors()) logger_->error("policy: {}", d.ToString());
     return set.status();
   }
-  auto engine = authz::PolicyEngine::Create(std::move(*set), options_.engine);
+  auto engine = authz::PolicyEngine::Create(std::move(*set), clock_, options_.engine);
   if (!engine.ok()) return engine.status();
   for (const auto& w : (*engine)->warnings()) logger_->warn("policy: {}", w);
   return engine;
@@ -111,7 +114,7 @@ absl::Status PolicyWatcher::Poll() {
   if (!engine.ok()) {
     failed_fingerprint_ = *fp;
     last_error_ = std::string(engine.status().message());
-    if (reloads_failed_) reloads_failed_->Increment();
+    reloads_failed_.Increment();
     logger_->error("policy reload failed; keeping configuration generation {} in force", generation_);
     return engine.status();
   }
@@ -120,7 +123,7 @@ absl::Status PolicyWatcher::Poll() {
   failed_fingerprint_.clear();
   last_error_.clear();
   ++generation_;
-  if (reloads_ok_) reloads_ok_->Increment();
+  reloads_ok_.Increment();
   logger_->info("policy reloaded (generation {})", generation_);
   return absl::OkStatus();
 }

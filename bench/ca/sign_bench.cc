@@ -24,13 +24,9 @@ struct Fixture {
     ca_authenticator = std::make_shared<CompositeAuthenticator>(
         std::make_unique<ClientCertAuthenticator>(authority, "cluster.local", clock),
         std::make_unique<JwtAuthenticator>("cluster.local", std::move(issuers), clock));
-    CertificateAuthorityDeps deps;
-    deps.issuer = issuer;
-    deps.authenticator = ca_authenticator;
-    deps.metrics = &metrics;
-    deps.logger = MakeNullLogger();
-    deps.clock = &clock;
-    ca = std::make_unique<CertificateAuthority>(CertificateServiceOptions{}, std::move(deps));
+    ca = std::make_unique<CertificateAuthority>(CertificateServiceOptions{}, issuer, ca_authenticator,
+                                                /*registry=*/nullptr, /*ledger=*/nullptr, clock, metrics,
+                                                MakeNullLogger());
     creds.authorization = {"Bearer " + *SignJwt({{"iss", "iss"},
                                                  {"sub", "system:serviceaccount:default:sleep"},
                                                  {"aud", "istio-ca"},
@@ -87,18 +83,11 @@ void BM_SignWithLedger(benchmark::State& state) {
     f = new Fixture();
     if (state.range(0) == 1) {
       std::string dir = testing::TempDir("meshid-bench-ledger");
-      store = *OpenStore("sqlite://" + dir + "/meshid.db");
+      store = *OpenStore("sqlite://" + dir + "/meshid.db", f->clock, MakeNullLogger());
       ledger = std::make_unique<GroupCommitLedger>(*store, f->metrics);
     }
-    CertificateAuthorityDeps deps;
-    deps.issuer = f->issuer;
-    deps.authenticator = f->ca_authenticator;
-    deps.registry = store.get();
-    deps.ledger = ledger.get();
-    deps.metrics = &f->metrics;
-    deps.logger = MakeNullLogger();
-    deps.clock = &f->clock;
-    ca = std::make_unique<CertificateAuthority>(CertificateServiceOptions{}, std::move(deps));
+    ca = std::make_unique<CertificateAuthority>(CertificateServiceOptions{}, f->issuer, f->ca_authenticator,
+                                                store.get(), ledger.get(), f->clock, f->metrics, MakeNullLogger());
   }
   for (auto _ : state) {
     auto chain = ca->Sign(f->creds, f->csr, 0);
