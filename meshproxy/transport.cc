@@ -45,7 +45,8 @@ absl::StatusOr<std::unique_ptr<TlsTransport>> TlsTransport::Create(tcp::socket s
   BioPtr rbio(BIO_new(BIO_s_mem()));
   BioPtr wbio(BIO_new(BIO_s_mem()));
   if (!rbio || !wbio) return OpenSslError("creating the TLS session's buffers");
-  // An empty memory BIO means "retry later", not end of file.
+  // An empty memory BIO means "retry later", not end of file. (A control call that cannot fail
+  // on a memory BIO.)
   BIO_set_mem_eof_return(rbio.get(), -1);
   SSL_set_bio(ssl.get(), rbio.get(), wbio.get());  // cannot fail; the session owns both now
   BIO* read_bio = rbio.release();
