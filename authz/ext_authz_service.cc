@@ -87,17 +87,19 @@ void FillCheckResponse(const absl::StatusOr<Decision>& decision, v3::CheckRespon
   denied->set_body(unauthenticated ? d.reason : "RBAC: access denied");
 }
 
-ExtAuthzService::ExtAuthzService(EngineSource engine, ExtAuthzDefaults defaults, LoggerPtr logger,
-                                 MetricsRegistry* metrics)
-    : engine_(std::move(engine)), defaults_(std::move(defaults)), logger_(std::move(logger)) {
-  if (metrics) {
-    const char* name = "meshid_authz_decisions_total";
-    const char* help = "ext_authz decisions by result";
-    allowed_ = &metrics->AddCounter(name, help, {{"result", "allowed"}});
-    denied_ = &metrics->AddCounter(name, help, {{"result", "denied"}});
-    errors_ = &metrics->AddCounter(name, help, {{"result", "error"}});
-  }
-}
+namespace {
+constexpr char kDecisionsMetric[] = "meshid_authz_decisions_total";
+constexpr char kDecisionsHelp[] = "ext_authz decisions by result";
+}  // namespace
+
+ExtAuthzService::ExtAuthzService(EngineSource engine, ExtAuthzDefaults defaults, MetricsRegistry& metrics,
+                                 LoggerPtr logger)
+    : engine_(std::move(engine)),
+      defaults_(std::move(defaults)),
+      logger_(std::move(logger)),
+      allowed_(metrics.AddCounter(kDecisionsMetric, kDecisionsHelp, {{"result", "allowed"}})),
+      denied_(metrics.AddCounter(kDecisionsMetric, kDecisionsHelp, {{"result", "denied"}})),
+      errors_(metrics.AddCounter(kDecisionsMetric, kDecisionsHelp, {{"result", "error"}})) {}
 
 grpc::Status ExtAuthzService::Check(grpc::ServerContext*, const v3::CheckRequest* request,
                                     v3::CheckResponse* response) {
@@ -111,12 +113,12 @@ grpc::Status ExtAuthzService::Check(grpc::ServerContext*, const v3::CheckRequest
   }
   if (!decision.ok()) {
     logger_->warn("ext_authz: request denied, could not evaluate: {}", decision.status().message());
-    if (errors_) errors_->Increment();
+    errors_.Increment();
   } else if (decision->allowed) {
-    if (allowed_) allowed_->Increment();
+    allowed_.Increment();
   } else {
     logger_->debug("ext_authz: denied ({}): {}", decision->status, decision->reason);
-    if (denied_) denied_->Increment();
+    denied_.Increment();
   }
   FillCheckResponse(decision, response);
   return grpc::Status::OK;

@@ -45,8 +45,10 @@ void FillCheckResponse(const absl::StatusOr<Decision>& decision, envoy::service:
 class ExtAuthzService final : public envoy::service::auth::v3::Authorization::Service {
  public:
   using EngineSource = std::function<std::shared_ptr<const PolicyEngine>()>;
-  // `engine` is asked for the current engine on every call (hot reload). `metrics` may be null.
-  ExtAuthzService(EngineSource engine, ExtAuthzDefaults defaults, LoggerPtr logger, MetricsRegistry* metrics);
+  // `engine` is asked for the current engine on every call (hot reload). Decisions are counted
+  // in `metrics` (meshid_authz_decisions_total), which must outlive the service; `logger` is
+  // not null. Check() may be called from any gRPC thread.
+  ExtAuthzService(EngineSource engine, ExtAuthzDefaults defaults, MetricsRegistry& metrics, LoggerPtr logger);
 
   grpc::Status Check(grpc::ServerContext* context, const envoy::service::auth::v3::CheckRequest* request,
                      envoy::service::auth::v3::CheckResponse* response) override;
@@ -55,9 +57,9 @@ class ExtAuthzService final : public envoy::service::auth::v3::Authorization::Se
   EngineSource engine_;
   ExtAuthzDefaults defaults_;
   LoggerPtr logger_;
-  Counter* allowed_ = nullptr;
-  Counter* denied_ = nullptr;
-  Counter* errors_ = nullptr;
+  Counter& allowed_;
+  Counter& denied_;
+  Counter& errors_;
 };
 
 }  // namespace meshid::authz

@@ -48,6 +48,8 @@ bool IsCorsPreflight(const RequestAttributes& a) {
 }  // namespace
 
 struct PolicyEngine::Impl {
+  explicit Impl(const Clock& c) : clock(c) {}
+  const Clock& clock;
   PolicySet set;
   PolicyEngineOptions options;
   std::unique_ptr<const rbac::RbacEngine> rbac;
@@ -60,7 +62,6 @@ struct PolicyEngine::Impl {
   absl::flat_hash_map<std::string, std::vector<const PeerAuthentication*>> peer_by_ns;  // ns → own + root policies
   std::vector<CompiledRequestAuthn> request_authn;                                      // sorted by age
 
-  const Clock& clock() const { return options.clock ? *options.clock : SystemClock::Instance(); }
   std::optional<AuthnFailure> Authenticate(RequestAttributes& a, const std::string& raw_peer,
                                            const std::string& destination_principal) const;
 };
@@ -71,8 +72,9 @@ PolicyEngine::~PolicyEngine() = default;
 const PolicySet& PolicyEngine::policies() const { return impl_->set; }
 const std::vector<std::string>& PolicyEngine::warnings() const { return impl_->warnings; }
 
-absl::StatusOr<std::shared_ptr<const PolicyEngine>> PolicyEngine::Create(PolicySet set, PolicyEngineOptions options) {
-  auto impl = std::make_unique<Impl>();
+absl::StatusOr<std::shared_ptr<const PolicyEngine>> PolicyEngine::Create(PolicySet set, const Clock& clock,
+                                                                         PolicyEngineOptions options) {
+  auto impl = std::make_unique<Impl>(clock);
   impl->set = std::move(set);
   impl->options = std::move(options);
   if (!impl->options.jwks_fetcher) impl->options.jwks_fetcher = std::make_shared<DefaultJwksFetcher>();
@@ -299,7 +301,7 @@ std::optional<AuthnFailure> PolicyEngine::Impl::Authenticate(RequestAttributes& 
       } else {
         const JwtProvider& p = *c.peer_jwts[i];
         for (const auto& token : p.Extract(a)) {
-          auto v = p.Verify(token, clock().Now());
+          auto v = p.Verify(token, clock.Now());
           if (v.ok()) {
             identity = v->principal;
             success = true;
@@ -339,7 +341,7 @@ std::optional<AuthnFailure> PolicyEngine::Impl::Authenticate(RequestAttributes& 
       for (const auto& p : ra->rules) {
         for (const auto& token : p->Extract(a)) {
           any_token = true;
-          auto v = p->Verify(token, clock().Now());
+          auto v = p->Verify(token, clock.Now());
           if (v.ok()) {
             ApplyToken(*v, a);
             return std::nullopt;
@@ -373,7 +375,7 @@ std::optional<AuthnFailure> PolicyEngine::Impl::Authenticate(RequestAttributes& 
       if (!p->Triggered(a.path)) continue;
       triggered = true;
       for (const auto& token : p->Extract(a)) {
-        auto v = p->Verify(token, clock().Now());
+        auto v = p->Verify(token, clock.Now());
         if (v.ok()) {
           origin = std::move(*v);
           break;

@@ -70,7 +70,6 @@ struct PolicyEngineOptions {
   // The local trust domain for the v1alpha1 peer trust-domain check; "" = the destination
   // principal's trust domain, and no check when that is unknown too.
   std::string trust_domain;
-  const Clock* clock = nullptr;                     // nullptr = the system clock
   std::shared_ptr<const JwksFetcher> jwks_fetcher;  // nullptr = DefaultJwksFetcher
   std::shared_ptr<const rbac::CustomAuthorizer> custom;
 };
@@ -79,7 +78,10 @@ class PolicyEngine {
  public:
   // Compiles `set` (validated by LoadPolicySet). JWKS are resolved here; a key set that cannot
   // be fetched is a warning and makes its tokens fail (as istiod does), not a compile error.
-  static absl::StatusOr<std::shared_ptr<const PolicyEngine>> Create(PolicySet set, PolicyEngineOptions options = {});
+  // `clock` is the time JWTs are checked against; it must outlive the engine (and every copy
+  // of the returned pointer).
+  static absl::StatusOr<std::shared_ptr<const PolicyEngine>> Create(PolicySet set, const Clock& clock,
+                                                                    PolicyEngineOptions options = {});
   ~PolicyEngine();
 
   // Normalises the input: InvalidArgument for a malformed request (the caller denies).

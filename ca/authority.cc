@@ -37,7 +37,12 @@ void FinishChain(SigningAuthority& a) {
 
 absl::Status CheckSigningCert(X509* cert, EVP_PKEY* key, const std::string& cert_file, const std::string& key_file,
                               absl::Time now) {
-  if (!SamePublicKey(X509_get0_pubkey(cert), key)) {
+  EVP_PKEY* cert_key = X509_get0_pubkey(cert);
+  if (cert_key == nullptr) {
+    DrainOpenSslErrors();
+    return absl::InvalidArgumentError(absl::StrCat(cert_file, ": the certificate's public key cannot be read"));
+  }
+  if (!SamePublicKey(cert_key, key)) {
     return absl::InvalidArgumentError(
         absl::StrCat(key_file, ": private key does not match the certificate in ", cert_file));
   }

@@ -45,27 +45,19 @@ void TimeOrderedSerial(absl::Time now, RandomSource& random, uint8_t (&serial)[k
   random.Fill(serial + 6, kSerialBytes - 6);
 }
 
-Asn1IntegerPtr SerialInteger(absl::Time now, RandomSource& random) {
+absl::StatusOr<Asn1IntegerPtr> SerialInteger(absl::Time now, RandomSource& random) {
   uint8_t bytes[kSerialBytes];
   TimeOrderedSerial(now, random, bytes);
   BignumPtr bn(BN_bin2bn(bytes, sizeof(bytes), nullptr));
-  return Asn1IntegerPtr(BN_to_ASN1_INTEGER(bn.get(), nullptr));
+  if (!bn) return OpenSslError("converting the serial number");
+  Asn1IntegerPtr serial(BN_to_ASN1_INTEGER(bn.get(), nullptr));
+  if (!serial) return OpenSslError("encoding the serial number");
+  return serial;
 }
 
-void SetTime(ASN1_TIME* field, absl::Time t) { ASN1_TIME_set(field, absl::ToTimeT(t)); }
-
-X509_EXTENSION* MakeExtension(int nid, bool critical, void* value) {
-  return X509V3_EXT_i2d(nid, critical ? 1 : 0, value);
-}
-
-X509ExtensionPtr KeyUsageExtension(int bits) {
-  ASN1_BIT_STRING* ku = ASN1_BIT_STRING_new();
-  for (int bit = 0; bit < 9; ++bit) {
-    if (bits & (1 << bit)) ASN1_BIT_STRING_set_bit(ku, bit, 1);
-  }
-  X509ExtensionPtr ext(MakeExtension(NID_key_usage, true, ku));
-  ASN1_BIT_STRING_free(ku);
-  return ext;
+absl::Status SetTime(ASN1_TIME* field, absl::Time t, absl::string_view which) {
+  if (ASN1_TIME_set(field, absl::ToTimeT(t)) == nullptr) return OpenSslError(absl::StrCat("setting ", which));
+  return absl::OkStatus();
 }
 
 // KeyUsage bit numbers from RFC 5280 §4.2.1.3.
@@ -74,72 +66,41 @@ constexpr int kKeyEncipherment = 1 << 2;
 constexpr int kKeyCertSign = 1 << 5;
 constexpr int kCrlSign = 1 << 6;
 
-X509ExtensionPtr ExtendedKeyUsageExtension(bool server_only) {
-  EXTENDED_KEY_USAGE* eku = sk_ASN1_OBJECT_new_null();
-  sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_server_auth));
-  if (!server_only) sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_client_auth));
-  X509ExtensionPtr ext(MakeExtension(NID_ext_key_usage, false, eku));
-  sk_ASN1_OBJECT_free(eku);
-  return ext;
+absl::StatusOr<X509ExtensionPtr> KeyUsageExtension(int bits) {
+  Asn1StringPtr usage(ASN1_BIT_STRING_new());
+  if (!usage) return OpenSslError("allocating keyUsage");
+  for (int bit = 0; bit < 9; ++bit) {
+    if ((bits & (1 << bit)) != 0 && ASN1_BIT_STRING_set_bit(usage.get(), bit, 1) != 1) {
+      return OpenSslError("building keyUsage");
+    }
+  }
+  return MakeExtension(NID_key_usage, /*critical=*/true, usage.get());
 }
 
-X509ExtensionPtr BasicConstraintsExtension(bool ca) {
-  BASIC_CONSTRAINTS* bc = BASIC_CONSTRAINTS_new();
-  bc->ca = ca ? 0xff : 0;
-  X509ExtensionPtr ext(MakeExtension(NID_basic_constraints, true, bc));
-  BASIC_CONSTRAINTS_free(bc);
-  return ext;
+absl::StatusOr<X509ExtensionPtr> ExtendedKeyUsageExtension(bool server_only) {
+  Asn1ObjectStackPtr usages(sk_ASN1_OBJECT_new_null());
+  if (!usages || sk_ASN1_OBJECT_push(usages.get(), OBJ_nid2obj(NID_server_auth)) <= 0 ||
+      (!server_only && sk_ASN1_OBJECT_push(usages.get(), OBJ_nid2obj(NID_client_auth)) <= 0)) {
+    return OpenSslError("building extendedKeyUsage");
+  }
+  return MakeExtension(NID_ext_key_usage, /*critical=*/false, usages.get());
 }
 
-void AddUri(GENERAL_NAMES* names, const std::string& value) {
-  GENERAL_NAME* gn = GENERAL_NAME_new();
-  ASN1_IA5STRING* s = ASN1_IA5STRING_new();
-  ASN1_STRING_set(s, value.data(), static_cast<int>(value.size()));
-  GENERAL_NAME_set0_value(gn, GEN_URI, s);
-  sk_GENERAL_NAME_push(names, gn);
+absl::StatusOr<X509ExtensionPtr> BasicConstraintsExtension(bool ca) {
+  BasicConstraintsPtr constraints(BASIC_CONSTRAINTS_new());
+  if (!constraints) return OpenSslError("allocating basicConstraints");
+  constraints->ca = ca ? 0xff : 0;
+  return MakeExtension(NID_basic_constraints, /*critical=*/true, constraints.get());
+}
+
+absl::StatusOr<std::string> ExtensionDer(absl::StatusOr<X509ExtensionPtr> ext) {
+  if (!ext.ok()) return ext.status();
+  return EncodeDer([&](unsigned char** out) { return i2d_X509_EXTENSION(ext->get(), out); }, "encoding an extension");
 }
 
 bool IsIpAddress(const std::string& s) {
   unsigned char buf[16];
   return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
-}
-
-}  // namespace
-
-// Signs digests with OpenSSL's low-level key objects, which skip the provider dispatch.
-struct CertIssuer::Signer {
-  ~Signer() {
-    EC_KEY_free(ec);
-    RSA_free(rsa);
-  }
-  EC_KEY* ec = nullptr;
-  RSA* rsa = nullptr;
-  const EVP_MD* md = nullptr;
-
-  absl::StatusOr<std::string> Sign(absl::string_view data) const {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int digest_len = 0;
-    EVP_Digest(data.data(), data.size(), digest, &digest_len, md, nullptr);
-    std::string sig(ec != nullptr ? static_cast<size_t>(ECDSA_size(ec)) : static_cast<size_t>(RSA_size(rsa)), '\0');
-    unsigned int sig_len = 0;
-    int ok = ec != nullptr ? ECDSA_sign(0, digest, static_cast<int>(digest_len),
-                                        reinterpret_cast<unsigned char*>(sig.data()), &sig_len, ec)
-                           : RSA_sign(EVP_MD_get_type(md), digest, digest_len,
-                                      reinterpret_cast<unsigned char*>(sig.data()), &sig_len, rsa);
-    if (ok != 1) return absl::InternalError("signing failed: " + DrainOpenSslErrors());
-    sig.resize(sig_len);
-    return sig;
-  }
-};
-
-namespace {
-
-std::string ExtensionDer(X509_EXTENSION* ext) {
-  unsigned char* der = nullptr;
-  int len = i2d_X509_EXTENSION(ext, &der);
-  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(std::max(len, 0)));
-  OPENSSL_free(der);
-  return out;
 }
 
 // Extension ::= SEQUENCE { extnID, critical BOOLEAN TRUE, extnValue OCTET STRING(GeneralNames) }
@@ -164,43 +125,92 @@ std::string SanExtensionDer(const std::vector<std::pair<int, std::string>>& name
 
 }  // namespace
 
+// Signs digests with OpenSSL's low-level key objects, which skip the provider dispatch.
+struct CertIssuer::Signer {
+  EcKeyPtr ec;  // exactly one of ec and rsa is set
+  RsaPtr rsa;
+  const EVP_MD* md = nullptr;
+
+  absl::StatusOr<std::string> Sign(absl::string_view data) const {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+    if (EVP_Digest(data.data(), data.size(), digest, &digest_len, md, nullptr) != 1) {
+      return OpenSslError("hashing the certificate");
+    }
+    std::string sig(
+        ec != nullptr ? static_cast<size_t>(ECDSA_size(ec.get())) : static_cast<size_t>(RSA_size(rsa.get())), '\0');
+    unsigned int sig_len = 0;
+    int ok = ec != nullptr ? ECDSA_sign(0, digest, static_cast<int>(digest_len),
+                                        reinterpret_cast<unsigned char*>(sig.data()), &sig_len, ec.get())
+                           : RSA_sign(EVP_MD_get_type(md), digest, digest_len,
+                                      reinterpret_cast<unsigned char*>(sig.data()), &sig_len, rsa.get());
+    if (ok != 1) return OpenSslError("signing");
+    sig.resize(sig_len);
+    return sig;
+  }
+};
+
 CertIssuer::CertIssuer(std::shared_ptr<const SigningAuthority> authority, const Clock& clock, RandomSource& random,
                        absl::Duration clock_skew)
-    : authority_(std::move(authority)), clock_(clock), random_(random), clock_skew_(clock_skew), signer_(new Signer) {
-  chain_not_after_ = NotAfter(authority_->cert.get());
-  for (const auto& c : authority_->intermediates) chain_not_after_ = std::min(chain_not_after_, NotAfter(c.get()));
+    : authority_(std::move(authority)),
+      clock_(clock),
+      random_(random),
+      clock_skew_(clock_skew),
+      signer_(std::make_unique<Signer>()) {}
 
-  EVP_PKEY* key = authority_->key.get();
-  signer_->md = DigestFor(key);
-  if (EVP_PKEY_get_base_id(key) == EVP_PKEY_EC) {
-    signer_->ec = EVP_PKEY_get1_EC_KEY(key);
+absl::StatusOr<std::unique_ptr<CertIssuer>> CertIssuer::Create(std::shared_ptr<const SigningAuthority> authority,
+                                                               const Clock& clock, RandomSource& random,
+                                                               absl::Duration clock_skew) {
+  if (authority == nullptr || authority->cert == nullptr || authority->key == nullptr) {
+    return absl::InvalidArgumentError("the signing authority has no certificate or key");
+  }
+  std::unique_ptr<CertIssuer> issuer(new CertIssuer(std::move(authority), clock, random, clock_skew));
+  X509* cert = issuer->authority_->cert.get();
+  issuer->chain_not_after_ = NotAfter(cert);
+  for (const auto& c : issuer->authority_->intermediates) {
+    issuer->chain_not_after_ = std::min(issuer->chain_not_after_, NotAfter(c.get()));
+  }
+
+  EVP_PKEY* key = issuer->authority_->key.get();
+  Signer& signer = *issuer->signer_;
+  signer.md = DigestFor(key);
+  const int key_type = EVP_PKEY_get_base_id(key);
+  if (key_type == EVP_PKEY_EC) {
+    signer.ec.reset(EVP_PKEY_get1_EC_KEY(key));
+    if (!signer.ec) return OpenSslError("reading the CA's EC key");
     // AlgorithmIdentifier for ecdsa-with-SHA256 / ecdsa-with-SHA384 (no parameters).
-    signature_algorithm_ = signer_->md == EVP_sha384()
-                               ? std::string("\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x03", 12)
-                               : std::string("\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02", 12);
-  } else {
-    signer_->rsa = EVP_PKEY_get1_RSA(key);
+    issuer->signature_algorithm_ = signer.md == EVP_sha384()
+                                       ? std::string("\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x03", 12)
+                                       : std::string("\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02", 12);
+  } else if (key_type == EVP_PKEY_RSA) {
+    signer.rsa.reset(EVP_PKEY_get1_RSA(key));
+    if (!signer.rsa) return OpenSslError("reading the CA's RSA key");
     // sha256WithRSAEncryption with NULL parameters.
-    signature_algorithm_ = std::string("\x30\x0d\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0b\x05\x00", 15);
+    issuer->signature_algorithm_ = std::string("\x30\x0d\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0b\x05\x00", 15);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the CA key is ", DescribeKey(key), "; a CA signs with an ECDSA or RSA key"));
   }
-  unsigned char* name = nullptr;
-  int name_len = i2d_X509_NAME(X509_get_subject_name(authority_->cert.get()), &name);
-  issuer_name_.assign(reinterpret_cast<char*>(name), static_cast<size_t>(std::max(name_len, 0)));
-  OPENSSL_free(name);
-
-  ext_basic_constraints_ = ExtensionDer(BasicConstraintsExtension(false).get());
-  ext_key_usage_ec_ = ExtensionDer(KeyUsageExtension(kDigitalSignature).get());
-  ext_key_usage_rsa_ = ExtensionDer(KeyUsageExtension(kDigitalSignature | kKeyEncipherment).get());
-  ext_eku_svid_ = ExtensionDer(ExtendedKeyUsageExtension(false).get());
-  ext_eku_server_ = ExtensionDer(ExtendedKeyUsageExtension(true).get());
+  MESHID_ASSIGN_OR_RETURN(
+      issuer->issuer_name_,
+      EncodeDer([&](unsigned char** out) { return i2d_X509_NAME(X509_get_subject_name(cert), out); },
+                "encoding the CA's subject name"));
+  MESHID_ASSIGN_OR_RETURN(issuer->ext_basic_constraints_, ExtensionDer(BasicConstraintsExtension(false)));
+  MESHID_ASSIGN_OR_RETURN(issuer->ext_key_usage_ec_, ExtensionDer(KeyUsageExtension(kDigitalSignature)));
+  MESHID_ASSIGN_OR_RETURN(issuer->ext_key_usage_rsa_,
+                          ExtensionDer(KeyUsageExtension(kDigitalSignature | kKeyEncipherment)));
+  MESHID_ASSIGN_OR_RETURN(issuer->ext_eku_svid_, ExtensionDer(ExtendedKeyUsageExtension(false)));
+  MESHID_ASSIGN_OR_RETURN(issuer->ext_eku_server_, ExtensionDer(ExtendedKeyUsageExtension(true)));
   // AKI = the issuer's SKI (key identifier only).
-  if (const ASN1_OCTET_STRING* skid = X509_get0_subject_key_id(authority_->cert.get()); skid != nullptr) {
-    AUTHORITY_KEYID* akid = AUTHORITY_KEYID_new();
-    akid->keyid = ASN1_OCTET_STRING_dup(skid);
-    X509ExtensionPtr aki(MakeExtension(NID_authority_key_identifier, false, akid));
-    AUTHORITY_KEYID_free(akid);
-    ext_authority_key_id_ = ExtensionDer(aki.get());
+  if (const ASN1_OCTET_STRING* skid = X509_get0_subject_key_id(cert); skid != nullptr) {
+    AuthorityKeyIdPtr akid(AUTHORITY_KEYID_new());
+    if (!akid || (akid->keyid = ASN1_OCTET_STRING_dup(skid)) == nullptr) {
+      return OpenSslError("building authorityKeyIdentifier");
+    }
+    MESHID_ASSIGN_OR_RETURN(issuer->ext_authority_key_id_,
+                            ExtensionDer(MakeExtension(NID_authority_key_identifier, /*critical=*/false, akid.get())));
   }
+  return issuer;
 }
 
 CertIssuer::~CertIssuer() = default;
@@ -268,34 +278,38 @@ absl::StatusOr<IssuedCertificate> CertIssuer::IssueServingCert(EVP_PKEY* public_
 absl::StatusOr<X509Ptr> CreateSelfSignedRoot(EVP_PKEY* key, const std::string& trust_domain, absl::Duration lifetime,
                                              const Clock& clock, RandomSource& random) {
   X509Ptr cert(X509_new());
-  X509_set_version(cert.get(), X509_VERSION_3);
-  absl::Time now = clock.Now();
-  Asn1IntegerPtr serial = SerialInteger(now, random);
-  X509_set_serialNumber(cert.get(), serial.get());
+  if (!cert) return OpenSslError("allocating the root certificate");
+  const absl::Time now = clock.Now();
+  MESHID_ASSIGN_OR_RETURN(Asn1IntegerPtr serial, SerialInteger(now, random));
+  if (X509_set_version(cert.get(), X509_VERSION_3) != 1 || X509_set_serialNumber(cert.get(), serial.get()) != 1) {
+    return OpenSslError("setting the root's version and serial number");
+  }
   X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(trust_domain.c_str()), -1,
-                             -1, 0);
-  X509_set_issuer_name(cert.get(), name);
-  SetTime(X509_getm_notBefore(cert.get()), now);
-  SetTime(X509_getm_notAfter(cert.get()), now + lifetime);
-  X509_set_pubkey(cert.get(), key);
-  X509ExtensionPtr bc = BasicConstraintsExtension(true);
-  X509ExtensionPtr ku = KeyUsageExtension(kKeyCertSign | kCrlSign);
-  X509_add_ext(cert.get(), bc.get(), -1);
-  X509_add_ext(cert.get(), ku.get(), -1);
+  if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(trust_domain.c_str()),
+                                 -1, -1, 0) != 1) {
+    return OpenSslError(absl::StrCat("setting the root's subject O=", trust_domain));
+  }
+  if (X509_set_issuer_name(cert.get(), name) != 1) return OpenSslError("setting the root's issuer name");
+  MESHID_RETURN_IF_ERROR(SetTime(X509_getm_notBefore(cert.get()), now, "the root's notBefore"));
+  MESHID_RETURN_IF_ERROR(SetTime(X509_getm_notAfter(cert.get()), now + lifetime, "the root's notAfter"));
+  if (X509_set_pubkey(cert.get(), key) != 1) return OpenSslError("setting the root's public key");
+  // X509_add_ext copies the extension; ours is freed on return.
+  auto add = [&](absl::StatusOr<X509ExtensionPtr> ext) -> absl::Status {
+    if (!ext.ok()) return ext.status();
+    if (X509_add_ext(cert.get(), ext->get(), -1) != 1) return OpenSslError("adding an extension to the root");
+    return absl::OkStatus();
+  };
+  MESHID_RETURN_IF_ERROR(add(BasicConstraintsExtension(true)));
+  MESHID_RETURN_IF_ERROR(add(KeyUsageExtension(kKeyCertSign | kCrlSign)));
   X509V3_CTX ctx;
   X509V3_set_ctx_nodb(&ctx);
   X509V3_set_ctx(&ctx, cert.get(), cert.get(), nullptr, nullptr, 0);
   X509ExtensionPtr ski(X509V3_EXT_nconf_nid(nullptr, &ctx, NID_subject_key_identifier, "hash"));
-  if (!ski) return absl::InternalError("building SKI failed: " + DrainOpenSslErrors());
-  X509_add_ext(cert.get(), ski.get(), -1);
-  GeneralNamesPtr names(sk_GENERAL_NAME_new_null());
-  AddUri(names.get(), "spiffe://" + trust_domain);
-  X509ExtensionPtr san(MakeExtension(NID_subject_alt_name, false, names.get()));
-  X509_add_ext(cert.get(), san.get(), -1);
-  if (X509_sign(cert.get(), key, DigestFor(key)) <= 0) {
-    return absl::InternalError("self-signing the root failed: " + DrainOpenSslErrors());
-  }
+  if (!ski) return OpenSslError("building the root's subjectKeyIdentifier");
+  MESHID_RETURN_IF_ERROR(add(std::move(ski)));
+  MESHID_ASSIGN_OR_RETURN(GeneralNamesPtr names, MakeGeneralNames({{GEN_URI, "spiffe://" + trust_domain}}));
+  MESHID_RETURN_IF_ERROR(add(MakeExtension(NID_subject_alt_name, /*critical=*/false, names.get())));
+  if (X509_sign(cert.get(), key, DigestFor(key)) <= 0) return OpenSslError("self-signing the root");
   return cert;
 }
 

@@ -28,9 +28,15 @@ struct IssuedCertificate {
 
 class CertIssuer {
  public:
-  // Backdating notBefore by `clock_skew` tolerates peers whose clocks run slightly behind.
-  CertIssuer(std::shared_ptr<const SigningAuthority> authority, const Clock& clock, RandomSource& random,
-             absl::Duration clock_skew = absl::Minutes(2));
+  // Prepares signing with `authority`'s key (ECDSA P-256/P-384 or RSA) and the DER pieces every
+  // certificate shares. InvalidArgument if the key is of another kind, Internal if OpenSSL
+  // fails. Backdating notBefore by `clock_skew` tolerates peers whose clocks run slightly
+  // behind. `clock` and `random` must outlive the issuer.
+  static absl::StatusOr<std::unique_ptr<CertIssuer>> Create(std::shared_ptr<const SigningAuthority> authority,
+                                                            const Clock& clock, RandomSource& random,
+                                                            absl::Duration clock_skew = absl::Minutes(2));
+  CertIssuer(const CertIssuer&) = delete;
+  CertIssuer& operator=(const CertIssuer&) = delete;
 
   // An X.509-SVID for the key in `spki_der` (a DER SubjectPublicKeyInfo, copied into the
   // certificate as is) of kind `key_algorithm`: empty subject, one critical URI SAN `id` (plus `dns_sans`),
@@ -53,6 +59,8 @@ class CertIssuer {
 
  private:
   struct Signer;
+  CertIssuer(std::shared_ptr<const SigningAuthority> authority, const Clock& clock, RandomSource& random,
+             absl::Duration clock_skew);
   absl::StatusOr<IssuedCertificate> Issue(absl::string_view spki_der, bool rsa_key, absl::string_view san_extension,
                                           bool server_only, absl::Duration ttl) const;
 

@@ -29,10 +29,18 @@ bool EntryAllows(const RegistryEntry& entry, const AuthenticatedCaller& caller) 
   return false;
 }
 
-CertificateAuthority::CertificateAuthority(CertificateServiceOptions options, CertificateAuthorityDeps deps)
-    : options_(options), deps_(std::move(deps)) {
-  MetricsRegistry& metrics = *deps_.metrics;
-  issuer_serial_ = SerialHex(deps_.issuer->authority().cert.get());
+CertificateAuthority::CertificateAuthority(CertificateServiceOptions options, std::shared_ptr<const CertIssuer> issuer,
+                                           std::shared_ptr<const CallerAuthenticator> authenticator,
+                                           IdentityRegistry* registry, GroupCommitLedger* ledger, const Clock& clock,
+                                           MetricsRegistry& metrics, LoggerPtr logger)
+    : options_(options),
+      issuer_(std::move(issuer)),
+      authenticator_(std::move(authenticator)),
+      registry_(registry),
+      ledger_(ledger),
+      clock_(clock),
+      logger_(std::move(logger)) {
+  issuer_serial_ = SerialHex(issuer_->authority().cert.get());
   denied_ = &metrics.AddCounter("meshid_ca_identity_denied_count",
                                 "Requests refused by the deny list or the identity registry.");
   // Istio's metric names (security/pkg/server/ca/monitoring.go), so existing dashboards work.
@@ -58,7 +66,7 @@ void CertificateAuthority::SignAsync(const CallerCredentials& credentials, const
                                      int64_t validity_seconds, SignCallback done) const {
   auto start = std::chrono::steady_clock::now();
   requests_->Increment();
-  auto caller = deps_.authenticator->Authenticate(credentials);
+  auto caller = authenticator_->Authenticate(credentials);
   if (!caller.ok()) {
     authn_failures_->Increment();
     return done(caller.status());
@@ -68,7 +76,7 @@ void CertificateAuthority::SignAsync(const CallerCredentials& credentials, const
 }
 
 void CertificateAuthority::Resolve(std::shared_ptr<Request> request, bool use_cache) const {
-  if (deps_.registry == nullptr) return SignChecked(std::move(request), nullptr, /*cached=*/false);
+  if (registry_ == nullptr) return SignChecked(std::move(request), nullptr, /*cached=*/false);
   std::string id = request->caller.id.ToString();
   if (use_cache) {
     if (std::shared_ptr<const IdentityStatus> cached = identity_cache_.Find(id)) {
@@ -77,7 +85,7 @@ void CertificateAuthority::Resolve(std::shared_ptr<Request> request, bool use_ca
   }
   // The first request of an identity, the first after a registry change, or a refusal to
   // confirm.
-  absl::StatusOr<IdentityStatus> status = deps_.registry->GetIdentityStatus(id);
+  absl::StatusOr<IdentityStatus> status = registry_->GetIdentityStatus(id);
   if (!status.ok()) {
     return request->done(
         absl::UnavailableError(absl::StrCat("the identity registry is unavailable: ", status.status().message())));
@@ -113,10 +121,10 @@ void CertificateAuthority::SignChecked(std::shared_ptr<Request> request, const I
     csr_errors_->Increment();
     return request->done(csr.status());
   }
-  auto cert = deps_.issuer->IssueSvid(csr->spki_der, csr->algorithm, caller.id, ttl, dns_names);
+  auto cert = issuer_->IssueSvid(csr->spki_der, csr->algorithm, caller.id, ttl, dns_names);
   if (!cert.ok()) {
     cert_gen_errors_->Increment();
-    deps_.logger->error("signing for {} failed: {}", caller.id.ToString(), cert.status().message());
+    logger_->error("signing for {} failed: {}", caller.id.ToString(), cert.status().message());
     return request->done(absl::InternalError(absl::StrCat("certificate generation failed: ", cert.status().message())));
   }
   ++request->attempts;
@@ -138,22 +146,22 @@ void CertificateAuthority::SignChecked(std::shared_ptr<Request> request, const I
     }
     if (!recorded.ok()) {
       ledger_errors_->Increment();
-      deps_.logger->error("not issuing {} serial {}: {}", id, serial, recorded.message());
+      logger_->error("not issuing {} serial {}: {}", id, serial, recorded.message());
       return request->done(recorded);
     }
-    const SigningAuthority& authority = deps_.issuer->authority();
+    const SigningAuthority& authority = issuer_->authority();
     std::vector<std::string> chain;
     chain.reserve(1 + authority.chain_pems.size());
     chain.push_back(std::move(pem));
     chain.insert(chain.end(), authority.chain_pems.begin(), authority.chain_pems.end());
     issued_->Increment();
     sign_latency_->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - request->start).count());
-    deps_.logger->info("issued certificate spiffe_id={} serial={} ttl={}s not_after={} auth=\"{}\"", id, serial,
-                       absl::ToInt64Seconds(not_after - not_before),
-                       absl::FormatTime(absl::RFC3339_sec, not_after, absl::UTCTimeZone()), request->caller.Describe());
+    logger_->info("issued certificate spiffe_id={} serial={} ttl={}s not_after={} auth=\"{}\"", id, serial,
+                  absl::ToInt64Seconds(not_after - not_before),
+                  absl::FormatTime(absl::RFC3339_sec, not_after, absl::UTCTimeZone()), request->caller.Describe());
     request->done(std::move(chain));
   };
-  if (deps_.ledger == nullptr) return finish(absl::OkStatus());
+  if (ledger_ == nullptr) return finish(absl::OkStatus());
   IssuanceRecord record;
   record.serial_hex = cert->serial_hex;
   record.spiffe_id = caller.id.ToString();
@@ -165,8 +173,8 @@ void CertificateAuthority::SignChecked(std::shared_ptr<Request> request, const I
   record.auth_method = jwt ? "jwt" : "client-cert";
   record.auth_detail = jwt ? absl::StrCat("iss=", caller.jwt_issuer, " sub=", caller.jwt_subject)
                            : absl::StrCat("serial=", caller.client_cert_serial);
-  record.issued_at = deps_.clock->Now();
-  deps_.ledger->RecordAsync(std::move(record), generation, std::move(finish));
+  record.issued_at = clock_.Now();
+  ledger_->RecordAsync(std::move(record), generation, std::move(finish));
 }
 
 absl::StatusOr<std::vector<std::string>> CertificateAuthority::Sign(const CallerCredentials& credentials,

@@ -29,21 +29,18 @@ struct CertificateServiceOptions {
   bool require_registration = false;            // refuse identities without a registry entry
 };
 
-struct CertificateAuthorityDeps {
-  std::shared_ptr<const CertIssuer> issuer;
-  std::shared_ptr<const CallerAuthenticator> authenticator;
-  IdentityRegistry* registry = nullptr;  // registry and deny list; null: no checks
-  GroupCommitLedger* ledger = nullptr;   // null: certificates are not recorded
-  MetricsRegistry* metrics = nullptr;
-  LoggerPtr logger;
-  const Clock* clock = nullptr;
-};
-
 // The CA's outcome for one request, independent of gRPC so that tests and benchmarks can
-// drive it directly.
+// drive it directly. Thread-safe: SignAsync may be called from any thread.
 class CertificateAuthority {
  public:
-  CertificateAuthority(CertificateServiceOptions options, CertificateAuthorityDeps deps);
+  // `issuer` signs and `authenticator` decides who the caller is. The store is optional, as a
+  // pair: without a datastore (`--datastore none`) `registry` and `ledger` are null, and then
+  // no registry or deny-list check is made and no certificate is recorded. `registry`,
+  // `ledger`, `clock` and `metrics` must outlive the CA; `logger` is not null. Registers the
+  // CA's metrics (Istio's citadel_server_* names) in `metrics`.
+  CertificateAuthority(CertificateServiceOptions options, std::shared_ptr<const CertIssuer> issuer,
+                       std::shared_ptr<const CallerAuthenticator> authenticator, IdentityRegistry* registry,
+                       GroupCommitLedger* ledger, const Clock& clock, MetricsRegistry& metrics, LoggerPtr logger);
 
   // Returns the PEM chain (leaf, signing chain, roots) or: Unauthenticated (no acceptable
   // caller), PermissionDenied (the identity is blocked, unregistered under
@@ -88,8 +85,13 @@ class CertificateAuthority {
   absl::Status CheckIdentity(const AuthenticatedCaller& caller, const IdentityStatus& status, absl::Duration* max_ttl,
                              std::vector<std::string>* dns_names) const;
 
-  CertificateServiceOptions options_;
-  CertificateAuthorityDeps deps_;
+  const CertificateServiceOptions options_;
+  const std::shared_ptr<const CertIssuer> issuer_;
+  const std::shared_ptr<const CallerAuthenticator> authenticator_;
+  IdentityRegistry* const registry_;  // null: no registry checks (no datastore)
+  GroupCommitLedger* const ledger_;   // null: nothing is recorded (no datastore)
+  const Clock& clock_;
+  const LoggerPtr logger_;
   std::string issuer_serial_;
   Counter* denied_;
   Counter* requests_;

@@ -10,12 +10,11 @@
 #include <openssl/rsa.h>
 #include <openssl/sha.h>
 
-#include <memory>
-
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/der.h"
+#include "common/openssl_ptr.h"
 #include "common/pem.h"
 
 namespace meshid {
@@ -39,25 +38,20 @@ constexpr absl::string_view kOidExtensionRequest("\x2a\x86\x48\x86\xf7\x0d\x01\x
 constexpr absl::string_view kOidSubjectAltName("\x55\x1d\x11", 3);
 constexpr absl::string_view kOidBasicConstraints("\x55\x1d\x13", 3);
 
-using EcKeyPtr = std::unique_ptr<EC_KEY, decltype(&EC_KEY_free)>;
-using RsaPtr = std::unique_ptr<RSA, decltype(&RSA_free)>;
-
 absl::Status Refuse(absl::string_view why) { return absl::InvalidArgumentError(absl::StrCat("CSR ", why)); }
 
 // OpenSSL's short name for an OID ("prime192v1", "ED448"), or its dotted form.
 std::string OidName(absl::string_view oid_value) {
   std::string tlv = der::Tlv(der::kOid, oid_value);
   const unsigned char* p = reinterpret_cast<const unsigned char*>(tlv.data());
-  ASN1_OBJECT* obj = d2i_ASN1_OBJECT(nullptr, &p, static_cast<long>(tlv.size()));
+  Asn1ObjectPtr obj(d2i_ASN1_OBJECT(nullptr, &p, static_cast<long>(tlv.size())));
   if (obj == nullptr) {
     ERR_clear_error();
     return "unknown";
   }
   char buf[128];
-  int nid = OBJ_obj2nid(obj);
-  std::string name = nid != NID_undef ? OBJ_nid2sn(nid) : (OBJ_obj2txt(buf, sizeof(buf), obj, 1) > 0 ? buf : "unknown");
-  ASN1_OBJECT_free(obj);
-  return name;
+  int nid = OBJ_obj2nid(obj.get());
+  return nid != NID_undef ? OBJ_nid2sn(nid) : (OBJ_obj2txt(buf, sizeof(buf), obj.get(), 1) > 0 ? buf : "unknown");
 }
 
 std::string DescribeKeyOid(absl::string_view oid_value) {
@@ -71,14 +65,15 @@ std::string DescribeKeyOid(absl::string_view oid_value) {
 struct PublicKey {
   KeyAlgorithm algorithm;
   EC_KEY* ec = nullptr;  // a thread-local object, see ThreadLocalEcKey
-  RsaPtr rsa{nullptr, RSA_free};
+  RsaPtr rsa;
 };
 
 // Creating an EC_KEY (and its group) costs about as much as the signature check, so each
-// thread keeps one per curve and only replaces its public point.
+// thread keeps one per curve and only replaces its public point. A cache, not shared state:
+// nothing of one CSR is visible to the next but the curve.
 EC_KEY* ThreadLocalEcKey(int nid) {
-  thread_local EcKeyPtr p256(nullptr, EC_KEY_free);
-  thread_local EcKeyPtr p384(nullptr, EC_KEY_free);
+  thread_local EcKeyPtr p256;
+  thread_local EcKeyPtr p384;
   EcKeyPtr& slot = nid == NID_X9_62_prime256v1 ? p256 : p384;
   if (!slot) slot.reset(EC_KEY_new_by_curve_name(nid));
   return slot.get();
@@ -113,9 +108,10 @@ absl::StatusOr<PublicKey> ParsePublicKey(const Element& spki) {
     }
     if (key_bytes->empty() || (*key_bytes)[0] == 0) return Refuse("key: the EC point is invalid");
     key.ec = ThreadLocalEcKey(nid);
+    if (key.ec == nullptr) return OpenSslError("preparing an EC key");
     const unsigned char* p = reinterpret_cast<const unsigned char*>(key_bytes->data());
     // o2i_ECPublicKey replaces the point and checks that it is on the curve.
-    if (key.ec == nullptr || o2i_ECPublicKey(&key.ec, &p, static_cast<long>(key_bytes->size())) == nullptr) {
+    if (o2i_ECPublicKey(&key.ec, &p, static_cast<long>(key_bytes->size())) == nullptr) {
       ERR_clear_error();
       return Refuse("key: the EC point is not on the curve");
     }
@@ -132,17 +128,23 @@ absl::StatusOr<PublicKey> ParsePublicKey(const Element& spki) {
     auto n = der::UnsignedInteger(*n_el);
     auto e = der::UnsignedInteger(*e_el);
     if (!n.ok() || !e.ok()) return Refuse("key: malformed RSA public key");
-    BIGNUM* bn_n = BN_bin2bn(reinterpret_cast<const unsigned char*>(n->data()), static_cast<int>(n->size()), nullptr);
-    BIGNUM* bn_e = BN_bin2bn(reinterpret_cast<const unsigned char*>(e->data()), static_cast<int>(e->size()), nullptr);
-    int modulus_bits = BN_num_bits(bn_n);
-    bool e_ok = BN_is_odd(bn_e) && BN_num_bits(bn_e) >= 2 && BN_num_bits(bn_e) <= 64;
-    key.rsa.reset(RSA_new());
-    RSA_set0_key(key.rsa.get(), bn_n, bn_e, nullptr);
+    BignumPtr bn_n(BN_bin2bn(reinterpret_cast<const unsigned char*>(n->data()), static_cast<int>(n->size()), nullptr));
+    BignumPtr bn_e(BN_bin2bn(reinterpret_cast<const unsigned char*>(e->data()), static_cast<int>(e->size()), nullptr));
+    if (!bn_n || !bn_e) return OpenSslError("reading the CSR's RSA key");
+    int modulus_bits = BN_num_bits(bn_n.get());
     if (modulus_bits < 2048 || modulus_bits > 4096) {
       return Refuse(absl::StrCat("key: RSA key of ", modulus_bits,
                                  " bits is not allowed (RSA keys must have 2048 to 4096 bits)"));
     }
-    if (!e_ok) return Refuse("key: RSA public exponent is invalid");
+    if (!BN_is_odd(bn_e.get()) || BN_num_bits(bn_e.get()) < 2 || BN_num_bits(bn_e.get()) > 64) {
+      return Refuse("key: RSA public exponent is invalid");
+    }
+    key.rsa.reset(RSA_new());
+    if (!key.rsa || RSA_set0_key(key.rsa.get(), bn_n.get(), bn_e.get(), nullptr) != 1) {
+      return OpenSslError("building the CSR's RSA key");
+    }
+    bn_n.release();  // the key owns both numbers now
+    bn_e.release();
     key.algorithm = modulus_bits >= 4096   ? KeyAlgorithm::kRsa4096
                     : modulus_bits >= 3072 ? KeyAlgorithm::kRsa3072
                                            : KeyAlgorithm::kRsa2048;
@@ -184,7 +186,9 @@ absl::Status VerifySignature(const PublicKey& key, absl::string_view signed_byte
   if (!signature.ok()) return Refuse("has a malformed signature");
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int digest_len = 0;
-  EVP_Digest(signed_bytes.data(), signed_bytes.size(), digest, &digest_len, md, nullptr);
+  if (EVP_Digest(signed_bytes.data(), signed_bytes.size(), digest, &digest_len, md, nullptr) != 1) {
+    return OpenSslError("hashing the CSR");
+  }
   const auto* sig = reinterpret_cast<const unsigned char*>(signature->data());
   int ok = key.ec != nullptr
                ? ECDSA_verify(0, digest, static_cast<int>(digest_len), sig, static_cast<int>(signature->size()), key.ec)

@@ -23,7 +23,8 @@ struct ValidatedCsr {
 // Accepts exactly one PEM "CERTIFICATE REQUEST" of at most kMaxCsrPemBytes that is well-formed
 // DER, whose self-signature verifies, whose key is ECDSA P-256/P-384 or RSA 2048-4096, whose
 // SAN extension is absent or holds exactly the URI `caller`, and which does not ask for CA:TRUE.
-// Every refusal is InvalidArgument with a message starting "CSR" that says what was wrong.
+// Every refusal is InvalidArgument with a message starting "CSR" that says what was wrong;
+// Internal only when OpenSSL fails on our side (out of memory).
 //
 // The request is parsed here rather than with d2i_X509_REQ: OpenSSL 3.0 decodes every public
 // key through its provider decoder framework, which costs more than the signature check.

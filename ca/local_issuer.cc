@@ -33,7 +33,7 @@ absl::StatusOr<LocalTokenIssuer> LocalTokenIssuer::Load(const std::string& data_
   LocalTokenIssuer issuer;
   MESHID_ASSIGN_OR_RETURN(std::string fingerprint, PublicKeySha256Hex(key.get()));
   issuer.kid_ = fingerprint.substr(0, 16);
-  issuer.key_ = std::shared_ptr<EVP_PKEY>(key.release(), EVP_PKEY_free);
+  issuer.key_ = std::shared_ptr<EVP_PKEY>(std::move(key));
   return issuer;
 }
 

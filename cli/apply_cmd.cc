@@ -12,6 +12,7 @@
 #include "cli/flags.h"
 #include "common/clock.h"
 #include "common/files.h"
+#include "common/logging.h"
 #include "policy/apply.h"
 #include "rbac/yaml_source.h"
 #include "sql/store.h"
@@ -56,7 +57,9 @@ void Run(const ApplyFlags& f, policy::ApplyMode mode, const char* verb, CommandC
   StoreOptions store_options;
   store_options.create_if_missing = writes;
   store_options.max_connections = 2;
-  auto store = OpenStore(StoreUrlFromFlags(f.data_dir, f.datastore), store_options);
+  // The tools print their own outcome; migrations they apply are not logged.
+  auto store =
+      OpenStore(StoreUrlFromFlags(f.data_dir, f.datastore), store_options, SystemClock::Instance(), MakeNullLogger());
   if (!store.ok()) return Fail(ctx, f.datastore.empty() ? "--data-dir" : "--datastore", store.status());
 
   rbac::Diagnostics diag;

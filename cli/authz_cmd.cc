@@ -19,6 +19,7 @@
 #include "cli/authz_flags.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
+#include "common/clock.h"
 #include "common/duration.h"
 #include "common/http_status_server.h"
 #include "common/logging.h"
@@ -79,7 +80,7 @@ void RegisterCheck(CLI::App* authz_cmd, CommandContext& ctx) {
     if (!clock.ok()) return Fail(ctx, "authz check", clock.status());
     auto set = LoadPolicies(opts->policy);
     if (!set.ok()) return Fail(ctx, "authz check", set.status());
-    auto engine = BuildEngine(std::move(*set), opts->policy, clock->get());
+    auto engine = BuildEngine(std::move(*set), opts->policy, **clock);
     if (!engine.ok()) return Fail(ctx, "authz check", engine.status());
     size_t failures = 0;
     if (opts->request == "-") {
@@ -151,10 +152,10 @@ void RegisterServe(CLI::App* authz_cmd, CommandContext& ctx) {
     if (!custom.ok()) return Fail(ctx, "--ext-authz-provider", custom.status());
     wopts.engine.custom = *custom;
     wopts.interval = *interval;
-    auto watcher = policy::PolicyWatcher::Create(std::move(wopts), *logger, &metrics);
+    auto watcher = policy::PolicyWatcher::Create(std::move(wopts), SystemClock::Instance(), metrics, *logger);
     if (!watcher.ok()) return Fail(ctx, "authz serve", watcher.status());
     policy::PolicyWatcher* w = watcher->get();
-    authz::ExtAuthzService service([w] { return w->Current(); }, defaults, *logger, &metrics);
+    authz::ExtAuthzService service([w] { return w->Current(); }, defaults, metrics, *logger);
 
     std::string address = opts->listen;
     if (absl::StartsWith(address, "unix:")) {

@@ -65,15 +65,14 @@ absl::StatusOr<std::shared_ptr<const rbac::CustomAuthorizer>> CustomProviders(co
 }
 
 absl::StatusOr<std::shared_ptr<const authz::PolicyEngine>> BuildEngine(authz::PolicySet set, const PolicyFlags& flags,
-                                                                       const Clock* clock) {
+                                                                       const Clock& clock) {
   authz::PolicyEngineOptions options;
   auto custom = CustomProviders(flags);
   if (!custom.ok()) return custom.status();
   options.custom = *custom;
   options.root_namespace = flags.root_namespace;
   options.trust_domain = flags.trust_domain;
-  options.clock = clock;
-  auto engine = authz::PolicyEngine::Create(std::move(set), options);
+  auto engine = authz::PolicyEngine::Create(std::move(set), clock, options);
   if (!engine.ok()) return engine.status();
   for (const auto& w : (*engine)->warnings()) std::cerr << "warning: " << w << "\n";
   return engine;

@@ -68,6 +68,6 @@ absl::StatusOr<std::shared_ptr<const rbac::CustomAuthorizer>> CustomProviders(co
 
 // Builds the engine from a policy set, printing engine warnings (e.g. unreachable JWKS).
 absl::StatusOr<std::shared_ptr<const authz::PolicyEngine>> BuildEngine(authz::PolicySet set, const PolicyFlags& flags,
-                                                                       const Clock* clock);
+                                                                       const Clock& clock);
 
 }  // namespace meshid::cli

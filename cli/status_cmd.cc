@@ -9,6 +9,7 @@
 #include "cli/flags.h"
 #include "common/clock.h"
 #include "common/duration.h"
+#include "common/logging.h"
 #include "sql/store.h"
 
 namespace meshid::cli {
@@ -58,7 +59,8 @@ void RegisterStatusCommands(CLI::App& app, CommandContext& ctx) {
     StoreOptions options;
     options.create_if_missing = false;
     options.max_connections = 2;
-    auto store = OpenStore(StoreUrlFromFlags(f->data_dir, f->datastore), options);
+    auto store =
+        OpenStore(StoreUrlFromFlags(f->data_dir, f->datastore), options, SystemClock::Instance(), MakeNullLogger());
     if (!store.ok()) return Fail(ctx, f->datastore.empty() ? "--data-dir" : "--datastore", store.status());
     auto versions = (*store)->ListPolicyVersions(1);
     if (!versions.ok()) return Fail(ctx, "status", versions.status());

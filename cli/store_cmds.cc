@@ -15,6 +15,7 @@
 #include "common/clock.h"
 #include "common/duration.h"
 #include "common/files.h"
+#include "common/logging.h"
 #include "common/spiffe_id.h"
 #include "sql/store.h"
 #include "store/validation.h"
@@ -45,7 +46,8 @@ absl::StatusOr<std::unique_ptr<Store>> OpenFromFlags(const StoreFlags& f, bool w
   if (writes && f.datastore.empty()) {
     if (auto s = EnsureDirectory(f.data_dir, 0700); !s.ok()) return s;
   }
-  return OpenStore(StoreUrlFromFlags(f.data_dir, f.datastore), options);
+  // The tools print their own outcome; migrations they apply are not logged.
+  return OpenStore(StoreUrlFromFlags(f.data_dir, f.datastore), options, SystemClock::Instance(), MakeNullLogger());
 }
 
 // RFC 3339 in UTC with "Z", fractional seconds only when there are any.

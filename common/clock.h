@@ -20,7 +20,8 @@ class Clock {
 class SystemClock final : public Clock {
  public:
   absl::Time Now() const override { return absl::Now(); }
-  // A process-wide instance; it has no state, so sharing it is safe.
+  // A process-wide instance; it has no state, so sharing it is safe. Only the composition
+  // roots (daemons/, cli/) and tests name it; everything else receives a `const Clock&`.
   static const Clock& Instance() {
     static const SystemClock clock;
     return clock;

@@ -6,6 +6,8 @@
 #include <openssl/param_build.h>
 #include <openssl/rsa.h>
 
+#include <cstdlib>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -19,10 +21,6 @@ namespace {
 
 constexpr size_t kMaxTokenBytes = 16 * 1024;
 constexpr size_t kMaxJwksBytes = 1 << 20;
-
-using OsslParamBldPtr = std::unique_ptr<OSSL_PARAM_BLD, OpenSslDeleter<OSSL_PARAM_BLD_free>>;
-using OsslParamPtr = std::unique_ptr<OSSL_PARAM, OpenSslDeleter<OSSL_PARAM_free>>;
-using EcdsaSigPtr = std::unique_ptr<ECDSA_SIG, OpenSslDeleter<ECDSA_SIG_free>>;
 
 struct AlgInfo {
   absl::string_view name;
@@ -75,9 +73,11 @@ absl::StatusOr<std::string> BigEndianField(const nlohmann::json& jwk, const char
   return *bytes;
 }
 
-BignumPtr ToBn(absl::string_view bytes) {
-  return BignumPtr(
+absl::StatusOr<BignumPtr> ToBn(absl::string_view bytes) {
+  BignumPtr bn(
       BN_bin2bn(reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()), nullptr));
+  if (!bn) return OpenSslError("converting a JWK field to a number");
+  return bn;
 }
 
 absl::StatusOr<EvpPkeyPtr> FromData(const char* type, OSSL_PARAM* params) {
@@ -93,11 +93,15 @@ absl::StatusOr<EvpPkeyPtr> FromData(const char* type, OSSL_PARAM* params) {
 absl::StatusOr<EvpPkeyPtr> RsaFromJwk(const nlohmann::json& jwk) {
   MESHID_ASSIGN_OR_RETURN(std::string n, BigEndianField(jwk, "n"));
   MESHID_ASSIGN_OR_RETURN(std::string e, BigEndianField(jwk, "e"));
-  BignumPtr bn_n = ToBn(n), bn_e = ToBn(e);
+  MESHID_ASSIGN_OR_RETURN(BignumPtr bn_n, ToBn(n));
+  MESHID_ASSIGN_OR_RETURN(BignumPtr bn_e, ToBn(e));
   OsslParamBldPtr bld(OSSL_PARAM_BLD_new());
-  OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, bn_n.get());
-  OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_E, bn_e.get());
+  if (!bld || OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, bn_n.get()) != 1 ||
+      OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_E, bn_e.get()) != 1) {
+    return OpenSslError("building the RSA key parameters");
+  }
   OsslParamPtr params(OSSL_PARAM_BLD_to_param(bld.get()));
+  if (!params) return OpenSslError("building the RSA key parameters");
   return FromData("RSA", params.get());
 }
 
@@ -123,9 +127,12 @@ absl::StatusOr<EvpPkeyPtr> EcFromJwk(const nlohmann::json& jwk) {
   }
   std::string point = absl::StrCat(std::string(1, '\x04'), x, y);
   OsslParamBldPtr bld(OSSL_PARAM_BLD_new());
-  OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, group, 0);
-  OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(), point.size());
+  if (!bld || OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, group, 0) != 1 ||
+      OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(), point.size()) != 1) {
+    return OpenSslError("building the EC key parameters");
+  }
   OsslParamPtr params(OSSL_PARAM_BLD_to_param(bld.get()));
+  if (!params) return OpenSslError("building the EC key parameters");
   auto key = FromData("EC", params.get());
   if (!key.ok()) return key;
   // fromdata does not check that the point is on the curve.
@@ -137,9 +144,10 @@ absl::StatusOr<EvpPkeyPtr> EcFromJwk(const nlohmann::json& jwk) {
   return key;
 }
 
+// Big-endian, left-padded to `size` bytes; empty if `bn` does not fit.
 std::string BnToFixed(const BIGNUM* bn, size_t size) {
   std::string out(size, '\0');
-  BN_bn2binpad(bn, reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(size));
+  if (BN_bn2binpad(bn, reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(size)) < 0) return "";
   return out;
 }
 
@@ -150,25 +158,26 @@ absl::StatusOr<std::string> RawEcdsaToDer(absl::string_view raw, size_t coordina
         absl::StrCat("JWT ECDSA signature must be ", 2 * coordinate_bytes, " bytes, got ", raw.size()));
   }
   EcdsaSigPtr sig(ECDSA_SIG_new());
-  BIGNUM* r =
-      BN_bin2bn(reinterpret_cast<const unsigned char*>(raw.data()), static_cast<int>(coordinate_bytes), nullptr);
-  BIGNUM* s = BN_bin2bn(reinterpret_cast<const unsigned char*>(raw.data()) + coordinate_bytes,
-                        static_cast<int>(coordinate_bytes), nullptr);
-  ECDSA_SIG_set0(sig.get(), r, s);
-  unsigned char* der = nullptr;
-  int len = i2d_ECDSA_SIG(sig.get(), &der);
-  if (len <= 0) return absl::InternalError("encoding ECDSA signature failed");
-  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
-  OPENSSL_free(der);
-  return out;
+  BignumPtr r(
+      BN_bin2bn(reinterpret_cast<const unsigned char*>(raw.data()), static_cast<int>(coordinate_bytes), nullptr));
+  BignumPtr s(BN_bin2bn(reinterpret_cast<const unsigned char*>(raw.data()) + coordinate_bytes,
+                        static_cast<int>(coordinate_bytes), nullptr));
+  if (!sig || !r || !s || ECDSA_SIG_set0(sig.get(), r.get(), s.get()) != 1) {
+    return OpenSslError("building an ECDSA signature");
+  }
+  r.release();  // the signature owns both numbers now
+  s.release();
+  return EncodeDer([&](unsigned char** out) { return i2d_ECDSA_SIG(sig.get(), out); }, "encoding an ECDSA signature");
 }
 
 absl::StatusOr<std::string> DerEcdsaToRaw(absl::string_view der, size_t coordinate_bytes) {
   const unsigned char* p = reinterpret_cast<const unsigned char*>(der.data());
   EcdsaSigPtr sig(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size())));
-  if (!sig) return absl::InternalError("decoding ECDSA signature failed");
-  return BnToFixed(ECDSA_SIG_get0_r(sig.get()), coordinate_bytes) +
-         BnToFixed(ECDSA_SIG_get0_s(sig.get()), coordinate_bytes);
+  if (!sig) return OpenSslError("decoding an ECDSA signature");
+  std::string r = BnToFixed(ECDSA_SIG_get0_r(sig.get()), coordinate_bytes);
+  std::string s = BnToFixed(ECDSA_SIG_get0_s(sig.get()), coordinate_bytes);
+  if (r.empty() || s.empty()) return absl::InternalError("an ECDSA signature value is larger than its curve");
+  return r + s;
 }
 
 bool VerifyWith(const AlgInfo& info, EVP_PKEY* key, absl::string_view input, absl::string_view signature) {
@@ -180,8 +189,8 @@ bool VerifyWith(const AlgInfo& info, EVP_PKEY* key, absl::string_view input, abs
     signature = der_sig;
   }
   EvpMdCtxPtr ctx(EVP_MD_CTX_new());
-  EVP_PKEY_CTX* pctx = nullptr;
-  bool ok = EVP_DigestVerifyInit(ctx.get(), &pctx, info.md(), nullptr, key) == 1;
+  EVP_PKEY_CTX* pctx = nullptr;  // owned by ctx
+  bool ok = ctx != nullptr && EVP_DigestVerifyInit(ctx.get(), &pctx, info.md(), nullptr, key) == 1;
   if (ok && info.pss) {
     ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
          EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1;
@@ -200,6 +209,14 @@ absl::StatusOr<nlohmann::json> DecodeJsonSegment(absl::string_view segment, absl
     return absl::UnauthenticatedError(absl::StrCat("JWT ", what, " is not a JSON object"));
   }
   return json;
+}
+
+// A public parameter of a key Parse or FromPublicKey accepted (an RSA or EC key, which always
+// has it): reading it fails only when memory runs out, and then the process aborts.
+BignumPtr PublicNumber(EVP_PKEY* key, const char* name) {
+  BIGNUM* raw = nullptr;
+  if (EVP_PKEY_get_bn_param(key, name, &raw) != 1 || raw == nullptr) std::abort();
+  return BignumPtr(raw);
 }
 
 std::string StringClaim(const nlohmann::json& json, const char* name) {
@@ -234,7 +251,7 @@ absl::StatusOr<Jwks> Jwks::Parse(absl::string_view text) {
       continue;
     }
     if (!key.ok()) return absl::InvalidArgumentError(absl::StrCat("JWKS keys[", i, "]: ", key.status().message()));
-    jwk.key = std::shared_ptr<EVP_PKEY>(key->release(), EVP_PKEY_free);
+    jwk.key = std::shared_ptr<EVP_PKEY>(std::move(*key));
     jwks.keys_.push_back(std::move(jwk));
   }
   if (jwks.keys_.empty()) return absl::InvalidArgumentError("JWKS has no usable RSA or EC signing key");
@@ -247,8 +264,8 @@ absl::StatusOr<Jwks> Jwks::FromPublicKey(EVP_PKEY* key, std::string kid) {
   jwk.kid = std::move(kid);
   jwk.kty = IsRsa(algorithm) ? "RSA" : "EC";
   jwk.alg = IsRsa(algorithm) ? "RS256" : (algorithm == KeyAlgorithm::kEcdsaP256 ? "ES256" : "ES384");
-  EVP_PKEY_up_ref(key);
-  jwk.key = std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free);
+  if (EVP_PKEY_up_ref(key) != 1) return OpenSslError("sharing the public key");
+  jwk.key = std::shared_ptr<EVP_PKEY>(EvpPkeyPtr(key));
   Jwks jwks;
   jwks.keys_.push_back(std::move(jwk));
   return jwks;
@@ -262,23 +279,17 @@ std::string Jwks::ToJson() const {
     if (!jwk.alg.empty()) entry["alg"] = jwk.alg;
     EVP_PKEY* key = jwk.key.get();
     if (jwk.kty == "RSA") {
-      BIGNUM *n = nullptr, *e = nullptr;
-      EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_N, &n);
-      EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_E, &e);
-      entry["n"] = Base64UrlEncode(BnToFixed(n, BN_num_bytes(n)));
-      entry["e"] = Base64UrlEncode(BnToFixed(e, BN_num_bytes(e)));
-      BN_free(n);
-      BN_free(e);
+      BignumPtr n = PublicNumber(key, OSSL_PKEY_PARAM_RSA_N);
+      BignumPtr e = PublicNumber(key, OSSL_PKEY_PARAM_RSA_E);
+      entry["n"] = Base64UrlEncode(BnToFixed(n.get(), BN_num_bytes(n.get())));
+      entry["e"] = Base64UrlEncode(BnToFixed(e.get(), BN_num_bytes(e.get())));
     } else {
       size_t size = EVP_PKEY_get_bits(key) == 384 ? 48 : 32;
-      BIGNUM *x = nullptr, *y = nullptr;
-      EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_X, &x);
-      EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_Y, &y);
+      BignumPtr x = PublicNumber(key, OSSL_PKEY_PARAM_EC_PUB_X);
+      BignumPtr y = PublicNumber(key, OSSL_PKEY_PARAM_EC_PUB_Y);
       entry["crv"] = size == 48 ? "P-384" : "P-256";
-      entry["x"] = Base64UrlEncode(BnToFixed(x, size));
-      entry["y"] = Base64UrlEncode(BnToFixed(y, size));
-      BN_free(x);
-      BN_free(y);
+      entry["x"] = Base64UrlEncode(BnToFixed(x.get(), size));
+      entry["y"] = Base64UrlEncode(BnToFixed(y.get(), size));
     }
     keys.push_back(std::move(entry));
   }
@@ -400,7 +411,7 @@ absl::StatusOr<std::string> SignJwt(const nlohmann::json& payload, EVP_PKEY* key
   std::string input = absl::StrCat(Base64UrlEncode(header.dump()), ".", Base64UrlEncode(payload.dump()));
   EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   size_t len = 0;
-  if (EVP_DigestSignInit(ctx.get(), nullptr, info->md(), nullptr, key) != 1 ||
+  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, info->md(), nullptr, key) != 1 ||
       EVP_DigestSign(ctx.get(), nullptr, &len, reinterpret_cast<const unsigned char*>(input.data()), input.size()) !=
           1) {
     return absl::InternalError("JWT signing failed: " + DrainOpenSslErrors());

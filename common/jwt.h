@@ -33,6 +33,8 @@ class Jwks {
   static absl::StatusOr<Jwks> FromPublicKey(EVP_PKEY* key, std::string kid);
 
   const std::vector<Jwk>& keys() const { return keys_; }
+  // The set as JWKS JSON. Reading the keys' public numbers fails only when memory runs out;
+  // the process then aborts.
   std::string ToJson() const;
 
  private:

@@ -6,22 +6,13 @@
 #include <openssl/obj_mac.h>
 #include <openssl/pem.h>
 
+#include <climits>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/sha256.h"
 
 namespace meshid {
-
-std::string DrainOpenSslErrors() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof(buf));
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out;
-}
 
 absl::StatusOr<KeyAlgorithm> ParseKeyAlgorithm(absl::string_view name) {
   if (name == "ecdsa-p256") return KeyAlgorithm::kEcdsaP256;
@@ -134,16 +125,19 @@ absl::StatusOr<KeyAlgorithm> ClassifyKey(EVP_PKEY* key) {
 absl::StatusOr<SecretString> PrivateKeyToPem(EVP_PKEY* key) {
   BioPtr bio(BIO_new(BIO_s_secmem()));
   if (!bio || PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
-    return absl::InternalError("encoding private key failed: " + DrainOpenSslErrors());
+    return OpenSslError("encoding the private key");
   }
   char* data = nullptr;
   long len = BIO_get_mem_data(bio.get(), &data);
+  if (data == nullptr || len <= 0) return OpenSslError("reading the encoded private key");
   SecretString out(std::string(data, static_cast<size_t>(len)));
   return out;
 }
 
 absl::StatusOr<EvpPkeyPtr> PrivateKeyFromPem(absl::string_view pem) {
+  if (pem.size() > static_cast<size_t>(INT_MAX)) return absl::InvalidArgumentError("private key PEM is too large");
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  if (!bio) return OpenSslError("reading the private key PEM");
   EVP_PKEY* key = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, const_cast<char*>(""));
   if (key == nullptr) {
     std::string err = DrainOpenSslErrors();
@@ -153,12 +147,7 @@ absl::StatusOr<EvpPkeyPtr> PrivateKeyFromPem(absl::string_view pem) {
 }
 
 absl::StatusOr<std::string> PublicKeyDer(EVP_PKEY* key) {
-  unsigned char* der = nullptr;
-  int len = i2d_PUBKEY(key, &der);
-  if (len <= 0) return absl::InternalError("encoding public key failed: " + DrainOpenSslErrors());
-  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
-  OPENSSL_free(der);
-  return out;
+  return EncodeDer([&](unsigned char** out) { return i2d_PUBKEY(key, out); }, "encoding the public key");
 }
 
 absl::StatusOr<std::string> PublicKeySha256Hex(EVP_PKEY* key) {
@@ -167,6 +156,12 @@ absl::StatusOr<std::string> PublicKeySha256Hex(EVP_PKEY* key) {
   return Sha256Hex(*der);
 }
 
-bool SamePublicKey(EVP_PKEY* a, EVP_PKEY* b) { return EVP_PKEY_eq(a, b) == 1; }
+bool SamePublicKey(EVP_PKEY* a, EVP_PKEY* b) {
+  // 0: different keys; negative: different key types, or not comparable. Neither is an error
+  // worth keeping on the queue.
+  const bool same = EVP_PKEY_eq(a, b) == 1;
+  ERR_clear_error();
+  return same;
+}
 
 }  // namespace meshid

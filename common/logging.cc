@@ -22,7 +22,9 @@ absl::StatusOr<LoggerPtr> MakeStderrLogger(const std::string& name, const std::s
 }
 
 LoggerPtr MakeNullLogger(const std::string& name) {
-  return std::make_shared<spdlog::logger>(name, std::make_shared<spdlog::sinks::null_sink_mt>());
+  auto logger = std::make_shared<spdlog::logger>(name, std::make_shared<spdlog::sinks::null_sink_mt>());
+  logger->set_level(spdlog::level::off);  // nothing is even formatted
+  return logger;
 }
 
 }  // namespace meshid

@@ -16,7 +16,9 @@ using LoggerPtr = std::shared_ptr<spdlog::logger>;
 // A logger writing to stderr with a timestamped format. `level` is one of trace, debug, info,
 // warn, error, off.
 absl::StatusOr<LoggerPtr> MakeStderrLogger(const std::string& name, const std::string& level = "info");
-// A logger that drops everything, for tests and tools.
+// A logger that drops everything (level off: messages are not even formatted), for tests,
+// benchmarks and tools. Components take a LoggerPtr that is never null; this is what to pass
+// when nothing should be logged.
 LoggerPtr MakeNullLogger(const std::string& name = "null");
 
 }  // namespace meshid

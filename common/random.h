@@ -24,7 +24,8 @@ class RandomSource {
   std::string Hex(size_t bytes);
 };
 
-// Cryptographically secure bytes from OpenSSL's DRBG.
+// Cryptographically secure bytes from OpenSSL's DRBG. Fill aborts if the DRBG cannot be seeded
+// (a broken machine: there is no safe way to go on without randomness).
 class OpenSslRandom final : public RandomSource {
  public:
   void Fill(uint8_t* out, size_t n) override;

@@ -3,6 +3,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
+#include <cstdlib>
 #include <ctime>
 
 #include "absl/status/status.h"
@@ -14,12 +15,11 @@ namespace meshid {
 
 absl::StatusOr<X509Ptr> CertFromDer(absl::string_view der) {
   const unsigned char* p = reinterpret_cast<const unsigned char*>(der.data());
-  X509* cert = d2i_X509(nullptr, &p, static_cast<long>(der.size()));
+  X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
   if (cert == nullptr || p != reinterpret_cast<const unsigned char*>(der.data()) + der.size()) {
-    X509_free(cert);
     return absl::InvalidArgumentError("malformed DER certificate: " + DrainOpenSslErrors());
   }
-  return X509Ptr(cert);
+  return cert;
 }
 
 absl::StatusOr<std::vector<X509Ptr>> CertsFromPem(absl::string_view pem, absl::string_view context) {
@@ -55,28 +55,24 @@ absl::StatusOr<X509Ptr> CertFromPem(absl::string_view pem, absl::string_view con
 }
 
 std::string CertToDer(X509* cert) {
-  unsigned char* der = nullptr;
-  int len = i2d_X509(cert, &der);
-  if (len <= 0) return "";
-  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
-  OPENSSL_free(der);
-  return out;
+  absl::StatusOr<std::string> der =
+      EncodeDer([&](unsigned char** out) { return i2d_X509(cert, out); }, "encoding a certificate");
+  if (!der.ok()) std::abort();  // out of memory: see the header
+  return *std::move(der);
 }
 
 std::string CertToPem(X509* cert) { return EncodePem("CERTIFICATE", CertToDer(cert)); }
 
 X509Ptr CopyCert(X509* cert) {
-  X509_up_ref(cert);
+  if (X509_up_ref(cert) != 1) std::abort();  // a reference count that cannot move is a broken object
   return X509Ptr(cert);
 }
 
 std::string SerialHex(X509* cert) {
   BignumPtr bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
   if (!bn) return "";
-  char* hex = BN_bn2hex(bn.get());
-  std::string out = hex != nullptr ? hex : "";
-  OPENSSL_free(hex);
-  return out;
+  OpenSslBuffer<char> hex(BN_bn2hex(bn.get()));
+  return hex != nullptr ? std::string(hex.get()) : "";
 }
 
 namespace {
@@ -109,25 +105,55 @@ bool IsCa(X509* cert) { return X509_check_ca(cert) >= 1 && (X509_get_extension_f
 
 bool IsSelfSigned(X509* cert) { return X509_self_signed(cert, 1) == 1; }
 
+absl::StatusOr<GeneralNamesPtr> MakeGeneralNames(const std::vector<std::pair<int, std::string>>& names) {
+  GeneralNamesPtr out(sk_GENERAL_NAME_new_null());
+  if (!out) return OpenSslError("allocating a name list");
+  for (const auto& [type, value] : names) {
+    GeneralNamePtr name(GENERAL_NAME_new());
+    Asn1StringPtr text(ASN1_IA5STRING_new());
+    if (!name || !text || ASN1_STRING_set(text.get(), value.data(), static_cast<int>(value.size())) != 1) {
+      return OpenSslError(absl::StrCat("building the name \"", value, "\""));
+    }
+    GENERAL_NAME_set0_value(name.get(), type, text.release());  // the name owns the text now
+    if (sk_GENERAL_NAME_push(out.get(), name.get()) <= 0) return OpenSslError("adding a name to a list");
+    name.release();  // the list owns it now
+  }
+  return out;
+}
+
+absl::StatusOr<X509ExtensionPtr> MakeExtension(int nid, bool critical, void* value) {
+  X509ExtensionPtr ext(X509V3_EXT_i2d(nid, critical ? 1 : 0, value));
+  if (!ext) return OpenSslError(absl::StrCat("encoding the ", OBJ_nid2sn(nid), " extension"));
+  return ext;
+}
+
 absl::Status VerifyCertChain(X509* leaf, const std::vector<X509*>& intermediates, const std::vector<X509*>& roots,
                              absl::Time at) {
   X509StorePtr store(X509_STORE_new());
-  for (X509* root : roots) X509_STORE_add_cert(store.get(), root);
-  STACK_OF(X509)* untrusted = sk_X509_new_null();
-  for (X509* c : intermediates) sk_X509_push(untrusted, c);
+  X509StackPtr untrusted(sk_X509_new_null());
   X509StoreCtxPtr ctx(X509_STORE_CTX_new());
-  absl::Status result = absl::OkStatus();
-  if (X509_STORE_CTX_init(ctx.get(), store.get(), leaf, untrusted) != 1) {
-    result = absl::InternalError("X509_STORE_CTX_init failed: " + DrainOpenSslErrors());
-  } else {
-    X509_STORE_CTX_set_time(ctx.get(), 0, absl::ToTimeT(at));
-    if (X509_verify_cert(ctx.get()) != 1) {
-      int err = X509_STORE_CTX_get_error(ctx.get());
-      result = absl::PermissionDeniedError(
-          absl::StrCat("certificate chain does not verify: ", X509_verify_cert_error_string(err)));
+  if (!store || !untrusted || !ctx) return OpenSslError("allocating a certificate verifier");
+  for (X509* root : roots) {
+    // A root listed twice is not an error of the chain; anything else is ours.
+    if (X509_STORE_add_cert(store.get(), root) != 1 &&
+        ERR_GET_REASON(ERR_peek_last_error()) != X509_R_CERT_ALREADY_IN_HASH_TABLE) {
+      return OpenSslError("adding a root to the trust store");
     }
+    ERR_clear_error();
   }
-  sk_X509_free(untrusted);
+  for (X509* c : intermediates) {
+    if (sk_X509_push(untrusted.get(), c) <= 0) return OpenSslError("listing the intermediate certificates");
+  }
+  if (X509_STORE_CTX_init(ctx.get(), store.get(), leaf, untrusted.get()) != 1) {
+    return OpenSslError("X509_STORE_CTX_init");
+  }
+  X509_STORE_CTX_set_time(ctx.get(), 0, absl::ToTimeT(at));
+  absl::Status result = absl::OkStatus();
+  if (X509_verify_cert(ctx.get()) != 1) {
+    int err = X509_STORE_CTX_get_error(ctx.get());
+    result = absl::PermissionDeniedError(
+        absl::StrCat("certificate chain does not verify: ", X509_verify_cert_error_string(err)));
+  }
   ERR_clear_error();
   return result;
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -18,6 +19,8 @@ absl::StatusOr<std::vector<X509Ptr>> CertsFromPem(absl::string_view pem, absl::s
 // Exactly one CERTIFICATE block.
 absl::StatusOr<X509Ptr> CertFromPem(absl::string_view pem, absl::string_view context = "");
 
+// Encoding a certificate OpenSSL parsed or signed fails only when memory runs out; these then
+// abort, as any other allocation failure does.
 std::string CertToDer(X509* cert);
 std::string CertToPem(X509* cert);
 X509Ptr CopyCert(X509* cert);
@@ -29,6 +32,13 @@ std::vector<std::string> UriSans(X509* cert);
 std::vector<std::string> DnsSans(X509* cert);
 bool IsCa(X509* cert);
 bool IsSelfSigned(X509* cert);
+
+// A GENERAL_NAMES of (type, value) pairs, in order: GEN_URI, GEN_DNS or GEN_EMAIL with the
+// name as text. Errors name what OpenSSL refused.
+absl::StatusOr<GeneralNamesPtr> MakeGeneralNames(const std::vector<std::pair<int, std::string>>& names);
+// An extension `nid` holding `value`, OpenSSL's struct for that extension (GENERAL_NAMES for a
+// SAN, BASIC_CONSTRAINTS, ...), DER-encoded.
+absl::StatusOr<X509ExtensionPtr> MakeExtension(int nid, bool critical, void* value);
 
 // RFC 5280 path validation of `leaf` through `intermediates` to one of `roots` at time `at`.
 // The error names OpenSSL's reason ("certificate has expired", "unable to get local issuer

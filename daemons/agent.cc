@@ -203,14 +203,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
   agent->ca_ = std::make_unique<ReloadingCaClient>(ca_options, config.ca_root_file, logger);
   agent->token_ = MakeFileTokenSource(config.token_file);
 
-  SecretCache::Dependencies deps;
-  deps.clock = &clock;
-  deps.random = &agent->random_;
-  deps.ca = agent->ca_.get();
-  deps.agent_token = agent->token_.get();
-  deps.logger = logger;
-  deps.metrics = &agent->metrics_;
-  auto cache = SecretCache::Create(config.cache, std::move(deps));
+  auto cache =
+      SecretCache::Create(config.cache, *agent->ca_, *agent->token_, clock, agent->random_, agent->metrics_, logger);
   if (!cache.ok()) return cache.status();
   agent->cache_ = std::move(*cache);
 

@@ -127,10 +127,7 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     logger->warn("--datastore none: no issuance ledger, registry or deny list (benchmarking only)");
   } else {
     std::string url = StoreUrlFromFlags(config.data_dir, config.datastore);
-    StoreOptions store_options;
-    store_options.logger = logger;
-    store_options.clock = &clock;
-    auto store = OpenStore(url, store_options);
+    auto store = OpenStore(url, clock, logger);
     if (!store.ok())
       return absl::Status(store.status().code(), absl::StrCat("--datastore: ", store.status().message()));
     server->store_ = std::move(*store);
@@ -166,7 +163,7 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
                config.data_dir);
 
   MetricsRegistry& metrics = *server->metrics_;
-  auto issuer = std::make_shared<const CertIssuer>(authority, clock, random);
+  MESHID_ASSIGN_OR_RETURN(std::shared_ptr<const CertIssuer> issuer, CertIssuer::Create(authority, clock, random));
 
   MESHID_ASSIGN_OR_RETURN(std::vector<JwtIssuer> issuers, LoadIssuers(config));
   std::vector<std::string> issuer_names;
@@ -180,15 +177,9 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
   service_options.max_ttl = config.max_workload_ttl;
   service_options.require_tls = !config.insecure_plaintext;
   service_options.require_registration = config.require_registration;
-  CertificateAuthorityDeps deps;
-  deps.registry = server->store_.get();
-  deps.ledger = server->ledger_.get();
-  deps.issuer = issuer;
-  deps.authenticator = authenticator;
-  deps.metrics = &metrics;
-  deps.logger = logger;
-  deps.clock = &clock;
-  auto ca = std::make_shared<const CertificateAuthority>(service_options, std::move(deps));
+  // Without a datastore both are null: no registry checks, nothing recorded.
+  auto ca = std::make_shared<const CertificateAuthority>(service_options, issuer, authenticator, server->store_.get(),
+                                                         server->ledger_.get(), clock, metrics, logger);
   server->service_ = std::make_unique<CertificateService>(ca, service_options.require_tls);
 
   // Expiry gauges (Istio's names): seconds left, negative once expired.

@@ -33,9 +33,9 @@ absl::StatusOr<std::unique_ptr<Sidecar>> Sidecar::Start(SidecarConfig config, Lo
     agent.node = {policy::DefaultProxyId(po.service, po.namespace_), po.service, po.namespace_};
     agent.load = config.policy_files.load;
     agent.engine = config.policy_files.engine;
-    s->policy_ = std::make_unique<policy::AgentPolicySource>(std::move(agent), logger, metrics);
+    s->policy_ = std::make_unique<policy::AgentPolicySource>(std::move(agent), clock, logger, metrics);
   } else {
-    s->policy_ = std::make_unique<policy::FilePolicySource>(config.policy_files, logger, &metrics);
+    s->policy_ = std::make_unique<policy::FilePolicySource>(config.policy_files, clock, metrics, logger);
   }
   auto proxy = meshproxy::Proxy::Create(std::move(config.proxy), logger, metrics, clock);
   if (!proxy.ok()) return proxy.status();

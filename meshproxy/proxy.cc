@@ -229,12 +229,21 @@ nlohmann::json CertJson(const CertificateInfo& c, absl::Time now) {
 
 class ProxyImpl final : public Proxy {
  public:
-  ProxyImpl(ProxyOptions options, LoggerPtr logger, MetricsRegistry& metrics, const Clock& clock)
-      : core_(std::make_shared<ProxyCore>(std::move(options), std::move(logger), metrics, clock)) {}
+  // Resolves the addresses and binds every listener (the workers start serving at once).
+  static absl::StatusOr<std::unique_ptr<Proxy>> Create(ProxyOptions options, LoggerPtr logger, MetricsRegistry& metrics,
+                                                       const Clock& clock) {
+    std::unique_ptr<ProxyImpl> proxy(new ProxyImpl(std::move(options), std::move(logger), metrics, clock));
+    MESHID_RETURN_IF_ERROR(proxy->Listen(metrics));
+    return proxy;
+  }
 
   ~ProxyImpl() override { Shutdown(); }
 
-  absl::Status Init(MetricsRegistry& metrics) {
+ private:
+  ProxyImpl(ProxyOptions options, LoggerPtr logger, MetricsRegistry& metrics, const Clock& clock)
+      : core_(std::make_shared<ProxyCore>(std::move(options), std::move(logger), metrics, clock)) {}
+
+  absl::Status Listen(MetricsRegistry& metrics) {
     ProxyCore& core = *core_;
     const ProxyOptions& o = core.options;
     core.service_fqdn = absl::StrCat(o.service, ".", o.namespace_, ".svc.", o.domain);
@@ -359,6 +368,7 @@ class ProxyImpl final : public Proxy {
     return absl::OkStatus();
   }
 
+ public:
   absl::Status ApplyWorkloadCert(std::shared_ptr<const WorkloadCert> cert) override {
     if (cert == nullptr || cert->chain.empty()) return absl::InvalidArgumentError("no certificate");
     absl::MutexLock lock(&mu_);
@@ -550,9 +560,7 @@ absl::StatusOr<std::unique_ptr<Proxy>> Proxy::Create(ProxyOptions options, Logge
       }
     }
   }
-  auto proxy = std::make_unique<ProxyImpl>(std::move(options), std::move(logger), metrics, clock);
-  MESHID_RETURN_IF_ERROR(proxy->Init(metrics));
-  return std::unique_ptr<Proxy>(std::move(proxy));
+  return ProxyImpl::Create(std::move(options), std::move(logger), metrics, clock);
 }
 
 }  // namespace meshid::meshproxy

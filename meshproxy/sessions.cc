@@ -239,10 +239,19 @@ Task<std::unique_ptr<TlsTransport>> ConnectUpstream(ProxyCore& core, Conn& c, si
     error = absl::StrCat(kConnectFailure, ", transport failure reason: ", ec.message());
     co_return nullptr;
   }
-  auto t = std::make_unique<TlsTransport>(std::move(socket), tls->client(), /*server=*/false);
+  absl::StatusOr<std::unique_ptr<TlsTransport>> created =
+      TlsTransport::Create(std::move(socket), tls->client(), /*server=*/false);
   // Istio's SNI and ALPN for mesh traffic.
-  t->SetClientHello(absl::StrCat("outbound_.", u.address.port, "_._.", u.fqdn),
-                    AlpnWire(http ? "istio-http/1.1" : "istio"));
+  absl::Status hello = created.ok()
+                           ? (*created)->SetClientHello(absl::StrCat("outbound_.", u.address.port, "_._.", u.fqdn),
+                                                        AlpnWire(http ? "istio-http/1.1" : "istio"))
+                           : created.status();
+  if (!hello.ok()) {
+    core.stats.tls_handshake_failures[kOutbound]->Increment();
+    error = absl::StrCat(kConnectFailure, ", transport failure reason: TLS error: ", hello.message());
+    co_return nullptr;
+  }
+  std::unique_ptr<TlsTransport> t = *std::move(created);
   std::string why;
   TlsTransport* raw = t.get();
   c.SetDeadline(ToChrono(core.options.connect_timeout), [raw] { raw->Close(); });
@@ -799,8 +808,15 @@ Task<void> ServeInbound(ProxyCore& core, ConnRegistry& reg, tcp::socket socket, 
     co_return;  // Envoy: no filter chain matches plaintext on a STRICT port
   }
   if (is_tls) {
-    auto t = std::make_unique<TlsTransport>(std::move(c->down->socket()), tls->server(), /*server=*/true);
+    absl::StatusOr<std::unique_ptr<TlsTransport>> created =
+        TlsTransport::Create(std::move(c->down->socket()), tls->server(), /*server=*/true);
     c->down = nullptr;
+    if (!created.ok()) {
+      core.stats.tls_handshake_failures[kInbound]->Increment();
+      core.logger->debug("inbound TLS handshake from {} failed: {}", peer.source_ip, created.status().message());
+      co_return;
+    }
+    std::unique_ptr<TlsTransport> t = *std::move(created);
     std::string why;
     TlsTransport* raw = t.get();
     c->SetDeadline(ToChrono(core.options.connect_timeout), [raw] { raw->Close(); });

@@ -19,27 +19,20 @@ CertificateInfo Describe(X509* cert) {
   return info;
 }
 
-absl::Status SslError(absl::string_view what) {
-  return absl::InternalError(absl::StrCat(what, ": ", DrainOpenSslErrors()));
-}
-
 // Common settings: TLS 1.2+, our certificate chain and key, the bundle as trust store.
-absl::StatusOr<SSL_CTX*> NewContext(const SSL_METHOD* method, const WorkloadCert& cert, const TrustBundle& bundle) {
-  SSL_CTX* ctx = SSL_CTX_new(method);
-  if (ctx == nullptr) return SslError("SSL_CTX_new");
-  auto fail = [&](absl::string_view what) {
-    absl::Status s = SslError(what);
-    SSL_CTX_free(ctx);
-    return s;
-  };
-  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-  if (SSL_CTX_use_certificate(ctx, cert.chain[0].get()) != 1) return fail("SSL_CTX_use_certificate");
+absl::StatusOr<SslCtxPtr> NewContext(const SSL_METHOD* method, const WorkloadCert& cert, const TrustBundle& bundle) {
+  SslCtxPtr ctx(SSL_CTX_new(method));
+  if (!ctx) return OpenSslError("SSL_CTX_new");
+  if (SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION) != 1) return OpenSslError("requiring TLS 1.2");
+  if (SSL_CTX_use_certificate(ctx.get(), cert.chain[0].get()) != 1) return OpenSslError("SSL_CTX_use_certificate");
   for (size_t i = 1; i < cert.chain.size(); ++i) {
-    if (SSL_CTX_add1_chain_cert(ctx, cert.chain[i].get()) != 1) return fail("SSL_CTX_add1_chain_cert");
+    if (SSL_CTX_add1_chain_cert(ctx.get(), cert.chain[i].get()) != 1) return OpenSslError("SSL_CTX_add1_chain_cert");
   }
-  if (SSL_CTX_use_PrivateKey(ctx, cert.key.get()) != 1) return fail("SSL_CTX_use_PrivateKey");
-  if (SSL_CTX_check_private_key(ctx) != 1) return fail("the private key does not match the certificate");
-  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+  if (SSL_CTX_use_PrivateKey(ctx.get(), cert.key.get()) != 1) return OpenSslError("SSL_CTX_use_PrivateKey");
+  if (SSL_CTX_check_private_key(ctx.get()) != 1) {
+    return OpenSslError("checking that the private key matches the certificate");
+  }
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx.get());
   for (const auto& root : bundle.roots) {
     if (X509_STORE_add_cert(store, root.get()) != 1) {
       // A root listed twice is harmless.
@@ -95,23 +88,21 @@ absl::StatusOr<std::shared_ptr<const TlsContexts>> TlsContexts::Create(std::shar
   t->bundle_ = std::move(bundle);
   auto server = NewContext(TLS_server_method(), *t->cert_, *t->bundle_);
   if (!server.ok()) return server.status();
-  t->server_ = *server;
+  t->server_ = *std::move(server);
   // Istio's inbound TLS chain: require_client_certificate.
-  SSL_CTX_set_verify(t->server_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  SSL_CTX_set_verify(t->server_.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   static constexpr unsigned char kSessionContext[] = "meshid-inbound";
-  SSL_CTX_set_session_id_context(t->server_, kSessionContext, sizeof(kSessionContext) - 1);
-  SSL_CTX_set_num_tickets(t->server_, 0);  // mesh clients do not resume: no tickets to mint per handshake
+  if (SSL_CTX_set_session_id_context(t->server_.get(), kSessionContext, sizeof(kSessionContext) - 1) != 1) {
+    return OpenSslError("setting the session id context");
+  }
+  // Mesh clients do not resume: no tickets to mint per handshake.
+  if (SSL_CTX_set_num_tickets(t->server_.get(), 0) != 1) return OpenSslError("turning session tickets off");
   auto client = NewContext(TLS_client_method(), *t->cert_, *t->bundle_);
   if (!client.ok()) return client.status();
-  t->client_ = *client;
-  SSL_CTX_set_verify(t->client_, SSL_VERIFY_PEER, nullptr);
-  SSL_CTX_set_session_cache_mode(t->client_, SSL_SESS_CACHE_OFF);
+  t->client_ = *std::move(client);
+  SSL_CTX_set_verify(t->client_.get(), SSL_VERIFY_PEER, nullptr);
+  SSL_CTX_set_session_cache_mode(t->client_.get(), SSL_SESS_CACHE_OFF);  // returns the previous mode
   return std::shared_ptr<const TlsContexts>(std::move(t));
-}
-
-TlsContexts::~TlsContexts() {
-  SSL_CTX_free(server_);
-  SSL_CTX_free(client_);
 }
 
 std::string PeerSpiffeId(SSL* ssl) {

@@ -55,19 +55,18 @@ class TlsContexts {
  public:
   static absl::StatusOr<std::shared_ptr<const TlsContexts>> Create(std::shared_ptr<const WorkloadCert> cert,
                                                                    std::shared_ptr<const TrustBundle> bundle);
-  ~TlsContexts();
   TlsContexts(const TlsContexts&) = delete;
   TlsContexts& operator=(const TlsContexts&) = delete;
 
-  SSL_CTX* server() const { return server_; }
-  SSL_CTX* client() const { return client_; }
+  SSL_CTX* server() const { return server_.get(); }
+  SSL_CTX* client() const { return client_.get(); }
   const WorkloadCert& cert() const { return *cert_; }
   const TrustBundle& bundle() const { return *bundle_; }
 
  private:
   TlsContexts() = default;
-  SSL_CTX* server_ = nullptr;
-  SSL_CTX* client_ = nullptr;
+  SslCtxPtr server_;
+  SslCtxPtr client_;
   std::shared_ptr<const WorkloadCert> cert_;
   std::shared_ptr<const TrustBundle> bundle_;
 };

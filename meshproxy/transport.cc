@@ -39,41 +39,47 @@ void PlainTransport::Close() {
 
 // ---- TLS over memory BIOs ----
 
-TlsTransport::TlsTransport(tcp::socket socket, SSL_CTX* ctx, bool server) : socket_(std::move(socket)) {
-  ssl_ = SSL_new(ctx);  // takes its own reference on ctx
-  if (ssl_ == nullptr) return;
-  rbio_ = BIO_new(BIO_s_mem());
-  wbio_ = BIO_new(BIO_s_mem());
-  if (rbio_ == nullptr || wbio_ == nullptr) {
-    BIO_free(rbio_);
-    BIO_free(wbio_);
-    rbio_ = wbio_ = nullptr;
-    SSL_free(ssl_);
-    ssl_ = nullptr;
-    return;
-  }
-  // An empty memory BIO means "retry later", not end of file.
-  BIO_set_mem_eof_return(rbio_, -1);
-  SSL_set_bio(ssl_, rbio_, wbio_);
-  SSL_set_options(ssl_, SSL_OP_NO_RENEGOTIATION);
+absl::StatusOr<std::unique_ptr<TlsTransport>> TlsTransport::Create(tcp::socket socket, SSL_CTX* ctx, bool server) {
+  SslPtr ssl(SSL_new(ctx));  // takes its own reference on ctx
+  if (!ssl) return OpenSslError("creating a TLS session");
+  BioPtr rbio(BIO_new(BIO_s_mem()));
+  BioPtr wbio(BIO_new(BIO_s_mem()));
+  if (!rbio || !wbio) return OpenSslError("creating the TLS session's buffers");
+  // An empty memory BIO means "retry later", not end of file. (A control call that cannot fail
+  // on a memory BIO.)
+  BIO_set_mem_eof_return(rbio.get(), -1);
+  SSL_set_bio(ssl.get(), rbio.get(), wbio.get());  // cannot fail; the session owns both now
+  BIO* read_bio = rbio.release();
+  BIO* write_bio = wbio.release();
+  SSL_set_options(ssl.get(), SSL_OP_NO_RENEGOTIATION);  // returns the new options, not a status
   if (server) {
-    SSL_set_accept_state(ssl_);
+    SSL_set_accept_state(ssl.get());
   } else {
-    SSL_set_connect_state(ssl_);
+    SSL_set_connect_state(ssl.get());
   }
+  return std::unique_ptr<TlsTransport>(new TlsTransport(std::move(socket), std::move(ssl), read_bio, write_bio));
 }
 
-TlsTransport::~TlsTransport() {
-  if (ssl_ != nullptr) SSL_free(ssl_);
+absl::Status TlsTransport::SetClientHello(const std::string& sni, absl::string_view alpn_wire) {
+  if (!sni.empty() && SSL_set_tlsext_host_name(ssl_.get(), sni.c_str()) != 1) {
+    return OpenSslError(absl::StrCat("setting the SNI \"", sni, "\""));
+  }
+  // SSL_set_alpn_protos returns 0 on success.
+  if (!alpn_wire.empty() && SSL_set_alpn_protos(ssl_.get(), reinterpret_cast<const unsigned char*>(alpn_wire.data()),
+                                                static_cast<unsigned>(alpn_wire.size())) != 0) {
+    return OpenSslError("setting the ALPN protocols");
+  }
+  return absl::OkStatus();
 }
 
-void TlsTransport::SetClientHello(const std::string& sni, absl::string_view alpn_wire) {
-  if (ssl_ == nullptr) return;
-  if (!sni.empty()) SSL_set_tlsext_host_name(ssl_, sni.c_str());
-  if (!alpn_wire.empty()) {
-    SSL_set_alpn_protos(ssl_, reinterpret_cast<const unsigned char*>(alpn_wire.data()),
-                        static_cast<unsigned>(alpn_wire.size()));
+bool TlsTransport::FeedReadBio(absl::string_view bytes, ErrorCode& ec) {
+  if (bytes.empty() ||
+      BIO_write(rbio_, bytes.data(), static_cast<int>(bytes.size())) == static_cast<int>(bytes.size())) {
+    return true;
   }
+  DrainOpenSslErrors();
+  ec = ProtocolError();
+  return false;
 }
 
 Task<void> TlsTransport::Flush(ErrorCode& ec) {
@@ -89,20 +95,18 @@ Task<void> TlsTransport::Flush(ErrorCode& ec) {
 Task<void> TlsTransport::Fill(ErrorCode& ec) {
   if (in_.empty()) in_.resize(kSocketReadBytes);
   size_t n = co_await socket_.async_read_some(asio::buffer(in_.data(), in_.size()), Redirect(ec));
-  if (!ec && n > 0) BIO_write(rbio_, in_.data(), static_cast<int>(n));
+  if (!ec && n > 0) FeedReadBio(absl::string_view(in_.data(), n), ec);
 }
 
 Task<void> TlsTransport::Handshake(absl::string_view initial, ErrorCode& ec, std::string& error) {
-  if (ssl_ == nullptr) {
-    ec = ProtocolError();
-    error = "cannot create a TLS session: " + DrainOpenSslErrors();
+  if (!FeedReadBio(initial, ec)) {
+    error = "cannot buffer the ClientHello";
     co_return;
   }
-  if (!initial.empty()) BIO_write(rbio_, initial.data(), static_cast<int>(initial.size()));
   while (true) {
     ERR_clear_error();
-    const int r = SSL_do_handshake(ssl_);
-    const int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_, r);
+    const int r = SSL_do_handshake(ssl_.get());
+    const int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_.get(), r);
     // Whatever the outcome, send what OpenSSL produced (our flight, or the alert).
     ErrorCode flush_ec;
     co_await Flush(flush_ec);
@@ -127,7 +131,7 @@ Task<void> TlsTransport::Handshake(absl::string_view initial, ErrorCode& ec, std
       continue;
     }
     ec = ProtocolError();
-    const long verify = SSL_get_verify_result(ssl_);
+    const long verify = SSL_get_verify_result(ssl_.get());
     error = verify != X509_V_OK ? X509_verify_cert_error_string(verify) : DrainOpenSslErrors();
     if (error.empty()) error = absl::StrCat("TLS handshake failed (SSL error ", err, ")");
     DrainOpenSslErrors();
@@ -139,9 +143,9 @@ Task<size_t> TlsTransport::ReadSome(char* data, size_t size, ErrorCode& ec) {
   while (true) {
     size_t n = 0;
     ERR_clear_error();
-    const int r = SSL_read_ex(ssl_, data, size, &n);
+    const int r = SSL_read_ex(ssl_.get(), data, size, &n);
     if (r == 1) co_return n;
-    const int err = SSL_get_error(ssl_, r);
+    const int err = SSL_get_error(ssl_.get(), r);
     if (err == SSL_ERROR_WANT_READ) {
       co_await Fill(ec);
       if (ec) co_return 0;
@@ -163,7 +167,7 @@ Task<void> TlsTransport::Write(absl::string_view data, ErrorCode& ec) {
     const size_t step = std::min<size_t>(data.size(), 64 * 1024);
     size_t written = 0;
     ERR_clear_error();
-    if (SSL_write_ex(ssl_, data.data(), step, &written) != 1) {
+    if (SSL_write_ex(ssl_.get(), data.data(), step, &written) != 1) {
       DrainOpenSslErrors();
       ec = ProtocolError();
       co_return;
@@ -178,7 +182,9 @@ Task<void> TlsTransport::ShutdownSend(ErrorCode& ec) {
   if (!sent_close_notify_) {
     sent_close_notify_ = true;
     ERR_clear_error();
-    SSL_shutdown(ssl_);  // queues close_notify; we do not wait for the peer's
+    // Queues close_notify. Its result is not ours to act on: 0 (we do not wait for the peer's
+    // close_notify) is the expected answer, and a failure leaves only the TCP half-close.
+    SSL_shutdown(ssl_.get());
     DrainOpenSslErrors();
     co_await Flush(ec);
   }

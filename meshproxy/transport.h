@@ -18,7 +18,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/openssl_ptr.h"
 
 namespace meshid::meshproxy {
 
@@ -58,16 +60,15 @@ class PlainTransport final : public Transport {
 class TlsTransport final : public Transport {
  public:
   // Takes a reference on `ctx`; the connection keeps its context (and so its certificate)
-  // for its whole life.
-  TlsTransport(tcp::socket socket, SSL_CTX* ctx, bool server);
-  ~TlsTransport() override;
+  // for its whole life. Internal (naming what OpenSSL refused) when the session cannot be set up.
+  static absl::StatusOr<std::unique_ptr<TlsTransport>> Create(tcp::socket socket, SSL_CTX* ctx, bool server);
 
   // Client side: SNI and ALPN to offer, before Handshake().
-  void SetClientHello(const std::string& sni, absl::string_view alpn_wire);
+  absl::Status SetClientHello(const std::string& sni, absl::string_view alpn_wire);
   // Runs the handshake. `initial` holds bytes already read from the socket (the peeked
   // ClientHello). On failure `ec` is set and `error` says why (OpenSSL's reason).
   Task<void> Handshake(absl::string_view initial, ErrorCode& ec, std::string& error);
-  SSL* ssl() const { return ssl_; }
+  SSL* ssl() const { return ssl_.get(); }
 
   Task<size_t> ReadSome(char* data, size_t size, ErrorCode& ec) override;
   Task<void> Write(absl::string_view data, ErrorCode& ec) override;
@@ -76,16 +77,20 @@ class TlsTransport final : public Transport {
   tcp::socket& socket() override { return socket_; }
 
  private:
+  TlsTransport(tcp::socket socket, SslPtr ssl, BIO* rbio, BIO* wbio)
+      : socket_(std::move(socket)), ssl_(std::move(ssl)), rbio_(rbio), wbio_(wbio) {}
   Task<void> Flush(ErrorCode& ec);
   // Reads from the socket into the read BIO.
   Task<void> Fill(ErrorCode& ec);
+  // Hands socket bytes to OpenSSL; false (and `ec` set) if the memory BIO refused them.
+  bool FeedReadBio(absl::string_view bytes, ErrorCode& ec);
 
   tcp::socket socket_;
-  SSL* ssl_ = nullptr;
-  BIO* rbio_ = nullptr;  // owned by ssl_
-  BIO* wbio_ = nullptr;  // owned by ssl_
-  std::string in_;       // socket bytes on their way to the read BIO
-  std::string out_;      // records on their way to the socket
+  SslPtr ssl_;
+  BIO* rbio_;        // owned by ssl_
+  BIO* wbio_;        // owned by ssl_
+  std::string in_;   // socket bytes on their way to the read BIO
+  std::string out_;  // records on their way to the socket
   bool sent_close_notify_ = false;
 };
 

@@ -163,17 +163,27 @@ struct Entry {
   }
 };
 
+// Set by Impl's constructor, never null afterwards.
 struct CacheMetrics {
   Counter* csr_requests = nullptr;
   Counter* rotations = nullptr;
   Counter* bundle_updates = nullptr;
 };
 
+// What SecretCache::Create received by reference; no pointer is null.
+struct Collaborators {
+  const Clock* clock;
+  RandomSource* random;
+  CaClient* ca;
+  TokenSource* agent_token;
+  MetricsRegistry* metrics;
+  LoggerPtr logger;
+};
+
 class SecretCache::Impl {
  public:
-  Impl(const SecretCacheOptions& options, Dependencies deps) : options_(options), deps_(std::move(deps)) {}
-
-  void Init() {
+  // Schedules the agent's own certificate at once and registers the metrics.
+  Impl(const SecretCacheOptions& options, Collaborators deps) : options_(options), deps_(std::move(deps)) {
     {
       absl::MutexLock lock(&mu_);
       auto entry = std::make_unique<Entry>();
@@ -186,24 +196,22 @@ class SecretCache::Impl {
       RescheduleLocked(e);  // warm the agent's own certificate right away
     }
     // Outside the cache lock: a scrape holds the registry's lock while it asks the cache.
-    if (deps_.metrics != nullptr) {
-      MetricsRegistry& m = *deps_.metrics;
-      metrics_.csr_requests =
-          &m.AddCounter("meshid_agent_csr_requests_total", "Certificate signing requests sent to the CA.");
-      metrics_.rotations =
-          &m.AddCounter("meshid_agent_certificate_rotations_total", "Cached certificates replaced by renewed ones.");
-      metrics_.bundle_updates =
-          &m.AddCounter("meshid_agent_trust_bundle_updates_total", "New ROOTCA trust bundle versions published.");
-      m.AddComputedGauge("meshid_agent_cached_secrets", "Workload certificates (with their keys) held in memory.",
-                         [this] { return static_cast<double>(Stats().identities); });
-      m.AddComputedGauge("meshid_agent_cert_expiry_seconds",
-                         "Seconds until the earliest cached certificate expires (negative once expired; NaN if none).",
-                         [this] {
-                           auto stats = Stats();
-                           if (!stats.earliest_expiry) return std::numeric_limits<double>::quiet_NaN();
-                           return absl::ToDoubleSeconds(*stats.earliest_expiry - deps_.clock->Now());
-                         });
-    }
+    MetricsRegistry& m = *deps_.metrics;
+    metrics_.csr_requests =
+        &m.AddCounter("meshid_agent_csr_requests_total", "Certificate signing requests sent to the CA.");
+    metrics_.rotations =
+        &m.AddCounter("meshid_agent_certificate_rotations_total", "Cached certificates replaced by renewed ones.");
+    metrics_.bundle_updates =
+        &m.AddCounter("meshid_agent_trust_bundle_updates_total", "New ROOTCA trust bundle versions published.");
+    m.AddComputedGauge("meshid_agent_cached_secrets", "Workload certificates (with their keys) held in memory.",
+                       [this] { return static_cast<double>(Stats().identities); });
+    m.AddComputedGauge("meshid_agent_cert_expiry_seconds",
+                       "Seconds until the earliest cached certificate expires (negative once expired; NaN if none).",
+                       [this] {
+                         auto stats = Stats();
+                         if (!stats.earliest_expiry) return std::numeric_limits<double>::quiet_NaN();
+                         return absl::ToDoubleSeconds(*stats.earliest_expiry - deps_.clock->Now());
+                       });
   }
 
   ~Impl() {
@@ -327,7 +335,7 @@ class SecretCache::Impl {
   }
 
   const SecretCacheOptions options_;
-  const Dependencies deps_;
+  const Collaborators deps_;
   CacheMetrics metrics_;
   std::atomic<uint64_t> next_generation_{1};
 
@@ -513,7 +521,7 @@ void SecretCache::Impl::ReportApplied(SubscriptionImpl* sub, absl::string_view n
   if (name != kRoot) return;
   absl::MutexLock lock(&mu_);
   if (root_resource_ == nullptr || version != root_resource_->version) return;
-  if (!accepted && deps_.logger) {
+  if (!accepted) {
     deps_.logger->warn("a proxy rejected trust bundle version {}; certificates from new roots are not held for it",
                        version);
   }
@@ -546,7 +554,7 @@ bool SecretCache::Impl::RunOne() {
     absl::MutexLock lock(&mu_);
     const absl::Time now = deps_.clock->Now();
     if (root_deadline_.has_value() && *root_deadline_ <= now) {
-      if (!root_waiting_.empty() && deps_.logger) {
+      if (!root_waiting_.empty()) {
         deps_.logger->warn("{} stream(s) did not apply trust bundle version {} within {}; releasing held certificates",
                            root_waiting_.size(), root_resource_ ? root_resource_->version : "",
                            absl::FormatDuration(options_.root_push_timeout));
@@ -560,13 +568,13 @@ bool SecretCache::Impl::RunOne() {
       e.scheduled_at.reset();
       if (e.resource != nullptr && now >= e.not_after && !e.expired_published) {
         e.expired_published = true;
-        if (deps_.logger) deps_.logger->error("the certificate of {} expired at {}", e.Who(), Rfc3339(e.not_after));
+        deps_.logger->error("the certificate of {} expired at {}", e.Who(), Rfc3339(e.not_after));
         if (auto update = CurrentDefaultLocked(e, now)) PublishDefaultLocked(e, *update, notes);
       }
       if (now < e.next_attempt) {
         RescheduleLocked(e);
       } else if (!e.is_agent && e.watchers.empty()) {
-        if (deps_.logger) deps_.logger->info("dropping {}: no stream uses it", e.Who());
+        deps_.logger->info("dropping {}: no stream uses it", e.Who());
         DropLocked(e, notes, now);
       } else {
         e.in_flight = true;
@@ -594,7 +602,7 @@ bool SecretCache::Impl::RunOne() {
       }
     }
   }
-  if (!issued.ok() && deps_.metrics != nullptr) {
+  if (!issued.ok()) {
     // Outside the cache lock: a scrape holds the registry's lock while it asks the cache.
     deps_.metrics
         ->AddCounter("meshid_agent_csr_failures_total", "Certificate requests that failed, by gRPC status code.",
@@ -615,7 +623,7 @@ absl::StatusOr<Issued> SecretCache::Impl::Issue(bool is_agent, const SecretStrin
   MESHID_ASSIGN_OR_RETURN(auto key, GenerateKey(options_.key_algorithm));
   MESHID_ASSIGN_OR_RETURN(auto key_pem, PrivateKeyToPem(key.get()));
   MESHID_ASSIGN_OR_RETURN(auto csr, BuildCsrPem(key.get()));
-  if (metrics_.csr_requests != nullptr) metrics_.csr_requests->Increment();
+  metrics_.csr_requests->Increment();
   MESHID_ASSIGN_OR_RETURN(auto chain, deps_.ca->CreateCertificate(csr, token.view(), options_.secret_ttl));
   return PackageIssued(chain, key.get(), key_pem, deps_.clock->Now(), next_generation_.fetch_add(1));
 }
@@ -647,10 +655,8 @@ void SecretCache::Impl::OnIssuedLocked(Entry& entry, Issued issued, Notes& notes
   if (acked_roots_.contains(anchor)) {
     InstallLocked(*e, notes, now);
   } else {
-    if (deps_.logger) {
-      deps_.logger->info("holding the new certificate of {} until every ROOTCA stream has applied trust bundle {}",
-                         e->Who(), root_resource_ ? root_resource_->version : "");
-    }
+    deps_.logger->info("holding the new certificate of {} until every ROOTCA stream has applied trust bundle {}",
+                       e->Who(), root_resource_ ? root_resource_->version : "");
     e->next_attempt = absl::InfiniteFuture();  // set when the certificate is installed
     RescheduleLocked(*e);
   }
@@ -669,11 +675,9 @@ void SecretCache::Impl::InstallLocked(Entry& e, Notes& notes, absl::Time now) {
   e.expired_published = false;
   e.next_attempt = RotationTime(now, e.not_after, options_.grace_ratio, options_.grace_ratio_jitter, *deps_.random);
   RescheduleLocked(e);
-  if (rotation && metrics_.rotations != nullptr) metrics_.rotations->Increment();
-  if (deps_.logger) {
-    deps_.logger->info("certificate for {} (serial {}) valid until {}, renewal at {}, {} stream(s)", e.spiffe_id,
-                       e.serial, Rfc3339(e.not_after), Rfc3339(e.next_attempt), e.watchers.size());
-  }
+  if (rotation) metrics_.rotations->Increment();
+  deps_.logger->info("certificate for {} (serial {}) valid until {}, renewal at {}, {} stream(s)", e.spiffe_id,
+                     e.serial, Rfc3339(e.not_after), Rfc3339(e.next_attempt), e.watchers.size());
   PublishDefaultLocked(e, xds::ResourceUpdate{std::string(kDefault), e.resource, absl::OkStatus()}, notes);
   if (rotation) RecomputeRootsLocked(notes, now);  // the previous anchor may no longer be needed
 }
@@ -710,7 +714,7 @@ void SecretCache::Impl::OnFailureLocked(Entry& e, const absl::Status& status, No
   const bool never_issued = e.resource == nullptr && !e.held.has_value();
   if (!e.is_agent && never_issued) {
     // An unproven workload token: its streams learn why, and a new stream tries again.
-    if (deps_.logger) deps_.logger->warn("the CA refused a workload token: {}", status.ToString());
+    deps_.logger->warn("the CA refused a workload token: {}", status.ToString());
     e.failure_published = true;
     if (auto update = CurrentDefaultLocked(e, now)) PublishDefaultLocked(e, *update, notes);
     DropLocked(e, notes, now);
@@ -771,16 +775,14 @@ void SecretCache::Impl::RecomputeRootsLocked(Notes& notes, absl::Time now) {
   if (sorted == roots_ || sorted.empty()) return;
   auto resource = sds::MakeValidationContextResource(kRoot, sorted, next_generation_.fetch_add(1));
   if (!resource.ok()) {
-    if (deps_.logger) deps_.logger->error("cannot build the trust bundle: {}", resource.status().ToString());
+    deps_.logger->error("cannot build the trust bundle: {}", resource.status().ToString());
     return;
   }
   roots_ = std::move(sorted);
   root_resource_ = std::move(*resource);
-  if (metrics_.bundle_updates != nullptr) metrics_.bundle_updates->Increment();
-  if (deps_.logger) {
-    deps_.logger->info("trust bundle version {} with {} root(s), pushed to {} stream(s)", root_resource_->version,
-                       roots_.size(), root_watchers_.size());
-  }
+  metrics_.bundle_updates->Increment();
+  deps_.logger->info("trust bundle version {} with {} root(s), pushed to {} stream(s)", root_resource_->version,
+                     roots_.size(), root_watchers_.size());
   root_waiting_ = root_watchers_;
   for (SubscriptionImpl* sub : root_watchers_) {
     notes.emplace_back(sub->watcher_, xds::ResourceUpdate{std::string(kRoot), root_resource_, absl::OkStatus()});
@@ -848,13 +850,13 @@ SecretCacheStats SecretCache::Impl::Stats() const {
 
 // ---------------------------------------------------------------------------------------------
 
-absl::StatusOr<std::unique_ptr<SecretCache>> SecretCache::Create(const SecretCacheOptions& options, Dependencies deps) {
+absl::StatusOr<std::unique_ptr<SecretCache>> SecretCache::Create(const SecretCacheOptions& options, CaClient& ca,
+                                                                 TokenSource& agent_token, const Clock& clock,
+                                                                 RandomSource& random, MetricsRegistry& metrics,
+                                                                 LoggerPtr logger) {
   MESHID_RETURN_IF_ERROR(ValidateSecretCacheOptions(options));
-  if (deps.clock == nullptr || deps.random == nullptr || deps.ca == nullptr || deps.agent_token == nullptr) {
-    return absl::InvalidArgumentError("SecretCache needs a clock, a random source, a CA client and a token source");
-  }
-  auto impl = std::make_unique<Impl>(options, std::move(deps));
-  impl->Init();
+  auto impl =
+      std::make_unique<Impl>(options, Collaborators{&clock, &random, &ca, &agent_token, &metrics, std::move(logger)});
   return std::unique_ptr<SecretCache>(new SecretCache(std::move(impl)));
 }
 

@@ -70,15 +70,15 @@ struct SecretCacheStats {
 
 class SecretCache final : public xds::ResourceProvider {
  public:
-  struct Dependencies {
-    const Clock* clock = nullptr;
-    RandomSource* random = nullptr;
-    CaClient* ca = nullptr;
-    TokenSource* agent_token = nullptr;
-    LoggerPtr logger;
-    MetricsRegistry* metrics = nullptr;  // optional
-  };
-  static absl::StatusOr<std::unique_ptr<SecretCache>> Create(const SecretCacheOptions& options, Dependencies deps);
+  // Certificates come from `ca`; the agent's own identity presents `agent_token`. `clock` is
+  // the cache's only "now" (expiry, renewal, backoff), `random` spreads renewals and retries.
+  // The cache's metrics (meshid_agent_*) are registered in `metrics`; `logger` is not null.
+  // Every reference must outlive the cache. InvalidArgument (naming the option) for options
+  // out of range.
+  static absl::StatusOr<std::unique_ptr<SecretCache>> Create(const SecretCacheOptions& options, CaClient& ca,
+                                                             TokenSource& agent_token, const Clock& clock,
+                                                             RandomSource& random, MetricsRegistry& metrics,
+                                                             LoggerPtr logger);
   ~SecretCache() override;
 
   // xds::ResourceProvider

@@ -18,8 +18,10 @@ namespace {
 constexpr char kSnapshotsHelp[] = "Policy snapshots from the agent, by outcome (rejected ones were NACKed).";
 }  // namespace
 
-AgentPolicySource::AgentPolicySource(AgentPolicySourceOptions options, LoggerPtr logger, MetricsRegistry& metrics)
+AgentPolicySource::AgentPolicySource(AgentPolicySourceOptions options, const Clock& clock, LoggerPtr logger,
+                                     MetricsRegistry& metrics)
     : options_(std::move(options)),
+      clock_(clock),
       logger_(std::move(logger)),
       applied_(metrics.AddCounter("meshid_proxy_policy_snapshots_total", kSnapshotsHelp, {{"result", "applied"}})),
       rejected_(metrics.AddCounter("meshid_proxy_policy_snapshots_total", kSnapshotsHelp, {{"result", "rejected"}})) {}
@@ -61,7 +63,7 @@ absl::StatusOr<std::shared_ptr<const authz::PolicyEngine>> AgentPolicySource::Co
   rbac::Diagnostics diag;
   auto set = ParseSnapshot(snapshot, options_.load, diag);
   if (!set.ok()) return set.status();
-  auto engine = authz::PolicyEngine::Create(std::move(*set), options_.engine);
+  auto engine = authz::PolicyEngine::Create(std::move(*set), clock_, options_.engine);
   if (!engine.ok()) return absl::InvalidArgumentError(absl::StrCat("does not compile: ", engine.status().message()));
   // A key set this proxy cannot load would make every token of that issuer fail: refuse the
   // version and keep the last good one, rather than start rejecting valid requests.

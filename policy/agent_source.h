@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "authz/policy_engine.h"
 #include "authz/policy_set.h"
+#include "common/clock.h"
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/random.h"
@@ -39,8 +40,8 @@ std::string DefaultProxyId(const std::string& service, const std::string& namesp
 class AgentPolicySource final : public PolicySource {
  public:
   // Counts meshid_proxy_policy_snapshots_total{result="applied"|"rejected"} in `metrics`, which
-  // must outlive the source.
-  AgentPolicySource(AgentPolicySourceOptions options, LoggerPtr logger, MetricsRegistry& metrics);
+  // must outlive the source. Engines check JWTs against `clock`, which must outlive them.
+  AgentPolicySource(AgentPolicySourceOptions options, const Clock& clock, LoggerPtr logger, MetricsRegistry& metrics);
   ~AgentPolicySource() override;
 
   absl::Status Start(OnSnapshot on_snapshot) override;
@@ -55,6 +56,7 @@ class AgentPolicySource final : public PolicySource {
   absl::Status Apply(const PolicySnapshotPtr& snapshot);
 
   const AgentPolicySourceOptions options_;
+  const Clock& clock_;
   LoggerPtr logger_;
   Counter& applied_;
   Counter& rejected_;

@@ -142,9 +142,15 @@ std::string ApplyPlan::Summary() const {
 std::shared_ptr<const authz::JwksFetcher> NoFetchJwksFetcher() { return std::make_shared<NoFetch>(); }
 
 absl::Status CompileCheck(authz::PolicySet set, const authz::PolicyEngineOptions& options) {
+  // The engine compiled here checks no request, so it never asks for the time.
+  class NoTimeClock final : public Clock {
+   public:
+    absl::Time Now() const override { return absl::InfinitePast(); }
+  };
+  const NoTimeClock no_time;  // outlives the engine, which is dropped before returning
   authz::PolicyEngineOptions o = options;
   o.jwks_fetcher = NoFetchJwksFetcher();
-  auto engine = authz::PolicyEngine::Create(std::move(set), o);
+  auto engine = authz::PolicyEngine::Create(std::move(set), no_time, o);
   if (!engine.ok())
     return absl::InvalidArgumentError(absl::StrCat("the policy set does not compile: ", engine.status().message()));
   return absl::OkStatus();

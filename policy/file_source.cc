@@ -5,8 +5,9 @@
 
 namespace meshid::policy {
 
-FilePolicySource::FilePolicySource(PolicyWatcher::Options options, LoggerPtr logger, MetricsRegistry* metrics)
-    : options_(std::move(options)), logger_(std::move(logger)), metrics_(metrics) {}
+FilePolicySource::FilePolicySource(PolicyWatcher::Options options, const Clock& clock, MetricsRegistry& metrics,
+                                   LoggerPtr logger)
+    : options_(std::move(options)), clock_(clock), metrics_(metrics), logger_(std::move(logger)) {}
 
 FilePolicySource::~FilePolicySource() { Stop(); }
 
@@ -18,7 +19,7 @@ std::string FilePolicySource::Describe() const {
 absl::Status FilePolicySource::Start(OnSnapshot on_snapshot) {
   if (watcher_ != nullptr) return absl::FailedPreconditionError("the policy source is already started");
   on_snapshot_ = std::move(on_snapshot);
-  auto watcher = PolicyWatcher::Create(options_, logger_, metrics_);
+  auto watcher = PolicyWatcher::Create(options_, clock_, metrics_, logger_);
   if (!watcher.ok()) return watcher.status();
   watcher_ = std::move(*watcher);
   absl::Status first = Deliver();

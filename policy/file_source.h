@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/clock.h"
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "policy/file_watcher.h"
@@ -24,8 +25,9 @@ namespace meshid::policy {
 
 class FilePolicySource final : public PolicySource {
  public:
-  // Validates nothing yet: Start() loads the initial configuration.
-  FilePolicySource(PolicyWatcher::Options options, LoggerPtr logger, MetricsRegistry* metrics);
+  // Validates nothing yet: Start() loads the initial configuration. The collaborators are
+  // those of PolicyWatcher::Create.
+  FilePolicySource(PolicyWatcher::Options options, const Clock& clock, MetricsRegistry& metrics, LoggerPtr logger);
   ~FilePolicySource() override;
 
   absl::Status Start(OnSnapshot on_snapshot) override;
@@ -37,8 +39,9 @@ class FilePolicySource final : public PolicySource {
   void Run();
 
   const PolicyWatcher::Options options_;
+  const Clock& clock_;
+  MetricsRegistry& metrics_;
   LoggerPtr logger_;
-  MetricsRegistry* metrics_;
   OnSnapshot on_snapshot_;
   std::unique_ptr<PolicyWatcher> watcher_;
   int64_t delivered_generation_ = 0;  // only touched by Start() and then the polling thread

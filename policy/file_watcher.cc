@@ -1,19 +1,26 @@
 #include "policy/file_watcher.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <filesystem>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "common/sha256.h"
 
 namespace meshid::policy {
 
-PolicyWatcher::PolicyWatcher(Options options, LoggerPtr logger)
-    : options_(std::move(options)), logger_(std::move(logger)) {}
+namespace {
+constexpr char kReloadsMetric[] = "meshid_policy_reloads_total";
+constexpr char kReloadsHelp[] = "Policy configuration loads";
+}  // namespace
+
+PolicyWatcher::PolicyWatcher(Options options, const Clock& clock, MetricsRegistry& metrics, LoggerPtr logger)
+    : options_(std::move(options)),
+      clock_(clock),
+      logger_(std::move(logger)),
+      reloads_ok_(metrics.AddCounter(kReloadsMetric, kReloadsHelp, {{"result", "ok"}})),
+      reloads_failed_(metrics.AddCounter(kReloadsMetric, kReloadsHelp, {{"result", "error"}})) {}
 
 PolicyWatcher::~PolicyWatcher() {
   {
@@ -23,15 +30,9 @@ PolicyWatcher::~PolicyWatcher() {
   if (thread_.joinable()) thread_.join();
 }
 
-absl::StatusOr<std::unique_ptr<PolicyWatcher>> PolicyWatcher::Create(Options options, LoggerPtr logger,
-                                                                     MetricsRegistry* metrics) {
-  std::unique_ptr<PolicyWatcher> w(new PolicyWatcher(std::move(options), std::move(logger)));
-  if (metrics) {
-    w->reloads_ok_ =
-        &metrics->AddCounter("meshid_policy_reloads_total", "Policy configuration loads", {{"result", "ok"}});
-    w->reloads_failed_ =
-        &metrics->AddCounter("meshid_policy_reloads_total", "Policy configuration loads", {{"result", "error"}});
-  }
+absl::StatusOr<std::unique_ptr<PolicyWatcher>> PolicyWatcher::Create(Options options, const Clock& clock,
+                                                                     MetricsRegistry& metrics, LoggerPtr logger) {
+  std::unique_ptr<PolicyWatcher> w(new PolicyWatcher(std::move(options), clock, metrics, std::move(logger)));
   auto fp = w->Fingerprint();
   if (!fp.ok()) return fp.status();
   auto engine = w->Build();
@@ -40,7 +41,7 @@ absl::StatusOr<std::unique_ptr<PolicyWatcher>> PolicyWatcher::Create(Options opt
   w->engine_ = std::move(*engine);
   w->fingerprint_ = std::move(*fp);
   w->generation_ = 1;
-  if (w->reloads_ok_) w->reloads_ok_->Increment();
+  w->reloads_ok_.Increment();
   return w;
 }
 
@@ -77,17 +78,12 @@ absl::StatusOr<std::string> PolicyWatcher::Fingerprint() const {
     }
   }
   std::sort(files.begin(), files.end());
-  std::string all;
+  Sha256Hasher digest;
   for (const auto& f : files) {
     auto content = ReadFile(f, options_.load.read.max_file_bytes);
-    absl::StrAppend(&all, f, "\n", content.ok() ? *content : content.status().ToString(), "\n");
+    digest.Update(absl::StrCat(f, "\n", content.ok() ? *content : content.status().ToString(), "\n"));
   }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(all.data(), all.size(), digest, &len, EVP_sha256(), nullptr) != 1) {
-    return absl::InternalError("SHA-256 failed");
-  }
-  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), len));
+  return digest.HexDigest();
 }
 
 absl::StatusOr<std::shared_ptr<const authz::PolicyEngine>> PolicyWatcher::Build() const {
@@ -98,7 +94,7 @@ absl::StatusOr<std::shared_ptr<const authz::PolicyEngine>> PolicyWatcher::Build(
     for (const auto& d : diag.errors()) logger_->error("policy: {}", d.ToString());
     return set.status();
   }
-  auto engine = authz::PolicyEngine::Create(std::move(*set), options_.engine);
+  auto engine = authz::PolicyEngine::Create(std::move(*set), clock_, options_.engine);
   if (!engine.ok()) return engine.status();
   for (const auto& w : (*engine)->warnings()) logger_->warn("policy: {}", w);
   return engine;
@@ -118,7 +114,7 @@ absl::Status PolicyWatcher::Poll() {
   if (!engine.ok()) {
     failed_fingerprint_ = *fp;
     last_error_ = std::string(engine.status().message());
-    if (reloads_failed_) reloads_failed_->Increment();
+    reloads_failed_.Increment();
     logger_->error("policy reload failed; keeping configuration generation {} in force", generation_);
     return engine.status();
   }
@@ -127,7 +123,7 @@ absl::Status PolicyWatcher::Poll() {
   failed_fingerprint_.clear();
   last_error_.clear();
   ++generation_;
-  if (reloads_ok_) reloads_ok_->Increment();
+  reloads_ok_.Increment();
   logger_->info("policy reloaded (generation {})", generation_);
   return absl::OkStatus();
 }

@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "authz/policy_engine.h"
 #include "authz/policy_set.h"
+#include "common/clock.h"
 #include "common/logging.h"
 #include "common/metrics.h"
 
@@ -32,9 +33,11 @@ class PolicyWatcher {
   };
 
   // Loads the initial configuration; fails (InvalidArgument with every finding) if it is bad,
-  // because there is no last good engine to fall back to yet. `metrics` may be null.
-  static absl::StatusOr<std::unique_ptr<PolicyWatcher>> Create(Options options, LoggerPtr logger,
-                                                               MetricsRegistry* metrics = nullptr);
+  // because there is no last good engine to fall back to yet. Engines check JWTs against
+  // `clock`; loads are counted in `metrics` (meshid_policy_reloads_total). `clock` and `metrics`
+  // must outlive the watcher and its engines; `logger` is not null.
+  static absl::StatusOr<std::unique_ptr<PolicyWatcher>> Create(Options options, const Clock& clock,
+                                                               MetricsRegistry& metrics, LoggerPtr logger);
   ~PolicyWatcher();
 
   std::shared_ptr<const authz::PolicyEngine> Current() const;
@@ -47,14 +50,15 @@ class PolicyWatcher {
   std::string last_error() const;
 
  private:
-  PolicyWatcher(Options options, LoggerPtr logger);
+  PolicyWatcher(Options options, const Clock& clock, MetricsRegistry& metrics, LoggerPtr logger);
   absl::StatusOr<std::string> Fingerprint() const;
   absl::StatusOr<std::shared_ptr<const authz::PolicyEngine>> Build() const;
 
   const Options options_;
+  const Clock& clock_;
   LoggerPtr logger_;
-  Counter* reloads_ok_ = nullptr;
-  Counter* reloads_failed_ = nullptr;
+  Counter& reloads_ok_;
+  Counter& reloads_failed_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const authz::PolicyEngine> engine_ ABSL_GUARDED_BY(mu_);
   std::string fingerprint_ ABSL_GUARDED_BY(mu_);

@@ -60,7 +60,7 @@ absl::Status ApplyMigrations(Database& db, absl::Span<const Migration> migration
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
-  if (!applied.empty() && logger != nullptr) {
+  if (!applied.empty()) {
     logger->info("datastore {}: schema version {} -> {} (applied {})", db.description(), before, newest,
                  absl::StrJoin(applied, ", "));
   }

@@ -28,7 +28,8 @@ inline constexpr absl::string_view kSchemaVersionTable = "meshid_schema_version"
 // Brings the database up to date in ONE transaction (TxMode::kMigrate, so concurrent starts
 // apply each migration once): creates the version table if needed, refuses a database whose
 // version is above the newest of `migrations` (FailedPrecondition), applies the missing ones in
-// order and records them. On any error nothing is applied. `now` is recorded as applied_at.
+// order and records them. On any error nothing is applied. `now` is recorded as applied_at;
+// what was applied is logged to `logger` (not null).
 absl::Status ApplyMigrations(Database& db, absl::Span<const Migration> migrations, absl::Time now,
                              const LoggerPtr& logger);
 
@@ -38,6 +39,7 @@ absl::StatusOr<int> ReadSchemaVersion(Database& db);
 // OpenStore with a given migration set instead of the built-in one (tests of the migration
 // runner: failing, newer and multi-step migrations).
 absl::StatusOr<std::unique_ptr<Store>> OpenStoreWithMigrations(const std::string& url, const StoreOptions& options,
-                                                               absl::Span<const Migration> migrations);
+                                                               absl::Span<const Migration> migrations,
+                                                               const Clock& clock, const LoggerPtr& logger);
 
 }  // namespace meshid::sql

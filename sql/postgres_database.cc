@@ -132,18 +132,15 @@ class PgTx final : public SqlTx {
 
 class PostgresDatabase final : public Database {
  public:
-  PostgresDatabase(const StoreUrl& url, const StoreOptions& options)
-      : where_(url.Redacted()),
-        conninfo_(url.PostgresConninfo()),
-        pool_(url.pool_size > 0 ? url.pool_size : options.max_connections, [this] { return Connect(); }) {}
+  // Connects once, so that a bad address or bad credentials fail here.
+  static absl::StatusOr<std::unique_ptr<Database>> Open(const StoreUrl& url, const StoreOptions& options) {
+    std::unique_ptr<PostgresDatabase> db(new PostgresDatabase(url, options));
+    MESHID_ASSIGN_OR_RETURN(auto lease, db->pool_.Acquire());
+    return db;
+  }
 
   std::string backend() const override { return "postgresql"; }
   std::string description() const override { return where_; }
-
-  absl::Status Init() {
-    MESHID_ASSIGN_OR_RETURN(auto lease, pool_.Acquire());  // fail early on a bad address or credentials
-    return absl::OkStatus();
-  }
 
   absl::Status Transact(TxMode mode, absl::FunctionRef<absl::Status(SqlTx&)> body) override {
     for (int attempt = 0;; ++attempt) {
@@ -194,6 +191,11 @@ class PostgresDatabase final : public Database {
   }
 
  private:
+  PostgresDatabase(const StoreUrl& url, const StoreOptions& options)
+      : where_(url.Redacted()),
+        conninfo_(url.PostgresConninfo()),
+        pool_(url.pool_size > 0 ? url.pool_size : options.max_connections, [this] { return Connect(); }) {}
+
   absl::StatusOr<std::unique_ptr<pqxx::connection>> Connect() {
     try {
       return std::make_unique<pqxx::connection>(conninfo_);
@@ -210,9 +212,7 @@ class PostgresDatabase final : public Database {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Database>> OpenPostgresDatabase(const StoreUrl& url, const StoreOptions& options) {
-  auto db = std::make_unique<PostgresDatabase>(url, options);
-  MESHID_RETURN_IF_ERROR(db->Init());
-  return db;
+  return PostgresDatabase::Open(url, options);
 }
 
 }  // namespace meshid::sql

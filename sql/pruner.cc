@@ -14,7 +14,6 @@ absl::StatusOr<std::unique_ptr<LedgerPruner>> LedgerPruner::Create(IssuanceStore
   if (options.interval <= absl::ZeroDuration())
     return absl::InvalidArgumentError("retention interval: must be positive");
   if (options.batch_size <= 0) return absl::InvalidArgumentError("retention batch size: must be positive");
-  if (logger == nullptr) logger = MakeNullLogger("pruner");
   return std::unique_ptr<LedgerPruner>(new LedgerPruner(store, clock, std::move(logger), options));
 }
 

@@ -27,8 +27,9 @@ struct LedgerPrunerOptions {
 
 class LedgerPruner {
  public:
-  // `store` and `clock` must outlive the pruner. InvalidArgument for a negative horizon, a
-  // non-positive interval or batch size.
+  // `store` and `clock` must outlive the pruner; `logger` (not null) gets the background
+  // thread's outcomes. InvalidArgument for a negative horizon, a non-positive interval or batch
+  // size.
   static absl::StatusOr<std::unique_ptr<LedgerPruner>> Create(IssuanceStore& store, const Clock& clock,
                                                               LoggerPtr logger,
                                                               const LedgerPrunerOptions& options = {});

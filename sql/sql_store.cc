@@ -615,7 +615,8 @@ class SqlStore final : public Store {
 namespace sql {
 
 absl::StatusOr<std::unique_ptr<Store>> OpenStoreWithMigrations(const std::string& url, const StoreOptions& options,
-                                                               absl::Span<const Migration> migrations) {
+                                                               absl::Span<const Migration> migrations,
+                                                               const Clock& clock, const LoggerPtr& logger) {
   MESHID_ASSIGN_OR_RETURN(StoreUrl parsed, ParseStoreUrl(url));
   std::unique_ptr<Database> db;
   if (parsed.kind == StoreUrl::Kind::kSqlite) {
@@ -623,17 +624,19 @@ absl::StatusOr<std::unique_ptr<Store>> OpenStoreWithMigrations(const std::string
   } else {
     MESHID_ASSIGN_OR_RETURN(db, OpenPostgresDatabase(parsed, options));
   }
-  const Clock& clock = options.clock != nullptr ? *options.clock : SystemClock::Instance();
-  MESHID_RETURN_IF_ERROR(ApplyMigrations(*db, migrations, clock.Now(), options.logger));
+  MESHID_RETURN_IF_ERROR(ApplyMigrations(*db, migrations, clock.Now(), logger));
   return std::make_unique<SqlStore>(std::move(db));
 }
 
 }  // namespace sql
 
-absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const StoreOptions& options) {
-  return sql::OpenStoreWithMigrations(url, options, sql::BuiltinMigrations());
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const StoreOptions& options,
+                                                 const Clock& clock, const LoggerPtr& logger) {
+  return sql::OpenStoreWithMigrations(url, options, sql::BuiltinMigrations(), clock, logger);
 }
 
-absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url) { return OpenStore(url, StoreOptions{}); }
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const Clock& clock, const LoggerPtr& logger) {
+  return OpenStore(url, StoreOptions{}, clock, logger);
+}
 
 }  // namespace meshid

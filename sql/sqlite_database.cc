@@ -161,20 +161,16 @@ class SqliteTx final : public SqlTx {
 
 class SqliteDatabase final : public Database {
  public:
-  SqliteDatabase(std::string path, const StoreOptions& options)
-      : path_(std::move(path)),
-        busy_timeout_ms_(static_cast<int>(absl::ToInt64Milliseconds(options.busy_timeout))),
-        pool_(options.max_connections, [this] { return Connect(/*create=*/false); }) {}
+  // Opens a first connection (creating the file when allowed), so that a bad path fails here.
+  static absl::StatusOr<std::unique_ptr<Database>> Open(std::string path, const StoreOptions& options) {
+    std::unique_ptr<SqliteDatabase> db(new SqliteDatabase(std::move(path), options));
+    MESHID_ASSIGN_OR_RETURN(auto conn, db->Connect(options.create_if_missing));
+    conn.reset();  // the pool opens its own; the file now exists in WAL mode
+    return db;
+  }
 
   std::string backend() const override { return "sqlite"; }
   std::string description() const override { return "sqlite://" + path_; }
-
-  // Opens the first connection (creating the file when allowed) and keeps it in the pool.
-  absl::Status Init(bool create) {
-    MESHID_ASSIGN_OR_RETURN(auto conn, Connect(create));
-    conn.reset();  // the pool opens its own; the file now exists in WAL mode
-    return absl::OkStatus();
-  }
 
   absl::Status Transact(TxMode mode, absl::FunctionRef<absl::Status(SqlTx&)> body) override {
     MESHID_ASSIGN_OR_RETURN(auto lease, pool_.Acquire());
@@ -202,6 +198,11 @@ class SqliteDatabase final : public Database {
   }
 
  private:
+  SqliteDatabase(std::string path, const StoreOptions& options)
+      : path_(std::move(path)),
+        busy_timeout_ms_(static_cast<int>(absl::ToInt64Milliseconds(options.busy_timeout))),
+        pool_(options.max_connections, [this] { return Connect(/*create=*/false); }) {}
+
   absl::StatusOr<std::unique_ptr<SqliteConn>> Connect(bool create) {
     auto conn = std::make_unique<SqliteConn>();
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE | (create ? SQLITE_OPEN_CREATE : 0);
@@ -269,9 +270,7 @@ class SqliteDatabase final : public Database {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Database>> OpenSqliteDatabase(const std::string& path, const StoreOptions& options) {
-  auto db = std::make_unique<SqliteDatabase>(path, options);
-  MESHID_RETURN_IF_ERROR(db->Init(options.create_if_missing));
-  return db;
+  return SqliteDatabase::Open(path, options);
 }
 
 }  // namespace meshid::sql

@@ -55,10 +55,6 @@ struct StoreOptions {
   int max_connections = 8;
   // SQLite: how long a writer waits for another process holding the write lock.
   absl::Duration busy_timeout = absl::Seconds(10);
-  // Migrations applied at open are logged here (nullptr: not logged).
-  LoggerPtr logger;
-  // Stamps the applied_at of migrations (nullptr: the system clock). Not owned.
-  const Clock* clock = nullptr;
 };
 
 // Opens a store and brings its schema up to date (migrations from sql/migrations, applied in
@@ -72,8 +68,12 @@ struct StoreOptions {
 // database newer than this binary (FailedPrecondition). A failed migration leaves the database
 // as it was. Backend details (durability, pooling, reconnects): sql/sqlite_database.h,
 // sql/postgres_database.h, and docs/operations.md (Storage).
-absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url);
-absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const StoreOptions& options);
+//
+// `clock` stamps the applied_at of the migrations applied here, which are logged to `logger`
+// (not null); neither is kept.
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const Clock& clock, const LoggerPtr& logger);
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const StoreOptions& options,
+                                                 const Clock& clock, const LoggerPtr& logger);
 
 // The default store of a data directory: "sqlite://<data_dir>/meshid.db".
 std::string DefaultStoreUrl(const std::string& data_dir);

@@ -17,20 +17,16 @@ struct Fixture {
   explicit Fixture(KeyAlgorithm ca_algorithm = KeyAlgorithm::kEcdsaP256,
                    KeyAlgorithm workload = KeyAlgorithm::kEcdsaP256) {
     authority = testing::MakeAuthority(clock, random, "cluster.local", absl::Hours(24 * 365), ca_algorithm);
-    issuer = std::make_shared<CertIssuer>(authority, clock, random);
+    issuer = *CertIssuer::Create(authority, clock, random);
     token_key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
     std::vector<JwtIssuer> issuers;
     issuers.push_back(JwtIssuer{"iss", *Jwks::FromPublicKey(token_key.get(), "k"), {"istio-ca"}});
     ca_authenticator = std::make_shared<CompositeAuthenticator>(
         std::make_unique<ClientCertAuthenticator>(authority, "cluster.local", clock),
         std::make_unique<JwtAuthenticator>("cluster.local", std::move(issuers), clock));
-    CertificateAuthorityDeps deps;
-    deps.issuer = issuer;
-    deps.authenticator = ca_authenticator;
-    deps.metrics = &metrics;
-    deps.logger = MakeNullLogger();
-    deps.clock = &clock;
-    ca = std::make_unique<CertificateAuthority>(CertificateServiceOptions{}, std::move(deps));
+    ca = std::make_unique<CertificateAuthority>(CertificateServiceOptions{}, issuer, ca_authenticator,
+                                                /*registry=*/nullptr, /*ledger=*/nullptr, clock, metrics,
+                                                MakeNullLogger());
     creds.authorization = {"Bearer " + *SignJwt({{"iss", "iss"},
                                                  {"sub", "system:serviceaccount:default:sleep"},
                                                  {"aud", "istio-ca"},
@@ -43,7 +39,7 @@ struct Fixture {
   OpenSslRandom random;
   MetricsRegistry metrics;
   std::shared_ptr<const SigningAuthority> authority;
-  std::shared_ptr<CertIssuer> issuer;
+  std::shared_ptr<const CertIssuer> issuer;
   EvpPkeyPtr token_key, workload_key;
   std::shared_ptr<const CallerAuthenticator> ca_authenticator;
   std::unique_ptr<CertificateAuthority> ca;
@@ -87,18 +83,11 @@ void BM_SignWithLedger(benchmark::State& state) {
     f = new Fixture();
     if (state.range(0) == 1) {
       std::string dir = testing::TempDir("meshid-bench-ledger");
-      store = *OpenStore("sqlite://" + dir + "/meshid.db");
+      store = *OpenStore("sqlite://" + dir + "/meshid.db", f->clock, MakeNullLogger());
       ledger = std::make_unique<GroupCommitLedger>(*store, f->metrics);
     }
-    CertificateAuthorityDeps deps;
-    deps.issuer = f->issuer;
-    deps.authenticator = f->ca_authenticator;
-    deps.registry = store.get();
-    deps.ledger = ledger.get();
-    deps.metrics = &f->metrics;
-    deps.logger = MakeNullLogger();
-    deps.clock = &f->clock;
-    ca = std::make_unique<CertificateAuthority>(CertificateServiceOptions{}, std::move(deps));
+    ca = std::make_unique<CertificateAuthority>(CertificateServiceOptions{}, f->issuer, f->ca_authenticator,
+                                                store.get(), ledger.get(), f->clock, f->metrics, MakeNullLogger());
   }
   for (auto _ : state) {
     auto chain = ca->Sign(f->creds, f->csr, 0);

@@ -93,7 +93,7 @@ std::shared_ptr<const PolicyEngine> Build(const std::string& yaml) {
     fprintf(stderr, "%s\n", std::string(set.status().message()).c_str());
     std::abort();
   }
-  auto engine = PolicyEngine::Create(std::move(*set));
+  auto engine = PolicyEngine::Create(std::move(*set), SystemClock::Instance());
   if (!engine.ok()) std::abort();
   return *engine;
 }

@@ -143,12 +143,8 @@ void MeasureMemoryPerSecret(const Layout& layout) {
   testing::FakeTokenSource agent_token("agent");
   fake_ca.AllowToken("agent", "bench", "agent");
   for (int i = 1; i < layout.identities; ++i) fake_ca.AllowToken(Layout::Token(i), "bench", absl::StrCat("sa-", i));
-  SecretCache::Dependencies deps;
-  deps.clock = &clock;
-  deps.random = &random;
-  deps.ca = &ca;
-  deps.agent_token = &agent_token;
-  auto cache = std::move(*SecretCache::Create({}, deps));
+  MetricsRegistry metrics;
+  auto cache = std::move(*SecretCache::Create({}, ca, agent_token, clock, random, metrics, MakeNullLogger()));
   while (cache->RunOne()) {
   }
   std::vector<std::unique_ptr<xds::Subscription>> subs;
@@ -280,14 +276,7 @@ int RunAgent(const Layout& layout, const char* self) {
   MetricsRegistry metrics;
   SecretCacheOptions options;
   options.secret_ttl = absl::Hours(1);
-  SecretCache::Dependencies deps;
-  deps.clock = &clock;
-  deps.random = &random;
-  deps.ca = &ca;
-  deps.agent_token = &agent_token;
-  deps.logger = MakeNullLogger();
-  deps.metrics = &metrics;
-  auto cache = std::move(*SecretCache::Create(options, deps));
+  auto cache = std::move(*SecretCache::Create(options, ca, agent_token, clock, random, metrics, MakeNullLogger()));
   sds::SdsServerOptions server_options;
   server_options.socket_path = socket;
   const size_t heap_start = HeapInUse();

@@ -220,7 +220,6 @@ class JwtFixture : public ::testing::Test {
 
   PolicyEngineOptions Options() {
     PolicyEngineOptions o;
-    o.clock = clock_.get();
     return o;
   }
 
@@ -256,7 +255,7 @@ spec:
   - when: [{key: request.auth.principal, values: ['https://issuer-two/*']}]
   - to: [{operation: {paths: [/health, /public]}}]
 )";
-  auto e = MustEngine(yaml, Options());
+  auto e = MustEngine(yaml, Options(), *clock_);
   const std::string good = Token("https://issuer-one");
   RunCases(
       e, {
@@ -313,7 +312,7 @@ TEST_F(JwtFixture, TriggerRulesDecideWhetherAJwtIsRequired) {
       - excludedPaths: [{exact: /health}, {suffix: .css}]
       - includedPaths: [{prefix: /always}]
 )"));
-  auto e = MustEngine(yaml, Options());
+  auto e = MustEngine(yaml, Options(), *clock_);
   RunCases(e, {
                   {"excluded_exact_path_no_token_needed", Http("GET", "/health"), Allow("")},
                   {"excluded_path_ignores_query", Http("GET", "/health?probe=1"), Allow("")},
@@ -343,7 +342,7 @@ TEST_F(JwtFixture, HeadersParamsOptionalAndCors) {
                                 jwks_, R"('
   originIsOptional: true
 )"));
-  auto e = MustEngine(yaml, Options());
+  auto e = MustEngine(yaml, Options(), *clock_);
   const std::string t = Token("iss");
   RunCases(e, {
                   {"custom_header_carries_raw_token", Http().Header("x-jwt-assertion", t), Allow("")},
@@ -396,7 +395,7 @@ spec:
   - properties: {request.auth.audiences: first}
   - properties: {request.auth.presenter: web-ui}
 )";
-  auto e = MustEngine(yaml, Options());
+  auto e = MustEngine(yaml, Options(), *clock_);
   RunCases(
       e,
       {
@@ -443,7 +442,7 @@ spec:
     to: [{operation: {paths: [/secure*]}}]
   - to: [{operation: {paths: [/open*]}}]
 )";
-  auto e = MustEngine(yaml, Options());
+  auto e = MustEngine(yaml, Options(), *clock_);
   RunCases(
       e,
       {
@@ -479,7 +478,7 @@ TEST_F(JwtFixture, JwksFromFileUriAndFetchFailures) {
            absl::StrCat("  jwtRules:\n  - issuer: iss\n    jwksUri: file://", (dir / "nope.json").string(), "\n"));
   auto set = Parse(yaml);
   ASSERT_TRUE(set.ok()) << set.status();
-  auto engine = PolicyEngine::Create(std::move(*set), Options());
+  auto engine = PolicyEngine::Create(std::move(*set), *clock_, Options());
   ASSERT_TRUE(engine.ok()) << engine.status();
   ASSERT_EQ((*engine)->warnings().size(), 1u);
   EXPECT_NE((*engine)->warnings()[0].find("nope.json"), std::string::npos) << (*engine)->warnings()[0];
@@ -514,7 +513,7 @@ TEST_F(JwtFixture, HttpJwksUriAndOpenIdDiscovery) {
   auto e = MustEngine(Beta("RequestAuthentication", "r", "ns",
                            "  jwtRules:\n  - issuer: iss\n    jwksUri: https://keys.example/jwks\n"
                            "  - issuer: https://accounts.example\n"),
-                      options);
+                      options, *clock_);
   RunCases(e,
            {
                {"http_jwks_uri", Http().Bearer(Token("iss")), Allow("")},

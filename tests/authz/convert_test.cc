@@ -213,8 +213,8 @@ void ExpectEquivalent(const std::string& name, const std::string& v1alpha1_yaml,
   auto beta_set = Parse(services_yaml + "\n" + converted->yaml);
   ASSERT_TRUE(beta_set.ok()) << beta_set.status() << "\n" << converted->yaml;
   EXPECT_TRUE(beta_set->rbac.roles.empty());
-  auto alpha = PolicyEngine::Create(std::move(*alpha_set));
-  auto beta = PolicyEngine::Create(std::move(*beta_set));
+  auto alpha = PolicyEngine::Create(std::move(*alpha_set), SystemClock::Instance());
+  auto beta = PolicyEngine::Create(std::move(*beta_set), SystemClock::Instance());
   ASSERT_TRUE(alpha.ok() && beta.ok());
   size_t allowed = 0, denied = 0, mismatches = 0;
   for (const auto& in : RequestSet()) {
@@ -269,8 +269,8 @@ TEST(Convert, EquivalentBookinfoExample) {
   ASSERT_TRUE(converted.ok()) << converted.status();
   auto beta_set = Parse(services + "\n" + converted->yaml);
   ASSERT_TRUE(beta_set.ok()) << beta_set.status();
-  auto alpha = PolicyEngine::Create(std::move(*alpha_set));
-  auto beta = PolicyEngine::Create(std::move(*beta_set));
+  auto alpha = PolicyEngine::Create(std::move(*alpha_set), SystemClock::Instance());
+  auto beta = PolicyEngine::Create(std::move(*beta_set), SystemClock::Instance());
   ASSERT_TRUE(alpha.ok() && beta.ok());
   std::ifstream lines(std::string(MESHID_SOURCE_DIR) + "/examples/policy/requests.jsonl");
   std::string line;

@@ -208,7 +208,7 @@ TEST(ExtAuthz, Responses) {
 TEST(ExtAuthz, ServiceUsesTheCurrentEngine) {
   std::shared_ptr<const PolicyEngine> current;
   MetricsRegistry metrics;
-  ExtAuthzService service([&] { return current; }, {"b.ns.svc.cluster.local", "", {}, ""}, MakeNullLogger(), &metrics);
+  ExtAuthzService service([&] { return current; }, {"b.ns.svc.cluster.local", "", {}, ""}, metrics, MakeNullLogger());
   v3::CheckRequest req;
   req.mutable_attributes()->mutable_request()->mutable_http()->set_method("GET");
   req.mutable_attributes()->mutable_request()->mutable_http()->set_path("/");
@@ -231,7 +231,8 @@ TEST(ExtAuthz, CustomPolicyDelegatesToGrpcProvider) {
       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: ext, namespace: ns}\n"
       "spec: {rules: [{from: [{source: {principals: [cluster.local/ns/a/sa/a]}}], "
       "when: [{key: 'request.headers[x-ok]', values: ['*']}]}]}\n");
-  ExtAuthzService backend([&] { return backend_engine; }, {}, MakeNullLogger(), nullptr);
+  MetricsRegistry backend_metrics;
+  ExtAuthzService backend([&] { return backend_engine; }, {}, backend_metrics, MakeNullLogger());
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -318,7 +319,7 @@ TEST(PolicyWatcher, BadConfigKeepsLastGoodEngine) {
   policy::PolicyWatcher::Options options;
   options.paths = {dir.string()};
   MetricsRegistry metrics;
-  auto w = policy::PolicyWatcher::Create(options, MakeNullLogger(), &metrics);
+  auto w = policy::PolicyWatcher::Create(options, SystemClock::Instance(), metrics, MakeNullLogger());
   ASSERT_TRUE(w.ok()) << w.status();
   auto post = testing::Http("POST").in;
   auto first = (*w)->Current();
@@ -351,7 +352,8 @@ TEST(PolicyWatcher, BadConfigKeepsLastGoodEngine) {
   EXPECT_FALSE((*w)->Poll().ok());
   EXPECT_TRUE((*w)->Current()->Check(post)->allowed);
   std::filesystem::remove_all(dir);
-  EXPECT_FALSE(policy::PolicyWatcher::Create(options, MakeNullLogger()).ok()) << "no initial configuration, no watcher";
+  EXPECT_FALSE(policy::PolicyWatcher::Create(options, SystemClock::Instance(), metrics, MakeNullLogger()).ok())
+      << "no initial configuration, no watcher";
 }
 
 }  // namespace

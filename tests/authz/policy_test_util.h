@@ -22,11 +22,12 @@ inline absl::StatusOr<PolicySet> Parse(const std::string& yaml, rbac::Diagnostic
   return set;
 }
 
-inline std::shared_ptr<const PolicyEngine> MustEngine(const std::string& yaml, PolicyEngineOptions options = {}) {
+inline std::shared_ptr<const PolicyEngine> MustEngine(const std::string& yaml, PolicyEngineOptions options = {},
+                                                      const Clock& clock = SystemClock::Instance()) {
   auto set = Parse(yaml);
   EXPECT_TRUE(set.ok()) << set.status();
   if (!set.ok()) return nullptr;
-  auto engine = PolicyEngine::Create(std::move(*set), std::move(options));
+  auto engine = PolicyEngine::Create(std::move(*set), clock, std::move(options));
   EXPECT_TRUE(engine.ok()) << engine.status();
   return engine.ok() ? *engine : nullptr;
 }

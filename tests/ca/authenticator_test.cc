@@ -75,10 +75,10 @@ TEST_F(AuthenticatorTest, CachedTokensStillExpire) {
 
 TEST_F(AuthenticatorTest, ClientCertificateOfThisCaRenewsSameIdentity) {
   auto authority = testing::MakeAuthority(clock_, random_);
-  CertIssuer issuer(authority, clock_, random_);
+  auto issuer = *CertIssuer::Create(authority, clock_, random_);
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
   auto id = *SpiffeId::Parse("spiffe://cluster.local/ns/default/sa/sleep");
-  auto svid = *issuer.IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id, absl::Hours(1));
+  auto svid = *issuer->IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id, absl::Hours(1));
   ClientCertAuthenticator cert_auth(authority, "cluster.local", clock_);
   CallerCredentials c;
   c.peer_cert_pem = svid.pem;
@@ -89,9 +89,9 @@ TEST_F(AuthenticatorTest, ClientCertificateOfThisCaRenewsSameIdentity) {
 
   // From another CA.
   auto foreign = testing::MakeAuthority(clock_, random_);
-  CertIssuer foreign_issuer(foreign, clock_, random_);
+  auto foreign_issuer = *CertIssuer::Create(foreign, clock_, random_);
   c.peer_cert_pem =
-      foreign_issuer.IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id, absl::Hours(1))->pem;
+      foreign_issuer->IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id, absl::Hours(1))->pem;
   EXPECT_NE(std::string(cert_auth.Authenticate(c).status().message()).find("not a valid certificate of this CA"),
             std::string::npos);
 

@@ -12,13 +12,13 @@ class CertIssuerTest : public ::testing::Test {
   FakeClock clock_;
   OpenSslRandom random_;
   std::shared_ptr<const SigningAuthority> authority_ = testing::MakeAuthority(clock_, random_);
-  CertIssuer issuer_{authority_, clock_, random_};
+  std::unique_ptr<CertIssuer> issuer_ = *CertIssuer::Create(authority_, clock_, random_);
   SpiffeId id_ = *SpiffeId::Parse("spiffe://cluster.local/ns/default/sa/sleep");
 };
 
 TEST_F(CertIssuerTest, SvidFollowsTheProfile) {
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
-  auto issued = issuer_.IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1));
+  auto issued = issuer_->IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1));
   ASSERT_TRUE(issued.ok()) << issued.status();
   X509Ptr parsed = *CertFromPem(issued->pem);
   X509* cert = parsed.get();
@@ -46,7 +46,7 @@ TEST_F(CertIssuerTest, SvidFollowsTheProfile) {
 
 TEST_F(CertIssuerTest, RsaKeysAlsoGetKeyEncipherment) {
   auto key = *GenerateKey(KeyAlgorithm::kRsa2048);
-  auto issued = *issuer_.IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kRsa2048, id_, absl::Hours(1));
+  auto issued = *issuer_->IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kRsa2048, id_, absl::Hours(1));
   EXPECT_EQ(X509_get_key_usage(CertFromDer(issued.der)->get()),
             static_cast<uint32_t>(KU_DIGITAL_SIGNATURE | KU_KEY_ENCIPHERMENT));
 }
@@ -54,9 +54,9 @@ TEST_F(CertIssuerTest, RsaKeysAlsoGetKeyEncipherment) {
 TEST_F(CertIssuerTest, RsaAndP384AuthoritiesSignVerifiableCertificates) {
   for (KeyAlgorithm ca_algorithm : {KeyAlgorithm::kRsa2048, KeyAlgorithm::kEcdsaP384}) {
     auto authority = testing::MakeAuthority(clock_, random_, "cluster.local", absl::Hours(10), ca_algorithm);
-    CertIssuer issuer(authority, clock_, random_);
+    auto issuer = *CertIssuer::Create(authority, clock_, random_);
     auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
-    auto issued = *issuer.IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1));
+    auto issued = *issuer->IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1));
     X509Ptr cert = *CertFromDer(issued.der);
     EXPECT_TRUE(VerifyCertChain(cert.get(), {}, {authority->cert.get()}, clock_.Now()).ok())
         << KeyAlgorithmName(ca_algorithm);
@@ -68,9 +68,9 @@ TEST_F(CertIssuerTest, RsaAndP384AuthoritiesSignVerifiableCertificates) {
 TEST_F(CertIssuerTest, TimesAfter2049UseGeneralizedTime) {
   clock_.Set(absl::FromCivil(absl::CivilSecond(2049, 12, 31, 23, 0, 0), absl::UTCTimeZone()));
   auto authority = testing::MakeAuthority(clock_, random_, "cluster.local", absl::Hours(24 * 365));
-  CertIssuer issuer(authority, clock_, random_);
+  auto issuer = *CertIssuer::Create(authority, clock_, random_);
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
-  auto issued = *issuer.IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id_, absl::Hours(2));
+  auto issued = *issuer->IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id_, absl::Hours(2));
   X509Ptr cert = *CertFromDer(issued.der);
   EXPECT_EQ(NotAfter(cert.get()), clock_.Now() + absl::Hours(2));
   EXPECT_EQ(ASN1_STRING_type(X509_get0_notAfter(cert.get())), V_ASN1_GENERALIZEDTIME);
@@ -82,7 +82,7 @@ TEST_F(CertIssuerTest, SerialsAreDistinct) {
   std::set<std::string> serials;
   std::string spki = *PublicKeyDer(key.get());
   for (int i = 0; i < 50; ++i)
-    serials.insert(issuer_.IssueSvid(spki, KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1))->serial_hex);
+    serials.insert(issuer_->IssueSvid(spki, KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1))->serial_hex);
   EXPECT_EQ(serials.size(), 50u);
 }
 
@@ -91,7 +91,7 @@ TEST_F(CertIssuerTest, SerialsAreDistinct) {
 TEST_F(CertIssuerTest, SerialsLeadWithTheIssuanceMillisecond) {
   std::string spki = *PublicKeyDer(GenerateKey(KeyAlgorithm::kEcdsaP256)->get());
   auto serial_bytes = [&] {
-    auto issued = *issuer_.IssueSvid(spki, KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1));
+    auto issued = *issuer_->IssueSvid(spki, KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1));
     X509Ptr cert = *CertFromDer(issued.der);
     BignumPtr bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr));
     std::string bytes(16, '\0');
@@ -116,20 +116,33 @@ TEST_F(CertIssuerTest, SerialsLeadWithTheIssuanceMillisecond) {
 
 TEST_F(CertIssuerTest, NotAfterClampedToIssuerAndExpiredIssuerRefuses) {
   auto short_lived = testing::MakeAuthority(clock_, random_, "cluster.local", absl::Minutes(30));
-  CertIssuer issuer(short_lived, clock_, random_);
+  auto issuer = *CertIssuer::Create(short_lived, clock_, random_);
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
   std::string spki = *PublicKeyDer(key.get());
-  auto issued = *issuer.IssueSvid(spki, KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1));
+  auto issued = *issuer->IssueSvid(spki, KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1));
   EXPECT_EQ(NotAfter(CertFromDer(issued.der)->get()), NotAfter(short_lived->cert.get()));
   EXPECT_EQ(issued.not_after, NotAfter(short_lived->cert.get()));
   clock_.Advance(absl::Minutes(31));
-  auto refused = issuer.IssueSvid(spki, KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1));
+  auto refused = issuer->IssueSvid(spki, KeyAlgorithm::kEcdsaP256, id_, absl::Hours(1));
   EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+}
+
+TEST_F(CertIssuerTest, CreateRefusesAnAuthorityItCannotSignWith) {
+  auto ed25519 = std::make_shared<SigningAuthority>();
+  ed25519->cert = CopyCert(authority_->cert.get());
+  ed25519->key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
+  auto refused = CertIssuer::Create(ed25519, clock_, random_);
+  EXPECT_TRUE(absl::IsInvalidArgument(refused.status())) << refused.status();
+  EXPECT_NE(refused.status().message().find("the CA key is Ed25519"), std::string::npos) << refused.status();
+
+  auto empty = CertIssuer::Create(std::make_shared<SigningAuthority>(), clock_, random_);
+  EXPECT_TRUE(absl::IsInvalidArgument(empty.status())) << empty.status();
+  EXPECT_EQ(empty.status().message(), "the signing authority has no certificate or key");
 }
 
 TEST_F(CertIssuerTest, ServingCertHasDnsAndIpSans) {
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
-  auto issued = *issuer_.IssueServingCert(key.get(), {"localhost", "127.0.0.1", "::1"}, absl::Hours(1));
+  auto issued = *issuer_->IssueServingCert(key.get(), {"localhost", "127.0.0.1", "::1"}, absl::Hours(1));
   X509Ptr cert = *CertFromDer(issued.der);
   EXPECT_EQ(DnsSans(cert.get()), std::vector<std::string>{"localhost"});
   EXPECT_EQ(X509_check_ip_asc(cert.get(), "127.0.0.1", 0), 1);

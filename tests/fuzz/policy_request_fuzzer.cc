@@ -66,7 +66,7 @@ const meshid::authz::PolicyEngine& Engine() {
     meshid::rbac::Diagnostics diag;
     auto set = meshid::authz::ParsePolicySet(kPolicies, "fuzz.yaml", {}, diag);
     if (!set.ok()) __builtin_trap();
-    auto e = meshid::authz::PolicyEngine::Create(std::move(*set));
+    auto e = meshid::authz::PolicyEngine::Create(std::move(*set), meshid::SystemClock::Instance());
     if (!e.ok()) __builtin_trap();
     return *e;
   }();

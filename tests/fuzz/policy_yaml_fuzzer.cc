@@ -25,7 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!set.ok()) return 0;
   meshid::authz::PolicyEngineOptions options;
   options.jwks_fetcher = std::make_shared<NoNetwork>();
-  auto engine = meshid::authz::PolicyEngine::Create(std::move(*set), options);
+  auto engine = meshid::authz::PolicyEngine::Create(std::move(*set), meshid::SystemClock::Instance(), options);
   if (!engine.ok()) return 0;
   meshid::authz::RequestInput in;
   in.destination_service = "b.ns.svc.cluster.local";

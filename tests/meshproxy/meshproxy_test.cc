@@ -25,7 +25,7 @@ std::shared_ptr<const authz::PolicyEngine> Engine(const std::string& yaml) {
   rbac::Diagnostics diag;
   auto set = authz::ParsePolicySet(yaml, "test.yaml", authz::LoadOptions{}, diag);
   EXPECT_TRUE(set.ok()) << set.status();
-  auto engine = authz::PolicyEngine::Create(std::move(*set));
+  auto engine = authz::PolicyEngine::Create(std::move(*set), SystemClock::Instance());
   EXPECT_TRUE(engine.ok()) << engine.status();
   return *engine;
 }
@@ -202,6 +202,7 @@ class FilePolicySourceTest : public ::testing::Test {
     std::ofstream(tmp) << text;
     std::filesystem::rename(tmp, path_);
   }
+  MetricsRegistry metrics_;  // outlives the sources of the tests
   policy::PolicyWatcher::Options Options() {
     policy::PolicyWatcher::Options o;
     o.paths = {path_};
@@ -249,7 +250,7 @@ spec: {rules: [{to: [{operation: {bogus: 1}}]}]}
 
 TEST_F(FilePolicySourceTest, DeliversChangesAndNeverABrokenFile) {
   WritePolicy(kAllowAll);
-  policy::FilePolicySource source(Options(), MakeNullLogger(), nullptr);
+  policy::FilePolicySource source(Options(), SystemClock::Instance(), metrics_, MakeNullLogger());
   ASSERT_TRUE(source.Start(Recorder()).ok());
   EXPECT_THAT(versions(), ElementsAre("file-1"));  // synchronously, before Start returns
   WritePolicy(kBroken);
@@ -269,7 +270,7 @@ spec: {action: DENY, rules: [{to: [{operation: {paths: ["/x"]}}]}]}
 
 TEST_F(FilePolicySourceTest, ABrokenInitialFileFailsStart) {
   WritePolicy(kBroken);
-  policy::FilePolicySource source(Options(), MakeNullLogger(), nullptr);
+  policy::FilePolicySource source(Options(), SystemClock::Instance(), metrics_, MakeNullLogger());
   absl::Status s = source.Start(Recorder());
   EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
   EXPECT_TRUE(versions().empty());
@@ -277,14 +278,15 @@ TEST_F(FilePolicySourceTest, ABrokenInitialFileFailsStart) {
 
 TEST_F(FilePolicySourceTest, ARefusedSnapshotIsNotOfferedAgain) {
   WritePolicy(kAllowAll);
-  policy::FilePolicySource source(Options(), MakeNullLogger(), nullptr);
+  policy::FilePolicySource source(Options(), SystemClock::Instance(), metrics_, MakeNullLogger());
   EXPECT_FALSE(source.Start(Recorder(absl::InvalidArgumentError("no"))).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(100));  // several polls: nothing new to offer
   EXPECT_THAT(versions(), ElementsAre("file-1"));
 }
 
 TEST(FilePolicySource, WithoutPathsDeliversIstioDefaults) {
-  policy::FilePolicySource source(policy::PolicyWatcher::Options{}, MakeNullLogger(), nullptr);
+  MetricsRegistry metrics;
+  policy::FilePolicySource source(policy::PolicyWatcher::Options{}, SystemClock::Instance(), metrics, MakeNullLogger());
   std::shared_ptr<const authz::PolicyEngine> engine;
   ASSERT_TRUE(source
                   .Start([&](const policy::PolicySource::Snapshot& s) {

@@ -66,14 +66,7 @@ class SecretCacheTest : public ::testing::Test {
   std::unique_ptr<SecretCache> MakeCache(SecretCacheOptions options = {}) {
     options.secret_ttl = absl::Hours(1);
     if (options.grace_ratio_jitter == 0.01) options.grace_ratio_jitter = 0;
-    SecretCache::Dependencies deps;
-    deps.clock = &clock_;
-    deps.random = &random_;
-    deps.ca = &ca_;
-    deps.agent_token = &agent_token_;
-    deps.logger = MakeNullLogger();
-    deps.metrics = &metrics_;
-    auto cache = SecretCache::Create(options, std::move(deps));
+    auto cache = SecretCache::Create(options, ca_, agent_token_, clock_, random_, metrics_, MakeNullLogger());
     EXPECT_TRUE(cache.ok()) << cache.status();
     return std::move(*cache);
   }

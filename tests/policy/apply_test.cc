@@ -246,8 +246,8 @@ TEST(PlanPolicyApply, AStoredSetDecidesExactlyLikeItsFiles) {
     ASSERT_TRUE(plan.ok()) << plan.status();
     auto stored = ParseStoredDocuments(plan->documents, authz::LoadOptions{}, diag);
     ASSERT_TRUE(stored.ok()) << stored.status();
-    auto a = *authz::PolicyEngine::Create(std::move(*direct));
-    auto b = *authz::PolicyEngine::Create(std::move(*stored));
+    auto a = *authz::PolicyEngine::Create(std::move(*direct), SystemClock::Instance());
+    auto b = *authz::PolicyEngine::Create(std::move(*stored), SystemClock::Instance());
     for (const auto& request : requests) {
       auto da = a->Check(request);
       auto db = b->Check(request);
@@ -263,7 +263,7 @@ TEST(PlanPolicyApply, AStoredSetDecidesExactlyLikeItsFiles) {
 
 TEST(ApplyPolicyFiles, CommitsAVersionOnlyWhenSomethingChangedAndNothingOnError) {
   TempDir dir;
-  auto store = OpenStore("sqlite://" + dir.path() + "/meshid.db");
+  auto store = OpenStore("sqlite://" + dir.path() + "/meshid.db", SystemClock::Instance(), MakeNullLogger());
   ASSERT_TRUE(store.ok()) << store.status();
   FakeClock clock(kNow);
   TempDir files;

@@ -70,7 +70,7 @@ PolicySnapshotPtr Snapshot(int64_t version) {
 class PolicyServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto store = OpenStore("sqlite://" + dir_.path() + "/meshid.db");
+    auto store = OpenStore("sqlite://" + dir_.path() + "/meshid.db", SystemClock::Instance(), MakeNullLogger());
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
   }

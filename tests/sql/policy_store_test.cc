@@ -64,7 +64,7 @@ class PolicyStoreTest : public ::testing::TestWithParam<Backend> {
     ASSERT_NE(store_, nullptr);
   }
   std::unique_ptr<Store> Open() {
-    auto store = OpenStore(db_->url());
+    auto store = OpenStore(db_->url(), SystemClock::Instance(), MakeNullLogger());
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? *std::move(store) : nullptr;
   }

@@ -79,10 +79,11 @@ absl::Status RunUnprivileged(const std::function<absl::Status()>& fn) {
 TEST(SqliteStoreTest, ReadOnlyFileIsPermissionDenied) {
   TempDir dir;
   const std::string path = dir.path() + "/meshid.db";
-  ASSERT_OK(OpenStore("sqlite://" + path).status());
+  ASSERT_OK(OpenStore("sqlite://" + path, SystemClock::Instance(), MakeNullLogger()).status());
   ASSERT_EQ(chmod(path.c_str(), 0444), 0);
   ASSERT_EQ(chmod(dir.path().c_str(), 0555), 0);
-  absl::Status status = RunUnprivileged([&] { return OpenStore("sqlite://" + path).status(); });
+  absl::Status status = RunUnprivileged(
+      [&] { return OpenStore("sqlite://" + path, SystemClock::Instance(), MakeNullLogger()).status(); });
   EXPECT_THAT(status, StatusIs(absl::StatusCode::kPermissionDenied, AllOf(HasSubstr(path), HasSubstr("read-only"))));
   EXPECT_THAT(std::string(status.message()), Not(HasSubstr("\n")));
 }
@@ -91,13 +92,15 @@ TEST(SqliteStoreTest, UnwritableDirectoryIsPermissionDenied) {
   TempDir dir;
   ASSERT_EQ(chmod(dir.path().c_str(), 0555), 0);
   const std::string path = dir.path() + "/meshid.db";
-  absl::Status status = RunUnprivileged([&] { return OpenStore("sqlite://" + path).status(); });
+  absl::Status status = RunUnprivileged(
+      [&] { return OpenStore("sqlite://" + path, SystemClock::Instance(), MakeNullLogger()).status(); });
   EXPECT_THAT(status, StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr(path)));
 }
 
 TEST(SqliteStoreTest, MissingDirectoryIsNotFound) {
   TempDir dir;
-  auto store = OpenStore("sqlite://" + dir.path() + "/no/such/dir/meshid.db");
+  auto store =
+      OpenStore("sqlite://" + dir.path() + "/no/such/dir/meshid.db", SystemClock::Instance(), MakeNullLogger());
   EXPECT_THAT(store.status(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("does not exist")));
 }
 
@@ -105,7 +108,7 @@ TEST(SqliteStoreTest, MissingFileIsNotFoundWhenCreationIsNotAllowed) {
   TempDir dir;
   StoreOptions options;
   options.create_if_missing = false;
-  auto store = OpenStore("sqlite://" + dir.path() + "/meshid.db", options);
+  auto store = OpenStore("sqlite://" + dir.path() + "/meshid.db", options, SystemClock::Instance(), MakeNullLogger());
   EXPECT_THAT(store.status(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("no database")));
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/meshid.db"));
 }
@@ -114,14 +117,14 @@ TEST(SqliteStoreTest, FileThatIsNotADatabaseIsRefused) {
   TempDir dir;
   const std::string path = dir.path() + "/meshid.db";
   std::ofstream(path) << std::string(4096, 'x');
-  auto store = OpenStore("sqlite://" + path);
+  auto store = OpenStore("sqlite://" + path, SystemClock::Instance(), MakeNullLogger());
   EXPECT_THAT(store.status(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not a database")));
 }
 
 TEST(SqliteStoreTest, UsesWalMode) {
   TempDir dir;
   const std::string path = dir.path() + "/meshid.db";
-  auto store = OpenStore("sqlite://" + path);
+  auto store = OpenStore("sqlite://" + path, SystemClock::Instance(), MakeNullLogger());
   ASSERT_OK(store.status());
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
@@ -138,14 +141,14 @@ TEST(SqliteStoreTest, CommittedBatchSurvivesKill9) {
   const std::string url = "sqlite://" + dir.path() + "/meshid.db";
   pid_t pid = fork();
   if (pid == 0) {
-    auto store = OpenStore(url);
+    auto store = OpenStore(url, SystemClock::Instance(), MakeNullLogger());
     if (store.ok() && (*store)->RecordIssuances({Record(1), Record(2)}).ok()) kill(getpid(), SIGKILL);
     _exit(1);  // only reached when recording failed
   }
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "the child could not record its batch";
-  auto store = OpenStore(url);
+  auto store = OpenStore(url, SystemClock::Instance(), MakeNullLogger());
   ASSERT_OK(store.status());
   EXPECT_THAT(*(*store)->ListIssuances({}), ElementsAre(Record(2), Record(1)));
 }
@@ -167,7 +170,8 @@ int UnusedPort() {
 
 TEST(PostgresStoreTest, UnreachableServerIsUnavailableOnOneLine) {
   const int port = UnusedPort();
-  auto store = OpenStore(absl::StrCat("postgresql://meshid:s3cret-pw@127.0.0.1:", port, "/meshid"));
+  auto store = OpenStore(absl::StrCat("postgresql://meshid:s3cret-pw@127.0.0.1:", port, "/meshid"),
+                         SystemClock::Instance(), MakeNullLogger());
   EXPECT_THAT(store.status(), StatusIs(absl::StatusCode::kUnavailable,
                                        AllOf(HasSubstr("cannot connect"), HasSubstr(absl::StrCat("127.0.0.1:", port)),
                                              Not(HasSubstr("s3cret-pw")), Not(HasSubstr("\n")))));
@@ -187,7 +191,8 @@ TEST_F(PostgresServerTest, WrongPasswordIsPermissionDenied) {
   auto parsed = sql::ParseStoreUrl(admin_url_);
   ASSERT_OK(parsed.status());
   auto store = OpenStore(absl::StrCat("postgresql://", parsed->user, ":wrong-password@", parsed->host, ":",
-                                      parsed->port, "/", parsed->database));
+                                      parsed->port, "/", parsed->database),
+                         SystemClock::Instance(), MakeNullLogger());
   EXPECT_THAT(store.status(),
               StatusIs(absl::StatusCode::kPermissionDenied,
                        AllOf(HasSubstr("credentials refused"), HasSubstr("password authentication failed"),
@@ -195,13 +200,14 @@ TEST_F(PostgresServerTest, WrongPasswordIsPermissionDenied) {
 }
 
 TEST_F(PostgresServerTest, MissingDatabaseIsNotFound) {
-  auto store = OpenStore(testing::WithDatabase(admin_url_, "meshid_no_such_database"));
+  auto store = OpenStore(testing::WithDatabase(admin_url_, "meshid_no_such_database"), SystemClock::Instance(),
+                         MakeNullLogger());
   EXPECT_THAT(store.status(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("meshid_no_such_database")));
 }
 
 TEST_F(PostgresServerTest, DescriptionHasNoPassword) {
   auto db = testing::TestDatabase::Create(testing::Backend::kPostgres);
-  auto store = OpenStore(db->url());
+  auto store = OpenStore(db->url(), SystemClock::Instance(), MakeNullLogger());
   ASSERT_OK(store.status());
   auto parsed = sql::ParseStoreUrl(db->url());
   EXPECT_THAT((*store)->description(), AllOf(HasSubstr(parsed->host), Not(HasSubstr(parsed->password))));
@@ -213,7 +219,7 @@ TEST_F(PostgresServerTest, DescriptionHasNoPassword) {
 TEST_F(PostgresServerTest, RecoversAfterTheServerWasStoppedAndStarted) {
   testing::PrivatePostgres server;
   ASSERT_TRUE(server.ok()) << server.start_output();
-  auto store = OpenStore(server.url());
+  auto store = OpenStore(server.url(), SystemClock::Instance(), MakeNullLogger());
   ASSERT_OK(store.status());
   ASSERT_OK((*store)->RecordIssuances({Record(1)}));
 

@@ -76,7 +76,7 @@ class StoreCliTest : public ::testing::TestWithParam<Backend> {
     where_ = GetParam() == Backend::kSqlite ? "--data-dir " + db_->dir() : "--datastore '" + db_->url() + "'";
   }
   std::unique_ptr<Store> Open() {
-    auto store = OpenStore(db_->url());
+    auto store = OpenStore(db_->url(), SystemClock::Instance(), MakeNullLogger());
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? *std::move(store) : nullptr;
   }
@@ -273,7 +273,7 @@ TEST(StoreCliErrorsTest, WrongPostgresPassword) {
 
 TEST(StoreCliErrorsTest, ReadOnlySqliteFile) {
   TempDir dir;
-  ASSERT_OK(OpenStore("sqlite://" + dir.path() + "/meshid.db").status());
+  ASSERT_OK(OpenStore("sqlite://" + dir.path() + "/meshid.db", SystemClock::Instance(), MakeNullLogger()).status());
   ASSERT_EQ(chmod((dir.path() + "/meshid.db").c_str(), 0444), 0);
   ASSERT_EQ(chmod(dir.path().c_str(), 0555), 0);
   // Root writes read-only files anyway; run the binary as `nobody` then.

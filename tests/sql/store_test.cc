@@ -63,7 +63,7 @@ class StoreTest : public ::testing::TestWithParam<Backend> {
   }
 
   std::unique_ptr<Store> Open() {
-    auto store = OpenStore(db_->url());
+    auto store = OpenStore(db_->url(), SystemClock::Instance(), MakeNullLogger());
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? *std::move(store) : nullptr;
   }
@@ -110,12 +110,12 @@ std::vector<sql::Migration> BuiltinPlus(std::initializer_list<sql::Migration> ex
 
 TEST_P(StoreTest, DatabaseNewerThanTheBinaryIsRefused) {
   auto future = BuiltinPlus({{9999, "9999_future.sql", "CREATE TABLE future_thing (a BIGINT);"}});
-  auto newer = sql::OpenStoreWithMigrations(db_->url(), {}, future);
+  auto newer = sql::OpenStoreWithMigrations(db_->url(), {}, future, SystemClock::Instance(), MakeNullLogger());
   ASSERT_OK(newer.status());
   EXPECT_EQ(*(*newer)->SchemaVersion(), 9999);
   newer->reset();
 
-  auto store = OpenStore(db_->url());
+  auto store = OpenStore(db_->url(), SystemClock::Instance(), MakeNullLogger());
   EXPECT_THAT(store.status(), StatusIs(absl::StatusCode::kFailedPrecondition,
                                        HasSubstr("schema is at version 9999, newer than this meshid understands")));
   EXPECT_THAT(std::string(store.status().message()), Not(HasSubstr("\n")));
@@ -130,13 +130,13 @@ TEST_P(StoreTest, FailedMigrationLeavesNothingHalfApplied) {
                               "INSERT INTO half_applied (a) VALUES (1);\n"
                               "INSERT INTO no_such_table (a) VALUES (1);\n"}});
   // On a fresh database nothing at all is applied: not even the built-in migrations.
-  auto store = sql::OpenStoreWithMigrations(db_->url(), {}, broken);
+  auto store = sql::OpenStoreWithMigrations(db_->url(), {}, broken, SystemClock::Instance(), MakeNullLogger());
   EXPECT_THAT(store.status(), Not(StatusIs(absl::StatusCode::kOk, ::testing::_)));
   EXPECT_THAT(std::string(store.status().message()), HasSubstr("migration " + broken_name));
 
   // Both CREATE TABLEs below would fail if anything of the broken run had been kept.
   auto good = BuiltinPlus({{next, good_name, "CREATE TABLE half_applied (a BIGINT);"}});
-  auto fixed = sql::OpenStoreWithMigrations(db_->url(), {}, good);
+  auto fixed = sql::OpenStoreWithMigrations(db_->url(), {}, good, SystemClock::Instance(), MakeNullLogger());
   ASSERT_OK(fixed.status());
   EXPECT_EQ(*(*fixed)->SchemaVersion(), next);
 }
@@ -148,7 +148,7 @@ TEST_P(StoreTest, FailedUpgradeKeepsTheOldVersionAndData) {
   store.reset();
   const int next = sql::BuiltinMigrations().back().version + 1;
   auto broken = BuiltinPlus({{next, "broken.sql", "DROP TABLE issuances; SELECT * FROM no_such_table;"}});
-  EXPECT_FALSE(sql::OpenStoreWithMigrations(db_->url(), {}, broken).ok());
+  EXPECT_FALSE(sql::OpenStoreWithMigrations(db_->url(), {}, broken, SystemClock::Instance(), MakeNullLogger()).ok());
   store = Open();
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(*store->SchemaVersion(), sql::BuiltinMigrations().back().version);
@@ -164,7 +164,7 @@ TEST_P(StoreTest, MigrationsApplyInOrderOnUpgrade) {
   }
   auto upgraded = BuiltinPlus(
       {{next, "a.sql", "CREATE TABLE step_a (a BIGINT);"}, {next + 1, "b.sql", "INSERT INTO step_a (a) VALUES (7);"}});
-  auto store = sql::OpenStoreWithMigrations(db_->url(), {}, upgraded);
+  auto store = sql::OpenStoreWithMigrations(db_->url(), {}, upgraded, SystemClock::Instance(), MakeNullLogger());
   ASSERT_OK(store.status());
   EXPECT_EQ(*(*store)->SchemaVersion(), next + 1);
   EXPECT_THAT(*(*store)->ListIssuances({}), ElementsAre(Record(1)));
@@ -175,7 +175,8 @@ TEST_P(StoreTest, ConcurrentFirstOpensMigrateOnce) {
   std::vector<absl::Status> results(kOpeners);
   std::vector<std::thread> threads;
   for (int i = 0; i < kOpeners; ++i) {
-    threads.emplace_back([&, i] { results[i] = OpenStore(db_->url()).status(); });
+    threads.emplace_back(
+        [&, i] { results[i] = OpenStore(db_->url(), SystemClock::Instance(), MakeNullLogger()).status(); });
   }
   for (auto& t : threads) t.join();
   for (const auto& s : results) EXPECT_OK(s);
@@ -573,7 +574,7 @@ TEST_P(StoreTest, PrunerKeepsRowsWithinTheHorizon) {
   ASSERT_OK(store->RecordIssuances(batch));
   LedgerPrunerOptions options;
   options.batch_size = 2;  // several batches in one pass
-  auto pruner = LedgerPruner::Create(*store, clock, nullptr, options);
+  auto pruner = LedgerPruner::Create(*store, clock, MakeNullLogger(), options);
   ASSERT_OK(pruner.status());
   auto deleted = (*pruner)->RunOnce();
   ASSERT_OK(deleted.status());
@@ -598,7 +599,7 @@ TEST_P(StoreTest, PrunerRunsInTheBackgroundUntilStopped) {
   LedgerPrunerOptions options;
   options.batch_size = 3;
   options.interval = absl::Milliseconds(1);
-  auto pruner = LedgerPruner::Create(*store, clock, nullptr, options);
+  auto pruner = LedgerPruner::Create(*store, clock, MakeNullLogger(), options);
   ASSERT_OK(pruner.status());
   (*pruner)->Start();
   (*pruner)->Start();  // no second thread
@@ -611,20 +612,20 @@ TEST_P(StoreTest, PrunerRunsInTheBackgroundUntilStopped) {
 
 TEST(LedgerPrunerTest, OptionsAreValidated) {
   testing::TempDir dir;
-  auto real = OpenStore("sqlite://" + dir.path() + "/m.db");
+  auto real = OpenStore("sqlite://" + dir.path() + "/m.db", SystemClock::Instance(), MakeNullLogger());
   ASSERT_OK(real.status());
   FakeClock clock;
   LedgerPrunerOptions bad;
   bad.horizon = -absl::Hours(1);
-  EXPECT_THAT(LedgerPruner::Create(**real, clock, nullptr, bad).status(),
+  EXPECT_THAT(LedgerPruner::Create(**real, clock, MakeNullLogger(), bad).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("horizon")));
   bad = {};
   bad.interval = absl::ZeroDuration();
-  EXPECT_THAT(LedgerPruner::Create(**real, clock, nullptr, bad).status(),
+  EXPECT_THAT(LedgerPruner::Create(**real, clock, MakeNullLogger(), bad).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("interval")));
   bad = {};
   bad.batch_size = 0;
-  EXPECT_THAT(LedgerPruner::Create(**real, clock, nullptr, bad).status(),
+  EXPECT_THAT(LedgerPruner::Create(**real, clock, MakeNullLogger(), bad).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("batch size")));
 }
 

@@ -74,7 +74,8 @@ TEST_P(BadStoreUrlTest, IsInvalidArgumentNamingTheProblem) {
                                      AllOf(HasSubstr("datastore URL"), HasSubstr(GetParam().message),
                                            Not(HasSubstr("topsecret")), Not(HasSubstr("\n")))));
   // OpenStore reports the same without touching anything.
-  EXPECT_EQ(OpenStore(GetParam().url).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(OpenStore(GetParam().url, SystemClock::Instance(), MakeNullLogger()).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 INSTANTIATE_TEST_SUITE_P(
