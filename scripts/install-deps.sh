@@ -4,8 +4,8 @@
 set -euo pipefail
 
 packages=(
-  # toolchain
-  g++ cmake ninja-build pkg-config git clang libclang-rt-14-dev
+  # toolchain (clang-format: the format.check test)
+  g++ cmake ninja-build pkg-config git clang libclang-rt-14-dev clang-format
   # libraries
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev libssl-dev libbotan-2-dev
   libpqxx-dev libsqlite3-dev libspdlog-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev

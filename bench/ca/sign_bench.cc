@@ -8,7 +8,8 @@
 #include "common/csr.h"
 #include "common/logging.h"
 #include "sql/store.h"
-#include "tests/ca/test_ca.h"
+#include "tests/support/signing_authority.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid {
 namespace {
@@ -76,14 +77,15 @@ BENCHMARK(BM_CertificateAuthoritySign)->Args({0, 0})->Args({0, 1})->Args({1, 0})
 // commit), from many threads so that group commit can batch. Compare with no store at all.
 void BM_SignWithLedger(benchmark::State& state) {
   static Fixture* f = nullptr;
+  static std::unique_ptr<testing::TempDir> dir;  // a fresh database for every run
   static std::unique_ptr<Store> store;
   static std::unique_ptr<GroupCommitLedger> ledger;
   static std::unique_ptr<CertificateAuthority> ca;
   if (state.thread_index() == 0) {
     f = new Fixture();
     if (state.range(0) == 1) {
-      std::string dir = testing::TempDir("meshid-bench-ledger");
-      store = *OpenStore("sqlite://" + dir + "/meshid.db", f->clock, MakeNullLogger());
+      dir = std::make_unique<testing::TempDir>("meshid-bench-ledger");
+      store = *OpenStore("sqlite://" + dir->File("meshid.db"), f->clock, MakeNullLogger());
       ledger = std::make_unique<GroupCommitLedger>(*store, f->metrics);
     }
     ca = std::make_unique<CertificateAuthority>(CertificateServiceOptions{}, f->issuer, f->ca_authenticator,
@@ -97,6 +99,7 @@ void BM_SignWithLedger(benchmark::State& state) {
     ca.reset();
     ledger.reset();
     store.reset();
+    dir.reset();
     delete f;
   }
   state.SetItemsProcessed(state.iterations());

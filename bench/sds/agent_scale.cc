@@ -30,7 +30,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -46,6 +45,7 @@
 #include "sds/resource.h"
 #include "sds/sds_server.h"
 #include "tests/nodeagent/fake_ca.h"
+#include "tests/support/temp_dir.h"
 
 extern char** environ;
 
@@ -136,7 +136,7 @@ class NullWatcher final : public xds::ResourceWatcher {
 // Phase 1
 
 void MeasureMemoryPerSecret(const Layout& layout) {
-  FakeClock clock;
+  testing::FakeClock clock;
   OpenSslRandom random;
   testing::FakeCa fake_ca(clock);
   TimedCa ca(fake_ca);
@@ -261,12 +261,10 @@ double Percentile(std::vector<double> v, double p) {
 }
 
 int RunAgent(const Layout& layout, const char* self) {
-  const std::string dir =
-      absl::StrCat(std::filesystem::temp_directory_path().string(), "/meshid-agent-bench-", getpid());
-  std::filesystem::create_directories(dir);
-  const std::string socket = dir + "/socket";
+  testing::TempDir dir("meshid-agent-bench");
+  const std::string socket = dir.File("socket");
 
-  FakeClock clock;
+  testing::FakeClock clock;
   OpenSslRandom random;
   testing::FakeCa fake_ca(clock);
   TimedCa ca(fake_ca);
@@ -359,7 +357,6 @@ int RunAgent(const Layout& layout, const char* self) {
   waitpid(child, nullptr, 0);
   server->reset();
   cache.reset();
-  std::filesystem::remove_all(dir);
   return 0;
 }
 

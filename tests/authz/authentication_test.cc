@@ -10,9 +10,13 @@
 #include "common/jwt.h"
 #include "common/keys.h"
 #include "tests/authz/policy_test_util.h"
+#include "tests/support/fake_clock.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid::authz::testing {
 namespace {
+
+using ::meshid::testing::FakeClock;
 
 const absl::Time kNow = absl::FromUnixSeconds(1'800'000'000);
 
@@ -467,8 +471,8 @@ spec:
 }
 
 TEST_F(JwtFixture, JwksFromFileUriAndFetchFailures) {
-  const auto dir = std::filesystem::temp_directory_path() / ("meshid-jwks-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  ::meshid::testing::TempDir temp_dir("meshid-jwks");
+  const std::filesystem::path dir = temp_dir.path();
   const std::string path = (dir / "jwks.json").string();
   std::ofstream(path) << jwks_;
   const std::string yaml =
@@ -489,7 +493,6 @@ TEST_F(JwtFixture, JwksFromFileUriAndFetchFailures) {
                 WithReason(Unauthenticated(), "Jwks remote fetch is failed")},
                {"unfetchable_jwks_missing_token_still_passes", Http().To("b.other.svc.cluster.local"), Allow("")},
            });
-  std::filesystem::remove_all(dir);
 }
 
 class MapFetcher : public JwksFetcher {

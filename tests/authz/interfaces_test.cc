@@ -17,6 +17,7 @@
 #include "common/http_status_server.h"
 #include "policy/file_watcher.h"
 #include "tests/authz/policy_test_util.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid::authz {
 namespace {
@@ -309,8 +310,8 @@ TEST(JwksFetcher, ServerThatNeverAnswersTimesOut) {
 }
 
 TEST(PolicyWatcher, BadConfigKeepsLastGoodEngine) {
-  const auto dir = std::filesystem::temp_directory_path() / ("meshid-watch-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  ::meshid::testing::TempDir temp_dir("meshid-watch");
+  const std::filesystem::path dir = temp_dir.path();
   auto write = [&](const std::string& name, const std::string& text) { std::ofstream(dir / name) << text; };
   const std::string allow_get =
       "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\n"

@@ -2,11 +2,16 @@
 
 #include <gtest/gtest.h>
 
+#include "ca/cert_issuer.h"
 #include "ca/local_issuer.h"
-#include "tests/ca/test_ca.h"
+#include "tests/support/fake_clock.h"
+#include "tests/support/signing_authority.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid {
 namespace {
+
+using testing::FakeClock;
 
 class AuthenticatorTest : public ::testing::Test {
  protected:
@@ -133,7 +138,8 @@ TEST_F(AuthenticatorTest, CompositeTriesCertificateThenToken) {
 }
 
 TEST(LocalTokenIssuer, TokensVerifyAgainstItsIssuerConfig) {
-  std::string dir = testing::TempDir("local-issuer");
+  testing::TempDir temp_dir("local-issuer");
+  const std::string& dir = temp_dir.path();
   EXPECT_TRUE(absl::IsNotFound(LocalTokenIssuer::Load(dir, /*create=*/false).status()));
   auto issuer = LocalTokenIssuer::Load(dir, /*create=*/true);
   ASSERT_TRUE(issuer.ok()) << issuer.status();

@@ -5,42 +5,36 @@
 
 #include <filesystem>
 
+#include "ca/cert_issuer.h"
 #include "common/files.h"
-#include "tests/ca/test_ca.h"
+#include "common/keys.h"
+#include "common/random.h"
+#include "common/x509.h"
+#include "tests/support/certs.h"
+#include "tests/support/fake_clock.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid {
 namespace {
 
-// Signs a CA (or, with ca=false, a leaf) certificate for `subject_key` under `issuer`.
+using testing::FakeClock;
+
+// A CA (or, with ca=false, a leaf) certificate for `subject_key` under `issuer`.
 X509Ptr SignCert(X509* issuer, EVP_PKEY* issuer_key, EVP_PKEY* subject_key, const char* cn, bool ca,
                  const Clock& clock) {
-  X509Ptr cert(X509_new());
-  X509_set_version(cert.get(), X509_VERSION_3);
-  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 1000 + cn[0]);
-  X509_NAME_add_entry_by_txt(X509_get_subject_name(cert.get()), "CN", MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>(cn), -1, -1, 0);
-  X509_set_issuer_name(cert.get(), X509_get_subject_name(issuer));
-  ASN1_TIME_set(X509_getm_notBefore(cert.get()), absl::ToTimeT(clock.Now() - absl::Hours(1)));
-  ASN1_TIME_set(X509_getm_notAfter(cert.get()), absl::ToTimeT(clock.Now() + absl::Hours(100)));
-  X509_set_pubkey(cert.get(), subject_key);
-  X509V3_CTX ctx;
-  X509V3_set_ctx(&ctx, issuer, cert.get(), nullptr, nullptr, 0);
-  X509_EXTENSION* bc =
-      X509V3_EXT_nconf_nid(nullptr, &ctx, NID_basic_constraints, ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
-  X509_add_ext(cert.get(), bc, -1);
-  X509_EXTENSION_free(bc);
-  X509_EXTENSION* ski = X509V3_EXT_nconf_nid(nullptr, &ctx, NID_subject_key_identifier, "hash");
-  X509_add_ext(cert.get(), ski, -1);
-  X509_EXTENSION_free(ski);
-  X509_sign(cert.get(), issuer_key, EVP_sha256());
-  return cert;
+  testing::CertificateSpec spec;
+  spec.ca = ca;
+  spec.common_name = cn;
+  spec.not_before = clock.Now() - absl::Hours(1);
+  spec.not_after = clock.Now() + absl::Hours(100);
+  auto cert = testing::SignCertificate(spec, subject_key, issuer, issuer_key);
+  EXPECT_TRUE(cert.ok()) << cert.status();
+  return cert.ok() ? *std::move(cert) : nullptr;
 }
 
 class AuthorityTest : public ::testing::Test {
  protected:
-  void SetUp() override { dir_ = testing::TempDir("authority-test"); }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::string File(const char* name) { return (std::filesystem::path(dir_) / name).string(); }
+  std::string File(const char* name) { return temp_dir_.File(name); }
 
   // Writes a plug-in layout: root → intermediate (signing) with Istio's cert-chain convention.
   void WritePlugin() {
@@ -61,7 +55,8 @@ class AuthorityTest : public ::testing::Test {
 
   FakeClock clock_{absl::Now()};
   OpenSslRandom random_;
-  std::string dir_;
+  testing::TempDir temp_dir_{"authority-test"};
+  std::string dir_ = temp_dir_.path();
   EvpPkeyPtr root_key_, ca_key_;
   X509Ptr root_, ca_;
 };

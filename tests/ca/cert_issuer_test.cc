@@ -2,10 +2,14 @@
 
 #include <gtest/gtest.h>
 
-#include "tests/ca/test_ca.h"
+#include "common/x509.h"
+#include "tests/support/fake_clock.h"
+#include "tests/support/signing_authority.h"
 
 namespace meshid {
 namespace {
+
+using testing::FakeClock;
 
 class CertIssuerTest : public ::testing::Test {
  protected:

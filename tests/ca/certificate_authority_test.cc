@@ -4,12 +4,17 @@
 
 #include "absl/synchronization/notification.h"
 #include "ca/certificate_service.h"
+#include "common/csr.h"
 #include "common/logging.h"
+#include "common/x509.h"
 #include "tests/ca/fake_store.h"
-#include "tests/ca/test_ca.h"
+#include "tests/support/fake_clock.h"
+#include "tests/support/signing_authority.h"
 
 namespace meshid {
 namespace {
+
+using testing::FakeClock;
 
 constexpr char kId[] = "spiffe://cluster.local/ns/default/sa/sleep";
 

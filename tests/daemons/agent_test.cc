@@ -12,7 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "sds/unix_socket.h"
-#include "tests/nodeagent/fake_ca.h"
+#include "tests/support/certs.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid::daemons {
 namespace {
@@ -43,13 +44,9 @@ int HttpStatus(uint16_t port, const std::string& path) {
 class AgentTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ =
-        std::filesystem::temp_directory_path() /
-        absl::StrCat("meshid-agent-", ::getpid(), "-", ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-    FakeClock clock;
-    std::ofstream(dir_ / "root-cert.pem") << testing::MakeTestRoot(clock).pem;
+    auto root = testing::TestCa::Create();
+    ASSERT_TRUE(root.ok()) << root.status();
+    std::ofstream(dir_ / "root-cert.pem") << root->cert_pem();
     std::ofstream(dir_ / "token") << "a-token\n";
     config_.ca_address = "127.0.0.1:1";  // nothing listens there
     config_.ca_root_file = (dir_ / "root-cert.pem").string();
@@ -59,9 +56,8 @@ class AgentTest : public ::testing::Test {
     config_.cache.initial_backoff = absl::Seconds(30);  // keep the failing CA quiet during the test
     config_.cache.max_backoff = absl::Seconds(60);
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  std::filesystem::path dir_;
+  testing::TempDir temp_dir_{"meshid-agent"};
+  std::filesystem::path dir_ = temp_dir_.path();
   AgentConfig config_;
 };
 

@@ -21,16 +21,19 @@
 #include "common/x509.h"
 #include "nodeagent/ca_client.h"
 #include "tests/integration/ca_harness.h"
-#include "tests/integration/subprocess.h"
+#include "tests/support/processes.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid {
 namespace {
 
+using testing::LocalIssuerClaims;
+using testing::LocalIssuerToken;
 using testing::RunShell;
+using testing::ServerProcess;
 using testing::Subprocess;
-
-using testing::Server;
-using testing::Write;
+using testing::WriteTestFile;
 
 const std::string kMeshid = MESHID_BINARY;
 const std::string kBotanCheck = BOTAN_SVID_CHECK;
@@ -38,27 +41,17 @@ const char kCaller[] = "spiffe://cluster.local/ns/default/sa/sleep";
 
 class CaServerTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    base_ = (std::filesystem::temp_directory_path() /
-             absl::StrCat("meshid-ca-it-", ::getpid(), "-",
-                          ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-                .string();
-    std::filesystem::remove_all(base_);
-    std::filesystem::create_directories(base_);
-  }
-  void TearDown() override {
-    if (!HasFailure()) std::filesystem::remove_all(base_);
-  }
-
-  std::unique_ptr<CaClient> Client(const Server& server, const std::string& cert = "", const std::string& key = "") {
+  std::unique_ptr<CaClient> Client(const ServerProcess& server, const std::string& cert = "",
+                                   const std::string& key = "") {
     return testing::ClientFor(server, cert, key);
   }
 
-  std::string base_;
+  testing::TempDir temp_dir_{"meshid-ca-it", testing::TempDir::Cleanup::kUnlessTestFailed};
+  std::string base_ = temp_dir_.path();
 };
 
 TEST_F(CaServerTest, IssuesSvidsThatOpensslAndBotanAccept) {
-  Server server(base_ + "/data");
+  ServerProcess server(base_ + "/data");
   ASSERT_TRUE(server.ok()) << server.Log();
   std::string token = server.Token();
   for (KeyAlgorithm algorithm :
@@ -72,7 +65,7 @@ TEST_F(CaServerTest, IssuesSvidsThatOpensslAndBotanAccept) {
     ASSERT_EQ(chain->size(), 2u) << "leaf, root";
     EXPECT_EQ(chain->back(), server.root());
     std::string chain_file =
-        Write(absl::StrCat(base_, "/chain-", KeyAlgorithmName(algorithm), ".pem"), (*chain)[0] + (*chain)[1]);
+        WriteTestFile(absl::StrCat(base_, "/chain-", KeyAlgorithmName(algorithm), ".pem"), (*chain)[0] + (*chain)[1]);
 
     auto [rc, out] =
         RunShell(absl::StrCat("openssl verify -CAfile ", server.root_file(), " -purpose sslclient ", chain_file));
@@ -109,7 +102,7 @@ TEST_F(CaServerTest, IssuesSvidsThatOpensslAndBotanAccept) {
 TEST_F(CaServerTest, RenewalWithOwnCertificateKeepsIdentityAndRestartKeepsRoot) {
   std::string serial_before;
   {
-    Server server(base_ + "/data");
+    ServerProcess server(base_ + "/data");
     ASSERT_TRUE(server.ok()) << server.Log();
     auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
     auto chain =
@@ -130,7 +123,7 @@ TEST_F(CaServerTest, RenewalWithOwnCertificateKeepsIdentityAndRestartKeepsRoot) 
                        ->CreateCertificate(*BuildCsrPem(new_key.get(), other), "", absl::ZeroDuration());
     EXPECT_TRUE(absl::IsInvalidArgument(refused.status())) << refused.status();
   }
-  Server again(base_ + "/data");
+  ServerProcess again(base_ + "/data");
   ASSERT_TRUE(again.ok()) << again.Log();
   EXPECT_EQ(SerialHex(CertFromPem(again.root())->get()), serial_before) << "the root survives restarts";
   EXPECT_EQ(std::filesystem::status(base_ + "/data/ca-key.pem").permissions() & std::filesystem::perms::all,
@@ -151,8 +144,9 @@ struct BadCase {
 TEST_F(CaServerTest, BadInputsGetTheirCodeAndMessageAndNoCertificate) {
   // A second, RSA-keyed issuer from a JWKS file, as a Kubernetes API server would be configured.
   auto rsa_issuer_key = *GenerateKey(KeyAlgorithm::kRsa2048);
-  std::string jwks_file = Write(base_ + "/k8s-jwks.json", Jwks::FromPublicKey(rsa_issuer_key.get(), "k8s-1")->ToJson());
-  Server server(base_ + "/data", {"--jwt-issuer", "https://kubernetes.default.svc=" + jwks_file});
+  std::string jwks_file =
+      WriteTestFile(base_ + "/k8s-jwks.json", Jwks::FromPublicKey(rsa_issuer_key.get(), "k8s-1")->ToJson());
+  ServerProcess server(base_ + "/data", {"--jwt-issuer", "https://kubernetes.default.svc=" + jwks_file});
   ASSERT_TRUE(server.ok()) << server.Log();
 
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
@@ -172,7 +166,7 @@ TEST_F(CaServerTest, BadInputsGetTheirCodeAndMessageAndNoCertificate) {
   std::string broken = der;
   broken[broken.size() - 4] ^= 0x55;
 
-  nlohmann::json c = server.Claims();
+  nlohmann::json c = LocalIssuerClaims();
   auto with = [&](const char* k, nlohmann::json v) {
     nlohmann::json copy = c;
     if (v.is_null())
@@ -199,7 +193,7 @@ TEST_F(CaServerTest, BadInputsGetTheirCodeAndMessageAndNoCertificate) {
   std::string alg_confused = *SignJwt(with("iss", "https://kubernetes.default.svc"), other_key.get(), "k8s-1");
 
   // A client certificate from another CA (a second server), and an expired one of ours.
-  Server foreign(base_ + "/foreign");
+  ServerProcess foreign(base_ + "/foreign");
   ASSERT_TRUE(foreign.ok());
   auto foreign_chain = *Client(foreign)->CreateCertificate(good_csr, foreign.Token(), absl::ZeroDuration());
   std::string key_pem(PrivateKeyToPem(key.get())->view());
@@ -235,24 +229,25 @@ TEST_F(CaServerTest, BadInputsGetTheirCodeAndMessageAndNoCertificate) {
        good_csr, good_token, 86401},
       {"no token", grpc::UNAUTHENTICATED, "no credentials", good_csr, ""},
       {"malformed token", grpc::UNAUTHENTICATED, "JWT must have 3 dot-separated parts", good_csr, "abc"},
-      {"expired token", grpc::UNAUTHENTICATED, "JWT expired at", good_csr, server.CustomToken(server.Claims(-300))},
+      {"expired token", grpc::UNAUTHENTICATED, "JWT expired at", good_csr,
+       LocalIssuerToken(server, LocalIssuerClaims(-300))},
       {"token not yet valid", grpc::UNAUTHENTICATED, "JWT is not valid before", good_csr,
-       server.CustomToken(with("nbf", absl::ToUnixSeconds(absl::Now()) + 600))},
+       LocalIssuerToken(server, with("nbf", absl::ToUnixSeconds(absl::Now()) + 600))},
       {"wrong audience", grpc::UNAUTHENTICATED, "has none of the accepted audiences [istio-ca]", good_csr,
        server.Token("default", "sleep", "--audience api.example.com")},
       {"wrong issuer", grpc::UNAUTHENTICATED, "JWT issuer \"https://evil.example\" is not trusted", good_csr,
-       server.CustomToken(with("iss", "https://evil.example"))},
+       LocalIssuerToken(server, with("iss", "https://evil.example"))},
       {"unknown kid", grpc::UNAUTHENTICATED, "JWT kid \"rotated-away\" is not in the issuer's key set", good_csr,
-       server.CustomToken(c, "rotated-away")},
+       LocalIssuerToken(server, c, "rotated-away")},
       {"alg none", grpc::UNAUTHENTICATED, "JWT alg \"none\" is not allowed", good_csr, alg_none},
       {"HS256 with the public key as secret", grpc::UNAUTHENTICATED, "JWT alg \"HS256\" is not allowed", good_csr,
        hs256},
       {"algorithm not fitting the key", grpc::UNAUTHENTICATED, "does not fit", good_csr, alg_confused},
       {"bad token signature", grpc::UNAUTHENTICATED, "JWT signature is invalid", good_csr, forged},
       {"token for another trust domain", grpc::UNAUTHENTICATED, "is not in trust domain cluster.local", good_csr,
-       server.CustomToken(with("sub", "spiffe://other.example/ns/default/sa/sleep"))},
+       LocalIssuerToken(server, with("sub", "spiffe://other.example/ns/default/sa/sleep"))},
       {"token without subject", grpc::UNAUTHENTICATED, "JWT has no \"sub\" claim", good_csr,
-       server.CustomToken(with("sub", nullptr))},
+       LocalIssuerToken(server, with("sub", nullptr))},
       {"client cert from another CA", grpc::UNAUTHENTICATED, "client certificate is not a valid certificate of this CA",
        good_csr, "", 0, foreign_chain[0], key_pem},
       {"expired client cert", grpc::UNAUTHENTICATED, "certificate has expired", good_csr, "", 0, short_chain[0],
@@ -309,7 +304,7 @@ chmod 600 ca-key.pem)",
 TEST_F(CaServerTest, PluginCaFromOpensslServesLeafIntermediateRoot) {
   std::string cacerts = base_ + "/cacerts";
   MakePluginCa(cacerts);
-  Server server(base_ + "/data", {"--cacerts-dir", cacerts});
+  ServerProcess server(base_ + "/data", {"--cacerts-dir", cacerts});
   ASSERT_TRUE(server.ok()) << server.Log();
   EXPECT_EQ(server.root(), *ReadFile(cacerts + "/root-cert.pem")) << "trust bundle = root-cert.pem";
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
@@ -318,8 +313,8 @@ TEST_F(CaServerTest, PluginCaFromOpensslServesLeafIntermediateRoot) {
   ASSERT_EQ(chain->size(), 3u);
   EXPECT_EQ(SerialHex(CertFromPem((*chain)[1])->get()),
             SerialHex(CertFromPem(*ReadFile(cacerts + "/ca-cert.pem"))->get()));
-  std::string leaf = Write(base_ + "/leaf.pem", (*chain)[0]);
-  std::string full = Write(base_ + "/full.pem", (*chain)[0] + (*chain)[1]);
+  std::string leaf = WriteTestFile(base_ + "/leaf.pem", (*chain)[0]);
+  std::string full = WriteTestFile(base_ + "/full.pem", (*chain)[0] + (*chain)[1]);
   auto [rc, out] = RunShell(
       absl::StrCat("openssl verify -CAfile ", cacerts, "/root-cert.pem -untrusted ", cacerts, "/ca-cert.pem ", leaf));
   EXPECT_EQ(rc, 0) << out;
@@ -362,7 +357,7 @@ TEST_F(CaServerTest, BrokenPluginCaAndBadFlagsFailWithOneClearLine) {
 }
 
 TEST_F(CaServerTest, TlsOnlyUnlessInsecurePlaintextAndMonitoringEndpoints) {
-  Server server(base_ + "/data");
+  ServerProcess server(base_ + "/data");
   ASSERT_TRUE(server.ok()) << server.Log();
   // s_client exits non-zero either way (gRPC closes a connection that sends no HTTP/2), so judge
   // by what was negotiated.
@@ -394,7 +389,7 @@ TEST_F(CaServerTest, TlsOnlyUnlessInsecurePlaintextAndMonitoringEndpoints) {
       absl::StrCat("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:", server.monitoring_port(), "/nope"));
   EXPECT_EQ(out, "404");
 
-  Server plaintext(base_ + "/plain", {"--insecure-plaintext"});
+  ServerProcess plaintext(base_ + "/plain", {"--insecure-plaintext"});
   ASSERT_TRUE(plaintext.ok()) << plaintext.Log();
   EXPECT_NE(plaintext.Log().find("WITHOUT TLS"), std::string::npos);
   CaClientOptions options;

@@ -21,28 +21,23 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "tests/integration/ca_harness.h"
+#include "tests/support/databases.h"
+#include "tests/support/poll.h"
+#include "tests/support/processes.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid {
 namespace {
 
+using testing::AgentProcess;
+using testing::Eventually;
 using ::testing::HasSubstr;
 using testing::MeshidBinary;
 using testing::RunShell;
-using testing::Server;
+using testing::ServerProcess;
 using testing::Subprocess;
-using testing::Write;
-
-// Polls `predicate` every 50 ms until it holds or `timeout` passes (no timing is asserted:
-// the timeout only bounds a hung test).
-template <typename F>
-bool Eventually(F predicate, std::chrono::seconds timeout = std::chrono::seconds(60)) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (predicate()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return predicate();
-}
+using testing::WriteTestFile;
 
 struct HttpResult {
   int status = -1;  // -1: no HTTP answer (refused, closed, timed out)
@@ -130,17 +125,10 @@ spec:
 
 class PolicyDistributionTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    base_ = (std::filesystem::temp_directory_path() /
-             absl::StrCat("meshid-policy-it-", ::getpid(), "-",
-                          ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-                .string();
-    std::filesystem::remove_all(base_);
-    std::filesystem::create_directories(base_ + "/policies");
-  }
+  void SetUp() override { std::filesystem::create_directories(base_ + "/policies"); }
   void TearDown() override {
     procs_.clear();  // every process is killed here, also after a failed assertion
-    if (!HasFailure()) std::filesystem::remove_all(base_);
+    agents_.clear();
   }
 
   Subprocess& Start(const std::string& name, std::vector<std::string> args) {
@@ -150,14 +138,14 @@ class PolicyDistributionTest : public ::testing::Test {
   }
 
   // An agent of `server` on its own socket; returns the socket path.
-  std::string StartAgent(Server& server, const std::string& data, const std::string& id) {
-    std::string token = Write(absl::StrCat(base_, "/", id, ".token"), server.Token("istio-system", "meshid-agent"));
-    std::string socket = absl::StrCat(base_, "/", id, ".sock");
-    Subprocess& agent =
-        Start(id, {"agent", "--ca-addr", server.address(), "--ca-root", data + "/root-cert.pem", "--token-file", token,
-                   "--sds-socket", socket, "--monitoring-addr", "127.0.0.1:0", "--agent-id", id});
-    EXPECT_TRUE(agent.WaitForLog("sds listening on")) << agent.Log();
-    return socket;
+  std::string StartAgent(ServerProcess& server, const std::string& id) {
+    testing::AgentProcessOptions options;
+    options.dir = base_;
+    options.name = id;
+    options.extra_args = {"--agent-id", id};
+    agents_.push_back(std::make_unique<AgentProcess>(server, std::move(options)));
+    EXPECT_TRUE(agents_.back()->ok()) << agents_.back()->Log();
+    return agents_.back()->socket();
   }
 
   struct Workload {
@@ -168,14 +156,14 @@ class PolicyDistributionTest : public ::testing::Test {
   };
 
   // hello (answering HELLO <version>) behind a proxy taking policy from the agent at `socket`.
-  Workload StartWorkload(Server& server, const std::string& socket, const std::string& service,
+  Workload StartWorkload(ServerProcess& server, const std::string& socket, const std::string& service,
                          const std::vector<std::string>& upstreams = {}) {
     Workload w;
     Subprocess& hello = Start(service + "-app", {"hello", "--listen", "127.0.0.1:0", "--version", service});
     auto app = hello.WaitForLog(R"(listening on (127\.0\.0\.1:\d+))");
     EXPECT_TRUE(app) << hello.Log();
     w.app = app.value_or("");
-    std::string token = Write(absl::StrCat(base_, "/", service, ".token"), server.Token("demo", service));
+    std::string token = WriteTestFile(absl::StrCat(base_, "/", service, ".token"), server.Token("demo", service));
     std::vector<std::string> args = {
         "proxy",       "--sds-socket", socket,        "--token-file",       token,       "--service",   service,
         "--namespace", "demo",         "--label",     "app=" + service,     "--inbound", "127.0.0.1:0", "--app",
@@ -206,22 +194,24 @@ class PolicyDistributionTest : public ::testing::Test {
     return RunShell(absl::StrCat(MeshidBinary(), " apply -f ", path, " ", store_flag));
   }
 
-  std::string base_;
+  testing::TempDir temp_dir_{"meshid-policy-it", testing::TempDir::Cleanup::kUnlessTestFailed};
+  std::string base_ = temp_dir_.path();
   std::vector<std::unique_ptr<Subprocess>> procs_;
+  std::vector<std::unique_ptr<AgentProcess>> agents_;
 };
 
 TEST_F(PolicyDistributionTest, ApplyReachesTheProxyThroughServerAndAgent) {
   std::string data = base_ + "/data";
-  Server server(data, {"--policy-poll-interval", "200ms"});
+  ServerProcess server(data, {"--policy-poll-interval", "200ms"});
   ASSERT_TRUE(server.ok()) << server.Log();
-  std::string socket = StartAgent(server, data, "node-1");
+  std::string socket = StartAgent(server, "node-1");
   Workload b = StartWorkload(server, socket, "hello-b");
   Workload a = StartWorkload(server, socket, "hello-a", {"hello-b=" + b.inbound});
   // Before anything was applied the proxies run version 0, the empty set (Istio's defaults).
   ASSERT_TRUE(Eventually([&] { return ProxyVersion(a) == "0" && ProxyVersion(b) == "0"; })) << ProxyVersion(b);
 
-  Write(base_ + "/policies/strict.yaml", kStrict);
-  Write(base_ + "/policies/allow.yaml", AllowPaths(R"("/hello")"));
+  WriteTestFile(base_ + "/policies/strict.yaml", kStrict);
+  WriteTestFile(base_ + "/policies/allow.yaml", AllowPaths(R"("/hello")"));
   auto [rc, out] = Apply("--data-dir " + data, base_ + "/policies");
   ASSERT_EQ(rc, 0) << out;
   EXPECT_THAT(out, HasSubstr("policy version 1 stored (2 created"));
@@ -261,11 +251,11 @@ TEST_F(PolicyDistributionTest, ApplyReachesTheProxyThroughServerAndAgent) {
 
 TEST_F(PolicyDistributionTest, ANewVersionUnderLoadSwitchesEveryProxyWithoutAFailedRequest) {
   std::string data = base_ + "/data";
-  Server server(data, {"--policy-poll-interval", "200ms"});
+  ServerProcess server(data, {"--policy-poll-interval", "200ms"});
   ASSERT_TRUE(server.ok()) << server.Log();
-  std::string socket = StartAgent(server, data, "node-1");
-  Write(base_ + "/policies/strict.yaml", kStrict);
-  Write(base_ + "/policies/allow.yaml", AllowPaths(R"("/hello")"));
+  std::string socket = StartAgent(server, "node-1");
+  WriteTestFile(base_ + "/policies/strict.yaml", kStrict);
+  WriteTestFile(base_ + "/policies/allow.yaml", AllowPaths(R"("/hello")"));
   ASSERT_EQ(Apply("--data-dir " + data, base_ + "/policies").first, 0);
   Workload b = StartWorkload(server, socket, "hello-b");
   Workload a = StartWorkload(server, socket, "hello-a", {"hello-b=" + b.inbound});
@@ -295,7 +285,7 @@ TEST_F(PolicyDistributionTest, ANewVersionUnderLoadSwitchesEveryProxyWithoutAFai
     int before = ok.load();
     ASSERT_TRUE(Eventually([&] { return ok.load() >= before + 20; })) << "the load stalled";
     std::string paths = v == 6 ? R"("/hello", "/admin")" : absl::StrCat(R"("/hello", "/v)", v, R"(")");
-    Write(base_ + "/policies/allow.yaml", AllowPaths(paths));
+    WriteTestFile(base_ + "/policies/allow.yaml", AllowPaths(paths));
     auto [rc, out] = Apply("--data-dir " + data, base_ + "/policies");
     ASSERT_EQ(rc, 0) << out;
     ASSERT_THAT(out, HasSubstr(absl::StrCat("policy version ", v, " stored")));
@@ -319,19 +309,19 @@ TEST_F(PolicyDistributionTest, ANewVersionUnderLoadSwitchesEveryProxyWithoutAFai
 
 TEST_F(PolicyDistributionTest, AProxyNackIsVisibleInStatusAndTheLastGoodPolicyStays) {
   std::string data = base_ + "/data";
-  Server server(data, {"--policy-poll-interval", "200ms"});
+  ServerProcess server(data, {"--policy-poll-interval", "200ms"});
   ASSERT_TRUE(server.ok()) << server.Log();
-  std::string socket = StartAgent(server, data, "node-1");
+  std::string socket = StartAgent(server, "node-1");
   Workload b = StartWorkload(server, socket, "hello-b");
   Workload a = StartWorkload(server, socket, "hello-a", {"hello-b=" + b.inbound});
-  Write(base_ + "/policies/strict.yaml", kStrict);
-  Write(base_ + "/policies/allow.yaml", AllowPaths(R"("/hello")"));
+  WriteTestFile(base_ + "/policies/strict.yaml", kStrict);
+  WriteTestFile(base_ + "/policies/allow.yaml", AllowPaths(R"("/hello")"));
   ASSERT_EQ(Apply("--data-dir " + data, base_ + "/policies").first, 0);
   ASSERT_TRUE(Eventually([&] { return ProxyVersion(b) == "1"; }));
 
   // Version 2 needs a key set no proxy can load: valid YAML (apply stores it), but hello-b's
   // proxy refuses it and keeps version 1.
-  Write(base_ + "/policies/jwt.yaml", R"(apiVersion: security.istio.io/v1beta1
+  WriteTestFile(base_ + "/policies/jwt.yaml", R"(apiVersion: security.istio.io/v1beta1
 kind: RequestAuthentication
 metadata: {name: jwt, namespace: demo}
 spec:
@@ -370,8 +360,8 @@ spec:
 
 TEST_F(PolicyDistributionTest, BrokenYamlStoresNothingAndSaysWhereAndWhy) {
   std::string data = base_ + "/data";
-  Write(base_ + "/policies/a-good.yaml", kStrict);
-  Write(base_ + "/policies/b-bad.yaml", R"(apiVersion: security.istio.io/v1beta1
+  WriteTestFile(base_ + "/policies/a-good.yaml", kStrict);
+  WriteTestFile(base_ + "/policies/b-bad.yaml", R"(apiVersion: security.istio.io/v1beta1
 kind: AuthorizationPolicy
 metadata: {name: typo, namespace: demo}
 spec:
@@ -390,54 +380,34 @@ spec:
   // Also with a version stored already: it stays the newest.
   std::filesystem::remove(base_ + "/policies/b-bad.yaml");
   ASSERT_EQ(Apply("--data-dir " + data, base_ + "/policies").first, 0);
-  Write(base_ + "/policies/c-syntax.yaml", "kind: [unclosed\n");
+  WriteTestFile(base_ + "/policies/c-syntax.yaml", "kind: [unclosed\n");
   auto [rc2, out2] = Apply("--data-dir " + data, base_ + "/policies");
   EXPECT_EQ(rc2, 2) << out2;
   EXPECT_THAT(out2, HasSubstr(base_ + "/policies/c-syntax.yaml:"));
   EXPECT_EQ(Status("--data-dir " + data)["version"]["version"], 1);
 }
 
-// A private PostgreSQL (scripts/pg-test-server.sh), stopped when the test ends.
-class Postgres {
- public:
-  explicit Postgres(const std::string& dir) : dir_(dir) {
-    auto [rc, out] = RunShell(absl::StrCat(PG_TEST_SERVER_SCRIPT, " start ", dir_));
-    for (absl::string_view line : absl::StrSplit(out, '\n')) {
-      absl::string_view prefix = "export MESHID_TEST_POSTGRES_URL=";
-      if (absl::StartsWith(line, prefix)) url_ = std::string(absl::StripAsciiWhitespace(line.substr(prefix.size())));
-    }
-    if (url_.size() > 1 && (url_.front() == '\'' || url_.front() == '"')) url_ = url_.substr(1, url_.size() - 2);
-    EXPECT_FALSE(url_.empty()) << out;
-  }
-  ~Postgres() { RunShell(absl::StrCat(PG_TEST_SERVER_SCRIPT, " stop ", dir_)); }
-  const std::string& url() const { return url_; }
-
- private:
-  std::string dir_;
-  std::string url_;
-};
-
 TEST_F(PolicyDistributionTest, TwoServersOnOnePostgresDeliverEveryVersionToTheirAgents) {
-  Postgres pg(base_ + "/pg");
+  testing::PrivatePostgres pg;
   ASSERT_FALSE(pg.url().empty());
   // Two replicas on one database (each its own data dir, so its own root: each agent trusts its own).
   std::string data1 = base_ + "/data1";
   std::string data2 = base_ + "/data2";
-  Server one(data1, {"--datastore", pg.url(), "--policy-poll-interval", "200ms"});
+  ServerProcess one(data1, {"--datastore", pg.url(), "--policy-poll-interval", "200ms"});
   ASSERT_TRUE(one.ok()) << one.Log();
-  Server two(data2, {"--datastore", pg.url(), "--policy-poll-interval", "200ms"});
+  ServerProcess two(data2, {"--datastore", pg.url(), "--policy-poll-interval", "200ms"});
   ASSERT_TRUE(two.ok()) << two.Log();
-  std::string socket1 = StartAgent(one, data1, "node-1");
-  std::string socket2 = StartAgent(two, data2, "node-2");
+  std::string socket1 = StartAgent(one, "node-1");
+  std::string socket2 = StartAgent(two, "node-2");
   Workload b1 = StartWorkload(one, socket1, "hello-b");
   Workload b2 = StartWorkload(two, socket2, "hello-c");
   const std::string store = "--datastore '" + pg.url() + "'";
 
-  Write(base_ + "/policies/strict.yaml", kStrict);
+  WriteTestFile(base_ + "/policies/strict.yaml", kStrict);
   ASSERT_EQ(Apply(store, base_ + "/policies").first, 0);
   ASSERT_TRUE(Eventually([&] { return ProxyVersion(b1) == "1" && ProxyVersion(b2) == "1"; }))
       << ProxyVersion(b1) << " " << ProxyVersion(b2);
-  Write(base_ + "/policies/allow.yaml", AllowPaths(R"("/hello")"));
+  WriteTestFile(base_ + "/policies/allow.yaml", AllowPaths(R"("/hello")"));
   ASSERT_EQ(Apply(store, base_ + "/policies").first, 0);
   ASSERT_TRUE(Eventually([&] { return ProxyVersion(b1) == "2" && ProxyVersion(b2) == "2"; }));
 

@@ -16,6 +16,11 @@
 #include "common/keys.h"
 #include "common/x509.h"
 #include "tests/integration/ca_harness.h"
+#include "tests/support/databases.h"
+#include "tests/support/processes.h"
+#include "tests/support/status_matchers.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid {
 namespace {
@@ -23,20 +28,19 @@ namespace {
 using testing::ClientFor;
 using testing::MeshidBinary;
 using testing::RunShell;
-using testing::Server;
+using testing::ServerProcess;
 
-const std::string kPgScript = PG_TEST_SERVER_SCRIPT;
 const char kId[] = "spiffe://cluster.local/ns/default/sa/sleep";
 
 // Serials of every certificate the CA handed out, and every error code seen.
 class Load {
  public:
-  Load(std::vector<Server*> servers, std::string token, int threads_per_server = 2) {
+  Load(std::vector<ServerProcess*> servers, std::string token, int threads_per_server = 2) {
     for (int i = 0; i < 8; ++i) {
       auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
       csrs_.push_back(*BuildCsrPem(key.get()));
     }
-    for (Server* server : servers) {
+    for (ServerProcess* server : servers) {
       for (int t = 0; t < threads_per_server; ++t) {
         threads_.emplace_back([this, server, token, t] {
           auto client = ClientFor(*server);
@@ -117,49 +121,17 @@ std::multiset<std::string> LedgerSerials(const std::string& store_flag) {
   return serials;
 }
 
-// A private PostgreSQL from scripts/pg-test-server.sh, stopped when the test ends.
-class Postgres {
- public:
-  explicit Postgres(const std::string& dir) : dir_(dir) {
-    auto [rc, out] = RunShell(absl::StrCat(kPgScript, " start ", dir_));
-    for (absl::string_view line : absl::StrSplit(out, '\n')) {
-      absl::string_view prefix = "export MESHID_TEST_POSTGRES_URL=";
-      if (absl::StartsWith(line, prefix)) url_ = std::string(absl::StripAsciiWhitespace(line.substr(prefix.size())));
-    }
-    if (url_.size() > 1 && (url_.front() == '\'' || url_.front() == '"')) url_ = url_.substr(1, url_.size() - 2);
-    EXPECT_FALSE(url_.empty()) << out;
-  }
-  ~Postgres() { RunShell(absl::StrCat(kPgScript, " stop ", dir_)); }
-  const std::string& url() const { return url_; }
-  void Pause() { EXPECT_EQ(RunShell(absl::StrCat(kPgScript, " pause ", dir_)).first, 0); }
-  void Resume() { EXPECT_EQ(RunShell(absl::StrCat(kPgScript, " resume ", dir_)).first, 0); }
-
- private:
-  std::string dir_;
-  std::string url_;
-};
-
 class StorageFaultTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    base_ = (std::filesystem::temp_directory_path() /
-             absl::StrCat("meshid-store-it-", ::getpid(), "-",
-                          ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-                .string();
-    std::filesystem::remove_all(base_);
-    std::filesystem::create_directories(base_);
-  }
-  void TearDown() override {
-    if (!HasFailure()) std::filesystem::remove_all(base_);
-  }
-  std::string base_;
+  testing::TempDir temp_dir_{"meshid-store-it", testing::TempDir::Cleanup::kUnlessTestFailed};
+  std::string base_ = temp_dir_.path();
 };
 
 TEST_F(StorageFaultTest, KillDashNineLosesNoCertificateAClientReceived) {
   std::string data = base_ + "/data";
   std::vector<std::string> received;
   {
-    Server server(data);
+    ServerProcess server(data);
     ASSERT_TRUE(server.ok()) << server.Log();
     Load load({&server}, server.Token(), 4);
     ASSERT_TRUE(load.WaitFor([&] { return load.received() >= 300; })) << load.last_error();
@@ -168,7 +140,7 @@ TEST_F(StorageFaultTest, KillDashNineLosesNoCertificateAClientReceived) {
     received = load.serials();
   }
   // Restart on the same data directory: the ledger has every certificate any client got.
-  Server restarted(data);
+  ServerProcess restarted(data);
   ASSERT_TRUE(restarted.ok()) << restarted.Log();
   std::multiset<std::string> ledger = LedgerSerials("--data-dir " + data);
   for (const std::string& serial : received)
@@ -183,7 +155,7 @@ TEST_F(StorageFaultTest, KillDashNineLosesNoCertificateAClientReceived) {
 // (the command line) while it issues under load is honoured from the next request on.
 TEST_F(StorageFaultTest, RegistryChangesFromTheCommandLineReachARunningServerUnderLoad) {
   std::string data = base_ + "/data";
-  Server server(data);
+  ServerProcess server(data);
   ASSERT_TRUE(server.ok()) << server.Log();
   std::string token = server.Token();
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
@@ -222,14 +194,14 @@ TEST_F(StorageFaultTest, RegistryChangesFromTheCommandLineReachARunningServerUnd
 }
 
 TEST_F(StorageFaultTest, PostgresOutageMeansUnavailableThenRecoversByItself) {
-  Postgres pg(base_ + "/pg");
+  testing::PrivatePostgres pg;
   ASSERT_FALSE(pg.url().empty());
-  Server server(base_ + "/data", {"--datastore", pg.url()});
+  ServerProcess server(base_ + "/data", {"--datastore", pg.url()});
   ASSERT_TRUE(server.ok()) << server.Log();
   Load load({&server}, server.Token(), 2);
   ASSERT_TRUE(load.WaitFor([&] { return load.received() >= 50; })) << load.last_error();
 
-  pg.Pause();
+  EXPECT_OK(pg.Pause());
   ASSERT_TRUE(load.WaitFor([&] { return load.errors(absl::StatusCode::kUnavailable) >= 10; })) << load.last_error();
   size_t during_outage = load.received();
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -239,7 +211,7 @@ TEST_F(StorageFaultTest, PostgresOutageMeansUnavailableThenRecoversByItself) {
   }
   EXPECT_NE(load.last_error().find("unavailable"), std::string::npos) << load.last_error();
 
-  pg.Resume();
+  EXPECT_OK(pg.Resume());
   size_t before = load.received();
   EXPECT_TRUE(load.WaitFor([&] { return load.received() >= before + 50; }, std::chrono::seconds(90)))
       << "the server did not recover by itself: " << load.last_error();
@@ -250,12 +222,12 @@ TEST_F(StorageFaultTest, PostgresOutageMeansUnavailableThenRecoversByItself) {
 }
 
 TEST_F(StorageFaultTest, TwoReplicasOnOnePostgresLoseNothingAndShareTheDenyList) {
-  Postgres pg(base_ + "/pg");
+  testing::PrivatePostgres pg;
   ASSERT_FALSE(pg.url().empty());
   std::string data = base_ + "/data";  // shared CA key, as replicas behind one address would have
-  Server a(data, {"--datastore", pg.url()});
+  ServerProcess a(data, {"--datastore", pg.url()});
   ASSERT_TRUE(a.ok()) << a.Log();
-  Server b(data, {"--datastore", pg.url()});
+  ServerProcess b(data, {"--datastore", pg.url()});
   ASSERT_TRUE(b.ok()) << b.Log();
   std::string token = a.Token();
   {
@@ -276,7 +248,7 @@ TEST_F(StorageFaultTest, TwoReplicasOnOnePostgresLoseNothingAndShareTheDenyList)
   ASSERT_EQ(rc, 0) << out;
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
   std::string csr = *BuildCsrPem(key.get());
-  for (Server* server : {&b, &a}) {
+  for (ServerProcess* server : {&b, &a}) {
     auto refused = ClientFor(*server)->CreateCertificate(csr, token, absl::ZeroDuration());
     EXPECT_TRUE(absl::IsPermissionDenied(refused.status())) << refused.status();
     EXPECT_NE(std::string(refused.status().message()).find(std::string(kId) + " is blocked"), std::string::npos);
@@ -289,7 +261,7 @@ TEST_F(StorageFaultTest, TwoReplicasOnOnePostgresLoseNothingAndShareTheDenyList)
 
 // Each bad datastore is one line naming the problem and a non-zero exit, never a crash.
 TEST_F(StorageFaultTest, BadDatastoreFailsWithOneClearLine) {
-  Postgres pg(base_ + "/pg");
+  testing::PrivatePostgres pg;
   ASSERT_FALSE(pg.url().empty());
   std::string wrong_password = pg.url();
   size_t at = wrong_password.find('@');
@@ -310,7 +282,7 @@ TEST_F(StorageFaultTest, BadDatastoreFailsWithOneClearLine) {
     return RunShell(absl::StrCat("timeout 60 runuser -u nobody -- ", nobody_meshid, " ", args));
   };
   {
-    Server creator(ro);  // creates the CA files and the database, then stops
+    ServerProcess creator(ro);  // creates the CA files and the database, then stops
     ASSERT_TRUE(creator.ok()) << creator.Log();
   }
   ASSERT_EQ(RunShell(absl::StrCat("chown -R nobody ", ro)).first, 0);

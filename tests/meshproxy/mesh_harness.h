@@ -1,16 +1,13 @@
-// A small mesh on loopback for the sidecar's end-to-end tests: `meshid server` and
-// `meshid agent` as real processes, `meshid proxy` processes, an HTTP echo app (Boost.Beast, so
-// the app side is parsed by an HTTP implementation other than the proxy's) and a TCP echo app,
-// certificates minted with OpenSSL, and a blocking HTTP/TLS client with timeouts.
+// A small mesh on loopback for the sidecar's end-to-end tests: `meshid proxy` processes next to
+// the server and agent of tests/support/processes.h, an HTTP echo app (Boost.Beast, so the app
+// side is parsed by an HTTP implementation other than the proxy's) and a TCP echo app, and a
+// blocking HTTP/TLS client with timeouts. Certificates come from tests/support/certs.h.
 #pragma once
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
-#include <openssl/pem.h>
-#include <openssl/rand.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,7 +19,9 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
+#include <regex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -35,22 +34,14 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "common/files.h"
-#include "common/keys.h"
 #include "common/openssl_ptr.h"
-#include "common/x509.h"
 #include "http/http1.h"
-#include "tests/integration/ca_harness.h"
-#include "tests/meshproxy/test_certs.h"
+#include "tests/support/certs.h"
+#include "tests/support/poll.h"
+#include "tests/support/processes.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid::testing {
-
-inline std::string TempDir(const std::string& tag) {
-  std::string tmpl = (std::filesystem::temp_directory_path() / ("meshproxy-" + tag + "-XXXXXX")).string();
-  char* dir = mkdtemp(tmpl.data());
-  EXPECT_NE(dir, nullptr);
-  return tmpl;
-}
 
 // ---- a blocking client with timeouts (plain or TLS) ----
 
@@ -87,33 +78,40 @@ class Client {
       return nullptr;
     }
     if (!o.tls) return c;
-    c->ctx_ = SSL_CTX_new(TLS_client_method());
-    SSL_CTX_set_verify(c->ctx_, SSL_VERIFY_NONE, nullptr);  // like curl -k: the server is not checked here
-    if (o.cert) {
-      SSL_CTX_use_certificate_chain_file(c->ctx_, o.cert->cert.c_str());
-      SSL_CTX_use_PrivateKey_file(c->ctx_, o.cert->key.c_str(), SSL_FILETYPE_PEM);
+    c->ctx_.reset(SSL_CTX_new(TLS_client_method()));
+    if (c->ctx_ == nullptr) {
+      if (error) *error = absl::StrCat("SSL_CTX_new: ", DrainOpenSslErrors());
+      return nullptr;
     }
-    c->ssl_ = SSL_new(c->ctx_);
-    SSL_set_fd(c->ssl_, c->fd_);
-    if (!o.sni.empty()) SSL_set_tlsext_host_name(c->ssl_, o.sni.c_str());
-    if (SSL_connect(c->ssl_) != 1) {
+    SSL_CTX_set_verify(c->ctx_.get(), SSL_VERIFY_NONE, nullptr);  // like curl -k: the server is not checked here
+    if (o.cert && (SSL_CTX_use_certificate_chain_file(c->ctx_.get(), o.cert->cert.c_str()) != 1 ||
+                   SSL_CTX_use_PrivateKey_file(c->ctx_.get(), o.cert->key.c_str(), SSL_FILETYPE_PEM) != 1)) {
+      if (error) *error = absl::StrCat("client certificate ", o.cert->cert, ": ", DrainOpenSslErrors());
+      return nullptr;
+    }
+    c->ssl_.reset(SSL_new(c->ctx_.get()));
+    if (c->ssl_ == nullptr || SSL_set_fd(c->ssl_.get(), c->fd_) != 1 ||
+        (!o.sni.empty() && SSL_set_tlsext_host_name(c->ssl_.get(), o.sni.c_str()) != 1)) {
+      if (error) *error = absl::StrCat("TLS setup: ", DrainOpenSslErrors());
+      return nullptr;
+    }
+    if (SSL_connect(c->ssl_.get()) != 1) {
       if (error) *error = absl::StrCat("TLS handshake: ", DrainOpenSslErrors());
       return nullptr;
     }
     return c;
   }
   ~Client() {
-    if (ssl_) SSL_free(ssl_);
-    if (ctx_) SSL_CTX_free(ctx_);
+    ssl_.reset();  // before the socket it uses
     if (fd_ >= 0) close(fd_);
   }
 
-  SSL* ssl() const { return ssl_; }
+  SSL* ssl() const { return ssl_.get(); }
 
   bool Write(const std::string& data) {
     size_t off = 0;
     while (off < data.size()) {
-      const int n = ssl_ ? SSL_write(ssl_, data.data() + off, static_cast<int>(data.size() - off))
+      const int n = ssl_ ? SSL_write(ssl_.get(), data.data() + off, static_cast<int>(data.size() - off))
                          : static_cast<int>(send(fd_, data.data() + off, data.size() - off, MSG_NOSIGNAL));
       if (n <= 0) return false;
       off += static_cast<size_t>(n);
@@ -128,7 +126,7 @@ class Client {
     if (ssl_) {
       // TLS 1.3 delivers the server's verdict on our certificate after the handshake: a
       // refusal shows up here as an alert.
-      n = SSL_read(ssl_, buf, sizeof(buf));
+      n = SSL_read(ssl_.get(), buf, sizeof(buf));
       ERR_clear_error();
     } else {
       n = static_cast<int>(recv(fd_, buf, sizeof(buf), 0));
@@ -195,9 +193,12 @@ class Client {
 
  private:
   Client() = default;
+  using SslCtxPtr = std::unique_ptr<SSL_CTX, OpenSslDeleter<SSL_CTX_free>>;
+  using SslPtr = std::unique_ptr<SSL, OpenSslDeleter<SSL_free>>;
+
   int fd_ = -1;
-  SSL_CTX* ctx_ = nullptr;
-  SSL* ssl_ = nullptr;
+  SslCtxPtr ctx_;
+  SslPtr ssl_;
   bool closed_ = false;
   std::string pending_;
 };
@@ -377,34 +378,29 @@ class TcpEchoApp {
 
 // ---- meshid processes ----
 
-// `meshid agent` against `server`, with its SDS socket in `dir`.
-class Agent {
- public:
-  Agent(Server& server, const std::string& dir, const std::string& secret_ttl = "1h") : dir_(dir) {
-    Write(dir + "/agent.token", server.Token("istio-system", "agent"));
-    socket_ = dir + "/uds/socket";
-    proc_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{MeshidBinary(), "agent", "--ca-addr", server.address(), "--ca-root",
-                                 server.root_file(), "--token-file", dir + "/agent.token", "--sds-socket", socket_,
-                                 "--monitoring-addr", "127.0.0.1:0", "--secret-ttl", secret_ttl, "--grace-ratio-jitter",
-                                 "0"},
-        dir + "/agent.log");
-    ok_ = proc_->WaitForLog(R"(sds listening on unix:)").has_value();
+// The files of a test certificate; a certificate that could not be made or written fails the
+// test (and the paths are then empty).
+inline CertFiles WriteCert(const std::string& dir, const std::string& name, const absl::StatusOr<CertAndKeyPem>& pem) {
+  if (!pem.ok()) {
+    ADD_FAILURE() << "certificate " << name << ": " << pem.status();
+    return {};
   }
-  ~Agent() {
-    proc_->Kill(SIGTERM);
-    proc_->Wait();
+  auto files = WriteCertFiles(dir, name, *pem);
+  if (!files.ok()) {
+    ADD_FAILURE() << "certificate " << name << ": " << files.status();
+    return {};
   }
-  bool ok() const { return ok_; }
-  const std::string& socket() const { return socket_; }
-  std::string Log() const { return proc_->Log(); }
+  return *std::move(files);
+}
 
- private:
-  std::string dir_;
-  std::string socket_;
-  std::unique_ptr<Subprocess> proc_;
-  bool ok_ = false;
-};
+// How the mesh's agents run: short-lived certificates renewed without jitter.
+inline AgentProcessOptions MeshAgentOptions(const std::string& dir, const std::string& secret_ttl = "1h") {
+  AgentProcessOptions options;
+  options.dir = dir;
+  options.service_account = "agent";
+  options.extra_args = {"--secret-ttl", secret_ttl, "--grace-ratio-jitter", "0"};
+  return options;
+}
 
 // A plain HTTP GET with our client (for the admin endpoint).
 inline HttpResult AdminGet(int port, const std::string& path) {
@@ -484,16 +480,5 @@ class ProxyProcess {
   bool ok_ = false;
   std::optional<int> exit_code_;
 };
-
-// Polls `cond` every 20 ms for up to `seconds`; a generous bound, never a timing assertion.
-template <typename F>
-bool Eventually(F cond, int seconds = 30) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return cond();
-}
 
 }  // namespace meshid::testing

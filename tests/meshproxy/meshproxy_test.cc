@@ -13,7 +13,8 @@
 #include "meshproxy/proxy_internal.h"
 #include "meshproxy/tls.h"
 #include "policy/file_source.h"
-#include "tests/meshproxy/test_certs.h"
+#include "tests/support/certs.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid::meshproxy {
 namespace {
@@ -161,24 +162,25 @@ TEST(Upstreams, FlagsNamesAndIdentities) {
 
 TEST(WorkloadCert, ChecksWhatSdsDelivers) {
   auto ca = testing::TestCa::Create();
-  auto leaf = ca.Leaf({"spiffe://cluster.local/ns/default/sa/reviews"});
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  auto leaf = *ca->Leaf({"spiffe://cluster.local/ns/default/sa/reviews"});
   auto cert = ParseWorkloadCert(leaf.cert, leaf.key, "v1");
   ASSERT_TRUE(cert.ok()) << cert.status();
   EXPECT_EQ((*cert)->spiffe_id, "spiffe://cluster.local/ns/default/sa/reviews");
   EXPECT_EQ((*cert)->info[0].serial.size(), 32u);
-  auto bundle = ParseTrustBundle(ca.cert_pem, "r1");
+  auto bundle = ParseTrustBundle(ca->cert_pem(), "r1");
   ASSERT_TRUE(bundle.ok()) << bundle.status();
   auto contexts = TlsContexts::Create(*cert, *bundle);
   ASSERT_TRUE(contexts.ok()) << contexts.status();
   EXPECT_NE((*contexts)->server(), nullptr);
 
-  auto other = ca.Leaf({"spiffe://cluster.local/ns/default/sa/other"});
+  auto other = *ca->Leaf({"spiffe://cluster.local/ns/default/sa/other"});
   EXPECT_THAT(ParseWorkloadCert(leaf.cert, other.key, "v").status().message(), HasSubstr("does not match"));
-  auto two = ca.Leaf({"spiffe://cluster.local/ns/a/sa/b", "spiffe://cluster.local/ns/c/sa/d"});
+  auto two = *ca->Leaf({"spiffe://cluster.local/ns/a/sa/b", "spiffe://cluster.local/ns/c/sa/d"});
   EXPECT_THAT(ParseWorkloadCert(two.cert, two.key, "v").status().message(), HasSubstr("2 URI SANs"));
-  auto none = ca.Leaf({});
+  auto none = *ca->Leaf({});
   EXPECT_THAT(ParseWorkloadCert(none.cert, none.key, "v").status().message(), HasSubstr("0 URI SANs"));
-  auto bad_id = ca.Leaf({"https://example.com/x"});
+  auto bad_id = *ca->Leaf({"https://example.com/x"});
   EXPECT_FALSE(ParseWorkloadCert(bad_id.cert, bad_id.key, "v").ok());
   EXPECT_FALSE(ParseWorkloadCert("garbage", leaf.key, "v").ok());
   EXPECT_FALSE(ParseWorkloadCert(leaf.cert, "garbage", "v").ok());
@@ -190,13 +192,7 @@ TEST(WorkloadCert, ChecksWhatSdsDelivers) {
 
 class FilePolicySourceTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("meshproxy-fps-" + std::to_string(getpid()) + "-" +
-                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::create_directories(dir_);
-    path_ = (dir_ / "policy.yaml").string();
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void SetUp() override { path_ = dir_.File("policy.yaml"); }
   void WritePolicy(const std::string& text) {
     const std::string tmp = path_ + ".tmp";
     std::ofstream(tmp) << text;
@@ -228,7 +224,7 @@ class FilePolicySourceTest : public ::testing::Test {
     return versions_;
   }
 
-  std::filesystem::path dir_;
+  testing::TempDir dir_{"meshproxy-fps"};
   std::string path_;
   absl::Mutex mu_;
   std::vector<std::string> versions_ ABSL_GUARDED_BY(mu_);

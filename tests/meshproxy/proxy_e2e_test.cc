@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_replace.h"
 #include "common/jwt.h"
+#include "common/x509.h"
 #include "tests/meshproxy/mesh_harness.h"
 
 namespace meshid::testing {
@@ -29,18 +30,21 @@ class MeshTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     signal(SIGPIPE, SIG_IGN);  // TLS writes to a connection the proxy closed
-    dir_ = new std::string(TempDir("e2e"));
-    server_ = new Server(*dir_ + "/ca");
+    temp_dir_ = new TempDir("meshproxy-e2e");
+    dir_ = new std::string(temp_dir_->path());
+    server_ = new ServerProcess(*dir_ + "/ca");
     ASSERT_TRUE(server_->ok()) << server_->Log();
-    agent_ = new Agent(*server_, *dir_);
+    agent_ = new AgentProcess(*server_, MeshAgentOptions(*dir_));
     ASSERT_TRUE(agent_->ok()) << agent_->Log();
-    for (const char* sa : {"reviews", "productpage"}) Write(*dir_ + "/" + sa + ".token", server_->Token("default", sa));
+    for (const char* sa : {"reviews", "productpage"}) {
+      WriteTestFile(*dir_ + "/" + sa + ".token", server_->Token("default", sa));
+    }
   }
   static void TearDownTestSuite() {
     delete agent_;
     delete server_;
-    std::filesystem::remove_all(*dir_);
     delete dir_;
+    delete temp_dir_;
   }
 
   void SetUp() override {
@@ -50,13 +54,13 @@ class MeshTest : public ::testing::Test {
 
   // Client certificates from the mesh's own CA.
   CertFiles MeshCert(const std::string& sa) {
-    return WriteCert(test_dir_, sa, TestCa::FromDataDir(*dir_ + "/ca").Leaf({Id(sa)}));
+    return WriteCert(test_dir_, sa, TestCa::FromDataDir(*dir_ + "/ca")->Leaf({Id(sa)}));
   }
   std::string WritePolicy(const std::string& name, const std::string& yaml,
                           const std::map<std::string, std::string>& vars = {}) {
     std::string text = yaml;
     for (const auto& [k, v] : vars) text = absl::StrReplaceAll(text, {{k, v}});
-    return Write(test_dir_ + "/" + name, text);
+    return WriteTestFile(test_dir_ + "/" + name, text);
   }
   std::vector<std::string> ProxyArgs(const std::string& service, const std::string& token) {
     return {"--sds-socket", agent_->socket(), "--token-file", *dir_ + "/" + token + ".token",
@@ -64,15 +68,17 @@ class MeshTest : public ::testing::Test {
   }
   std::string Log(const std::string& name) { return test_dir_ + "/" + name + ".log"; }
 
+  static TempDir* temp_dir_;
   static std::string* dir_;
-  static Server* server_;
-  static Agent* agent_;
+  static ServerProcess* server_;
+  static AgentProcess* agent_;
   std::string test_dir_;
 };
 
+TempDir* MeshTest::temp_dir_ = nullptr;
 std::string* MeshTest::dir_ = nullptr;
-Server* MeshTest::server_ = nullptr;
-Agent* MeshTest::agent_ = nullptr;
+ServerProcess* MeshTest::server_ = nullptr;
+AgentProcess* MeshTest::agent_ = nullptr;
 
 void Append(std::vector<std::string>& args, std::initializer_list<std::string> more) {
   args.insert(args.end(), more.begin(), more.end());
@@ -201,7 +207,7 @@ TEST_F(MeshTest, AllowDenyMatrixOverIdentitiesMethodsPathsAndPorts) {
   EXPECT_EQ(tcp_echo(other), "closed");
 
   // A certificate from another CA never gets to the policy.
-  const CertFiles foreign = WriteCert(test_dir_, "foreign", TestCa::Create().Leaf({Id("productpage")}));
+  const CertFiles foreign = WriteCert(test_dir_, "foreign", TestCa::Create()->Leaf({Id("productpage")}));
   EXPECT_EQ(Request(proxy.inbound(0), Mtls(foreign), "GET", "/reviews/1").status, 0);
 
   EXPECT_EQ(proxy.Metric(R"(meshid_proxy_rbac_denied_total{protocol="http"})"), 9);
@@ -249,11 +255,13 @@ TEST_F(MeshTest, StrictAndPermissiveWithCurlAndOpensslSClient) {
   EXPECT_EQ(policy_json["inbound"][0]["mtls"], "STRICT");
   EXPECT_EQ(policy_json["inbound"][1]["mtls"], "PERMISSIVE");
 
-  const TestCa mesh = TestCa::FromDataDir(*dir_ + "/ca");
-  const CertFiles valid = WriteCert(test_dir_, "valid", mesh.Leaf({Id("productpage")}));
-  const CertFiles foreign = WriteCert(test_dir_, "foreign", TestCa::Create().Leaf({Id("productpage")}));
-  const CertFiles expired = WriteCert(
-      test_dir_, "expired", mesh.Leaf({Id("productpage")}, absl::Now() - absl::Hours(2), absl::Now() - absl::Hours(1)));
+  const auto mesh = TestCa::FromDataDir(*dir_ + "/ca");
+  ASSERT_TRUE(mesh.ok()) << mesh.status();
+  const CertFiles valid = WriteCert(test_dir_, "valid", mesh->Leaf({Id("productpage")}));
+  const CertFiles foreign = WriteCert(test_dir_, "foreign", TestCa::Create()->Leaf({Id("productpage")}));
+  const CertFiles expired =
+      WriteCert(test_dir_, "expired",
+                mesh->Leaf({Id("productpage")}, absl::Now() - absl::Hours(2), absl::Now() - absl::Hours(1)));
   auto curl = [&](const std::string& args, int port, bool tls) {
     return RunShell(absl::StrCat("curl -s --max-time 10 -H 'x-forwarded-client-cert: By=spoofed;URI=spiffe://evil' ",
                                  args, " ", tls ? "https" : "http", "://127.0.0.1:", port, "/hello"));
@@ -571,7 +579,7 @@ TEST_F(MeshTest, RotationEveryFewSecondsUnderLoadFailsNoRequest) {
   // An agent of its own that renews every ~2 s (4 s certificates, renewed at half-life).
   const std::string agent_dir = test_dir_ + "/agent";
   std::filesystem::create_directories(agent_dir);
-  Agent agent(*server_, agent_dir, "4s");
+  AgentProcess agent(*server_, MeshAgentOptions(agent_dir, "4s"));
   ASSERT_TRUE(agent.ok()) << agent.Log();
   EchoApp app;
   TcpEchoApp tcp_app;
@@ -667,7 +675,7 @@ TEST_F(MeshTest, RotationEveryFewSecondsUnderLoadFailsNoRequest) {
         }
         return reviews_serials.size() >= 4 && productpage_serials.size() >= 4;
       },
-      120);
+      std::chrono::seconds(120));
   stop = true;
   for (auto& t : load) t.join();
   tcp_thread.join();
@@ -780,7 +788,7 @@ TEST_F(MeshTest, AdminEndpointsAndReadiness) {
   EXPECT_GT(certs["certificates"][0]["cert_chain"][0]["seconds_until_expiration"].get<int64_t>(), 0);
   EXPECT_EQ(certs["certificates"][1]["name"], "ROOTCA");
   EXPECT_EQ(certs["certificates"][1]["ca_cert"][0]["serial_number"],
-            SerialHex(TestCa::FromDataDir(*dir_ + "/ca").cert.get()));
+            SerialHex(TestCa::FromDataDir(*dir_ + "/ca")->cert()));
   EXPECT_EQ(certs["policy_version"], "file-1");  // no --config: Istio's defaults, PERMISSIVE
   EXPECT_EQ(proxy.Json("/policy")["inbound"][0]["mtls"], "PERMISSIVE");
   EXPECT_GT(proxy.Metric("meshid_proxy_cert_expiry_seconds"), 0);

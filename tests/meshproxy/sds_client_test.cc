@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "sds/resource.h"
 #include "sds/sds_server.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid::sds {
 namespace {
@@ -144,14 +145,7 @@ xds::ResourcePtr Roots(const std::string& content, uint64_t generation) {
 
 class SdsClientTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ =
-        std::filesystem::temp_directory_path() /
-        absl::StrCat("meshproxy-sds-", getpid(), "-", ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::create_directories(dir_);
-    options_.socket_path = (dir_ / "socket").string();
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void SetUp() override { options_.socket_path = (dir_ / "socket").string(); }
 
   std::unique_ptr<SdsServer> StartServer() {
     auto server = SdsServer::Create(options_, provider_, metrics_, random_, MakeNullLogger());
@@ -169,7 +163,8 @@ class SdsClientTest : public ::testing::Test {
     return o;
   }
 
-  std::filesystem::path dir_;
+  ::meshid::testing::TempDir temp_dir_{"meshproxy-sds"};
+  std::filesystem::path dir_ = temp_dir_.path();
   SdsServerOptions options_;
   Provider provider_;
   MetricsRegistry metrics_;

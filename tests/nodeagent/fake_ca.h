@@ -1,13 +1,14 @@
-// A CaClient for tests and benchmarks that signs in-process with plain OpenSSL (independent of
-// ca/): it maps bearer tokens to SPIFFE IDs (as the real CA's authenticators would), can be told
-// to fail, and can rotate its root (publishing a bundle with both roots first).
+// A CaClient for tests and benchmarks that signs in-process with the test certificates of
+// tests/support/certs.h (independent of ca/): it maps bearer tokens to SPIFFE IDs (as the real
+// CA's authenticators would), can be told to fail, and can rotate its root (publishing a bundle
+// with both roots first).
 #pragma once
 
 #include <openssl/pem.h>
-#include <openssl/rand.h>
-#include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -23,70 +24,21 @@
 #include "common/spiffe_id.h"
 #include "common/x509.h"
 #include "nodeagent/ca_client.h"
+#include "tests/support/certs.h"
+#include "tests/support/fake_clock.h"
 
 namespace meshid::testing {
 
-struct TestRoot {
-  EvpPkeyPtr key;
-  X509Ptr cert;
-  std::string pem;
-};
-
-// Signs a certificate for `key` with `issuer_key` (self-signed when `issuer` is null): a CA
-// certificate with subject O=<td> when `uri` is empty, else an SVID leaf with that URI SAN.
-inline X509Ptr SignTestCert(EVP_PKEY* key, X509* issuer, EVP_PKEY* issuer_key, const std::string& uri,
-                            const std::string& td, absl::Time not_before, absl::Time not_after) {
-  X509Ptr cert(X509_new());
-  X509_set_version(cert.get(), 2);
-  unsigned char serial[16];
-  RAND_bytes(serial, sizeof(serial));
-  serial[0] &= 0x7f;
-  BignumPtr bn(BN_bin2bn(serial, sizeof(serial), nullptr));
-  BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get()));
-  ASN1_TIME_set(X509_getm_notBefore(cert.get()), absl::ToTimeT(not_before));
-  ASN1_TIME_set(X509_getm_notAfter(cert.get()), absl::ToTimeT(not_after));
-  const bool ca = uri.empty();
-  if (ca) {
-    X509_NAME_add_entry_by_txt(X509_get_subject_name(cert.get()), "O", MBSTRING_ASC,
-                               reinterpret_cast<const unsigned char*>(td.c_str()), -1, -1, 0);
-  }
-  X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : X509_get_subject_name(cert.get()));
-  X509_set_pubkey(cert.get(), key);
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, issuer ? issuer : cert.get(), cert.get(), nullptr, nullptr, 0);
-  std::vector<std::pair<int, std::string>> exts = {
-      {NID_basic_constraints, ca ? "critical,CA:TRUE" : "critical,CA:FALSE"},
-      {NID_key_usage, ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature"},
-      {NID_subject_key_identifier, "hash"},
-  };
-  if (!ca) {
-    exts.push_back({NID_ext_key_usage, "serverAuth,clientAuth"});
-    exts.push_back({NID_subject_alt_name, "critical,URI:" + uri});
-    exts.push_back({NID_authority_key_identifier, "keyid"});
-  }
-  for (const auto& [nid, value] : exts) {
-    X509ExtensionPtr ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str()));
-    X509_add_ext(cert.get(), ext.get(), -1);
-  }
-  X509_sign(cert.get(), issuer_key, EVP_sha256());
-  return cert;
-}
-
-inline TestRoot MakeTestRoot(const Clock& clock, const std::string& td = "cluster.local") {
-  TestRoot root;
-  root.key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
-  root.cert =
-      SignTestCert(root.key.get(), nullptr, root.key.get(), "", td, clock.Now(), clock.Now() + absl::Hours(24 * 365));
-  root.pem = CertToPem(root.cert.get());
-  return root;
+// A root for trust domain `td` (subject O=<td>), valid for a year from clock.Now().
+inline absl::StatusOr<TestCa> MakeTestRoot(const Clock& clock, const std::string& td = "cluster.local") {
+  return TestCa::Create(
+      {.organization = td, .not_before = clock.Now(), .not_after = clock.Now() + absl::Hours(24 * 365)});
 }
 
 class FakeCa final : public CaClient {
  public:
-  explicit FakeCa(const Clock& clock) : clock_(clock) {
-    roots_.push_back(std::make_shared<TestRoot>(MakeTestRoot(clock)));
-  }
+  // Aborts the process, saying why, when no root can be made (no CA, no test).
+  explicit FakeCa(const Clock& clock) : clock_(clock) { roots_.push_back(NewRoot()); }
 
   // Tokens the CA accepts and the identity each one proves.
   void AllowToken(const std::string& token, const std::string& ns, const std::string& sa) {
@@ -106,7 +58,7 @@ class FakeCa final : public CaClient {
   // Adds a new root next to the existing ones (the bundle grows) without signing with it.
   void AddRoot() {
     absl::MutexLock lock(&mu_);
-    roots_.push_back(std::make_shared<TestRoot>(MakeTestRoot(clock_)));
+    roots_.push_back(NewRoot());
   }
   // Sends each root as its own cert_chain element, as meshid server does (istiod sends the
   // whole bundle as the last element, the default here).
@@ -121,7 +73,7 @@ class FakeCa final : public CaClient {
   }
   std::string RootPem(size_t index) const {
     absl::MutexLock lock(&mu_);
-    return roots_[index]->pem;
+    return roots_[index]->cert_pem();
   }
   int calls() const {
     absl::MutexLock lock(&mu_);
@@ -147,28 +99,39 @@ class FakeCa final : public CaClient {
     if (key == nullptr || X509_REQ_verify(req.get(), key.get()) != 1) {
       return absl::InvalidArgumentError("bad CSR signature");
     }
-    const TestRoot& signer = *roots_[signer_];
+    const TestCa& signer = *roots_[signer_];
     // Like the real CA: backdated 2 minutes, never beyond the issuer.
     const absl::Time now = clock_.Now();
-    const absl::Time not_after =
-        std::min(now + (ttl > absl::ZeroDuration() ? ttl : absl::Hours(1)), NotAfter(signer.cert.get()));
-    X509Ptr leaf =
-        SignTestCert(key.get(), signer.cert.get(), signer.key.get(), it->second, "", now - absl::Minutes(2), not_after);
-    std::vector<std::string> chain = {CertToPem(leaf.get())};
+    CertificateSpec spec;
+    spec.uri_sans = {it->second};
+    spec.not_before = now - absl::Minutes(2);
+    spec.not_after = std::min(now + (ttl > absl::ZeroDuration() ? ttl : absl::Hours(1)), NotAfter(signer.cert()));
+    auto leaf = signer.Sign(spec, key.get());
+    if (!leaf.ok()) return leaf.status();
+    std::vector<std::string> chain = {CertToPem(leaf->get())};
     if (one_root_per_element_) {
-      for (const auto& root : roots_) chain.push_back(root->pem);
+      for (const auto& root : roots_) chain.push_back(root->cert_pem());
     } else {
       std::string bundle;
-      for (const auto& root : roots_) bundle += root->pem;
+      for (const auto& root : roots_) bundle += root->cert_pem();
       chain.push_back(std::move(bundle));
     }
     return chain;
   }
 
  private:
+  std::shared_ptr<const TestCa> NewRoot() const {
+    auto root = MakeTestRoot(clock_);
+    if (!root.ok()) {
+      std::fprintf(stderr, "FakeCa: no root: %s\n", root.status().ToString().c_str());
+      std::abort();
+    }
+    return std::make_shared<const TestCa>(*std::move(root));
+  }
+
   const Clock& clock_;
   mutable absl::Mutex mu_;
-  std::vector<std::shared_ptr<TestRoot>> roots_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<const TestCa>> roots_ ABSL_GUARDED_BY(mu_);
   size_t signer_ ABSL_GUARDED_BY(mu_) = 0;
   bool one_root_per_element_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, std::string> tokens_ ABSL_GUARDED_BY(mu_);

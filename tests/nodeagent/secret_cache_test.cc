@@ -18,6 +18,7 @@ namespace {
 using envoy::extensions::transport_sockets::tls::v3::Secret;
 using ::testing::ElementsAre;
 using testing::FakeCa;
+using testing::FakeClock;
 using testing::FakeTokenSource;
 using ::testing::HasSubstr;
 using testing::ScriptedRandom;
@@ -542,7 +543,8 @@ TEST_F(SecretCacheTest, ExtraTrustAnchorsJoinRootca) {
   auto sub = Subscribe(*cache, "", watcher);
   ASSERT_TRUE(sub->SetNames({"ROOTCA"}).ok());
   auto extra = testing::MakeTestRoot(clock_, "other.domain");
-  ASSERT_TRUE(cache->SetExtraTrustAnchors(extra.pem).ok());
+  ASSERT_TRUE(extra.ok()) << extra.status();
+  ASSERT_TRUE(cache->SetExtraTrustAnchors(extra->cert_pem()).ok());
   auto updates = watcher->Take();
   ASSERT_THAT(updates, SizeIs(1));
   auto bundle = CertsFromPem(Parse(updates[0].resource).validation_context().trusted_ca().inline_bytes());

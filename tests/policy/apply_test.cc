@@ -16,35 +16,24 @@
 #include "common/clock.h"
 #include "rbac/yaml_source.h"
 #include "sql/store.h"
+#include "tests/support/databases.h"
+#include "tests/support/fake_clock.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid::policy {
 namespace {
 
 using ::testing::AllOf;
+using testing::Backend;
 using ::testing::ElementsAre;
+using testing::FakeClock;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
+using testing::TempDir;
+using testing::TestDatabase;
 
 const absl::Time kNow = absl::FromUnixSeconds(1'800'000'000);
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "meshid-apply-test.XXXXXX").string();
-    path_ = mkdtemp(tmpl.data()) != nullptr ? tmpl : "";
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string Write(const std::string& name, const std::string& content) const {
-    std::string path = path_ + "/" + name;
-    std::ofstream(path) << content;
-    return path;
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 const char kAllowA[] = R"(apiVersion: security.istio.io/v1beta1
 kind: AuthorizationPolicy
@@ -262,8 +251,8 @@ TEST(PlanPolicyApply, AStoredSetDecidesExactlyLikeItsFiles) {
 // ---- with a real store ----
 
 TEST(ApplyPolicyFiles, CommitsAVersionOnlyWhenSomethingChangedAndNothingOnError) {
-  TempDir dir;
-  auto store = OpenStore("sqlite://" + dir.path() + "/meshid.db", SystemClock::Instance(), MakeNullLogger());
+  auto db = TestDatabase::Create(Backend::kSqlite);
+  auto store = OpenStore(db->url(), SystemClock::Instance(), MakeNullLogger());
   ASSERT_TRUE(store.ok()) << store.status();
   FakeClock clock(kNow);
   TempDir files;

@@ -15,34 +15,18 @@
 #include "policy/client.h"
 #include "policy/server.h"
 #include "sql/store.h"
+#include "tests/support/databases.h"
+#include "tests/support/fake_clock.h"
+#include "tests/support/poll.h"
 
 namespace meshid::policy {
 namespace {
 
+using testing::Backend;
+using testing::Eventually;
+using testing::FakeClock;
 using ::testing::HasSubstr;
-
-// Waits (in real time, polling) until `predicate` holds; the bound only stops a hung test.
-template <typename F>
-bool Eventually(F predicate) {
-  for (int i = 0; i < 1200; ++i) {
-    if (predicate()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));
-  }
-  return predicate();
-}
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "meshid-policy-service.XXXXXX").string();
-    path_ = mkdtemp(tmpl.data()) != nullptr ? tmpl : "";
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testing::TestDatabase;
 
 StoredPolicyDocument Doc(const std::string& name, const std::string& spec = "{}") {
   return {"AuthorizationPolicy", "demo", name,
@@ -70,7 +54,8 @@ PolicySnapshotPtr Snapshot(int64_t version) {
 class PolicyServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto store = OpenStore("sqlite://" + dir_.path() + "/meshid.db", SystemClock::Instance(), MakeNullLogger());
+    db_ = TestDatabase::Create(Backend::kSqlite);
+    auto store = OpenStore(db_->url(), SystemClock::Instance(), MakeNullLogger());
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
   }
@@ -104,7 +89,7 @@ class PolicyServiceTest : public ::testing::Test {
     if (grpc_server_) grpc_server_->Shutdown(std::chrono::system_clock::now());
   }
 
-  TempDir dir_;
+  std::unique_ptr<TestDatabase> db_;
   std::unique_ptr<Store> store_;
   std::vector<std::unique_ptr<xds::InsecureUpstream>> upstreams_;  // outlive the clients of a test
   FakeClock clock_;

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tests/support/temp_dir.h"
+
 namespace meshid::rbac {
 namespace {
 
@@ -42,7 +44,8 @@ TEST(ParseDocuments, BrokenDocumentsAreReported) {
 }
 
 TEST(ReadDocuments, DirectoryIsSortedAndFiltered) {
-  const auto dir = std::filesystem::temp_directory_path() / ("meshid-yaml-" + std::to_string(::getpid()));
+  testing::TempDir temp_dir("meshid-yaml");
+  const std::filesystem::path dir = temp_dir.path();
   std::filesystem::create_directories(dir / "sub");
   std::ofstream(dir / "b.yaml") << "apiVersion: v1\nkind: Service\nmetadata: {name: b}\n";
   std::ofstream(dir / "a.yml") << "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n";
@@ -58,7 +61,6 @@ TEST(ReadDocuments, DirectoryIsSortedAndFiltered) {
   EXPECT_EQ(docs[2].meta.name, "c");
   ASSERT_EQ(diag.errors().size(), 1u);
   EXPECT_NE(diag.errors()[0].ToString().find("missing.yaml"), std::string::npos);
-  std::filesystem::remove_all(dir);
 }
 
 TEST(FieldReader, TypedAccessAndUnknownKeys) {

@@ -18,6 +18,7 @@
 #include "envoy/service/secret/v3/sds.grpc.pb.h"
 #include "sds/unix_socket.h"
 #include "tests/sds/test_resources.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid::sds {
 namespace {
@@ -127,19 +128,9 @@ class FakeProvider final : public xds::ResourceProvider {
   std::vector<std::string> tokens_ ABSL_GUARDED_BY(mu_);
 };
 
-std::string TempDir() {
-  auto dir = std::filesystem::temp_directory_path() /
-             absl::StrCat("meshid-sds-", ::getpid(), "-", ::testing::UnitTest::GetInstance()->random_seed(), "-",
-                          ::testing::UnitTest::GetInstance()->current_test_info()->name());
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir.string();
-}
-
 class SdsServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = TempDir();
     SdsServerOptions options;
     options.socket_path = dir_ + "/uds/socket";
     auto server = SdsServer::Create(options, provider_, metrics_, random_, MakeNullLogger());
@@ -148,10 +139,7 @@ class SdsServerTest : public ::testing::Test {
     channel_ = grpc::CreateChannel(server_->target(), grpc::InsecureChannelCredentials());
     stub_ = SecretDiscoveryService::NewStub(channel_);
   }
-  void TearDown() override {
-    server_.reset();
-    std::filesystem::remove_all(dir_);
-  }
+  void TearDown() override { server_.reset(); }
 
   std::unique_ptr<grpc::ClientContext> Context(const std::string& authorization = "") {
     auto ctx = std::make_unique<grpc::ClientContext>();
@@ -175,7 +163,8 @@ class SdsServerTest : public ::testing::Test {
     return secret.name();
   }
 
-  std::string dir_;
+  ::meshid::testing::TempDir temp_dir_{"meshid-sds"};
+  std::string dir_ = temp_dir_.path();
   FakeProvider provider_;
   MetricsRegistry metrics_;
   OpenSslRandom random_;
@@ -374,7 +363,8 @@ TEST_F(SdsServerTest, SocketIsPrivateAndALiveOneIsNotTakenOver) {
 }
 
 TEST(UnixSocketPathTest, StaleSocketsAreReplacedOtherFilesAreNot) {
-  const std::string dir = TempDir();
+  ::meshid::testing::TempDir temp_dir("meshid-sds");
+  const std::string dir = temp_dir.path();
   const std::string path = dir + "/socket";
   {  // a socket file left behind by a process that died
     int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
@@ -403,11 +393,11 @@ TEST(UnixSocketPathTest, StaleSocketsAreReplacedOtherFilesAreNot) {
   auto refused = SdsServer::Create(options, provider, metrics2, random, MakeNullLogger());
   ASSERT_FALSE(refused.ok());
   EXPECT_THAT(refused.status().message(), HasSubstr("not a socket"));
-  std::filesystem::remove_all(dir);
 }
 
 TEST(UnixSocketPathTest, GroupSocketsAreMode0660) {
-  const std::string dir = TempDir();
+  ::meshid::testing::TempDir temp_dir("meshid-sds");
+  const std::string dir = temp_dir.path();
   FakeProvider provider;
   MetricsRegistry metrics;
   OpenSslRandom random;
@@ -422,7 +412,6 @@ TEST(UnixSocketPathTest, GroupSocketsAreMode0660) {
   EXPECT_EQ(st.st_mode & 0777, 0660u);
   EXPECT_EQ(st.st_gid, ::getgid());
   server->reset();
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -7,8 +7,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "sql/store.h"
-#include "tests/sql/test_backends.h"
-#include "tests/sql/test_matchers.h"
+#include "tests/support/databases.h"
+#include "tests/support/dependencies.h"
+#include "tests/support/status_matchers.h"
 
 namespace meshid {
 namespace {
@@ -59,7 +60,7 @@ class PolicyStoreTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
     db_ = TestDatabase::Create(GetParam());
-    if (db_ == nullptr) GTEST_SKIP() << testing::kNoPostgresMessage;
+    MESHID_REQUIRE_DEPENDENCY(db_ != nullptr, testing::kPostgresDependency);
     store_ = Open();
     ASSERT_NE(store_, nullptr);
   }

@@ -12,13 +12,17 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "sql/store.h"
-#include "tests/sql/test_backends.h"
-#include "tests/sql/test_matchers.h"
+#include "sql/store_url.h"
+#include "tests/support/databases.h"
+#include "tests/support/dependencies.h"
+#include "tests/support/status_matchers.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid {
 namespace {
@@ -181,7 +185,7 @@ class PostgresServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto admin = PostgresAdminUrl();
-    if (!admin) GTEST_SKIP() << testing::kNoPostgresMessage;
+    MESHID_REQUIRE_DEPENDENCY(admin.has_value(), testing::kPostgresDependency);
     admin_url_ = *admin;
   }
   std::string admin_url_;
@@ -224,16 +228,16 @@ TEST_F(PostgresServerTest, RecoversAfterTheServerWasStoppedAndStarted) {
   ASSERT_OK((*store)->RecordIssuances({Record(1)}));
 
   // Idle pooled connections die with the restart; the next call still succeeds.
-  ASSERT_EQ(server.Pause(), 0);
-  ASSERT_EQ(server.Resume(), 0);
+  ASSERT_OK(server.Pause());
+  ASSERT_OK(server.Resume());
   EXPECT_OK((*store)->RecordIssuances({Record(2)}));
 
-  ASSERT_EQ(server.Pause(), 0);
+  ASSERT_OK(server.Pause());
   EXPECT_THAT((*store)->RecordIssuances({Record(3)}), StatusIs(absl::StatusCode::kUnavailable, Not(HasSubstr("\n"))));
   EXPECT_THAT((*store)->GetIdentityStatus("spiffe://cluster.local/ns/a/sa/b").status(),
               StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
   EXPECT_THAT((*store)->ListIssuances({}).status(), StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
-  ASSERT_EQ(server.Resume(), 0);
+  ASSERT_OK(server.Resume());
   EXPECT_OK((*store)->RecordIssuances({Record(4)}));
   EXPECT_THAT(*(*store)->ListIssuances({}), ElementsAre(Record(4), Record(2), Record(1)));
 }

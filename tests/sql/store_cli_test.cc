@@ -12,9 +12,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "sql/store.h"
-#include "tests/integration/subprocess.h"
-#include "tests/sql/test_backends.h"
-#include "tests/sql/test_matchers.h"
+#include "sql/store_url.h"
+#include "tests/support/databases.h"
+#include "tests/support/dependencies.h"
+#include "tests/support/status_matchers.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid {
 namespace {
@@ -71,7 +74,7 @@ class StoreCliTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
     db_ = TestDatabase::Create(GetParam());
-    if (db_ == nullptr) GTEST_SKIP() << testing::kNoPostgresMessage;
+    MESHID_REQUIRE_DEPENDENCY(db_ != nullptr, testing::kPostgresDependency);
     // SQLite through --data-dir (the default layout), PostgreSQL through --datastore.
     where_ = GetParam() == Backend::kSqlite ? "--data-dir " + db_->dir() : "--datastore '" + db_->url() + "'";
   }
@@ -261,7 +264,7 @@ TEST(StoreCliErrorsTest, UnreachablePostgres) {
 
 TEST(StoreCliErrorsTest, WrongPostgresPassword) {
   auto admin = testing::PostgresAdminUrl();
-  if (!admin) GTEST_SKIP() << testing::kNoPostgresMessage;
+  MESHID_REQUIRE_DEPENDENCY(admin.has_value(), testing::kPostgresDependency);
   auto parsed = sql::ParseStoreUrl(*admin);
   ASSERT_OK(parsed.status());
   Result r = Meshid(absl::StrCat("certs list --datastore postgresql://", parsed->user, ":not-the-password@",

@@ -12,13 +12,17 @@
 #include "common/clock.h"
 #include "sql/migrations.h"
 #include "sql/pruner.h"
-#include "tests/sql/test_backends.h"
-#include "tests/sql/test_matchers.h"
+#include "tests/support/databases.h"
+#include "tests/support/dependencies.h"
+#include "tests/support/fake_clock.h"
+#include "tests/support/status_matchers.h"
+#include "tests/support/temp_dir.h"
 
 namespace meshid {
 namespace {
 
 using ::meshid::testing::Backend;
+using ::meshid::testing::FakeClock;
 using ::meshid::testing::TestDatabase;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -59,7 +63,7 @@ class StoreTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
     db_ = TestDatabase::Create(GetParam());
-    if (db_ == nullptr) GTEST_SKIP() << testing::kNoPostgresMessage;
+    MESHID_REQUIRE_DEPENDENCY(db_ != nullptr, testing::kPostgresDependency);
   }
 
   std::unique_ptr<Store> Open() {

@@ -6,7 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "sql/store.h"
-#include "tests/sql/test_matchers.h"
+#include "tests/support/status_matchers.h"
 
 namespace meshid::sql {
 namespace {

@@ -1,4 +1,4 @@
-// Status matchers for the sql tests (Debian's Abseil has no status_matchers.h).
+// Status matchers for tests (Debian's Abseil has no status_matchers.h).
 #pragma once
 
 #include <gmock/gmock.h>
