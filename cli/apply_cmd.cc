@@ -1,6 +1,6 @@
 // `meshid apply -f FILE|DIR` and `meshid delete -f FILE|DIR`: validate Istio YAML and store it in
 // the server's store as a new policy version, which every `meshid server` replica streams to
-// its agents (authz/policy_distribution_apply.h says what a version is).
+// its agents (policy/apply.h says what a version is).
 #include <unistd.h>
 
 #include <cstdlib>

@@ -38,7 +38,7 @@ struct CaServerConfig {
   // Ledger commits start at most this often (GroupCommitOptions::commit_interval).
   absl::Duration ledger_commit_interval = absl::Milliseconds(1);
   // How often the newest policy version is looked up in the store (policy distribution to agents,
-  // authz/policy_distribution.h); needs a datastore.
+  // policy/server.h); needs a datastore.
   absl::Duration policy_poll_interval = absl::Seconds(1);
 
   // Every problem, each naming its flag; OK if none.

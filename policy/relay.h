@@ -1,9 +1,8 @@
 // The agent's policy relay: subscribes to `meshid server`'s policy stream (a PolicyStreamClient)
 // and serves the same stream (a PolicyDistributionService fed by an xds::ResourcePublisher) to
 // the proxies on the agent's SDS socket, following the same xDS rules both ways (policy/wire.h,
-// xds/). It reports every
-// proxy's state (id, service, namespace, version applied, last NACK and its error) and its own
-// to the server, which stores it for `meshid status`.
+// xds/). It reports every proxy's state (id, service, namespace, version applied, last NACK and
+// its error) and its own to the server, which stores it for `meshid status`.
 //
 // Upstream: the agent's connection to the server (xds::UpstreamSource; the agent's is mutual
 // TLS with its own SVID, see nodeagent/server_upstream.h), for the stream and the reports.

@@ -1,7 +1,7 @@
 // Where the sidecar's policy comes from. The data path never reads files or streams itself: it
-// takes compiled engines only through this interface, so sources are interchangeable — the
-// watched `--config` files today (FilePolicySource), the agent's policy stream (relayed from
-// `meshid apply` via the server) later.
+// takes compiled engines only through this interface, so sources are interchangeable: the
+// watched `--config` files (FilePolicySource, policy/file_source.h) or the agent's policy stream
+// relayed from `meshid apply` via the server (AgentPolicySource, policy/agent_source.h).
 //
 // Contract:
 //  * Start() delivers the first snapshot (synchronously or later) and every change after it
@@ -27,7 +27,7 @@ namespace meshid::policy {
 class PolicySource {
  public:
   struct Snapshot {
-    std::string version;  // opaque; shown on the admin endpoint and (later) reported upstream
+    std::string version;  // opaque; shown on the admin endpoint and, for the agent stream, reported upstream
     std::shared_ptr<const authz::PolicyEngine> engine;
   };
   using OnSnapshot = std::function<absl::Status(const Snapshot&)>;

@@ -39,16 +39,17 @@ class CertificateAuthorityTest : public ::testing::Test {
   }
 
   std::unique_ptr<CertificateAuthority> Make(CertificateServiceOptions options, bool with_store) {
-    if (with_store && !ledger_) ledger_ = std::make_unique<GroupCommitLedger>(store_, metrics_);
-    return std::make_unique<CertificateAuthority>(options, *CertIssuer::Create(authority_, clock_, random_), authn_,
-                                                  with_store ? &store_ : nullptr, with_store ? ledger_.get() : nullptr,
-                                                  clock_, metrics_, MakeNullLogger());
+    if (with_store && !ledger_) ledger_ = std::make_unique<GroupCommitLedger>(issuances_, metrics_);
+    return std::make_unique<CertificateAuthority>(
+        options, *CertIssuer::Create(authority_, clock_, random_), authn_, with_store ? &registry_ : nullptr,
+        with_store ? ledger_.get() : nullptr, clock_, metrics_, MakeNullLogger());
   }
 
   FakeClock clock_;
   OpenSslRandom random_;
   MetricsRegistry metrics_;
-  testing::FakeStore store_;
+  testing::FakeIdentityRegistry registry_;
+  testing::FakeIssuanceStore issuances_{registry_};
   std::unique_ptr<GroupCommitLedger> ledger_;
   std::shared_ptr<const SigningAuthority> authority_;
   std::shared_ptr<const CallerAuthenticator> authn_;
@@ -103,7 +104,7 @@ TEST_F(CertificateAuthorityStoreTest, LedgerRecordsEveryIssuedCertificate) {
   auto chain = ca->Sign(creds_, csr_, 0);
   ASSERT_TRUE(chain.ok()) << chain.status();
   auto leaf = *CertFromPem(chain->front());
-  auto rows = *store_.ListIssuances(IssuanceQuery{});
+  auto rows = *issuances_.ListIssuances(IssuanceQuery{});
   ASSERT_EQ(rows.size(), 1u);
   const IssuanceRecord& r = rows[0];
   EXPECT_EQ(r.serial_hex, SerialHex(leaf.get()));
@@ -119,22 +120,24 @@ TEST_F(CertificateAuthorityStoreTest, LedgerRecordsEveryIssuedCertificate) {
 
 TEST_F(CertificateAuthorityStoreTest, StoreDownMeansUnavailableAndNoCertificate) {
   auto ca = Make(CertificateServiceOptions{}, true);
-  store_.set_available(false);
+  registry_.set_available(false);
+  issuances_.set_available(false);
   auto result = ca->Sign(creds_, csr_, 0);
   EXPECT_TRUE(absl::IsUnavailable(result.status())) << result.status();
   EXPECT_EQ(ca->issued_count(), 0);
-  EXPECT_EQ(store_.ledger_size(), 0u);
-  store_.set_available(true);
+  EXPECT_EQ(issuances_.ledger_size(), 0u);
+  registry_.set_available(true);
+  issuances_.set_available(true);
   EXPECT_TRUE(ca->Sign(creds_, csr_, 0).ok()) << "recovers when the store returns";
 }
 
 TEST_F(CertificateAuthorityStoreTest, BlockedIdentityIsRefusedUntilUnblocked) {
   auto ca = Make(CertificateServiceOptions{}, true);
-  ASSERT_TRUE(store_.Block(kId, "key leaked", clock_.Now()).ok());
+  ASSERT_TRUE(registry_.Block(kId, "key leaked", clock_.Now()).ok());
   auto result = ca->Sign(creds_, csr_, 0);
   EXPECT_TRUE(absl::IsPermissionDenied(result.status()));
   EXPECT_EQ(result.status().message(), std::string("identity ") + kId + " is blocked: key leaked");
-  ASSERT_TRUE(store_.Unblock(kId).ok());
+  ASSERT_TRUE(registry_.Unblock(kId).ok());
   EXPECT_TRUE(ca->Sign(creds_, csr_, 0).ok());
 }
 
@@ -149,7 +152,7 @@ TEST_F(CertificateAuthorityStoreTest, RequireRegistrationAndEntryRules) {
   RegistryEntry entry;
   entry.spiffe_id = kId;
   entry.allowed_auth = {"jwt-iss:someone-else"};
-  ASSERT_TRUE(store_.CreateEntry(entry).ok());
+  ASSERT_TRUE(registry_.CreateEntry(entry).ok());
   result = ca->Sign(creds_, csr_, 0);
   EXPECT_TRUE(absl::IsPermissionDenied(result.status()));
   EXPECT_NE(std::string(result.status().message()).find("does not allow a caller with jwt iss=iss"), std::string::npos);
@@ -157,7 +160,7 @@ TEST_F(CertificateAuthorityStoreTest, RequireRegistrationAndEntryRules) {
   entry.allowed_auth = {"client-cert", "jwt-sub:system:serviceaccount:default:sleep"};
   entry.max_ttl = absl::Hours(48);
   entry.dns_names = {"sleep.default.svc", "sleep.example.com"};
-  ASSERT_TRUE(store_.CreateEntry(entry).ok());
+  ASSERT_TRUE(registry_.CreateEntry(entry).ok());
   auto chain = ca->Sign(creds_, csr_, 36 * 3600);
   ASSERT_TRUE(chain.ok()) << chain.status() << " (the entry raises the max TTL to 48h)";
   auto leaf = *CertFromPem(chain->front());
@@ -178,15 +181,15 @@ TEST_F(CertificateAuthorityStoreTest, ConcurrentRequestsShareCommits) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(ok.load(), kThreads * kPerThread);
-  EXPECT_EQ(store_.ledger_size(), static_cast<size_t>(kThreads * kPerThread));
-  EXPECT_LE(store_.commits(), kThreads * kPerThread);
+  EXPECT_EQ(issuances_.ledger_size(), static_cast<size_t>(kThreads * kPerThread));
+  EXPECT_LE(issuances_.commits(), kThreads * kPerThread);
 }
 
 TEST_F(CertificateAuthorityStoreTest, CachedStatusesSpareTheStoreARead) {
   auto ca = Make(CertificateServiceOptions{}, true);
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(ca->Sign(creds_, csr_, 0).ok());
-  EXPECT_EQ(store_.status_reads(), 1);
-  EXPECT_EQ(store_.ledger_size(), 5u);
+  EXPECT_EQ(registry_.status_reads(), 1);
+  EXPECT_EQ(issuances_.ledger_size(), 5u);
 }
 
 // The status of the identity is cached when the block lands: the ledger write finds the
@@ -194,19 +197,19 @@ TEST_F(CertificateAuthorityStoreTest, CachedStatusesSpareTheStoreARead) {
 TEST_F(CertificateAuthorityStoreTest, ABlockAfterTheStatusWasCachedIsHonouredByTheNextRequest) {
   auto ca = Make(CertificateServiceOptions{}, true);
   ASSERT_TRUE(ca->Sign(creds_, csr_, 0).ok());
-  ASSERT_TRUE(store_.Block(kId, "key leaked", clock_.Now()).ok());
+  ASSERT_TRUE(registry_.Block(kId, "key leaked", clock_.Now()).ok());
   auto refused = ca->Sign(creds_, csr_, 0);
   EXPECT_TRUE(absl::IsPermissionDenied(refused.status())) << refused.status();
   EXPECT_EQ(refused.status().message(), std::string("identity ") + kId + " is blocked: key leaked");
-  EXPECT_EQ(store_.ledger_size(), 1u) << "the certificate signed under the stale status is not recorded";
+  EXPECT_EQ(issuances_.ledger_size(), 1u) << "the certificate signed under the stale status is not recorded";
   EXPECT_EQ(ca->issued_count(), 1);
   EXPECT_EQ(Metric("meshid_ca_registry_changed_resigns"), 1);
   EXPECT_EQ(Metric("meshid_ca_identity_denied_count"), 1);
 
   // The refusal was cached too; the unblock is seen because a cached refusal is confirmed.
-  ASSERT_TRUE(store_.Unblock(kId).ok());
+  ASSERT_TRUE(registry_.Unblock(kId).ok());
   EXPECT_TRUE(ca->Sign(creds_, csr_, 0).ok());
-  EXPECT_EQ(store_.ledger_size(), 2u);
+  EXPECT_EQ(issuances_.ledger_size(), 2u);
 }
 
 TEST_F(CertificateAuthorityStoreTest, ACachedEntryIsReplacedWhenTheRegistryChanges) {
@@ -216,34 +219,34 @@ TEST_F(CertificateAuthorityStoreTest, ACachedEntryIsReplacedWhenTheRegistryChang
   RegistryEntry entry;
   entry.spiffe_id = kId;
   entry.dns_names = {"old.default.svc"};
-  ASSERT_TRUE(store_.CreateEntry(entry).ok());
+  ASSERT_TRUE(registry_.CreateEntry(entry).ok());
   ASSERT_TRUE(ca->Sign(creds_, csr_, 0).ok());
   EXPECT_TRUE(absl::IsInvalidArgument(ca->Sign(creds_, csr_, 36 * 3600).status())) << "above the server's 24h";
 
   entry.dns_names = {"new.default.svc"};
   entry.max_ttl = absl::Hours(48);
-  ASSERT_TRUE(store_.CreateEntry(entry).ok());  // the fake replaces it
+  ASSERT_TRUE(registry_.CreateEntry(entry).ok());  // the fake replaces it
   auto chain = ca->Sign(creds_, csr_, 0);
   ASSERT_TRUE(chain.ok()) << chain.status();
   EXPECT_EQ(DnsSans(CertFromPem(chain->front())->get()), entry.dns_names) << "signed again under the new entry";
   EXPECT_TRUE(ca->Sign(creds_, csr_, 36 * 3600).ok()) << "the raised max TTL applies";
 
-  ASSERT_TRUE(store_.DeleteEntry(kId).ok());
+  ASSERT_TRUE(registry_.DeleteEntry(kId).ok());
   auto refused = ca->Sign(creds_, csr_, 0);
   EXPECT_TRUE(absl::IsPermissionDenied(refused.status())) << refused.status();
-  EXPECT_EQ(store_.ledger_size(), 3u);
+  EXPECT_EQ(issuances_.ledger_size(), 3u);
 }
 
 TEST_F(CertificateAuthorityStoreTest, ARegistryThatKeepsChangingEndsInUnavailable) {
   auto ca = Make(CertificateServiceOptions{}, true);
   ASSERT_TRUE(ca->Sign(creds_, csr_, 0).ok());
   // Every ledger write finds the registry one generation further on.
-  store_.set_before_record(
-      [this] { ASSERT_TRUE(store_.Block("spiffe://cluster.local/ns/x/sa/other", "", clock_.Now()).ok()); });
+  issuances_.set_before_record(
+      [this] { ASSERT_TRUE(registry_.Block("spiffe://cluster.local/ns/x/sa/other", "", clock_.Now()).ok()); });
   auto result = ca->Sign(creds_, csr_, 0);
   EXPECT_TRUE(absl::IsUnavailable(result.status())) << result.status();
   EXPECT_NE(std::string(result.status().message()).find("changed 3 times"), std::string::npos) << result.status();
-  EXPECT_EQ(store_.ledger_size(), 1u);
+  EXPECT_EQ(issuances_.ledger_size(), 1u);
   EXPECT_EQ(Metric("meshid_ca_registry_changed_resigns"), CertificateAuthority::kMaxRegistryAttempts);
 }
 
@@ -283,7 +286,8 @@ TEST(IdentityStatusCache, KeepsTheNewestGenerationAndForgetsOnRequest) {
 }
 
 TEST(GroupCommitLedger, SeveralWritersRecordEverythingExactlyOnceAndDrainOnShutdown) {
-  testing::FakeStore store;
+  testing::FakeIdentityRegistry registry;
+  testing::FakeIssuanceStore store(registry);
   MetricsRegistry metrics;
   constexpr int kThreads = 8, kPerThread = 50;
   std::atomic<int> committed{0};
@@ -313,7 +317,8 @@ TEST(GroupCommitLedger, SeveralWritersRecordEverythingExactlyOnceAndDrainOnShutd
 // Pacing without timing: with an interval of an hour, only an idle ledger, a full batch or
 // shutdown can start a commit.
 TEST(GroupCommitLedger, PacedCommitsStartAtOnceWhenIdleThenWaitForAFullBatch) {
-  testing::FakeStore store;
+  testing::FakeIdentityRegistry registry;
+  testing::FakeIssuanceStore store(registry);
   MetricsRegistry metrics;
   constexpr int kBatch = 10;
   std::atomic<int> committed{0};
@@ -338,7 +343,8 @@ TEST(GroupCommitLedger, PacedCommitsStartAtOnceWhenIdleThenWaitForAFullBatch) {
 
 // A transaction never mixes registry generations: it is checked against one.
 TEST(GroupCommitLedger, BatchesHoldOneRegistryGeneration) {
-  testing::FakeStore store;  // at generation 1
+  testing::FakeIdentityRegistry registry;  // at generation 1
+  testing::FakeIssuanceStore store(registry);
   MetricsRegistry metrics;
   std::atomic<int> committed{0}, aborted{0};
   auto count = [&](absl::Status s) {
