@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "sds/resource.h"
 #include "sds/sds_server.h"
+#include "tests/sds/fake_provider.h"
 #include "tests/support/temp_dir.h"
 
 namespace meshid::sds {
@@ -25,93 +26,7 @@ using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-// Serves what the test publishes; records tokens, subscriptions and ACK/NACK reports.
-class Provider final : public xds::ResourceProvider {
- public:
-  class Sub final : public xds::Subscription {
-   public:
-    Sub(Provider* p, std::shared_ptr<xds::ResourceWatcher> w) : p_(p), w_(std::move(w)) {}
-    ~Sub() override {
-      absl::MutexLock lock(&p_->mu_);
-      p_->subs_.erase(this);
-    }
-    absl::StatusOr<std::vector<xds::ResourceUpdate>> SetNames(const std::set<std::string>& names) override {
-      absl::MutexLock lock(&p_->mu_);
-      for (const auto& n : names) {
-        if (!p_->IsKnownName(n)) return absl::NotFoundError(absl::StrCat("no SDS resource named \"", n, "\""));
-      }
-      names_ = names;
-      for (const auto& n : names) p_->subscribed_.push_back(n);
-      std::vector<xds::ResourceUpdate> out;
-      for (const auto& n : names) {
-        if (auto it = p_->current_.find(n); it != p_->current_.end()) out.push_back(it->second);
-      }
-      return out;
-    }
-    void ReportApplied(absl::string_view name, absl::string_view version, bool accepted) override {
-      absl::MutexLock lock(&p_->mu_);
-      p_->reports_.push_back(absl::StrCat(name, "@", version, accepted ? " ACK" : " NACK"));
-    }
-    std::string Describe() const override { return "test"; }
-
-    Provider* p_;
-    std::shared_ptr<xds::ResourceWatcher> w_;
-    std::set<std::string> names_;
-  };
-
-  absl::StatusOr<std::unique_ptr<xds::Subscription>> Subscribe(absl::string_view token,
-                                                               std::shared_ptr<xds::ResourceWatcher> watcher) override {
-    auto sub = std::make_unique<Sub>(this, std::move(watcher));
-    absl::MutexLock lock(&mu_);
-    tokens_.emplace_back(token);
-    subs_.insert(sub.get());
-    return std::unique_ptr<xds::Subscription>(std::move(sub));
-  }
-  bool IsKnownName(absl::string_view name) const override { return name == "default" || name == "ROOTCA"; }
-
-  void Publish(xds::ResourcePtr r) {
-    std::vector<std::shared_ptr<xds::ResourceWatcher>> targets;
-    xds::ResourceUpdate u{r->name, r, absl::OkStatus()};
-    {
-      absl::MutexLock lock(&mu_);
-      current_[r->name] = u;
-      for (Sub* s : subs_) {
-        if (s->names_.contains(r->name)) targets.push_back(s->w_);
-      }
-    }
-    for (auto& w : targets) w->OnUpdate(u);
-  }
-  bool WaitForReports(size_t n) {
-    absl::MutexLock lock(&mu_);
-    auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reports_.size() >= n; };
-    return mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Seconds(30));
-  }
-  bool WaitForSubscriptions(size_t n) {
-    absl::MutexLock lock(&mu_);
-    auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return subscribed_.size() >= n; };
-    return mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Seconds(30));
-  }
-  std::vector<std::string> reports() {
-    absl::MutexLock lock(&mu_);
-    return reports_;
-  }
-  std::vector<std::string> tokens() {
-    absl::MutexLock lock(&mu_);
-    return tokens_;
-  }
-  std::vector<std::string> subscribed() {
-    absl::MutexLock lock(&mu_);
-    return subscribed_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::set<Sub*> subs_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, xds::ResourceUpdate> current_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> reports_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> tokens_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> subscribed_ ABSL_GUARDED_BY(mu_);
-};
+using Provider = testing::FakeSecretProvider;
 
 // What the client's handler saw, and what it should answer.
 class Handler {

@@ -17,6 +17,7 @@
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
 #include "envoy/service/secret/v3/sds.grpc.pb.h"
 #include "sds/unix_socket.h"
+#include "tests/sds/fake_provider.h"
 #include "tests/sds/test_resources.h"
 #include "tests/support/temp_dir.h"
 
@@ -33,100 +34,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using testing::Roots;
 
-// A provider whose state the test sets; it records what the server tells it.
-class FakeProvider final : public xds::ResourceProvider {
- public:
-  class Sub final : public xds::Subscription {
-   public:
-    Sub(FakeProvider* p, std::string token, std::shared_ptr<xds::ResourceWatcher> w)
-        : provider_(p), token_(std::move(token)), watcher_(std::move(w)) {}
-    ~Sub() override {
-      absl::MutexLock lock(&provider_->mu_);
-      provider_->subs_.erase(this);
-    }
-    absl::StatusOr<std::vector<xds::ResourceUpdate>> SetNames(const std::set<std::string>& names) override {
-      absl::MutexLock lock(&provider_->mu_);
-      std::vector<xds::ResourceUpdate> out;
-      for (const auto& n : names) {
-        if (!provider_->IsKnownName(n)) return absl::NotFoundError(absl::StrCat("no SDS resource named \"", n, "\""));
-      }
-      names_ = names;
-      for (const auto& n : names) {
-        auto it = provider_->current_.find(n);
-        if (it != provider_->current_.end()) out.push_back(it->second);
-      }
-      return out;
-    }
-    void ReportApplied(absl::string_view name, absl::string_view version, bool accepted) override {
-      absl::MutexLock lock(&provider_->mu_);
-      provider_->applied_.push_back(absl::StrCat(name, "@", version, accepted ? " ok" : " rejected"));
-    }
-    std::string Describe() const override { return "fake"; }
-
-    FakeProvider* provider_;
-    std::string token_;
-    std::shared_ptr<xds::ResourceWatcher> watcher_;
-    std::set<std::string> names_;
-  };
-
-  absl::StatusOr<std::unique_ptr<xds::Subscription>> Subscribe(absl::string_view token,
-                                                               std::shared_ptr<xds::ResourceWatcher> watcher) override {
-    auto sub = std::make_unique<Sub>(this, std::string(token), std::move(watcher));
-    absl::MutexLock lock(&mu_);
-    tokens_.emplace_back(token);
-    subs_.insert(sub.get());
-    return std::unique_ptr<xds::Subscription>(std::move(sub));
-  }
-  bool IsKnownName(absl::string_view name) const override { return name == "default" || name == "ROOTCA"; }
-
-  // Sets the current state of a name and tells every stream watching it.
-  void Publish(xds::ResourceUpdate update) {
-    std::vector<std::shared_ptr<xds::ResourceWatcher>> targets;
-    {
-      absl::MutexLock lock(&mu_);
-      if (update.error.ok()) current_[update.name] = update;
-      for (Sub* sub : subs_) {
-        if (sub->names_.contains(update.name)) targets.push_back(sub->watcher_);
-      }
-    }
-    for (auto& w : targets) w->OnUpdate(update);
-  }
-  // Waits until `n` streams watch `name` (guarded by a generous timeout so a bug fails, not hangs).
-  bool WaitForWatchers(const std::string& name, size_t n) {
-    absl::MutexLock lock(&mu_);
-    auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      size_t count = 0;
-      for (Sub* sub : subs_) count += sub->names_.contains(name) ? 1 : 0;
-      return count >= n;
-    };
-    return mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Seconds(30));
-  }
-  bool WaitForApplied(size_t n) {
-    absl::MutexLock lock(&mu_);
-    auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return applied_.size() >= n; };
-    return mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Seconds(30));
-  }
-  bool WaitForNoSubscriptions() {
-    absl::MutexLock lock(&mu_);
-    auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return subs_.empty(); };
-    return mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Seconds(30));
-  }
-  std::vector<std::string> applied() {
-    absl::MutexLock lock(&mu_);
-    return applied_;
-  }
-  std::vector<std::string> tokens() {
-    absl::MutexLock lock(&mu_);
-    return tokens_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::set<Sub*> subs_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, xds::ResourceUpdate> current_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> applied_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> tokens_ ABSL_GUARDED_BY(mu_);
-};
+using testing::FakeSecretProvider;
 
 class SdsServerTest : public ::testing::Test {
  protected:
@@ -165,7 +73,7 @@ class SdsServerTest : public ::testing::Test {
 
   ::meshid::testing::TempDir temp_dir_{"meshid-sds"};
   std::string dir_ = temp_dir_.path();
-  FakeProvider provider_;
+  FakeSecretProvider provider_;
   MetricsRegistry metrics_;
   OpenSslRandom random_;
   std::unique_ptr<SdsServer> server_;
@@ -189,8 +97,8 @@ TEST_F(SdsServerTest, StreamSecretsFollowsAckNackAndPushRules) {
   DiscoveryRequest ack = Request({"default"}, r1.nonce());
   ack.set_version_info(r1.version_info());
   ASSERT_TRUE(stream->Write(ack));
-  ASSERT_TRUE(provider_.WaitForApplied(1));
-  EXPECT_THAT(provider_.applied(), ElementsAre("default@" + r1.version_info() + " ok"));
+  ASSERT_TRUE(provider_.WaitForReports(1));
+  EXPECT_THAT(provider_.reports(), ElementsAre("default@" + r1.version_info() + " ACK"));
 
   // A rotation is pushed without the client asking; the next message is exactly it.
   provider_.Publish({"default", Cert("v2", 2), absl::OkStatus()});
@@ -205,8 +113,8 @@ TEST_F(SdsServerTest, StreamSecretsFollowsAckNackAndPushRules) {
   nack.mutable_error_detail()->set_code(13);
   nack.mutable_error_detail()->set_message("Failed to load private key");
   ASSERT_TRUE(stream->Write(nack));
-  ASSERT_TRUE(provider_.WaitForApplied(2));
-  EXPECT_EQ(provider_.applied()[1], "default@" + r2.version_info() + " rejected");
+  ASSERT_TRUE(provider_.WaitForReports(2));
+  EXPECT_EQ(provider_.reports()[1], "default@" + r2.version_info() + " NACK");
   provider_.Publish({"default", Cert("v2", 3), absl::OkStatus()});  // same content again
   provider_.Publish({"default", Cert("v3", 4), absl::OkStatus()});
   DiscoveryResponse r3;
@@ -334,7 +242,7 @@ TEST_F(SdsServerTest, DeltaSecretsSubscribesIncrementally) {
   ASSERT_TRUE(stream->Read(&r2));
   ASSERT_EQ(r2.resources_size(), 1);
   EXPECT_EQ(r2.resources(0).name(), "ROOTCA");
-  ASSERT_TRUE(provider_.WaitForApplied(1));
+  ASSERT_TRUE(provider_.WaitForReports(1));
 
   provider_.Publish({"default", Cert("d", 3), absl::OkStatus()});
   DeltaDiscoveryResponse r3;
@@ -353,7 +261,7 @@ TEST_F(SdsServerTest, SocketIsPrivateAndALiveOneIsNotTakenOver) {
 
   SdsServerOptions options;
   options.socket_path = dir_ + "/uds/socket";
-  FakeProvider other;
+  FakeSecretProvider other;
   MetricsRegistry other_metrics;
   auto second = SdsServer::Create(options, other, other_metrics, random_, MakeNullLogger());
   ASSERT_FALSE(second.ok());
@@ -375,7 +283,7 @@ TEST(UnixSocketPathTest, StaleSocketsAreReplacedOtherFilesAreNot) {
     ::close(fd);
   }
   EXPECT_FALSE(UnixSocketIsLive(path));
-  FakeProvider provider;
+  FakeSecretProvider provider;
   MetricsRegistry metrics;
   OpenSslRandom random;
   SdsServerOptions options;
@@ -398,7 +306,7 @@ TEST(UnixSocketPathTest, StaleSocketsAreReplacedOtherFilesAreNot) {
 TEST(UnixSocketPathTest, GroupSocketsAreMode0660) {
   ::meshid::testing::TempDir temp_dir("meshid-sds");
   const std::string dir = temp_dir.path();
-  FakeProvider provider;
+  FakeSecretProvider provider;
   MetricsRegistry metrics;
   OpenSslRandom random;
   SdsServerOptions options;
