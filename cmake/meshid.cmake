@@ -95,9 +95,13 @@ endfunction()
 
 # meshid_fuzzer(<name> SOURCES ... DEPS ... CORPUS dir): with MESHID_FUZZ a libFuzzer binary;
 # otherwise a plain executable that replays the corpus, registered as a ctest regression test.
+# Fuzz targets reach their shared helpers as "tests/fuzz/..." (without the test support library,
+# which a fuzzing build does not have).
 function(meshid_fuzzer name)
   cmake_parse_arguments(ARG "" "CORPUS" "SOURCES;DEPS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
+  meshid_include_dir(tests ${PROJECT_SOURCE_DIR}/tests tests_include_dir)
+  target_include_directories(${name} PRIVATE ${tests_include_dir})
   target_compile_options(${name} PRIVATE ${MESHID_WARNINGS})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS})
   if(MESHID_FUZZ)

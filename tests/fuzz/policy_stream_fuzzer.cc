@@ -17,6 +17,7 @@
 #include "policy/client.h"
 #include "policy/server.h"
 #include "policy/wire.h"
+#include "tests/fuzz/records.h"
 #include "xds/client.h"
 #include "xds/sotw_state.h"
 
@@ -66,12 +67,10 @@ void Serve(const uint8_t* data, size_t size) {
   int64_t version = 0;
   int64_t rejected = 0;
   int nonce = 0;
-  size_t pos = 1;
-  while (pos + 2 <= size) {
-    const uint8_t op = data[pos];
-    const size_t len = std::min<size_t>(data[pos + 1], size - pos - 2);
-    const std::string payload(reinterpret_cast<const char*>(data) + pos + 2, len);
-    pos += 2 + len;
+  meshid::fuzzing::FuzzRecords records(data, size);
+  uint8_t op = 0;
+  std::string payload;
+  while (records.Next(op, payload)) {
     switch (op % 3) {
       case 0: {
         envoy::service::discovery::v3::DiscoveryRequest request;

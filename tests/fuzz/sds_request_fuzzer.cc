@@ -10,6 +10,7 @@
 
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
 #include "sds/resource.h"
+#include "tests/fuzz/records.h"
 #include "xds/delta_state.h"
 #include "xds/sotw_state.h"
 
@@ -42,12 +43,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   uint64_t generation = 0;
   int nonce = 0;
   std::string rejected;  // version NACKed by the last request, to be checked against the next response
-  size_t pos = 1;
-  while (pos + 2 <= size) {
-    const uint8_t op = data[pos];
-    const size_t len = std::min<size_t>(data[pos + 1], size - pos - 2);
-    const std::string payload(reinterpret_cast<const char*>(data) + pos + 2, len);
-    pos += 2 + len;
+  meshid::fuzzing::FuzzRecords records(data, size);
+  uint8_t op = 0;
+  std::string payload;
+  while (records.Next(op, payload)) {
     switch (op % 3) {
       case 0: {
         if (delta) {
