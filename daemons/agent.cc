@@ -2,12 +2,10 @@
 
 #include <sys/stat.h>
 
-#include <thread>
-
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/mutex.h"
+#include "common/file_poller.h"
 #include "common/files.h"
 #include "common/http_status_server.h"
 #include "common/metrics.h"
@@ -15,118 +13,13 @@
 #include "common/random.h"
 #include "common/x509.h"
 #include "nodeagent/ca_client.h"
+#include "nodeagent/reloading_ca_client.h"
 #include "nodeagent/server_upstream.h"
 #include "nodeagent/token_source.h"
 #include "policy/client.h"
 
 namespace meshid::daemons {
 namespace {
-
-// A CaClient that re-reads the CA's trust bundle before every call and rebuilds its channel
-// when the bundle changed or the last call could not reach the CA, so a rotated CA root or a
-// restarted CA is picked up without restarting the agent (as istio-agent does).
-class ReloadingCaClient final : public CaClient {
- public:
-  ReloadingCaClient(CaClientOptions base, std::string root_file, LoggerPtr logger)
-      : base_(std::move(base)), root_file_(std::move(root_file)), logger_(std::move(logger)) {}
-
-  absl::StatusOr<std::vector<std::string>> CreateCertificate(absl::string_view csr_pem, absl::string_view bearer_token,
-                                                             absl::Duration ttl) override {
-    CaClient* client = nullptr;
-    {
-      absl::MutexLock lock(&mu_);
-      if (auto status = RefreshLocked(); !status.ok()) return status;
-      client = client_.get();
-      ++in_use_;
-    }
-    auto result = client->CreateCertificate(csr_pem, bearer_token, ttl);
-    absl::MutexLock lock(&mu_);
-    --in_use_;
-    if (!result.ok() && (absl::IsUnavailable(result.status()) || absl::IsDeadlineExceeded(result.status()))) {
-      stale_ = true;
-    }
-    return result;
-  }
-
- private:
-  absl::Status RefreshLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    std::string root;
-    if (!base_.insecure_plaintext) {
-      auto content = ReadFile(root_file_, 1 << 20);
-      if (!content.ok()) {
-        if (client_ != nullptr) return absl::OkStatus();  // keep the last good bundle
-        return absl::FailedPreconditionError(absl::StrCat("--ca-root: ", content.status().message()));
-      }
-      root = std::move(*content);
-    }
-    if (client_ != nullptr && root == root_ && !(stale_ && in_use_ == 0)) return absl::OkStatus();
-    if (in_use_ > 0 && client_ != nullptr) return absl::OkStatus();  // rebuild once the channel is idle
-    CaClientOptions options = base_;
-    options.root_cert_pem = root;
-    auto client = CaClient::Create(options);
-    if (!client.ok()) {
-      if (client_ != nullptr) return absl::OkStatus();
-      return client.status();
-    }
-    if (client_ != nullptr && logger_) {
-      logger_->info("reconnecting to the CA at {} ({})", base_.address,
-                    root != root_ ? "its trust bundle changed" : "the last request could not reach it");
-    }
-    client_ = std::move(*client);
-    root_ = std::move(root);
-    stale_ = false;
-    return absl::OkStatus();
-  }
-
-  const CaClientOptions base_;
-  const std::string root_file_;
-  const LoggerPtr logger_;
-  absl::Mutex mu_;
-  std::unique_ptr<CaClient> client_ ABSL_GUARDED_BY(mu_);
-  std::string root_ ABSL_GUARDED_BY(mu_);
-  bool stale_ ABSL_GUARDED_BY(mu_) = false;
-  int in_use_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
-// Polls a file and hands its content to `apply` whenever it changes.
-class FileWatcher {
- public:
-  FileWatcher(std::string path, absl::Duration interval, std::function<void(const std::string&)> apply)
-      : path_(std::move(path)), interval_(interval), apply_(std::move(apply)) {
-    thread_ = std::thread([this] { Loop(); });
-  }
-  ~FileWatcher() {
-    {
-      absl::MutexLock lock(&mu_);
-      stop_ = true;
-    }
-    thread_.join();
-  }
-
- private:
-  void Loop() {
-    std::string last;
-    for (;;) {
-      {
-        absl::MutexLock lock(&mu_);
-        auto stopped = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_; };
-        if (mu_.AwaitWithTimeout(absl::Condition(&stopped), interval_)) return;
-      }
-      auto content = ReadFile(path_, 1 << 20);
-      if (content.ok() && *content != last) {
-        last = *content;
-        apply_(last);
-      }
-    }
-  }
-
-  const std::string path_;
-  const absl::Duration interval_;
-  const std::function<void(const std::string&)> apply_;
-  absl::Mutex mu_;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
-};
 
 class AgentImpl final : public Agent {
  public:
@@ -155,7 +48,7 @@ class AgentImpl final : public Agent {
   std::unique_ptr<ServerUpstream> upstream_;
   std::unique_ptr<policy::PolicyRelay> policy_;
   std::unique_ptr<sds::SdsServer> sds_;
-  std::unique_ptr<FileWatcher> anchors_watcher_;
+  std::unique_ptr<FilePoller> anchors_watcher_;
   std::unique_ptr<HttpStatusServer> monitoring_;
 };
 
@@ -244,7 +137,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
 
   if (!config.trust_anchors_file.empty()) {
     SecretCache* cache_ptr = agent->cache_.get();
-    agent->anchors_watcher_ = std::make_unique<FileWatcher>(
+    agent->anchors_watcher_ = std::make_unique<FilePoller>(
         config.trust_anchors_file, config.file_poll_interval, [cache_ptr, logger](const std::string& pem) {
           if (auto status = cache_ptr->SetExtraTrustAnchors(pem); !status.ok()) {
             logger->error("ignoring the changed trust anchors file: {}", status.message());
