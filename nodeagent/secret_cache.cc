@@ -170,14 +170,14 @@ struct CacheMetrics {
   Counter* bundle_updates = nullptr;
 };
 
-// What SecretCache::Create received by reference; no pointer is null.
+// What SecretCache::Create received.
 struct Collaborators {
-  const Clock* clock;
-  RandomSource* random;
-  CaClient* ca;
-  TokenSource* agent_token;
-  MetricsRegistry* metrics;
-  LoggerPtr logger;
+  const Clock& clock;
+  RandomSource& random;
+  CaClient& ca;
+  TokenSource& agent_token;
+  MetricsRegistry& metrics;
+  LoggerPtr logger;  // never null
 };
 
 class SecretCache::Impl {
@@ -189,14 +189,14 @@ class SecretCache::Impl {
       auto entry = std::make_unique<Entry>();
       entry->id = next_entry_id_++;
       entry->is_agent = true;
-      entry->next_attempt = deps_.clock->Now();
+      entry->next_attempt = deps_.clock.Now();
       agent_entry_ = entry->id;
       Entry& e = *entry;
       entries_[e.id] = std::move(entry);
       RescheduleLocked(e);  // warm the agent's own certificate right away
     }
     // Outside the cache lock: a scrape holds the registry's lock while it asks the cache.
-    MetricsRegistry& m = *deps_.metrics;
+    MetricsRegistry& m = deps_.metrics;
     metrics_.csr_requests =
         &m.AddCounter("meshid_agent_csr_requests_total", "Certificate signing requests sent to the CA.");
     metrics_.rotations =
@@ -210,7 +210,7 @@ class SecretCache::Impl {
                        [this] {
                          auto stats = Stats();
                          if (!stats.earliest_expiry) return std::numeric_limits<double>::quiet_NaN();
-                         return absl::ToDoubleSeconds(*stats.earliest_expiry - deps_.clock->Now());
+                         return absl::ToDoubleSeconds(*stats.earliest_expiry - deps_.clock.Now());
                        });
   }
 
@@ -237,7 +237,7 @@ class SecretCache::Impl {
     absl::MutexLock lock(&mu_);
     const uint64_t epoch = wake_epoch_;
     if (auto due = NextDueLocked(); due.has_value()) {
-      const absl::Duration until = *due - deps_.clock->Now();
+      const absl::Duration until = *due - deps_.clock.Now();
       if (until <= absl::ZeroDuration()) return;
       max_wait = std::min(max_wait, until);
     }
@@ -423,7 +423,7 @@ absl::StatusOr<std::vector<xds::ResourceUpdate>> SecretCache::Impl::SetNames(Sub
   std::vector<xds::ResourceUpdate> current;
   {
     absl::MutexLock lock(&mu_);
-    const absl::Time now = deps_.clock->Now();
+    const absl::Time now = deps_.clock.Now();
     if (names.contains(std::string(kDefault))) {
       if (sub->entry_ == 0) AttachLocked(sub, now);
       if (Entry* e = FindLocked(sub->entry_); e != nullptr) {
@@ -525,14 +525,14 @@ void SecretCache::Impl::ReportApplied(SubscriptionImpl* sub, absl::string_view n
     deps_.logger->warn("a proxy rejected trust bundle version {}; certificates from new roots are not held for it",
                        version);
   }
-  if (root_waiting_.erase(sub) > 0 && root_waiting_.empty()) BarrierDueLocked(deps_.clock->Now());
+  if (root_waiting_.erase(sub) > 0 && root_waiting_.empty()) BarrierDueLocked(deps_.clock.Now());
 }
 
 void SecretCache::Impl::Unsubscribe(SubscriptionImpl* sub) {
   absl::MutexLock lock(&mu_);
   DetachLocked(sub);
   root_watchers_.erase(sub);
-  if (root_waiting_.erase(sub) > 0 && root_waiting_.empty()) BarrierDueLocked(deps_.clock->Now());
+  if (root_waiting_.erase(sub) > 0 && root_waiting_.empty()) BarrierDueLocked(deps_.clock.Now());
 }
 
 std::string SecretCache::Impl::Describe(const SubscriptionImpl* sub) const {
@@ -552,7 +552,7 @@ bool SecretCache::Impl::RunOne() {
   SecretString token;
   {
     absl::MutexLock lock(&mu_);
-    const absl::Time now = deps_.clock->Now();
+    const absl::Time now = deps_.clock.Now();
     if (root_deadline_.has_value() && *root_deadline_ <= now) {
       if (!root_waiting_.empty()) {
         deps_.logger->warn("{} stream(s) did not apply trust bundle version {} within {}; releasing held certificates",
@@ -591,7 +591,7 @@ bool SecretCache::Impl::RunOne() {
   absl::StatusOr<Issued> issued = Issue(is_agent, token);
   {
     absl::MutexLock lock(&mu_);
-    const absl::Time now = deps_.clock->Now();
+    const absl::Time now = deps_.clock.Now();
     Entry* e = FindLocked(job);
     if (e != nullptr) {
       e->in_flight = false;
@@ -605,8 +605,8 @@ bool SecretCache::Impl::RunOne() {
   if (!issued.ok()) {
     // Outside the cache lock: a scrape holds the registry's lock while it asks the cache.
     deps_.metrics
-        ->AddCounter("meshid_agent_csr_failures_total", "Certificate requests that failed, by gRPC status code.",
-                     {{"code", absl::StatusCodeToString(issued.status().code())}})
+        .AddCounter("meshid_agent_csr_failures_total", "Certificate requests that failed, by gRPC status code.",
+                    {{"code", absl::StatusCodeToString(issued.status().code())}})
         .Increment();
   }
   Deliver(notes);
@@ -616,7 +616,7 @@ bool SecretCache::Impl::RunOne() {
 absl::StatusOr<Issued> SecretCache::Impl::Issue(bool is_agent, const SecretString& workload_token) {
   SecretString token;
   if (is_agent) {
-    MESHID_ASSIGN_OR_RETURN(token, deps_.agent_token->Token());
+    MESHID_ASSIGN_OR_RETURN(token, deps_.agent_token.Token());
   } else {
     token = workload_token.Clone();
   }
@@ -624,8 +624,8 @@ absl::StatusOr<Issued> SecretCache::Impl::Issue(bool is_agent, const SecretStrin
   MESHID_ASSIGN_OR_RETURN(auto key_pem, PrivateKeyToPem(key.get()));
   MESHID_ASSIGN_OR_RETURN(auto csr, BuildCsrPem(key.get()));
   metrics_.csr_requests->Increment();
-  MESHID_ASSIGN_OR_RETURN(auto chain, deps_.ca->CreateCertificate(csr, token.view(), options_.secret_ttl));
-  return PackageIssued(chain, key.get(), key_pem, deps_.clock->Now(), next_generation_.fetch_add(1));
+  MESHID_ASSIGN_OR_RETURN(auto chain, deps_.ca.CreateCertificate(csr, token.view(), options_.secret_ttl));
+  return PackageIssued(chain, key.get(), key_pem, deps_.clock.Now(), next_generation_.fetch_add(1));
 }
 
 void SecretCache::Impl::OnIssuedLocked(Entry& entry, Issued issued, Notes& notes, absl::Time now) {
@@ -673,7 +673,7 @@ void SecretCache::Impl::InstallLocked(Entry& e, Notes& notes, absl::Time now) {
   e.anchor = std::move(issued.anchor);  // its reference moves from `held` to the installed cert
   e.serial = std::move(issued.serial);
   e.expired_published = false;
-  e.next_attempt = RotationTime(now, e.not_after, options_.grace_ratio, options_.grace_ratio_jitter, *deps_.random);
+  e.next_attempt = RotationTime(now, e.not_after, options_.grace_ratio, options_.grace_ratio_jitter, deps_.random);
   RescheduleLocked(e);
   if (rotation) metrics_.rotations->Increment();
   deps_.logger->info("certificate for {} (serial {}) valid until {}, renewal at {}, {} stream(s)", e.spiffe_id,
@@ -720,12 +720,10 @@ void SecretCache::Impl::OnFailureLocked(Entry& e, const absl::Status& status, No
     DropLocked(e, notes, now);
     return;
   }
-  const absl::Duration delay = Backoff(options_.initial_backoff, options_.max_backoff, *deps_.random).Delay(e.failures);
+  const absl::Duration delay = Backoff(options_.initial_backoff, options_.max_backoff, deps_.random).Delay(e.failures);
   e.next_attempt = now + delay;
-  if (deps_.logger) {
-    deps_.logger->warn("certificate request for {} failed (attempt {}, retry in {}): {}", e.Who(), e.failures,
-                       absl::FormatDuration(delay), status.ToString());
-  }
+  deps_.logger->warn("certificate request for {} failed (attempt {}, retry in {}): {}", e.Who(), e.failures,
+                     absl::FormatDuration(delay), status.ToString());
   if (never_issued) {
     e.failure_published = true;
     if (auto update = CurrentDefaultLocked(e, now)) PublishDefaultLocked(e, *update, notes);
@@ -827,7 +825,7 @@ absl::Status SecretCache::Impl::SetExtraTrustAnchors(absl::string_view pem_bundl
   {
     absl::MutexLock lock(&mu_);
     extra_anchors_ = std::move(anchors);
-    const absl::Time now = deps_.clock->Now();
+    const absl::Time now = deps_.clock.Now();
     RecomputeRootsLocked(notes, now);
     if (root_waiting_.empty()) ReleaseHeldLocked(notes, now);
   }
@@ -837,7 +835,7 @@ absl::Status SecretCache::Impl::SetExtraTrustAnchors(absl::string_view pem_bundl
 
 SecretCacheStats SecretCache::Impl::Stats() const {
   absl::MutexLock lock(&mu_);
-  const absl::Time now = deps_.clock->Now();
+  const absl::Time now = deps_.clock.Now();
   SecretCacheStats stats;
   for (const auto& [id, e] : entries_) {
     if (e->resource == nullptr) continue;
@@ -856,7 +854,7 @@ absl::StatusOr<std::unique_ptr<SecretCache>> SecretCache::Create(const SecretCac
                                                                  LoggerPtr logger) {
   MESHID_RETURN_IF_ERROR(ValidateSecretCacheOptions(options));
   auto impl =
-      std::make_unique<Impl>(options, Collaborators{&clock, &random, &ca, &agent_token, &metrics, std::move(logger)});
+      std::make_unique<Impl>(options, Collaborators{clock, random, ca, agent_token, metrics, std::move(logger)});
   return std::unique_ptr<SecretCache>(new SecretCache(std::move(impl)));
 }
 
