@@ -3,6 +3,8 @@
 # change can be checked for slowness against the code before it (the machine's speed drifts over
 # minutes, so numbers taken hours apart do not compare):
 #
+#   instructions  the same in-process paths counted in instructions under valgrind's callgrind
+#             (deterministic: the answer to "is it slower?" when timings drift by ±25%)
 #   ca        bench/ca: meshid_ca_bench (CSR validation, signing, the whole CA per certificate)
 #   policy    bench/policy: meshid_policy_bench (decisions with 10 … 10,000 policies)
 #   agent     bench/sds: meshid_agent_scale_bench (1,000 identities, 10,000 SDS streams)
@@ -12,7 +14,7 @@
 # The in-process benchmarks alternate baseline, candidate, baseline, ... for --rounds rounds and
 # report the median of each; the two scripts interleave on their own.
 #
-#   bench/compare.sh --baseline DIR --candidate DIR [--rounds N] [--only "ca policy agent ca-wire proxy"]
+#   bench/compare.sh --baseline DIR --candidate DIR [--rounds N] [--only "instructions ca policy agent ca-wire proxy"]
 #
 # Both DIRs are Release build directories with the benchmarks built
 # (`ninja -C DIR meshid meshid_ca_bench meshid_ca_loadgen meshid_policy_bench meshid_agent_scale_bench`).
@@ -21,7 +23,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 baseline=""
 candidate=""
 rounds=5
-only="ca policy agent ca-wire proxy"
+only="instructions ca policy agent ca-wire proxy"
 while (($#)); do
   case "$1" in
     --baseline) baseline=$2; shift 2 ;;
@@ -78,6 +80,40 @@ for bench, sides in times.items():
     print(f"| `{bench}` | {b:.3f} | {c:.3f} | {c / b:.3f} |")
 EOF
 }
+
+# One benchmark per callgrind run (a run of several mixes their calls into one average), then the
+# inclusive instructions per call of the library functions it drives, both builds.
+if wants instructions; then
+  command -v valgrind >/dev/null || { echo "compare: instructions needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+  echo
+  echo "## instructions per call (callgrind, inclusive; the same on every run)"
+  echo
+  echo "| benchmark | function | baseline | candidate | candidate / baseline |"
+  echo "|---|---|---:|---:|---:|"
+  while read -r bin filter functions; do
+    for side in baseline candidate; do
+      dir=$baseline
+      [ $side = candidate ] && dir=$candidate
+      valgrind --tool=callgrind --callgrind-out-file="$work/cg-$side.out" "$dir/$bin" \
+        --benchmark_filter="$filter" --benchmark_min_time=0.05 >/dev/null 2>&1
+      # shellcheck disable=SC2086 # the functions are separate regexes
+      "$root/bench/ir_per_call.py" "$work/cg-$side.out" $functions | sort -t$'\t' -k1,1 -k2,2nr | sort -u -t$'\t' -k1,1 \
+        >"$work/ir-$side.tsv"
+    done
+    join -t$'\t' "$work/ir-baseline.tsv" "$work/ir-candidate.tsv" |
+      awk -F'\t' -v b="$filter" '{ printf "| `%s` | `%s` | %d | %d | %.3f |\n", b, $1, $2, $3, $3 / $2 }'
+  done <<'EOF'
+bench/ca/meshid_ca_bench BM_ValidateCsr$ meshid::ValidateCsr\(
+bench/ca/meshid_ca_bench BM_IssueSvid$ CertIssuer::IssueSvid\(
+bench/ca/meshid_ca_bench BM_CertificateAuthoritySign/0/0$ CertificateAuthority::Sign\(
+bench/ca/meshid_ca_bench BM_CertificateAuthoritySign/0/1$ CertificateAuthority::Sign\(
+bench/ca/meshid_ca_bench BM_CertificateAuthoritySign/1/0$ CertificateAuthority::Sign\(
+bench/policy/meshid_policy_bench BM_DecisionV1beta1/1000$ PolicyEngine::Check\(
+bench/policy/meshid_policy_bench BM_DecisionV1alpha1/1000$ PolicyEngine::Check\(
+bench/policy/meshid_policy_bench BM_RbacEvaluateOnly/1000$ RbacEngine::Evaluate\(
+bench/policy/meshid_policy_bench BM_LoadAndCompile/100$ ParsePolicySet\( PolicyEngine::Create\(
+EOF
+fi
 
 wants ca && google_benchmark ca bench/ca/meshid_ca_bench \
   'BM_ValidateCsr|BM_IssueSvid|BM_CertificateAuthoritySign|BM_OpensslEcdsaP256'
