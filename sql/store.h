@@ -1,5 +1,5 @@
 // The store behind `meshid server`: the issuance ledger, the identity registry and the deny
-// list, policy versions and status, on SQLite (embedded default) or PostgreSQL (several servers
+// list, revocations, policy versions and status, on SQLite (embedded default) or PostgreSQL (several servers
 // on one database).
 //
 // Every method is thread-safe and blocks until the database answered. Errors: Unavailable when
@@ -26,12 +26,17 @@
 #include "store/policy_repository.h"
 #include "store/policy_status.h"
 #include "store/records.h"
+#include "store/revocation_store.h"
 
 namespace meshid {
 
 // The whole store of a database: every narrow interface of store/ on one backend. Only the
 // composition roots (daemons/, cli/) hold it; every component takes the interface it needs.
-class Store : public IssuanceStore, public IdentityRegistry, public PolicyRepository, public PolicyStatusSink {
+class Store : public IssuanceStore,
+              public IdentityRegistry,
+              public RevocationStore,
+              public PolicyRepository,
+              public PolicyStatusSink {
  public:
   ~Store() override = default;
 

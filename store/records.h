@@ -66,6 +66,54 @@ struct IdentityStatus {
   int64_t registry_generation = 0;
 };
 
+// ---- revocation (meshid certs revoke, meshid identity block; the CRL) ----
+
+// RFC 5280 CRLReason codes a revocation may carry. certificateHold and removeFromCRL are left
+// out: a revocation here is permanent.
+enum class RevocationReason {
+  kUnspecified = 0,
+  kKeyCompromise = 1,
+  kCaCompromise = 2,
+  kAffiliationChanged = 3,
+  kSuperseded = 4,
+  kCessationOfOperation = 5,
+  kPrivilegeWithdrawn = 9,
+};
+
+// One revoked certificate.
+struct RevocationRecord {
+  std::string serial_hex;         // upper-case hex, a serial of the ledger
+  std::string spiffe_id;          // the certificate's
+  std::string issuer_serial_hex;  // the CA certificate that signed it (whose CRL lists it)
+  absl::Time not_after;           // the certificate's: it leaves the CRL then
+  RevocationReason reason = RevocationReason::kUnspecified;
+  std::string revoked_by;
+  absl::Time revoked_at;
+  friend bool operator==(const RevocationRecord&, const RevocationRecord&) = default;
+};
+
+// Who revokes, why and when: the part of a revocation the caller says.
+struct RevocationRequest {
+  RevocationReason reason = RevocationReason::kUnspecified;
+  std::string revoked_by;  // non-empty
+  absl::Time at;           // revocation time; also "now" for telling expired certificates apart
+};
+
+// What a revoking call did, serial by serial (each list in ascending serial order).
+struct RevocationOutcome {
+  std::vector<std::string> revoked;               // newly revoked by this call
+  std::vector<RevocationRecord> already_revoked;  // revoked before (unchanged: idempotent)
+  std::vector<std::string> expired;               // not revoked: expired already at `at`
+  int64_t crl_number = 0;                         // the CRL number after the call
+};
+
+// The revocations a CRL lists: every revoked certificate unexpired at a time, and the CRL number,
+// read in one snapshot.
+struct RevocationSnapshot {
+  int64_t crl_number = 0;
+  std::vector<RevocationRecord> revocations;  // by serial
+};
+
 // ---- policy distribution (meshid apply / meshid status; policy/) ----
 
 // One policy object of a version: a single validated YAML document.

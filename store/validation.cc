@@ -1,9 +1,13 @@
 #include "store/validation.h"
 
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/spiffe_id.h"
 #include "common/status_macros.h"
 
@@ -122,17 +126,60 @@ absl::Status ValidatePolicyStatusRow(absl::string_view agent_id, const PolicySta
   return absl::OkStatus();
 }
 
-absl::Status ValidateIssuanceRecord(const IssuanceRecord& r) {
-  if (r.serial_hex.size() > 128 || !IsHex(r.serial_hex, /*upper=*/true)) {
-    return absl::InvalidArgumentError("serial_hex: must be 1 to 128 upper-case hex digits");
+absl::Status CheckSerialHex(absl::string_view field, absl::string_view serial_hex) {
+  if (serial_hex.size() > 128 || !IsHex(serial_hex, /*upper=*/true)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": must be 1 to 128 upper-case hex digits"));
   }
+  return absl::OkStatus();
+}
+
+namespace {
+
+constexpr std::pair<RevocationReason, absl::string_view> kReasonNames[] = {
+    {RevocationReason::kUnspecified, "unspecified"},
+    {RevocationReason::kKeyCompromise, "keyCompromise"},
+    {RevocationReason::kCaCompromise, "cACompromise"},
+    {RevocationReason::kAffiliationChanged, "affiliationChanged"},
+    {RevocationReason::kSuperseded, "superseded"},
+    {RevocationReason::kCessationOfOperation, "cessationOfOperation"},
+    {RevocationReason::kPrivilegeWithdrawn, "privilegeWithdrawn"},
+};
+
+}  // namespace
+
+absl::string_view RevocationReasonName(RevocationReason reason) {
+  for (const auto& [r, name] : kReasonNames) {
+    if (r == reason) return name;
+  }
+  return "";
+}
+
+absl::StatusOr<RevocationReason> ParseRevocationReason(absl::string_view name) {
+  std::vector<absl::string_view> names;
+  for (const auto& [r, n] : kReasonNames) {
+    if (n == name) return r;
+    names.push_back(n);
+  }
+  return absl::InvalidArgumentError(absl::StrCat("reason: \"", absl::CHexEscape(name.substr(0, 64)),
+                                                 "\" is not one of ", absl::StrJoin(names, ", ")));
+}
+
+absl::Status ValidateRevocationRequest(const RevocationRequest& request) {
+  if (RevocationReasonName(request.reason).empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("reason: ", static_cast<int>(request.reason), " is not a CRLReason a revocation may carry"));
+  }
+  MESHID_RETURN_IF_ERROR(CheckStoredText("revoked_by", request.revoked_by, kMaxStoredNote, /*required=*/true));
+  return CheckFiniteTime("at", request.at);
+}
+
+absl::Status ValidateIssuanceRecord(const IssuanceRecord& r) {
+  MESHID_RETURN_IF_ERROR(CheckSerialHex("serial_hex", r.serial_hex));
   MESHID_RETURN_IF_ERROR(CheckSpiffeIdField("spiffe_id", r.spiffe_id));
   if (r.public_key_sha256.size() != 64 || !IsHex(r.public_key_sha256, /*upper=*/false)) {
     return absl::InvalidArgumentError("public_key_sha256: must be 64 lower-case hex digits");
   }
-  if (r.issuer_serial_hex.size() > 128 || !IsHex(r.issuer_serial_hex, /*upper=*/true)) {
-    return absl::InvalidArgumentError("issuer_serial_hex: must be 1 to 128 upper-case hex digits");
-  }
+  MESHID_RETURN_IF_ERROR(CheckSerialHex("issuer_serial_hex", r.issuer_serial_hex));
   MESHID_RETURN_IF_ERROR(CheckStoredText("auth_method", r.auth_method, 64, /*required=*/true));
   MESHID_RETURN_IF_ERROR(CheckStoredText("auth_detail", r.auth_detail, kMaxStoredText, /*required=*/false));
   MESHID_RETURN_IF_ERROR(CheckFiniteTime("not_before", r.not_before));

@@ -6,6 +6,7 @@
 #include <cstddef>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "store/records.h"
@@ -36,5 +37,16 @@ absl::Status ValidatePolicyDocument(const StoredPolicyDocument& document);
 // A row of `agent_id`'s report: its agent_id equal to `agent_id`, texts bounded, versions not
 // negative, times finite.
 absl::Status ValidatePolicyStatusRow(absl::string_view agent_id, const PolicyStatusRow& row);
+
+// serial_hex: 1 to 128 upper-case hex digits (the ledger's form).
+absl::Status CheckSerialHex(absl::string_view field, absl::string_view serial_hex);
+
+// The RFC 5280 name of a reason ("keyCompromise"), and back: InvalidArgument listing the
+// accepted names for anything else (certificateHold and removeFromCRL included).
+absl::string_view RevocationReasonName(RevocationReason reason);
+absl::StatusOr<RevocationReason> ParseRevocationReason(absl::string_view name);
+
+// A reason of the enum, revoked_by non-empty text of at most 1024 bytes, a finite time.
+absl::Status ValidateRevocationRequest(const RevocationRequest& request);
 
 }  // namespace meshid

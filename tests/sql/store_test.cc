@@ -12,6 +12,7 @@
 #include "common/clock.h"
 #include "sql/migrations.h"
 #include "sql/pruner.h"
+#include "store/validation.h"
 #include "tests/support/databases.h"
 #include "tests/support/dependencies.h"
 #include "tests/support/fake_clock.h"
@@ -631,6 +632,207 @@ TEST(LedgerPrunerTest, OptionsAreValidated) {
   bad.batch_size = 0;
   EXPECT_THAT(LedgerPruner::Create(**real, clock, MakeNullLogger(), bad).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("batch size")));
+}
+
+// ---- revocation ----
+
+RevocationRequest Revocation(RevocationReason reason = RevocationReason::kKeyCompromise,
+                             absl::Time at = kT0 + absl::Minutes(1)) {
+  return RevocationRequest{reason, "alice@ops-host", at};
+}
+
+std::string Serial(int n) { return Record(n).serial_hex; }
+
+TEST_P(StoreTest, RevokingSerialsRecordsWhoWhenWhyAndMovesTheCrlNumberOnce) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_OK(store->RecordIssuances({Record(1), Record(2), Record(3, "spiffe://cluster.local/ns/a/sa/b", kT0)}));
+  auto before = store->ListRevocations(kT0);
+  ASSERT_OK(before.status());
+  EXPECT_THAT(before->revocations, SizeIs(0));
+
+  // Serial 3 expired at kT0, before the revocation time.
+  auto outcome = store->Revoke({Serial(2), Serial(3), Serial(2)}, Revocation());
+  ASSERT_OK(outcome.status());
+  EXPECT_THAT(outcome->revoked, ElementsAre(Serial(2)));
+  EXPECT_THAT(outcome->expired, ElementsAre(Serial(3)));
+  EXPECT_THAT(outcome->already_revoked, SizeIs(0));
+  EXPECT_EQ(outcome->crl_number, before->crl_number + 1);
+
+  RevocationRecord expected{
+      Serial(2),        Record(2).spiffe_id,   "7A3F", Record(2).not_after, RevocationReason::kKeyCompromise,
+      "alice@ops-host", kT0 + absl::Minutes(1)};
+  auto listed = store->ListRevocations(kT0 + absl::Minutes(2));
+  ASSERT_OK(listed.status());
+  EXPECT_EQ(listed->crl_number, outcome->crl_number);
+  EXPECT_THAT(listed->revocations, ElementsAre(expected));
+
+  // Idempotent: the first revocation stands, reason and time included; the number stays.
+  auto again = store->Revoke({Serial(2)}, Revocation(RevocationReason::kSuperseded, kT0 + absl::Minutes(5)));
+  ASSERT_OK(again.status());
+  EXPECT_THAT(again->revoked, SizeIs(0));
+  EXPECT_THAT(again->already_revoked, ElementsAre(expected));
+  EXPECT_EQ(again->crl_number, outcome->crl_number);
+}
+
+TEST_P(StoreTest, RevocationsLeaveTheListWhenTheirCertificatesExpire) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_OK(
+      store->RecordIssuances({Record(1), Record(2, "spiffe://cluster.local/ns/default/sa/web", kT0 + absl::Hours(3))}));
+  ASSERT_OK(store->Revoke({Serial(1), Serial(2)}, Revocation()).status());
+  EXPECT_THAT(store->ListRevocations(kT0 + absl::Minutes(59))->revocations, SizeIs(2));
+  auto later = store->ListRevocations(kT0 + absl::Hours(1));
+  ASSERT_OK(later.status());
+  ASSERT_THAT(later->revocations, SizeIs(1));
+  EXPECT_EQ(later->revocations[0].serial_hex, Serial(2));
+}
+
+TEST_P(StoreTest, AnUnknownSerialRevokesNothing) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_OK(store->RecordIssuances({Record(1)}));
+  const int64_t number = store->ListRevocations(kT0)->crl_number;
+  EXPECT_THAT(store->Revoke({Serial(1), "ABCDEF", "0123"}, Revocation()),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("serial 0123, ABCDEF (never issued by this CA")));
+  auto after = store->ListRevocations(kT0);
+  EXPECT_THAT(after->revocations, SizeIs(0));
+  EXPECT_EQ(after->crl_number, number);
+}
+
+TEST_P(StoreTest, MalformedRevocationsAreRefusedNamingTheField) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_OK(store->RecordIssuances({Record(1)}));
+  EXPECT_THAT(store->Revoke({Serial(1), "01:AB"}, Revocation()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("serials[1]: must be 1 to 128 upper-case hex")));
+  EXPECT_THAT(store->Revoke({"abcd"}, Revocation()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("serials[0]")));
+  EXPECT_THAT(store->Revoke({Serial(1)}, Revocation(static_cast<RevocationReason>(6))),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("reason: 6")));
+  RevocationRequest anonymous = Revocation();
+  anonymous.revoked_by = "";
+  EXPECT_THAT(store->Revoke({Serial(1)}, anonymous),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("revoked_by")));
+  EXPECT_THAT(store->RevokeIdentity("not-a-spiffe-id", Revocation()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("spiffe_id")));
+  EXPECT_THAT(store->ListRevocations(kT0)->revocations, SizeIs(0));
+}
+
+TEST_P(StoreTest, RevokingAnIdentityTakesItsUnexpiredCertificatesOnly) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  const std::string web = "spiffe://cluster.local/ns/default/sa/web";
+  ASSERT_OK(store->RecordIssuances(
+      {Record(1, web), Record(2, web), Record(3, web, kT0), Record(4, "spiffe://cluster.local/ns/default/sa/db")}));
+  ASSERT_OK(store->Revoke({Serial(1)}, Revocation()).status());
+  auto outcome = store->RevokeIdentity(web, Revocation(RevocationReason::kCessationOfOperation));
+  ASSERT_OK(outcome.status());
+  EXPECT_THAT(outcome->revoked, ElementsAre(Serial(2)));
+  ASSERT_THAT(outcome->already_revoked, SizeIs(1));
+  EXPECT_EQ(outcome->already_revoked[0].reason, RevocationReason::kKeyCompromise);
+  auto listed = store->ListRevocations(kT0);
+  ASSERT_OK(listed.status());
+  ASSERT_THAT(listed->revocations, SizeIs(2));
+  EXPECT_EQ(listed->revocations[1].reason, RevocationReason::kCessationOfOperation);
+
+  auto none = store->RevokeIdentity("spiffe://cluster.local/ns/x/sa/nobody", Revocation());
+  ASSERT_OK(none.status());
+  EXPECT_THAT(none->revoked, SizeIs(0));
+  EXPECT_EQ(none->crl_number, listed->crl_number);
+}
+
+TEST_P(StoreTest, BlockAndRevokeIsOneChange) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  const std::string web = "spiffe://cluster.local/ns/default/sa/web";
+  ASSERT_OK(store->RecordIssuances({Record(1, web), Record(2, web)}));
+  const int64_t generation = store->GetIdentityStatus(web)->registry_generation;
+  auto outcome = store->BlockAndRevoke(web, "stolen laptop", Revocation());
+  ASSERT_OK(outcome.status());
+  EXPECT_THAT(outcome->revoked, ElementsAre(Serial(1), Serial(2)));
+  auto status = store->GetIdentityStatus(web);
+  ASSERT_TRUE(status->blocked.has_value());
+  EXPECT_EQ(status->blocked->reason, "stolen laptop");
+  EXPECT_GT(status->registry_generation, generation);
+
+  // Unblocking does not un-revoke.
+  ASSERT_OK(store->Unblock(web));
+  EXPECT_THAT(store->ListRevocations(kT0)->revocations, SizeIs(2));
+  // A bad block reason changes nothing at all.
+  ASSERT_OK(store->RecordIssuances({Record(3, web)}));
+  EXPECT_THAT(store->BlockAndRevoke(web, std::string(2000, 'x'), Revocation()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("reason")));
+  EXPECT_FALSE(store->GetIdentityStatus(web)->blocked.has_value());
+  EXPECT_THAT(store->ListRevocations(kT0)->revocations, SizeIs(2));
+}
+
+TEST_P(StoreTest, ManySerialsInOneRevocation) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  std::vector<IssuanceRecord> records;
+  std::vector<std::string> serials;
+  for (int i = 0; i < 300; ++i) {
+    records.push_back(Record(i));
+    serials.push_back(Serial(i));
+  }
+  ASSERT_OK(store->RecordIssuances(records));
+  auto outcome = store->Revoke(serials, Revocation());
+  ASSERT_OK(outcome.status());
+  EXPECT_THAT(outcome->revoked, SizeIs(300));
+  auto listed = store->ListRevocations(kT0);
+  ASSERT_THAT(listed->revocations, SizeIs(300));
+  EXPECT_EQ(listed->revocations.front().serial_hex, Serial(0));
+  EXPECT_EQ(listed->revocations.back().serial_hex, Serial(299));
+}
+
+// Two stores on one database (two servers, or a server and the CLI) revoking the same
+// certificates at once: each is revoked once, by one of them, and the number moves once per
+// revoking transaction.
+TEST_P(StoreTest, ConcurrentRevocationsOfTheSameCertificatesRevokeEachOnce) {
+  auto a = Open();
+  auto b = Open();
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  std::vector<IssuanceRecord> records;
+  std::vector<std::string> serials;
+  for (int i = 0; i < 40; ++i) {
+    records.push_back(Record(i));
+    serials.push_back(Serial(i));
+  }
+  ASSERT_OK(a->RecordIssuances(records));
+  const int64_t number = a->ListRevocations(kT0)->crl_number;
+  std::atomic<int> revoked{0}, already{0}, moved{0};
+  std::vector<std::thread> threads;
+  for (Store* store : {a.get(), b.get(), a.get(), b.get()}) {
+    threads.emplace_back([&, store] {
+      for (int i = 0; i < 40; i += 4) {
+        auto outcome = store->Revoke(absl::MakeConstSpan(serials).subspan(i, 4), Revocation());
+        ASSERT_OK(outcome.status());
+        revoked += static_cast<int>(outcome->revoked.size());
+        already += static_cast<int>(outcome->already_revoked.size());
+        moved += outcome->revoked.empty() ? 0 : 1;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(revoked.load(), 40);
+  EXPECT_EQ(already.load(), 3 * 40);
+  auto listed = a->ListRevocations(kT0);
+  EXPECT_THAT(listed->revocations, SizeIs(40));
+  EXPECT_EQ(listed->crl_number, number + moved.load());
+}
+
+TEST(RevocationReasonTest, NamesAreRfc5280s) {
+  EXPECT_EQ(RevocationReasonName(RevocationReason::kCaCompromise), "cACompromise");
+  EXPECT_EQ(*ParseRevocationReason("keyCompromise"), RevocationReason::kKeyCompromise);
+  EXPECT_EQ(*ParseRevocationReason("privilegeWithdrawn"), RevocationReason::kPrivilegeWithdrawn);
+  EXPECT_THAT(ParseRevocationReason("certificateHold"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not one of unspecified, keyCompromise")));
+  EXPECT_THAT(ParseRevocationReason("KeyCompromise"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("KeyCompromise")));
+  EXPECT_THAT(ParseRevocationReason(std::string("a\0b", 3)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("\"a\\x00")));
 }
 
 }  // namespace
