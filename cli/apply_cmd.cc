@@ -1,9 +1,6 @@
 // `meshid apply -f FILE|DIR` and `meshid delete -f FILE|DIR`: validate Istio YAML and store it in
 // the server's store as a new policy version, which every `meshid server` replica streams to
 // its agents (policy/apply.h says what a version is).
-#include <unistd.h>
-
-#include <cstdlib>
 #include <iostream>
 
 #include "absl/strings/ascii.h"
@@ -29,14 +26,6 @@ struct ApplyFlags {
   std::string data_dir = "./var/lib/meshid";
   std::string datastore;
 };
-
-// "user@host" for the version's history.
-std::string Operator() {
-  const char* user = std::getenv("USER");
-  char host[256] = {};
-  if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
-  return absl::StrCat(user != nullptr && *user != '\0' ? user : "unknown", "@", host[0] != '\0' ? host : "unknown");
-}
 
 void PrintFindings(const rbac::Diagnostics& diag) {
   for (const auto& d : diag.items()) {
@@ -82,7 +71,7 @@ void Run(const ApplyFlags& f, policy::ApplyMode mode, const char* verb, CommandC
     else
       result = plan.status();
   } else {
-    result = policy::ApplyPolicyFiles(**store, f.files, mode, load, SystemClock::Instance(), Operator(), diag);
+    result = policy::ApplyPolicyFiles(**store, f.files, mode, load, SystemClock::Instance(), OperatorName(), diag);
   }
   PrintFindings(diag);
   if (!result.ok()) {

@@ -1,10 +1,15 @@
-// Helpers shared by the subcommands: error reporting and signal handling.
+// Helpers shared by the subcommands: error reporting, who runs them, and signal handling.
 #pragma once
 
+#include <unistd.h>
+
 #include <csignal>
+#include <cstdlib>
 #include <iostream>
+#include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "cli/commands.h"
 
@@ -14,6 +19,14 @@ namespace meshid::cli {
 inline void Fail(CommandContext& ctx, absl::string_view what, const absl::Status& status) {
   std::cerr << "meshid: " << what << ": " << status.message() << std::endl;
   ctx.exit_code = absl::IsInvalidArgument(status) ? 2 : 1;
+}
+
+// "user@host": who ran a command that changes the store (policy versions, revocations).
+inline std::string OperatorName() {
+  const char* user = std::getenv("USER");
+  char host[256] = {};
+  if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+  return absl::StrCat(user != nullptr && *user != '\0' ? user : "unknown", "@", host[0] != '\0' ? host : "unknown");
 }
 
 // Blocks SIGINT/SIGTERM in this and future threads so one thread can wait for them.

@@ -1,12 +1,14 @@
-// The storage commands: `meshid certs list`, `meshid entry create|list|delete`,
+// The storage commands: `meshid certs list|revoke`, `meshid entry create|list|delete`,
 // `meshid identity block|unblock|list-blocked`. Each works on the store of a data directory
 // (--data-dir, as `meshid server`) or on --datastore URL.
 #include <algorithm>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -59,12 +61,100 @@ absl::Status CheckSpiffeIdFlag(const std::string& id) {
   return absl::OkStatus();
 }
 
+// A serial as the ledger writes it (upper-case hex), from any of openssl's forms: lower case, a
+// "0x" prefix, colon-separated bytes.
+absl::StatusOr<std::string> NormalizeSerial(const std::string& text) {
+  std::string serial = absl::AsciiStrToUpper(text);
+  if (absl::StartsWith(serial, "0X")) serial.erase(0, 2);
+  serial.erase(std::remove(serial.begin(), serial.end(), ':'), serial.end());
+  if (serial.empty() || serial.size() > 128 || !std::all_of(serial.begin(), serial.end(), [](char c) {
+        return absl::ascii_isxdigit(static_cast<unsigned char>(c));
+      })) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", absl::CHexEscape(text), "\" is not a hex serial number"));
+  }
+  return serial;
+}
+
+nlohmann::json RevocationJson(const RevocationRecord& r) {
+  return {
+      {"reason", RevocationReasonName(r.reason)}, {"revoked_at", Rfc3339(r.revoked_at)}, {"revoked_by", r.revoked_by}};
+}
+
+// `certs list --revoked`: the revocations of unexpired certificates (what the CRL lists).
+void PrintRevocations(const std::map<std::string, RevocationRecord>& revoked, bool json) {
+  if (!json && revoked.empty()) {
+    std::cerr << "no revoked certificates (unexpired ones; an expired certificate leaves the list)" << std::endl;
+    return;
+  }
+  if (!json) {
+    std::cout << absl::StrFormat("%-34s %-20s %-27s %-20s %-20s %s\n", "SERIAL", "NOT AFTER", "REVOKED", "REASON", "BY",
+                                 "SPIFFE ID");
+  }
+  for (const auto& [serial, r] : revoked) {
+    if (json) {
+      nlohmann::json j = {{"serial", serial},
+                          {"spiffe_id", r.spiffe_id},
+                          {"not_after", Rfc3339(r.not_after)},
+                          {"issuer_serial", r.issuer_serial_hex},
+                          {"revoked", true},
+                          {"revocation", RevocationJson(r)}};
+      std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    } else {
+      std::cout << absl::StrFormat("%-34s %-20s %-27s %-20s %-20s %s\n", serial, Rfc3339(r.not_after),
+                                   Rfc3339(r.revoked_at), RevocationReasonName(r.reason), r.revoked_by, r.spiffe_id);
+    }
+  }
+  std::cout.flush();
+}
+
+// What a revoking command did, one line per certificate; the new CRL number last.
+void PrintRevocationOutcome(const RevocationOutcome& outcome) {
+  for (const std::string& serial : outcome.revoked) std::cout << "revoked " << serial << "\n";
+  for (const RevocationRecord& r : outcome.already_revoked) {
+    std::cout << r.serial_hex << ": already revoked " << Rfc3339(r.revoked_at) << " by " << r.revoked_by << " ("
+              << RevocationReasonName(r.reason) << "), unchanged\n";
+  }
+  for (const std::string& serial : outcome.expired) {
+    std::cout << serial << ": expired already, not revoked (an expired certificate is refused anyway)\n";
+  }
+  std::cout << "CRL number " << outcome.crl_number << (outcome.revoked.empty() ? " (unchanged)" : "") << std::endl;
+}
+
+// ---- certs revoke ----
+
+struct CertsRevokeFlags {
+  std::vector<std::string> serials;
+  std::string reason = "unspecified";
+};
+
+void RunCertsRevoke(const StoreFlags& sf, const CertsRevokeFlags& f, CommandContext& ctx) {
+  RevocationRequest request;
+  auto reason = ParseRevocationReason(f.reason);
+  if (!reason.ok()) return Fail(ctx, "--reason", reason.status());
+  request.reason = *reason;
+  request.revoked_by = OperatorName();
+  request.at = SystemClock::Instance().Now();
+  std::vector<std::string> serials;
+  for (const std::string& text : f.serials) {
+    auto serial = NormalizeSerial(text);
+    if (!serial.ok()) return Fail(ctx, "certs revoke", serial.status());
+    serials.push_back(*serial);
+  }
+  // A store that does not exist has issued nothing: nothing to create.
+  auto store = OpenFromFlags(sf, /*writes=*/false);
+  if (!store.ok()) return Fail(ctx, StoreFlag(sf), store.status());
+  auto outcome = (*store)->Revoke(serials, request);
+  if (!outcome.ok()) return Fail(ctx, "certs revoke", outcome.status());
+  PrintRevocationOutcome(*outcome);
+}
+
 // ---- certs list ----
 
 struct CertsListFlags {
   std::string spiffe_id;
   std::string serial;
   bool expired = false;
+  bool revoked = false;
   bool json = false;
   size_t limit = 1000;
 };
@@ -79,20 +169,24 @@ void RunCertsList(const StoreFlags& sf, const CertsListFlags& f, CommandContext&
     query.spiffe_id = f.spiffe_id;
   }
   if (!f.serial.empty()) {
-    // Accept openssl's forms too: lower case, "0x" prefix, colon-separated bytes.
-    std::string serial = absl::AsciiStrToUpper(f.serial);
-    if (absl::StartsWith(serial, "0X")) serial.erase(0, 2);
-    serial.erase(std::remove(serial.begin(), serial.end(), ':'), serial.end());
-    if (serial.empty() || serial.size() > 128 || !std::all_of(serial.begin(), serial.end(), [](char c) {
-          return absl::ascii_isxdigit(static_cast<unsigned char>(c));
-        })) {
-      return Fail(ctx, "--serial",
-                  absl::InvalidArgumentError(absl::StrCat("\"", f.serial, "\" is not a hex serial number")));
-    }
-    query.serial_hex = serial;
+    auto serial = NormalizeSerial(f.serial);
+    if (!serial.ok()) return Fail(ctx, "--serial", serial.status());
+    query.serial_hex = *serial;
   }
   auto store = OpenFromFlags(sf, /*writes=*/false);
   if (!store.ok()) return Fail(ctx, StoreFlag(sf), store.status());
+  auto revocations = (*store)->ListRevocations(query.now);
+  if (!revocations.ok()) return Fail(ctx, "certs list", revocations.status());
+  std::map<std::string, RevocationRecord> revoked;
+  for (RevocationRecord& r : revocations->revocations) {
+    // --revoked lists from the revocations, so the other filters apply here.
+    if (f.revoked && ((query.spiffe_id && r.spiffe_id != *query.spiffe_id) ||
+                      (query.serial_hex && r.serial_hex != *query.serial_hex))) {
+      continue;
+    }
+    revoked.emplace(r.serial_hex, std::move(r));
+  }
+  if (f.revoked) return PrintRevocations(revoked, f.json);
   auto records = (*store)->ListIssuances(query);
   if (!records.ok()) return Fail(ctx, "certs list", records.status());
   if (f.json) {
@@ -107,6 +201,8 @@ void RunCertsList(const StoreFlags& sf, const CertsListFlags& f, CommandContext&
                           {"auth_detail", r.auth_detail},
                           {"issued_at", Rfc3339(r.issued_at)},
                           {"expired", r.not_after <= query.now}};
+      if (auto it = revoked.find(r.serial_hex); it != revoked.end()) j["revocation"] = RevocationJson(it->second);
+      j["revoked"] = j.contains("revocation");
       std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     }
     std::cout.flush();
@@ -119,9 +215,13 @@ void RunCertsList(const StoreFlags& sf, const CertsListFlags& f, CommandContext&
   std::cout << absl::StrFormat("%-34s %-20s %-20s %-11s %s\n", "SERIAL", "NOT BEFORE", "NOT AFTER", "AUTH",
                                "SPIFFE ID");
   for (const IssuanceRecord& r : *records) {
+    std::string state = r.not_after <= query.now ? "  (expired)" : "";
+    if (auto it = revoked.find(r.serial_hex); it != revoked.end()) {
+      state = absl::StrCat("  (revoked ", Rfc3339(it->second.revoked_at), ": ", RevocationReasonName(it->second.reason),
+                           ")");
+    }
     std::cout << absl::StrFormat("%-34s %-20s %-20s %-11s %s%s\n", r.serial_hex, Rfc3339(r.not_before),
-                                 Rfc3339(r.not_after), r.auth_method, r.spiffe_id,
-                                 r.not_after <= query.now ? "  (expired)" : "");
+                                 Rfc3339(r.not_after), r.auth_method, r.spiffe_id, state);
   }
   std::cout.flush();
   if (f.limit > 0 && records->size() == f.limit) {
@@ -201,17 +301,26 @@ void RunEntryDelete(const StoreFlags& sf, const EntryFlags& f, CommandContext& c
 struct IdentityFlags {
   std::string spiffe_id;
   std::string reason;
+  std::string revocation_reason = "privilegeWithdrawn";
   bool json = false;
 };
 
 void RunBlock(const StoreFlags& sf, const IdentityFlags& f, CommandContext& ctx) {
   if (auto s = CheckSpiffeIdFlag(f.spiffe_id); !s.ok()) return Fail(ctx, "identity block", s);
+  RevocationRequest request;
+  auto reason = ParseRevocationReason(f.revocation_reason);
+  if (!reason.ok()) return Fail(ctx, "--revocation-reason", reason.status());
+  request.reason = *reason;
+  request.revoked_by = OperatorName();
+  request.at = SystemClock::Instance().Now();
   auto store = OpenFromFlags(sf, /*writes=*/true);
   if (!store.ok()) return Fail(ctx, StoreFlag(sf), store.status());
-  if (auto s = (*store)->Block(f.spiffe_id, f.reason, SystemClock::Instance().Now()); !s.ok()) {
-    return Fail(ctx, "identity block", s);
-  }
-  std::cout << "blocked " << f.spiffe_id << ": it cannot obtain or renew a certificate until unblocked" << std::endl;
+  auto outcome = (*store)->BlockAndRevoke(f.spiffe_id, f.reason, request);
+  if (!outcome.ok()) return Fail(ctx, "identity block", outcome.status());
+  std::cout << "blocked " << f.spiffe_id << ": it cannot obtain or renew a certificate until unblocked, and its "
+            << outcome->revoked.size() << " unexpired certificate(s) not revoked before are revoked now"
+            << " (unblocking does not un-revoke them)" << std::endl;
+  PrintRevocationOutcome(*outcome);
 }
 
 void RunUnblock(const StoreFlags& sf, const IdentityFlags& f, CommandContext& ctx) {
@@ -261,9 +370,21 @@ void RegisterStoreCommands(CLI::App& app, CommandContext& ctx) {
   list->add_option("--spiffe-id", lf->spiffe_id, "Only certificates of this SPIFFE ID");
   list->add_option("--serial", lf->serial, "Only the certificate with this serial (hex)");
   list->add_flag("--expired", lf->expired, "Only certificates that have expired");
+  list->add_flag("--revoked", lf->revoked, "Only revoked certificates (unexpired ones: what the CRL lists)");
   list->add_flag("--json", lf->json, "One JSON object per line");
   list->add_option("--limit", lf->limit, "At most this many (0: all)")->capture_default_str();
   list->callback([sf, lf, &ctx] { RunCertsList(*sf, *lf, ctx); });
+  auto rf = std::make_shared<CertsRevokeFlags>();
+  CLI::App* revoke = certs->add_subcommand(
+      "revoke", "Revoke certificates of the ledger: the CRL lists them until they expire (permanent, idempotent)");
+  AddStoreFlags(revoke, sf);
+  revoke->add_option("serial", rf->serials, "Serial numbers (hex; openssl's forms accepted)")->required();
+  revoke
+      ->add_option("--reason", rf->reason,
+                   "RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged, superseded, "
+                   "cessationOfOperation, privilegeWithdrawn")
+      ->capture_default_str();
+  revoke->callback([sf, rf, &ctx] { RunCertsRevoke(*sf, *rf, ctx); });
 
   CLI::App* entry = app.add_subcommand("entry", "The identity registry (see `meshid server --require-registration`)");
   entry->require_subcommand(1);
@@ -290,10 +411,15 @@ void RegisterStoreCommands(CLI::App& app, CommandContext& ctx) {
   CLI::App* identity = app.add_subcommand("identity", "The deny list");
   identity->require_subcommand(1);
   auto idf = std::make_shared<IdentityFlags>();
-  CLI::App* block = identity->add_subcommand("block", "Refuse certificates (new and renewals) for an identity");
+  CLI::App* block = identity->add_subcommand(
+      "block", "Refuse certificates (new and renewals) for an identity and revoke its unexpired ones");
   AddStoreFlags(block, sf);
   block->add_option("spiffe-id", idf->spiffe_id, "SPIFFE ID to block")->required();
   block->add_option("--reason", idf->reason, "Why (shown by list-blocked)");
+  block
+      ->add_option("--revocation-reason", idf->revocation_reason,
+                   "CRL reason for the certificates it revokes (as `certs revoke --reason`)")
+      ->capture_default_str();
   block->callback([sf, idf, &ctx] { RunBlock(*sf, *idf, ctx); });
   CLI::App* unblock = identity->add_subcommand("unblock", "Lift a block");
   AddStoreFlags(unblock, sf);

@@ -1,4 +1,4 @@
-// The storage commands of the real `meshid` binary: certs list (text and --json), entry
+// The storage commands of the real `meshid` binary: certs list (text and --json) and revoke, entry
 // create/list/delete, identity block/unblock/list-blocked, and their errors: one line naming
 // the problem, non-zero exit.
 #include <gmock/gmock.h>
@@ -222,6 +222,75 @@ TEST_P(StoreCliTest, IdentityBlockUnblock) {
   EXPECT_EQ(again.exit_code, 1);
   EXPECT_THAT(Lines(again.stderr_text), ElementsAre(HasSubstr(id + " is not blocked")));
   EXPECT_EQ(Meshid("identity list-blocked --json " + where_).stdout_text, "");
+}
+
+TEST_P(StoreCliTest, CertsRevokeAndListRevoked) {
+  const std::string web = "spiffe://cluster.local/ns/default/sa/web";
+  const std::string db = "spiffe://cluster.local/ns/default/sa/db";
+  const absl::Time past = absl::FromUnixSeconds(1'600'000'000);
+  const absl::Time future = absl::FromUnixSeconds(4'000'000'000);
+  const std::string expired_serial = Record(0, web, past).serial_hex;
+  const std::string db_serial = Record(1, db, future).serial_hex;
+  const std::string web_serial = Record(2, web, future).serial_hex;
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    ASSERT_OK(store->RecordIssuances(
+        {Record(0, web, past), Record(1, db, future), Record(2, web, future), Record(3, web, future)}));
+  }
+  // openssl's colon form, lower case, and an expired certificate in one call.
+  Result revoked = Meshid("certs revoke 00:00:00:00:00:00:00:00:00:00:00:00:00:00:ab:01 " + expired_serial +
+                          " --reason keyCompromise " + where_);
+  ASSERT_EQ(revoked.exit_code, 0) << revoked.stderr_text;
+  EXPECT_THAT(Lines(revoked.stdout_text),
+              ElementsAre("revoked " + db_serial, HasSubstr(expired_serial + ": expired already, not revoked"),
+                          "CRL number 2"));
+
+  Result again = Meshid("certs revoke " + db_serial + " --reason superseded " + where_);
+  ASSERT_EQ(again.exit_code, 0) << again.stderr_text;
+  EXPECT_THAT(again.stdout_text, AllOf(HasSubstr(db_serial + ": already revoked"), HasSubstr("(keyCompromise)"),
+                                       HasSubstr("CRL number 2 (unchanged)")));
+
+  // Unknown serials revoke nothing, the known one in the same call included.
+  Result unknown = Meshid("certs revoke " + web_serial + " FFFF01 " + where_);
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_THAT(Lines(unknown.stderr_text),
+              ElementsAre(AllOf(HasSubstr("no certificate with serial FFFF01"), HasSubstr("nothing was revoked"))));
+  Result bad = Meshid("certs revoke 12G4 " + where_);
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(Lines(bad.stderr_text), ElementsAre(HasSubstr("\"12G4\" is not a hex serial number")));
+  Result hold = Meshid("certs revoke " + web_serial + " --reason certificateHold " + where_);
+  EXPECT_EQ(hold.exit_code, 2);
+  EXPECT_THAT(hold.stderr_text, HasSubstr("\"certificateHold\" is not one of unspecified, keyCompromise"));
+
+  Result list = Meshid("certs list --json " + where_);
+  ASSERT_EQ(list.exit_code, 0) << list.stderr_text;
+  int revoked_rows = 0;
+  for (const std::string& line : Lines(list.stdout_text)) {
+    nlohmann::json j = nlohmann::json::parse(line);
+    if (!j["revoked"].get<bool>()) continue;
+    ++revoked_rows;
+    EXPECT_EQ(j["serial"], db_serial);
+    EXPECT_EQ(j["revocation"]["reason"], "keyCompromise");
+    EXPECT_THAT(j["revocation"]["revoked_by"].get<std::string>(), HasSubstr("@"));
+  }
+  EXPECT_EQ(revoked_rows, 1);
+  Result text = Meshid("certs list --serial " + db_serial + " " + where_);
+  EXPECT_THAT(text.stdout_text, HasSubstr(": keyCompromise)"));
+
+  // Blocking revokes the identity's unexpired certificates; unblocking does not un-revoke.
+  Result block = Meshid("identity block " + web + " --reason 'laptop stolen' " + where_);
+  ASSERT_EQ(block.exit_code, 0) << block.stderr_text;
+  EXPECT_THAT(block.stdout_text, AllOf(HasSubstr("revoked " + web_serial), HasSubstr("CRL number 3")));
+  ASSERT_EQ(Meshid("identity unblock " + web + " " + where_).exit_code, 0);
+  Result only = Meshid("certs list --revoked --json " + where_);
+  ASSERT_EQ(only.exit_code, 0) << only.stderr_text;
+  auto only_lines = Lines(only.stdout_text);
+  ASSERT_THAT(only_lines, SizeIs(3));
+  EXPECT_EQ(nlohmann::json::parse(only_lines[2])["revocation"]["reason"], "privilegeWithdrawn");
+  EXPECT_THAT(Lines(Meshid("certs list --revoked --json --spiffe-id " + db + " " + where_).stdout_text), SizeIs(1));
+  Result only_text = Meshid("certs list --revoked " + where_);
+  EXPECT_THAT(Lines(only_text.stdout_text), SizeIs(4));
 }
 
 TEST_P(StoreCliTest, BadArgumentsAreOneLineErrors) {
