@@ -68,19 +68,22 @@ X509Ptr CopyCert(X509* cert) {
   return X509Ptr(cert);
 }
 
-std::string SerialHex(X509* cert) {
-  BignumPtr bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
+std::string Asn1IntegerHex(const ASN1_INTEGER* value) {
+  BignumPtr bn(ASN1_INTEGER_to_BN(value, nullptr));
   if (!bn) return "";
   OpenSslBuffer<char> hex(BN_bn2hex(bn.get()));
   return hex != nullptr ? std::string(hex.get()) : "";
 }
 
-namespace {
+std::string SerialHex(X509* cert) { return Asn1IntegerHex(X509_get0_serialNumber(cert)); }
+
 absl::Time Asn1TimeToAbsl(const ASN1_TIME* t) {
   struct tm tm {};
-  if (ASN1_TIME_to_tm(t, &tm) != 1) return absl::InfinitePast();
+  if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) return absl::InfinitePast();
   return absl::FromUnixSeconds(timegm(&tm));
 }
+
+namespace {
 
 std::vector<std::string> SansOfType(X509* cert, int type) {
   std::vector<std::string> out;

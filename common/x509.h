@@ -25,7 +25,9 @@ std::string CertToDer(X509* cert);
 std::string CertToPem(X509* cert);
 X509Ptr CopyCert(X509* cert);
 
-std::string SerialHex(X509* cert);  // upper-case hex, no separators, as `openssl x509 -serial`
+std::string SerialHex(X509* cert);                      // upper-case hex, no separators, as `openssl x509 -serial`
+std::string Asn1IntegerHex(const ASN1_INTEGER* value);  // the same form; "" if it does not convert
+absl::Time Asn1TimeToAbsl(const ASN1_TIME* t);          // absl::InfinitePast() if absent or malformed
 absl::Time NotBefore(X509* cert);
 absl::Time NotAfter(X509* cert);
 std::vector<std::string> UriSans(X509* cert);

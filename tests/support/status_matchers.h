@@ -23,6 +23,13 @@ MATCHER_P2(StatusIs, code, message_matcher, "") {
   return s.code() == code && ::testing::ExplainMatchResult(message_matcher, std::string(s.message()), result_listener);
 }
 
+// Matches an absl::Status or StatusOr whose code is `code`, whatever the message.
+MATCHER_P(StatusIs, code, "") {
+  const absl::Status& s = GetStatus(arg);
+  *result_listener << "status is " << s;
+  return s.code() == code;
+}
+
 }  // namespace meshid::testing
 
 #define EXPECT_OK(expr)                   \
