@@ -99,4 +99,12 @@ absl::StatusOr<std::string> BuildCrl(X509* issuer, EVP_PKEY* key, absl::Span<con
   return EncodeDer([&](unsigned char** out) { return i2d_X509_CRL(crl.get(), out); }, "encoding the CRL");
 }
 
+absl::StatusOr<std::string> BuildCurrentCrl(const SigningAuthority& authority, RevocationStore& store, absl::Time now,
+                                            absl::Duration validity) {
+  if (validity <= absl::ZeroDuration()) return absl::InvalidArgumentError("validity: must be positive");
+  MESHID_ASSIGN_OR_RETURN(RevocationSnapshot snapshot, store.ListRevocations(now));
+  return BuildCrl(authority.cert.get(), authority.key.get(), snapshot.revocations,
+                  CrlContents{snapshot.crl_number, now, now + validity});
+}
+
 }  // namespace meshid

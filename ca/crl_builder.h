@@ -8,8 +8,10 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "ca/authority.h"
 #include "common/openssl_ptr.h"
 #include "store/records.h"
+#include "store/revocation_store.h"
 
 namespace meshid {
 
@@ -27,5 +29,11 @@ struct CrlContents {
 // contents that cannot be encoded (a malformed serial, next_update not after this_update).
 absl::StatusOr<std::string> BuildCrl(X509* issuer, EVP_PKEY* key, absl::Span<const RevocationRecord> revocations,
                                      const CrlContents& contents);
+
+// The CRL of `authority`'s signing certificate as the store has it now: ListRevocations(now),
+// numbered with the store's CRL number, thisUpdate `now`, nextUpdate `now + validity`. What
+// `meshid certs crl` prints and the server publishes.
+absl::StatusOr<std::string> BuildCurrentCrl(const SigningAuthority& authority, RevocationStore& store, absl::Time now,
+                                            absl::Duration validity);
 
 }  // namespace meshid

@@ -1,7 +1,8 @@
-// The storage commands: `meshid certs list|revoke`, `meshid entry create|list|delete`,
+// The storage commands: `meshid certs list|revoke|crl`, `meshid entry create|list|delete`,
 // `meshid identity block|unblock|list-blocked`. Each works on the store of a data directory
 // (--data-dir, as `meshid server`) or on --datastore URL.
 #include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -12,13 +13,18 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "ca/authority.h"
+#include "ca/crl_builder.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "common/clock.h"
+#include "common/crl.h"
 #include "common/duration.h"
 #include "common/files.h"
 #include "common/logging.h"
+#include "common/random.h"
 #include "common/spiffe_id.h"
+#include "common/x509.h"
 #include "sql/store.h"
 #include "store/validation.h"
 
@@ -146,6 +152,56 @@ void RunCertsRevoke(const StoreFlags& sf, const CertsRevokeFlags& f, CommandCont
   auto outcome = (*store)->Revoke(serials, request);
   if (!outcome.ok()) return Fail(ctx, "certs revoke", outcome.status());
   PrintRevocationOutcome(*outcome);
+}
+
+// ---- certs crl ----
+
+struct CertsCrlFlags {
+  std::string cacerts_dir;
+  std::string out;
+  bool der = false;
+  std::string validity = "24h";
+};
+
+void RunCertsCrl(const StoreFlags& sf, const CertsCrlFlags& f, CommandContext& ctx) {
+  auto validity = ParseDuration(f.validity);
+  if (!validity.ok()) return Fail(ctx, "--validity", validity.status());
+  if (*validity <= absl::ZeroDuration()) {
+    return Fail(ctx, "--validity", absl::InvalidArgumentError("must be positive"));
+  }
+  const Clock& clock = SystemClock::Instance();
+  std::shared_ptr<const SigningAuthority> authority;
+  if (f.cacerts_dir.empty()) {
+    // Never create a CA here: a CRL signed by a new key would be worthless.
+    const std::string key_file = sf.data_dir + "/ca-key.pem";
+    if (!std::filesystem::exists(key_file)) {
+      return Fail(ctx, "--data-dir",
+                  absl::NotFoundError(absl::StrCat(
+                      "no CA key at ", key_file,
+                      " (start `meshid server --data-dir` there once, or give the plug-in CA's --cacerts-dir)")));
+    }
+    OpenSslRandom random;
+    SelfSignedOptions options;
+    options.data_dir = sf.data_dir;
+    auto loaded = LoadOrCreateSelfSignedAuthority(options, clock, random);
+    if (!loaded.ok()) return Fail(ctx, "--data-dir", loaded.status());
+    authority = *std::move(loaded);
+  } else {
+    auto loaded = LoadPluggedInAuthority(f.cacerts_dir, clock);
+    if (!loaded.ok()) return Fail(ctx, "--cacerts-dir", loaded.status());
+    authority = *std::move(loaded);
+  }
+  auto store = OpenFromFlags(sf, /*writes=*/false);
+  if (!store.ok()) return Fail(ctx, StoreFlag(sf), store.status());
+  auto der = BuildCurrentCrl(*authority, **store, clock.Now(), *validity);
+  if (!der.ok()) return Fail(ctx, "certs crl", der.status());
+  const std::string encoded = f.der ? *der : CrlDerToPem(*der);
+  if (f.out.empty()) {
+    std::cout << encoded << std::flush;
+    return;
+  }
+  if (auto s = WriteFileAtomic(f.out, encoded, 0644); !s.ok()) return Fail(ctx, "--out", s);
+  std::cerr << "wrote the CRL of " << SerialHex(authority->cert.get()) << " to " << f.out << std::endl;
 }
 
 // ---- certs list ----
@@ -385,6 +441,15 @@ void RegisterStoreCommands(CLI::App& app, CommandContext& ctx) {
                    "cessationOfOperation, privilegeWithdrawn")
       ->capture_default_str();
   revoke->callback([sf, rf, &ctx] { RunCertsRevoke(*sf, *rf, ctx); });
+  auto cf = std::make_shared<CertsCrlFlags>();
+  CLI::App* crl = certs->add_subcommand(
+      "crl", "Print the CA's current CRL (X.509 v2, signed by the CA key, the revoked unexpired certificates)");
+  AddStoreFlags(crl, sf);
+  crl->add_option("--cacerts-dir", cf->cacerts_dir, "The plug-in CA directory, as `meshid server --cacerts-dir`");
+  crl->add_option("--out", cf->out, "Write it to this file instead of standard output");
+  crl->add_flag("--der", cf->der, "DER instead of PEM");
+  crl->add_option("--validity", cf->validity, "nextUpdate after now")->capture_default_str();
+  crl->callback([sf, cf, &ctx] { RunCertsCrl(*sf, *cf, ctx); });
 
   CLI::App* entry = app.add_subcommand("entry", "The identity registry (see `meshid server --require-registration`)");
   entry->require_subcommand(1);

@@ -1,5 +1,6 @@
 // End-to-end tests of `meshid server` as users run it: the real binary on loopback, the C++
 // CA client, the openssl command line and Botan as independent checkers.
+#include <gmock/gmock.h>
 #include <grpcpp/support/status.h>
 #include <gtest/gtest.h>
 #include <openssl/hmac.h>
@@ -28,6 +29,7 @@
 namespace meshid {
 namespace {
 
+using ::testing::HasSubstr;
 using testing::LocalIssuerClaims;
 using testing::LocalIssuerToken;
 using testing::RunShell;
@@ -320,6 +322,53 @@ TEST_F(CaServerTest, PluginCaFromOpensslServesLeafIntermediateRoot) {
   EXPECT_EQ(rc, 0) << out;
   std::tie(rc, out) = RunShell(absl::StrCat(kBotanCheck, " ", cacerts, "/root-cert.pem ", full, " ", kCaller));
   EXPECT_EQ(rc, 0) << out;
+}
+
+// `meshid certs revoke` on the server's store, then `meshid certs crl`: openssl accepts the CRL
+// (signed by the signing certificate: the root, or the plug-in intermediate) and refuses the
+// revoked leaf but not the other one.
+TEST_F(CaServerTest, RevokedCertificatesAreRefusedByOpensslWithTheCaCrl) {
+  std::string cacerts = base_ + "/cacerts";
+  MakePluginCa(cacerts);
+  for (bool plugin : {false, true}) {
+    SCOPED_TRACE(plugin ? "plug-in CA" : "self-signed CA");
+    const std::string data = base_ + (plugin ? "/data-plugin" : "/data");
+    std::vector<std::string> extra;
+    if (plugin) extra = {"--cacerts-dir", cacerts};
+    ServerProcess server(data, extra);
+    ASSERT_TRUE(server.ok()) << server.Log();
+    std::vector<std::string> leaves, serials;
+    for (int i = 0; i < 2; ++i) {
+      auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
+      auto chain = Client(server)->CreateCertificate(*BuildCsrPem(key.get()), server.Token(), absl::ZeroDuration());
+      ASSERT_TRUE(chain.ok()) << chain.status();
+      serials.push_back(SerialHex(CertFromPem((*chain)[0])->get()));
+      leaves.push_back(WriteTestFile(absl::StrCat(data, "-leaf", i, ".pem"), (*chain)[0]));
+    }
+    const std::string ca_flags = plugin ? " --cacerts-dir " + cacerts : "";
+    auto [rc, out] = RunShell(
+        absl::StrCat(kMeshid, " certs revoke --data-dir ", data, " --reason keyCompromise ", serials[0], " 2>&1"));
+    ASSERT_EQ(rc, 0) << out;
+    EXPECT_THAT(out, HasSubstr("revoked " + serials[0]));
+    const std::string crl = data + "-crl.pem";
+    std::tie(rc, out) =
+        RunShell(absl::StrCat(kMeshid, " certs crl --data-dir ", data, ca_flags, " --out ", crl, " 2>&1"));
+    ASSERT_EQ(rc, 0) << out;
+
+    const std::string issuer = plugin ? cacerts + "/ca-cert.pem" : server.root_file();
+    std::tie(rc, out) = RunShell(absl::StrCat("openssl crl -in ", crl, " -CAfile ", issuer, " -noout 2>&1"));
+    EXPECT_EQ(rc, 0) << out;
+    EXPECT_THAT(out, HasSubstr("verify OK"));
+    const std::string verify =
+        plugin ? absl::StrCat("openssl verify -crl_check -CAfile ", cacerts, "/root-cert.pem -untrusted ", cacerts,
+                              "/ca-cert.pem -CRLfile ", crl, " ")
+               : absl::StrCat("openssl verify -crl_check -CAfile ", server.root_file(), " -CRLfile ", crl, " ");
+    std::tie(rc, out) = RunShell(verify + leaves[0] + " 2>&1");
+    EXPECT_NE(rc, 0);
+    EXPECT_THAT(out, HasSubstr("certificate revoked"));
+    std::tie(rc, out) = RunShell(verify + leaves[1] + " 2>&1");
+    EXPECT_EQ(rc, 0) << out;
+  }
 }
 
 TEST_F(CaServerTest, BrokenPluginCaAndBadFlagsFailWithOneClearLine) {
