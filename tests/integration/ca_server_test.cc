@@ -39,6 +39,7 @@ using testing::WriteTestFile;
 
 const std::string kMeshid = MESHID_BINARY;
 const std::string kBotanCheck = BOTAN_SVID_CHECK;
+const std::string kBotanCrlCheck = BOTAN_CRL_CHECK;
 const char kCaller[] = "spiffe://cluster.local/ns/default/sa/sleep";
 
 class CaServerTest : public ::testing::Test {
@@ -326,8 +327,8 @@ TEST_F(CaServerTest, PluginCaFromOpensslServesLeafIntermediateRoot) {
 
 // `meshid certs revoke` on the server's store, then `meshid certs crl`: openssl accepts the CRL
 // (signed by the signing certificate: the root, or the plug-in intermediate) and refuses the
-// revoked leaf but not the other one.
-TEST_F(CaServerTest, RevokedCertificatesAreRefusedByOpensslWithTheCaCrl) {
+// revoked leaf but not the other one; so does Botan.
+TEST_F(CaServerTest, RevokedCertificatesAreRefusedByOpensslAndBotanWithTheCaCrl) {
   std::string cacerts = base_ + "/cacerts";
   MakePluginCa(cacerts);
   for (bool plugin : {false, true}) {
@@ -368,6 +369,21 @@ TEST_F(CaServerTest, RevokedCertificatesAreRefusedByOpensslWithTheCaCrl) {
     EXPECT_THAT(out, HasSubstr("certificate revoked"));
     std::tie(rc, out) = RunShell(verify + leaves[1] + " 2>&1");
     EXPECT_EQ(rc, 0) << out;
+
+    // Botan, with the chain up to the root.
+    const std::string roots = plugin ? cacerts + "/root-cert.pem" : server.root_file();
+    const std::string above = plugin ? " " + cacerts + "/ca-cert.pem" : "";
+    for (int i = 0; i < 2; ++i) {
+      const std::string chain = absl::StrCat(data, "-chain", i, ".pem");
+      ASSERT_EQ(RunShell(absl::StrCat("cat ", leaves[i], above, " > ", chain)).first, 0);
+      std::tie(rc, out) = RunShell(absl::StrCat(kBotanCrlCheck, " ", roots, " ", crl, " ", chain));
+      if (i == 0) {
+        EXPECT_NE(rc, 0);
+        EXPECT_THAT(out, HasSubstr("revoked"));
+      } else {
+        EXPECT_EQ(rc, 0) << out;
+      }
+    }
   }
 }
 
