@@ -14,6 +14,7 @@
 #include "ca/authority.h"
 #include "ca/cert_issuer.h"
 #include "ca/certificate_service.h"
+#include "ca/crl_publisher.h"
 #include "ca/ledger.h"
 #include "ca/local_issuer.h"
 #include "common/files.h"
@@ -84,6 +85,7 @@ class CaServerImpl final : public CaServer {
   std::unique_ptr<Store> store_;
   std::unique_ptr<GroupCommitLedger> ledger_;
   std::unique_ptr<LedgerPruner> pruner_;
+  std::unique_ptr<CrlPublisher> crl_;
   std::unique_ptr<CertificateService> service_;
   std::unique_ptr<policy::PolicyDistributionServer> policy_;
   std::unique_ptr<grpc::Server> grpc_server_;
@@ -157,6 +159,13 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     MESHID_ASSIGN_OR_RETURN(authority, LoadPluggedInAuthority(config.cacerts_dir, clock));
   }
   MESHID_RETURN_IF_ERROR(WriteTrustBundle(*authority, config.data_dir));
+  if (server->store_ != nullptr) {
+    CrlPublisherOptions crl_options;
+    crl_options.output_file = config.data_dir + "/crl.pem";
+    MESHID_ASSIGN_OR_RETURN(
+        server->crl_, CrlPublisher::Create(authority, *server->store_, clock, *server->metrics_, logger, crl_options));
+    server->crl_->Start();
+  }
   logger->info("CA ready: {}, signing cert serial {} valid until {}; trust bundle written to {}/root-cert.pem",
                authority->source, SerialHex(authority->cert.get()),
                absl::FormatTime(absl::RFC3339_sec, NotAfter(authority->cert.get()), absl::UTCTimeZone()),
@@ -249,6 +258,11 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     return HttpReply{200, "text/plain; version=0.0.4; charset=utf-8", metrics.RenderPrometheus()};
   };
   handlers["/healthz"] = [](const std::string&) { return HttpReply{200, "text/plain; charset=utf-8", "ok\n"}; };
+  if (server->crl_ != nullptr) {
+    handlers["/crl"] = [raw](const std::string&) {
+      return HttpReply{200, "application/pkix-crl", raw->crl_->current()->der};
+    };
+  }
   handlers["/readyz"] = [raw](const std::string&) {
     return raw->ready_ ? HttpReply{200, "text/plain; charset=utf-8", "ready\n"}
                        : HttpReply{503, "text/plain; charset=utf-8", "not ready\n"};

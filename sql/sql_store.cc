@@ -353,15 +353,11 @@ class SqlStore final : public Store {
         const auto chunk = absl::MakeConstSpan(sorted).subspan(start, kInsertChunk);
         const std::vector<SqlParam> params(chunk.begin(), chunk.end());
         std::set<std::string> revoked_before;
-        MESHID_ASSIGN_OR_RETURN(auto revoked_rows, tx.Query(absl::StrCat("SELECT ", kRevocationColumns,
-                                                                         " FROM revocations WHERE serial IN (",
-                                                                         Placeholders(1, chunk.size()), ")"),
-                                                            params));
-        for (const SqlRow& row : revoked_rows) {
-          MESHID_ASSIGN_OR_RETURN(auto record, DecodeRevocation(row));
-          revoked_before.insert(record.serial_hex);
-          outcome.already_revoked.push_back(std::move(record));
-        }
+        MESHID_ASSIGN_OR_RETURN(auto revoked_rows,
+                                tx.Query(absl::StrCat("SELECT serial FROM revocations WHERE serial IN (",
+                                                      Placeholders(1, chunk.size()), ")"),
+                                         params));
+        for (const SqlRow& row : revoked_rows) revoked_before.insert(ColumnText(row, 0));
         MESHID_ASSIGN_OR_RETURN(auto ledger_rows,
                                 tx.Query(absl::StrCat("SELECT serial, not_after_us FROM issuances WHERE serial IN (",
                                                       Placeholders(1, chunk.size()), ")"),
@@ -395,6 +391,13 @@ class SqlStore final : public Store {
         MESHID_RETURN_IF_ERROR(
             InsertRevocations(tx, absl::StrCat("serial IN (", Placeholders(4, chunk.size()), ")"), params, outcome));
       }
+      // Read after the inserts: a revocation another server committed meanwhile counts too.
+      for (size_t start = 0; start < sorted.size(); start += kInsertChunk) {
+        const auto chunk = absl::MakeConstSpan(sorted).subspan(start, kInsertChunk);
+        MESHID_RETURN_IF_ERROR(CollectAlreadyRevoked(tx,
+                                                     absl::StrCat("serial IN (", Placeholders(1, chunk.size()), ")"),
+                                                     std::vector<SqlParam>(chunk.begin(), chunk.end()), outcome));
+      }
       return FinishRevocation(tx, outcome);
     }));
     return outcome;
@@ -423,6 +426,15 @@ class SqlStore final : public Store {
       return RevokeIdentityIn(tx, spiffe_id, request, outcome);
     }));
     return outcome;
+  }
+
+  absl::StatusOr<int64_t> CrlNumber() override {
+    int64_t number = 0;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kReadStatement, [&](SqlTx& tx) -> absl::Status {
+      MESHID_ASSIGN_OR_RETURN(number, ReadCrlNumber(tx));
+      return absl::OkStatus();
+    }));
+    return number;
   }
 
   absl::StatusOr<RevocationSnapshot> ListRevocations(absl::Time now) override {
@@ -725,18 +737,26 @@ class SqlStore final : public Store {
 
   static absl::Status RevokeIdentityIn(SqlTx& tx, absl::string_view spiffe_id, const RevocationRequest& request,
                                        RevocationOutcome& outcome) {
-    MESHID_ASSIGN_OR_RETURN(auto before,
-                            tx.Query(absl::StrCat("SELECT ", kRevocationColumns,
-                                                  " FROM revocations WHERE spiffe_id = $1 AND not_after_us > $2"),
-                                     {SqlParam(std::string(spiffe_id)), SqlParam(absl::ToUnixMicros(request.at))}));
-    for (const SqlRow& row : before) {
-      MESHID_ASSIGN_OR_RETURN(auto record, DecodeRevocation(row));
-      outcome.already_revoked.push_back(std::move(record));
-    }
     std::vector<SqlParam> params = RequestParams(request);
     params.emplace_back(std::string(spiffe_id));
     MESHID_RETURN_IF_ERROR(InsertRevocations(tx, "spiffe_id = $4", params, outcome));
+    MESHID_RETURN_IF_ERROR(
+        CollectAlreadyRevoked(tx, "spiffe_id = $1 AND not_after_us > $2",
+                              {SqlParam(std::string(spiffe_id)), SqlParam(absl::ToUnixMicros(request.at))}, outcome));
     return FinishRevocation(tx, outcome);
+  }
+
+  // Adds the revocations matching `where` that this call did not make to outcome.already_revoked.
+  static absl::Status CollectAlreadyRevoked(SqlTx& tx, absl::string_view where, const std::vector<SqlParam>& params,
+                                            RevocationOutcome& outcome) {
+    const std::set<std::string> ours(outcome.revoked.begin(), outcome.revoked.end());
+    MESHID_ASSIGN_OR_RETURN(
+        auto rows, tx.Query(absl::StrCat("SELECT ", kRevocationColumns, " FROM revocations WHERE ", where), params));
+    for (const SqlRow& row : rows) {
+      MESHID_ASSIGN_OR_RETURN(auto record, DecodeRevocation(row));
+      if (!ours.contains(record.serial_hex)) outcome.already_revoked.push_back(std::move(record));
+    }
+    return absl::OkStatus();
   }
 
   // Sorts the outcome, moves the CRL number on when something was revoked, and reads it.

@@ -42,6 +42,9 @@ class RevocationStore {
   virtual absl::StatusOr<RevocationOutcome> BlockAndRevoke(absl::string_view spiffe_id, absl::string_view block_reason,
                                                            const RevocationRequest& request) = 0;
 
+  // The CRL number alone: one row, cheap enough to poll every second (the CRL publisher does).
+  virtual absl::StatusOr<int64_t> CrlNumber() = 0;
+
   // Every revocation of a certificate unexpired at `now`, and the CRL number, in one snapshot.
   virtual absl::StatusOr<RevocationSnapshot> ListRevocations(absl::Time now) = 0;
 };

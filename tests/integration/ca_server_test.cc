@@ -14,6 +14,7 @@
 #include "absl/strings/str_replace.h"
 #include "ca/local_issuer.h"
 #include "common/base64.h"
+#include "common/crl.h"
 #include "common/csr.h"
 #include "common/files.h"
 #include "common/jwt.h"
@@ -22,6 +23,7 @@
 #include "common/x509.h"
 #include "nodeagent/ca_client.h"
 #include "tests/integration/ca_harness.h"
+#include "tests/support/poll.h"
 #include "tests/support/processes.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
@@ -355,9 +357,26 @@ TEST_F(CaServerTest, RevokedCertificatesAreRefusedByOpensslAndBotanWithTheCaCrl)
     std::tie(rc, out) =
         RunShell(absl::StrCat(kMeshid, " certs crl --data-dir ", data, ca_flags, " --out ", crl, " 2>&1"));
     ASSERT_EQ(rc, 0) << out;
+    // The running server publishes the same revocation by itself: <data-dir>/crl.pem and /crl.
+    const std::string issuer_cert = plugin ? cacerts + "/ca-cert.pem" : server.root_file();
+    auto issuer_x509 = CertFromPem(*ReadFile(issuer_cert));
+    ASSERT_TRUE(issuer_x509.ok());
+    auto published_lists = [&](const absl::StatusOr<std::string>& der) {
+      if (!der.ok()) return false;
+      auto info = VerifyCrl(*der, issuer_x509->get(), absl::Now());
+      return info.ok() && info->revoked.contains(serials[0]) && !info->revoked.contains(serials[1]);
+    };
+    EXPECT_TRUE(
+        testing::Eventually([&] { return published_lists(CrlDerFromPem(ReadFile(data + "/crl.pem").value_or(""))); },
+                            std::chrono::seconds(10)))
+        << server.Log();
+    std::tie(rc, out) = RunShell(absl::StrCat("curl -sf http://127.0.0.1:", server.monitoring_port(),
+                                              "/crl | openssl crl -inform DER -outform PEM"));
+    ASSERT_EQ(rc, 0) << out;
+    EXPECT_TRUE(published_lists(CrlDerFromPem(out)));
+    EXPECT_GE(server.Metric("meshid_ca_crl_entries"), 1);
 
-    const std::string issuer = plugin ? cacerts + "/ca-cert.pem" : server.root_file();
-    std::tie(rc, out) = RunShell(absl::StrCat("openssl crl -in ", crl, " -CAfile ", issuer, " -noout 2>&1"));
+    std::tie(rc, out) = RunShell(absl::StrCat("openssl crl -in ", crl, " -CAfile ", issuer_cert, " -noout 2>&1"));
     EXPECT_EQ(rc, 0) << out;
     EXPECT_THAT(out, HasSubstr("verify OK"));
     const std::string verify =

@@ -665,6 +665,7 @@ TEST_P(StoreTest, RevokingSerialsRecordsWhoWhenWhyAndMovesTheCrlNumberOnce) {
   auto listed = store->ListRevocations(kT0 + absl::Minutes(2));
   ASSERT_OK(listed.status());
   EXPECT_EQ(listed->crl_number, outcome->crl_number);
+  EXPECT_EQ(*store->CrlNumber(), outcome->crl_number);
   EXPECT_THAT(listed->revocations, ElementsAre(expected));
 
   // Idempotent: the first revocation stands, reason and time included; the number stays.
