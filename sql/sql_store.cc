@@ -250,6 +250,12 @@ class SqlStore final : public Store {
           tx.Exec("DELETE FROM issuances WHERE serial IN (SELECT serial FROM issuances WHERE not_after_us < $1 "
                   "ORDER BY not_after_us LIMIT $2)",
                   {SqlParam(absl::ToUnixMicros(cutoff)), SqlParam(limit)}));
+      MESHID_ASSIGN_OR_RETURN(
+          int64_t revocations,
+          tx.Exec("DELETE FROM revocations WHERE serial IN (SELECT serial FROM revocations WHERE not_after_us < $1 "
+                  "ORDER BY not_after_us LIMIT $2)",
+                  {SqlParam(absl::ToUnixMicros(cutoff)), SqlParam(limit)}));
+      deleted = std::max(deleted, revocations);
       return absl::OkStatus();
     }));
     return deleted;

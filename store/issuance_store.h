@@ -34,7 +34,8 @@ class IssuanceStore {
   virtual absl::Status RecordIssuancesAt(absl::Span<const IssuanceRecord> records,
                                          std::optional<int64_t> registry_generation) = 0;
   virtual absl::StatusOr<std::vector<IssuanceRecord>> ListIssuances(const IssuanceQuery& query) = 0;
-  // Deletes up to `limit` rows whose not_after is before `cutoff`; returns how many.
+  // Deletes up to `limit` ledger rows whose not_after is before `cutoff`, and up to `limit`
+  // revocations of such certificates (long out of every CRL); returns the larger count.
   virtual absl::StatusOr<int64_t> PruneExpiredBefore(absl::Time cutoff, int64_t limit) = 0;
 };
 

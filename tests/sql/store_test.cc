@@ -689,6 +689,21 @@ TEST_P(StoreTest, RevocationsLeaveTheListWhenTheirCertificatesExpire) {
   EXPECT_EQ(later->revocations[0].serial_hex, Serial(2));
 }
 
+TEST_P(StoreTest, PruningTakesTheRevocationsOfPrunedCertificatesToo) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_OK(store->RecordIssuances(
+      {Record(1), Record(2, "spiffe://cluster.local/ns/default/sa/web", kT0 + absl::Hours(30))}));
+  ASSERT_OK(store->Revoke({Serial(1), Serial(2)}, Revocation()).status());
+  ASSERT_OK(store->PruneExpiredBefore(kT0 + absl::Hours(2), 100).status());
+  EXPECT_THAT(*store->ListIssuances({}),
+              ElementsAre(Record(2, "spiffe://cluster.local/ns/default/sa/web", kT0 + absl::Hours(30))));
+  auto listed = store->ListRevocations(kT0);
+  ASSERT_OK(listed.status());
+  ASSERT_THAT(listed->revocations, SizeIs(1));
+  EXPECT_EQ(listed->revocations[0].serial_hex, Serial(2));
+}
+
 TEST_P(StoreTest, AnUnknownSerialRevokesNothing) {
   auto store = Open();
   ASSERT_NE(store, nullptr);
