@@ -67,8 +67,9 @@ absl::Status CheckSpiffeIdFlag(const std::string& id) {
   return absl::OkStatus();
 }
 
-// A serial as the ledger writes it (upper-case hex), from any of openssl's forms: lower case, a
-// "0x" prefix, colon-separated bytes.
+// A serial as the ledger writes it (upper-case hex, whole bytes, no leading zero bytes: what
+// BN_bn2hex and `openssl x509 -serial` print), from any of openssl's forms: lower case, a "0x"
+// prefix, colon-separated bytes, a DER-style leading 00.
 absl::StatusOr<std::string> NormalizeSerial(const std::string& text) {
   std::string serial = absl::AsciiStrToUpper(text);
   if (absl::StartsWith(serial, "0X")) serial.erase(0, 2);
@@ -78,7 +79,10 @@ absl::StatusOr<std::string> NormalizeSerial(const std::string& text) {
       })) {
     return absl::InvalidArgumentError(absl::StrCat("\"", absl::CHexEscape(text), "\" is not a hex serial number"));
   }
-  return serial;
+  if (serial.size() % 2 == 1) serial.insert(0, "0");
+  size_t zeros = 0;
+  while (zeros + 2 < serial.size() && serial.compare(zeros, 2, "00") == 0) zeros += 2;
+  return serial.substr(zeros);
 }
 
 nlohmann::json RevocationJson(const RevocationRecord& r) {
