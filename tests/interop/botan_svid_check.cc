@@ -13,27 +13,10 @@
 #include <string>
 #include <vector>
 
-namespace {
+#include "tests/interop/botan_tool.h"
 
-std::vector<Botan::X509_Certificate> LoadAll(const std::string& path) {
-  std::vector<Botan::X509_Certificate> certs;
-  Botan::DataSource_Stream in(path);
-  while (!in.end_of_data()) {
-    try {
-      certs.emplace_back(in);
-    } catch (const Botan::Exception&) {
-      break;  // trailing whitespace after the last certificate
-    }
-  }
-  return certs;
-}
-
-int Fail(const std::string& why) {
-  std::cout << "FAIL " << why << std::endl;
-  return 1;
-}
-
-}  // namespace
+using meshid::botan_tool::Fail;
+using meshid::botan_tool::LoadAll;
 
 int main(int argc, char** argv) {
   if (argc < 3) return Fail("usage: botan_svid_check ROOTS.pem CHAIN.pem [SPIFFE_ID]");
