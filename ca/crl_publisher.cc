@@ -107,8 +107,9 @@ absl::Status CrlPublisher::Build() {
       logger_->info("CRL {} published: {} revoked certificate(s), next update {}", crl->number, info.revoked.size(),
                     absl::FormatTime(absl::RFC3339_sec, crl->next_update, absl::UTCTimeZone()));
     }
-    current_ = std::move(crl);
+    current_ = crl;
   }
+  if (options_.on_publish) options_.on_publish(crl);
   number_gauge_.Set(static_cast<double>(info.number));
   entries_gauge_.Set(static_cast<double>(info.revoked.size()));
   this_update_gauge_.Set(static_cast<double>(absl::ToUnixSeconds(info.this_update)));

@@ -37,6 +37,9 @@ struct CrlPublisherOptions {
   absl::Duration poll_interval = absl::Seconds(1);  // how often the CRL number is read
   absl::Duration validity = absl::Hours(24);        // nextUpdate - thisUpdate
   std::string output_file;                          // rewritten atomically (PEM) on every build; "" none
+  // Called with every CRL built (the first one inside Create), one at a time, on the building
+  // thread: how the server's revocation stream learns of it. Null: none.
+  std::function<void(const std::shared_ptr<const PublishedCrl>&)> on_publish;
 };
 
 class CrlPublisher {

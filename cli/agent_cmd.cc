@@ -108,6 +108,12 @@ void RegisterAgentCommands(CLI::App& app, CommandContext& ctx) {
                 "Do not relay policy snapshots from the server to proxies on the SDS socket");
   cmd->add_option("--policy-server", config->policy.server_address,
                   "Where policy snapshots come from (meshid server; default: --ca-addr)");
+  cmd->add_flag("!--no-revocations", config->revocations,
+                "Do not take the server's CRL (revocations are then not enforced on this node)");
+  cmd->add_option("--crl-file", config->crl_state_file,
+                  "Where the last good CRL from the server is kept, so a restart while the server is away keeps "
+                  "enforcing it (\"\": nowhere)")
+      ->capture_default_str();
   cmd->add_option("--agent-id", config->policy.agent_id, "This agent's name in `meshid status`")->capture_default_str();
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error")->capture_default_str();
 

@@ -83,6 +83,46 @@ absl::StatusOr<CrlInfo> VerifyCrl(absl::string_view der, X509* issuer, absl::Tim
   return info;
 }
 
+absl::StatusOr<std::shared_ptr<const RevocationIndex>> RevocationIndex::FromCrlDer(absl::string_view der) {
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  X509CrlPtr crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(der.size())));
+  if (!crl) return Invalid("not a DER-encoded X.509 CRL");
+  if (p != reinterpret_cast<const unsigned char*>(der.data() + der.size())) {
+    return Invalid("trailing bytes after the CRL");
+  }
+  if (X509_CRL_get_version(crl.get()) != X509_CRL_VERSION_2) return Invalid("not a version 2 CRL");
+  std::shared_ptr<RevocationIndex> index(new RevocationIndex());
+  index->issuer_.reset(X509_NAME_dup(X509_CRL_get_issuer(crl.get())));
+  if (!index->issuer_) return Invalid("malformed issuer name");
+  index->this_update_ = Asn1TimeToAbsl(X509_CRL_get0_lastUpdate(crl.get()));
+  if (index->this_update_ == absl::InfinitePast()) return Invalid("malformed thisUpdate");
+  const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get());
+  index->next_update_ = next == nullptr ? absl::InfiniteFuture() : Asn1TimeToAbsl(next);
+  if (index->next_update_ == absl::InfinitePast()) return Invalid("malformed nextUpdate");
+  int critical = -1;
+  Asn1IntegerPtr number(
+      static_cast<ASN1_INTEGER*>(X509_CRL_get_ext_d2i(crl.get(), NID_crl_number, &critical, nullptr)));
+  if (number && (ASN1_INTEGER_get_int64(&index->number_, number.get()) != 1 || index->number_ < 0)) {
+    return Invalid("cRLNumber out of range");
+  }
+  const STACK_OF(X509_REVOKED)* revoked = X509_CRL_get_REVOKED(crl.get());
+  index->serials_.reserve(static_cast<size_t>(sk_X509_REVOKED_num(revoked)));
+  for (int i = 0; i < sk_X509_REVOKED_num(revoked); ++i) {
+    const ASN1_INTEGER* serial = X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(revoked, i));
+    index->serials_.emplace(reinterpret_cast<const char*>(ASN1_STRING_get0_data(serial)),
+                            static_cast<size_t>(ASN1_STRING_length(serial)));
+  }
+  return std::shared_ptr<const RevocationIndex>(std::move(index));
+}
+
+bool RevocationIndex::IsRevoked(X509* cert) const {
+  const ASN1_INTEGER* serial = X509_get0_serialNumber(cert);
+  const std::string_view key(reinterpret_cast<const char*>(ASN1_STRING_get0_data(serial)),
+                             static_cast<size_t>(ASN1_STRING_length(serial)));
+  if (!serials_.contains(key)) return false;
+  return X509_NAME_cmp(X509_get_issuer_name(cert), issuer_.get()) == 0;
+}
+
 absl::StatusOr<std::string> CrlDerFromPem(absl::string_view pem) {
   PemParseOptions options;
   options.max_input_bytes = 64 << 20;        // 100,000 revocations are about 5 MB of PEM

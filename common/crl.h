@@ -4,8 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <set>
 #include <string>
+#include <string_view>
+#include <unordered_set>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -27,6 +30,39 @@ struct CrlInfo {
 // present, after it unless `allow_stale`). Errors (InvalidArgument) say what is wrong: "not a
 // DER CRL", "issued by CN=..., not by <issuer>", "bad signature", "expired at <nextUpdate>".
 absl::StatusOr<CrlInfo> VerifyCrl(absl::string_view der, X509* issuer, absl::Time now, bool allow_stale = false);
+
+// The revoked serials of one CRL, for the check every TLS handshake makes: is this certificate's
+// issuer the CRL's issuer, and is its serial listed? A hash lookup of the serial's bytes and one
+// name comparison (well under a microsecond at 100,000 entries), where OpenSSL's own CRL check
+// would verify the CRL's signature again on every handshake. Build it from a CRL whose signature
+// was checked (VerifyCrl) by whoever vouches for it: the agent checks what the server pushes, a
+// proxy trusts its agent's ROOTCA for the CRL as it does for the roots. Immutable, thread-safe.
+class RevocationIndex {
+ public:
+  // Parses `der` (a version 2 CRL) without checking its signature. InvalidArgument as VerifyCrl.
+  static absl::StatusOr<std::shared_ptr<const RevocationIndex>> FromCrlDer(absl::string_view der);
+
+  // Whether `cert` was issued by this CRL's issuer (same name) and its serial is listed.
+  bool IsRevoked(X509* cert) const;
+
+  int64_t number() const { return number_; }  // cRLNumber (0 when absent)
+  size_t size() const { return serials_.size(); }
+  absl::Time this_update() const { return this_update_; }
+  absl::Time next_update() const { return next_update_; }  // InfiniteFuture() when absent
+
+ private:
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  RevocationIndex() = default;
+  X509NamePtr issuer_;
+  // The INTEGER's content octets, as DER encodes them (transparent: looked up by string_view).
+  std::unordered_set<std::string, Hash, std::equal_to<>> serials_;
+  int64_t number_ = 0;
+  absl::Time this_update_;
+  absl::Time next_update_;
+};
 
 // The DER of the first "X509 CRL" block of `pem`; InvalidArgument when there is none.
 absl::StatusOr<std::string> CrlDerFromPem(absl::string_view pem);

@@ -17,6 +17,9 @@
 #include "nodeagent/server_upstream.h"
 #include "nodeagent/token_source.h"
 #include "policy/client.h"
+#include "revocation/receiver.h"
+#include "revocation/wire.h"
+#include "xds/client.h"
 
 namespace meshid::daemons {
 namespace {
@@ -26,6 +29,10 @@ class AgentImpl final : public Agent {
   std::string sds_target() const override { return sds_->target(); }
   uint16_t monitoring_port() const override { return monitoring_->port(); }
   SecretCacheStats Stats() const override { return cache_->Stats(); }
+  int64_t crl_number() const override {
+    auto crl = crl_ != nullptr ? crl_->current() : nullptr;
+    return crl != nullptr ? crl->number : 0;
+  }
 
   ~AgentImpl() override {
     // Order: stop taking requests, stop work, then drop the keys.
@@ -33,6 +40,7 @@ class AgentImpl final : public Agent {
     anchors_watcher_.reset();
     sds_.reset();
     policy_.reset();
+    revocation_stream_.reset();
     upstream_.reset();
     workers_.reset();
     cache_.reset();
@@ -46,6 +54,8 @@ class AgentImpl final : public Agent {
   std::unique_ptr<SecretCache> cache_;
   std::unique_ptr<CacheWorkers> workers_;
   std::unique_ptr<ServerUpstream> upstream_;
+  std::unique_ptr<revocation::CrlReceiver> crl_;
+  std::unique_ptr<xds::SotwClient> revocation_stream_;
   std::unique_ptr<policy::PolicyRelay> policy_;
   std::unique_ptr<sds::SdsServer> sds_;
   std::unique_ptr<FilePoller> anchors_watcher_;
@@ -110,17 +120,44 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
   }
 
   sds::SdsServerOptions sds_options = config.sds;
-  if (config.policy.enabled) {
+  const bool revocations = config.revocations && !config.ca_insecure_plaintext;
+  if (config.revocations && config.ca_insecure_plaintext) {
+    logger->warn("--ca-insecure-plaintext: no trust bundle to check CRLs against; revocations are not received");
+  }
+  if (config.policy.enabled || revocations) {
+    // One connection to the server for every stream from it.
     ServerUpstreamOptions upstream_options;
     upstream_options.server_address =
         config.policy.server_address.empty() ? config.ca_address : config.policy.server_address;
     upstream_options.ca_root_file = config.ca_root_file;
     upstream_options.server_name = config.ca_server_name;
     upstream_options.insecure_plaintext = config.ca_insecure_plaintext;
-    upstream_options.max_message_bytes = policy::kMaxPolicyMessageBytes;
+    upstream_options.max_message_bytes = std::max<int>(
+        policy::kMaxPolicyMessageBytes, static_cast<int>(revocation::kMaxRevocationListBytes) + (1 << 20));
     auto upstream = ServerUpstream::Create(upstream_options, *agent->cache_, *agent->token_);
     if (!upstream.ok()) return upstream.status();
     agent->upstream_ = std::move(*upstream);
+  }
+  if (revocations) {
+    SecretCache* cache = agent->cache_.get();
+    auto receiver = revocation::CrlReceiver::Create(
+        {.trust_bundle_file = config.ca_root_file, .state_file = config.crl_state_file}, clock, agent->metrics_, logger,
+        [cache](const std::shared_ptr<const revocation::NodeCrl>& crl) { cache->SetCrl(crl->pem, crl->index); });
+    if (!receiver.ok())
+      return absl::Status(receiver.status().code(), absl::StrCat("--crl-file: ", receiver.status().message()));
+    agent->crl_ = std::move(*receiver);
+    xds::SotwClientOptions stream_options;
+    stream_options.node.set_id(config.policy.agent_id.empty() ? policy::DefaultAgentId() : config.policy.agent_id);
+    stream_options.description = "revocation stream";
+    revocation::CrlReceiver* crl = agent->crl_.get();
+    auto stream = xds::SotwClient::Create(
+        revocation::RevocationListType(), std::move(stream_options), *agent->upstream_,
+        [crl](const envoy::service::discovery::v3::DiscoveryResponse& response) { return crl->OnResponse(response); },
+        agent->random_, logger);
+    if (!stream.ok()) return stream.status();
+    agent->revocation_stream_ = std::move(*stream);
+  }
+  if (config.policy.enabled) {
     auto relay =
         policy::PolicyRelay::Create(config.policy, *agent->upstream_, clock, agent->random_, agent->metrics_, logger);
     if (!relay.ok()) return relay.status();

@@ -33,6 +33,10 @@ struct AgentConfig {
   // Policy snapshots from the server, relayed to proxies on the SDS socket (policy/relay.h).
   // server_address empty: ca_address.
   policy::PolicyRelayOptions policy;
+  // The server's CRL (revocation/receiver.h): received over the connection to the server, put
+  // into ROOTCA, and kept in crl_state_file ("" keeps none) for restarts while the server is away.
+  bool revocations = true;
+  std::string crl_state_file = "./var/run/secrets/istio/crl.pem";
 
   // Every problem, each naming its flag; OK if none.
   absl::Status Validate() const;
@@ -47,6 +51,8 @@ class Agent {
   virtual std::string sds_target() const = 0;
   virtual uint16_t monitoring_port() const = 0;
   virtual SecretCacheStats Stats() const = 0;
+  // The number of the CRL in force (0: none).
+  virtual int64_t crl_number() const = 0;
 };
 
 }  // namespace meshid::daemons

@@ -26,6 +26,7 @@
 #include "common/status_macros.h"
 #include "common/x509.h"
 #include "policy/server.h"
+#include "revocation/server.h"
 #include "sql/pruner.h"
 #include "sql/store.h"
 
@@ -75,6 +76,7 @@ class CaServerImpl final : public CaServer {
   void Shutdown(absl::Duration grace) override {
     ready_ = false;
     if (policy_ != nullptr) policy_->Shutdown();  // ends the agents' long-lived streams
+    if (revocation_ != nullptr) revocation_->Shutdown();
     grpc_server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   }
 
@@ -85,6 +87,7 @@ class CaServerImpl final : public CaServer {
   std::unique_ptr<Store> store_;
   std::unique_ptr<GroupCommitLedger> ledger_;
   std::unique_ptr<LedgerPruner> pruner_;
+  std::unique_ptr<revocation::RevocationDistributionServer> revocation_;
   std::unique_ptr<CrlPublisher> crl_;
   std::unique_ptr<CertificateService> service_;
   std::unique_ptr<policy::PolicyDistributionServer> policy_;
@@ -159,13 +162,6 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     MESHID_ASSIGN_OR_RETURN(authority, LoadPluggedInAuthority(config.cacerts_dir, clock));
   }
   MESHID_RETURN_IF_ERROR(WriteTrustBundle(*authority, config.data_dir));
-  if (server->store_ != nullptr) {
-    CrlPublisherOptions crl_options;
-    crl_options.output_file = config.data_dir + "/crl.pem";
-    MESHID_ASSIGN_OR_RETURN(
-        server->crl_, CrlPublisher::Create(authority, *server->store_, clock, *server->metrics_, logger, crl_options));
-    server->crl_->Start();
-  }
   logger->info("CA ready: {}, signing cert serial {} valid until {}; trust bundle written to {}/root-cert.pem",
                authority->source, SerialHex(authority->cert.get()),
                absl::FormatTime(absl::RFC3339_sec, NotAfter(authority->cert.get()), absl::UTCTimeZone()),
@@ -180,6 +176,36 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
   auto authenticator = std::make_shared<const CompositeAuthenticator>(
       std::make_unique<ClientCertAuthenticator>(authority, config.trust_domain, clock),
       std::make_unique<JwtAuthenticator>(config.trust_domain, std::move(issuers), clock));
+
+  // Agents and proxies authenticate to the streams as callers of the CSR API do.
+  const bool require_tls = !config.insecure_plaintext;
+  auto authenticate = [authenticator, require_tls](const xds::Caller& c) -> absl::StatusOr<std::string> {
+    if (require_tls && !c.tls) return absl::UnauthenticatedError("the connection is not TLS");
+    MESHID_ASSIGN_OR_RETURN(AuthenticatedCaller caller, authenticator->Authenticate(CallerCredentials{
+                                                            c.authorization, c.peer_cert_pem, c.peer_chain_pems}));
+    return caller.id.ToString();
+  };
+  if (server->store_ != nullptr) {
+    // The CRL, rebuilt on every revocation, pushed to every agent (meshid.revocation.v1).
+    server->revocation_ = revocation::RevocationDistributionServer::Create(authenticate, metrics, logger);
+    meshid::revocation::v1::RevocationList list_template;
+    if (!IsSelfSigned(authority->cert.get())) {
+      list_template.add_issuer_chain_der(CertToDer(authority->cert.get()));
+      for (const auto& c : authority->intermediates) list_template.add_issuer_chain_der(CertToDer(c.get()));
+    }
+    CrlPublisherOptions crl_options;
+    crl_options.output_file = config.data_dir + "/crl.pem";
+    crl_options.on_publish = [raw = server->revocation_.get(), list_template,
+                              logger](const std::shared_ptr<const PublishedCrl>& crl) {
+      meshid::revocation::v1::RevocationList list = list_template;
+      list.set_crl_der(crl->der);
+      list.set_crl_number(crl->number);
+      if (auto s = raw->Publish(list); !s.ok()) logger->error("pushing CRL {}: {}", crl->number, s.message());
+    };
+    MESHID_ASSIGN_OR_RETURN(
+        server->crl_, CrlPublisher::Create(authority, *server->store_, clock, *server->metrics_, logger, crl_options));
+    server->crl_->Start();
+  }
 
   CertificateServiceOptions service_options;
   service_options.default_ttl = config.default_workload_ttl;
@@ -231,20 +257,14 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
   builder.AddListeningPort(config.listen_address, creds, &server->port_);
   builder.RegisterService(server->service_.get());
   if (server->store_ != nullptr) {
-    // Policy snapshots for agents (meshid.policy.v1), callers authenticated as for the CSR API.
-    const bool require_tls = !config.insecure_plaintext;
-    auto authenticate = [authenticator, require_tls](const policy::PolicyCaller& c) -> absl::StatusOr<std::string> {
-      if (require_tls && !c.tls) return absl::UnauthenticatedError("the connection is not TLS");
-      MESHID_ASSIGN_OR_RETURN(AuthenticatedCaller caller, authenticator->Authenticate(CallerCredentials{
-                                                              c.authorization, c.peer_cert_pem, c.peer_chain_pems}));
-      return caller.id.ToString();
-    };
+    // Policy snapshots for agents (meshid.policy.v1).
     policy::PolicyDistributionServerOptions policy_options;
     policy_options.poll_interval = config.policy_poll_interval;
     MESHID_ASSIGN_OR_RETURN(server->policy_,
                             policy::PolicyDistributionServer::Create(policy_options, *server->store_, *server->store_,
                                                                      authenticate, clock, metrics, logger));
     builder.RegisterService(server->policy_->service());
+    builder.RegisterService(server->revocation_->service());
   }
   builder.SetMaxReceiveMessageSize(1 << 20);
   server->grpc_server_ = builder.BuildAndStart();

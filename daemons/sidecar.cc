@@ -69,7 +69,13 @@ absl::StatusOr<std::unique_ptr<Sidecar>> Sidecar::Start(SidecarConfig config, Lo
       return absl::InvalidArgumentError("secret \"ROOTCA\" has no validation_context");
     auto roots = Inline(secret.validation_context().trusted_ca(), "trusted_ca");
     if (!roots.ok()) return roots.status();
-    auto bundle = meshproxy::ParseTrustBundle(*roots, version);
+    absl::string_view crl;
+    if (secret.validation_context().has_crl()) {
+      auto inline_crl = Inline(secret.validation_context().crl(), "crl");
+      if (!inline_crl.ok()) return inline_crl.status();
+      crl = *inline_crl;
+    }
+    auto bundle = meshproxy::ParseTrustBundle(*roots, crl, version);
     if (!bundle.ok()) return bundle.status();
     return p->ApplyTrustBundle(std::move(*bundle));
   };

@@ -177,6 +177,10 @@ ProxyStats::ProxyStats(MetricsRegistry& m) : metrics(m) {
                                              "Upstreams refused because their SPIFFE ID was not the expected one");
   app_connect_failures =
       &m.AddCounter("meshid_proxy_app_cx_connect_failures_total", "Failed connects to the local app");
+  revoked_peers_refused = &m.AddCounter("meshid_proxy_revoked_peers_refused_total",
+                                        "TLS handshakes refused because the peer's certificate is on the CRL");
+  revoked_connections_closed = &m.AddCounter("meshid_proxy_revoked_connections_closed_total",
+                                             "Open connections closed because a new CRL revoked their peer");
 }
 
 Counter& ProxyStats::Response(ListenerKind listener, int code) {
@@ -345,6 +349,23 @@ class ProxyImpl final : public Proxy {
                                for (const auto& i : tls->bundle().info) earliest = std::min(earliest, i.not_after);
                                return absl::ToDoubleSeconds(earliest - c->clock.Now());
                              });
+    // The CRL the handshakes check (from ROOTCA; NaN without one).
+    auto crl_gauge = [weak](double (*value)(const RevocationIndex&, absl::Time)) {
+      return [weak, value] {
+        auto c = weak.lock();
+        auto tls = c ? c->tls() : nullptr;
+        if (!tls || tls->bundle().revoked == nullptr) return std::numeric_limits<double>::quiet_NaN();
+        return value(*tls->bundle().revoked, c->clock.Now());
+      };
+    };
+    metrics.AddComputedGauge("meshid_proxy_crl_number", "cRLNumber of the CRL new handshakes are checked against.",
+                             crl_gauge([](const RevocationIndex& r, absl::Time) { return double(r.number()); }));
+    metrics.AddComputedGauge("meshid_proxy_crl_entries", "Revoked certificates in that CRL.",
+                             crl_gauge([](const RevocationIndex& r, absl::Time) { return double(r.size()); }));
+    metrics.AddComputedGauge("meshid_proxy_crl_age_seconds", "Seconds since that CRL's thisUpdate.",
+                             crl_gauge([](const RevocationIndex& r, absl::Time now) {
+                               return absl::ToDoubleSeconds(now - r.this_update());
+                             }));
     policy_updates_ok_ = &metrics.AddCounter("meshid_proxy_policy_updates_total",
                                              "Policy snapshots offered to the proxy", {{"result", "applied"}});
     policy_updates_failed_ = &metrics.AddCounter("meshid_proxy_policy_updates_total",
@@ -384,10 +405,29 @@ class ProxyImpl final : public Proxy {
     if (bundle == nullptr || bundle->roots.empty()) return absl::InvalidArgumentError("no roots");
     absl::MutexLock lock(&mu_);
     if (cert_ != nullptr) MESHID_RETURN_IF_ERROR(Publish(cert_, bundle));
+    const bool new_crl = bundle->revoked != nullptr && (bundle_ == nullptr || bundle_->revoked == nullptr ||
+                                                        bundle_->revoked->number() != bundle->revoked->number() ||
+                                                        bundle_->revoked->size() != bundle->revoked->size());
     bundle_ = bundle;
     root_updates_->Increment();
-    core_->logger->info("trust bundle version {} ({} roots) in use for new connections", bundle->version,
-                        bundle->roots.size());
+    core_->logger->info(
+        "trust bundle version {} ({} roots{}) in use for new connections", bundle->version, bundle->roots.size(),
+        bundle->revoked
+            ? absl::StrCat(", CRL ", bundle->revoked->number(), " with ", bundle->revoked->size(), " revoked")
+            : "");
+    if (new_crl) {
+      // Connections already open from (or to) a peer the new CRL lists end now, each on its
+      // own worker. The bundle keeps the index alive until every worker has looked.
+      for (auto& w : workers_) {
+        Worker* worker = w.get();
+        asio::post(worker->io, [worker, bundle, core = core_] {
+          const size_t closed = worker->conns.CloseRevoked(*bundle->revoked);
+          if (closed == 0) return;
+          core->stats.revoked_connections_closed->Increment(static_cast<double>(closed));
+          core->logger->warn("closed {} connection(s) whose peer CRL {} revokes", closed, bundle->revoked->number());
+        });
+      }
+    }
     return absl::OkStatus();
   }
 

@@ -58,6 +58,8 @@ struct ProxyStats {
   Counter* upstream_connect_failures = nullptr;
   Counter* upstream_identity_mismatch = nullptr;
   Counter* app_connect_failures = nullptr;
+  Counter* revoked_peers_refused = nullptr;       // handshakes refused: the peer's certificate is on the CRL
+  Counter* revoked_connections_closed = nullptr;  // open connections closed when a new CRL listed their peer
 
  private:
   std::array<std::array<std::atomic<Counter*>, 600>, 2> codes_{};
@@ -92,6 +94,11 @@ class ConnRegistry {
   void Remove(Conn* c) { conns_.erase(c); }
   // Closes every connection's sockets; their coroutines then finish on their own.
   void CloseAll();
+  // Closes what `revoked` lists the peer of: an inbound connection whole (its caller is no longer
+  // trusted; a request in flight is reset, as when Envoy closes a connection), an outbound one's
+  // upstream side (the app's request in flight gets Envoy's 503 for a terminated upstream).
+  // Returns how many connections it closed.
+  size_t CloseRevoked(const RevocationIndex& revoked);
 
  private:
   std::unordered_set<Conn*> conns_;

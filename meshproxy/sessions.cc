@@ -59,6 +59,10 @@ struct Conn {
   std::unique_ptr<Transport> down;
   std::unique_ptr<Transport> up;
   int up_index = -1;  // outbound: which upstream `up` leads to
+  // The verified peer certificates of `down` (an inbound mTLS caller) and of `up` (an upstream
+  // proxy), for closing connections whose peer a new CRL revokes.
+  X509Ptr down_peer;
+  X509Ptr up_peer;
 };
 
 namespace {
@@ -259,6 +263,7 @@ Task<std::unique_ptr<TlsTransport>> ConnectUpstream(ProxyCore& core, Conn& c, si
   c.ClearDeadline();
   if (ec) {
     core.stats.tls_handshake_failures[kOutbound]->Increment();
+    if (SSL_get_verify_result(t->ssl()) == X509_V_ERR_CERT_REVOKED) core.stats.revoked_peers_refused->Increment();
     error = absl::StrCat(kConnectFailure, ", transport failure reason: TLS error: ", why);
     co_return nullptr;
   }
@@ -270,6 +275,7 @@ Task<std::unique_ptr<TlsTransport>> ConnectUpstream(ProxyCore& core, Conn& c, si
                          "\" is not the expected \"", expected, "\"");
     co_return nullptr;
   }
+  c.up_peer.reset(SSL_get1_peer_certificate(t->ssl()));
   co_return t;
 }
 
@@ -772,6 +778,22 @@ void ConnRegistry::CloseAll() {
   for (Conn* c : all) c->CloseAll();
 }
 
+size_t ConnRegistry::CloseRevoked(const RevocationIndex& revoked) {
+  size_t closed = 0;
+  const std::vector<Conn*> all(conns_.begin(), conns_.end());
+  for (Conn* c : all) {
+    if (c->down_peer != nullptr && revoked.IsRevoked(c->down_peer.get())) {
+      c->CloseAll();
+      ++closed;
+    } else if (c->up != nullptr && c->up_peer != nullptr && revoked.IsRevoked(c->up_peer.get())) {
+      c->up->Close();
+      c->up_peer.reset();
+      ++closed;
+    }
+  }
+  return closed;
+}
+
 Task<void> ServeInbound(ProxyCore& core, ConnRegistry& reg, tcp::socket socket, size_t port_index) {
   core.stats.cx_total[kInbound]->Increment();
   ActiveGauge active(core.stats.cx_active[kInbound]);
@@ -824,11 +846,13 @@ Task<void> ServeInbound(ProxyCore& core, ConnRegistry& reg, tcp::socket socket, 
     c->ClearDeadline();
     if (ec) {
       core.stats.tls_handshake_failures[kInbound]->Increment();
+      if (SSL_get_verify_result(t->ssl()) == X509_V_ERR_CERT_REVOKED) core.stats.revoked_peers_refused->Increment();
       core.logger->debug("inbound TLS handshake from {} failed: {}", peer.source_ip, why);
       t->Close();
       co_return;
     }
     peer.mtls = true;
+    c->down_peer.reset(SSL_get1_peer_certificate(t->ssl()));
     peer.spiffe_id = PeerSpiffeId(t->ssl());
     peer.cert_hash = PeerCertificateHash(t->ssl());
     if (const char* sni = SSL_get_servername(t->ssl(), TLSEXT_NAMETYPE_host_name)) peer.sni = sni;

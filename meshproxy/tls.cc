@@ -32,6 +32,7 @@ absl::StatusOr<SslCtxPtr> NewContext(const SSL_METHOD* method, const WorkloadCer
   if (SSL_CTX_check_private_key(ctx.get()) != 1) {
     return OpenSslError("checking that the private key matches the certificate");
   }
+  SSL_CTX_set_app_data(ctx.get(), const_cast<RevocationIndex*>(bundle.revoked.get()));  // read-only
   X509_STORE* store = SSL_CTX_get_cert_store(ctx.get());
   for (const auto& root : bundle.roots) {
     if (X509_STORE_add_cert(store, root.get()) != 1) {
@@ -40,6 +41,20 @@ absl::StatusOr<SslCtxPtr> NewContext(const SSL_METHOD* method, const WorkloadCer
     }
   }
   return ctx;
+}
+
+// After OpenSSL's own checks: the leaf must not be on the bundle's CRL, which the context
+// carries as its app data (the TlsContexts owning both outlives every connection using it).
+int VerifyNotRevoked(int preverify_ok, X509_STORE_CTX* store) {
+  if (preverify_ok != 1 || X509_STORE_CTX_get_error_depth(store) != 0) return preverify_ok;
+  auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  const auto* revoked = static_cast<const RevocationIndex*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+  X509* leaf = X509_STORE_CTX_get_current_cert(store);
+  if (revoked != nullptr && leaf != nullptr && revoked->IsRevoked(leaf)) {
+    X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REVOKED);
+    return 0;
+  }
+  return 1;
 }
 
 }  // namespace
@@ -71,8 +86,16 @@ absl::StatusOr<std::shared_ptr<const WorkloadCert>> ParseWorkloadCert(absl::stri
   return std::shared_ptr<const WorkloadCert>(std::move(cert));
 }
 
-absl::StatusOr<std::shared_ptr<const TrustBundle>> ParseTrustBundle(absl::string_view roots_pem, std::string version) {
+absl::StatusOr<std::shared_ptr<const TrustBundle>> ParseTrustBundle(absl::string_view roots_pem,
+                                                                    absl::string_view crl_pem, std::string version) {
   auto bundle = std::make_shared<TrustBundle>();
+  if (!crl_pem.empty()) {
+    auto der = CrlDerFromPem(crl_pem);
+    if (!der.ok()) return absl::InvalidArgumentError(absl::StrCat("crl: ", der.status().message()));
+    auto index = RevocationIndex::FromCrlDer(*der);
+    if (!index.ok()) return absl::InvalidArgumentError(absl::StrCat("crl: ", index.status().message()));
+    bundle->revoked = *std::move(index);
+  }
   bundle->version = std::move(version);
   auto roots = CertsFromPem(roots_pem, "trusted_ca");
   if (!roots.ok()) return absl::InvalidArgumentError(roots.status().message());
@@ -90,7 +113,7 @@ absl::StatusOr<std::shared_ptr<const TlsContexts>> TlsContexts::Create(std::shar
   if (!server.ok()) return server.status();
   t->server_ = *std::move(server);
   // Istio's inbound TLS chain: require_client_certificate.
-  SSL_CTX_set_verify(t->server_.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  SSL_CTX_set_verify(t->server_.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, VerifyNotRevoked);
   static constexpr unsigned char kSessionContext[] = "meshid-inbound";
   if (SSL_CTX_set_session_id_context(t->server_.get(), kSessionContext, sizeof(kSessionContext) - 1) != 1) {
     return OpenSslError("setting the session id context");
@@ -100,7 +123,7 @@ absl::StatusOr<std::shared_ptr<const TlsContexts>> TlsContexts::Create(std::shar
   auto client = NewContext(TLS_client_method(), *t->cert_, *t->bundle_);
   if (!client.ok()) return client.status();
   t->client_ = *std::move(client);
-  SSL_CTX_set_verify(t->client_.get(), SSL_VERIFY_PEER, nullptr);
+  SSL_CTX_set_verify(t->client_.get(), SSL_VERIFY_PEER, VerifyNotRevoked);
   SSL_CTX_set_session_cache_mode(t->client_.get(), SSL_SESS_CACHE_OFF);  // returns the previous mode
   return std::shared_ptr<const TlsContexts>(std::move(t));
 }

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/crl.h"
 #include "common/openssl_ptr.h"
 
 namespace meshid::meshproxy {
@@ -38,6 +39,8 @@ struct TrustBundle {
   std::string version;
   std::vector<X509Ptr> roots;
   std::vector<CertificateInfo> info;
+  // The CRL that came with the roots (ROOTCA's crl), as the handshake checks it; null: none.
+  std::shared_ptr<const RevocationIndex> revoked;
 };
 
 // Checks an SDS tls_certificate: a PEM chain whose leaf carries exactly one SPIFFE URI SAN,
@@ -45,12 +48,16 @@ struct TrustBundle {
 // NACKs with it).
 absl::StatusOr<std::shared_ptr<const WorkloadCert>> ParseWorkloadCert(absl::string_view chain_pem,
                                                                       absl::string_view key_pem, std::string version);
-// Checks an SDS validation_context: at least one PEM certificate.
-absl::StatusOr<std::shared_ptr<const TrustBundle>> ParseTrustBundle(absl::string_view roots_pem, std::string version);
+// Checks an SDS validation_context: at least one PEM certificate, and a CRL when `crl_pem` is
+// not empty. The CRL's signature is not checked here: a proxy trusts its agent's ROOTCA for the
+// CRL as it does for the roots (the agent checked it, revocation/receiver.h).
+absl::StatusOr<std::shared_ptr<const TrustBundle>> ParseTrustBundle(absl::string_view roots_pem,
+                                                                    absl::string_view crl_pem, std::string version);
 
 // The server context (inbound: presents the certificate, requires a client certificate that
 // chains to the bundle) and the client context (outbound: presents the certificate, verifies
 // the server's chain; the SPIFFE ID is checked by the caller after the handshake). TLS 1.2+.
+// Both refuse a peer whose leaf the bundle's CRL lists (X509_V_ERR_CERT_REVOKED).
 class TlsContexts {
  public:
   static absl::StatusOr<std::shared_ptr<const TlsContexts>> Create(std::shared_ptr<const WorkloadCert> cert,

@@ -33,6 +33,7 @@ std::string Rfc3339(absl::Time t) { return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ"
 // A certificate the CA issued, checked and packaged, not yet installed.
 struct Issued {
   xds::ResourcePtr resource;
+  X509Ptr leaf;  // for the revocation check
   std::string spiffe_id;
   std::string serial;
   absl::Time not_after;
@@ -103,6 +104,7 @@ absl::StatusOr<Issued> PackageIssued(const std::vector<std::string>& chain, EVP_
   issued.spiffe_id = spiffe_id.ToString();
   issued.serial = SerialHex(leaf);
   issued.not_after = NotAfter(leaf);
+  issued.leaf = std::move(path.front());
   for (const auto& root : roots) issued.bundle.push_back(CertToPem(root.get()));
   return issued;
 }
@@ -141,6 +143,7 @@ struct Entry {
   std::set<std::string> token_hashes;
 
   xds::ResourcePtr resource;  // the certificate being served
+  X509Ptr leaf;               // its leaf certificate
   absl::Time created;
   absl::Time not_after;
   std::string anchor;
@@ -168,6 +171,7 @@ struct CacheMetrics {
   Counter* csr_requests = nullptr;
   Counter* rotations = nullptr;
   Counter* bundle_updates = nullptr;
+  Counter* revoked_replaced = nullptr;
 };
 
 // What SecretCache::Create received.
@@ -203,6 +207,8 @@ class SecretCache::Impl {
         &m.AddCounter("meshid_agent_certificate_rotations_total", "Cached certificates replaced by renewed ones.");
     metrics_.bundle_updates =
         &m.AddCounter("meshid_agent_trust_bundle_updates_total", "New ROOTCA trust bundle versions published.");
+    metrics_.revoked_replaced = &m.AddCounter("meshid_agent_revoked_certificates_total",
+                                              "Served certificates found in a new CRL and replaced at once.");
     m.AddComputedGauge("meshid_agent_cached_secrets", "Workload certificates (with their keys) held in memory.",
                        [this] { return static_cast<double>(Stats().identities); });
     m.AddComputedGauge("meshid_agent_cert_expiry_seconds",
@@ -253,6 +259,7 @@ class SecretCache::Impl {
   }
 
   absl::Status SetExtraTrustAnchors(absl::string_view pem_bundle);
+  void SetCrl(std::string crl_pem, std::shared_ptr<const RevocationIndex> index);
   SecretCacheStats Stats() const;
 
  private:
@@ -316,7 +323,9 @@ class SecretCache::Impl {
     auto it = anchor_refs_.find(anchor);
     if (it != anchor_refs_.end() && --it->second == 0) anchor_refs_.erase(it);
   }
-  void RecomputeRootsLocked(Notes& notes, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Rebuilds ROOTCA when the roots changed (or, with `crl_changed`, when the CRL did) and
+  // pushes it to every ROOTCA stream; only new roots hold certificates back.
+  void RecomputeRootsLocked(Notes& notes, absl::Time now, bool crl_changed = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseHeldLocked(Notes& notes, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RootBarrierPassedLocked(Notes& notes, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Every stream has applied the current ROOTCA: let RunOne() release the held certificates.
@@ -363,6 +372,9 @@ class SecretCache::Impl {
   std::set<SubscriptionImpl*> root_watchers_ ABSL_GUARDED_BY(mu_);
   std::set<SubscriptionImpl*> root_waiting_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Time> root_deadline_ ABSL_GUARDED_BY(mu_);
+  // The CRL ROOTCA carries ("" none) and its index, to find served certificates it revokes.
+  std::string crl_pem_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const RevocationIndex> crl_index_ ABSL_GUARDED_BY(mu_);
 };
 
 class SubscriptionImpl final : public xds::Subscription {
@@ -668,6 +680,7 @@ void SecretCache::Impl::InstallLocked(Entry& e, Notes& notes, absl::Time now) {
   const bool rotation = e.resource != nullptr;
   if (rotation) RemoveAnchorLocked(e.anchor);
   e.resource = std::move(issued.resource);
+  e.leaf = std::move(issued.leaf);
   e.created = now;
   e.not_after = issued.not_after;
   e.anchor = std::move(issued.anchor);  // its reference moves from `held` to the installed cert
@@ -765,13 +778,15 @@ void SecretCache::Impl::DropLocked(Entry& e, Notes& notes, absl::Time now) {
 // ---------------------------------------------------------------------------------------------
 // Trust bundle
 
-void SecretCache::Impl::RecomputeRootsLocked(Notes& notes, absl::Time now) {
+void SecretCache::Impl::RecomputeRootsLocked(Notes& notes, absl::Time now, bool crl_changed) {
   std::set<std::string> roots(extra_anchors_.begin(), extra_anchors_.end());
   roots.insert(ca_bundle_.begin(), ca_bundle_.end());
   for (const auto& [anchor, refs] : anchor_refs_) roots.insert(anchor);
   std::vector<std::string> sorted(roots.begin(), roots.end());
-  if (sorted == roots_ || sorted.empty()) return;
-  auto resource = sds::MakeValidationContextResource(kRoot, sorted, next_generation_.fetch_add(1));
+  const bool roots_changed = sorted != roots_ && !sorted.empty();
+  if (!roots_changed && !(crl_changed && !roots_.empty())) return;
+  if (!roots_changed) sorted = roots_;
+  auto resource = sds::MakeValidationContextResource(kRoot, sorted, next_generation_.fetch_add(1), crl_pem_);
   if (!resource.ok()) {
     deps_.logger->error("cannot build the trust bundle: {}", resource.status().ToString());
     return;
@@ -779,12 +794,14 @@ void SecretCache::Impl::RecomputeRootsLocked(Notes& notes, absl::Time now) {
   roots_ = std::move(sorted);
   root_resource_ = std::move(*resource);
   metrics_.bundle_updates->Increment();
-  deps_.logger->info("trust bundle version {} with {} root(s), pushed to {} stream(s)", root_resource_->version,
-                     roots_.size(), root_watchers_.size());
-  root_waiting_ = root_watchers_;
+  deps_.logger->info("trust bundle version {} with {} root(s){}, pushed to {} stream(s)", root_resource_->version,
+                     roots_.size(), crl_index_ ? absl::StrCat(" and CRL ", crl_index_->number()) : "",
+                     root_watchers_.size());
   for (SubscriptionImpl* sub : root_watchers_) {
     notes.emplace_back(sub->watcher_, xds::ResourceUpdate{std::string(kRoot), root_resource_, absl::OkStatus()});
   }
+  if (!roots_changed) return;  // a new CRL alone holds no certificate back
+  root_waiting_ = root_watchers_;
   if (root_waiting_.empty()) {
     acked_roots_ = std::set<std::string>(roots_.begin(), roots_.end());
     root_deadline_.reset();
@@ -793,6 +810,29 @@ void SecretCache::Impl::RecomputeRootsLocked(Notes& notes, absl::Time now) {
     ++wake_epoch_;
     work_cv_.SignalAll();
   }
+}
+
+void SecretCache::Impl::SetCrl(std::string crl_pem, std::shared_ptr<const RevocationIndex> index) {
+  Notes notes;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = deps_.clock.Now();
+    crl_pem_ = std::move(crl_pem);
+    crl_index_ = std::move(index);
+    RecomputeRootsLocked(notes, now, /*crl_changed=*/true);
+    if (crl_index_ != nullptr) {
+      for (auto& [id, e] : entries_) {
+        if (e->leaf == nullptr || !crl_index_->IsRevoked(e->leaf.get())) continue;
+        deps_.logger->warn("the certificate of {} (serial {}) is revoked by CRL {}; replacing it now", e->Who(),
+                           e->serial, crl_index_->number());
+        metrics_.revoked_replaced->Increment();
+        e->leaf.reset();  // asked for once per revoked certificate
+        e->next_attempt = now;
+        RescheduleLocked(*e);
+      }
+    }
+  }
+  Deliver(notes);
 }
 
 void SecretCache::Impl::RootBarrierPassedLocked(Notes& notes, absl::Time now) {
@@ -872,6 +912,9 @@ void SecretCache::WaitForWork(absl::Duration max_wait) { impl_->WaitForWork(max_
 void SecretCache::WakeAll() { impl_->WakeAll(); }
 absl::Status SecretCache::SetExtraTrustAnchors(absl::string_view pem_bundle) {
   return impl_->SetExtraTrustAnchors(pem_bundle);
+}
+void SecretCache::SetCrl(std::string crl_pem, std::shared_ptr<const RevocationIndex> index) {
+  impl_->SetCrl(std::move(crl_pem), std::move(index));
 }
 SecretCacheStats SecretCache::Stats() const { return impl_->Stats(); }
 

@@ -15,6 +15,10 @@
 // instead. Identities no stream watches are dropped at their renewal time (the agent's own is
 // kept and renewed).
 //
+// Revocation. ROOTCA also carries the CRL the agent received from its server (SetCrl), for
+// Envoy's CertificateValidationContext.crl; a cached certificate the CRL lists is replaced at
+// once.
+//
 // Trust bundle. ROOTCA holds the CA's latest trust bundle, the roots that anchor every cached
 // certificate, and any extra anchors. When a certificate arrives whose root is not yet in the
 // bundle every ROOTCA stream has applied, the new ROOTCA is pushed first and the certificate is
@@ -39,6 +43,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/crl.h"
 #include "common/keys.h"
 #include "common/logging.h"
 #include "common/metrics.h"
@@ -98,6 +103,12 @@ class SecretCache final : public xds::ResourceProvider {
 
   // Extra trust anchors ROOTCA always carries (PEM bundle; empty clears them).
   absl::Status SetExtraTrustAnchors(absl::string_view pem_bundle);
+
+  // The CRL ROOTCA carries from now on (PEM, checked by the caller; "" removes it), pushed to
+  // every ROOTCA stream. Every cached certificate `index` revokes is renewed at once (new key,
+  // new certificate); until the CA answers, the revoked one is still served (peers refuse it
+  // either way). Thread-safe; delivers on the calling thread.
+  void SetCrl(std::string crl_pem, std::shared_ptr<const RevocationIndex> index);
 
   SecretCacheStats Stats() const;
 

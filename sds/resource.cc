@@ -62,7 +62,7 @@ absl::StatusOr<xds::ResourcePtr> MakeTlsCertificateResource(absl::string_view na
 
 absl::StatusOr<xds::ResourcePtr> MakeValidationContextResource(absl::string_view name,
                                                                const std::vector<std::string>& root_pems,
-                                                               uint64_t generation) {
+                                                               uint64_t generation, absl::string_view crl_pem) {
   if (root_pems.empty()) return absl::InvalidArgumentError("a validation_context secret needs at least one root");
   std::string bundle;
   for (const auto& pem : root_pems) {
@@ -71,7 +71,14 @@ absl::StatusOr<xds::ResourcePtr> MakeValidationContextResource(absl::string_view
   }
   Secret secret;
   secret.set_name(std::string(name));
-  secret.mutable_validation_context()->mutable_trusted_ca()->set_inline_bytes(std::move(bundle));
+  auto* context = secret.mutable_validation_context();
+  context->mutable_trusted_ca()->set_inline_bytes(std::move(bundle));
+  if (!crl_pem.empty()) {
+    context->mutable_crl()->set_inline_bytes(std::string(crl_pem));
+    // meshid's CRL covers the certificates it issues (leaves); its issuers have no CRL of their
+    // own, and Envoy would otherwise refuse every chain for want of one.
+    context->set_only_verify_leaf_cert_crl(true);
+  }
   return Finish(secret, generation);
 }
 

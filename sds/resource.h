@@ -31,10 +31,11 @@ const xds::ResourceType& SecretType();
 absl::StatusOr<xds::ResourcePtr> MakeTlsCertificateResource(absl::string_view name, absl::string_view chain_pem,
                                                             absl::string_view private_key_pem, uint64_t generation);
 
-// Secret{name, validation_context{trusted_ca.inline_bytes = concatenated roots}}.
+// Secret{name, validation_context{trusted_ca.inline_bytes = concatenated roots}}; with a CRL
+// (PEM) also crl.inline_bytes and only_verify_leaf_cert_crl (the CRL covers leaves only).
 // InvalidArgument without a root.
 absl::StatusOr<xds::ResourcePtr> MakeValidationContextResource(absl::string_view name,
                                                                const std::vector<std::string>& root_pems,
-                                                               uint64_t generation);
+                                                               uint64_t generation, absl::string_view crl_pem = "");
 
 }  // namespace meshid::sds

@@ -35,7 +35,7 @@ class AgentUpstream final : public xds::UpstreamSource {
   AgentUpstream(const std::string& target, std::string token_file)
       : target_(target),
         token_file_(std::move(token_file)),
-        channel_(grpc::CreateChannel(target, grpc::InsecureChannelCredentials())) {}
+        channel_(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), ChannelArguments())) {}
 
   absl::StatusOr<xds::CallMetadata> Metadata() override {
     xds::CallMetadata metadata;
@@ -51,6 +51,13 @@ class AgentUpstream final : public xds::UpstreamSource {
 
  private:
   absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel() override { return channel_; }
+
+  // ROOTCA may carry a CRL: 100,000 revocations are about 7 MB of PEM, beyond gRPC's 4 MiB.
+  static grpc::ChannelArguments ChannelArguments() {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(80 << 20);
+    return args;
+  }
 
   const std::string target_;
   const std::string token_file_;

@@ -168,7 +168,7 @@ TEST(WorkloadCert, ChecksWhatSdsDelivers) {
   ASSERT_TRUE(cert.ok()) << cert.status();
   EXPECT_EQ((*cert)->spiffe_id, "spiffe://cluster.local/ns/default/sa/reviews");
   EXPECT_EQ((*cert)->info[0].serial.size(), 32u);
-  auto bundle = ParseTrustBundle(ca->cert_pem(), "r1");
+  auto bundle = ParseTrustBundle(ca->cert_pem(), "", "r1");
   ASSERT_TRUE(bundle.ok()) << bundle.status();
   auto contexts = TlsContexts::Create(*cert, *bundle);
   ASSERT_TRUE(contexts.ok()) << contexts.status();
@@ -184,8 +184,8 @@ TEST(WorkloadCert, ChecksWhatSdsDelivers) {
   EXPECT_FALSE(ParseWorkloadCert(bad_id.cert, bad_id.key, "v").ok());
   EXPECT_FALSE(ParseWorkloadCert("garbage", leaf.key, "v").ok());
   EXPECT_FALSE(ParseWorkloadCert(leaf.cert, "garbage", "v").ok());
-  EXPECT_FALSE(ParseTrustBundle("", "r").ok());
-  EXPECT_FALSE(ParseTrustBundle("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "r").ok());
+  EXPECT_FALSE(ParseTrustBundle("", "", "r").ok());
+  EXPECT_FALSE(ParseTrustBundle("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "", "r").ok());
 }
 
 // ---- the file policy source ----
