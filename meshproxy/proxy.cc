@@ -498,6 +498,12 @@ class ProxyImpl final : public Proxy {
                        {"status", tls && &tls->bundle() == bundle.get() ? "ACTIVE" : "WARMING"},
                        {"version", bundle->version},
                        {"ca_cert", roots}});
+      if (bundle->revoked != nullptr) {
+        certs.back()["crl"] = {{"number", bundle->revoked->number()},
+                               {"entries", bundle->revoked->size()},
+                               {"this_update", Rfc3339(bundle->revoked->this_update())},
+                               {"next_update", Rfc3339(bundle->revoked->next_update())}};
+      }
     }
     auto policy = core_->policy();
     nlohmann::json out = {{"certificates", certs}, {"policy_version", policy ? policy->version : ""}};

@@ -43,6 +43,8 @@ absl::StatusOr<RevocationList> ParseStateFile(absl::string_view text) {
     }
   }
   if (list.crl_der().empty()) return absl::InvalidArgumentError("no \"X509 CRL\" block");
+  MESHID_ASSIGN_OR_RETURN(auto index, RevocationIndex::FromCrlDer(list.crl_der()));
+  list.set_crl_number(index->number());
   return list;
 }
 

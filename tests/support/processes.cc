@@ -58,9 +58,9 @@ AgentProcess::AgentProcess(ServerProcess& server, AgentProcessOptions options) {
   const std::string base = absl::StrCat(options.dir, "/", options.name);
   const std::string token_file = WriteTestFile(base + ".token", server.Token("istio-system", options.service_account));
   socket_ = base + ".sock";
-  std::vector<std::string> argv = {MeshidBinary(),      "agent",        "--ca-addr", server.address(), "--ca-root",
-                                   server.root_file(),  "--token-file", token_file,  "--sds-socket",   socket_,
-                                   "--monitoring-addr", "127.0.0.1:0"};
+  std::vector<std::string> argv = {MeshidBinary(),      "agent",        "--ca-addr",  server.address(), "--ca-root",
+                                   server.root_file(),  "--token-file", token_file,   "--sds-socket",   socket_,
+                                   "--monitoring-addr", "127.0.0.1:0",  "--crl-file", base + ".crl.pem"};
   argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
   process_ = std::make_unique<Subprocess>(argv, base + ".log");
   ok_ = process_->WaitForLog("sds listening on unix:").has_value();

@@ -46,7 +46,8 @@ class ServerProcess {
   int monitoring_port_ = 0;
 };
 
-// How an AgentProcess is laid out: <dir>/<name>.token, <name>.sock and <name>.log.
+// How an AgentProcess is laid out: <dir>/<name>.token, <name>.sock, <name>.crl.pem (the CRL it
+// keeps) and <name>.log.
 struct AgentProcessOptions {
   std::string dir;
   std::string name = "agent";

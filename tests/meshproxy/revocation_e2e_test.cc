@@ -1,0 +1,271 @@
+// Revocation end to end with the real binaries: `meshid server`, two agents and three server-side
+// proxies under continuous mTLS load. One client's certificate is revoked and another identity
+// blocked; every proxy must refuse new handshakes with them and close the connections they have
+// open, while a third client sees no failed request, and the revoked workload's agent must
+// serve it a fresh certificate. Then the server goes away: proxies and agents keep enforcing,
+// and an agent restarted meanwhile keeps the CRL it had.
+//
+// Client certificates come from the agents over SDS FetchSecrets with each workload's token, so
+// they are in the server's ledger (what `meshid certs revoke` needs) and the test holds the very
+// key a workload uses, as a thief would.
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "common/x509.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
+#include "envoy/service/secret/v3/sds.grpc.pb.h"
+#include "tests/meshproxy/mesh_harness.h"
+
+namespace meshid::testing {
+namespace {
+
+using envoy::extensions::transport_sockets::tls::v3::Secret;
+
+constexpr char kTd[] = "spiffe://cluster.local";
+std::string Id(const std::string& sa) { return absl::StrCat(kTd, "/ns/default/sa/", sa); }
+
+struct Svid {
+  CertFiles files;
+  std::string serial;
+  std::string error;
+};
+
+// The workload's "default" secret from the agent on `socket`, as the workload holding `token`.
+Svid FetchSvid(const std::string& socket, const std::string& token, const std::string& dir, const std::string& name) {
+  auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
+  auto stub = envoy::service::secret::v3::SecretDiscoveryService::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  context.AddMetadata("authorization", "Bearer " + token);
+  envoy::service::discovery::v3::DiscoveryRequest request;
+  request.set_type_url("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret");
+  request.add_resource_names("default");
+  request.mutable_node()->set_id("revocation-test");
+  envoy::service::discovery::v3::DiscoveryResponse response;
+  Svid svid;
+  grpc::Status status = stub->FetchSecrets(&context, request, &response);
+  Secret secret;
+  if (!status.ok() || response.resources_size() != 1 || !response.resources(0).UnpackTo(&secret)) {
+    svid.error = absl::StrCat("FetchSecrets: ", status.error_message(), " (", response.resources_size(), " resources)");
+    return svid;
+  }
+  CertAndKeyPem pem{secret.tls_certificate().certificate_chain().inline_bytes(),
+                    secret.tls_certificate().private_key().inline_bytes()};
+  svid.files = WriteCert(dir, name, pem);
+  auto certs = CertsFromPem(pem.cert);
+  if (certs.ok() && !certs->empty()) svid.serial = SerialHex((*certs)[0].get());
+  return svid;
+}
+
+Client::Options Mtls(const CertFiles& cert) {
+  Client::Options o;
+  o.tls = true;
+  o.cert = cert;
+  o.timeout_ms = 5000;
+  return o;
+}
+
+// Whether a new connection with `cert` gets an answer from the proxy on `port`.
+bool Served(int port, const CertFiles& cert) { return Request(port, Mtls(cert), "GET", "/probe").status == 200; }
+
+// A client keeping one keep-alive connection to every proxy, one request after another; it
+// reconnects after a failure and counts both.
+class LoadClient {
+ public:
+  LoadClient(std::vector<int> ports, CertFiles cert) : ports_(std::move(ports)), cert_(std::move(cert)) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~LoadClient() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  int64_t ok() const { return ok_; }
+  int64_t failed() const { return failed_; }
+  std::string last_error() const {
+    absl::MutexLock lock(&mu_);
+    return last_error_;
+  }
+
+ private:
+  void Run() {
+    std::vector<std::unique_ptr<Client>> conns(ports_.size());
+    while (!stop_) {
+      for (size_t i = 0; i < ports_.size() && !stop_; ++i) {
+        std::string error;
+        if (conns[i] == nullptr) conns[i] = Client::Dial(ports_[i], Mtls(cert_), &error);
+        HttpResult r;
+        if (conns[i] != nullptr && conns[i]->Write(RequestText("GET", "/load", "reviews")))
+          r = conns[i]->ReadResponse();
+        if (r.status == 200) {
+          ++ok_;
+        } else {
+          ++failed_;
+          conns[i].reset();
+          absl::MutexLock lock(&mu_);
+          last_error_ = absl::StrCat("port ", ports_[i], ": status ", r.status, " ", r.error, error);
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  const std::vector<int> ports_;
+  const CertFiles cert_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int64_t> ok_{0};
+  std::atomic<int64_t> failed_{0};
+  mutable absl::Mutex mu_;
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+// Keep-alive connections with one certificate to every proxy, opened while it is trusted.
+struct OpenConnections {
+  std::vector<std::unique_ptr<Client>> conns;
+  OpenConnections(const std::vector<int>& ports, const CertFiles& cert) {
+    for (int port : ports) {
+      std::string error;
+      auto c = Client::Dial(port, Mtls(cert), &error);
+      EXPECT_NE(c, nullptr) << error;
+      if (c != nullptr && c->Write(RequestText("GET", "/open", "reviews"))) {
+        EXPECT_EQ(c->ReadResponse().status, 200);
+      }
+      conns.push_back(std::move(c));
+    }
+  }
+  // Whether every connection was closed by its proxy (a request on it gets no answer).
+  bool AllClosed() {
+    for (auto& c : conns) {
+      if (c == nullptr) continue;
+      if (c->Write(RequestText("GET", "/after", "reviews")) && c->ReadResponse().status == 200) return false;
+      c.reset();
+    }
+    return true;
+  }
+};
+
+std::string Meshid(const std::string& args) {
+  auto [rc, out] = RunShell(absl::StrCat(MeshidBinary(), " ", args, " 2>&1"));
+  EXPECT_EQ(rc, 0) << args << ": " << out;
+  return out;
+}
+
+TEST(RevocationEndToEnd, RevokedAndBlockedPeersAreRefusedEverywhereWhileOthersSeeNoFailure) {
+  signal(SIGPIPE, SIG_IGN);
+  TempDir temp("revocation-e2e");
+  const std::string dir = temp.path();
+  auto server = std::make_unique<ServerProcess>(dir + "/ca");
+  ASSERT_TRUE(server->ok()) << server->Log();
+  auto agent1 = std::make_unique<AgentProcess>(*server, MeshAgentOptions(dir, "1h"));
+  AgentProcessOptions agent2_options = MeshAgentOptions(dir, "1h");
+  agent2_options.name = "agent2";
+  auto agent2 = std::make_unique<AgentProcess>(*server, agent2_options);
+  ASSERT_TRUE(agent1->ok()) << agent1->Log();
+  ASSERT_TRUE(agent2->ok()) << agent2->Log();
+
+  // Three server-side proxies, STRICT by default (PeerAuthentication absent: PERMISSIVE accepts
+  // mTLS too; every test connection is mTLS).
+  EchoApp app;
+  std::vector<std::unique_ptr<ProxyProcess>> proxies;
+  std::vector<int> ports;
+  const std::vector<std::pair<std::string, AgentProcess*>> services = {
+      {"reviews", agent1.get()}, {"ratings", agent2.get()}, {"details", agent2.get()}};
+  for (const auto& [service, agent] : services) {
+    const std::string token = WriteTestFile(dir + "/" + service + ".token", server->Token("default", service));
+    proxies.push_back(std::make_unique<ProxyProcess>(
+        dir + "/" + service + ".log",
+        std::vector<std::string>{"--sds-socket", agent->socket(), "--token-file", token, "--service", service,
+                                 "--namespace", "default", "--inbound", "127.0.0.1:0", "--app",
+                                 absl::StrCat("127.0.0.1:", app.port())}));
+    ASSERT_TRUE(proxies.back()->ok()) << proxies.back()->Log();
+    ports.push_back(proxies.back()->inbound());
+  }
+
+  // A workload "stolen" runs behind a proxy on agent 1 (so the agent keeps and renews its
+  // identity); the test takes the same certificate and key from the agent. "blocked" and the
+  // bystander "productpage" get theirs from agent 2 and agent 1.
+  const std::string stolen_token = server->Token("default", "stolen");
+  const std::string stolen_token_file = WriteTestFile(dir + "/stolen.token", stolen_token);
+  ProxyProcess stolen_proxy(
+      dir + "/stolen.log",
+      {"--sds-socket", agent1->socket(), "--token-file", stolen_token_file, "--service", "stolen", "--namespace",
+       "default", "--outbound", "127.0.0.1:0", "--upstream", absl::StrCat("reviews=127.0.0.1:", ports[0])});
+  ASSERT_TRUE(stolen_proxy.ok()) << stolen_proxy.Log();
+  Svid stolen = FetchSvid(agent1->socket(), stolen_token, dir, "stolen");
+  Svid blocked = FetchSvid(agent2->socket(), server->Token("default", "blocked"), dir, "blocked");
+  Svid good = FetchSvid(agent1->socket(), server->Token("default", "productpage"), dir, "productpage");
+  for (const Svid* s : {&stolen, &blocked, &good}) ASSERT_FALSE(s->serial.empty()) << s->error;
+  auto served_serial = [&] { return stolen_proxy.Json("/certs")["certificates"][0]["cert_chain"][0]["serial_number"]; };
+  EXPECT_EQ(served_serial(), stolen.serial) << stolen_proxy.Json("/certs");
+  for (int port : ports) {
+    ASSERT_TRUE(Served(port, stolen.files));
+    ASSERT_TRUE(Served(port, blocked.files));
+  }
+
+  LoadClient load(ports, good.files);
+  OpenConnections stolen_open(ports, stolen.files);
+  OpenConnections blocked_open(ports, blocked.files);
+  ASSERT_TRUE(Eventually([&] { return load.ok() > 30; }, std::chrono::seconds(30))) << load.last_error();
+
+  const std::string where = "--data-dir " + dir + "/ca";
+  Meshid(absl::StrCat("certs revoke ", stolen.serial, " --reason keyCompromise ", where));
+  Meshid(absl::StrCat("identity block ", Id("blocked"), " --reason 'left the company' ", where));
+
+  // Every proxy gets the CRL with both (numbers: 1 empty, 2 after the revocation, 3 after the
+  // block), refuses both certificates on new handshakes, and has closed the open connections.
+  for (size_t i = 0; i < ports.size(); ++i) {
+    EXPECT_TRUE(
+        Eventually([&] { return proxies[i]->Metric("meshid_proxy_crl_number") >= 3; }, std::chrono::seconds(30)))
+        << proxies[i]->Log();
+    EXPECT_FALSE(Served(ports[i], stolen.files)) << proxies[i]->Log();
+    EXPECT_FALSE(Served(ports[i], blocked.files)) << proxies[i]->Log();
+    // (The proxy counts a refusal after it sent its alert: the client may see it first.)
+    EXPECT_TRUE(Eventually([&] { return proxies[i]->Metric("meshid_proxy_revoked_peers_refused_total") >= 2; },
+                           std::chrono::seconds(10)))
+        << proxies[i]->Log();
+  }
+  EXPECT_TRUE(stolen_open.AllClosed());
+  EXPECT_TRUE(blocked_open.AllClosed());
+  for (const auto& p : proxies) EXPECT_GE(p->Metric("meshid_proxy_revoked_connections_closed_total"), 2);
+
+  // The stolen workload's agent replaced its certificate (new key, new serial) at once, and the
+  // workload's own traffic flows again with it.
+  ASSERT_TRUE(Eventually([&] { return served_serial() != stolen.serial; }, std::chrono::seconds(30))) << agent1->Log();
+  Svid fresh = FetchSvid(agent1->socket(), stolen_token, dir, "stolen-fresh");
+  ASSERT_FALSE(fresh.serial.empty()) << fresh.error;
+  EXPECT_NE(fresh.serial, stolen.serial);
+  EXPECT_TRUE(Served(ports[0], fresh.files));
+  EXPECT_TRUE(Eventually(
+      [&] { return Request(stolen_proxy.outbound(), Client::Options{}, "GET", "/x", "reviews").status == 200; },
+      std::chrono::seconds(30)))
+      << stolen_proxy.Log();
+
+  // The server goes away: proxies and agents keep enforcing; an agent restarted meanwhile reads
+  // the CRL it kept, and serves it to a proxy that connects to it afresh.
+  server->process().Kill(SIGKILL);
+  server->process().Wait();
+  for (int port : ports) EXPECT_FALSE(Served(port, stolen.files));
+  agent2.reset();
+  agent2 = std::make_unique<AgentProcess>(*server, agent2_options);
+  // (The restarted agent cannot reach the server; the AgentProcess helper only waits for its
+  // socket.)
+  ASSERT_TRUE(agent2->ok()) << agent2->Log();
+  EXPECT_THAT(agent2->Log(), ::testing::HasSubstr("enforcing the kept CRL"));
+  for (size_t i = 1; i < ports.size(); ++i) {
+    EXPECT_TRUE(Eventually([&] { return !Served(ports[i], stolen.files); }, std::chrono::seconds(30)));
+    EXPECT_FALSE(Served(ports[i], blocked.files));
+  }
+
+  load.Stop();
+  EXPECT_EQ(load.failed(), 0) << load.last_error();
+  EXPECT_GT(load.ok(), 100);
+}
+
+}  // namespace
+}  // namespace meshid::testing
