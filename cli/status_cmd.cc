@@ -1,5 +1,6 @@
-// `meshid status`: which proxy (and agent) runs which policy version, and the NACKs with their
-// errors, as the agents last reported them to any server replica (read from the store).
+// `meshid status`: which proxy (and agent) runs which policy version and which CRL, and the
+// NACKs with their errors, as the agents last reported them to any server replica (read from the
+// store).
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -66,12 +67,16 @@ void RegisterStatusCommands(CLI::App& app, CommandContext& ctx) {
     if (!versions.ok()) return Fail(ctx, "status", versions.status());
     auto rows = (*store)->ListPolicyStatus();
     if (!rows.ok()) return Fail(ctx, "status", rows.status());
+    auto crl_number = (*store)->CrlNumber();
+    if (!crl_number.ok()) return Fail(ctx, "status", crl_number.status());
     const absl::Time now = SystemClock::Instance().Now();
     const int64_t head = versions->empty() ? 0 : versions->front().version;
 
     if (f->json) {
-      nlohmann::json out = {
-          {"version", nullptr}, {"agents", nlohmann::json::array()}, {"proxies", nlohmann::json::array()}};
+      nlohmann::json out = {{"version", nullptr},
+                            {"crl_number", *crl_number},
+                            {"agents", nlohmann::json::array()},
+                            {"proxies", nlohmann::json::array()}};
       if (!versions->empty()) {
         const auto& v = versions->front();
         out["version"] = {{"version", v.version},       {"created_at", Rfc3339(v.created_at)},
@@ -83,6 +88,8 @@ void RegisterStatusCommands(CLI::App& app, CommandContext& ctx) {
                             {"applied_version", r.applied_version},
                             {"rejected_version", r.rejected_version},
                             {"last_error", r.last_error},
+                            {"crl_number", r.crl_number},
+                            {"crl_current", r.crl_number == *crl_number},
                             {"connected", r.connected},
                             {"state", StateOf(r, head, now, *stale_after)},
                             {"changed_at", Rfc3339(r.changed_at)},
@@ -108,14 +115,16 @@ void RegisterStatusCommands(CLI::App& app, CommandContext& ctx) {
       std::cout << "policy version " << v.version << ": " << v.document_count << " objects, applied "
                 << Rfc3339(v.created_at) << " by " << v.created_by << " (" << v.description << ")\n";
     }
+    std::cout << "CRL number " << *crl_number
+              << " (every agent and proxy should show it in the CRL column; meshid certs list --revoked lists it)\n";
     if (rows->empty()) {
       std::cout << "no agent has reported yet\n";
       std::cout.flush();
       return;
     }
     std::cout << "\n"
-              << absl::StrFormat("%-20s %-24s %-16s %-14s %-8s %-13s %s\n", "AGENT", "PROXY", "SERVICE", "NAMESPACE",
-                                 "VERSION", "STATE", "DETAIL");
+              << absl::StrFormat("%-20s %-24s %-16s %-14s %-8s %-13s %-8s %s\n", "AGENT", "PROXY", "SERVICE",
+                                 "NAMESPACE", "VERSION", "STATE", "CRL", "DETAIL");
     for (const auto& r : *rows) {
       const std::string state = StateOf(r, head, now, *stale_after);
       std::string detail;
@@ -128,10 +137,14 @@ void RegisterStatusCommands(CLI::App& app, CommandContext& ctx) {
       } else if (r.rejected_version > 0 && !r.last_error.empty()) {
         detail = absl::StrCat("(earlier rejected ", r.rejected_version, ": ", r.last_error, ")");
       }
-      std::cout << absl::StrFormat("%-20s %-24s %-16s %-14s %-8s %-13s %s\n", r.agent_id,
+      // The CRL column: the number it enforces, marked "*" while behind the store's.
+      const std::string crl = r.crl_number == 0            ? "-"
+                              : r.crl_number < *crl_number ? absl::StrCat(r.crl_number, "*")
+                                                           : absl::StrCat(r.crl_number);
+      std::cout << absl::StrFormat("%-20s %-24s %-16s %-14s %-8s %-13s %-8s %s\n", r.agent_id,
                                    r.proxy_id.empty() ? "(agent)" : r.proxy_id, r.proxy_id.empty() ? "-" : r.service,
                                    r.proxy_id.empty() ? "-" : r.namespace_,
-                                   r.applied_version == 0 ? "-" : absl::StrCat(r.applied_version), state, detail);
+                                   r.applied_version == 0 ? "-" : absl::StrCat(r.applied_version), state, crl, detail);
     }
     std::cout.flush();
   });

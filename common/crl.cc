@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/pem.h"
+#include "common/status_macros.h"
 #include "common/x509.h"
 
 namespace meshid {
@@ -21,6 +22,42 @@ std::string NameText(const X509_NAME* name) {
 absl::Status Invalid(absl::string_view message) {
   DrainOpenSslErrors();  // what OpenSSL queued is said in `message`
   return absl::InvalidArgumentError(absl::StrCat("CRL: ", message));
+}
+
+// The cRLNumber (0 when absent), after refusing what meshid cannot interpret: an unknown
+// critical extension (RFC 5280 5.2), and delta CRLs and issuing distribution points (meshid reads
+// every CRL as the complete list of its issuer's revocations).
+absl::StatusOr<int64_t> CheckExtensions(X509_CRL* crl) {
+  int64_t number = 0;
+  int critical = -1;
+  Asn1IntegerPtr n(static_cast<ASN1_INTEGER*>(X509_CRL_get_ext_d2i(crl, NID_crl_number, &critical, nullptr)));
+  if (n) {
+    if (ASN1_INTEGER_get_int64(&number, n.get()) != 1 || number < 0) return Invalid("cRLNumber out of range");
+  } else if (critical != -1) {
+    return Invalid("malformed cRLNumber");
+  }
+  for (int i = 0; i < X509_CRL_get_ext_count(crl); ++i) {
+    X509_EXTENSION* ext = X509_CRL_get_ext(crl, i);
+    const int nid = OBJ_obj2nid(X509_EXTENSION_get_object(ext));
+    if (nid == NID_delta_crl) return Invalid("a delta CRL (meshid reads complete CRLs only)");
+    if (nid == NID_issuing_distribution_point && X509_EXTENSION_get_critical(ext)) {
+      return Invalid("an issuing distribution point (meshid reads complete CRLs only)");
+    }
+    if (X509_EXTENSION_get_critical(ext) && nid != NID_crl_number && nid != NID_authority_key_identifier) {
+      return Invalid("an unsupported critical extension");
+    }
+  }
+  return number;
+}
+
+// The key of a serial in RevocationIndex: its content octets, with a marker for a negative one.
+std::string_view SerialKey(const ASN1_INTEGER* serial, std::string& negative) {
+  const std::string_view bytes(reinterpret_cast<const char*>(ASN1_STRING_get0_data(serial)),
+                               static_cast<size_t>(ASN1_STRING_length(serial)));
+  if (ASN1_STRING_type(serial) != V_ASN1_NEG_INTEGER) return bytes;
+  negative = "-";
+  negative.append(bytes);
+  return negative;
 }
 
 }  // namespace
@@ -55,25 +92,7 @@ absl::StatusOr<CrlInfo> VerifyCrl(absl::string_view der, X509* issuer, absl::Tim
   if (!allow_stale && info.next_update <= now) {
     return Invalid(absl::StrCat("expired at ", absl::FormatTime(info.next_update), " (nextUpdate)"));
   }
-  int critical = -1;
-  Asn1IntegerPtr number(
-      static_cast<ASN1_INTEGER*>(X509_CRL_get_ext_d2i(crl.get(), NID_crl_number, &critical, nullptr)));
-  if (number) {
-    if (ASN1_INTEGER_get_int64(&info.number, number.get()) != 1 || info.number < 0) {
-      return Invalid("cRLNumber out of range");
-    }
-  } else if (critical != -1) {
-    return Invalid("malformed cRLNumber");
-  }
-  // An unknown critical CRL extension means the CRL cannot be interpreted (RFC 5280 5.2).
-  for (int i = 0; i < X509_CRL_get_ext_count(crl.get()); ++i) {
-    X509_EXTENSION* ext = X509_CRL_get_ext(crl.get(), i);
-    const int nid = OBJ_obj2nid(X509_EXTENSION_get_object(ext));
-    if (X509_EXTENSION_get_critical(ext) && nid != NID_crl_number && nid != NID_authority_key_identifier &&
-        nid != NID_delta_crl && nid != NID_issuing_distribution_point) {
-      return Invalid("an unsupported critical extension");
-    }
-  }
+  MESHID_ASSIGN_OR_RETURN(info.number, CheckExtensions(crl.get()));
   const STACK_OF(X509_REVOKED)* revoked = X509_CRL_get_REVOKED(crl.get());
   for (int i = 0; i < sk_X509_REVOKED_num(revoked); ++i) {
     std::string serial = Asn1IntegerHex(X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(revoked, i)));
@@ -99,27 +118,19 @@ absl::StatusOr<std::shared_ptr<const RevocationIndex>> RevocationIndex::FromCrlD
   const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get());
   index->next_update_ = next == nullptr ? absl::InfiniteFuture() : Asn1TimeToAbsl(next);
   if (index->next_update_ == absl::InfinitePast()) return Invalid("malformed nextUpdate");
-  int critical = -1;
-  Asn1IntegerPtr number(
-      static_cast<ASN1_INTEGER*>(X509_CRL_get_ext_d2i(crl.get(), NID_crl_number, &critical, nullptr)));
-  if (number && (ASN1_INTEGER_get_int64(&index->number_, number.get()) != 1 || index->number_ < 0)) {
-    return Invalid("cRLNumber out of range");
-  }
+  MESHID_ASSIGN_OR_RETURN(index->number_, CheckExtensions(crl.get()));
   const STACK_OF(X509_REVOKED)* revoked = X509_CRL_get_REVOKED(crl.get());
   index->serials_.reserve(static_cast<size_t>(sk_X509_REVOKED_num(revoked)));
   for (int i = 0; i < sk_X509_REVOKED_num(revoked); ++i) {
-    const ASN1_INTEGER* serial = X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(revoked, i));
-    index->serials_.emplace(reinterpret_cast<const char*>(ASN1_STRING_get0_data(serial)),
-                            static_cast<size_t>(ASN1_STRING_length(serial)));
+    std::string negative;
+    index->serials_.emplace(SerialKey(X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(revoked, i)), negative));
   }
   return std::shared_ptr<const RevocationIndex>(std::move(index));
 }
 
 bool RevocationIndex::IsRevoked(X509* cert) const {
-  const ASN1_INTEGER* serial = X509_get0_serialNumber(cert);
-  const std::string_view key(reinterpret_cast<const char*>(ASN1_STRING_get0_data(serial)),
-                             static_cast<size_t>(ASN1_STRING_length(serial)));
-  if (!serials_.contains(key)) return false;
+  std::string negative;
+  if (!serials_.contains(SerialKey(X509_get0_serialNumber(cert), negative))) return false;
   return X509_NAME_cmp(X509_get_issuer_name(cert), issuer_.get()) == 0;
 }
 

@@ -27,8 +27,10 @@ struct CrlInfo {
 
 // Parses `der` (one DER-encoded CRL) and checks it: version 2, issued by `issuer` (same name,
 // signature by its key), and current at `now` (thisUpdate not after it; nextUpdate, when
-// present, after it unless `allow_stale`). Errors (InvalidArgument) say what is wrong: "not a
-// DER CRL", "issued by CN=..., not by <issuer>", "bad signature", "expired at <nextUpdate>".
+// present, after it unless `allow_stale`), and complete (no delta CRL, no critical issuing
+// distribution point, no other unknown critical extension). Errors (InvalidArgument) say what is
+// wrong: "not a DER CRL", "issued by CN=..., not by <issuer>", "bad signature", "expired at
+// <nextUpdate>".
 absl::StatusOr<CrlInfo> VerifyCrl(absl::string_view der, X509* issuer, absl::Time now, bool allow_stale = false);
 
 // The revoked serials of one CRL, for the check every TLS handshake makes: is this certificate's
@@ -39,7 +41,8 @@ absl::StatusOr<CrlInfo> VerifyCrl(absl::string_view der, X509* issuer, absl::Tim
 // proxy trusts its agent's ROOTCA for the CRL as it does for the roots. Immutable, thread-safe.
 class RevocationIndex {
  public:
-  // Parses `der` (a version 2 CRL) without checking its signature. InvalidArgument as VerifyCrl.
+  // Parses `der` (a version 2, complete CRL) without checking its signature. InvalidArgument as
+  // VerifyCrl.
   static absl::StatusOr<std::shared_ptr<const RevocationIndex>> FromCrlDer(absl::string_view der);
 
   // Whether `cert` was issued by this CRL's issuer (same name) and its serial is listed.
@@ -57,7 +60,8 @@ class RevocationIndex {
   };
   RevocationIndex() = default;
   X509NamePtr issuer_;
-  // The INTEGER's content octets, as DER encodes them (transparent: looked up by string_view).
+  // The INTEGER's content octets as DER encodes them, "-" first for a negative one (transparent:
+  // looked up by string_view).
   std::unordered_set<std::string, Hash, std::equal_to<>> serials_;
   int64_t number_ = 0;
   absl::Time this_update_;

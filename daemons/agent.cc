@@ -2,9 +2,13 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
+#include <map>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/file_poller.h"
 #include "common/files.h"
 #include "common/http_status_server.h"
@@ -24,6 +28,66 @@
 namespace meshid::daemons {
 namespace {
 
+// What the agent reports about revocation in `meshid status`: the CRL it enforces, and per
+// proxy the CRL in the ROOTCA its SDS streams last acknowledged. Fed by the CRL receiver's
+// listener and the SDS server's observer; read by the policy relay's reporter.
+class NodeRevocationStatus final : public policy::RevocationStatusSource {
+ public:
+  explicit NodeRevocationStatus(const SecretCache& cache) : cache_(cache) {}
+
+  void SetAgentCrlNumber(int64_t number) {
+    agent_crl_number_ = number;
+    Changed();
+  }
+  // Called under an SDS stream's lock: only bookkeeping.
+  void OnSdsEvent(const xds::StreamEvent& e) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (e.kind == xds::StreamEvent::Kind::kClosed) {
+        streams_.erase(e.stream_id);
+        return;
+      }
+      streams_[e.stream_id] = {e.node.id(), e.client.applied_version};
+    }
+    if (e.kind == xds::StreamEvent::Kind::kAcked) Changed();
+  }
+  void SetRelay(policy::PolicyRelay* relay) { relay_ = relay; }
+
+  int64_t AgentCrlNumber() const override { return agent_crl_number_; }
+  int64_t ProxyCrlNumber(const std::string& proxy_id) const override {
+    std::vector<std::string> versions;
+    {
+      absl::MutexLock lock(&mu_);
+      for (const auto& [id, stream] : streams_) {
+        if (stream.node_id == proxy_id) versions.push_back(stream.applied_version);
+      }
+    }
+    int64_t number = 0;
+    // A state-of-the-world version names every resource of the response ("v1+v2").
+    for (const auto& version : versions) {
+      for (absl::string_view v : absl::StrSplit(version, '+')) {
+        number = std::max(number, cache_.CrlNumberOfRootVersion(v));
+      }
+    }
+    return number;
+  }
+
+ private:
+  struct Stream {
+    std::string node_id;
+    std::string applied_version;
+  };
+  void Changed() {
+    if (policy::PolicyRelay* relay = relay_.load()) relay->ReportSoon();
+  }
+
+  const SecretCache& cache_;
+  std::atomic<int64_t> agent_crl_number_{0};
+  std::atomic<policy::PolicyRelay*> relay_{nullptr};  // set once the relay exists
+  mutable absl::Mutex mu_;
+  std::map<uint64_t, Stream> streams_ ABSL_GUARDED_BY(mu_);
+};
+
 class AgentImpl final : public Agent {
  public:
   std::string sds_target() const override { return sds_->target(); }
@@ -39,6 +103,7 @@ class AgentImpl final : public Agent {
     monitoring_.reset();
     anchors_watcher_.reset();
     sds_.reset();
+    if (revocation_status_ != nullptr) revocation_status_->SetRelay(nullptr);
     policy_.reset();
     revocation_stream_.reset();
     upstream_.reset();
@@ -53,6 +118,7 @@ class AgentImpl final : public Agent {
   std::unique_ptr<CaClient> ca_;
   std::unique_ptr<SecretCache> cache_;
   std::unique_ptr<CacheWorkers> workers_;
+  std::unique_ptr<NodeRevocationStatus> revocation_status_;
   std::unique_ptr<ServerUpstream> upstream_;
   std::unique_ptr<revocation::CrlReceiver> crl_;
   std::unique_ptr<xds::SotwClient> revocation_stream_;
@@ -138,11 +204,17 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
     if (!upstream.ok()) return upstream.status();
     agent->upstream_ = std::move(*upstream);
   }
+  agent->revocation_status_ = std::make_unique<NodeRevocationStatus>(*agent->cache_);
+  NodeRevocationStatus* status = agent->revocation_status_.get();
+  sds_options.observer = [status](const xds::StreamEvent& e) { status->OnSdsEvent(e); };
   if (revocations) {
     SecretCache* cache = agent->cache_.get();
     auto receiver = revocation::CrlReceiver::Create(
         {.trust_bundle_file = config.ca_root_file, .state_file = config.crl_state_file}, clock, agent->metrics_, logger,
-        [cache](const std::shared_ptr<const revocation::NodeCrl>& crl) { cache->SetCrl(crl->pem, crl->index); });
+        [cache, status](const std::shared_ptr<const revocation::NodeCrl>& crl) {
+          cache->SetCrl(crl->pem, crl->index);
+          status->SetAgentCrlNumber(crl->number);
+        });
     if (!receiver.ok())
       return absl::Status(receiver.status().code(), absl::StrCat("--crl-file: ", receiver.status().message()));
     agent->crl_ = std::move(*receiver);
@@ -158,10 +230,11 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
     agent->revocation_stream_ = std::move(*stream);
   }
   if (config.policy.enabled) {
-    auto relay =
-        policy::PolicyRelay::Create(config.policy, *agent->upstream_, clock, agent->random_, agent->metrics_, logger);
+    auto relay = policy::PolicyRelay::Create(config.policy, *agent->upstream_, *agent->revocation_status_, clock,
+                                             agent->random_, agent->metrics_, logger);
     if (!relay.ok()) return relay.status();
     agent->policy_ = std::move(*relay);
+    agent->revocation_status_->SetRelay(agent->policy_.get());
     sds_options.extra_services.push_back(agent->policy_->service());
   }
   auto sds = sds::SdsServer::Create(sds_options, *agent->cache_, agent->metrics_, agent->random_, logger);

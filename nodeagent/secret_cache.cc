@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <deque>
 #include <limits>
 
 #include "absl/status/status.h"
@@ -260,6 +261,13 @@ class SecretCache::Impl {
 
   absl::Status SetExtraTrustAnchors(absl::string_view pem_bundle);
   void SetCrl(std::string crl_pem, std::shared_ptr<const RevocationIndex> index);
+  int64_t CrlNumberOfRootVersion(absl::string_view version) const {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [v, number] : root_crl_numbers_) {
+      if (v == version) return number;
+    }
+    return 0;
+  }
   SecretCacheStats Stats() const;
 
  private:
@@ -375,6 +383,8 @@ class SecretCache::Impl {
   // The CRL ROOTCA carries ("" none) and its index, to find served certificates it revokes.
   std::string crl_pem_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const RevocationIndex> crl_index_ ABSL_GUARDED_BY(mu_);
+  // (ROOTCA version, cRLNumber it carries) of the last 64 ROOTCA resources, newest last.
+  std::deque<std::pair<std::string, int64_t>> root_crl_numbers_ ABSL_GUARDED_BY(mu_);
 };
 
 class SubscriptionImpl final : public xds::Subscription {
@@ -793,6 +803,8 @@ void SecretCache::Impl::RecomputeRootsLocked(Notes& notes, absl::Time now, bool 
   }
   roots_ = std::move(sorted);
   root_resource_ = std::move(*resource);
+  root_crl_numbers_.emplace_back(root_resource_->version, crl_index_ ? crl_index_->number() : 0);
+  if (root_crl_numbers_.size() > 64) root_crl_numbers_.pop_front();
   metrics_.bundle_updates->Increment();
   deps_.logger->info("trust bundle version {} with {} root(s){}, pushed to {} stream(s)", root_resource_->version,
                      roots_.size(), crl_index_ ? absl::StrCat(" and CRL ", crl_index_->number()) : "",
@@ -915,6 +927,9 @@ absl::Status SecretCache::SetExtraTrustAnchors(absl::string_view pem_bundle) {
 }
 void SecretCache::SetCrl(std::string crl_pem, std::shared_ptr<const RevocationIndex> index) {
   impl_->SetCrl(std::move(crl_pem), std::move(index));
+}
+int64_t SecretCache::CrlNumberOfRootVersion(absl::string_view version) const {
+  return impl_->CrlNumberOfRootVersion(version);
 }
 SecretCacheStats SecretCache::Stats() const { return impl_->Stats(); }
 

@@ -109,6 +109,9 @@ class SecretCache final : public xds::ResourceProvider {
   // new certificate); until the CA answers, the revoked one is still served (peers refuse it
   // either way). Thread-safe; delivers on the calling thread.
   void SetCrl(std::string crl_pem, std::shared_ptr<const RevocationIndex> index);
+  // The cRLNumber carried by the ROOTCA resource of `version` (one of the last 64 published);
+  // 0 for one without a CRL or not known. Thread-safe.
+  int64_t CrlNumberOfRootVersion(absl::string_view version) const;
 
   SecretCacheStats Stats() const;
 

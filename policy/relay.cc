@@ -27,10 +27,11 @@ std::string DefaultAgentId() {
 
 class PolicyRelay::Impl {
  public:
-  Impl(const PolicyRelayOptions& options, xds::UpstreamSource& upstream, const Clock& clock, RandomSource& random,
-       MetricsRegistry& metrics, LoggerPtr logger)
+  Impl(const PolicyRelayOptions& options, xds::UpstreamSource& upstream, const RevocationStatusSource& revocations,
+       const Clock& clock, RandomSource& random, MetricsRegistry& metrics, LoggerPtr logger)
       : options_(options),
         upstream_(upstream),
+        revocations_(revocations),
         clock_(clock),
         random_(random),
         metrics_(metrics),
@@ -52,6 +53,8 @@ class PolicyRelay::Impl {
     service_ = PolicyDistributionService::Create(std::move(service_options), publisher_, metrics_, random_, logger_);
     return absl::OkStatus();
   }
+
+  void ReportSoon() { MarkDirty(); }
 
   absl::Status Start() {
     PolicyStreamClientOptions client_options;
@@ -148,6 +151,7 @@ class PolicyRelay::Impl {
     }
     PolicyStatusReport report;
     report.set_agent_id(options_.agent_id);
+    report.set_crl_number(revocations_.AgentCrlNumber());
     if (client_ != nullptr) {
       auto state = client_->state();
       report.set_applied_version(state.applied_version);
@@ -164,6 +168,7 @@ class PolicyRelay::Impl {
       proxy->set_last_error(p.last_error);
       proxy->set_connected(p.connected);
       proxy->set_changed_at_unix_micros(absl::ToUnixMicros(p.changed_at));
+      proxy->set_crl_number(revocations_.ProxyCrlNumber(id));
     }
     return report;
   }
@@ -219,6 +224,7 @@ class PolicyRelay::Impl {
 
   const PolicyRelayOptions options_;
   xds::UpstreamSource& upstream_;
+  const RevocationStatusSource& revocations_;
   const Clock& clock_;
   RandomSource& random_;
   MetricsRegistry& metrics_;
@@ -240,13 +246,14 @@ class PolicyRelay::Impl {
 PolicyRelay::PolicyRelay(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 absl::StatusOr<std::unique_ptr<PolicyRelay>> PolicyRelay::Create(const PolicyRelayOptions& options,
-                                                                 xds::UpstreamSource& upstream, const Clock& clock,
-                                                                 RandomSource& random, MetricsRegistry& metrics,
-                                                                 LoggerPtr logger) {
+                                                                 xds::UpstreamSource& upstream,
+                                                                 const RevocationStatusSource& revocations,
+                                                                 const Clock& clock, RandomSource& random,
+                                                                 MetricsRegistry& metrics, LoggerPtr logger) {
   if (options.agent_id.empty() || options.agent_id.size() > 256) {
     return absl::InvalidArgumentError("--agent-id: must be 1 to 256 characters");
   }
-  auto impl = std::make_unique<Impl>(options, upstream, clock, random, metrics, std::move(logger));
+  auto impl = std::make_unique<Impl>(options, upstream, revocations, clock, random, metrics, std::move(logger));
   if (auto s = impl->Init(); !s.ok()) return s;
   return std::unique_ptr<PolicyRelay>(new PolicyRelay(std::move(impl)));
 }
@@ -255,6 +262,7 @@ PolicyRelay::~PolicyRelay() = default;
 
 grpc::Service* PolicyRelay::service() { return impl_->service()->service(); }
 absl::Status PolicyRelay::Start() { return impl_->Start(); }
+void PolicyRelay::ReportSoon() { impl_->ReportSoon(); }
 int64_t PolicyRelay::relayed_version() const { return impl_->relayed_version(); }
 size_t PolicyRelay::proxies() const { return impl_->proxies(); }
 

@@ -36,20 +36,32 @@ struct PolicyRelayOptions {
   absl::Duration forget_after = absl::Minutes(10);        // disconnected proxies stay in reports this long
 };
 
+// The CRL numbers the relay reports beside the policy state: the agent's own (its revocation
+// receiver) and each proxy's (the ROOTCA it last acknowledged). Called on the reporter's thread.
+class RevocationStatusSource {
+ public:
+  virtual ~RevocationStatusSource() = default;
+  virtual int64_t AgentCrlNumber() const = 0;                             // 0: none
+  virtual int64_t ProxyCrlNumber(const std::string& proxy_id) const = 0;  // 0: none or not known
+};
+
 class PolicyRelay {
  public:
   // Builds the proxy-facing service (register it before the socket server starts), then Start().
-  // `upstream`, `clock`, `random` and `metrics` must outlive the relay. InvalidArgument naming
-  // the flag for a bad agent id.
+  // `upstream`, `revocations`, `clock`, `random` and `metrics` must outlive the relay.
+  // InvalidArgument naming the flag for a bad agent id.
   static absl::StatusOr<std::unique_ptr<PolicyRelay>> Create(const PolicyRelayOptions& options,
-                                                             xds::UpstreamSource& upstream, const Clock& clock,
-                                                             RandomSource& random, MetricsRegistry& metrics,
-                                                             LoggerPtr logger);
+                                                             xds::UpstreamSource& upstream,
+                                                             const RevocationStatusSource& revocations,
+                                                             const Clock& clock, RandomSource& random,
+                                                             MetricsRegistry& metrics, LoggerPtr logger);
   ~PolicyRelay();  // stops the upstream stream and the reporter; the socket server must be gone
 
   grpc::Service* service();
   // Connects upstream and starts reporting. Call once.
   absl::Status Start();
+  // Something reported changed outside the policy streams (a CRL): report soon. Thread-safe.
+  void ReportSoon();
 
   // For tests and /readyz: what the relay runs and how many proxies it knows. Thread-safe.
   int64_t relayed_version() const;

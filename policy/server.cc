@@ -124,6 +124,7 @@ absl::StatusOr<std::vector<PolicyStatusRow>> StatusRowsFromReport(const std::str
   if (report.applied_version() < 0 || report.rejected_version() < 0) {
     return absl::InvalidArgumentError("applied_version, rejected_version: must not be negative");
   }
+  if (report.crl_number() < 0) return absl::InvalidArgumentError("crl_number: must not be negative");
   std::vector<PolicyStatusRow> rows;
   rows.reserve(report.proxies_size() + 1);
   PolicyStatusRow agent;
@@ -132,6 +133,7 @@ absl::StatusOr<std::vector<PolicyStatusRow>> StatusRowsFromReport(const std::str
   agent.applied_version = report.applied_version();
   agent.rejected_version = report.rejected_version();
   agent.last_error = report.last_error();
+  agent.crl_number = report.crl_number();
   agent.connected = true;
   agent.changed_at = now;
   agent.reported_at = now;
@@ -154,6 +156,7 @@ absl::StatusOr<std::vector<PolicyStatusRow>> StatusRowsFromReport(const std::str
     row.applied_version = p.applied_version();
     row.rejected_version = p.rejected_version();
     row.last_error = p.last_error();
+    row.crl_number = p.crl_number();
     row.connected = p.connected();
     row.changed_at = p.changed_at_unix_micros() > 0 ? absl::FromUnixMicros(p.changed_at_unix_micros()) : now;
     row.reported_at = now;

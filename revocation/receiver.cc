@@ -1,5 +1,8 @@
 #include "revocation/receiver.h"
 
+#include <openssl/x509v3.h>
+
+#include <atomic>
 #include <filesystem>
 #include <limits>
 
@@ -14,6 +17,16 @@ namespace meshid::revocation {
 namespace {
 
 using meshid::revocation::v1::RevocationList;
+
+// Only a CA certificate allowed to sign CRLs may vouch for one (a workload's own certificate,
+// also under the bundle, must not be able to lift revocations).
+absl::Status CheckCrlSigner(X509* signer) {
+  if (!IsCa(signer)) return absl::InvalidArgumentError("the CRL's signer is not a CA certificate");
+  if ((X509_get_key_usage(signer) & KU_CRL_SIGN) == 0) {
+    return absl::InvalidArgumentError("the CRL's signer may not sign CRLs (keyUsage without cRLSign)");
+  }
+  return absl::OkStatus();
+}
 
 std::string Subject(X509* cert) {
   char buf[256];
@@ -36,7 +49,10 @@ absl::StatusOr<RevocationList> ParseStateFile(absl::string_view text) {
   for (const PemBlock& block : blocks) {
     if (block.type == "X509 CRL" && list.crl_der().empty()) {
       list.set_crl_der(block.der);
-    } else if (block.type == "CERTIFICATE" && list.issuer_chain_der_size() < kMaxIssuerChain) {
+    } else if (block.type == "CERTIFICATE") {
+      if (list.issuer_chain_der_size() == kMaxIssuerChain) {
+        return absl::InvalidArgumentError(absl::StrCat("more than ", kMaxIssuerChain, " issuer certificates"));
+      }
       list.add_issuer_chain_der(block.der);
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unexpected PEM block \"", block.type, "\""));
@@ -56,29 +72,35 @@ CrlReceiver::CrlReceiver(CrlReceiverOptions options, const Clock& clock, Metrics
       clock_(clock),
       logger_(std::move(logger)),
       listener_(std::move(listener)),
+      this_update_micros_(std::make_shared<std::atomic<int64_t>>(0)),
       number_gauge_(metrics.AddGauge("meshid_agent_crl_number", "cRLNumber of the CRL in force (0: none).")),
       entries_gauge_(metrics.AddGauge("meshid_agent_crl_entries", "Revoked certificates listed in the CRL in force.")),
       updates_(metrics.AddCounter("meshid_agent_crl_updates_total", "CRLs from the server checked and put in force.")),
       rejected_(metrics.AddCounter("meshid_agent_crl_rejected_total",
                                    "CRLs refused (bad signature, another CA, expired, older number); the last "
                                    "good one stays.")) {
-  metrics.AddComputedGauge("meshid_agent_crl_age_seconds", "Seconds since the thisUpdate of the CRL in force.", [this] {
-    auto crl = current();
-    if (crl == nullptr) return std::numeric_limits<double>::quiet_NaN();
-    return absl::ToDoubleSeconds(clock_.Now() - crl->this_update);
-  });
+  // Shares only what it reads with the receiver: a scrape may outlive it.
+  metrics.AddComputedGauge("meshid_agent_crl_age_seconds", "Seconds since the thisUpdate of the CRL in force.",
+                           [this_update = this_update_micros_, &clock] {
+                             const int64_t micros = this_update->load();
+                             if (micros == 0) return std::numeric_limits<double>::quiet_NaN();
+                             return absl::ToDoubleSeconds(clock.Now() - absl::FromUnixMicros(micros));
+                           });
 }
 
 absl::StatusOr<std::unique_ptr<CrlReceiver>> CrlReceiver::Create(CrlReceiverOptions options, const Clock& clock,
                                                                  MetricsRegistry& metrics, LoggerPtr logger,
                                                                  Listener listener) {
   if (options.trust_bundle_file.empty()) {
-    return absl::InvalidArgumentError("trust bundle file: required to check CRLs");
+    return absl::InvalidArgumentError("trust_bundle_file: required to check CRLs");
   }
   std::unique_ptr<CrlReceiver> receiver(
       new CrlReceiver(std::move(options), clock, metrics, std::move(logger), std::move(listener)));
   const std::string& state = receiver->options_.state_file;
-  if (!state.empty() && std::filesystem::exists(state)) {
+  std::error_code exists_error;
+  const bool kept = !state.empty() && std::filesystem::exists(state, exists_error);
+  if (exists_error) receiver->logger_->error("cannot look for a kept CRL at {}: {}", state, exists_error.message());
+  if (kept) {
     auto text = ReadFile(state, kMaxRevocationListBytes);
     absl::StatusOr<RevocationList> kept = text.ok() ? ParseStateFile(*text) : text.status();
     absl::StatusOr<std::shared_ptr<const NodeCrl>> crl =
@@ -102,8 +124,9 @@ absl::StatusOr<std::unique_ptr<CrlReceiver>> CrlReceiver::Create(CrlReceiverOpti
 
 absl::StatusOr<std::shared_ptr<const NodeCrl>> CrlReceiver::Check(const RevocationList& list, bool allow_stale) const {
   const absl::Time now = clock_.Now();
-  MESHID_ASSIGN_OR_RETURN(auto bundle_text, ReadFile(options_.trust_bundle_file));
-  auto roots = CertsFromPem(bundle_text, options_.trust_bundle_file);
+  auto bundle_text = ReadFile(options_.trust_bundle_file);
+  if (!bundle_text.ok()) return absl::FailedPreconditionError(bundle_text.status().message());
+  auto roots = CertsFromPem(*bundle_text, options_.trust_bundle_file);
   if (!roots.ok()) return absl::FailedPreconditionError(roots.status().message());
   std::vector<X509*> root_ptrs;
   for (const auto& r : *roots) root_ptrs.push_back(r.get());
@@ -126,12 +149,16 @@ absl::StatusOr<std::shared_ptr<const NodeCrl>> CrlReceiver::Check(const Revocati
                                                      "\" does not chain to the trust bundle ",
                                                      options_.trust_bundle_file, ": ", s.message()));
     }
+    MESHID_RETURN_IF_ERROR(CheckCrlSigner(chain[0].get()));
     info = VerifyCrl(list.crl_der(), chain[0].get(), now, allow_stale);
   } else {
     // Signed by a root: try every root of the bundle (a rotation may hold two).
     for (X509* root : root_ptrs) {
       info = VerifyCrl(list.crl_der(), root, now, allow_stale);
-      if (info.ok()) break;
+      if (info.ok()) {
+        MESHID_RETURN_IF_ERROR(CheckCrlSigner(root));
+        break;
+      }
     }
   }
   if (!info.ok()) return info.status();
@@ -163,6 +190,7 @@ absl::Status CrlReceiver::Install(std::shared_ptr<const NodeCrl> crl, bool persi
     absl::MutexLock lock(&mu_);
     current_ = crl;
   }
+  this_update_micros_->store(absl::ToUnixMicros(crl->this_update));
   number_gauge_.Set(static_cast<double>(crl->number));
   entries_gauge_.Set(static_cast<double>(crl->index->size()));
   if (listener_) listener_(crl);

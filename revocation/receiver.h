@@ -3,8 +3,8 @@
 // A RevocationList is applied only when it checks out: the issuer chain it carries leads to a
 // root of the agent's trust bundle file (re-read for every list, as the agent's CA client does),
 // the CRL is signed by the first certificate of that chain (or, without a chain, by a root of
-// the bundle), is current (thisUpdate not in the future, nextUpdate not passed), and its number is
-// not below the one held from the same issuer. Anything else is refused with the reason (the
+// the bundle), a CA certificate whose keyUsage allows cRLSign, is current (thisUpdate not in the future, nextUpdate not
+// passed), and its number is not below the one held from the same issuer. Anything else is refused with the reason (the
 // stream NACKs it) and the last good CRL stays in force.
 //
 // The last good CRL is written to `state_file` (PEM: the CRL, then the issuer chain) before it is
@@ -17,6 +17,7 @@
 // thread, after the CRL is in force, outside the receiver's lock. Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -65,9 +66,10 @@ class CrlReceiver {
                                                              MetricsRegistry& metrics, LoggerPtr logger,
                                                              Listener listener);
 
-  // Checks `list` and puts it in force (see above). InvalidArgument saying what is wrong;
-  // Internal when the state file cannot be written (the CRL is then not used either, so a
-  // restart cannot fall back to an older list than the one in force).
+  // Checks `list` and puts it in force (see above). InvalidArgument saying what is wrong with it;
+  // FailedPrecondition when the trust bundle file cannot be read or parsed; Internal when the
+  // state file cannot be written (the CRL is then not used either, so a restart cannot fall
+  // back to an older list than the one in force).
   absl::Status Apply(const meshid::revocation::v1::RevocationList& list);
   // The xds::SotwClient handler: decodes a response (wire.h) and applies it.
   absl::Status OnResponse(const envoy::service::discovery::v3::DiscoveryResponse& response);
@@ -85,6 +87,7 @@ class CrlReceiver {
   const Clock& clock_;
   const LoggerPtr logger_;
   const Listener listener_;
+  const std::shared_ptr<std::atomic<int64_t>> this_update_micros_;  // of the CRL in force (0: none)
   Gauge& number_gauge_;
   Gauge& entries_gauge_;
   Counter& updates_;

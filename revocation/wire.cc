@@ -21,14 +21,18 @@ std::string Clip(absl::string_view s, size_t max = 80) {
   return absl::StrCat(s.substr(0, max), "...");
 }
 
-// "" (nothing applied yet) or a decimal CRL number.
+// "" (nothing applied yet) or "<crl_number>.<content hash>"; returns the CRL number (0 for "").
 absl::StatusOr<int64_t> ParseVersion(absl::string_view version_info) {
   if (version_info.empty()) return 0;
+  const size_t dot = version_info.find('.');
+  const absl::string_view number = version_info.substr(0, dot);
+  const absl::string_view hash = dot == absl::string_view::npos ? "" : version_info.substr(dot + 1);
   int64_t v = 0;
-  if (version_info.size() > 19 || !std::all_of(version_info.begin(), version_info.end(), absl::ascii_isdigit) ||
-      !absl::SimpleAtoi(version_info, &v)) {
+  if (number.empty() || number.size() > 19 || (number.size() > 1 && number[0] == '0') ||
+      !std::all_of(number.begin(), number.end(), absl::ascii_isdigit) || !absl::SimpleAtoi(number, &v) ||
+      hash.empty() || hash.size() > 64 || !std::all_of(hash.begin(), hash.end(), absl::ascii_isxdigit)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("version_info \"", Clip(version_info, 40), "\" is not a CRL number (a decimal number)"));
+        absl::StrCat("version_info \"", Clip(version_info, 40), "\" is not <CRL number>.<hex digest>"));
   }
   return v;
 }
@@ -64,8 +68,9 @@ const xds::ResourceType& RevocationListType() {
 xds::Resource RevocationListResource(const RevocationList& list) {
   xds::Resource resource;
   resource.name = std::string(kRevocationListName);
-  resource.version = absl::StrCat(list.crl_number());
-  resource.body = SecretString(list.SerializeAsString());
+  std::string body = list.SerializeAsString();
+  resource.version = absl::StrCat(list.crl_number(), ".", xds::ContentVersion(body));
+  resource.body = SecretString(std::move(body));
   return resource;
 }
 
@@ -76,7 +81,7 @@ absl::StatusOr<RevocationList> DecodeRevocationResponse(const DiscoveryResponse&
   }
   if (response.resources_size() != 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("a revocation response carries exactly one resource, this one ", response.resources_size()));
+        absl::StrCat("resources: a revocation response carries exactly one, this one ", response.resources_size()));
   }
   const auto& any = response.resources(0);
   if (View(any.type_url()) != kRevocationListTypeUrl) {
@@ -99,7 +104,7 @@ absl::StatusOr<RevocationList> DecodeRevocationResponse(const DiscoveryResponse&
   if (list.crl_number() < 0) return absl::InvalidArgumentError("resources[0].crl_number: negative");
   auto version = ParseVersion(View(response.version_info()));
   if (!version.ok()) return version.status();
-  if (*version != list.crl_number()) {
+  if (response.version_info().empty() || *version != list.crl_number()) {
     return absl::InvalidArgumentError(
         absl::StrCat("version_info ", *version, " differs from the list's crl_number ", list.crl_number()));
   }

@@ -32,12 +32,13 @@ inline constexpr int kMaxIssuerChain = 8;
 // The stream's declaration, for xds::StreamServer and xds::SotwClient.
 const xds::ResourceType& RevocationListType();
 
-// `list` as the stream's resource: version = its crl_number in decimal.
+// `list` as the stream's resource: version = "<crl_number>.<digest of the bytes>", so a CRL
+// re-signed under the same number (a later nextUpdate) is a new version every stream receives.
 xds::Resource RevocationListResource(const meshid::revocation::v1::RevocationList& list);
 
 // Decodes a response of the stream: the type URL, exactly one resource of the type that parses,
 // a CRL present, at most kMaxIssuerChain issuer certificates, and version_info equal to its
-// crl_number. The CRL itself is checked by the receiver (receiver.h). InvalidArgument saying
+// crl_number (before its "."). The CRL itself is checked by the receiver (receiver.h). InvalidArgument saying
 // which field is wrong.
 absl::StatusOr<meshid::revocation::v1::RevocationList> DecodeRevocationResponse(
     const envoy::service::discovery::v3::DiscoveryResponse& response);

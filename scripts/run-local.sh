@@ -102,7 +102,7 @@ echo "listening on 127.0.0.1:$ca_port"
 
 echo "== meshid agent (SDS and policy on unix:$sock)"
 start agent agent --ca-addr "127.0.0.1:$ca_port" --ca-root "$data/root-cert.pem" --token-file "$dir/agent.token" \
-  --sds-socket "$sock" --monitoring-addr 127.0.0.1:0 --agent-id demo-node
+  --sds-socket "$sock" --monitoring-addr 127.0.0.1:0 --agent-id demo-node --crl-file "$dir/agent-crl.pem"
 wait_log agent 'sds listening on \K\S+' >/dev/null
 
 echo "== meshid apply -f examples/demo"

@@ -23,8 +23,9 @@ using envoy::service::discovery::v3::DeltaDiscoveryResponse;
 using envoy::service::discovery::v3::DiscoveryRequest;
 using envoy::service::discovery::v3::DiscoveryResponse;
 
-xds::StreamServerOptions StreamOptions() {
+xds::StreamServerOptions StreamOptions(std::function<void(const xds::StreamEvent&)> observer) {
   xds::StreamServerOptions options;
+  options.observer = std::move(observer);
   options.sotw_rpc = "StreamSecrets";
   options.delta_rpc = "DeltaSecrets";
   options.metrics_prefix = "meshid_agent_sds";
@@ -89,7 +90,8 @@ class SdsServiceImpl final : public envoy::service::secret::v3::SecretDiscoveryS
 
 class SdsServerImpl final : public SdsServer {
  public:
-  SdsServerImpl(xds::ResourceProvider& provider, MetricsRegistry& registry, RandomSource& random, LoggerPtr logger)
+  SdsServerImpl(xds::ResourceProvider& provider, MetricsRegistry& registry, RandomSource& random, LoggerPtr logger,
+                std::function<void(const xds::StreamEvent&)> observer)
       : provider_(provider),
         fetch_metrics_{
             registry.AddCounter("meshid_agent_sds_fetches_total", "FetchSecrets calls by result.", {{"result", "ok"}}),
@@ -97,7 +99,8 @@ class SdsServerImpl final : public SdsServer {
                                 {{"result", "error"}})},
         random_(random),
         logger_(std::move(logger)),
-        streams_(xds::StreamServer::Create(SecretType(), StreamOptions(), provider, registry, random, logger_)),
+        streams_(xds::StreamServer::Create(SecretType(), StreamOptions(std::move(observer)), provider, registry, random,
+                                           logger_)),
         service_(*this, *streams_) {}
 
   ~SdsServerImpl() override {
@@ -247,7 +250,7 @@ void FetchCall::OnDone() {
 absl::StatusOr<std::unique_ptr<SdsServer>> SdsServer::Create(const SdsServerOptions& options,
                                                              xds::ResourceProvider& provider, MetricsRegistry& metrics,
                                                              RandomSource& random, LoggerPtr logger) {
-  auto server = std::make_unique<SdsServerImpl>(provider, metrics, random, std::move(logger));
+  auto server = std::make_unique<SdsServerImpl>(provider, metrics, random, std::move(logger), options.observer);
   if (auto status = server->Start(options); !status.ok()) return status;
   return std::unique_ptr<SdsServer>(std::move(server));
 }

@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,6 +22,7 @@
 #include "common/metrics.h"
 #include "common/random.h"
 #include "xds/provider.h"
+#include "xds/server.h"
 
 namespace grpc {
 class Service;
@@ -37,6 +39,9 @@ struct SdsServerOptions {
   // Further services on the same socket (the agent's policy relay); not owned, must outlive
   // the server.
   std::vector<grpc::Service*> extra_services;
+  // Every stream's events (connected with its node, ACK, NACK, closed), on gRPC's threads with
+  // the stream's lock held: must be quick. Null: none.
+  std::function<void(const xds::StreamEvent&)> observer;
 };
 
 // Counters the server keeps (registered in the MetricsRegistry passed to Create):

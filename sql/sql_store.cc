@@ -107,7 +107,7 @@ constexpr absl::string_view kPolicyVersionColumns =
 constexpr absl::string_view kPolicyStatusColumns =
     "agent_id, proxy_id, reporter, service, ns, applied_version, rejected_version, last_error, connected, "
     "changed_at_us, "
-    "reported_at_us";
+    "reported_at_us, crl_number";
 
 absl::StatusOr<PolicyVersionInfo> DecodePolicyVersion(const SqlRow& row) {
   PolicyVersionInfo v;
@@ -137,6 +137,7 @@ absl::StatusOr<PolicyStatusRow> DecodePolicyStatus(const SqlRow& row) {
   MESHID_ASSIGN_OR_RETURN(int64_t reported_at, ColumnInt(row, 10));
   r.changed_at = absl::FromUnixMicros(changed_at);
   r.reported_at = absl::FromUnixMicros(reported_at);
+  MESHID_ASSIGN_OR_RETURN(r.crl_number, ColumnInt(row, 11));
   return r;
 }
 
@@ -625,7 +626,7 @@ class SqlStore final : public Store {
         for (size_t i = 0; i < n; ++i) {
           const PolicyStatusRow& r = rows[start + i];
           statement += i == 0 ? "(" : ", (";
-          for (size_t k = 1; k <= 11; ++k) absl::StrAppend(&statement, k == 1 ? "$" : ", $", i * 11 + k);
+          for (size_t k = 1; k <= 12; ++k) absl::StrAppend(&statement, k == 1 ? "$" : ", $", i * 12 + k);
           statement += ")";
           params.emplace_back(r.agent_id);
           params.emplace_back(r.proxy_id);
@@ -638,6 +639,7 @@ class SqlStore final : public Store {
           params.emplace_back(int64_t{r.connected ? 1 : 0});
           params.emplace_back(absl::ToUnixMicros(r.changed_at));
           params.emplace_back(absl::ToUnixMicros(r.reported_at));
+          params.emplace_back(r.crl_number);
         }
         MESHID_RETURN_IF_ERROR(tx.Exec(statement, params).status());
       }

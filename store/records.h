@@ -155,6 +155,7 @@ struct PolicyStatusRow {
   bool connected = false;
   absl::Time changed_at;   // agent's clock
   absl::Time reported_at;  // the storing server's clock
+  int64_t crl_number = 0;  // the CRL it enforces (0: none or not known)
   friend bool operator==(const PolicyStatusRow&, const PolicyStatusRow&) = default;
 };
 

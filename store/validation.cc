@@ -118,6 +118,7 @@ absl::Status ValidatePolicyStatusRow(absl::string_view agent_id, const PolicySta
   MESHID_RETURN_IF_ERROR(CheckStoredText("service", r.service, 253, /*required=*/false));
   MESHID_RETURN_IF_ERROR(CheckStoredText("namespace", r.namespace_, 253, /*required=*/false));
   MESHID_RETURN_IF_ERROR(CheckStoredText("last_error", r.last_error, kMaxStoredText, /*required=*/false));
+  if (r.crl_number < 0) return absl::InvalidArgumentError("crl_number: must not be negative");
   if (r.applied_version < 0 || r.rejected_version < 0) {
     return absl::InvalidArgumentError("applied_version, rejected_version: must not be negative");
   }

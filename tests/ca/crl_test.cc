@@ -1,9 +1,12 @@
-// The CA's CRL: built by ca/crl_builder, read back by common/crl, and checked by an independent
-// implementation, the openssl command line (`openssl crl -verify`, `openssl verify -crl_check`).
+// The CA's CRL: built by ca/crl_builder, read back by common/crl (VerifyCrl, and the
+// RevocationIndex that handshakes consult), and checked by an independent implementation, the
+// openssl command line (`openssl crl -verify`, `openssl verify -crl_check`).
 #include "common/crl.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <openssl/bn.h>
+#include <openssl/x509.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -42,6 +45,52 @@ std::string LeafSerial(const testing::CertAndKeyPem& leaf) { return SerialHex(Ce
 
 CrlContents Contents(int64_t number) {
   return CrlContents{number, absl::Now() - absl::Seconds(5), absl::Now() + absl::Hours(24)};
+}
+
+// A copy of `cert` with serial `hex` (its signature no longer matches; RevocationIndex only reads
+// the serial and the issuer name).
+X509Ptr WithSerial(X509* cert, const std::string& hex) {
+  X509Ptr copy(X509_dup(cert));
+  BIGNUM* bn = nullptr;
+  EXPECT_GT(BN_hex2bn(&bn, hex.c_str()), 0);
+  BignumPtr owned(bn);
+  Asn1IntegerPtr serial(BN_to_ASN1_INTEGER(owned.get(), nullptr));
+  EXPECT_TRUE(copy && serial && X509_set_serialNumber(copy.get(), serial.get()) == 1);
+  return copy;
+}
+
+// A copy of `cert` naming `issuer` as its issuer.
+X509Ptr WithIssuerName(X509* cert, X509* issuer) {
+  X509Ptr copy(X509_dup(cert));
+  EXPECT_TRUE(copy && X509_set_issuer_name(copy.get(), X509_get_subject_name(issuer)) == 1);
+  return copy;
+}
+
+// A CRL made with OpenSSL directly, for the shapes BuildCrl never makes: version 1 (no version
+// field, no extensions) or version 2 without nextUpdate and cRLNumber. Lists serial 0x2A.
+std::string HandMadeCrl(X509* issuer, EVP_PKEY* key, bool version2) {
+  X509CrlPtr crl(X509_CRL_new());
+  Asn1TimePtr this_update(ASN1_TIME_set(nullptr, absl::ToTimeT(absl::Now() - absl::Minutes(1))));
+  X509RevokedPtr entry(X509_REVOKED_new());
+  Asn1IntegerPtr serial(ASN1_INTEGER_new());
+  if (!crl || !this_update || !entry || !serial) return "";
+  if (version2) {
+    EXPECT_EQ(X509_CRL_set_version(crl.get(), X509_CRL_VERSION_2), 1);
+  }
+  EXPECT_EQ(X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(issuer)), 1);
+  EXPECT_EQ(X509_CRL_set1_lastUpdate(crl.get(), this_update.get()), 1);
+  EXPECT_EQ(ASN1_INTEGER_set(serial.get(), 0x2A), 1);
+  EXPECT_EQ(X509_REVOKED_set_serialNumber(entry.get(), serial.get()), 1);
+  EXPECT_EQ(X509_REVOKED_set_revocationDate(entry.get(), this_update.get()), 1);
+  EXPECT_EQ(X509_CRL_add0_revoked(crl.get(), entry.get()), 1);
+  entry.release();  // the CRL owns it now
+  EXPECT_GT(X509_CRL_sign(crl.get(), key, EVP_sha256()), 0);
+  unsigned char* out = nullptr;
+  const int len = i2d_X509_CRL(crl.get(), &out);
+  if (len <= 0) return "";
+  std::string der(reinterpret_cast<char*>(out), static_cast<size_t>(len));
+  OPENSSL_free(out);
+  return der;
 }
 
 class CrlTest : public ::testing::TestWithParam<KeyAlgorithm> {
@@ -178,6 +227,82 @@ TEST_P(CrlTest, BadContentsAreRefusedNamingTheField) {
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("revocations[0].reason")));
 }
 
+TEST_P(CrlTest, RevocationIndexListsTheRevokedSerialsOfItsIssuer) {
+  auto revoked_pem = ca_->Leaf({"spiffe://cluster.local/ns/default/sa/web"});
+  auto good_pem = ca_->Leaf({"spiffe://cluster.local/ns/default/sa/db"});
+  ASSERT_OK(revoked_pem.status());
+  ASSERT_OK(good_pem.status());
+  auto revoked = CertFromPem(revoked_pem->cert);
+  auto good = CertFromPem(good_pem->cert);
+  ASSERT_OK(revoked.status());
+  ASSERT_OK(good.status());
+  TestCa::Options another_name;
+  another_name.organization = "another CA";
+  auto other = TestCa::Create(another_name);
+  ASSERT_OK(other.status());
+  auto foreign_pem = other->Leaf({"spiffe://other.example/ns/default/sa/web"});
+  ASSERT_OK(foreign_pem.status());
+  auto foreign = CertFromPem(foreign_pem->cert);
+  ASSERT_OK(foreign.status());
+
+  const CrlContents contents = Contents(42);
+  // The foreign certificate's serial is listed too, as if this CA had issued that serial.
+  auto der = BuildCrl(ca_->cert(), ca_->key(),
+                      {Revoked(SerialHex(revoked->get()), ca_->cert(), RevocationReason::kKeyCompromise),
+                       Revoked(SerialHex(foreign->get()), ca_->cert(), RevocationReason::kKeyCompromise),
+                       Revoked("80FF", ca_->cert(), RevocationReason::kKeyCompromise)},
+                      contents);
+  ASSERT_OK(der.status());
+  auto index = RevocationIndex::FromCrlDer(*der);
+  ASSERT_OK(index.status());
+  EXPECT_EQ((*index)->number(), 42);
+  EXPECT_EQ((*index)->size(), 3u);
+  EXPECT_EQ((*index)->this_update(), absl::FromUnixSeconds(absl::ToUnixSeconds(contents.this_update)));
+  EXPECT_EQ((*index)->next_update(), absl::FromUnixSeconds(absl::ToUnixSeconds(contents.next_update)));
+
+  EXPECT_TRUE((*index)->IsRevoked(revoked->get()));
+  EXPECT_FALSE((*index)->IsRevoked(good->get()));
+  // A listed serial on a certificate of another issuer name is not this CRL's business...
+  EXPECT_FALSE((*index)->IsRevoked(foreign->get()));
+  // ...and the issuer name is what tells them apart.
+  EXPECT_TRUE((*index)->IsRevoked(WithIssuerName(foreign->get(), ca_->cert()).get()));
+  // A serial with the high bit set (DER prepends a zero byte) matches the certificate's.
+  EXPECT_TRUE((*index)->IsRevoked(WithSerial(good->get(), "80FF").get()));
+  EXPECT_FALSE((*index)->IsRevoked(WithSerial(good->get(), "80FE").get()));
+  EXPECT_FALSE((*index)->IsRevoked(WithSerial(good->get(), "FF").get()));
+}
+
+TEST_P(CrlTest, RevocationIndexRefusesWhatIsNotAVersion2Crl) {
+  auto der = BuildCrl(ca_->cert(), ca_->key(), {}, Contents(7));
+  ASSERT_OK(der.status());
+  EXPECT_THAT(RevocationIndex::FromCrlDer("garbage"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("CRL: not a DER-encoded X.509 CRL")));
+  EXPECT_THAT(RevocationIndex::FromCrlDer(""),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("CRL: not a DER-encoded X.509 CRL")));
+  EXPECT_THAT(RevocationIndex::FromCrlDer(der->substr(0, der->size() - 1)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("CRL: not a DER-encoded X.509 CRL")));
+  EXPECT_THAT(RevocationIndex::FromCrlDer(*der + std::string(1, '\0')),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("CRL: trailing bytes after the CRL")));
+  EXPECT_THAT(RevocationIndex::FromCrlDer(ca_->cert_pem()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a DER-encoded")));
+
+  const std::string v1 = HandMadeCrl(ca_->cert(), ca_->key(), /*version2=*/false);
+  ASSERT_FALSE(v1.empty());
+  EXPECT_THAT(RevocationIndex::FromCrlDer(v1),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("CRL: not a version 2 CRL")));
+  EXPECT_THAT(VerifyCrl(v1, ca_->cert(), absl::Now()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a version 2 CRL")));
+
+  // Version 2 without the optional parts: no cRLNumber reads as 0, no nextUpdate as never.
+  const std::string bare = HandMadeCrl(ca_->cert(), ca_->key(), /*version2=*/true);
+  auto index = RevocationIndex::FromCrlDer(bare);
+  ASSERT_OK(index.status());
+  EXPECT_EQ((*index)->number(), 0);
+  EXPECT_EQ((*index)->size(), 1u);
+  EXPECT_EQ((*index)->next_update(), absl::InfiniteFuture());
+  EXPECT_TRUE((*index)->IsRevoked(WithSerial(ca_->cert(), "2A").get()));
+}
+
 // The other direction: a CRL made by `openssl ca -gencrl` reads as the same revocations.
 TEST(CrlInteropTest, ReadsACrlMadeByOpenssl) {
   TempDir dir;
@@ -223,6 +348,20 @@ TEST(CrlScaleTest, OneHundredThousandRevocations) {
   ASSERT_OK(info.status());
   EXPECT_THAT(info->revoked, SizeIs(100'000));
   EXPECT_TRUE(info->revoked.contains(absl::StrFormat("01A2%028X", 99'999)));
+  // The index a TLS handshake consults, over the same CRL.
+  auto index = RevocationIndex::FromCrlDer(*der);
+  ASSERT_OK(index.status());
+  EXPECT_EQ((*index)->size(), 100'000u);
+  EXPECT_EQ((*index)->number(), 100'001);
+  auto leaf_pem = ca->Leaf({"spiffe://cluster.local/ns/default/sa/web"});
+  ASSERT_OK(leaf_pem.status());
+  auto leaf = CertFromPem(leaf_pem->cert);
+  ASSERT_OK(leaf.status());
+  EXPECT_FALSE((*index)->IsRevoked(leaf->get()));
+  for (int i : {0, 1, 50'000, 99'999}) {
+    EXPECT_TRUE((*index)->IsRevoked(WithSerial(leaf->get(), absl::StrFormat("01A2%028X", i)).get())) << i;
+  }
+  EXPECT_FALSE((*index)->IsRevoked(WithSerial(leaf->get(), absl::StrFormat("01A2%028X", 100'000)).get()));
   TempDir dir;
   ASSERT_OK(WriteFileAtomic(dir.path() + "/crl.der", *der, 0600));
   ASSERT_OK(WriteFileAtomic(dir.path() + "/ca.pem", ca->cert_pem(), 0600));

@@ -52,6 +52,7 @@ class AgentTest : public ::testing::Test {
     config_.ca_root_file = (dir_ / "root-cert.pem").string();
     config_.token_file = (dir_ / "token").string();
     config_.sds.socket_path = (dir_ / "uds" / "socket").string();
+    config_.crl_state_file = (dir_ / "crl.pem").string();
     config_.monitoring_address = "127.0.0.1:0";
     config_.cache.initial_backoff = absl::Seconds(30);  // keep the failing CA quiet during the test
     config_.cache.max_backoff = absl::Seconds(60);
