@@ -22,6 +22,8 @@ struct ServerFlags {
   std::string retention = "30d";
   std::string commit_interval = "1ms";
   std::string policy_poll_interval = "1s";
+  std::string crl_poll_interval = "250ms";
+  std::string crl_validity = "24h";
 };
 }  // namespace
 
@@ -70,6 +72,12 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--policy-poll-interval", opts->policy_poll_interval,
                   "How often the store is checked for a new policy version (meshid apply) to stream to agents")
       ->capture_default_str();
+  cmd->add_option("--crl-poll-interval", opts->crl_poll_interval,
+                  "How often the store's CRL number is read: a revocation reaches agents within about this")
+      ->capture_default_str();
+  cmd->add_option("--crl-validity", opts->crl_validity,
+                  "nextUpdate - thisUpdate of every CRL; it is re-signed at half of it")
+      ->capture_default_str();
   cmd->add_option("--log-level", opts->log_level, "trace, debug, info, warn, error")->capture_default_str();
 
   cmd->callback([config, opts, &ctx] {
@@ -88,6 +96,12 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
     auto policy_poll = ParseDuration(opts->policy_poll_interval);
     if (!policy_poll.ok()) return Fail(ctx, "--policy-poll-interval", policy_poll.status());
     config->policy_poll_interval = *policy_poll;
+    auto crl_poll = ParseDuration(opts->crl_poll_interval);
+    if (!crl_poll.ok()) return Fail(ctx, "--crl-poll-interval", crl_poll.status());
+    config->crl_poll_interval = *crl_poll;
+    auto crl_validity = ParseDuration(opts->crl_validity);
+    if (!crl_validity.ok()) return Fail(ctx, "--crl-validity", crl_validity.status());
+    config->crl_validity = *crl_validity;
     config->default_workload_ttl = *default_ttl;
     config->max_workload_ttl = *max_ttl;
     config->token_audiences = absl::StrSplit(opts->token_audiences, ',', absl::SkipEmpty());

@@ -55,6 +55,8 @@ absl::Status CaServerConfig::Validate() const {
     problems.push_back("--ledger-commit-interval: must be between 0 and 1s");
   }
   if (policy_poll_interval <= absl::ZeroDuration()) problems.push_back("--policy-poll-interval: must be positive");
+  if (crl_poll_interval <= absl::ZeroDuration()) problems.push_back("--crl-poll-interval: must be positive");
+  if (crl_validity < absl::Minutes(2)) problems.push_back("--crl-validity: must be at least 2m");
   if (token_audiences.empty()) problems.push_back("--token-audience: at least one audience is required");
   for (const auto& [issuer, jwks] : jwt_issuers) {
     if (issuer.empty() || jwks.empty()) problems.push_back("--jwt-issuer: want ISSUER=JWKS_FILE");
@@ -195,6 +197,8 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     }
     CrlPublisherOptions crl_options;
     crl_options.output_file = config.data_dir + "/crl.pem";
+    crl_options.poll_interval = config.crl_poll_interval;
+    crl_options.validity = config.crl_validity;
     crl_options.on_publish = [raw = server->revocation_.get(), list_template,
                               logger](const std::shared_ptr<const PublishedCrl>& crl) {
       meshid::revocation::v1::RevocationList list = list_template;

@@ -40,6 +40,10 @@ struct CaServerConfig {
   // How often the newest policy version is looked up in the store (policy distribution to agents,
   // policy/server.h); needs a datastore.
   absl::Duration policy_poll_interval = absl::Seconds(1);
+  // How often the store's CRL number is read (a revocation reaches agents within about this), and
+  // how long each CRL is valid (it is re-signed at half of it); need a datastore.
+  absl::Duration crl_poll_interval = absl::Milliseconds(250);
+  absl::Duration crl_validity = absl::Hours(24);
 
   // Every problem, each naming its flag; OK if none.
   absl::Status Validate() const;

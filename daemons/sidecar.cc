@@ -24,13 +24,14 @@ absl::StatusOr<std::unique_ptr<Sidecar>> Sidecar::Start(SidecarConfig config, Lo
                                                         MetricsRegistry& metrics, const Clock& clock) {
   std::unique_ptr<Sidecar> s(new Sidecar());
   const meshproxy::ProxyOptions& po = config.proxy;
-  const std::string node_id = absl::StrCat("sidecar~", po.inbound.empty() ? "127.0.0.1" : po.inbound[0].listen.host,
-                                           "~", po.service, ".", po.namespace_, "~", po.namespace_, ".svc.", po.domain);
+  // One node id on both streams to the agent (SDS and policy), so that the agent can report this
+  // proxy's CRL (from its ROOTCA ACKs) in the same `meshid status` row as its policy.
+  const std::string node_id = policy::DefaultProxyId(po.service, po.namespace_);
   const std::string cluster = absl::StrCat(po.service, ".", po.namespace_);
   if (config.policy_from_agent) {
     policy::AgentPolicySourceOptions agent;
     agent.socket_path = config.sds_socket;
-    agent.node = {policy::DefaultProxyId(po.service, po.namespace_), po.service, po.namespace_};
+    agent.node = {node_id, po.service, po.namespace_};
     agent.load = config.policy_files.load;
     agent.engine = config.policy_files.engine;
     s->policy_ = std::make_unique<policy::AgentPolicySource>(std::move(agent), clock, logger, metrics);

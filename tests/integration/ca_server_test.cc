@@ -286,29 +286,9 @@ TEST_F(CaServerTest, BadInputsGetTheirCodeAndMessageAndNoCertificate) {
   EXPECT_TRUE(Client(server)->CreateCertificate(good_csr, good_token, absl::ZeroDuration()).ok());
 }
 
-// Istio's plug-in CA layout, created with the openssl command line as Istio's docs do.
-void MakePluginCa(const std::string& dir) {
-  std::filesystem::create_directories(dir);
-  const std::string script = absl::StrReplaceAll(R"(set -e; cd DIR
-cat > int.ext <<EOT
-basicConstraints=critical,CA:TRUE,pathlen:0
-keyUsage=critical,keyCertSign,cRLSign,digitalSignature
-subjectKeyIdentifier=hash
-authorityKeyIdentifier=keyid
-EOT
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout root-key.pem -out root-cert.pem -days 3650 -subj "/O=Istio/CN=Root CA" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca-key.pem -out ca.csr -subj "/O=Istio/CN=Intermediate CA"
-openssl x509 -req -in ca.csr -CA root-cert.pem -CAkey root-key.pem -CAcreateserial -days 730 -extfile int.ext -out ca-cert.pem
-cat ca-cert.pem root-cert.pem > cert-chain.pem
-chmod 600 ca-key.pem)",
-                                                 {{"DIR", dir}});
-  auto [rc, out] = RunShell("bash -c '" + absl::StrReplaceAll(script, {{"'", "'\\''"}}) + "'");
-  ASSERT_EQ(rc, 0) << out;
-}
-
 TEST_F(CaServerTest, PluginCaFromOpensslServesLeafIntermediateRoot) {
   std::string cacerts = base_ + "/cacerts";
-  MakePluginCa(cacerts);
+  ASSERT_TRUE(testing::MakePluginCa(cacerts));
   ServerProcess server(base_ + "/data", {"--cacerts-dir", cacerts});
   ASSERT_TRUE(server.ok()) << server.Log();
   EXPECT_EQ(server.root(), *ReadFile(cacerts + "/root-cert.pem")) << "trust bundle = root-cert.pem";
@@ -332,7 +312,7 @@ TEST_F(CaServerTest, PluginCaFromOpensslServesLeafIntermediateRoot) {
 // revoked leaf but not the other one; so does Botan.
 TEST_F(CaServerTest, RevokedCertificatesAreRefusedByOpensslAndBotanWithTheCaCrl) {
   std::string cacerts = base_ + "/cacerts";
-  MakePluginCa(cacerts);
+  ASSERT_TRUE(testing::MakePluginCa(cacerts));
   for (bool plugin : {false, true}) {
     SCOPED_TRACE(plugin ? "plug-in CA" : "self-signed CA");
     const std::string data = base_ + (plugin ? "/data-plugin" : "/data");
@@ -408,7 +388,7 @@ TEST_F(CaServerTest, RevokedCertificatesAreRefusedByOpensslAndBotanWithTheCaCrl)
 
 TEST_F(CaServerTest, BrokenPluginCaAndBadFlagsFailWithOneClearLine) {
   std::string cacerts = base_ + "/cacerts";
-  MakePluginCa(cacerts);
+  ASSERT_TRUE(testing::MakePluginCa(cacerts));
   std::filesystem::copy_file(cacerts + "/root-key.pem", cacerts + "/ca-key.pem",
                              std::filesystem::copy_options::overwrite_existing);
   struct Case {

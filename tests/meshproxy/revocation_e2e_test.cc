@@ -20,6 +20,8 @@
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
 #include "envoy/service/secret/v3/sds.grpc.pb.h"
 #include "tests/meshproxy/mesh_harness.h"
+#include "tests/support/databases.h"
+#include "tests/support/dependencies.h"
 
 namespace meshid::testing {
 namespace {
@@ -265,6 +267,78 @@ TEST(RevocationEndToEnd, RevokedAndBlockedPeersAreRefusedEverywhereWhileOthersSe
   load.Stop();
   EXPECT_EQ(load.failed(), 0) << load.last_error();
   EXPECT_GT(load.ok(), 100);
+}
+
+// Two replicas on one PostgreSQL database, one CA (Istio's plug-in layout: the CRL is signed by
+// the intermediate, which agents do not otherwise hold). A certificate issued through the first
+// replica's agent is revoked in the store; the proxy behind the second replica's agent refuses
+// it, and `meshid status` shows every agent and proxy at the store's CRL number.
+TEST(RevocationEndToEnd, TwoReplicasOnOnePostgresqlEnforceARevocationThroughEitherAgent) {
+  signal(SIGPIPE, SIG_IGN);
+  auto db = TestDatabase::Create(Backend::kPostgres);
+  MESHID_REQUIRE_DEPENDENCY(db != nullptr, kPostgresDependency);
+  TempDir temp("revocation-replicas");
+  const std::string dir = temp.path();
+  ASSERT_TRUE(MakePluginCa(dir + "/cacerts"));
+  const std::vector<std::string> common = {"--cacerts-dir", dir + "/cacerts", "--datastore", db->url()};
+  ServerProcess one(dir + "/one", common);
+  ASSERT_TRUE(one.ok()) << one.Log();
+  ServerProcess two(dir + "/two", common);
+  ASSERT_TRUE(two.ok()) << two.Log();
+  AgentProcessOptions node1 = MeshAgentOptions(dir);
+  node1.name = "node1";
+  node1.extra_args.insert(node1.extra_args.end(), {"--agent-id", "node1"});
+  AgentProcessOptions node2 = MeshAgentOptions(dir);
+  node2.name = "node2";
+  node2.extra_args.insert(node2.extra_args.end(), {"--agent-id", "node2"});
+  AgentProcess agent1(one, node1);
+  AgentProcess agent2(two, node2);
+  ASSERT_TRUE(agent1.ok()) << agent1.Log();
+  ASSERT_TRUE(agent2.ok()) << agent2.Log();
+
+  EchoApp app;
+  const std::string token = WriteTestFile(dir + "/reviews.token", two.Token("default", "reviews"));
+  ProxyProcess reviews(dir + "/reviews.log", {"--sds-socket", agent2.socket(), "--token-file", token, "--service",
+                                              "reviews", "--namespace", "default", "--inbound", "127.0.0.1:0", "--app",
+                                              absl::StrCat("127.0.0.1:", app.port()), "--policy-from-agent"});
+  ASSERT_TRUE(reviews.ok()) << reviews.Log();
+  Svid client = FetchSvid(agent1.socket(), one.Token("default", "web"), dir, "web");
+  ASSERT_FALSE(client.serial.empty()) << client.error;
+  ASSERT_TRUE(Served(reviews.inbound(), client.files)) << reviews.Log();
+  OpenConnections open({reviews.inbound()}, client.files);
+
+  Meshid(absl::StrCat("certs revoke ", client.serial, " --datastore '", db->url(), "'"));
+  // CRL 1 is the empty list each replica signs at start; the revocation makes it 2.
+  EXPECT_TRUE(Eventually([&] { return reviews.Metric("meshid_proxy_crl_number") >= 2; }, std::chrono::seconds(30)));
+  EXPECT_TRUE(Eventually([&] { return !Served(reviews.inbound(), client.files); }, std::chrono::seconds(30)))
+      << reviews.Log() << agent2.Log();
+  EXPECT_TRUE(open.AllClosed());
+  for (ServerProcess* replica : {&one, &two}) {
+    EXPECT_TRUE(Eventually([&] { return absl::StrContains(replica->Log(), "CRL 2 published: 1 revoked"); },
+                           std::chrono::seconds(30)))
+        << replica->Log();
+  }
+
+  // Both agents and the proxy report CRL 2, which is the store's.
+  auto status = [&] {
+    auto [rc, out] = RunShell(absl::StrCat(MeshidBinary(), " status --json --datastore '", db->url(), "'"));
+    return nlohmann::json::parse(out, nullptr, false);
+  };
+  EXPECT_TRUE(Eventually(
+      [&] {
+        auto s = status();
+        if (s.is_discarded() || s["crl_number"] != 2 || s["agents"].size() != 2 || s["proxies"].size() != 1) {
+          return false;
+        }
+        for (const auto& row : s["agents"]) {
+          if (row["crl_number"] != 2 || row["crl_current"] != true) return false;
+        }
+        return s["proxies"][0]["crl_number"] == 2;
+      },
+      std::chrono::seconds(20)))
+      << status().dump(2) << agent2.Log() << reviews.Log();
+  auto [rc, text] = RunShell(absl::StrCat(MeshidBinary(), " status --datastore '", db->url(), "'"));
+  EXPECT_THAT(text, ::testing::HasSubstr("CRL number 2"));
 }
 
 }  // namespace

@@ -4,10 +4,12 @@
 #include <signal.h>
 
 #include <atomic>
+#include <filesystem>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "common/files.h"
 #include "tests/support/temp_dir.h"
 
@@ -52,6 +54,26 @@ double ServerProcess::Metric(const std::string& name) const {
     if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
   }
   return -1;
+}
+
+bool MakePluginCa(const std::string& dir) {
+  std::filesystem::create_directories(dir);
+  const std::string script = absl::StrReplaceAll(R"(set -e; cd DIR
+cat > int.ext <<EOT
+basicConstraints=critical,CA:TRUE,pathlen:0
+keyUsage=critical,keyCertSign,cRLSign,digitalSignature
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid
+EOT
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout root-key.pem -out root-cert.pem -days 3650 -subj "/O=Istio/CN=Root CA" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca-key.pem -out ca.csr -subj "/O=Istio/CN=Intermediate CA"
+openssl x509 -req -in ca.csr -CA root-cert.pem -CAkey root-key.pem -CAcreateserial -days 730 -extfile int.ext -out ca-cert.pem
+cat ca-cert.pem root-cert.pem > cert-chain.pem
+chmod 600 ca-key.pem)",
+                                                 {{"DIR", dir}});
+  auto [rc, out] = RunShell("bash -c '" + absl::StrReplaceAll(script, {{"'", "'\\''"}}) + "'");
+  EXPECT_EQ(rc, 0) << out;
+  return rc == 0;
 }
 
 AgentProcess::AgentProcess(ServerProcess& server, AgentProcessOptions options) {

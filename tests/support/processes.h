@@ -46,6 +46,11 @@ class ServerProcess {
   int monitoring_port_ = 0;
 };
 
+// Istio's plug-in CA layout in `dir` (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem:
+// an intermediate under a root), made with the openssl command line as Istio's docs do. False
+// (with openssl's output added as a test failure) if a command failed.
+bool MakePluginCa(const std::string& dir);
+
 // How an AgentProcess is laid out: <dir>/<name>.token, <name>.sock, <name>.crl.pem (the CRL it
 // keeps) and <name>.log.
 struct AgentProcessOptions {
