@@ -14,11 +14,13 @@
 #include "meshproxy/tls.h"
 #include "policy/file_source.h"
 #include "tests/support/certs.h"
+#include "tests/support/status_matchers.h"
 #include "tests/support/temp_dir.h"
 
 namespace meshid::meshproxy {
 namespace {
 
+using ::meshid::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -186,6 +188,30 @@ TEST(WorkloadCert, ChecksWhatSdsDelivers) {
   EXPECT_FALSE(ParseWorkloadCert(leaf.cert, "garbage", "v").ok());
   EXPECT_FALSE(ParseTrustBundle("", "", "r").ok());
   EXPECT_FALSE(ParseTrustBundle("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "", "r").ok());
+}
+
+TEST(TrustBundle, CarriesTheCrlOfRootcaForTheHandshakeCheck) {
+  auto ca = testing::TestCa::Create();
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  auto revoked = *ca->Leaf({"spiffe://cluster.local/ns/default/sa/stolen"});
+  auto kept = *ca->Leaf({"spiffe://cluster.local/ns/default/sa/web"});
+  auto revoked_cert = CertFromPem(revoked.cert);
+  auto kept_cert = CertFromPem(kept.cert);
+  ASSERT_TRUE(revoked_cert.ok() && kept_cert.ok());
+  auto crl = ca->Crl({revoked_cert->get()}, 4);
+  ASSERT_TRUE(crl.ok()) << crl.status();
+  auto bundle = ParseTrustBundle(ca->cert_pem(), CrlDerToPem(*crl), "r2");
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  ASSERT_NE((*bundle)->revoked, nullptr);
+  EXPECT_EQ((*bundle)->revoked->number(), 4);
+  EXPECT_TRUE((*bundle)->revoked->IsRevoked(revoked_cert->get()));
+  EXPECT_FALSE((*bundle)->revoked->IsRevoked(kept_cert->get()));
+  EXPECT_EQ((*ParseTrustBundle(ca->cert_pem(), "", "r1"))->revoked, nullptr);
+
+  EXPECT_THAT(ParseTrustBundle(ca->cert_pem(), "not a CRL", "r").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("crl: CRL: PEM: no BEGIN/END block found")));
+  EXPECT_THAT(ParseTrustBundle(ca->cert_pem(), CrlDerToPem("garbage"), "r").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("crl: CRL: not a DER-encoded X.509 CRL")));
 }
 
 // ---- the file policy source ----

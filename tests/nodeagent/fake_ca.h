@@ -71,6 +71,10 @@ class FakeCa final : public CaClient {
     absl::MutexLock lock(&mu_);
     signer_ = index;
   }
+  std::shared_ptr<const TestCa> Root(size_t index) const {
+    absl::MutexLock lock(&mu_);
+    return roots_[index];
+  }
   std::string RootPem(size_t index) const {
     absl::MutexLock lock(&mu_);
     return roots_[index]->cert_pem();

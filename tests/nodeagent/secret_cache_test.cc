@@ -6,6 +6,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/crl.h"
 #include "common/keys.h"
 #include "common/x509.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
@@ -534,6 +535,58 @@ TEST_F(SecretCacheTest, AHeldCertificateIsReleasedAfterTheRootPushTimeout) {
   clock_.Advance(absl::Seconds(10));
   RunDue(*cache);
   EXPECT_THAT(def->Take(), SizeIs(1));
+}
+
+TEST_F(SecretCacheTest, ACrlJoinsRootcaAndARevokedCertificateIsReplacedAtOnce) {
+  auto cache = MakeCache();
+  RunDue(*cache);
+  auto watcher = std::make_shared<RecordingWatcher>();
+  auto sub = Subscribe(*cache, "", watcher);
+  auto current = sub->SetNames({"default", "ROOTCA"});
+  ASSERT_TRUE(current.ok()) << current.status();
+  xds::ResourcePtr served;
+  for (const auto& u : *current) {
+    if (u.name == "default") served = u.resource;
+  }
+  ASSERT_NE(served, nullptr);
+  auto leaf = CertsFromPem(Parse(served).tls_certificate().certificate_chain().inline_bytes());
+  ASSERT_TRUE(leaf.ok());
+  auto crl = ca_.Root(0)->Crl({leaf->front().get()}, 7);
+  ASSERT_TRUE(crl.ok()) << crl.status();
+  const std::string der = *crl;
+  auto index = RevocationIndex::FromCrlDer(der);
+  ASSERT_TRUE(index.ok()) << index.status();
+  ASSERT_TRUE((*index)->IsRevoked(leaf->front().get()));
+
+  cache->SetCrl(CrlDerToPem(der), *index);
+  // ROOTCA carries the CRL for Envoy, leaf-only (the CRL's issuers have none of their own).
+  auto updates = watcher->Take();
+  ASSERT_THAT(updates, SizeIs(1));
+  EXPECT_EQ(updates[0].name, "ROOTCA");
+  const Secret root = Parse(updates[0].resource);
+  EXPECT_EQ(root.validation_context().crl().inline_bytes(), CrlDerToPem(der));
+  EXPECT_TRUE(root.validation_context().only_verify_leaf_cert_crl());
+  EXPECT_FALSE(root.validation_context().trusted_ca().inline_bytes().empty());
+  EXPECT_EQ(cache->CrlNumberOfRootVersion(updates[0].resource->version), 7);
+  EXPECT_EQ(cache->CrlNumberOfRootVersion("no-such-version"), 0);
+
+  // The revoked certificate is renewed now, not at its rotation time.
+  EXPECT_EQ(cache->NextDueTime(), clock_.Now());
+  EXPECT_EQ(RunDue(*cache), 1);
+  EXPECT_EQ(ca_.calls(), 2);
+  updates = watcher->Take();
+  ASSERT_THAT(updates, SizeIs(1));
+  EXPECT_EQ(updates[0].name, "default");
+  auto fresh = CertsFromPem(Parse(updates[0].resource).tls_certificate().certificate_chain().inline_bytes());
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_NE(SerialHex(fresh->front().get()), SerialHex(leaf->front().get()));
+  EXPECT_FALSE((*index)->IsRevoked(fresh->front().get()));
+  EXPECT_EQ(metrics_.AddCounter("meshid_agent_revoked_certificates_total", "").value(), 1);
+
+  // The same CRL again: ROOTCA is re-pushed, nothing is renewed (the new certificate is not listed).
+  cache->SetCrl(CrlDerToPem(der), *index);
+  EXPECT_EQ(RunDue(*cache), 0);
+  EXPECT_EQ(ca_.calls(), 2);
 }
 
 TEST_F(SecretCacheTest, ExtraTrustAnchorsJoinRootca) {

@@ -64,6 +64,10 @@ class TestCa {
                                      absl::Time not_before = absl::Now() - absl::Minutes(5),
                                      absl::Time not_after = absl::Now() + absl::Hours(1)) const;
 
+  // A version 2 CRL (DER) of this CA numbered `number`, listing the serials of `revoked`, valid
+  // for a day from now.
+  absl::StatusOr<std::string> Crl(const std::vector<X509*>& revoked, int64_t number) const;
+
   X509* cert() const { return cert_.get(); }
   EVP_PKEY* key() const { return key_.get(); }
   const std::string& cert_pem() const { return cert_pem_; }
