@@ -4,6 +4,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/commands.h"
@@ -141,10 +142,11 @@ void RegisterStatusCommands(CLI::App& app, CommandContext& ctx) {
       const std::string crl = r.crl_number == 0            ? "-"
                               : r.crl_number < *crl_number ? absl::StrCat(r.crl_number, "*")
                                                            : absl::StrCat(r.crl_number);
-      std::cout << absl::StrFormat("%-20s %-24s %-16s %-14s %-8s %-13s %-8s %s\n", r.agent_id,
-                                   r.proxy_id.empty() ? "(agent)" : r.proxy_id, r.proxy_id.empty() ? "-" : r.service,
-                                   r.proxy_id.empty() ? "-" : r.namespace_,
-                                   r.applied_version == 0 ? "-" : absl::StrCat(r.applied_version), state, crl, detail);
+      const std::string line = absl::StrFormat(
+          "%-20s %-24s %-16s %-14s %-8s %-13s %-8s %s", r.agent_id, r.proxy_id.empty() ? "(agent)" : r.proxy_id,
+          r.proxy_id.empty() ? "-" : r.service, r.proxy_id.empty() ? "-" : r.namespace_,
+          r.applied_version == 0 ? "-" : absl::StrCat(r.applied_version), state, crl, detail);
+      std::cout << absl::StripTrailingAsciiWhitespace(line) << "\n";
     }
     std::cout.flush();
   });
