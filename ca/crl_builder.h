@@ -26,12 +26,16 @@ struct CrlContents {
 // is unexpired at this_update, each with its revocation time and, unless unspecified, its
 // reasonCode; the CRL extensions cRLNumber and authorityKeyIdentifier (from the issuer's
 // subjectKeyIdentifier). SHA-256 signature for EC and RSA keys. DER. InvalidArgument for
-// contents that cannot be encoded (a malformed serial, next_update not after this_update).
+// contents that cannot be encoded (a malformed serial, a time outside the years 0000-9999,
+// next_update not after this_update) and for a key of another type; Internal when signing fails.
 absl::StatusOr<std::string> BuildCrl(X509* issuer, EVP_PKEY* key, absl::Span<const RevocationRecord> revocations,
                                      const CrlContents& contents);
 
+// How far BuildCurrentCrl backdates thisUpdate (as the CA backdates notBefore).
+inline constexpr absl::Duration kCrlClockSkew = absl::Minutes(2);
+
 // The CRL of `authority`'s signing certificate as the store has it now: ListRevocations(now),
-// numbered with the store's CRL number, thisUpdate `now`, nextUpdate `now + validity`. What
+// numbered with the store's CRL number, thisUpdate `now - kCrlClockSkew`, nextUpdate `now + validity`. What
 // `meshid certs crl` prints and the server publishes.
 absl::StatusOr<std::string> BuildCurrentCrl(const SigningAuthority& authority, RevocationStore& store, absl::Time now,
                                             absl::Duration validity);

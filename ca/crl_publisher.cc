@@ -94,7 +94,8 @@ absl::Status CrlPublisher::Build() {
   const absl::Time now = clock_.Now();
   MESHID_ASSIGN_OR_RETURN(std::string der, BuildCurrentCrl(*authority_, store_, now, options_.validity));
   // What is published must read back against our own certificate (and gives the entry count).
-  MESHID_ASSIGN_OR_RETURN(CrlInfo info, VerifyCrl(der, authority_->cert.get(), now));
+  MESHID_ASSIGN_OR_RETURN(CrlInfo info,
+                          VerifyCrl(der, authority_->cert.get(), now, /*allow_stale=*/false, CrlSerials::kIndexOnly));
   if (!options_.output_file.empty()) {
     MESHID_RETURN_IF_ERROR(WriteFileAtomic(options_.output_file, CrlDerToPem(der), 0644));
   }
@@ -104,14 +105,14 @@ absl::Status CrlPublisher::Build() {
     absl::MutexLock lock(&mu_);
     const bool changed = current_ == nullptr || current_->number != crl->number;
     if (changed) {
-      logger_->info("CRL {} published: {} revoked certificate(s), next update {}", crl->number, info.revoked.size(),
+      logger_->info("CRL {} published: {} revoked certificate(s), next update {}", crl->number, info.index->size(),
                     absl::FormatTime(absl::RFC3339_sec, crl->next_update, absl::UTCTimeZone()));
     }
     current_ = crl;
   }
   if (options_.on_publish) options_.on_publish(crl);
   number_gauge_.Set(static_cast<double>(info.number));
-  entries_gauge_.Set(static_cast<double>(info.revoked.size()));
+  entries_gauge_.Set(static_cast<double>(info.index->size()));
   this_update_gauge_.Set(static_cast<double>(absl::ToUnixSeconds(info.this_update)));
   builds_.Increment();
   return absl::OkStatus();

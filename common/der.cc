@@ -91,4 +91,59 @@ std::string TimeTlv(absl::Time t) {
   return Tlv(kGeneralizedTime, absl::FormatTime("%Y%m%d%H%M%SZ", t, utc));
 }
 
+bool AppendTimeTlv(std::string* out, absl::Time t) {
+  if (t == absl::InfinitePast() || t == absl::InfiniteFuture()) return false;
+  // Civil UTC from Unix seconds by arithmetic (H. Hinnant's civil_from_days): absl's time-zone
+  // lookup takes a lock per call, a measurable part of a 100,000-entry CRL.
+  const int64_t seconds = absl::ToUnixSeconds(t);  // floor, as ASN1_TIME_set's time_t
+  constexpr int64_t kDay = 86400;
+  int64_t days = seconds / kDay;
+  int64_t second_of_day = seconds % kDay;
+  if (second_of_day < 0) {
+    second_of_day += kDay;
+    --days;
+  }
+  if (days < -800'000 || days > 3'000'000) return false;  // far outside 0000-9999
+  days += 719468;
+  const int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+  const int64_t day_of_era = days - era * 146097;
+  const int64_t year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146096) / 365;
+  const int64_t day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+  const int64_t shifted_month = (5 * day_of_year + 2) / 153;  // March = 0
+  const int day = static_cast<int>(day_of_year - (153 * shifted_month + 2) / 5 + 1);
+  const int month = static_cast<int>(shifted_month < 10 ? shifted_month + 3 : shifted_month - 9);
+  const int64_t civil_year = year_of_era + era * 400 + (month <= 2 ? 1 : 0);
+  if (civil_year < 0 || civil_year > 9999) return false;
+  struct {
+    int64_t year() const { return y; }
+    int month() const { return mo; }
+    int day() const { return d; }
+    int hour() const { return static_cast<int>(s / 3600); }
+    int minute() const { return static_cast<int>(s / 60 % 60); }
+    int second() const { return static_cast<int>(s % 60); }
+    int64_t y;
+    int mo;
+    int d;
+    int64_t s;
+  } c{civil_year, month, day, second_of_day};
+  const bool utc_time = c.year() >= 1950 && c.year() < 2050;
+  char text[15];
+  size_t n = 0;
+  auto two = [&](int v) {
+    text[n++] = static_cast<char>('0' + v / 10);
+    text[n++] = static_cast<char>('0' + v % 10);
+  };
+  const int year = static_cast<int>(c.year());
+  if (!utc_time) two(year / 100);
+  two(year % 100);
+  two(c.month());
+  two(c.day());
+  two(c.hour());
+  two(c.minute());
+  two(c.second());
+  text[n++] = 'Z';
+  AppendTlv(out, utc_time ? kUtcTime : kGeneralizedTime, absl::string_view(text, n));
+  return true;
+}
+
 }  // namespace meshid::der

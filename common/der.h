@@ -58,5 +58,10 @@ void AppendTlv(std::string* out, uint8_t tag, absl::string_view content);
 std::string UnsignedIntegerTlv(absl::string_view magnitude);
 // RFC 5280 time: UTCTime through 2049, GeneralizedTime from 2050. Whole seconds, UTC.
 std::string TimeTlv(absl::Time t);
+// Appends the same encoding as TimeTlv (UTCTime for 1950-2049, GeneralizedTime otherwise, as
+// OpenSSL's ASN1_TIME_set chooses) without going through absl::FormatTime, which is most of the
+// cost of a CRL entry. False, and nothing appended, for a time outside the years 0000-9999 that
+// neither form can hold (an infinite time among them).
+bool AppendTimeTlv(std::string* out, absl::Time t);
 
 }  // namespace meshid::der

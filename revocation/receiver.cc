@@ -150,11 +150,11 @@ absl::StatusOr<std::shared_ptr<const NodeCrl>> CrlReceiver::Check(const Revocati
                                                      options_.trust_bundle_file, ": ", s.message()));
     }
     MESHID_RETURN_IF_ERROR(CheckCrlSigner(chain[0].get()));
-    info = VerifyCrl(list.crl_der(), chain[0].get(), now, allow_stale);
+    info = VerifyCrl(list.crl_der(), chain[0].get(), now, allow_stale, CrlSerials::kIndexOnly);
   } else {
     // Signed by a root: try every root of the bundle (a rotation may hold two).
     for (X509* root : root_ptrs) {
-      info = VerifyCrl(list.crl_der(), root, now, allow_stale);
+      info = VerifyCrl(list.crl_der(), root, now, allow_stale, CrlSerials::kIndexOnly);
       if (info.ok()) {
         MESHID_RETURN_IF_ERROR(CheckCrlSigner(root));
         break;
@@ -166,7 +166,7 @@ absl::StatusOr<std::shared_ptr<const NodeCrl>> CrlReceiver::Check(const Revocati
     return absl::InvalidArgumentError(
         absl::StrCat("crl_number ", list.crl_number(), " differs from the CRL's cRLNumber ", info->number));
   }
-  MESHID_ASSIGN_OR_RETURN(crl->index, RevocationIndex::FromCrlDer(list.crl_der()));
+  crl->index = std::move(info->index);  // parsed once, by VerifyCrl
   crl->der = list.crl_der();
   crl->pem = CrlDerToPem(crl->der);
   crl->issuer_chain_der.assign(list.issuer_chain_der().begin(), list.issuer_chain_der().end());

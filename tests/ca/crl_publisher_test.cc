@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_format.h"
+#include "ca/crl_builder.h"
 #include "common/crl.h"
 #include "common/files.h"
 #include "common/random.h"
@@ -81,7 +82,9 @@ TEST_F(CrlPublisherTest, PublishesAtStartAndOnEveryRevocation) {
   auto first = (*publisher)->current();
   ASSERT_NE(first, nullptr);
   EXPECT_EQ(first->number, *store_->CrlNumber());
-  EXPECT_EQ(first->next_update - first->this_update, absl::Hours(24));
+  // thisUpdate backdated by the clock skew the CA allows, nextUpdate a validity after now.
+  EXPECT_EQ(first->this_update, clock_.Now() - kCrlClockSkew);
+  EXPECT_EQ(first->next_update - first->this_update, absl::Hours(24) + kCrlClockSkew);
   auto info = VerifyCrl(first->der, authority_->cert.get(), clock_.Now());
   ASSERT_OK(info.status());
   EXPECT_THAT(info->revoked, IsEmpty());
@@ -123,7 +126,7 @@ TEST_F(CrlPublisherTest, ResignsAtHalfValidityAndDropsExpiredEntries) {
   EXPECT_EQ(*(*publisher)->RunOne(), true);
   auto second = (*publisher)->current();
   EXPECT_EQ(second->number, first->number) << "same revocations, same number";
-  EXPECT_EQ(second->this_update, clock_.Now());
+  EXPECT_EQ(second->this_update, clock_.Now() - kCrlClockSkew);
   EXPECT_THAT(VerifyCrl(second->der, authority_->cert.get(), clock_.Now())->revoked, IsEmpty());
 }
 

@@ -7,10 +7,13 @@
 #include <gtest/gtest.h>
 #include <openssl/bn.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "ca/crl_builder.h"
+#include "common/der.h"
 #include "common/files.h"
 #include "common/x509.h"
 #include "tests/support/certs.h"
@@ -91,6 +94,103 @@ std::string HandMadeCrl(X509* issuer, EVP_PKEY* key, bool version2) {
   std::string der(reinterpret_cast<char*>(out), static_cast<size_t>(len));
   OPENSSL_free(out);
   return der;
+}
+
+// The TBSCertList OpenSSL's X509_CRL API makes of the same contents (what BuildCrl used before
+// it wrote DER itself): the reference BuildCrl's bytes must equal.
+std::string OpensslTbs(X509* issuer, EVP_PKEY* key, const std::vector<RevocationRecord>& revocations,
+                       const CrlContents& contents) {
+  X509CrlPtr crl(X509_CRL_new());
+  Asn1TimePtr this_update(ASN1_TIME_set(nullptr, absl::ToTimeT(contents.this_update)));
+  Asn1TimePtr next_update(ASN1_TIME_set(nullptr, absl::ToTimeT(contents.next_update)));
+  if (!crl || !this_update || !next_update || X509_CRL_set_version(crl.get(), X509_CRL_VERSION_2) != 1 ||
+      X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(issuer)) != 1 ||
+      X509_CRL_set1_lastUpdate(crl.get(), this_update.get()) != 1 ||
+      X509_CRL_set1_nextUpdate(crl.get(), next_update.get()) != 1) {
+    return "";
+  }
+  for (const RevocationRecord& r : revocations) {
+    if (r.issuer_serial_hex != SerialHex(issuer) || r.not_after <= contents.this_update) continue;
+    X509RevokedPtr entry(X509_REVOKED_new());
+    BIGNUM* raw = nullptr;
+    if (!entry || BN_hex2bn(&raw, r.serial_hex.c_str()) == 0) return "";
+    BignumPtr bn(raw);
+    Asn1IntegerPtr serial(BN_to_ASN1_INTEGER(bn.get(), nullptr));
+    Asn1TimePtr when(ASN1_TIME_set(nullptr, absl::ToTimeT(r.revoked_at)));
+    if (!serial || !when || X509_REVOKED_set_serialNumber(entry.get(), serial.get()) != 1 ||
+        X509_REVOKED_set_revocationDate(entry.get(), when.get()) != 1) {
+      return "";
+    }
+    if (r.reason != RevocationReason::kUnspecified) {
+      Asn1EnumeratedPtr code(ASN1_ENUMERATED_new());
+      if (!code || ASN1_ENUMERATED_set(code.get(), static_cast<long>(r.reason)) != 1 ||
+          X509_REVOKED_add1_ext_i2d(entry.get(), NID_crl_reason, code.get(), 0, 0) != 1) {
+        return "";
+      }
+    }
+    if (X509_CRL_add0_revoked(crl.get(), entry.get()) != 1) return "";
+    entry.release();  // the CRL owns it now
+  }
+  Asn1IntegerPtr number(ASN1_INTEGER_new());
+  if (X509_CRL_sort(crl.get()) != 1 || !number || ASN1_INTEGER_set_int64(number.get(), contents.number) != 1 ||
+      X509_CRL_add1_ext_i2d(crl.get(), NID_crl_number, number.get(), 0, 0) != 1) {
+    return "";
+  }
+  if (const ASN1_OCTET_STRING* ski = X509_get0_subject_key_id(issuer); ski != nullptr) {
+    AuthorityKeyIdPtr akid(AUTHORITY_KEYID_new());
+    if (!akid || (akid->keyid = ASN1_OCTET_STRING_dup(ski)) == nullptr ||
+        X509_CRL_add1_ext_i2d(crl.get(), NID_authority_key_identifier, akid.get(), 0, 0) != 1) {
+      return "";
+    }
+  }
+  if (X509_CRL_sign(crl.get(), key, EVP_sha256()) <= 0) return "";
+  unsigned char* out = nullptr;
+  const int len = i2d_re_X509_CRL_tbs(crl.get(), &out);
+  if (len <= 0) return "";
+  std::string tbs(reinterpret_cast<char*>(out), static_cast<size_t>(len));
+  OPENSSL_free(out);
+  return tbs;
+}
+
+// The TBSCertList of a DER CRL.
+std::string TbsOf(const std::string& crl) {
+  der::Reader outer(crl);
+  auto list = outer.Next();
+  if (!list.ok()) return "";
+  der::Reader fields(list->value);
+  auto tbs = fields.Next();
+  return tbs.ok() ? std::string(tbs->whole) : "";
+}
+
+// A CRL of `entries` (each the DER of one revokedCertificates element) as FromCrlDer reads it:
+// unsigned (FromCrlDer does not check the signature), with a cRLNumber of 5.
+std::string CrlWithEntries(X509* issuer, const std::vector<std::string>& entries) {
+  constexpr absl::string_view kAlgorithm("\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02", 12);
+  std::string name;
+  unsigned char* out = nullptr;
+  const int len = i2d_X509_NAME(X509_get_subject_name(issuer), &out);
+  if (len <= 0) return "";
+  name.assign(reinterpret_cast<char*>(out), static_cast<size_t>(len));
+  OPENSSL_free(out);
+  std::string revoked;
+  for (const std::string& e : entries) revoked += e;
+  const std::string crl_number = der::Tlv(
+      der::kSequence, absl::StrCat(absl::string_view("\x06\x03\x55\x1d\x14", 5),
+                                   der::Tlv(der::kOctetString, der::UnsignedIntegerTlv(std::string(1, '\x05')))));
+  const std::string tbs = der::Tlv(
+      der::kSequence,
+      absl::StrCat(absl::string_view("\x02\x01\x01", 3), kAlgorithm, name, der::TimeTlv(absl::Now() - absl::Hours(1)),
+                   der::TimeTlv(absl::Now() + absl::Hours(1)), der::Tlv(der::kSequence, revoked),
+                   der::Tlv(der::ContextConstructed(0), der::Tlv(der::kSequence, crl_number))));
+  return der::Tlv(der::kSequence,
+                  absl::StrCat(tbs, kAlgorithm, der::Tlv(der::kBitString, absl::string_view("\0\x30\x00", 3))));
+}
+
+// One revokedCertificates element: SEQUENCE { INTEGER with content `serial`, `rest` }.
+std::string Entry(absl::string_view serial, absl::string_view rest =
+                                                "\x17\x0d"
+                                                "261207010000Z") {
+  return der::Tlv(der::kSequence, absl::StrCat(der::Tlv(der::kInteger, serial), rest));
 }
 
 class CrlTest : public ::testing::TestWithParam<KeyAlgorithm> {
@@ -301,6 +401,160 @@ TEST_P(CrlTest, RevocationIndexRefusesWhatIsNotAVersion2Crl) {
   EXPECT_EQ((*index)->size(), 1u);
   EXPECT_EQ((*index)->next_update(), absl::InfiniteFuture());
   EXPECT_TRUE((*index)->IsRevoked(WithSerial(ca_->cert(), "2A").get()));
+}
+
+TEST_P(CrlTest, BuildCrlWritesWhatOpensslsCrlApiWrites) {
+  const absl::Time now = absl::FromUnixSeconds(absl::ToUnixSeconds(absl::Now()));
+  auto other = TestCa::Create();
+  ASSERT_OK(other.status());
+  auto at = [&](const std::string& serial, RevocationReason reason, absl::Time revoked_at, absl::Time not_after) {
+    RevocationRecord r = Revoked(serial, ca_->cert(), reason, not_after);
+    r.revoked_at = revoked_at;
+    return r;
+  };
+  const absl::Time later = now + absl::Hours(1);
+  const std::vector<RevocationRecord> revocations = {
+      at("80FF", RevocationReason::kKeyCompromise, now - absl::Minutes(1), later),  // DER adds a 0x00
+      at("7F", RevocationReason::kUnspecified, now - absl::Hours(2), later),        // no reasonCode
+      at("000A", RevocationReason::kCaCompromise, now, later),                      // leading zeros
+      at("0", RevocationReason::kAffiliationChanged, now, later),                   // zero
+      at("ABC", RevocationReason::kSuperseded, now, later),                         // odd length
+      at("0102030405060708090A0B0C0D0E0F10", RevocationReason::kCessationOfOperation, now, later),
+      at("FF", RevocationReason::kPrivilegeWithdrawn,
+         absl::FromCivil(absl::CivilSecond(2051, 2, 3, 4, 5, 6), absl::UTCTimeZone()), later),  // GeneralizedTime
+      at("0100", RevocationReason::kKeyCompromise,
+         absl::FromCivil(absl::CivilSecond(1949, 12, 31, 23, 59, 59), absl::UTCTimeZone()), later),
+      at("0A0B0C", RevocationReason::kSuperseded, now, now - absl::Minutes(1)),  // expired: dropped
+      Revoked("0D0E0F", other->cert(), RevocationReason::kSuperseded),           // another issuer: dropped
+  };
+  for (const CrlContents& contents :
+       {CrlContents{0, now, now + absl::Hours(24)}, CrlContents{0x8000, now - absl::Seconds(5), now + absl::Hours(24)},
+        CrlContents{int64_t{1} << 62, now,
+                    absl::FromCivil(absl::CivilSecond(2060, 1, 1, 0, 0, 0), absl::UTCTimeZone())}}) {
+    for (size_t n : {size_t{0}, size_t{1}, revocations.size()}) {
+      const std::vector<RevocationRecord> some(revocations.begin(), revocations.begin() + n);
+      auto der = BuildCrl(ca_->cert(), ca_->key(), some, contents);
+      ASSERT_OK(der.status());
+      const std::string expected = OpensslTbs(ca_->cert(), ca_->key(), some, contents);
+      ASSERT_FALSE(expected.empty());
+      EXPECT_EQ(absl::BytesToHexString(TbsOf(*der)), absl::BytesToHexString(expected))
+          << n << " records, number " << contents.number;
+      auto info = VerifyCrl(*der, ca_->cert(), now);
+      ASSERT_OK(info.status());
+      EXPECT_EQ(info->number, contents.number);
+    }
+  }
+  EXPECT_THAT(BuildCrl(ca_->cert(), ca_->key(),
+                       {at("01", RevocationReason::kKeyCompromise, absl::InfinitePast(), later)}, Contents(1)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("revocations[0].revoked_at")));
+  EXPECT_THAT(BuildCrl(ca_->cert(), ca_->key(), {}, CrlContents{1, now, absl::InfiniteFuture()}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("next_update")));
+}
+
+TEST_P(CrlTest, VerifyCrlCanSkipTheHexSerials) {
+  auto der = BuildCrl(ca_->cert(), ca_->key(),
+                      {Revoked("80FF", ca_->cert(), RevocationReason::kKeyCompromise),
+                       Revoked("01", ca_->cert(), RevocationReason::kUnspecified)},
+                      Contents(9));
+  ASSERT_OK(der.status());
+  auto both = VerifyCrl(*der, ca_->cert(), absl::Now());
+  ASSERT_OK(both.status());
+  EXPECT_THAT(both->revoked, ElementsAre("01", "80FF"));
+  ASSERT_NE(both->index, nullptr);
+  EXPECT_EQ(both->index->size(), 2u);
+  auto index_only = VerifyCrl(*der, ca_->cert(), absl::Now(), false, CrlSerials::kIndexOnly);
+  ASSERT_OK(index_only.status());
+  EXPECT_THAT(index_only->revoked, SizeIs(0));
+  ASSERT_NE(index_only->index, nullptr);
+  EXPECT_EQ(index_only->index->number(), 9);
+  EXPECT_TRUE(index_only->index->IsRevoked(WithSerial(ca_->cert(), "80FF").get()));
+  EXPECT_FALSE(index_only->index->IsRevoked(WithSerial(ca_->cert(), "02").get()));
+}
+
+TEST_P(CrlTest, RevocationIndexReadsSerialsAsOpensslDoes) {
+  // Negative, zero and multi-octet serials: each is listed for the certificate with that serial
+  // (whose ASN1_INTEGER OpenSSL made), and OpenSSL's parse of the same CRL lists the same ones.
+  struct Case {
+    std::string content;  // the INTEGER's DER content octets
+    std::string hex;      // the same value as Asn1IntegerHex (BN_bn2hex) writes it
+  };
+  const std::vector<Case> cases = {
+      {std::string("\x00", 1), "0"},
+      {"\x7f", "7F"},
+      {std::string("\x00\x80", 2), "80"},
+      {"\xff", "-01"},
+      {"\x80", "-80"},
+      {"\xff\x7f", "-81"},
+      {std::string("\xff\x00", 2), "-0100"},
+      {"\x80\x01", "-7FFF"},
+      {std::string("\xfe\x00\x01", 3), "-01FFFF"},
+  };
+  std::vector<std::string> entries;
+  for (const Case& c : cases) entries.push_back(Entry(c.content));
+  const std::string crl = CrlWithEntries(ca_->cert(), entries);
+  auto index = RevocationIndex::FromCrlDer(crl);
+  ASSERT_OK(index.status());
+  EXPECT_EQ((*index)->number(), 5);
+  EXPECT_EQ((*index)->size(), cases.size());
+  for (const Case& c : cases) {
+    EXPECT_TRUE((*index)->IsRevoked(WithSerial(ca_->cert(), c.hex).get())) << c.hex;
+  }
+  EXPECT_FALSE((*index)->IsRevoked(WithSerial(ca_->cert(), "1").get()));
+  EXPECT_FALSE((*index)->IsRevoked(WithSerial(ca_->cert(), "-7F").get()));
+  const auto* p = reinterpret_cast<const unsigned char*>(crl.data());
+  X509CrlPtr parsed(d2i_X509_CRL(nullptr, &p, static_cast<long>(crl.size())));
+  ASSERT_NE(parsed, nullptr);
+  const STACK_OF(X509_REVOKED)* revoked = X509_CRL_get_REVOKED(parsed.get());
+  ASSERT_EQ(sk_X509_REVOKED_num(revoked), static_cast<int>(cases.size()));
+  for (int i = 0; i < sk_X509_REVOKED_num(revoked); ++i) {
+    EXPECT_EQ(Asn1IntegerHex(X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(revoked, i))), cases[i].hex);
+  }
+}
+
+TEST_P(CrlTest, RevocationIndexRefusesMalformedEntries) {
+  const std::string good = Entry("\x01");
+  ASSERT_OK(RevocationIndex::FromCrlDer(CrlWithEntries(ca_->cert(), {good, good})).status());
+  const std::string reason_code("\x30\x0c\x30\x0a\x06\x03\x55\x1d\x15\x04\x03\x0a\x01\x01", 14);
+  ASSERT_OK(RevocationIndex::FromCrlDer(CrlWithEntries(ca_->cert(), {Entry("\x01", absl::StrCat("\x17\x0d"
+                                                                                                "261207010000Z",
+                                                                                                reason_code))}))
+                .status());
+  const std::vector<std::string> malformed = {
+      Entry(""),                          // empty INTEGER
+      Entry(std::string("\x00\x01", 2)),  // redundant 0x00
+      Entry("\xff\x80"),                  // redundant 0xFF
+      Entry("\x01", ""),                  // no revocationDate
+      Entry("\x01",
+            "\x17\x0d"
+            "261307010000Z"),  // month 13
+      Entry("\x01",
+            "\x17\x0d"
+            "260230010000Z"),  // 30 February
+      Entry("\x01",
+            "\x17\x0b"
+            "2612070100Z"),  // no seconds
+      Entry("\x01",
+            "\x04\x0d"
+            "261207010000Z"),  // not a Time
+      Entry("\x01", absl::StrCat("\x17\x0d"
+                                 "261207010000Z",
+                                 std::string("\x05\x00", 2))),  // not Extensions
+      Entry("\x01", absl::StrCat("\x17\x0d"
+                                 "261207010000Z",
+                                 reason_code, std::string("\x05\x00", 2))),
+      Entry("\x01", absl::StrCat("\x17\x0d"
+                                 "261207010000Z",
+                                 std::string("\x30\x04\x30\x02\x06\x00", 6))),  // empty OID
+      std::string("\x31\x03\x02\x01\x01", 5),                                   // a SET
+      std::string("\x30\x83\x00\x00\x03\x02\x01\x01", 8),                       // non-minimal length
+      std::string("\x30\x80\x02\x01\x01\x00\x00", 7),                           // indefinite length
+  };
+  for (size_t i = 0; i < malformed.size(); ++i) {
+    const std::string crl = CrlWithEntries(ca_->cert(), {good, malformed[i]});
+    EXPECT_THAT(RevocationIndex::FromCrlDer(crl),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a DER-encoded X.509 CRL")))
+        << i;
+  }
 }
 
 // The other direction: a CRL made by `openssl ca -gencrl` reads as the same revocations.
