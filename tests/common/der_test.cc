@@ -41,7 +41,8 @@ TEST(DerTest, AppendTimeTlvWritesWhatTimeTlvWrites) {
 }
 
 TEST(DerTest, ReaderRefusesWhatIsNotStrictDer) {
-  Reader ok(std::string("\x02\x01\x05\x30\x00", 5));
+  const std::string bytes("\x02\x01\x05\x30\x00", 5);  // a Reader views, never owns, its bytes
+  Reader ok(bytes);
   auto first = ok.Next();
   ASSERT_OK(first.status());
   EXPECT_EQ(first->tag, kInteger);
