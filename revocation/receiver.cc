@@ -102,9 +102,9 @@ absl::StatusOr<std::unique_ptr<CrlReceiver>> CrlReceiver::Create(CrlReceiverOpti
   if (exists_error) receiver->logger_->error("cannot look for a kept CRL at {}: {}", state, exists_error.message());
   if (kept) {
     auto text = ReadFile(state, kMaxRevocationListBytes);
-    absl::StatusOr<RevocationList> kept = text.ok() ? ParseStateFile(*text) : text.status();
+    absl::StatusOr<RevocationList> kept_list = text.ok() ? ParseStateFile(*text) : text.status();
     absl::StatusOr<std::shared_ptr<const NodeCrl>> crl =
-        kept.ok() ? receiver->Check(*kept, /*allow_stale=*/true) : kept.status();
+        kept_list.ok() ? receiver->Check(*kept_list, /*allow_stale=*/true) : kept_list.status();
     if (!crl.ok()) {
       receiver->logger_->error("ignoring the kept CRL {}: {}", state, crl.status().message());
     } else {
