@@ -22,7 +22,6 @@
 //  and revoked through the store's own interface, so that every CRL of the run lists N more
 //  entries; the time until every proxy holds that CRL is printed too.)
 #include <dirent.h>
-#include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
@@ -53,17 +52,15 @@
 #include "common/random.h"
 #include "common/status_macros.h"
 #include "common/x509.h"
-#include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
-#include "envoy/service/secret/v3/sds.grpc.pb.h"
 #include "sql/store.h"
 #include "store/records.h"
 #include "tests/meshproxy/mesh_harness.h"
+#include "tests/meshproxy/workload_svid.h"
 
 namespace meshid::testing {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using envoy::extensions::transport_sockets::tls::v3::Secret;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -113,53 +110,6 @@ void Watchdog(Clock::time_point deadline) {
 }
 
 // ---- the mesh ----
-
-struct Svid {
-  CertFiles files;
-  std::string serial;
-  std::string error;
-};
-
-// The workload's "default" secret from the agent on `socket`, as the workload holding `token`.
-Svid FetchSvid(const std::string& socket, const std::string& token, const std::string& dir, const std::string& name) {
-  auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
-  auto stub = envoy::service::secret::v3::SecretDiscoveryService::NewStub(channel);
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-  context.AddMetadata("authorization", "Bearer " + token);
-  envoy::service::discovery::v3::DiscoveryRequest request;
-  request.set_type_url("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret");
-  request.add_resource_names("default");
-  request.mutable_node()->set_id("revocation-latency-bench");
-  envoy::service::discovery::v3::DiscoveryResponse response;
-  Svid svid;
-  grpc::Status status = stub->FetchSecrets(&context, request, &response);
-  Secret secret;
-  if (!status.ok() || response.resources_size() != 1 || !response.resources(0).UnpackTo(&secret)) {
-    svid.error = absl::StrCat("FetchSecrets: ", status.error_message(), " (", response.resources_size(), " resources)");
-    return svid;
-  }
-  CertAndKeyPem pem{secret.tls_certificate().certificate_chain().inline_bytes(),
-                    secret.tls_certificate().private_key().inline_bytes()};
-  auto files = WriteCertFiles(dir, name, pem);
-  if (!files.ok()) {
-    svid.error = files.status().ToString();
-    return svid;
-  }
-  svid.files = *files;
-  auto certs = CertsFromPem(pem.cert);
-  if (certs.ok() && !certs->empty()) svid.serial = SerialHex((*certs)[0].get());
-  return svid;
-}
-
-// Whether a new mTLS connection with `cert` gets an answer from the proxy on `port`.
-bool Served(int port, const CertFiles& cert) {
-  Client::Options o;
-  o.tls = true;
-  o.cert = cert;
-  o.timeout_ms = 5000;
-  return Request(port, o, "GET", "/probe").status == 200;
-}
 
 struct Flags {
   int revocations = 20;

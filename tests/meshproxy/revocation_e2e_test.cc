@@ -9,7 +9,6 @@
 // they are in the server's ledger (what `meshid certs revoke` needs) and the test holds the very
 // key a workload uses, as a thief would.
 #include <gmock/gmock.h>
-#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -17,63 +16,16 @@
 
 #include "absl/strings/match.h"
 #include "common/x509.h"
-#include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
-#include "envoy/service/secret/v3/sds.grpc.pb.h"
 #include "tests/meshproxy/mesh_harness.h"
+#include "tests/meshproxy/workload_svid.h"
 #include "tests/support/databases.h"
 #include "tests/support/dependencies.h"
 
 namespace meshid::testing {
 namespace {
 
-using envoy::extensions::transport_sockets::tls::v3::Secret;
-
 constexpr char kTd[] = "spiffe://cluster.local";
 std::string Id(const std::string& sa) { return absl::StrCat(kTd, "/ns/default/sa/", sa); }
-
-struct Svid {
-  CertFiles files;
-  std::string serial;
-  std::string error;
-};
-
-// The workload's "default" secret from the agent on `socket`, as the workload holding `token`.
-Svid FetchSvid(const std::string& socket, const std::string& token, const std::string& dir, const std::string& name) {
-  auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
-  auto stub = envoy::service::secret::v3::SecretDiscoveryService::NewStub(channel);
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-  context.AddMetadata("authorization", "Bearer " + token);
-  envoy::service::discovery::v3::DiscoveryRequest request;
-  request.set_type_url("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret");
-  request.add_resource_names("default");
-  request.mutable_node()->set_id("revocation-test");
-  envoy::service::discovery::v3::DiscoveryResponse response;
-  Svid svid;
-  grpc::Status status = stub->FetchSecrets(&context, request, &response);
-  Secret secret;
-  if (!status.ok() || response.resources_size() != 1 || !response.resources(0).UnpackTo(&secret)) {
-    svid.error = absl::StrCat("FetchSecrets: ", status.error_message(), " (", response.resources_size(), " resources)");
-    return svid;
-  }
-  CertAndKeyPem pem{secret.tls_certificate().certificate_chain().inline_bytes(),
-                    secret.tls_certificate().private_key().inline_bytes()};
-  svid.files = WriteCert(dir, name, pem);
-  auto certs = CertsFromPem(pem.cert);
-  if (certs.ok() && !certs->empty()) svid.serial = SerialHex((*certs)[0].get());
-  return svid;
-}
-
-Client::Options Mtls(const CertFiles& cert) {
-  Client::Options o;
-  o.tls = true;
-  o.cert = cert;
-  o.timeout_ms = 5000;
-  return o;
-}
-
-// Whether a new connection with `cert` gets an answer from the proxy on `port`.
-bool Served(int port, const CertFiles& cert) { return Request(port, Mtls(cert), "GET", "/probe").status == 200; }
 
 // A client keeping one keep-alive connection to every proxy, one request after another; it
 // reconnects after a failure and counts both.
