@@ -1,10 +1,19 @@
 // Istio's CSR API: istio.v1.auth.IstioCertificateService/CreateCertificate.
 // authenticate caller → SPIFFE ID → validate CSR → check TTL → sign SVID → respond.
+//
+// A node agent (ztunnel, or any caller) may ask for the certificate of a workload on its node
+// instead of its own, with Istio's request metadata "ImpersonatedIdentity". It gets it only when
+// the registry has an entry of that identity naming the node agent as its parent, or when the
+// node agent is one of the trusted node accounts (Istio's CA_TRUSTED_NODE_ACCOUNTS) and the
+// identity has any registry entry. Without Kubernetes meshid cannot check on which node a pod
+// runs, so a trusted node account may mint every registered identity.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +26,7 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "common/metrics.h"
+#include "common/spiffe_id.h"
 #include "istio/security/v1alpha1/ca.grpc.pb.h"
 #include "store/identity_registry.h"
 
@@ -27,7 +37,30 @@ struct CertificateServiceOptions {
   absl::Duration max_ttl = absl::Hours(24);     // MAX_WORKLOAD_CERT_TTL
   bool require_tls = true;                      // without TLS every call is refused (Istio's XDS_AUTH_PLAINTEXT=false)
   bool require_registration = false;            // refuse identities without a registry entry
+  // Istio's CA_TRUSTED_NODE_ACCOUNTS, as SPIFFE IDs (TrustedNodeAccountId): callers that may
+  // mint any identity that has a registry entry, whether or not an entry names them as parent.
+  std::vector<SpiffeId> trusted_node_accounts;
 };
+
+// "<namespace>/<serviceaccount>", an item of Istio's CA_TRUSTED_NODE_ACCOUNTS, as the SPIFFE ID
+// spiffe://<trust_domain>/ns/<namespace>/sa/<serviceaccount>. InvalidArgument saying what is
+// wrong (an empty part, a missing or extra '/', a character a SPIFFE ID cannot hold).
+absl::StatusOr<SpiffeId> TrustedNodeAccountId(absl::string_view trust_domain, absl::string_view item);
+
+// Istio's request metadata "ImpersonatedIdentity": the SPIFFE ID of the workload a node agent
+// asks a certificate for, as received (the CA parses and checks it).
+struct ImpersonatedIdentity {
+  std::string spiffe_id;
+  bool is_string = true;  // false: the metadata value was not a string (a malformed request)
+};
+
+// The request's ImpersonatedIdentity, if its metadata has that field.
+std::optional<ImpersonatedIdentity> ImpersonatedIdentityFromMetadata(const google::protobuf::Struct& metadata);
+
+// The message of every refused impersonation, whatever the reason (Istio's): a node agent that
+// may not mint an identity learns nothing about the registry from the answer. The reason is in
+// the server's log and in meshid_ca_impersonation_denied_total{reason}.
+inline constexpr char kImpersonationRefused[] = "request impersonation authentication failure";
 
 // The CA's outcome for one request, independent of gRPC so that tests and benchmarks can
 // drive it directly. Thread-safe: SignAsync may be called from any thread.
@@ -43,23 +76,34 @@ class CertificateAuthority {
                        GroupCommitLedger* ledger, const Clock& clock, MetricsRegistry& metrics, LoggerPtr logger);
 
   // Returns the PEM chain (leaf, signing chain, roots) or: Unauthenticated (no acceptable
-  // caller), PermissionDenied (the identity is blocked, unregistered under
-  // --require-registration, or its registry entry does not allow this caller), InvalidArgument
-  // (bad CSR or TTL; the message says what), Unavailable (the store could not be read or the
-  // ledger could not record the certificate: nothing is handed out), Internal (signing failed).
+  // caller, or an impersonation refused: kImpersonationRefused), PermissionDenied (the identity
+  // is blocked, unregistered under --require-registration, or its registry entry does not allow
+  // this caller), InvalidArgument (bad CSR or TTL; the message says what), Unavailable (the
+  // store could not be read or the ledger could not record the certificate: nothing is handed
+  // out), Internal (signing failed).
   //
-  // The registry status comes from an in-memory cache (ca/identity_cache.h); when the ledger
-  // reports that the registry changed since, the CA reads it again and signs again (at most
+  // With `impersonated`, the certificate is for that identity W, asked for by the authenticated
+  // caller N. It is issued only when W is a SPIFFE ID of N's trust domain (the CA's: the
+  // authenticators admit no other), neither N nor W is blocked, and either W has a registry
+  // entry whose parent is N, or N is a trusted node account and W has any entry; without a
+  // registry (no datastore) never. Otherwise Unauthenticated, whatever the reason. The CSR must
+  // be for W; the TTL limit and DNS names come from W's entry for N (for a trusted node account
+  // from W's direct entry, or the server's limit); the ledger records W, N's authentication and
+  // minted_by N.
+  //
+  // The registry statuses come from an in-memory cache (ca/identity_cache.h); when the ledger
+  // reports that the registry changed since, the CA reads them again and signs again (at most
   // kMaxRegistryAttempts times, then Unavailable), so a block is honoured by the next request.
   //
   // `done` runs exactly once: on the calling thread, or on the ledger's writer thread after the
   // commit. It must not block.
   using SignCallback = std::function<void(absl::StatusOr<std::vector<std::string>>)>;
   void SignAsync(const CallerCredentials& credentials, const std::string& csr_pem, int64_t validity_seconds,
-                 SignCallback done) const;
+                 const std::optional<ImpersonatedIdentity>& impersonated, SignCallback done) const;
   // SignAsync, waiting for the outcome (tests, benchmarks, tools).
   absl::StatusOr<std::vector<std::string>> Sign(const CallerCredentials& credentials, const std::string& csr_pem,
-                                                int64_t validity_seconds) const;
+                                                int64_t validity_seconds,
+                                                const std::optional<ImpersonatedIdentity>& impersonated = {}) const;
 
   // Counts of issued certificates, for tests ("no certificate issued for bad input").
   double issued_count() const { return issued_->value(); }
@@ -69,21 +113,47 @@ class CertificateAuthority {
  private:
   struct Request {
     AuthenticatedCaller caller;
+    std::optional<SpiffeId> impersonated;  // the identity the caller mints, if not its own
     std::string csr_pem;
     int64_t validity_seconds = 0;
     std::chrono::steady_clock::time_point start;
     SignCallback done;
     int attempts = 0;  // signatures made so far
+    // The identity of the certificate.
+    const SpiffeId& subject() const { return impersonated.has_value() ? *impersonated : caller.id; }
   };
-  // Finds the identity's registry and deny-list status (from the cache when `use_cache`, else
-  // from the store), then SignChecked.
+  // Why an impersonation was refused: the label of meshid_ca_impersonation_denied_total.
+  enum class DenialReason { kMalformed, kBlockedNode, kBlockedIdentity, kNotParent, kNoEntry };
+  static constexpr size_t kDenialReasons = 5;
+  struct ImpersonationDenial {
+    DenialReason reason;
+    std::string detail;  // for the server's log only
+  };
+
+  // Finds the registry and deny-list status of the certificate's identity, and of the caller
+  // when it impersonates (from the cache when `use_cache`, else from the store), then
+  // SignChecked.
   void Resolve(std::shared_ptr<Request> request, bool use_cache) const;
-  // The rest of SignAsync once the status is known (`identity_status` null: no store, no
-  // checks). A refusal based on a cached status is confirmed against the store first.
-  void SignChecked(std::shared_ptr<Request> request, const IdentityStatus* identity_status, bool cached) const;
+  // One identity's status; `*cached` is set when it came from the cache.
+  absl::StatusOr<std::shared_ptr<const IdentityStatus>> LookUp(const std::string& spiffe_id, bool use_cache,
+                                                               bool* cached) const;
+  // The rest of SignAsync once the statuses are known (`identity_status` null: no store, no
+  // checks; `node_status` the caller's when it impersonates). A refusal based on a cached
+  // status is confirmed against the store first.
+  void SignChecked(std::shared_ptr<Request> request, const IdentityStatus* identity_status,
+                   const IdentityStatus* node_status, bool cached) const;
   // Registry and deny-list checks; fills the entry's TTL override and DNS names.
   absl::Status CheckIdentity(const AuthenticatedCaller& caller, const IdentityStatus& status, absl::Duration* max_ttl,
                              std::vector<std::string>* dns_names) const;
+  // The same for a caller minting another identity; fills the matching entry's TTL override and
+  // DNS names, or says why the caller may not.
+  std::optional<ImpersonationDenial> CheckImpersonation(const AuthenticatedCaller& node,
+                                                        const IdentityStatus& node_status,
+                                                        const IdentityStatus& identity_status, absl::Duration* max_ttl,
+                                                        std::vector<std::string>* dns_names) const;
+  // Logs and counts the reason; returns the answer (Unauthenticated, kImpersonationRefused).
+  absl::Status RefuseImpersonation(const AuthenticatedCaller& node, absl::string_view asked_for,
+                                   const ImpersonationDenial& denial) const;
 
   const CertificateServiceOptions options_;
   const std::shared_ptr<const CertIssuer> issuer_;
@@ -102,6 +172,7 @@ class CertificateAuthority {
   Counter* cert_gen_errors_;
   Counter* ledger_errors_;
   Counter* registry_changed_;
+  std::array<Counter*, kDenialReasons> impersonation_denied_;  // by DenialReason
   mutable IdentityStatusCache identity_cache_;
   Histogram* sign_latency_;
 };

@@ -6,8 +6,10 @@
 #include <cstdlib>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "common/duration.h"
@@ -26,7 +28,30 @@ struct AgentFlags {
   std::string socket_group;
   std::string root_push_timeout = "10s";
   std::string log_level = "info";
+  std::string mode = "workload";
+  std::string workload_api_socket;
 };
+
+// Beside the SDS socket, so that agents with their own SDS sockets never share one.
+std::string DefaultWorkloadApiSocket(const std::string& sds_socket) {
+  const size_t slash = sds_socket.rfind('/');
+  return slash == std::string::npos ? "workload-api.sock" : sds_socket.substr(0, slash + 1) + "workload-api.sock";
+}
+
+// SPIFFE_ENDPOINT_SOCKET's forms ("unix:///run/api.sock", "unix:/run/api.sock") or a plain path.
+absl::StatusOr<std::string> WorkloadApiSocketPath(const std::string& value) {
+  absl::string_view v = value;
+  if (absl::ConsumePrefix(&v, "unix://")) {
+    if (!absl::StartsWith(v, "/")) {
+      return absl::InvalidArgumentError(absl::StrCat("\"", value, "\": a unix:// address names an absolute path"));
+    }
+  } else if (absl::ConsumePrefix(&v, "unix:")) {
+  } else if (v.find("://") != absl::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", value, "\": only unix sockets are served"));
+  }
+  if (v.empty()) return absl::InvalidArgumentError("empty socket path");
+  return std::string(v);
+}
 
 // --key-type, else Istio's variables (ECC_SIGNATURE_ALGORITHM/ECC_CURVE, WORKLOAD_RSA_KEY_SIZE),
 // else ECDSA P-256.
@@ -81,6 +106,14 @@ void RegisterAgentCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--sds-socket", config->sds.socket_path, "Unix socket for Envoy SDS")->capture_default_str();
   cmd->add_option("--sds-socket-group", flags->socket_group,
                   "Group (name or id) allowed to use the socket (mode 0660)");
+  cmd->add_option("--mode", flags->mode,
+                  "workload: one agent per workload, a token-free SDS stream gets the agent's own identity; "
+                  "node: one agent for the node, a token-free caller gets its attested identity or none")
+      ->capture_default_str();
+  cmd->add_option("--workload-api-socket", flags->workload_api_socket,
+                  "Unix socket of the SPIFFE Workload API (a path or unix:///path; \"none\" serves none) "
+                  "[default: workload-api.sock beside --sds-socket]")
+      ->envname("SPIFFE_ENDPOINT_SOCKET");
   cmd->add_option("--monitoring-addr", config->monitoring_address, "/metrics, /healthz, /readyz address")
       ->capture_default_str();
   cmd->add_option("--secret-ttl", flags->secret_ttl, "Certificate lifetime to ask the CA for")
@@ -131,6 +164,21 @@ void RegisterAgentCommands(CLI::App& app, CommandContext& ctx) {
     config->cache.grace_ratio_jitter = flags->grace_ratio_jitter;
     config->cache.key_algorithm = *key;
     config->cache.root_push_timeout = *push_timeout;
+    if (flags->mode == "node") {
+      config->mode = daemons::AgentMode::kNode;
+    } else if (flags->mode != "workload") {
+      return Fail(ctx, "--mode",
+                  absl::InvalidArgumentError(absl::StrCat("\"", flags->mode, "\": must be workload or node")));
+    }
+    if (flags->workload_api_socket == "none") {
+      config->workload_api_socket.clear();
+    } else if (!flags->workload_api_socket.empty()) {
+      auto path = WorkloadApiSocketPath(flags->workload_api_socket);
+      if (!path.ok()) return Fail(ctx, "--workload-api-socket", path.status());
+      config->workload_api_socket = *path;
+    } else {
+      config->workload_api_socket = DefaultWorkloadApiSocket(config->sds.socket_path);
+    }
     if (!flags->socket_group.empty()) {
       auto gid = ResolveGroup(flags->socket_group);
       if (!gid.ok()) return Fail(ctx, "--sds-socket-group", gid.status());

@@ -20,6 +20,7 @@ void RegisterPolicyCommands(CLI::App& app, CommandContext& ctx);
 void RegisterApplyCommands(CLI::App& app, CommandContext& ctx);
 void RegisterStatusCommands(CLI::App& app, CommandContext& ctx);
 void RegisterHelloCommands(CLI::App& app, CommandContext& ctx);
+void RegisterSvidCommands(CLI::App& app, CommandContext& ctx);
 // `certs list`, `entry ...`, `identity ...` (cli/store_cmds.cc); after RegisterCertsCommands.
 void RegisterStoreCommands(CLI::App& app, CommandContext& ctx);
 

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   meshid::cli::RegisterApplyCommands(app, ctx);
   meshid::cli::RegisterStatusCommands(app, ctx);
   meshid::cli::RegisterHelloCommands(app, ctx);
+  meshid::cli::RegisterSvidCommands(app, ctx);
   meshid::cli::RegisterStoreCommands(app, ctx);  // after RegisterCertsCommands: adds `certs list`
   CLI11_PARSE(app, argc, argv);
   return ctx.exit_code;

@@ -4,6 +4,7 @@
 #include <iostream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
@@ -24,6 +25,7 @@ struct ServerFlags {
   std::string policy_poll_interval = "1s";
   std::string crl_poll_interval = "250ms";
   std::string crl_validity = "24h";
+  std::string trusted_node_accounts;
 };
 }  // namespace
 
@@ -63,6 +65,10 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
                   "sqlite://PATH or postgresql://user[:pass]@host:port/db (default sqlite://<data-dir>/meshid.db)");
   cmd->add_flag("--require-registration", config->require_registration,
                 "Refuse identities that have no registry entry (meshid entry create)");
+  cmd->add_option("--trusted-node-accounts", opts->trusted_node_accounts,
+                  "Node agents that may mint any registered identity (ImpersonatedIdentity), as comma-separated "
+                  "NAMESPACE/SERVICEACCOUNT; others only identities whose entries name them as --parent")
+      ->envname("CA_TRUSTED_NODE_ACCOUNTS");
   cmd->add_option("--ledger-retention", opts->retention, "Prune expired ledger rows older than this")
       ->capture_default_str();
   cmd->add_option("--ledger-commit-interval", opts->commit_interval,
@@ -105,6 +111,9 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
     config->default_workload_ttl = *default_ttl;
     config->max_workload_ttl = *max_ttl;
     config->token_audiences = absl::StrSplit(opts->token_audiences, ',', absl::SkipEmpty());
+    for (absl::string_view item : absl::StrSplit(opts->trusted_node_accounts, ',', absl::SkipWhitespace())) {
+      config->trusted_node_accounts.emplace_back(absl::StripAsciiWhitespace(item));
+    }
     for (const std::string& spec : opts->jwt_issuers) {
       std::pair<std::string, std::string> kv = absl::StrSplit(spec, absl::MaxSplits('=', 1));
       config->jwt_issuers.push_back(kv);

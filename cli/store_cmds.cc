@@ -23,6 +23,7 @@
 #include "common/files.h"
 #include "common/logging.h"
 #include "common/random.h"
+#include "common/selector.h"
 #include "common/spiffe_id.h"
 #include "common/x509.h"
 #include "sql/store.h"
@@ -260,6 +261,7 @@ void RunCertsList(const StoreFlags& sf, const CertsListFlags& f, CommandContext&
                           {"auth_method", r.auth_method},
                           {"auth_detail", r.auth_detail},
                           {"issued_at", Rfc3339(r.issued_at)},
+                          {"minted_by", r.minted_by},
                           {"expired", r.not_after <= query.now}};
       if (auto it = revoked.find(r.serial_hex); it != revoked.end()) j["revocation"] = RevocationJson(it->second);
       j["revoked"] = j.contains("revocation");
@@ -272,16 +274,21 @@ void RunCertsList(const StoreFlags& sf, const CertsListFlags& f, CommandContext&
     std::cerr << "no certificates match" << std::endl;
     return;
   }
-  std::cout << absl::StrFormat("%-34s %-20s %-20s %-11s %s\n", "SERIAL", "NOT BEFORE", "NOT AFTER", "AUTH",
-                               "SPIFFE ID");
+  // MINTED BY: the node agent that asked on the workload's behalf, "-" for the workload itself;
+  // as wide as the longest, so that the SPIFFE IDs line up after it.
+  int minted_by_width = 9;
+  for (const IssuanceRecord& r : *records) minted_by_width = std::max<int>(minted_by_width, r.minted_by.size());
+  std::cout << absl::StrFormat("%-34s %-20s %-20s %-11s %-*s %s\n", "SERIAL", "NOT BEFORE", "NOT AFTER", "AUTH",
+                               minted_by_width, "MINTED BY", "SPIFFE ID");
   for (const IssuanceRecord& r : *records) {
     std::string state = r.not_after <= query.now ? "  (expired)" : "";
     if (auto it = revoked.find(r.serial_hex); it != revoked.end()) {
       state = absl::StrCat("  (revoked ", Rfc3339(it->second.revoked_at), ": ", RevocationReasonName(it->second.reason),
                            ")");
     }
-    std::cout << absl::StrFormat("%-34s %-20s %-20s %-11s %s%s\n", r.serial_hex, Rfc3339(r.not_before),
-                                 Rfc3339(r.not_after), r.auth_method, r.spiffe_id, state);
+    std::cout << absl::StrFormat("%-34s %-20s %-20s %-11s %-*s %s%s\n", r.serial_hex, Rfc3339(r.not_before),
+                                 Rfc3339(r.not_after), r.auth_method, minted_by_width,
+                                 r.minted_by.empty() ? "-" : r.minted_by, r.spiffe_id, state);
   }
   std::cout.flush();
   if (f.limit > 0 && records->size() == f.limit) {
@@ -293,17 +300,63 @@ void RunCertsList(const StoreFlags& sf, const CertsListFlags& f, CommandContext&
 
 struct EntryFlags {
   std::string spiffe_id;
+  std::string parent;
+  std::vector<std::string> selectors;
   std::vector<std::string> allow;
   std::string max_ttl = "0s";
   std::vector<std::string> dns_names;
   std::string note;
+  std::string trust_domain = "cluster.local";  // as `meshid server`'s
   bool json = false;
 };
 
+// "for <id>" or "for <id> with parent <parent>": how the commands name an entry.
+std::string EntryName(absl::string_view spiffe_id, absl::string_view parent_id) {
+  if (parent_id.empty()) return absl::StrCat("for ", spiffe_id);
+  return absl::StrCat("for ", spiffe_id, " with parent ", parent_id);
+}
+
+// The flag `id` came from must name a SPIFFE ID of the --trust-domain: the server only issues
+// for its own trust domain, and a node agent of another one cannot reach it.
+absl::Status CheckInTrustDomain(absl::string_view flag, const std::string& id, const std::string& trust_domain) {
+  auto parsed = SpiffeId::Parse(id);
+  if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(flag, " \"", id, "\": ", parsed.status().message()));
+  if (parsed->trust_domain() != trust_domain) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, " ", id, " is in trust domain \"", parsed->trust_domain(),
+                                                   "\", not in --trust-domain \"", trust_domain,
+                                                   "\" (give --trust-domain as `meshid server` has it)"));
+  }
+  return absl::OkStatus();
+}
+
 void RunEntryCreate(const StoreFlags& sf, const EntryFlags& f, CommandContext& ctx) {
+  if (auto s = ValidateTrustDomain(f.trust_domain); !s.ok()) return Fail(ctx, "--trust-domain", s);
   RegistryEntry entry;
   entry.spiffe_id = f.spiffe_id;
-  entry.allowed_auth = f.allow.empty() ? std::vector<std::string>{"*"} : f.allow;
+  entry.parent_id = f.parent;
+  if (f.parent.empty()) {
+    if (!f.selectors.empty()) {
+      return Fail(ctx, "--selector",
+                  absl::InvalidArgumentError("only an entry with --parent has selectors (a direct entry is "
+                                             "matched by how the workload authenticates: --allow)"));
+    }
+    entry.allowed_auth = f.allow.empty() ? std::vector<std::string>{"*"} : f.allow;
+  } else {
+    if (!f.allow.empty()) {
+      return Fail(
+          ctx, "--allow",
+          absl::InvalidArgumentError("an entry with --parent takes no --allow (the node agent "
+                                     "authenticates; --selector says which of its workloads get the identity)"));
+    }
+    if (f.selectors.empty()) {
+      return Fail(
+          ctx, "--selector",
+          absl::InvalidArgumentError("an entry with --parent needs at least one (e.g. --selector unix:uid:1000)"));
+    }
+    auto selectors = ParseSelectors(f.selectors);
+    if (!selectors.ok()) return Fail(ctx, "--selector", selectors.status());
+    entry.selectors = *std::move(selectors);
+  }
   auto ttl = ParseDuration(f.max_ttl);
   if (!ttl.ok()) return Fail(ctx, "--max-ttl", ttl.status());
   entry.max_ttl = *ttl;
@@ -312,24 +365,44 @@ void RunEntryCreate(const StoreFlags& sf, const EntryFlags& f, CommandContext& c
   entry.created_at = SystemClock::Instance().Now();
   // Check before touching the store, so a typo creates no database.
   if (auto s = ValidateRegistryEntry(entry); !s.ok()) return Fail(ctx, "entry create", s);
+  if (auto s = CheckInTrustDomain("--spiffe-id", entry.spiffe_id, f.trust_domain); !s.ok()) {
+    return Fail(ctx, "entry create", s);
+  }
+  if (!entry.parent_id.empty()) {
+    if (auto s = CheckInTrustDomain("--parent", entry.parent_id, f.trust_domain); !s.ok()) {
+      return Fail(ctx, "entry create", s);
+    }
+  }
   auto store = OpenFromFlags(sf, /*writes=*/true);
   if (!store.ok()) return Fail(ctx, StoreFlag(sf), store.status());
   if (auto s = (*store)->CreateEntry(entry); !s.ok()) return Fail(ctx, "entry create", s);
-  std::cout << "created registry entry for " << entry.spiffe_id
-            << " (allow: " << absl::StrJoin(entry.allowed_auth, ", ") << "; max ttl: "
+  std::cout << "created registry entry " << EntryName(entry.spiffe_id, entry.parent_id) << " ("
+            << (entry.parent_id.empty() ? "allow: " + absl::StrJoin(entry.allowed_auth, ", ")
+                                        : "selectors: " + absl::StrJoin(entry.selectors, ", "))
+            << "; max ttl: "
             << (entry.max_ttl == absl::ZeroDuration() ? "server maximum" : meshid::FormatDuration(entry.max_ttl))
             << "; dns names: " << (entry.dns_names.empty() ? "none" : absl::StrJoin(entry.dns_names, ", ")) << ")"
             << std::endl;
 }
 
-void RunEntryList(const StoreFlags& sf, const EntryFlags& f, CommandContext& ctx) {
+// `parent_given`: --parent was on the command line (an empty one lists the direct entries).
+void RunEntryList(const StoreFlags& sf, const EntryFlags& f, bool parent_given, CommandContext& ctx) {
+  std::optional<std::string> parent;
+  if (parent_given) {
+    if (!f.parent.empty()) {
+      if (auto s = CheckSpiffeIdFlag(f.parent); !s.ok()) return Fail(ctx, "--parent", s);
+    }
+    parent = f.parent;
+  }
   auto store = OpenFromFlags(sf, /*writes=*/false);
   if (!store.ok()) return Fail(ctx, StoreFlag(sf), store.status());
-  auto entries = (*store)->ListEntries();
+  auto entries = (*store)->ListEntries(parent);
   if (!entries.ok()) return Fail(ctx, "entry list", entries.status());
   for (const RegistryEntry& e : *entries) {
     if (f.json) {
       nlohmann::json j = {{"spiffe_id", e.spiffe_id},
+                          {"parent_id", e.parent_id},
+                          {"selectors", e.selectors},
                           {"allowed_auth", e.allowed_auth},
                           {"max_ttl", e.max_ttl == absl::ZeroDuration() ? "" : meshid::FormatDuration(e.max_ttl)},
                           {"max_ttl_seconds", absl::ToInt64Seconds(e.max_ttl)},
@@ -338,7 +411,13 @@ void RunEntryList(const StoreFlags& sf, const EntryFlags& f, CommandContext& ctx
                           {"created_at", Rfc3339(e.created_at)}};
       std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     } else {
-      std::cout << e.spiffe_id << "\n  allow: " << absl::StrJoin(e.allowed_auth, ", ") << "\n  max ttl: "
+      std::cout << e.spiffe_id;
+      if (e.parent_id.empty()) {
+        std::cout << "\n  parent: none (direct)\n  allow: " << absl::StrJoin(e.allowed_auth, ", ");
+      } else {
+        std::cout << "\n  parent: " << e.parent_id << "\n  selectors: " << absl::StrJoin(e.selectors, ", ");
+      }
+      std::cout << "\n  max ttl: "
                 << (e.max_ttl == absl::ZeroDuration() ? "server maximum" : meshid::FormatDuration(e.max_ttl))
                 << "\n  dns names: " << (e.dns_names.empty() ? "none" : absl::StrJoin(e.dns_names, ", "))
                 << (e.note.empty() ? "" : "\n  note: " + e.note) << "\n  created: " << Rfc3339(e.created_at) << "\n";
@@ -350,10 +429,13 @@ void RunEntryList(const StoreFlags& sf, const EntryFlags& f, CommandContext& ctx
 
 void RunEntryDelete(const StoreFlags& sf, const EntryFlags& f, CommandContext& ctx) {
   if (auto s = CheckSpiffeIdFlag(f.spiffe_id); !s.ok()) return Fail(ctx, "--spiffe-id", s);
+  if (!f.parent.empty()) {
+    if (auto s = CheckSpiffeIdFlag(f.parent); !s.ok()) return Fail(ctx, "--parent", s);
+  }
   auto store = OpenFromFlags(sf, /*writes=*/false);
   if (!store.ok()) return Fail(ctx, StoreFlag(sf), store.status());
-  if (auto s = (*store)->DeleteEntry(f.spiffe_id); !s.ok()) return Fail(ctx, "entry delete", s);
-  std::cout << "deleted registry entry for " << f.spiffe_id << std::endl;
+  if (auto s = (*store)->DeleteEntry(f.spiffe_id, f.parent); !s.ok()) return Fail(ctx, "entry delete", s);
+  std::cout << "deleted registry entry " << EntryName(f.spiffe_id, f.parent) << std::endl;
 }
 
 // ---- identity ----
@@ -461,20 +543,36 @@ void RegisterStoreCommands(CLI::App& app, CommandContext& ctx) {
   CLI::App* create = entry->add_subcommand("create", "Register an identity");
   AddStoreFlags(create, sf);
   create->add_option("--spiffe-id", ef->spiffe_id, "SPIFFE ID, spiffe://<trust-domain>/ns/<ns>/sa/<sa>")->required();
+  create->add_option("--parent", ef->parent,
+                     "SPIFFE ID of the node agent that may mint it for the workloads of its node matching every "
+                     "--selector (without: the workload asks itself, as --allow says)");
+  create->add_option("--selector", ef->selectors,
+                     "With --parent: unix:uid:<N>, unix:user:<name>, unix:gid:<N>, unix:group:<name>, "
+                     "unix:path:<absolute path>, unix:sha256:<hex> (repeatable; all must match)");
   create->add_option("--allow", ef->allow,
-                     "Who may obtain it: *, jwt-sub:<subject>, jwt-iss:<issuer>, client-cert (repeatable; default *)");
+                     "Without --parent, who may obtain it: *, jwt-sub:<subject>, jwt-iss:<issuer>, client-cert "
+                     "(repeatable; default *)");
   create->add_option("--max-ttl", ef->max_ttl, "Longest certificate lifetime for it (0s: the server's maximum)")
       ->capture_default_str();
   create->add_option("--dns-name", ef->dns_names, "DNS SAN to add to its certificates (repeatable)");
   create->add_option("--note", ef->note, "Free text for administrators");
+  create
+      ->add_option(
+          "--trust-domain", ef->trust_domain,
+          "The server's trust domain (as `meshid server --trust-domain`): --spiffe-id and --parent must be in it")
+      ->envname("TRUST_DOMAIN")
+      ->capture_default_str();
   create->callback([sf, ef, &ctx] { RunEntryCreate(*sf, *ef, ctx); });
   CLI::App* elist = entry->add_subcommand("list", "List registered identities");
   AddStoreFlags(elist, sf);
+  CLI::Option* list_parent =
+      elist->add_option("--parent", ef->parent, "Only the entries of this node agent ('' : only the direct entries)");
   elist->add_flag("--json", ef->json, "One JSON object per line");
-  elist->callback([sf, ef, &ctx] { RunEntryList(*sf, *ef, ctx); });
+  elist->callback([sf, ef, list_parent, &ctx] { RunEntryList(*sf, *ef, list_parent->count() > 0, ctx); });
   CLI::App* remove = entry->add_subcommand("delete", "Remove a registered identity");
   AddStoreFlags(remove, sf);
   remove->add_option("--spiffe-id", ef->spiffe_id, "SPIFFE ID of the entry")->required();
+  remove->add_option("--parent", ef->parent, "The entry's node agent (without: the direct entry)");
   remove->callback([sf, ef, &ctx] { RunEntryDelete(*sf, *ef, ctx); });
 
   CLI::App* identity = app.add_subcommand("identity", "The deny list");

@@ -44,9 +44,12 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes) 
 
 absl::Status WriteFileAtomic(const std::string& path, absl::string_view content, int mode) {
   std::string tmp = absl::StrCat(path, ".tmp.", getpid());
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  // A new file of our own (a leftover of a crash is removed first; a symlink is never
+  // followed), so `mode` holds from its first byte and nobody else holds it open.
+  unlink(tmp.c_str());
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
   if (fd < 0) return absl::PermissionDeniedError(absl::StrCat(tmp, ": ", strerror(errno)));
-  fchmod(fd, static_cast<mode_t>(mode));
+  fchmod(fd, static_cast<mode_t>(mode));  // the umask may have narrowed it
   size_t done = 0;
   while (done < content.size()) {
     ssize_t n = write(fd, content.data() + done, content.size() - done);

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -21,8 +22,14 @@
 #include "nodeagent/server_upstream.h"
 #include "nodeagent/token_source.h"
 #include "policy/client.h"
+#include "registration/receiver.h"
+#include "registration/wire.h"
 #include "revocation/receiver.h"
 #include "revocation/wire.h"
+#include "workload/attestor.h"
+#include "workload/node_sds.h"
+#include "workload/peer_listener.h"
+#include "workload/workload_api.h"
 #include "xds/client.h"
 
 namespace meshid::daemons {
@@ -102,10 +109,12 @@ class AgentImpl final : public Agent {
     // Order: stop taking requests, stop work, then drop the keys.
     monitoring_.reset();
     anchors_watcher_.reset();
+    listeners_.clear();  // they hand connections to the SDS server
     sds_.reset();
     if (revocation_status_ != nullptr) revocation_status_->SetRelay(nullptr);
     policy_.reset();
     revocation_stream_.reset();
+    entries_stream_.reset();
     upstream_.reset();
     workers_.reset();
     cache_.reset();
@@ -122,8 +131,15 @@ class AgentImpl final : public Agent {
   std::unique_ptr<ServerUpstream> upstream_;
   std::unique_ptr<revocation::CrlReceiver> crl_;
   std::unique_ptr<xds::SotwClient> revocation_stream_;
+  std::unique_ptr<registration::EntryReceiver> entries_;
+  std::unique_ptr<xds::SotwClient> entries_stream_;
   std::unique_ptr<policy::PolicyRelay> policy_;
+  workload::PeerRegistry peers_;
+  std::unique_ptr<workload::WorkloadAttestor> attestor_;
+  std::unique_ptr<workload::WorkloadApiService> workload_api_;
+  std::unique_ptr<workload::NodeSecretProvider> node_secrets_;
   std::unique_ptr<sds::SdsServer> sds_;
+  std::vector<std::unique_ptr<workload::PeerListener>> listeners_;
   std::unique_ptr<FilePoller> anchors_watcher_;
   std::unique_ptr<HttpStatusServer> monitoring_;
 };
@@ -140,6 +156,12 @@ absl::Status AgentConfig::Validate() const {
     problems.push_back("--ca-root: required unless --ca-insecure-plaintext");
   if (token_file.empty()) problems.push_back("--token-file: required");
   if (sds.socket_path.empty()) problems.push_back("--sds-socket: required");
+  if (mode == AgentMode::kNode && workload_api_socket.empty()) {
+    problems.push_back("--workload-api-socket: required with --mode node");
+  }
+  if (!workload_api_socket.empty() && workload_api_socket == sds.socket_path) {
+    problems.push_back("--workload-api-socket: must differ from --sds-socket");
+  }
   if (sds.socket_mode != 0600 && sds.socket_mode != 0660) problems.push_back("socket mode must be 0600 or 0660");
   check(ParseHostPort(monitoring_address).status(), "--monitoring-addr");
   check(ValidateSecretCacheOptions(cache), "secret cache");
@@ -190,7 +212,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
   if (config.revocations && config.ca_insecure_plaintext) {
     logger->warn("--ca-insecure-plaintext: no trust bundle to check CRLs against; revocations are not received");
   }
-  if (config.policy.enabled || revocations) {
+  const bool workloads = !config.workload_api_socket.empty();
+  if (config.policy.enabled || revocations || workloads) {
     // One connection to the server for every stream from it.
     ServerUpstreamOptions upstream_options;
     upstream_options.server_address =
@@ -229,6 +252,60 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
     if (!stream.ok()) return stream.status();
     agent->revocation_stream_ = std::move(*stream);
   }
+  if (workloads) {
+    // The registration entries whose parent is this agent, for the workloads on its node.
+    SecretCache* cache = agent->cache_.get();
+    agent->entries_ = std::make_unique<registration::EntryReceiver>([cache] { return cache->AgentSpiffeId(); },
+                                                                    agent->metrics_, logger);
+    xds::SotwClientOptions stream_options;
+    stream_options.node.set_id(config.policy.agent_id.empty() ? policy::DefaultAgentId() : config.policy.agent_id);
+    stream_options.description = "registration stream";
+    registration::EntryReceiver* entries = agent->entries_.get();
+    auto stream = xds::SotwClient::Create(
+        registration::EntrySetType(), std::move(stream_options), *agent->upstream_,
+        [entries](const envoy::service::discovery::v3::DiscoveryResponse& response) {
+          return entries->OnResponse(response);
+        },
+        agent->random_, logger);
+    if (!stream.ok()) return stream.status();
+    agent->entries_stream_ = std::move(*stream);
+
+    auto attestor = workload::WorkloadAttestor::Create({}, agent->metrics_);
+    if (!attestor.ok()) return attestor.status();
+    agent->attestor_ = std::move(*attestor);
+    workload::PeerSelectors attest = workload::AttestedPeerSelectors(agent->peers_, *agent->attestor_);
+    agent->workload_api_ =
+        std::make_unique<workload::WorkloadApiService>(*agent->cache_, *entries, attest, agent->metrics_, logger);
+    sds_options.extra_services.push_back(agent->workload_api_.get());
+    if (config.mode == AgentMode::kNode) {
+      agent->node_secrets_ = std::make_unique<workload::NodeSecretProvider>(*agent->cache_, *entries, attest);
+      sds_options.listen = false;  // SDS callers are attested too: the agent accepts them itself
+    }
+    AgentImpl* raw = agent.get();
+    sds_options.adopt_connections = [raw, &config, logger](grpc::Server& server) -> absl::Status {
+      std::vector<workload::PeerListenerOptions> sockets;
+      // Any local process may ask; what it gets depends on what it is.
+      sockets.push_back({.socket_path = config.workload_api_socket, .socket_mode = 0666});
+      if (config.mode == AgentMode::kNode) {
+        // Open to every local process, like the Workload API socket (SPIRE serves SDS on that one
+        // socket): a caller gets what attestation or its token says, and an unknown one nothing.
+        // --sds-socket-group narrows it to a group.
+        sockets.push_back({.socket_path = config.sds.socket_path,
+                           .socket_mode = config.sds.socket_group.has_value() ? 0660 : 0666,
+                           .socket_group = config.sds.socket_group});
+      }
+      for (const auto& options : sockets) {
+        auto listener = workload::PeerListener::Create(options, raw->peers_, server, raw->metrics_, logger);
+        if (!listener.ok()) {
+          const char* flag =
+              options.socket_path == config.workload_api_socket ? "--workload-api-socket" : "--sds-socket";
+          return absl::Status(listener.status().code(), absl::StrCat(flag, ": ", listener.status().message()));
+        }
+        raw->listeners_.push_back(std::move(*listener));
+      }
+      return absl::OkStatus();
+    };
+  }
   if (config.policy.enabled) {
     auto relay = policy::PolicyRelay::Create(config.policy, *agent->upstream_, *agent->revocation_status_, clock,
                                              agent->random_, agent->metrics_, logger);
@@ -237,8 +314,15 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
     agent->revocation_status_->SetRelay(agent->policy_.get());
     sds_options.extra_services.push_back(agent->policy_->service());
   }
-  auto sds = sds::SdsServer::Create(sds_options, *agent->cache_, agent->metrics_, agent->random_, logger);
-  if (!sds.ok()) return absl::Status(sds.status().code(), absl::StrCat("--sds-socket: ", sds.status().message()));
+  xds::ResourceProvider& secrets = agent->node_secrets_ != nullptr
+                                       ? static_cast<xds::ResourceProvider&>(*agent->node_secrets_)
+                                       : static_cast<xds::ResourceProvider&>(*agent->cache_);
+  auto sds = sds::SdsServer::Create(sds_options, secrets, agent->metrics_, agent->random_, logger);
+  if (!sds.ok()) {
+    // The peer listeners' errors (adopt_connections) already name their flag.
+    if (absl::StartsWith(sds.status().message(), "--")) return sds.status();
+    return absl::Status(sds.status().code(), absl::StrCat("--sds-socket: ", sds.status().message()));
+  }
   agent->sds_ = std::move(*sds);
   if (agent->policy_ != nullptr) {
     if (auto status = agent->policy_->Start(); !status.ok()) return status;
@@ -279,8 +363,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
     return absl::Status(monitoring.status().code(), absl::StrCat("--monitoring-addr: ", monitoring.status().message()));
   }
   agent->monitoring_ = std::move(*monitoring);
-  logger->info("sds listening on {}, monitoring on port {}, CA {}", agent->sds_->target(), agent->monitoring_->port(),
-               config.ca_address);
+  logger->info("sds listening on {} ({} mode), Workload API on {}, monitoring on port {}, CA {}", agent->sds_->target(),
+               config.mode == AgentMode::kNode ? "node" : "workload", workloads ? config.workload_api_socket : "(none)",
+               agent->monitoring_->port(), config.ca_address);
   return std::unique_ptr<Agent>(std::move(agent));
 }
 

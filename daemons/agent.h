@@ -17,7 +17,17 @@
 
 namespace meshid::daemons {
 
+// Who a token-free SDS stream is (docs/configuration.md, "Agent modes").
+enum class AgentMode {
+  kWorkload,  // one agent per workload (istio-agent's model): the agent's own identity
+  kNode,      // one agent for the node (SPIRE's model): the attested caller's, or none
+};
+
 struct AgentConfig {
+  AgentMode mode = AgentMode::kWorkload;
+  // The SPIFFE Workload API (workload/workload_api.h), in both modes; "" serves none (`meshid
+  // agent` puts it beside the SDS socket unless told otherwise).
+  std::string workload_api_socket;
   std::string ca_address = "127.0.0.1:15012";                          // CA_ADDR
   std::string ca_root_file = "./var/run/secrets/istio/root-cert.pem";  // CA_ROOT_CA
   std::string ca_server_name;                                          // ISTIOD_SAN

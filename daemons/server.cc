@@ -26,6 +26,7 @@
 #include "common/status_macros.h"
 #include "common/x509.h"
 #include "policy/server.h"
+#include "registration/server.h"
 #include "revocation/server.h"
 #include "sql/pruner.h"
 #include "sql/store.h"
@@ -49,6 +50,14 @@ absl::Status CaServerConfig::Validate() const {
   }
   if (require_registration && datastore == "none") {
     problems.push_back("--require-registration: needs a datastore (not --datastore none)");
+  }
+  if (!trusted_node_accounts.empty() && datastore == "none") {
+    problems.push_back("--trusted-node-accounts: needs a datastore (not --datastore none)");
+  }
+  if (ValidateTrustDomain(trust_domain).ok()) {  // else already reported
+    for (const std::string& item : trusted_node_accounts) {
+      check(TrustedNodeAccountId(trust_domain, item).status(), "--trusted-node-accounts");
+    }
   }
   if (ledger_retention < absl::ZeroDuration()) problems.push_back("--ledger-retention: must not be negative");
   if (ledger_commit_interval < absl::ZeroDuration() || ledger_commit_interval > absl::Seconds(1)) {
@@ -79,6 +88,7 @@ class CaServerImpl final : public CaServer {
     ready_ = false;
     if (policy_ != nullptr) policy_->Shutdown();  // ends the agents' long-lived streams
     if (revocation_ != nullptr) revocation_->Shutdown();
+    if (registration_ != nullptr) registration_->Shutdown();
     grpc_server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   }
 
@@ -90,6 +100,7 @@ class CaServerImpl final : public CaServer {
   std::unique_ptr<GroupCommitLedger> ledger_;
   std::unique_ptr<LedgerPruner> pruner_;
   std::unique_ptr<revocation::RevocationDistributionServer> revocation_;
+  std::unique_ptr<registration::RegistrationDistributionServer> registration_;
   std::unique_ptr<CrlPublisher> crl_;
   std::unique_ptr<CertificateService> service_;
   std::unique_ptr<policy::PolicyDistributionServer> policy_;
@@ -216,6 +227,15 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
   service_options.max_ttl = config.max_workload_ttl;
   service_options.require_tls = !config.insecure_plaintext;
   service_options.require_registration = config.require_registration;
+  for (const std::string& item : config.trusted_node_accounts) {
+    MESHID_ASSIGN_OR_RETURN(SpiffeId id, TrustedNodeAccountId(config.trust_domain, item));
+    service_options.trusted_node_accounts.push_back(std::move(id));
+  }
+  if (!config.trusted_node_accounts.empty()) {
+    // Without Kubernetes there is no pod-to-node binding to check a trusted node account against.
+    logger->info("trusted node accounts (may mint any registered identity): {}",
+                 absl::StrJoin(config.trusted_node_accounts, ", "));
+  }
   // Without a datastore both are null: no registry checks, nothing recorded.
   auto ca = std::make_shared<const CertificateAuthority>(service_options, issuer, authenticator, server->store_.get(),
                                                          server->ledger_.get(), clock, metrics, logger);
@@ -269,6 +289,14 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
                                                                      authenticate, clock, metrics, logger));
     builder.RegisterService(server->policy_->service());
     builder.RegisterService(server->revocation_->service());
+    // Each node agent's registration entries (meshid.registration.v1).
+    registration::RegistrationServerOptions registration_options;
+    registration_options.poll_interval = config.registration_poll_interval;
+    MESHID_ASSIGN_OR_RETURN(server->registration_,
+                            registration::RegistrationDistributionServer::Create(registration_options, authenticate,
+                                                                                 *server->store_, metrics, logger));
+    builder.RegisterService(server->registration_->service());
+    server->registration_->Start();
   }
   builder.SetMaxReceiveMessageSize(1 << 20);
   server->grpc_server_ = builder.BuildAndStart();

@@ -34,6 +34,10 @@ struct CaServerConfig {
   // no ledger, registry or deny list (benchmarks only).
   std::string datastore;
   bool require_registration = false;
+  // Istio's CA_TRUSTED_NODE_ACCOUNTS: "<namespace>/<serviceaccount>" items. Callers with these
+  // identities may mint (ImpersonatedIdentity) any identity that has a registry entry; others
+  // only the identities whose entries name them as parent. Needs a datastore.
+  std::vector<std::string> trusted_node_accounts;
   absl::Duration ledger_retention = absl::Hours(24 * 30);  // expired ledger rows older than this are pruned
   // Ledger commits start at most this often (GroupCommitOptions::commit_interval).
   absl::Duration ledger_commit_interval = absl::Milliseconds(1);
@@ -43,6 +47,8 @@ struct CaServerConfig {
   // How often the store's CRL number is read (a revocation reaches agents within about this), and
   // how long each CRL is valid (it is re-signed at half of it); need a datastore.
   absl::Duration crl_poll_interval = absl::Milliseconds(250);
+  // How often the registry generation is read for the agents' registration entries.
+  absl::Duration registration_poll_interval = absl::Milliseconds(250);
   absl::Duration crl_validity = absl::Hours(24);
 
   // Every problem, each naming its flag; OK if none.

@@ -16,13 +16,18 @@ class GrpcCaClient final : public CaClient {
       : stub_(istio::v1::auth::IstioCertificateService::NewStub(channel)), timeout_(timeout) {}
 
   absl::StatusOr<std::vector<std::string>> CreateCertificate(absl::string_view csr_pem, absl::string_view bearer_token,
-                                                             absl::Duration ttl) override {
+                                                             absl::Duration ttl,
+                                                             absl::string_view impersonated_identity) override {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
     if (!bearer_token.empty()) context.AddMetadata("authorization", absl::StrCat("Bearer ", bearer_token));
     istio::v1::auth::IstioCertificateRequest request;
     request.set_csr(std::string(csr_pem));
     request.set_validity_duration(absl::ToInt64Seconds(ttl));
+    if (!impersonated_identity.empty()) {
+      (*request.mutable_metadata()->mutable_fields())["ImpersonatedIdentity"].set_string_value(
+          std::string(impersonated_identity));
+    }
     istio::v1::auth::IstioCertificateResponse response;
     grpc::Status status = stub_->CreateCertificate(&context, request, &response);
     if (!status.ok()) return ToAbslStatus(status);

@@ -28,11 +28,19 @@ class CaClient {
   virtual ~CaClient() = default;
 
   // Sends `csr_pem` with `bearer_token` in the authorization metadata (none if empty) and asks
-  // for `ttl` (zero: the server default). Returns the PEM chain, leaf first, root last, or the
-  // server's gRPC status mapped one-to-one onto absl codes.
+  // for `ttl` (zero: the server default). With `impersonated_identity` (Istio's
+  // metadata.ImpersonatedIdentity, a SPIFFE ID) the caller asks for a workload on its node
+  // rather than for itself, which the server grants only to the parent of that workload's
+  // registration entry. Returns the PEM chain, leaf first, root last, or the server's gRPC status
+  // mapped one-to-one onto absl codes.
   virtual absl::StatusOr<std::vector<std::string>> CreateCertificate(absl::string_view csr_pem,
-                                                                     absl::string_view bearer_token,
-                                                                     absl::Duration ttl) = 0;
+                                                                     absl::string_view bearer_token, absl::Duration ttl,
+                                                                     absl::string_view impersonated_identity) = 0;
+  // For the caller's own identity.
+  absl::StatusOr<std::vector<std::string>> CreateCertificate(absl::string_view csr_pem, absl::string_view bearer_token,
+                                                             absl::Duration ttl) {
+    return CreateCertificate(csr_pem, bearer_token, ttl, "");
+  }
 };
 
 }  // namespace meshid

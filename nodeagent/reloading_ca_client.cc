@@ -10,7 +10,8 @@ ReloadingCaClient::ReloadingCaClient(CaClientOptions base, std::string root_file
 
 absl::StatusOr<std::vector<std::string>> ReloadingCaClient::CreateCertificate(absl::string_view csr_pem,
                                                                               absl::string_view bearer_token,
-                                                                              absl::Duration ttl) {
+                                                                              absl::Duration ttl,
+                                                                              absl::string_view impersonated_identity) {
   CaClient* client = nullptr;
   {
     absl::MutexLock lock(&mu_);
@@ -18,7 +19,7 @@ absl::StatusOr<std::vector<std::string>> ReloadingCaClient::CreateCertificate(ab
     client = client_.get();
     ++in_use_;
   }
-  auto result = client->CreateCertificate(csr_pem, bearer_token, ttl);
+  auto result = client->CreateCertificate(csr_pem, bearer_token, ttl, impersonated_identity);
   absl::MutexLock lock(&mu_);
   --in_use_;
   if (!result.ok() && (absl::IsUnavailable(result.status()) || absl::IsDeadlineExceeded(result.status()))) {

@@ -24,8 +24,10 @@ class ReloadingCaClient final : public CaClient {
   // names --ca-root when the file cannot be read.
   ReloadingCaClient(CaClientOptions base, std::string root_file, LoggerPtr logger);
 
+  using CaClient::CreateCertificate;
   absl::StatusOr<std::vector<std::string>> CreateCertificate(absl::string_view csr_pem, absl::string_view bearer_token,
-                                                             absl::Duration ttl) override;
+                                                             absl::Duration ttl,
+                                                             absl::string_view impersonated_identity) override;
 
  private:
   absl::Status RefreshLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -137,7 +137,8 @@ using Notes = std::vector<std::pair<std::shared_ptr<xds::ResourceWatcher>, xds::
 struct Entry {
   uint64_t id = 0;
   bool is_agent = false;
-  std::string spiffe_id;  // empty until the first certificate
+  std::string minted_for;  // a workload identity asked for with ImpersonatedIdentity
+  std::string spiffe_id;   // empty until the first certificate
   // Workload identities: the newest token the CA accepted (or, before that, the one to try).
   SecretString token;
   absl::Time token_expiry = absl::InfiniteFuture();
@@ -163,6 +164,7 @@ struct Entry {
 
   std::string Who() const {
     if (!spiffe_id.empty()) return spiffe_id;
+    if (!minted_for.empty()) return minted_for;
     return is_agent ? "the agent's identity" : "a workload token";
   }
 };
@@ -229,6 +231,8 @@ class SecretCache::Impl {
   // --- subscriptions (called through SubscriptionImpl) ---
   absl::StatusOr<std::unique_ptr<xds::Subscription>> Subscribe(absl::string_view token,
                                                                std::shared_ptr<xds::ResourceWatcher> watcher);
+  absl::StatusOr<std::unique_ptr<xds::Subscription>> SubscribeMinted(absl::string_view spiffe_id,
+                                                                     std::shared_ptr<xds::ResourceWatcher> watcher);
   absl::StatusOr<std::vector<xds::ResourceUpdate>> SetNames(SubscriptionImpl* sub, const std::set<std::string>& names);
   void ReportApplied(SubscriptionImpl* sub, absl::string_view name, absl::string_view version, bool accepted);
   void Unsubscribe(SubscriptionImpl* sub);
@@ -269,6 +273,11 @@ class SecretCache::Impl {
     return 0;
   }
   SecretCacheStats Stats() const;
+  std::string AgentSpiffeId() const {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(agent_entry_);
+    return it == entries_.end() ? "" : it->second->spiffe_id;
+  }
 
  private:
   friend class SubscriptionImpl;
@@ -344,7 +353,8 @@ class SecretCache::Impl {
     work_cv_.SignalAll();
   }
 
-  absl::StatusOr<Issued> Issue(bool is_agent, const SecretString& workload_token);
+  // `minted_for`: ask with the agent's token for that workload identity.
+  absl::StatusOr<Issued> Issue(bool is_agent, const SecretString& workload_token, const std::string& minted_for);
 
   static void Deliver(Notes& notes) {
     for (auto& [watcher, update] : notes) watcher->OnUpdate(update);
@@ -367,7 +377,8 @@ class SecretCache::Impl {
     absl::Time expiry;
   };
   std::map<std::string, TokenRef> by_token_hash_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, uint64_t> by_spiffe_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> by_spiffe_ ABSL_GUARDED_BY(mu_);  // token and agent identities
+  std::map<std::string, uint64_t> by_minted_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<absl::Time, uint64_t>> schedule_ ABSL_GUARDED_BY(mu_);
 
   // Trust bundle.
@@ -390,8 +401,12 @@ class SecretCache::Impl {
 class SubscriptionImpl final : public xds::Subscription {
  public:
   SubscriptionImpl(SecretCache::Impl* impl, std::shared_ptr<xds::ResourceWatcher> watcher, SecretString token,
-                   absl::Time token_expiry)
-      : impl_(impl), watcher_(std::move(watcher)), token_(std::move(token)), token_expiry_(token_expiry) {
+                   absl::Time token_expiry, std::string minted_for = "")
+      : impl_(impl),
+        watcher_(std::move(watcher)),
+        token_(std::move(token)),
+        token_expiry_(token_expiry),
+        minted_for_(std::move(minted_for)) {
     if (!token_.empty()) token_hash_ = Sha256Hex(token_.view());
   }
   ~SubscriptionImpl() override { impl_->Unsubscribe(this); }
@@ -408,6 +423,7 @@ class SubscriptionImpl final : public xds::Subscription {
   const std::shared_ptr<xds::ResourceWatcher> watcher_;
   const SecretString token_;
   const absl::Time token_expiry_;
+  const std::string minted_for_;
   std::string token_hash_;
   // Guarded by impl_->mu_.
   std::set<std::string> names_;
@@ -429,6 +445,13 @@ absl::StatusOr<std::unique_ptr<xds::Subscription>> SecretCache::Impl::Subscribe(
   }
   return std::unique_ptr<xds::Subscription>(
       std::make_unique<SubscriptionImpl>(this, std::move(watcher), SecretString(std::string(token)), expiry));
+}
+
+absl::StatusOr<std::unique_ptr<xds::Subscription>> SecretCache::Impl::SubscribeMinted(
+    absl::string_view spiffe_id, std::shared_ptr<xds::ResourceWatcher> watcher) {
+  MESHID_ASSIGN_OR_RETURN(auto id, SpiffeId::Parse(spiffe_id));
+  return std::unique_ptr<xds::Subscription>(std::make_unique<SubscriptionImpl>(this, std::move(watcher), SecretString(),
+                                                                               absl::InfiniteFuture(), id.ToString()));
 }
 
 absl::StatusOr<std::vector<xds::ResourceUpdate>> SecretCache::Impl::SetNames(SubscriptionImpl* sub,
@@ -477,7 +500,21 @@ absl::StatusOr<std::vector<xds::ResourceUpdate>> SecretCache::Impl::SetNames(Sub
 
 void SecretCache::Impl::AttachLocked(SubscriptionImpl* sub, absl::Time now) {
   Entry* e = nullptr;
-  if (sub->token_hash_.empty()) {
+  if (!sub->minted_for_.empty()) {
+    auto it = by_minted_.find(sub->minted_for_);
+    if (it != by_minted_.end()) {
+      e = FindLocked(it->second);
+    } else {
+      auto entry = std::make_unique<Entry>();
+      entry->id = next_entry_id_++;
+      entry->minted_for = sub->minted_for_;
+      entry->next_attempt = now;
+      by_minted_[entry->minted_for] = entry->id;
+      e = entry.get();
+      entries_[e->id] = std::move(entry);
+      RescheduleLocked(*e);
+    }
+  } else if (sub->token_hash_.empty()) {
     e = FindLocked(agent_entry_);
   } else {
     auto it = by_token_hash_.find(sub->token_hash_);
@@ -561,6 +598,7 @@ std::string SecretCache::Impl::Describe(const SubscriptionImpl* sub) const {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(sub->entry_);
   if (it != entries_.end() && !it->second->spiffe_id.empty()) return it->second->spiffe_id;
+  if (!sub->minted_for_.empty()) return sub->minted_for_;
   return sub->token_hash_.empty() ? "agent identity" : "workload token";
 }
 
@@ -572,6 +610,7 @@ bool SecretCache::Impl::RunOne() {
   uint64_t job = 0;
   bool is_agent = false;
   SecretString token;
+  std::string minted_for;
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = deps_.clock.Now();
@@ -603,14 +642,15 @@ bool SecretCache::Impl::RunOne() {
         e.last_attempt = now;
         job = e.id;
         is_agent = e.is_agent;
-        if (!is_agent) token = e.token.Clone();
+        minted_for = e.minted_for;
+        if (!is_agent && minted_for.empty()) token = e.token.Clone();
       }
     }
   }
   Deliver(notes);
   if (job == 0) return true;
 
-  absl::StatusOr<Issued> issued = Issue(is_agent, token);
+  absl::StatusOr<Issued> issued = Issue(is_agent, token, minted_for);
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = deps_.clock.Now();
@@ -635,9 +675,10 @@ bool SecretCache::Impl::RunOne() {
   return true;
 }
 
-absl::StatusOr<Issued> SecretCache::Impl::Issue(bool is_agent, const SecretString& workload_token) {
+absl::StatusOr<Issued> SecretCache::Impl::Issue(bool is_agent, const SecretString& workload_token,
+                                                const std::string& minted_for) {
   SecretString token;
-  if (is_agent) {
+  if (is_agent || !minted_for.empty()) {
     MESHID_ASSIGN_OR_RETURN(token, deps_.agent_token.Token());
   } else {
     token = workload_token.Clone();
@@ -646,13 +687,19 @@ absl::StatusOr<Issued> SecretCache::Impl::Issue(bool is_agent, const SecretStrin
   MESHID_ASSIGN_OR_RETURN(auto key_pem, PrivateKeyToPem(key.get()));
   MESHID_ASSIGN_OR_RETURN(auto csr, BuildCsrPem(key.get()));
   metrics_.csr_requests->Increment();
-  MESHID_ASSIGN_OR_RETURN(auto chain, deps_.ca.CreateCertificate(csr, token.view(), options_.secret_ttl));
-  return PackageIssued(chain, key.get(), key_pem, deps_.clock.Now(), next_generation_.fetch_add(1));
+  MESHID_ASSIGN_OR_RETURN(auto chain, deps_.ca.CreateCertificate(csr, token.view(), options_.secret_ttl, minted_for));
+  MESHID_ASSIGN_OR_RETURN(Issued issued,
+                          PackageIssued(chain, key.get(), key_pem, deps_.clock.Now(), next_generation_.fetch_add(1)));
+  if (!minted_for.empty() && issued.spiffe_id != minted_for) {
+    return absl::InternalError(
+        absl::StrCat("asked the CA for ", minted_for, " but it returned a certificate for ", issued.spiffe_id));
+  }
+  return issued;
 }
 
 void SecretCache::Impl::OnIssuedLocked(Entry& entry, Issued issued, Notes& notes, absl::Time now) {
   Entry* e = &entry;
-  auto existing = by_spiffe_.find(issued.spiffe_id);
+  auto existing = e->minted_for.empty() ? by_spiffe_.find(issued.spiffe_id) : by_spiffe_.end();
   if (existing != by_spiffe_.end() && existing->second != e->id) {
     Entry* into = FindLocked(existing->second);
     if (into != nullptr) {
@@ -661,10 +708,10 @@ void SecretCache::Impl::OnIssuedLocked(Entry& entry, Issued issued, Notes& notes
     }
   }
   if (e->spiffe_id != issued.spiffe_id) {
-    if (!e->spiffe_id.empty()) by_spiffe_.erase(e->spiffe_id);
+    if (!e->spiffe_id.empty() && e->minted_for.empty()) by_spiffe_.erase(e->spiffe_id);
     e->spiffe_id = issued.spiffe_id;
   }
-  by_spiffe_[e->spiffe_id] = e->id;
+  if (e->minted_for.empty()) by_spiffe_[e->spiffe_id] = e->id;
   e->failures = 0;
   e->last_error = absl::OkStatus();
   e->failure_published = false;
@@ -735,7 +782,7 @@ void SecretCache::Impl::OnFailureLocked(Entry& e, const absl::Status& status, No
   e.failures++;
   e.last_error = status;
   const bool never_issued = e.resource == nullptr && !e.held.has_value();
-  if (!e.is_agent && never_issued) {
+  if (!e.is_agent && e.minted_for.empty() && never_issued) {
     // An unproven workload token: its streams learn why, and a new stream tries again.
     deps_.logger->warn("the CA refused a workload token: {}", status.ToString());
     e.failure_published = true;
@@ -776,6 +823,10 @@ void SecretCache::Impl::DropLocked(Entry& e, Notes& notes, absl::Time now) {
   if (!e.spiffe_id.empty()) {
     auto it = by_spiffe_.find(e.spiffe_id);
     if (it != by_spiffe_.end() && it->second == e.id) by_spiffe_.erase(it);
+  }
+  if (!e.minted_for.empty()) {
+    auto it = by_minted_.find(e.minted_for);
+    if (it != by_minted_.end() && it->second == e.id) by_minted_.erase(it);
   }
   if (e.scheduled_at.has_value()) schedule_.erase({*e.scheduled_at, e.id});
   const bool had_anchor = e.resource != nullptr || e.held.has_value();
@@ -914,8 +965,16 @@ SecretCache::SecretCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 SecretCache::~SecretCache() = default;
 
 absl::StatusOr<std::unique_ptr<xds::Subscription>> SecretCache::Subscribe(
+    const xds::StreamCaller& caller, std::shared_ptr<xds::ResourceWatcher> watcher) {
+  return impl_->Subscribe(caller.bearer_token, std::move(watcher));
+}
+absl::StatusOr<std::unique_ptr<xds::Subscription>> SecretCache::Subscribe(
     absl::string_view bearer_token, std::shared_ptr<xds::ResourceWatcher> watcher) {
   return impl_->Subscribe(bearer_token, std::move(watcher));
+}
+absl::StatusOr<std::unique_ptr<xds::Subscription>> SecretCache::SubscribeMinted(
+    absl::string_view spiffe_id, std::shared_ptr<xds::ResourceWatcher> watcher) {
+  return impl_->SubscribeMinted(spiffe_id, std::move(watcher));
 }
 bool SecretCache::IsKnownName(absl::string_view name) const { return name == kDefault || name == kRoot; }
 bool SecretCache::RunOne() { return impl_->RunOne(); }
@@ -932,6 +991,7 @@ int64_t SecretCache::CrlNumberOfRootVersion(absl::string_view version) const {
   return impl_->CrlNumberOfRootVersion(version);
 }
 SecretCacheStats SecretCache::Stats() const { return impl_->Stats(); }
+std::string SecretCache::AgentSpiffeId() const { return impl_->AgentSpiffeId(); }
 
 CacheWorkers::CacheWorkers(SecretCache& cache, int threads) : cache_(cache) {
   for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });

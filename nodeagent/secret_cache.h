@@ -7,7 +7,10 @@
 // gets that workload's identity: the token is sent to the CA once, and the SPIFFE ID in the
 // issued certificate (never a claim read from the token) names the identity. Streams whose
 // tokens map to the same SPIFFE ID share one cached secret. A token the CA has accepted is
-// remembered (by its SHA-256) until the token's own expiry.
+// remembered (by its SHA-256) until the token's own expiry. A minted identity
+// (SubscribeMinted) is a workload on this node that the agent asks for with its own token and
+// ImpersonatedIdentity; the certificate must name exactly that identity. Minted identities are
+// cached apart from token identities, even for the same SPIFFE ID.
 //
 // Rotation. A certificate is renewed when `grace_ratio` (± jitter) of its lifetime remains.
 // When the CA fails, renewal is retried with exponential backoff and jitter while the cached
@@ -86,9 +89,16 @@ class SecretCache final : public xds::ResourceProvider {
                                                              LoggerPtr logger);
   ~SecretCache() override;
 
-  // xds::ResourceProvider
-  absl::StatusOr<std::unique_ptr<xds::Subscription>> Subscribe(absl::string_view bearer_token,
+  // xds::ResourceProvider: the caller's bearer token names the identity ("": the agent's own).
+  absl::StatusOr<std::unique_ptr<xds::Subscription>> Subscribe(const xds::StreamCaller& caller,
                                                                std::shared_ptr<xds::ResourceWatcher> watcher) override;
+  absl::StatusOr<std::unique_ptr<xds::Subscription>> Subscribe(absl::string_view bearer_token,
+                                                               std::shared_ptr<xds::ResourceWatcher> watcher);
+  // The certificate of `spiffe_id` minted for a workload on this node (names as for any
+  // subscription: "default", "ROOTCA"). A refusal by the CA is published as the error of
+  // "default" and retried with backoff, since an entry may reach the server after the agent.
+  absl::StatusOr<std::unique_ptr<xds::Subscription>> SubscribeMinted(absl::string_view spiffe_id,
+                                                                     std::shared_ptr<xds::ResourceWatcher> watcher);
   bool IsKnownName(absl::string_view name) const override;
 
   // Performs one piece of work that is due at the clock's now (a CSR, an expiry, a held-back
@@ -114,6 +124,8 @@ class SecretCache final : public xds::ResourceProvider {
   int64_t CrlNumberOfRootVersion(absl::string_view version) const;
 
   SecretCacheStats Stats() const;
+  // The SPIFFE ID of the agent's own certificate; "" before the first one. Thread-safe.
+  std::string AgentSpiffeId() const;
 
   class Impl;
 

@@ -46,7 +46,7 @@ absl::StatusOr<std::unique_ptr<ServerUpstream>> ServerUpstream::Create(ServerUps
   ServerUpstream* raw = upstream.get();
   upstream->watcher_ =
       std::make_shared<xds::ForwardingWatcher>([raw](const xds::ResourceUpdate& update) { raw->OnSvid(update); });
-  auto subscription = secrets.Subscribe("", upstream->watcher_);
+  auto subscription = secrets.Subscribe(xds::StreamCaller{}, upstream->watcher_);
   if (!subscription.ok()) return subscription.status();
   upstream->subscription_ = std::move(*subscription);
   auto current = upstream->subscription_->SetNames({std::string(sds::kWorkloadResourceName)});

@@ -14,6 +14,8 @@ packages=(
   postgresql python3-grpcio openssl curl procps util-linux
   # benchmarks (bench/meshproxy): load generator and the reference proxy
   wrk haproxy
+  # the Workload API demo and test (svid watch keeping nginx's certificate current)
+  nginx
 )
 
 missing=()

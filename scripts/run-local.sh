@@ -4,12 +4,16 @@
 #   meshid server   the CA and policy server (SQLite in the state directory, no Kubernetes)
 #   meshid agent    one node agent: workload certificates and policy over its Unix socket
 #   hello-a, hello-b  two demo apps (meshid hello), each behind a meshid proxy (STRICT mTLS)
+#   tls-app         a workload without a proxy or a token: `openssl s_server` on the certificate
+#                   `meshid svid watch` keeps current from the agent's SPIFFE Workload API, the
+#                   identity given by attestation (an entry selecting this user's uid)
 # applies the sample policy (examples/demo) with `meshid apply`, and shows one allowed call
-# (200), one denied call (403) and one plaintext call refused under STRICT. Everything keeps
-# running until Ctrl-C, which stops every process it started (so does any error).
+# (200), one denied call (403), one plaintext call refused under STRICT, and tls-app's SPIFFE
+# ID as `openssl s_client` sees it. Everything keeps running until Ctrl-C, which stops every
+# process it started (so does any error).
 #
 #   scripts/run-local.sh            # build, run, keep the mesh up until Ctrl-C
-#   scripts/run-local.sh --once     # stop right after the demonstration; exit 0 only if all three
+#   scripts/run-local.sh --once     # stop right after the demonstration; exit 0 only if all four
 #                                   # outcomes were as expected (CI)
 #   --meshid PATH                   # use this binary, skip installing and building
 #   --dir DIR                       # state and logs (default ./var/demo; emptied first)
@@ -43,6 +47,7 @@ data="$dir/server"
 # Unix socket paths are limited to 107 bytes: keep the agent's socket short, under /tmp.
 sock_dir=$(mktemp -d /tmp/meshid-demo.XXXXXX)
 sock="$sock_dir/agent.sock"
+api_sock="$sock_dir/api.sock"  # the SPIFFE Workload API
 
 # Every process we start, stopped (TERM, then KILL after 10 s) whenever this script exits.
 pids=()
@@ -60,6 +65,8 @@ stop_all() {
     kill -KILL "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
   fi
+  # tls-app's openssl s_server, started by svid watch's --exec (so not our child).
+  if [ -f "$dir/tls-app-server.pid" ]; then kill -TERM "$(cat "$dir/tls-app-server.pid")" 2>/dev/null || true; fi
   rm -rf "$sock_dir"
   exit $status
 }
@@ -100,10 +107,18 @@ echo "listening on 127.0.0.1:$ca_port"
 "$meshid" token create --data-dir "$data" --namespace demo --service-account hello-a >"$dir/hello-a.token"
 "$meshid" token create --data-dir "$data" --namespace demo --service-account hello-b >"$dir/hello-b.token"
 
-echo "== meshid agent (SDS and policy on unix:$sock)"
+echo "== meshid agent (SDS and policy on unix:$sock, the SPIFFE Workload API on unix:$api_sock)"
 start agent agent --ca-addr "127.0.0.1:$ca_port" --ca-root "$data/root-cert.pem" --token-file "$dir/agent.token" \
-  --sds-socket "$sock" --monitoring-addr 127.0.0.1:0 --agent-id demo-node --crl-file "$dir/agent-crl.pem"
+  --sds-socket "$sock" --monitoring-addr 127.0.0.1:0 --agent-id demo-node --crl-file "$dir/agent-crl.pem" \
+  --mode node --workload-api-socket "$api_sock"
 wait_log agent 'sds listening on \K\S+' >/dev/null
+
+# The agent's SPIFFE ID is its token's identity. The entry lets it mint tls-app's identity for
+# the processes of this node that run as this user, attested from the kernel.
+agent_id="spiffe://cluster.local/ns/istio-system/sa/meshid-agent"
+tls_app_id="spiffe://cluster.local/ns/demo/sa/tls-app"
+echo "== meshid entry create: $tls_app_id for uid $(id -u) on this node"
+"$meshid" entry create --data-dir "$data" --spiffe-id "$tls_app_id" --parent "$agent_id" --selector "unix:uid:$(id -u)"
 
 echo "== meshid apply -f examples/demo"
 "$meshid" apply -f "$root/examples/demo" --data-dir "$data"
@@ -168,6 +183,52 @@ else
   ok=0
 fi
 
+echo "== 4. attestation: tls-app, with no proxy and no token, gets its identity from the Workload API"
+# svid watch writes cert-chain.pem, key.pem and root-cert.pem into $dir/tls-app at every
+# rotation, then runs this script, which (re)starts openssl s_server on the new files: the first
+# time on a port the OS picks, then on the same one.
+cat >"$dir/tls-app-restart.sh" <<'EOF'
+#!/bin/sh
+# Run by `meshid svid watch --exec` after every rotation; $DEMO_DIR comes from its environment.
+if [ -f "$DEMO_DIR/tls-app-server.pid" ]; then
+  old=$(cat "$DEMO_DIR/tls-app-server.pid")
+  kill "$old" 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+fi
+port=$(cat "$DEMO_DIR/tls-app-server.port" 2>/dev/null || echo 0)
+openssl s_server -accept "127.0.0.1:$port" -cert "$DEMO_DIR/tls-app/cert-chain.pem" \
+  -key "$DEMO_DIR/tls-app/key.pem" -www </dev/null >"$DEMO_DIR/tls-app-server.log" 2>&1 &
+echo $! >"$DEMO_DIR/tls-app-server.pid"
+EOF
+chmod +x "$dir/tls-app-restart.sh"
+echo "   meshid svid watch --socket $api_sock --out-dir $dir/tls-app --exec $dir/tls-app-restart.sh"
+export DEMO_DIR="$dir"  # for tls-app-restart.sh
+start svid-watch svid watch --socket "$api_sock" --out-dir "$dir/tls-app" --exec "$dir/tls-app-restart.sh"
+tls_port=""
+for _ in $(seq 300); do
+  tls_port=$(grep -oP 'ACCEPT 127\.0\.0\.1:\K\d+' "$dir/tls-app-server.log" 2>/dev/null | head -1 || true)
+  [ -n "$tls_port" ] && break
+  sleep 0.1
+done
+if [ -z "$tls_port" ]; then
+  echo "   -> openssl s_server did not start within 30 s; svid watch's log ($dir/svid-watch.log):" >&2
+  cat "$dir/svid-watch.log" >&2
+  ok=0
+else
+  echo "$tls_port" >"$dir/tls-app-server.port"
+  echo "   openssl s_client -connect 127.0.0.1:$tls_port -CAfile $data/root-cert.pem"
+  s_client=$(openssl s_client -connect "127.0.0.1:$tls_port" -CAfile "$data/root-cert.pem" -verify_return_error \
+    </dev/null 2>/dev/null || true)
+  san=$(openssl x509 -noout -ext subjectAltName <<<"$s_client" 2>/dev/null | tail -n +2 | tr -d ' ' || true)
+  verify=$(grep -m1 -o 'Verify return code: .*' <<<"$s_client" || echo 'no handshake')
+  if [ "$verify" = "Verify return code: 0 (ok)" ] && [ "$san" = "URI:$tls_app_id" ]; then
+    echo "   -> $san, verified against the CA's root, as expected"
+  else
+    echo "   -> got ${san:-no certificate} ($verify), expected URI:$tls_app_id" >&2
+    ok=0
+  fi
+fi
+
 echo
 echo "== meshid status"
 for _ in $(seq 50); do
@@ -180,7 +241,7 @@ echo
 echo "== the certificates the CA issued, from its ledger (meshid certs list)"
 "$meshid" certs list --data-dir "$data" --limit 10
 
-if [ $ok = 1 ]; then echo; echo "all three outcomes as expected"; else echo; echo "UNEXPECTED OUTCOME (logs in $dir)" >&2; fi
+if [ $ok = 1 ]; then echo; echo "all four outcomes as expected"; else echo; echo "UNEXPECTED OUTCOME (logs in $dir)" >&2; fi
 if [ $once = 1 ]; then
   [ $ok = 1 ]
   exit $?
@@ -190,6 +251,8 @@ cat <<EOF
 The mesh keeps running (logs in $dir). Try:
   curl -H 'Host: hello-b' http://$out_a/hello          # allowed
   curl -H 'Host: hello-b' http://$out_a/admin          # denied
+  openssl s_client -connect 127.0.0.1:$tls_port -CAfile $data/root-cert.pem </dev/null   # tls-app
+  $meshid svid fetch --socket $api_sock -o json        # this user's identity, by attestation
   $meshid apply -f examples/demo --data-dir $data      # edit examples/demo first: a new version
   $meshid status --data-dir $data
   $meshid certs list --data-dir $data --json

@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
 
 namespace meshid::sds {
@@ -80,6 +81,30 @@ absl::StatusOr<xds::ResourcePtr> MakeValidationContextResource(absl::string_view
     context->set_only_verify_leaf_cert_crl(true);
   }
   return Finish(secret, generation);
+}
+
+absl::StatusOr<TlsCertificateParts> ReadTlsCertificate(const xds::Resource& resource) {
+  Secret secret;
+  if (!secret.ParseFromArray(resource.body.view().data(), static_cast<int>(resource.body.view().size())) ||
+      !secret.has_tls_certificate()) {
+    WipeSecretMessage(secret);
+    return absl::InvalidArgumentError(absl::StrCat("SDS resource \"", resource.name, "\" is not a tls_certificate"));
+  }
+  TlsCertificateParts parts;
+  parts.chain_pem = secret.tls_certificate().certificate_chain().inline_bytes();
+  parts.private_key_pem = SecretString(std::string(secret.tls_certificate().private_key().inline_bytes()));
+  WipeSecretMessage(secret);
+  return parts;
+}
+
+absl::StatusOr<ValidationContextParts> ReadValidationContext(const xds::Resource& resource) {
+  Secret secret;
+  if (!secret.ParseFromArray(resource.body.view().data(), static_cast<int>(resource.body.view().size())) ||
+      !secret.has_validation_context()) {
+    return absl::InvalidArgumentError(absl::StrCat("SDS resource \"", resource.name, "\" is not a validation_context"));
+  }
+  return ValidationContextParts{secret.validation_context().trusted_ca().inline_bytes(),
+                                secret.validation_context().crl().inline_bytes()};
 }
 
 }  // namespace meshid::sds

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/secret.h"
 #include "xds/resource.h"
 #include "xds/resource_type.h"
 
@@ -37,5 +38,18 @@ absl::StatusOr<xds::ResourcePtr> MakeTlsCertificateResource(absl::string_view na
 absl::StatusOr<xds::ResourcePtr> MakeValidationContextResource(absl::string_view name,
                                                                const std::vector<std::string>& root_pems,
                                                                uint64_t generation, absl::string_view crl_pem = "");
+
+// What the two kinds of resource above hold, read back (for the agent's Workload API, which
+// serves the same certificates in another form). InvalidArgument for a resource of another kind.
+struct TlsCertificateParts {
+  std::string chain_pem;
+  SecretString private_key_pem;
+};
+absl::StatusOr<TlsCertificateParts> ReadTlsCertificate(const xds::Resource& resource);
+struct ValidationContextParts {
+  std::string roots_pem;
+  std::string crl_pem;  // "" without a CRL
+};
+absl::StatusOr<ValidationContextParts> ReadValidationContext(const xds::Resource& resource);
 
 }  // namespace meshid::sds

@@ -119,17 +119,25 @@ class SdsServerImpl final : public SdsServer {
     // Proxies keep these streams open for days; keepalive pings are fine, idle is normal.
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    auto path = UnixSocketPath::Acquire(options.socket_path);
-    if (!path.ok()) return path.status();
-    socket_.emplace(std::move(*path));
-    const int mode = options.socket_group.has_value() && options.socket_mode == 0600 ? 0660 : options.socket_mode;
     target_ = absl::StrCat("unix:", options.socket_path);
-    return socket_->Bind(mode, options.socket_group, [&]() -> absl::Status {
-      builder.AddListeningPort(target_, grpc::InsecureServerCredentials());
+    if (options.listen) {
+      auto path = UnixSocketPath::Acquire(options.socket_path);
+      if (!path.ok()) return path.status();
+      socket_.emplace(std::move(*path));
+      const int mode = options.socket_group.has_value() && options.socket_mode == 0600 ? 0660 : options.socket_mode;
+      auto bound = socket_->Bind(mode, options.socket_group, [&]() -> absl::Status {
+        builder.AddListeningPort(target_, grpc::InsecureServerCredentials());
+        server_ = builder.BuildAndStart();
+        if (server_ == nullptr) return absl::UnavailableError(absl::StrCat("cannot listen on ", target_));
+        return absl::OkStatus();
+      });
+      if (!bound.ok()) return bound;
+    } else {
       server_ = builder.BuildAndStart();
-      if (server_ == nullptr) return absl::UnavailableError(absl::StrCat("cannot listen on ", target_));
-      return absl::OkStatus();
-    });
+      if (server_ == nullptr) return absl::UnavailableError("cannot start the SDS server");
+    }
+    if (options.adopt_connections) return options.adopt_connections(*server_);
+    return absl::OkStatus();
   }
 
   std::string target() const override { return target_; }
@@ -174,8 +182,9 @@ FetchCall::FetchCall(SdsServerImpl& server, grpc::CallbackServerContext* context
     FinishLocked(ToGrpcStatus(token.status()));
     return;
   }
-  auto subscription = server_.provider().Subscribe(*token, watcher_);
-  xds::WipeString(&*token);
+  xds::StreamCaller caller{.bearer_token = std::move(*token), .peer = context->peer()};
+  auto subscription = server_.provider().Subscribe(caller, watcher_);
+  xds::WipeString(&caller.bearer_token);
   if (!subscription.ok()) {
     FinishLocked(ToGrpcStatus(subscription.status()));
     return;

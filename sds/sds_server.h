@@ -42,6 +42,13 @@ struct SdsServerOptions {
   // Every stream's events (connected with its node, ACK, NACK, closed), on gRPC's threads with
   // the stream's lock held: must be quick. Null: none.
   std::function<void(const xds::StreamEvent&)> observer;
+  // Connections accepted by the caller itself, to learn which process is calling
+  // (workload/peer_listener.h): called once with the started server, it hands them over for as
+  // long as the server lives (and must stop before the server goes). Its error fails Create.
+  // Null: none.
+  std::function<absl::Status(grpc::Server& server)> adopt_connections;
+  // False: the server does not listen on socket_path itself (adopt_connections serves it).
+  bool listen = true;
 };
 
 // Counters the server keeps (registered in the MetricsRegistry passed to Create):

@@ -31,13 +31,17 @@ using sql::SqlRow;
 using sql::SqlTx;
 using sql::TxMode;
 
-constexpr size_t kInsertChunk = 64;  // rows per INSERT statement (9 parameters each)
-// An identity's registry entry and block with the registry generation, in one snapshot; it runs
-// whenever the CA has no current status of the identity in memory.
+constexpr size_t kInsertChunk = 64;  // rows per INSERT statement (10 parameters each)
+// An identity's registry entries (its direct one and one per parent) and block with the registry
+// generation, in one statement and so one snapshot: a row per entry (one row of NULL entry
+// columns when there is none), the generation and block repeated on each. It runs whenever the
+// CA has no current status of the identity in memory.
 constexpr absl::string_view kIdentityStatusQuery =
-    "SELECT g.generation, e.spiffe_id, e.allowed_auth, e.max_ttl_us, e.dns_names, e.note, e.created_at_us, "
-    "b.spiffe_id, b.reason, b.blocked_at_us FROM registry_generation g "
+    "SELECT g.generation, e.spiffe_id, e.parent_id, e.selectors, e.allowed_auth, e.max_ttl_us, e.dns_names, e.note, "
+    "e.created_at_us, b.spiffe_id, b.reason, b.blocked_at_us FROM registry_generation g "
     "LEFT JOIN registry_entries e ON e.spiffe_id = $1 LEFT JOIN blocked_identities b ON b.spiffe_id = $1";
+constexpr size_t kStatusEntryColumn = 1;
+constexpr size_t kStatusBlockColumn = 9;
 // Appended to a registry or deny-list change, in its transaction.
 constexpr absl::string_view kBumpRegistryGeneration = "UPDATE registry_generation SET generation = generation + 1";
 
@@ -58,8 +62,10 @@ absl::StatusOr<std::vector<std::string>> FromJson(const std::string& text, absl:
 
 constexpr absl::string_view kIssuanceColumns =
     "serial, spiffe_id, not_before_us, not_after_us, public_key_sha256, issuer_serial, auth_method, auth_detail, "
-    "issued_at_us";
-constexpr absl::string_view kEntryColumns = "spiffe_id, allowed_auth, max_ttl_us, dns_names, note, created_at_us";
+    "issued_at_us, minted_by";
+constexpr size_t kIssuanceColumnCount = 10;
+constexpr absl::string_view kEntryColumns =
+    "spiffe_id, parent_id, selectors, allowed_auth, max_ttl_us, dns_names, note, created_at_us";
 constexpr absl::string_view kBlockColumns = "spiffe_id, reason, blocked_at_us";
 
 absl::StatusOr<IssuanceRecord> DecodeIssuance(const SqlRow& row) {
@@ -73,21 +79,24 @@ absl::StatusOr<IssuanceRecord> DecodeIssuance(const SqlRow& row) {
   r.auth_method = ColumnText(row, 6);
   r.auth_detail = ColumnText(row, 7);
   MESHID_ASSIGN_OR_RETURN(int64_t issued_at, ColumnInt(row, 8));
+  r.minted_by = ColumnText(row, 9);
   r.not_before = absl::FromUnixMicros(not_before);
   r.not_after = absl::FromUnixMicros(not_after);
   r.issued_at = absl::FromUnixMicros(issued_at);
   return r;
 }
 
-// Decodes an entry from columns [first, first + 6).
+// Decodes an entry from columns [first, first + 8) (kEntryColumns).
 absl::StatusOr<RegistryEntry> DecodeEntry(const SqlRow& row, size_t first) {
   RegistryEntry e;
   e.spiffe_id = ColumnText(row, first);
-  MESHID_ASSIGN_OR_RETURN(e.allowed_auth, FromJson(ColumnText(row, first + 1), "registry_entries.allowed_auth"));
-  MESHID_ASSIGN_OR_RETURN(int64_t max_ttl, ColumnInt(row, first + 2));
-  MESHID_ASSIGN_OR_RETURN(e.dns_names, FromJson(ColumnText(row, first + 3), "registry_entries.dns_names"));
-  e.note = ColumnText(row, first + 4);
-  MESHID_ASSIGN_OR_RETURN(int64_t created_at, ColumnInt(row, first + 5));
+  e.parent_id = ColumnText(row, first + 1);
+  MESHID_ASSIGN_OR_RETURN(e.selectors, FromJson(ColumnText(row, first + 2), "registry_entries.selectors"));
+  MESHID_ASSIGN_OR_RETURN(e.allowed_auth, FromJson(ColumnText(row, first + 3), "registry_entries.allowed_auth"));
+  MESHID_ASSIGN_OR_RETURN(int64_t max_ttl, ColumnInt(row, first + 4));
+  MESHID_ASSIGN_OR_RETURN(e.dns_names, FromJson(ColumnText(row, first + 5), "registry_entries.dns_names"));
+  e.note = ColumnText(row, first + 6);
+  MESHID_ASSIGN_OR_RETURN(int64_t created_at, ColumnInt(row, first + 7));
   e.max_ttl = absl::Microseconds(max_ttl);
   e.created_at = absl::FromUnixMicros(created_at);
   return e;
@@ -168,6 +177,19 @@ std::string Placeholders(size_t first, size_t n) {
 // Byte order of (kind, namespace, name): the same on both backends, whatever PostgreSQL's
 // collation (snapshot digests depend on it).
 auto PolicyKey(const StoredPolicyDocument& d) { return std::tie(d.kind, d.namespace_, d.name); }
+
+// Entries in byte order of (spiffe_id, parent_id), likewise independent of the collation.
+void SortEntries(std::vector<RegistryEntry>& entries) {
+  std::sort(entries.begin(), entries.end(), [](const RegistryEntry& a, const RegistryEntry& b) {
+    return std::tie(a.spiffe_id, a.parent_id) < std::tie(b.spiffe_id, b.parent_id);
+  });
+}
+
+// How an entry is named in messages.
+std::string DescribeEntry(absl::string_view spiffe_id, absl::string_view parent_id) {
+  if (parent_id.empty()) return absl::StrCat("direct registry entry for ", spiffe_id);
+  return absl::StrCat("registry entry for ", spiffe_id, " with parent ", parent_id);
+}
 
 class SqlStore final : public Store {
  public:
@@ -266,36 +288,58 @@ class SqlStore final : public Store {
     MESHID_RETURN_IF_ERROR(ValidateRegistryEntry(entry));
     absl::Status status = db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
       MESHID_RETURN_IF_ERROR(
-          tx.Exec(absl::StrCat("INSERT INTO registry_entries (", kEntryColumns, ") VALUES ($1, $2, $3, $4, $5, $6)"),
-                  {SqlParam(entry.spiffe_id), SqlParam(ToJson(entry.allowed_auth)),
-                   SqlParam(absl::ToInt64Microseconds(entry.max_ttl)), SqlParam(ToJson(entry.dns_names)),
-                   SqlParam(entry.note), SqlParam(absl::ToUnixMicros(entry.created_at))})
+          tx.Exec(absl::StrCat("INSERT INTO registry_entries (", kEntryColumns, ") VALUES (", Placeholders(1, 8), ")"),
+                  {SqlParam(entry.spiffe_id), SqlParam(entry.parent_id), SqlParam(ToJson(entry.selectors)),
+                   SqlParam(ToJson(entry.allowed_auth)), SqlParam(absl::ToInt64Microseconds(entry.max_ttl)),
+                   SqlParam(ToJson(entry.dns_names)), SqlParam(entry.note),
+                   SqlParam(absl::ToUnixMicros(entry.created_at))})
               .status());
       return tx.Exec(kBumpRegistryGeneration).status();
     });
     if (absl::IsAlreadyExists(status)) {
-      return absl::AlreadyExistsError(absl::StrCat("a registry entry for ", entry.spiffe_id, " already exists"));
+      return absl::AlreadyExistsError(
+          absl::StrCat("a ", DescribeEntry(entry.spiffe_id, entry.parent_id), " already exists"));
     }
     return status;
   }
 
-  absl::StatusOr<std::vector<RegistryEntry>> ListEntries() override {
+  absl::StatusOr<std::vector<RegistryEntry>> ListEntries(const std::optional<std::string>& parent_id) override {
+    std::string statement = absl::StrCat("SELECT ", kEntryColumns, " FROM registry_entries");
+    std::vector<SqlParam> params;
+    if (parent_id.has_value()) {
+      params.emplace_back(*parent_id);
+      statement += " WHERE parent_id = $1";
+    }
     std::vector<RegistryEntry> out;
     MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kRead, [&](SqlTx& tx) -> absl::Status {
       out.clear();
-      MESHID_ASSIGN_OR_RETURN(
-          auto rows, tx.Query(absl::StrCat("SELECT ", kEntryColumns, " FROM registry_entries ORDER BY spiffe_id")));
+      MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query(statement, params));
+      out.reserve(rows.size());
       for (const SqlRow& row : rows) {
         MESHID_ASSIGN_OR_RETURN(auto entry, DecodeEntry(row, 0));
         out.push_back(std::move(entry));
       }
       return absl::OkStatus();
     }));
+    SortEntries(out);
     return out;
   }
 
-  absl::Status DeleteEntry(absl::string_view spiffe_id) override {
-    return DeleteOne("registry_entries", spiffe_id, absl::StrCat("no registry entry for ", spiffe_id));
+  absl::Status DeleteEntry(absl::string_view spiffe_id, absl::string_view parent_id) override {
+    return DeleteOne("registry_entries", "spiffe_id = $1 AND parent_id = $2",
+                     {SqlParam(std::string(spiffe_id)), SqlParam(std::string(parent_id))},
+                     absl::StrCat("no ", DescribeEntry(spiffe_id, parent_id)));
+  }
+
+  absl::StatusOr<int64_t> GetRegistryGeneration() override {
+    int64_t generation = 0;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kReadStatement, [&](SqlTx& tx) -> absl::Status {
+      MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query("SELECT generation FROM registry_generation"));
+      if (rows.size() != 1) return absl::InternalError("datastore: the registry_generation table must have one row");
+      MESHID_ASSIGN_OR_RETURN(generation, ColumnInt(rows[0], 0));
+      return absl::OkStatus();
+    }));
+    return generation;
   }
 
   absl::Status Block(absl::string_view spiffe_id, absl::string_view reason, absl::Time at) override {
@@ -304,7 +348,8 @@ class SqlStore final : public Store {
   }
 
   absl::Status Unblock(absl::string_view spiffe_id) override {
-    return DeleteOne("blocked_identities", spiffe_id, absl::StrCat(spiffe_id, " is not blocked"));
+    return DeleteOne("blocked_identities", "spiffe_id = $1", {SqlParam(std::string(spiffe_id))},
+                     absl::StrCat(spiffe_id, " is not blocked"));
   }
 
   absl::StatusOr<std::vector<BlockedIdentity>> ListBlocked() override {
@@ -326,18 +371,25 @@ class SqlStore final : public Store {
     const std::vector<SqlParam> params = {SqlParam(std::string(spiffe_id))};
     IdentityStatus status;
     MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kReadStatement, [&](SqlTx& tx) -> absl::Status {
+      status = IdentityStatus();
       MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query(kIdentityStatusQuery, params));
-      if (rows.size() != 1) return absl::InternalError("datastore: the registry_generation table must have one row");
-      const SqlRow& row = rows[0];
-      MESHID_ASSIGN_OR_RETURN(status.registry_generation, ColumnInt(row, 0));
-      if (row[1].has_value()) {
-        MESHID_ASSIGN_OR_RETURN(status.entry, DecodeEntry(row, 1));
+      if (rows.empty()) return absl::InternalError("datastore: the registry_generation table must have one row");
+      MESHID_ASSIGN_OR_RETURN(status.registry_generation, ColumnInt(rows[0], 0));
+      if (rows[0][kStatusBlockColumn].has_value()) {
+        MESHID_ASSIGN_OR_RETURN(status.blocked, DecodeBlock(rows[0], kStatusBlockColumn));
       }
-      if (row[7].has_value()) {
-        MESHID_ASSIGN_OR_RETURN(status.blocked, DecodeBlock(row, 7));
+      for (const SqlRow& row : rows) {
+        if (!row[kStatusEntryColumn].has_value()) continue;  // no entry at all
+        MESHID_ASSIGN_OR_RETURN(RegistryEntry entry, DecodeEntry(row, kStatusEntryColumn));
+        if (entry.parent_id.empty()) {
+          status.entry = std::move(entry);
+        } else {
+          status.node_entries.push_back(std::move(entry));
+        }
       }
       return absl::OkStatus();
     }));
+    SortEntries(status.node_entries);
     return status;
   }
 
@@ -666,8 +718,6 @@ class SqlStore final : public Store {
   }
 
  private:
-  // One statement (no transaction round trips: it runs on every CreateCertificate) for up to
-  // kMaxIdentitiesPerQuery identities; adds a status for each to `found`.
   // One multi-row INSERT; with a generation, an INSERT ... SELECT that writes the rows only if
   // the registry is still at it. Returns the rows written.
   static absl::StatusOr<int64_t> InsertIssuances(SqlTx& tx, absl::Span<const IssuanceRecord> records,
@@ -680,13 +730,13 @@ class SqlStore final : public Store {
     const absl::string_view close_bigint = checked ? " AS BIGINT)" : "";
     absl::StrAppend(&statement, checked ? "SELECT * FROM (VALUES " : "VALUES ");
     std::vector<SqlParam> params;
-    params.reserve(records.size() * 9 + 1);
+    params.reserve(records.size() * kIssuanceColumnCount + 1);
     for (size_t i = 0; i < records.size(); ++i) {
       const IssuanceRecord& r = records[i];
-      const size_t p = i * 9;
+      const size_t p = i * kIssuanceColumnCount;
       absl::StrAppend(&statement, i == 0 ? "(" : ", (", "$", p + 1, ", $", p + 2, ", ", open_bigint, p + 3,
                       close_bigint, ", ", open_bigint, p + 4, close_bigint, ", $", p + 5, ", $", p + 6, ", $", p + 7,
-                      ", $", p + 8, ", ", open_bigint, p + 9, close_bigint, ")");
+                      ", $", p + 8, ", ", open_bigint, p + 9, close_bigint, ", $", p + 10, ")");
       params.emplace_back(r.serial_hex);
       params.emplace_back(r.spiffe_id);
       params.emplace_back(absl::ToUnixMicros(r.not_before));
@@ -696,6 +746,7 @@ class SqlStore final : public Store {
       params.emplace_back(r.auth_method);
       params.emplace_back(r.auth_detail);
       params.emplace_back(absl::ToUnixMicros(r.issued_at));
+      params.emplace_back(r.minted_by);
     }
     if (checked) {
       absl::StrAppend(&statement, ") AS v WHERE (SELECT generation FROM registry_generation) = CAST($",
@@ -786,12 +837,13 @@ class SqlStore final : public Store {
     return ColumnInt(rows[0], 0);
   }
 
-  // Deletes a registry entry or block (`table`), moving the registry generation on.
-  absl::Status DeleteOne(absl::string_view table, absl::string_view spiffe_id, std::string not_found) {
+  // Deletes a registry entry or block (the row of `table` matching `where`), moving the registry
+  // generation on.
+  absl::Status DeleteOne(absl::string_view table, absl::string_view where, const std::vector<SqlParam>& params,
+                         std::string not_found) {
     int64_t deleted = 0;
     MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
-      MESHID_ASSIGN_OR_RETURN(deleted, tx.Exec(absl::StrCat("DELETE FROM ", table, " WHERE spiffe_id = $1"),
-                                               {SqlParam(std::string(spiffe_id))}));
+      MESHID_ASSIGN_OR_RETURN(deleted, tx.Exec(absl::StrCat("DELETE FROM ", table, " WHERE ", where), params));
       if (deleted == 0) return absl::OkStatus();
       return tx.Exec(kBumpRegistryGeneration).status();
     }));

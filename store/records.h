@@ -23,6 +23,9 @@ struct IssuanceRecord {
   std::string auth_method;        // "jwt" or "client-cert"
   std::string auth_detail;        // "iss=<issuer> sub=<subject>" or "serial=<hex>"
   absl::Time issued_at;
+  // The node agent that asked for it on the workload's behalf (Istio's ImpersonatedIdentity):
+  // its SPIFFE ID; "" when the workload asked itself.
+  std::string minted_by;
   friend bool operator==(const IssuanceRecord&, const IssuanceRecord&) = default;
 };
 
@@ -34,15 +37,25 @@ struct IssuanceQuery {
   size_t limit = 1000;  // newest (by issued_at) first; 0: no limit
 };
 
-// An identity the CA may issue for (with --require-registration, only these).
+// An identity the CA may issue for (with --require-registration, only these). An entry is
+// named by (spiffe_id, parent_id): one identity may have one direct entry (parent_id "") and
+// one entry per node agent that may mint it.
 struct RegistryEntry {
   std::string spiffe_id;
+  // "" : the workload asks for itself (allowed_auth says how it must authenticate).
+  // Otherwise the SPIFFE ID of the node agent allowed to mint this identity for the workloads on
+  // its node that match every selector (CreateCertificate with ImpersonatedIdentity).
+  std::string parent_id;
+  // With a parent, at least one; without, none. Canonical "unix:<key>:<value>" forms
+  // (common/selector.h), sorted and unique.
+  std::vector<std::string> selectors;
   // Which callers may obtain this identity, matched against the authenticated caller:
   //   "*"                      any caller already mapped to this SPIFFE ID
   //   "jwt-sub:<subject>"      a JWT with exactly this sub
   //   "jwt-iss:<issuer>"       any JWT from this issuer
   //   "client-cert"            renewal with a certificate of this identity
-  // An entry may list several, any of which suffices.
+  // An entry may list several, any of which suffices. An entry with a parent lists none: the
+  // parent's authentication stands for the workload's.
   std::vector<std::string> allowed_auth;
   absl::Duration max_ttl = absl::ZeroDuration();  // zero: the server's maximum applies
   std::vector<std::string> dns_names;             // added to the certificate as DNS SANs
@@ -59,7 +72,8 @@ struct BlockedIdentity {
 
 // What the CA needs to know about an identity before it signs: one round trip.
 struct IdentityStatus {
-  std::optional<RegistryEntry> entry;
+  std::optional<RegistryEntry> entry;       // the direct entry (parent_id "")
+  std::vector<RegistryEntry> node_entries;  // entries with a parent, by parent_id
   std::optional<BlockedIdentity> blocked;
   // The registry generation this status was read at: a counter that every CreateEntry,
   // DeleteEntry, Block and Unblock increments (sql/migrations/0003_registry_generation.sql).

@@ -8,6 +8,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/selector.h"
 #include "common/spiffe_id.h"
 #include "common/status_macros.h"
 
@@ -187,12 +188,64 @@ absl::Status ValidateIssuanceRecord(const IssuanceRecord& r) {
   MESHID_RETURN_IF_ERROR(CheckFiniteTime("not_after", r.not_after));
   MESHID_RETURN_IF_ERROR(CheckFiniteTime("issued_at", r.issued_at));
   if (r.not_after < r.not_before) return absl::InvalidArgumentError("not_after: before not_before");
+  if (!r.minted_by.empty()) MESHID_RETURN_IF_ERROR(CheckSpiffeIdField("minted_by", r.minted_by));
   return absl::OkStatus();
 }
 
+namespace {
+
+absl::Status CheckEntryParentAndSelectors(const RegistryEntry& e) {
+  const bool has_parent = !e.parent_id.empty();
+  if (has_parent) {
+    MESHID_RETURN_IF_ERROR(CheckSpiffeIdField("parent_id", e.parent_id));
+    if (e.parent_id == e.spiffe_id) {
+      return absl::InvalidArgumentError("parent_id: must differ from spiffe_id (a node agent does not mint itself)");
+    }
+    if (e.selectors.empty()) {
+      return absl::InvalidArgumentError(
+          "selectors: an entry with a parent_id needs at least one (it says which workloads of the node get the "
+          "identity)");
+    }
+  } else if (!e.selectors.empty()) {
+    return absl::InvalidArgumentError("selectors: only an entry with a parent_id has selectors");
+  }
+  if (e.selectors.size() > kMaxEntrySelectors) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("selectors: ", e.selectors.size(), " of them, more than the ", kMaxEntrySelectors, " allowed"));
+  }
+  for (size_t i = 0; i < e.selectors.size(); ++i) {
+    const std::string& selector = e.selectors[i];
+    std::string field = absl::StrCat("selectors[", i, "]");
+    // Stored as JSON text: valid UTF-8 (ParseSelector lets any byte but NUL through in a path).
+    MESHID_RETURN_IF_ERROR(CheckStoredText(field, selector, kMaxSelectorLength, /*required=*/true));
+    absl::StatusOr<std::string> canonical = ParseSelector(selector);
+    if (!canonical.ok()) return absl::InvalidArgumentError(absl::StrCat(field, ": ", canonical.status().message()));
+    const std::string quoted = absl::StrCat("\"", absl::CHexEscape(selector), "\"");
+    if (*canonical != selector) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": ", quoted, " is not in canonical form (\"", absl::CHexEscape(*canonical), "\")"));
+    }
+    if (i > 0 && selector == e.selectors[i - 1]) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": ", quoted, " is listed twice"));
+    }
+    if (i > 0 && selector < e.selectors[i - 1]) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": ", quoted, " is out of order (selectors are sorted)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ValidateRegistryEntry(const RegistryEntry& e) {
   MESHID_RETURN_IF_ERROR(CheckSpiffeIdField("spiffe_id", e.spiffe_id));
-  if (e.allowed_auth.empty()) {
+  MESHID_RETURN_IF_ERROR(CheckEntryParentAndSelectors(e));
+  if (!e.parent_id.empty() && !e.allowed_auth.empty()) {
+    return absl::InvalidArgumentError(
+        "allowed_auth: must be empty for an entry with a parent_id (the parent's authentication stands for the "
+        "workload's)");
+  }
+  if (e.parent_id.empty() && e.allowed_auth.empty()) {
     return absl::InvalidArgumentError(
         "allowed_auth: at least one of \"*\", \"jwt-sub:<subject>\", \"jwt-iss:<issuer>\", "
         "\"client-cert\"");

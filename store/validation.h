@@ -13,8 +13,9 @@
 
 namespace meshid {
 
-inline constexpr size_t kMaxStoredText = 4096;  // free text: details, errors, descriptions
-inline constexpr size_t kMaxStoredNote = 1024;  // notes, reasons, allowed_auth entries
+inline constexpr size_t kMaxStoredText = 4096;    // free text: details, errors, descriptions
+inline constexpr size_t kMaxStoredNote = 1024;    // notes, reasons, allowed_auth entries
+inline constexpr size_t kMaxEntrySelectors = 64;  // selectors of one registry entry
 
 // Text of at most `max` bytes, valid UTF-8 without NUL; non-empty when `required`.
 absl::Status CheckStoredText(absl::string_view field, absl::string_view value, size_t max, bool required);
@@ -24,12 +25,14 @@ absl::Status CheckFiniteTime(absl::string_view field, absl::Time t);
 absl::Status CheckSpiffeIdField(absl::string_view field, absl::string_view id);
 
 // serial_hex and issuer_serial_hex: upper-case hex; public_key_sha256: 64 lower-case hex digits;
-// spiffe_id, auth_method: non-empty; text valid UTF-8 without NUL; times finite,
-// not_before <= not_after.
+// spiffe_id, auth_method: non-empty; minted_by: empty or a valid SPIFFE ID; text valid UTF-8
+// without NUL; times finite, not_before <= not_after.
 absl::Status ValidateIssuanceRecord(const IssuanceRecord& record);
-// A valid SPIFFE ID, at least one allowed_auth of the forms RegistryEntry lists, max_ttl not
-// negative, DNS names that are host names (optionally "*." + host name), a note of at most
-// 1024 bytes.
+// A valid SPIFFE ID; parent_id empty or a valid SPIFFE ID other than spiffe_id; selectors
+// canonical (ParseSelector gives them back unchanged), sorted, unique, at most
+// kMaxEntrySelectors, at least one with a parent and none without; allowed_auth of the forms
+// RegistryEntry lists, at least one without a parent and none with; max_ttl not negative, DNS
+// names that are host names (optionally "*." + host name), a note of at most 1024 bytes.
 absl::Status ValidateRegistryEntry(const RegistryEntry& entry);
 // kind and name non-empty (at most 253 bytes), namespace at most 253 bytes, yaml non-empty (at
 // most 1 MiB), source at most 4096 bytes.

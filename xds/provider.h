@@ -80,12 +80,25 @@ class Subscription {
   virtual std::string Describe() const = 0;
 };
 
+// Who opened a stream, as far as the server knows: what the provider may base its answer on.
+struct StreamCaller {
+  // The `authorization: Bearer <token>` the stream presented, when the server passes it on
+  // (StreamServerOptions::bearer_token_to_provider); "" for none.
+  std::string bearer_token;
+  // What the server's Authenticator said ("" without one).
+  std::string identity;
+  // The transport's peer, grpc::ServerContext::peer(): "ipv4:...", "unix:...", or "fd:<n>" for
+  // a connection accepted by the process itself (workload/peer_listener.h).
+  std::string peer;
+};
+
 class ResourceProvider {
  public:
   virtual ~ResourceProvider() = default;
-  // Starts a subscription for a stream that presented `bearer_token` (empty: none; for the
-  // secret cache that means the agent's own identity). Fails only for a malformed token.
-  virtual absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(absl::string_view bearer_token,
+  // Starts a subscription for a stream opened by `caller` (for the secret cache an empty
+  // bearer token means the agent's own identity). Fails for a caller the provider serves
+  // nothing (a malformed token, an unknown caller).
+  virtual absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(const StreamCaller& caller,
                                                                   std::shared_ptr<ResourceWatcher> watcher) = 0;
   // Whether `name` is a resource this provider can serve at all.
   virtual bool IsKnownName(absl::string_view name) const = 0;

@@ -93,7 +93,7 @@ absl::StatusOr<ResourcePtr> ResourcePublisher::Publish(Resource resource) {
   return update.resource;
 }
 
-absl::StatusOr<std::unique_ptr<Subscription>> ResourcePublisher::Subscribe(absl::string_view,
+absl::StatusOr<std::unique_ptr<Subscription>> ResourcePublisher::Subscribe(const StreamCaller&,
                                                                            std::shared_ptr<ResourceWatcher> watcher) {
   auto watch = std::make_shared<Watch>(std::move(watcher));
   {

@@ -4,7 +4,7 @@
 // relay of what the server sent); every subscription watching that name is told.
 //
 // Every subscriber sees every resource: a stream that needs authentication gets it from the
-// server's Authenticator (server.h), and the bearer token handed to Subscribe is ignored.
+// server's Authenticator (server.h), and the caller handed to Subscribe is ignored.
 //
 // Threading: thread-safe. Publish() calls watchers on the publishing thread after releasing the
 // publisher's lock, so never inside a Subscribe/SetNames/ReportApplied/destructor call. A
@@ -38,7 +38,7 @@ class ResourcePublisher final : public ResourceProvider {
   // The current resource of `name`; null before the first Publish.
   ResourcePtr Current(absl::string_view name) const;
 
-  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(absl::string_view bearer_token,
+  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(const StreamCaller& caller,
                                                           std::shared_ptr<ResourceWatcher> watcher) override;
   bool IsKnownName(absl::string_view name) const override;
 

@@ -235,17 +235,17 @@ Stream<kDelta>::Stream(ServerImpl& server, grpc::CallbackServerContext* context)
     }
     identity_ = std::move(*identity);
   }
-  std::string token;
+  StreamCaller caller{.identity = identity_, .peer = context->peer()};
   if (options.bearer_token_to_provider) {
     auto bearer = BearerToken(*context);
     if (!bearer.ok()) {
       FinishLocked(ToGrpcStatus(bearer.status()));
       return;
     }
-    token = std::move(*bearer);
+    caller.bearer_token = std::move(*bearer);
   }
-  auto subscription = server_.provider().Subscribe(token, watcher_);
-  WipeString(&token);
+  auto subscription = server_.provider().Subscribe(caller, watcher_);
+  WipeString(&caller.bearer_token);
   if (!subscription.ok()) {
     FinishLocked(ToGrpcStatus(subscription.status()));
     return;

@@ -95,10 +95,12 @@ size_t HeapInUse() {
 class TimedCa final : public CaClient {
  public:
   explicit TimedCa(CaClient& inner) : inner_(inner) {}
+  using CaClient::CreateCertificate;
   absl::StatusOr<std::vector<std::string>> CreateCertificate(absl::string_view csr, absl::string_view token,
-                                                             absl::Duration ttl) override {
+                                                             absl::Duration ttl,
+                                                             absl::string_view impersonated_identity) override {
     const double cpu0 = ThreadCpuSeconds();
-    auto result = inner_.CreateCertificate(csr, token, ttl);
+    auto result = inner_.CreateCertificate(csr, token, ttl, impersonated_identity);
     const double cpu = ThreadCpuSeconds() - cpu0;
     absl::MutexLock lock(&mu_);
     ca_cpu_ += cpu;

@@ -1,7 +1,14 @@
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
 
+#include <algorithm>
+#include <optional>
+#include <sstream>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "ca/certificate_service.h"
 #include "common/csr.h"
@@ -29,20 +36,28 @@ class CertificateAuthorityTest : public ::testing::Test {
         std::make_unique<ClientCertAuthenticator>(authority_, "cluster.local", clock_),
         std::make_unique<JwtAuthenticator>("cluster.local", std::move(issuers), clock_));
     ca_ = Make(CertificateServiceOptions{}, /*with_store=*/false);
-    creds_.authorization = {"Bearer " + *SignJwt({{"iss", "iss"},
-                                                  {"sub", "system:serviceaccount:default:sleep"},
-                                                  {"aud", "istio-ca"},
-                                                  {"exp", absl::ToUnixSeconds(clock_.Now() + absl::Hours(1))}},
-                                                 token_key_.get(), "k")};
+    creds_ = CredentialsOf("system:serviceaccount:default:sleep");
     key_ = *GenerateKey(KeyAlgorithm::kEcdsaP256);
     csr_ = *BuildCsrPem(key_.get());
   }
 
-  std::unique_ptr<CertificateAuthority> Make(CertificateServiceOptions options, bool with_store) {
+  // A token of the test issuer for `subject`, valid for an hour.
+  CallerCredentials CredentialsOf(const std::string& subject) {
+    CallerCredentials credentials;
+    credentials.authorization = {"Bearer " + *SignJwt({{"iss", "iss"},
+                                                       {"sub", subject},
+                                                       {"aud", "istio-ca"},
+                                                       {"exp", absl::ToUnixSeconds(clock_.Now() + absl::Hours(1))}},
+                                                      token_key_.get(), "k")};
+    return credentials;
+  }
+
+  std::unique_ptr<CertificateAuthority> Make(CertificateServiceOptions options, bool with_store,
+                                             LoggerPtr logger = MakeNullLogger()) {
     if (with_store && !ledger_) ledger_ = std::make_unique<GroupCommitLedger>(issuances_, metrics_);
     return std::make_unique<CertificateAuthority>(
         options, *CertIssuer::Create(authority_, clock_, random_), authn_, with_store ? &registry_ : nullptr,
-        with_store ? ledger_.get() : nullptr, clock_, metrics_, MakeNullLogger());
+        with_store ? ledger_.get() : nullptr, clock_, metrics_, std::move(logger));
   }
 
   FakeClock clock_;
@@ -231,7 +246,7 @@ TEST_F(CertificateAuthorityStoreTest, ACachedEntryIsReplacedWhenTheRegistryChang
   EXPECT_EQ(DnsSans(CertFromPem(chain->front())->get()), entry.dns_names) << "signed again under the new entry";
   EXPECT_TRUE(ca->Sign(creds_, csr_, 36 * 3600).ok()) << "the raised max TTL applies";
 
-  ASSERT_TRUE(registry_.DeleteEntry(kId).ok());
+  ASSERT_TRUE(registry_.DeleteEntry(kId, "").ok());
   auto refused = ca->Sign(creds_, csr_, 0);
   EXPECT_TRUE(absl::IsPermissionDenied(refused.status())) << refused.status();
   EXPECT_EQ(issuances_.ledger_size(), 3u);
@@ -248,6 +263,289 @@ TEST_F(CertificateAuthorityStoreTest, ARegistryThatKeepsChangingEndsInUnavailabl
   EXPECT_NE(std::string(result.status().message()).find("changed 3 times"), std::string::npos) << result.status();
   EXPECT_EQ(issuances_.ledger_size(), 1u);
   EXPECT_EQ(Metric("meshid_ca_registry_changed_resigns"), CertificateAuthority::kMaxRegistryAttempts);
+}
+
+// A node agent N minting the identity W of a workload on its node (ImpersonatedIdentity).
+class ImpersonationTest : public CertificateAuthorityStoreTest {
+ protected:
+  static constexpr char kNode[] = "spiffe://cluster.local/ns/istio-system/sa/ztunnel";
+  static constexpr char kOtherNode[] = "spiffe://cluster.local/ns/istio-system/sa/other-node";
+
+  static std::optional<ImpersonatedIdentity> As(const std::string& id) { return ImpersonatedIdentity{id}; }
+  static RegistryEntry EntryOf(const std::string& id, const std::string& parent, absl::Duration max_ttl = {},
+                               std::vector<std::string> dns_names = {}) {
+    RegistryEntry entry;
+    entry.spiffe_id = id;
+    entry.parent_id = parent;
+    if (!parent.empty()) entry.selectors = {"unix:uid:1000"};
+    entry.max_ttl = max_ttl;
+    entry.dns_names = std::move(dns_names);
+    return entry;
+  }
+  double Denied(const std::string& reason) {
+    return metrics_.AddCounter("meshid_ca_impersonation_denied_total", "", {{"reason", reason}}).value();
+  }
+  // The request is refused as every refused impersonation is, and leaves nothing behind.
+  void ExpectRefused(const CertificateAuthority& ca, const CallerCredentials& credentials,
+                     const std::optional<ImpersonatedIdentity>& identity) {
+    const double issued = ca.issued_count();
+    const size_t recorded = issuances_.ledger_size();
+    auto result = ca.Sign(credentials, csr_, 0, identity);
+    EXPECT_TRUE(absl::IsUnauthenticated(result.status())) << result.status();
+    EXPECT_EQ(result.status().message(), kImpersonationRefused);
+    EXPECT_EQ(ca.issued_count(), issued);
+    EXPECT_EQ(issuances_.ledger_size(), recorded);
+  }
+
+  CallerCredentials node_creds_ = CredentialsOf("system:serviceaccount:istio-system:ztunnel");
+};
+
+TEST_F(ImpersonationTest, TheParentNodeMintsTheIdentityAndTheLedgerSaysSo) {
+  auto ca = Make(CertificateServiceOptions{}, true);
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, kNode, {}, {"sleep.default.svc"})).ok());
+  CsrOptions for_workload;
+  for_workload.uri_sans = {kId};
+  for (const std::string& csr : {csr_, *BuildCsrPem(key_.get(), for_workload)}) {
+    auto chain = ca->Sign(node_creds_, csr, 0, As(kId));
+    ASSERT_TRUE(chain.ok()) << chain.status();
+    auto leaf = *CertFromPem(chain->front());
+    EXPECT_EQ(UriSans(leaf.get()), std::vector<std::string>{kId});
+    EXPECT_EQ(DnsSans(leaf.get()), std::vector<std::string>{"sleep.default.svc"});
+    EXPECT_TRUE(SamePublicKey(X509_get0_pubkey(leaf.get()), key_.get()));
+  }
+  auto rows = *issuances_.ListIssuances(IssuanceQuery{});
+  ASSERT_EQ(rows.size(), 2u);
+  for (const IssuanceRecord& r : rows) {
+    EXPECT_EQ(r.spiffe_id, kId);
+    EXPECT_EQ(r.auth_method, "jwt");
+    EXPECT_EQ(r.auth_detail, "iss=iss sub=system:serviceaccount:istio-system:ztunnel") << "the node's authentication";
+    EXPECT_EQ(r.minted_by, kNode);
+  }
+
+  // The workload asking for itself is unchanged: no minted_by, and the node entry is not its own.
+  ASSERT_TRUE(ca->Sign(creds_, csr_, 0).ok());
+  rows = *issuances_.ListIssuances(IssuanceQuery{});
+  EXPECT_EQ(std::count_if(rows.begin(), rows.end(), [](const IssuanceRecord& r) { return r.minted_by.empty(); }), 1);
+  EXPECT_EQ(Metric("citadel_server_authentication_failure_count"), 0);
+}
+
+TEST_F(ImpersonationTest, ANodeThatIsNotTheParentIsRefusedOpaquely) {
+  auto ca = Make(CertificateServiceOptions{}, true);
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, kOtherNode)).ok());
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, "")).ok());  // a direct entry is no parent either
+  ExpectRefused(*ca, node_creds_, As(kId));
+  EXPECT_EQ(Denied("not_parent"), 1);
+  EXPECT_EQ(Metric("citadel_server_authentication_failure_count"), 1);
+
+  // An identity without any entry: the same answer, another reason. Without
+  // --require-registration the workload itself would get it, the node never.
+  const std::string unregistered = "spiffe://cluster.local/ns/default/sa/unregistered";
+  ExpectRefused(*ca, node_creds_, As(unregistered));
+  EXPECT_EQ(Denied("no_entry"), 1);
+  EXPECT_EQ(Denied("not_parent"), 1);
+
+  // The entry for this node, made after the refusals were cached, is seen at once.
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, kNode)).ok());
+  EXPECT_TRUE(ca->Sign(node_creds_, csr_, 0, As(kId)).ok());
+}
+
+TEST_F(ImpersonationTest, ABlockedNodeOrIdentityIsRefusedUntilUnblocked) {
+  auto ca = Make(CertificateServiceOptions{}, true);
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, kNode)).ok());
+  ASSERT_TRUE(registry_.Block(kNode, "node compromised", clock_.Now()).ok());
+  ExpectRefused(*ca, node_creds_, As(kId));
+  EXPECT_EQ(Denied("blocked_node"), 1);
+  ASSERT_TRUE(registry_.Unblock(kNode).ok());
+
+  ASSERT_TRUE(registry_.Block(kId, "key leaked", clock_.Now()).ok());
+  ExpectRefused(*ca, node_creds_, As(kId));
+  EXPECT_EQ(Denied("blocked_identity"), 1);
+  EXPECT_EQ(Metric("meshid_ca_identity_denied_count"), 0) << "counted as a refused impersonation only";
+  ASSERT_TRUE(registry_.Unblock(kId).ok());
+  EXPECT_TRUE(ca->Sign(node_creds_, csr_, 0, As(kId)).ok());
+}
+
+// Both statuses are cached when the node is blocked: the ledger write finds the registry moved
+// on, the certificate is dropped, and the request is checked again.
+TEST_F(ImpersonationTest, ABlockOfTheNodeAfterItsStatusWasCachedIsHonoured) {
+  auto ca = Make(CertificateServiceOptions{}, true);
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, kNode)).ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(ca->Sign(node_creds_, csr_, 0, As(kId)).ok());
+  EXPECT_EQ(registry_.status_reads(), 2) << "the node's and the identity's, once";
+  ASSERT_TRUE(registry_.Block(kNode, "", clock_.Now()).ok());
+  auto refused = ca->Sign(node_creds_, csr_, 0, As(kId));
+  EXPECT_TRUE(absl::IsUnauthenticated(refused.status())) << refused.status();
+  EXPECT_EQ(issuances_.ledger_size(), 3u);
+  EXPECT_EQ(Metric("meshid_ca_registry_changed_resigns"), 1);
+  EXPECT_EQ(Denied("blocked_node"), 1);
+}
+
+// The ledger check covers the node's status too: a change read for one of the two statuses only
+// (the identity's cached, the node's read later at a newer generation) is not signed under.
+TEST_F(ImpersonationTest, StatusesOfTwoGenerationsAreSignedAgain) {
+  auto ca = Make(CertificateServiceOptions{}, true);
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, kNode)).ok());
+  ASSERT_TRUE(ca->Sign(creds_, csr_, 0).ok());  // caches the identity's status alone
+  ASSERT_TRUE(registry_.Block("spiffe://cluster.local/ns/x/sa/unrelated", "", clock_.Now()).ok());
+  ASSERT_TRUE(ca->Sign(node_creds_, csr_, 0, As(kId)).ok());
+  EXPECT_EQ(issuances_.ledger_size(), 2u);
+  EXPECT_EQ(Metric("meshid_ca_registry_changed_resigns"), 1);
+}
+
+TEST_F(ImpersonationTest, MalformedIdentitiesAreRefusedBeforeTheRegistryIsRead) {
+  auto ca = Make(CertificateServiceOptions{}, true);
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, kNode)).ok());
+  const std::vector<ImpersonatedIdentity> malformed = {
+      {.spiffe_id = "", .is_string = false},  // a number, a list, ... in the metadata
+      {.spiffe_id = ""},
+      {.spiffe_id = "sleep"},
+      {.spiffe_id = "https://cluster.local/ns/default/sa/sleep"},
+      {.spiffe_id = "spiffe://cluster.local"},
+      {.spiffe_id = "spiffe://other.example/ns/default/sa/sleep"},
+      {.spiffe_id = std::string(kId) + "\nissued certificate spiffe_id=forged"},
+  };
+  for (const ImpersonatedIdentity& identity : malformed) {
+    SCOPED_TRACE(identity.spiffe_id);
+    ExpectRefused(*ca, node_creds_, identity);
+  }
+  EXPECT_EQ(Denied("malformed"), malformed.size());
+  EXPECT_EQ(registry_.status_reads(), 0);
+}
+
+// The caller is told nothing; the server's log says who asked for what and why it was refused,
+// without letting the caller's text start a line of its own.
+TEST_F(ImpersonationTest, TheLogSaysWhyAndWhoMinted) {
+  std::ostringstream log;
+  auto logger = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::ostream_sink_st>(log));
+  logger->set_pattern("%v");
+  auto ca = Make(CertificateServiceOptions{}, true, logger);
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, kNode)).ok());
+  ASSERT_TRUE(registry_.Block(kNode, "node compromised", clock_.Now()).ok());
+  EXPECT_FALSE(ca->Sign(node_creds_, csr_, 0, As(kId)).ok());
+  EXPECT_FALSE(ca->Sign(node_creds_, csr_, 0, As("spiffe://cluster.local/a\nissued certificate")).ok());
+  ASSERT_TRUE(registry_.Unblock(kNode).ok());
+  ASSERT_TRUE(ca->Sign(node_creds_, csr_, 0, As(kId)).ok());
+
+  std::vector<std::string> lines = absl::StrSplit(log.str(), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u) << log.str();
+  EXPECT_EQ(lines[0], absl::StrCat("impersonation refused (blocked_node): ", kNode,
+                                   " (jwt iss=iss sub=system:serviceaccount:istio-system:ztunnel) asked for \"", kId,
+                                   "\": the node agent is blocked: node compromised"));
+  EXPECT_THAT(lines[1], ::testing::HasSubstr("asked for \"spiffe://cluster.local/a\\x0aissued certificate\""));
+  EXPECT_THAT(lines[2], ::testing::StartsWith(absl::StrCat("issued certificate spiffe_id=", kId, " serial=")));
+  EXPECT_THAT(lines[2], ::testing::EndsWith(absl::StrCat(" minted by ", kNode)));
+}
+
+TEST_F(ImpersonationTest, ACsrForTheNodeInsteadOfTheIdentityIsRefused) {
+  auto ca = Make(CertificateServiceOptions{}, true);
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, kNode)).ok());
+  CsrOptions for_node;
+  for_node.uri_sans = {kNode};
+  auto result = ca->Sign(node_creds_, *BuildCsrPem(key_.get(), for_node), 0, As(kId));
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+  EXPECT_EQ(result.status().message(),
+            absl::StrCat("CSR asks for URI SAN \"", kNode, "\" but the caller is authenticated as ", kId,
+                         " (the ImpersonatedIdentity asked for by ", kNode, ")"));
+  EXPECT_EQ(ca->issued_count(), 0);
+  EXPECT_EQ(issuances_.ledger_size(), 0u);
+}
+
+TEST_F(ImpersonationTest, TheEntrysMaxTtlBoundsTheCertificate) {
+  auto ca = Make(CertificateServiceOptions{}, true);
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, kNode, absl::Minutes(30))).ok());
+  auto too_long = ca->Sign(node_creds_, csr_, 3600, As(kId));
+  EXPECT_TRUE(absl::IsInvalidArgument(too_long.status())) << too_long.status();
+  EXPECT_EQ(too_long.status().message(), "requested TTL 3600s is greater than the max allowed TTL 1800s");
+  auto chain = ca->Sign(node_creds_, csr_, 0, As(kId));
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  EXPECT_EQ(NotAfter(CertFromPem(chain->front())->get()), clock_.Now() + absl::Minutes(30))
+      << "the default TTL, cut to the entry's maximum";
+
+  // The entry of another node, or the direct entry, does not apply to this node's requests.
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, kOtherNode, absl::Hours(48))).ok());
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, "", absl::Hours(48))).ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(ca->Sign(node_creds_, csr_, 3600, As(kId)).status()));
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, kNode, absl::Hours(48))).ok());
+  EXPECT_TRUE(ca->Sign(node_creds_, csr_, 36 * 3600, As(kId)).ok()) << "above the server's 24h";
+}
+
+TEST_F(ImpersonationTest, ATrustedNodeAccountMintsAnyRegisteredIdentity) {
+  CertificateServiceOptions options;
+  options.trusted_node_accounts = {*TrustedNodeAccountId("cluster.local", "istio-system/ztunnel")};
+  auto ca = Make(options, true);
+  ExpectRefused(*ca, node_creds_, As(kId));
+  EXPECT_EQ(Denied("no_entry"), 1) << "even a trusted node account needs an entry";
+
+  // An entry for another node: the server's limits, no DNS names.
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, kOtherNode, absl::Hours(48), {"other.default.svc"})).ok());
+  auto chain = ca->Sign(node_creds_, csr_, 0, As(kId));
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  EXPECT_TRUE(DnsSans(CertFromPem(chain->front())->get()).empty());
+  EXPECT_TRUE(absl::IsInvalidArgument(ca->Sign(node_creds_, csr_, 36 * 3600, As(kId)).status()));
+
+  // A direct entry: its limits and DNS names.
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, "", absl::Hours(48), {"sleep.default.svc"})).ok());
+  chain = ca->Sign(node_creds_, csr_, 36 * 3600, As(kId));
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  EXPECT_EQ(DnsSans(CertFromPem(chain->front())->get()), std::vector<std::string>{"sleep.default.svc"});
+  auto rows = *issuances_.ListIssuances(IssuanceQuery{});
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].minted_by, kNode);
+
+  // Another caller is not trusted.
+  ExpectRefused(*ca, CredentialsOf("system:serviceaccount:default:other"), As(kId));
+  EXPECT_EQ(Denied("not_parent"), 1);
+}
+
+TEST_F(ImpersonationTest, WithoutADatastoreNothingIsMinted) {
+  CertificateServiceOptions options;
+  options.trusted_node_accounts = {*TrustedNodeAccountId("cluster.local", "istio-system/ztunnel")};
+  auto ca = Make(options, /*with_store=*/false);
+  auto result = ca->Sign(node_creds_, csr_, 0, As(kId));
+  EXPECT_TRUE(absl::IsUnauthenticated(result.status())) << result.status();
+  EXPECT_EQ(Denied("no_entry"), 1);
+  EXPECT_TRUE(ca->Sign(creds_, csr_, 0).ok()) << "direct requests are unchanged";
+}
+
+TEST_F(ImpersonationTest, NodeEntriesDoNotRegisterTheIdentityForItself) {
+  CertificateServiceOptions options;
+  options.require_registration = true;
+  auto ca = Make(options, true);
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, kNode)).ok());
+  auto result = ca->Sign(creds_, csr_, 0);
+  EXPECT_TRUE(absl::IsPermissionDenied(result.status())) << result.status();
+  EXPECT_EQ(result.status().message(),
+            absl::StrCat("identity ", kId,
+                         " has no direct registry entry, only entries for node agents (the server requires "
+                         "registration)"));
+  EXPECT_TRUE(ca->Sign(node_creds_, csr_, 0, As(kId)).ok());
+}
+
+TEST(ImpersonatedIdentityFromMetadata, ReadsIstiosFieldAndNoticesANonString) {
+  google::protobuf::Struct metadata;
+  EXPECT_FALSE(ImpersonatedIdentityFromMetadata(metadata).has_value());
+  (*metadata.mutable_fields())["CertSigner"].set_string_value("signer");
+  EXPECT_FALSE(ImpersonatedIdentityFromMetadata(metadata).has_value());
+  (*metadata.mutable_fields())["ImpersonatedIdentity"].set_string_value(kId);
+  auto identity = ImpersonatedIdentityFromMetadata(metadata);
+  ASSERT_TRUE(identity.has_value());
+  EXPECT_EQ(identity->spiffe_id, kId);
+  EXPECT_TRUE(identity->is_string);
+  (*metadata.mutable_fields())["ImpersonatedIdentity"].set_number_value(7);
+  identity = ImpersonatedIdentityFromMetadata(metadata);
+  ASSERT_TRUE(identity.has_value());
+  EXPECT_FALSE(identity->is_string);
+}
+
+TEST(TrustedNodeAccountId, IsTheServiceAccountsSpiffeId) {
+  EXPECT_EQ(TrustedNodeAccountId("cluster.local", "istio-system/ztunnel")->ToString(),
+            "spiffe://cluster.local/ns/istio-system/sa/ztunnel");
+  for (const char* bad : {"", "ztunnel", "/ztunnel", "istio-system/", "a/b/c", "istio system/ztunnel"}) {
+    SCOPED_TRACE(bad);
+    auto id = TrustedNodeAccountId("cluster.local", bad);
+    EXPECT_TRUE(absl::IsInvalidArgument(id.status())) << id.status();
+    EXPECT_NE(std::string(id.status().message()).find(absl::StrCat("\"", bad, "\"")), std::string::npos) << id.status();
+  }
 }
 
 TEST(IdentityStatusCache, KeepsTheNewestGenerationAndForgetsOnRequest) {

@@ -6,7 +6,9 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -19,14 +21,22 @@ class FakeIdentityRegistry final : public IdentityRegistry {
  public:
   absl::Status CreateEntry(const RegistryEntry& e) override {
     absl::MutexLock lock(&mu_);
-    entries_[e.spiffe_id] = e;  // replaces an existing entry (the real store refuses)
+    entries_[{e.spiffe_id, e.parent_id}] = e;  // replaces an existing entry (the real store refuses)
     ++generation_;
     return absl::OkStatus();
   }
-  absl::StatusOr<std::vector<RegistryEntry>> ListEntries() override { return std::vector<RegistryEntry>(); }
-  absl::Status DeleteEntry(absl::string_view id) override {
+  absl::StatusOr<std::vector<RegistryEntry>> ListEntries(const std::optional<std::string>& parent_id) override {
     absl::MutexLock lock(&mu_);
-    entries_.erase(std::string(id));
+    std::vector<RegistryEntry> out;
+    for (const auto& [key, e] : entries_) {
+      if (!parent_id.has_value() || e.parent_id == *parent_id) out.push_back(e);
+    }
+    return out;
+  }
+  absl::StatusOr<int64_t> GetRegistryGeneration() override { return generation(); }
+  absl::Status DeleteEntry(absl::string_view id, absl::string_view parent_id) override {
+    absl::MutexLock lock(&mu_);
+    if (entries_.erase({std::string(id), std::string(parent_id)}) == 0) return absl::NotFoundError("no such entry");
     ++generation_;
     return absl::OkStatus();
   }
@@ -47,8 +57,16 @@ class FakeIdentityRegistry final : public IdentityRegistry {
     absl::MutexLock lock(&mu_);
     if (!available_) return absl::UnavailableError("fake registry is down");
     IdentityStatus status;
-    if (auto it = entries_.find(std::string(id)); it != entries_.end()) status.entry = it->second;
-    if (auto it = blocked_.find(std::string(id)); it != blocked_.end()) status.blocked = it->second;
+    // (spiffe_id, parent_id) order: the direct entry ("") first, then the others by parent.
+    const std::string key(id);
+    for (auto it = entries_.lower_bound({key, ""}); it != entries_.end() && it->first.first == key; ++it) {
+      if (it->second.parent_id.empty()) {
+        status.entry = it->second;
+      } else {
+        status.node_entries.push_back(it->second);
+      }
+    }
+    if (auto it = blocked_.find(key); it != blocked_.end()) status.blocked = it->second;
     status.registry_generation = generation_;
     ++status_reads_;
     return status;
@@ -73,7 +91,7 @@ class FakeIdentityRegistry final : public IdentityRegistry {
   bool available_ ABSL_GUARDED_BY(mu_) = true;
   int status_reads_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t generation_ ABSL_GUARDED_BY(mu_) = 1;
-  std::map<std::string, RegistryEntry> entries_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, std::string>, RegistryEntry> entries_ ABSL_GUARDED_BY(mu_);  // by (id, parent)
   std::map<std::string, BlockedIdentity> blocked_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -405,6 +405,12 @@ TEST_F(CaServerTest, BrokenPluginCaAndBadFlagsFailWithOneClearLine) {
       {{"--ledger-commit-interval", "5s"}, "--ledger-commit-interval: must be between 0 and 1s"},
       {{"--jwt-issuer", "https://x=" + base_ + "/missing.json"},
        "--jwt-issuer https://x: " + base_ + "/missing.json: No such file"},
+      {{"--trusted-node-accounts", "istio-system/ztunnel,ztunnel"},
+       "--trusted-node-accounts: \"ztunnel\" is not <namespace>/<serviceaccount>"},
+      {{"--trusted-node-accounts", "istio-system/"},
+       "--trusted-node-accounts: \"istio-system/\" is not <namespace>/<serviceaccount>"},
+      {{"--trusted-node-accounts", "istio-system/ztunnel", "--datastore", "none"},
+       "--trusted-node-accounts: needs a datastore (not --datastore none)"},
   };
   int i = 0;
   for (const auto& c : cases) {

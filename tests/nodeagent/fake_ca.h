@@ -83,19 +83,44 @@ class FakeCa final : public CaClient {
     absl::MutexLock lock(&mu_);
     return calls_;
   }
+  // `parent` (a SPIFFE ID a token maps to) may mint `identity` for a workload on its node.
+  void AllowMinting(const std::string& identity, const std::string& parent) {
+    absl::MutexLock lock(&mu_);
+    mintable_[identity] = parent;
+  }
+  void ForbidMinting(const std::string& identity) {
+    absl::MutexLock lock(&mu_);
+    mintable_.erase(identity);
+  }
+  std::vector<std::string> impersonated_seen() const {
+    absl::MutexLock lock(&mu_);
+    return impersonated_seen_;
+  }
   std::vector<std::string> tokens_seen() const {
     absl::MutexLock lock(&mu_);
     return tokens_seen_;
   }
 
+  using CaClient::CreateCertificate;
   absl::StatusOr<std::vector<std::string>> CreateCertificate(absl::string_view csr_pem, absl::string_view bearer_token,
-                                                             absl::Duration ttl) override {
+                                                             absl::Duration ttl,
+                                                             absl::string_view impersonated_identity) override {
     absl::MutexLock lock(&mu_);
     ++calls_;
     tokens_seen_.emplace_back(bearer_token);
+    if (!impersonated_identity.empty()) impersonated_seen_.emplace_back(impersonated_identity);
     if (!failure_.ok()) return failure_;
     auto it = tokens_.find(std::string(bearer_token));
     if (it == tokens_.end()) return absl::UnauthenticatedError("request authenticate failure");
+    std::string identity = it->second;
+    if (!impersonated_identity.empty()) {
+      // The real CA's rule, reduced: the caller must be the parent of the identity's entry.
+      auto minted = mintable_.find(std::string(impersonated_identity));
+      if (minted == mintable_.end() || minted->second != identity) {
+        return absl::UnauthenticatedError("request authenticate failure");
+      }
+      identity = minted->first;
+    }
     BioPtr bio(BIO_new_mem_buf(csr_pem.data(), static_cast<int>(csr_pem.size())));
     X509ReqPtr req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
     if (req == nullptr) return absl::InvalidArgumentError("bad CSR");
@@ -107,7 +132,7 @@ class FakeCa final : public CaClient {
     // Like the real CA: backdated 2 minutes, never beyond the issuer.
     const absl::Time now = clock_.Now();
     CertificateSpec spec;
-    spec.uri_sans = {it->second};
+    spec.uri_sans = {identity};
     spec.not_before = now - absl::Minutes(2);
     spec.not_after = std::min(now + (ttl > absl::ZeroDuration() ? ttl : absl::Hours(1)), NotAfter(signer.cert()));
     auto leaf = signer.Sign(spec, key.get());
@@ -139,6 +164,8 @@ class FakeCa final : public CaClient {
   size_t signer_ ABSL_GUARDED_BY(mu_) = 0;
   bool one_root_per_element_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, std::string> tokens_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> mintable_ ABSL_GUARDED_BY(mu_);  // identity -> parent
+  std::vector<std::string> impersonated_seen_ ABSL_GUARDED_BY(mu_);
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   int calls_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::string> tokens_seen_ ABSL_GUARDED_BY(mu_);

@@ -630,3 +630,100 @@ TEST_F(SecretCacheTest, OptionsAreValidated) {
 
 }  // namespace
 }  // namespace meshid
+
+// ---- minted identities (a workload on the node, asked for with ImpersonatedIdentity) ----
+
+namespace meshid {
+namespace {
+
+constexpr char kAgentId[] = "spiffe://cluster.local/ns/istio-system/sa/agent";
+constexpr char kDb[] = "spiffe://cluster.local/ns/default/sa/db";
+
+TEST_F(SecretCacheTest, MintedIdentityIsAskedForWithTheAgentsTokenAndCachedApart) {
+  ca_.AllowMinting(kDb, kAgentId);
+  auto cache = MakeCache();
+  RunDue(*cache);  // the agent's own certificate
+  auto watcher = std::make_shared<RecordingWatcher>();
+  auto sub = cache->SubscribeMinted(kDb, watcher);
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  auto current = (*sub)->SetNames({"default", "ROOTCA"});
+  ASSERT_TRUE(current.ok()) << current.status();
+  EXPECT_EQ(RunDue(*cache), 1);
+  EXPECT_THAT(ca_.impersonated_seen(), ElementsAre(kDb));
+  EXPECT_THAT(ca_.tokens_seen(), ElementsAre("agent-token", "agent-token"));
+  auto updates = watcher->Take();
+  ASSERT_FALSE(updates.empty());
+  const xds::ResourceUpdate& last = updates.back();
+  ASSERT_EQ(last.name, "default");
+  ASSERT_NE(last.resource, nullptr);
+  EXPECT_EQ(LeafSpiffeId(last.resource), kDb);
+  EXPECT_EQ(cache->AgentSpiffeId(), kAgentId);
+
+  // A second subscriber to the same identity shares the certificate: no new CSR.
+  auto watcher2 = std::make_shared<RecordingWatcher>();
+  auto sub2 = cache->SubscribeMinted(kDb, watcher2);
+  ASSERT_TRUE(sub2.ok());
+  auto again = (*sub2)->SetNames({"default"});
+  ASSERT_TRUE(again.ok());
+  ASSERT_THAT(*again, SizeIs(1));
+  EXPECT_EQ((*again)[0].resource, last.resource);
+  EXPECT_EQ(RunDue(*cache), 0);
+  EXPECT_EQ(ca_.calls(), 2);
+}
+
+TEST_F(SecretCacheTest, MintedIdentityRefusedIsReportedAndRetriedWithBackoff) {
+  auto cache = MakeCache();
+  RunDue(*cache);
+  auto watcher = std::make_shared<RecordingWatcher>();
+  auto sub = cache->SubscribeMinted(kDb, watcher);
+  ASSERT_TRUE(sub.ok());
+  ASSERT_TRUE((*sub)->SetNames({"default"}).ok());
+  EXPECT_EQ(RunDue(*cache), 1);
+  auto updates = watcher->Take();
+  ASSERT_THAT(updates, SizeIs(1));
+  EXPECT_EQ(updates[0].error.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(updates[0].error.message(), HasSubstr(kDb));
+
+  // The entry reaches the server later: the retry succeeds without a new subscription.
+  ca_.AllowMinting(kDb, kAgentId);
+  ASSERT_TRUE(cache->NextDueTime().has_value());
+  clock_.Set(*cache->NextDueTime());
+  EXPECT_EQ(RunDue(*cache), 1);
+  updates = watcher->Take();
+  ASSERT_FALSE(updates.empty());
+  ASSERT_NE(updates.back().resource, nullptr);
+  EXPECT_EQ(LeafSpiffeId(updates.back().resource), kDb);
+}
+
+TEST_F(SecretCacheTest, MintedIdentityNeedsASpiffeIdAndStaysApartFromTokenIdentities) {
+  ca_.AllowMinting(kDb, kAgentId);
+  auto cache = MakeCache();
+  RunDue(*cache);
+  EXPECT_FALSE(cache->SubscribeMinted("not a spiffe id", std::make_shared<RecordingWatcher>()).ok());
+
+  // A token stream and a minted subscription for the same SPIFFE ID stay separate entries.
+  ca_.AllowToken("token-db", "default", "db");
+  auto token_watcher = std::make_shared<RecordingWatcher>();
+  auto token_sub = Subscribe(*cache, "token-db", token_watcher);
+  ASSERT_TRUE(token_sub->SetNames({"default"}).ok());
+  auto minted_watcher = std::make_shared<RecordingWatcher>();
+  auto minted_sub = cache->SubscribeMinted(kDb, minted_watcher);
+  ASSERT_TRUE(minted_sub.ok());
+  ASSERT_TRUE((*minted_sub)->SetNames({"default"}).ok());
+  EXPECT_EQ(RunDue(*cache), 2);
+  EXPECT_EQ(cache->Stats().identities, 3u);  // the agent's, the token's, the minted one
+  auto minted = minted_watcher->Take();
+  auto token = token_watcher->Take();
+  ASSERT_FALSE(minted.empty());
+  ASSERT_FALSE(token.empty());
+  EXPECT_NE(minted.back().resource, token.back().resource);
+
+  // Without subscribers the minted certificate is dropped at its renewal time.
+  minted_sub->reset();
+  clock_.Set(*cache->NextDueTime());
+  RunDue(*cache);
+  EXPECT_EQ(cache->Stats().identities, 2u);
+}
+
+}  // namespace
+}  // namespace meshid

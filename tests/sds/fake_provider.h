@@ -18,11 +18,11 @@ namespace meshid::sds::testing {
 
 class FakeSecretProvider final : public xds::ResourceProvider {
  public:
-  absl::StatusOr<std::unique_ptr<xds::Subscription>> Subscribe(absl::string_view token,
+  absl::StatusOr<std::unique_ptr<xds::Subscription>> Subscribe(const xds::StreamCaller& caller,
                                                                std::shared_ptr<xds::ResourceWatcher> watcher) override {
     auto sub = std::make_unique<Sub>(this, std::move(watcher));
     absl::MutexLock lock(&mu_);
-    tokens_.emplace_back(token);
+    tokens_.emplace_back(caller.bearer_token);
     subs_.insert(sub.get());
     return std::unique_ptr<xds::Subscription>(std::move(sub));
   }

@@ -1,6 +1,6 @@
 // The storage commands of the real `meshid` binary: certs list (text and --json) and revoke, entry
-// create/list/delete, identity block/unblock/list-blocked, and their errors: one line naming
-// the problem, non-zero exit.
+// create/list/delete (direct and with a parent and selectors), identity block/unblock/list-blocked,
+// and their errors: one line naming the problem, non-zero exit.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -39,14 +40,16 @@ struct Result {
   std::string stderr_text;
 };
 
-// Runs `meshid <args>` through the shell, keeping stdout and stderr apart.
-Result Meshid(const std::string& args, const std::string& as_user = "") {
+// Runs `meshid <args>` through the shell, keeping stdout and stderr apart; `env`: assignments
+// ("NAME=value ...") for its environment.
+Result Meshid(const std::string& args, const std::string& as_user = "", const std::string& env = "") {
   TempDir dir;
   std::string out = dir.path() + "/out";
   std::string err = dir.path() + "/err";
   std::string prefix =
       as_user.empty() ? "" : absl::StrCat("setpriv --reuid=", as_user, " --regid=", as_user, " --clear-groups ");
-  auto [code, ignored] = RunShell(absl::StrCat("{ ", prefix, MESHID_BINARY, " ", args, " >", out, " 2>", err, "; }"));
+  auto [code, ignored] = RunShell(absl::StrCat("{ ", env.empty() ? "" : "env " + env + " ", prefix, MESHID_BINARY, " ",
+                                               args, " >", out, " 2>", err, "; }"));
   auto read = [](const std::string& path) {
     auto [c, text] = RunShell("cat " + path);
     return text;
@@ -169,6 +172,8 @@ TEST_P(StoreCliTest, EntryCreateListDelete) {
   nlohmann::json api = nlohmann::json::parse(lines[0]);
   nlohmann::json web = nlohmann::json::parse(lines[1]);
   EXPECT_EQ(api["spiffe_id"], "spiffe://cluster.local/ns/default/sa/api");
+  EXPECT_EQ(api["parent_id"], "");
+  EXPECT_EQ(api["selectors"], nlohmann::json::array());
   EXPECT_EQ(api["allowed_auth"], nlohmann::json::array({"*"}));
   EXPECT_EQ(api["max_ttl_seconds"], 0);
   EXPECT_EQ(web["allowed_auth"], nlohmann::json::array({"jwt-sub:system:serviceaccount:default:web", "client-cert"}));
@@ -189,8 +194,157 @@ TEST_P(StoreCliTest, EntryCreateListDelete) {
   Result del_again = Meshid("entry delete --spiffe-id spiffe://cluster.local/ns/default/sa/web " + where_);
   EXPECT_EQ(del_again.exit_code, 1);
   EXPECT_THAT(Lines(del_again.stderr_text),
-              ElementsAre(HasSubstr("no registry entry for spiffe://cluster.local/ns/default/sa/web")));
+              ElementsAre(HasSubstr("no direct registry entry for spiffe://cluster.local/ns/default/sa/web")));
   EXPECT_THAT(Lines(Meshid("entry list --json " + where_).stdout_text), SizeIs(1));
+}
+
+TEST_P(StoreCliTest, EntriesWithParentsAndSelectors) {
+  const std::string web = "spiffe://cluster.local/ns/default/sa/web";
+  const std::string node_a = "spiffe://cluster.local/agent/node-a";
+  const std::string node_b = "spiffe://cluster.local/agent/node-b";
+  const std::string hash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+  // Selectors are canonicalised (hex lower-cased), sorted and deduplicated.
+  Result on_a = Meshid("entry create --spiffe-id " + web + " --parent " + node_a + " --selector unix:uid:1000" +
+                       " --selector unix:sha256:" + absl::AsciiStrToUpper(hash) +
+                       " --selector unix:uid:1000 --selector 'unix:user:HOST01$' --max-ttl 1h " + where_);
+  ASSERT_EQ(on_a.exit_code, 0) << on_a.stderr_text;
+  EXPECT_THAT(on_a.stdout_text,
+              HasSubstr("created registry entry for " + web + " with parent " + node_a +
+                        " (selectors: unix:sha256:" + hash + ", unix:uid:1000, unix:user:HOST01$; max ttl: 1h"));
+  // The same identity with another parent, and directly.
+  Result on_b = Meshid("entry create --spiffe-id " + web + " --parent " + node_b + " --selector unix:gid:27 " + where_);
+  ASSERT_EQ(on_b.exit_code, 0) << on_b.stderr_text;
+  Result direct = Meshid("entry create --spiffe-id " + web + " --allow client-cert " + where_);
+  ASSERT_EQ(direct.exit_code, 0) << direct.stderr_text;
+  EXPECT_THAT(direct.stdout_text, HasSubstr("created registry entry for " + web + " (allow: client-cert;"));
+
+  Result again = Meshid("entry create --spiffe-id " + web + " --parent " + node_a + " --selector unix:uid:1 " + where_);
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_THAT(Lines(again.stderr_text), ElementsAre("meshid: entry create: a registry entry for " + web +
+                                                    " with parent " + node_a + " already exists"));
+  Result direct_again = Meshid("entry create --spiffe-id " + web + " " + where_);
+  EXPECT_EQ(direct_again.exit_code, 1);
+  EXPECT_THAT(Lines(direct_again.stderr_text),
+              ElementsAre("meshid: entry create: a direct registry entry for " + web + " already exists"));
+
+  // By SPIFFE ID then parent, the direct entry first.
+  Result list = Meshid("entry list --json " + where_);
+  ASSERT_EQ(list.exit_code, 0) << list.stderr_text;
+  auto lines = Lines(list.stdout_text);
+  ASSERT_THAT(lines, SizeIs(3));
+  nlohmann::json j0 = nlohmann::json::parse(lines[0]);
+  nlohmann::json j1 = nlohmann::json::parse(lines[1]);
+  nlohmann::json j2 = nlohmann::json::parse(lines[2]);
+  EXPECT_EQ(j0["parent_id"], "");
+  EXPECT_EQ(j0["allowed_auth"], nlohmann::json::array({"client-cert"}));
+  EXPECT_EQ(j1["spiffe_id"], web);
+  EXPECT_EQ(j1["parent_id"], node_a);
+  EXPECT_EQ(j1["selectors"], nlohmann::json::array({"unix:sha256:" + hash, "unix:uid:1000", "unix:user:HOST01$"}));
+  EXPECT_EQ(j1["allowed_auth"], nlohmann::json::array());
+  EXPECT_EQ(j1["max_ttl_seconds"], 3600);
+  EXPECT_EQ(j2["parent_id"], node_b);
+  EXPECT_EQ(j2["selectors"], nlohmann::json::array({"unix:gid:27"}));
+
+  Result only_b = Meshid("entry list --json --parent " + node_b + " " + where_);
+  ASSERT_EQ(only_b.exit_code, 0) << only_b.stderr_text;
+  ASSERT_THAT(Lines(only_b.stdout_text), SizeIs(1));
+  EXPECT_EQ(nlohmann::json::parse(Lines(only_b.stdout_text)[0])["parent_id"], node_b);
+  Result only_direct = Meshid("entry list --json --parent '' " + where_);
+  ASSERT_EQ(only_direct.exit_code, 0) << only_direct.stderr_text;
+  ASSERT_THAT(Lines(only_direct.stdout_text), SizeIs(1));
+  EXPECT_EQ(nlohmann::json::parse(Lines(only_direct.stdout_text)[0])["parent_id"], "");
+  Result none = Meshid("entry list --parent spiffe://cluster.local/agent/node-c " + where_);
+  EXPECT_EQ(none.exit_code, 0);
+  EXPECT_EQ(none.stdout_text, "");
+  EXPECT_THAT(none.stderr_text, HasSubstr("no registry entries"));
+
+  Result text = Meshid("entry list " + where_);
+  ASSERT_EQ(text.exit_code, 0) << text.stderr_text;
+  EXPECT_THAT(text.stdout_text, AllOf(HasSubstr("  parent: none (direct)\n  allow: client-cert\n"),
+                                      HasSubstr("  parent: " + node_a + "\n  selectors: unix:sha256:" + hash +
+                                                ", unix:uid:1000, unix:user:HOST01$\n"),
+                                      HasSubstr("  parent: " + node_b + "\n  selectors: unix:gid:27\n")));
+
+  // The server sees them through the store.
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    auto status = store->GetIdentityStatus(web);
+    ASSERT_OK(status.status());
+    ASSERT_TRUE(status->entry.has_value());
+    ASSERT_THAT(status->node_entries, SizeIs(2));
+    EXPECT_EQ(status->node_entries[0].parent_id, node_a);
+    EXPECT_EQ(status->node_entries[1].selectors, std::vector<std::string>{"unix:gid:27"});
+  }
+
+  Result del = Meshid("entry delete --spiffe-id " + web + " --parent " + node_a + " " + where_);
+  ASSERT_EQ(del.exit_code, 0) << del.stderr_text;
+  EXPECT_EQ(del.stdout_text, "deleted registry entry for " + web + " with parent " + node_a + "\n");
+  Result del_again = Meshid("entry delete --spiffe-id " + web + " --parent " + node_a + " " + where_);
+  EXPECT_EQ(del_again.exit_code, 1);
+  EXPECT_THAT(Lines(del_again.stderr_text),
+              ElementsAre("meshid: entry delete: no registry entry for " + web + " with parent " + node_a));
+  Result del_direct = Meshid("entry delete --spiffe-id " + web + " " + where_);
+  ASSERT_EQ(del_direct.exit_code, 0) << del_direct.stderr_text;
+  EXPECT_EQ(del_direct.stdout_text, "deleted registry entry for " + web + "\n");
+  lines = Lines(Meshid("entry list --json " + where_).stdout_text);
+  ASSERT_THAT(lines, SizeIs(1));
+  EXPECT_EQ(nlohmann::json::parse(lines[0])["parent_id"], node_b);
+}
+
+TEST_P(StoreCliTest, EntriesOfAnotherTrustDomainNeedTheFlag) {
+  const std::string id = "spiffe://example.org/ns/default/sa/web";
+  const std::string node = "spiffe://example.org/agent/node-a";
+  Result refused = Meshid("entry create --spiffe-id " + id + " " + where_);
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_THAT(Lines(refused.stderr_text),
+              ElementsAre("meshid: entry create: --spiffe-id " + id +
+                          " is in trust domain \"example.org\", not in --trust-domain \"cluster.local\" (give "
+                          "--trust-domain as `meshid server` has it)"));
+  Result parent = Meshid("entry create --spiffe-id spiffe://cluster.local/ns/a/sa/b --parent " + node +
+                         " --selector unix:uid:1 " + where_);
+  EXPECT_EQ(parent.exit_code, 2);
+  EXPECT_THAT(Lines(parent.stderr_text),
+              ElementsAre(AllOf(StartsWith("meshid: entry create: --parent " + node + " is in trust domain"),
+                                HasSubstr("not in --trust-domain \"cluster.local\""))));
+  EXPECT_THAT(Lines(Meshid("entry list --json " + where_).stdout_text), SizeIs(0));
+
+  Result flag = Meshid("entry create --trust-domain example.org --spiffe-id " + id + " --parent " + node +
+                       " --selector unix:uid:1 " + where_);
+  ASSERT_EQ(flag.exit_code, 0) << flag.stderr_text;
+  Result env = Meshid("entry create --spiffe-id " + id + " " + where_, "", "TRUST_DOMAIN=example.org");
+  ASSERT_EQ(env.exit_code, 0) << env.stderr_text;
+  EXPECT_THAT(Lines(Meshid("entry list --json " + where_).stdout_text), SizeIs(2));
+}
+
+TEST_P(StoreCliTest, CertsListShowsWhichAgentMintedACertificate) {
+  const std::string web = "spiffe://cluster.local/ns/default/sa/web";
+  const std::string node = "spiffe://cluster.local/agent/node-a";
+  const absl::Time future = absl::FromUnixSeconds(4'000'000'000);
+  IssuanceRecord minted = Record(1, web, future);
+  minted.minted_by = node;
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    ASSERT_OK(store->RecordIssuances({Record(0, web, future), minted}));
+  }
+  Result json = Meshid("certs list --json " + where_);
+  ASSERT_EQ(json.exit_code, 0) << json.stderr_text;
+  auto lines = Lines(json.stdout_text);
+  ASSERT_THAT(lines, SizeIs(2));
+  EXPECT_EQ(nlohmann::json::parse(lines[0])["minted_by"], node);  // newest first
+  EXPECT_EQ(nlohmann::json::parse(lines[1])["minted_by"], "");
+
+  Result text = Meshid("certs list " + where_);
+  ASSERT_EQ(text.exit_code, 0) << text.stderr_text;
+  auto text_lines = Lines(text.stdout_text);
+  ASSERT_THAT(text_lines, SizeIs(3));
+  // MINTED BY is as wide as the longest agent ID; the SPIFFE IDs line up after it.
+  const size_t column = text_lines[0].find("MINTED BY");
+  ASSERT_NE(column, std::string::npos);
+  EXPECT_EQ(text_lines[0].find("SPIFFE ID"), column + node.size() + 1);
+  EXPECT_EQ(text_lines[1].substr(column), node + " " + web);
+  EXPECT_EQ(text_lines[2].substr(column), absl::StrCat("-", std::string(node.size(), ' '), web));
 }
 
 TEST_P(StoreCliTest, IdentityBlockUnblock) {
@@ -304,6 +458,31 @@ TEST_P(StoreCliTest, BadArgumentsAreOneLineErrors) {
            {"entry create --spiffe-id spiffe://cluster.local/ns/a/sa/b --max-ttl soon", "--max-ttl"},
            {"entry create --spiffe-id spiffe://cluster.local/ns/a/sa/b --dns-name 'bad name'", "dns_names[0]"},
            {"identity block spiffe://cluster.local/ns/a/sa/b/../c", "identity block"},
+           {"entry create --spiffe-id spiffe://cluster.local/ns/a/sa/b --parent spiffe://cluster.local/agent/n "
+            "--selector unix:uid:1 --allow '*'",
+            "--allow: an entry with --parent takes no --allow"},
+           {"entry create --spiffe-id spiffe://cluster.local/ns/a/sa/b --parent spiffe://cluster.local/agent/n",
+            "--selector: an entry with --parent needs at least one"},
+           {"entry create --spiffe-id spiffe://cluster.local/ns/a/sa/b --selector unix:uid:1",
+            "--selector: only an entry with --parent has selectors"},
+           {"entry create --spiffe-id spiffe://cluster.local/ns/a/sa/b --parent spiffe://cluster.local/agent/n "
+            "--selector unix:gid:1 --selector unix:uid:01",
+            "--selector: selectors[1]: selector \"unix:uid:01\": uid must be a decimal number from 0 to 4294967294 "
+            "without leading zeros"},
+           {"entry create --spiffe-id spiffe://cluster.local/ns/a/sa/b --parent spiffe://cluster.local/agent/n "
+            "--selector k8s:ns:default",
+            "--selector: selectors[0]: selector \"k8s:ns:default\": unknown type \"k8s\"; accepted: unix:uid:<N>"},
+           {"entry create --spiffe-id spiffe://cluster.local/ns/a/sa/b --parent spiffe://cluster.local/agent/n "
+            "--selector unix:path:bin/envoy",
+            "path must be absolute"},
+           {"entry create --spiffe-id spiffe://cluster.local/ns/a/sa/b --parent node-n --selector unix:uid:1",
+            "parent_id: SPIFFE ID must start with"},
+           {"entry create --spiffe-id spiffe://cluster.local/ns/a/sa/b --parent spiffe://cluster.local/ns/a/sa/b "
+            "--selector unix:uid:1",
+            "parent_id: must differ from spiffe_id"},
+           {"entry create --spiffe-id spiffe://cluster.local/ns/a/sa/b --trust-domain Cluster.local", "--trust-domain"},
+           {"entry list --parent node-n", "--parent: \"node-n\""},
+           {"entry delete --spiffe-id spiffe://cluster.local/ns/a/sa/b --parent node-n", "--parent: \"node-n\""},
            {"certs list --serial xyz", "--serial"},
            {"certs list --spiffe-id spiffe://", "--spiffe-id"},
        }) {

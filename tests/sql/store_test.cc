@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -60,6 +61,23 @@ RegistryEntry Entry(absl::string_view spiffe_id) {
   return e;
 }
 
+// An entry a node agent (`parent_id`) may mint for the workloads of its node matching `selectors`.
+RegistryEntry NodeEntry(absl::string_view spiffe_id, absl::string_view parent_id,
+                        std::vector<std::string> selectors = {"unix:uid:1000"}) {
+  RegistryEntry e;
+  e.spiffe_id = std::string(spiffe_id);
+  e.parent_id = std::string(parent_id);
+  e.selectors = std::move(selectors);
+  e.max_ttl = absl::Hours(1);
+  e.dns_names = {"web.default.svc"};
+  e.note = "on node ✓";
+  e.created_at = kT0 + absl::Microseconds(654321);
+  return e;
+}
+
+const std::string kNodeA = "spiffe://cluster.local/agent/node-a";
+const std::string kNodeB = "spiffe://cluster.local/agent/node-b";
+
 class StoreTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
@@ -104,7 +122,7 @@ TEST_P(StoreTest, ReopeningKeepsDataAndVersion) {
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(*store->SchemaVersion(), sql::BuiltinMigrations().back().version);
   EXPECT_THAT(*store->ListIssuances({}), ElementsAre(Record(1)));
-  EXPECT_THAT(*store->ListEntries(), SizeIs(1));
+  EXPECT_THAT(*store->ListEntries(std::nullopt), SizeIs(1));
 }
 
 std::vector<sql::Migration> BuiltinPlus(std::initializer_list<sql::Migration> extra) {
@@ -175,6 +193,66 @@ TEST_P(StoreTest, MigrationsApplyInOrderOnUpgrade) {
   EXPECT_THAT(*(*store)->ListIssuances({}), ElementsAre(Record(1)));
 }
 
+// A database at schema version 5 (before entries had parents) holding a registry entry, a block
+// and a ledger row, upgraded by the built-in migrations: everything is kept, the entry becomes a
+// direct entry, the certificate was minted by nobody, and entries with parents can be added.
+TEST_P(StoreTest, UpgradeFromVersion5KeepsEntriesAndLedger) {
+  auto builtin = sql::BuiltinMigrations();
+  ASSERT_GE(builtin.size(), 6u);
+  ASSERT_EQ(builtin[4].version, 5);
+  // Version 5 as a 0005 binary left it, with rows written in its schema (in 0005's own
+  // transaction: this store cannot write that schema through its API any more).
+  const std::string version5_with_rows = absl::StrCat(
+      builtin[4].sql,
+      "\nINSERT INTO registry_entries (spiffe_id, allowed_auth, max_ttl_us, dns_names, note, created_at_us) VALUES "
+      "('spiffe://cluster.local/ns/default/sa/web', '[\"jwt-sub:system:serviceaccount:default:web\",\"client-cert\"]', "
+      "1800000000, '[\"web.default.svc\",\"web.default.svc.cluster.local\"]', 'owner: team wéb ✓', 1800000000123456);\n"
+      "INSERT INTO blocked_identities (spiffe_id, reason, blocked_at_us) VALUES "
+      "('spiffe://cluster.local/ns/default/sa/web', 'incident 7', 1800000000000000);\n"
+      "INSERT INTO issuances (serial, spiffe_id, not_before_us, not_after_us, public_key_sha256, issuer_serial, "
+      "auth_method, auth_detail, issued_at_us) VALUES ('",
+      Record(1).serial_hex, "', '", Record(1).spiffe_id, "', ", absl::ToUnixMicros(Record(1).not_before), ", ",
+      absl::ToUnixMicros(Record(1).not_after), ", '", Record(1).public_key_sha256, "', '", Record(1).issuer_serial_hex,
+      "', '", Record(1).auth_method, "', '", Record(1).auth_detail, "', ", absl::ToUnixMicros(Record(1).issued_at),
+      ");\n");
+  std::vector<sql::Migration> old(builtin.begin(), builtin.begin() + 4);
+  old.push_back({5, builtin[4].name, version5_with_rows});
+  int64_t generation_before = 0;
+  {
+    auto store = sql::OpenStoreWithMigrations(db_->url(), {}, old, SystemClock::Instance(), MakeNullLogger());
+    ASSERT_OK(store.status());
+    EXPECT_EQ(*(*store)->SchemaVersion(), 5);
+    generation_before = *(*store)->GetRegistryGeneration();
+  }
+
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(*store->SchemaVersion(), sql::BuiltinMigrations().back().version);
+  const std::string id = "spiffe://cluster.local/ns/default/sa/web";
+  RegistryEntry kept = Entry(id);  // the row above, read back as a direct entry without selectors
+  EXPECT_THAT(*store->ListEntries(std::nullopt), ElementsAre(kept));
+  EXPECT_THAT(*store->ListEntries(std::string()), ElementsAre(kept));
+  EXPECT_THAT(*store->ListIssuances({}), ElementsAre(Record(1)));
+  EXPECT_EQ((*store->ListIssuances({}))[0].minted_by, "");
+  auto status = store->GetIdentityStatus(id);
+  ASSERT_OK(status.status());
+  EXPECT_EQ(status->entry, kept);
+  ASSERT_TRUE(status->blocked.has_value());
+  EXPECT_EQ(status->blocked->reason, "incident 7");
+  // The migration moved the generation: a CA's status read before it is stale.
+  EXPECT_GT(status->registry_generation, generation_before);
+
+  // The new key: a second entry of the identity with a parent, the direct one still unique.
+  EXPECT_THAT(store->CreateEntry(kept), StatusIs(absl::StatusCode::kAlreadyExists, ::testing::_));
+  RegistryEntry on_a = NodeEntry(id, kNodeA);
+  ASSERT_OK(store->CreateEntry(on_a));
+  EXPECT_THAT(*store->ListEntries(std::nullopt), ElementsAre(kept, on_a));
+  IssuanceRecord minted = Record(2);
+  minted.minted_by = kNodeA;
+  ASSERT_OK(store->RecordIssuances({minted}));
+  EXPECT_THAT(*store->ListIssuances({}), ElementsAre(minted, Record(1)));
+}
+
 TEST_P(StoreTest, ConcurrentFirstOpensMigrateOnce) {
   constexpr int kOpeners = 6;
   std::vector<absl::Status> results(kOpeners);
@@ -198,6 +276,7 @@ TEST_P(StoreTest, LedgerRoundTripNewestFirst) {
   std::vector<IssuanceRecord> batch = {Record(1), Record(2), Record(3)};
   batch[2].auth_method = "client-cert";
   batch[2].auth_detail = "serial=ABCDEF";
+  batch[1].minted_by = "spiffe://cluster.local/agent/node-a";
   ASSERT_OK(store->RecordIssuances(batch));
   auto listed = store->ListIssuances({});
   ASSERT_OK(listed.status());
@@ -313,6 +392,14 @@ TEST_P(StoreTest, InvalidRecordsAreRefusedNamingTheField) {
   IssuanceRecord infinite = Record(7);
   infinite.issued_at = absl::InfiniteFuture();
   EXPECT_THAT(store->RecordIssuances({infinite}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("issued_at")));
+  IssuanceRecord bad_minter = Record(8);
+  bad_minter.minted_by = "node-a";
+  EXPECT_THAT(store->RecordIssuances({Record(9), bad_minter}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("records[1].minted_by: SPIFFE ID must start with \"spiffe://\"")));
+  bad_minter.minted_by = "spiffe://cluster.local";  // a trust domain, not an agent
+  EXPECT_THAT(store->RecordIssuances({bad_minter}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("records[0].minted_by: SPIFFE ID has no path")));
   EXPECT_THAT(*store->ListIssuances({}), SizeIs(0));
 }
 
@@ -377,11 +464,61 @@ TEST_P(StoreTest, RegistryCreateListDelete) {
   api.note = "";
   ASSERT_OK(store->CreateEntry(web));
   ASSERT_OK(store->CreateEntry(api));
-  EXPECT_THAT(*store->ListEntries(), ElementsAre(api, web));
-  EXPECT_THAT(store->CreateEntry(web), StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr(web.spiffe_id)));
-  ASSERT_OK(store->DeleteEntry(web.spiffe_id));
-  EXPECT_THAT(*store->ListEntries(), ElementsAre(api));
-  EXPECT_THAT(store->DeleteEntry(web.spiffe_id), StatusIs(absl::StatusCode::kNotFound, HasSubstr(web.spiffe_id)));
+  EXPECT_THAT(*store->ListEntries(std::nullopt), ElementsAre(api, web));
+  EXPECT_THAT(store->CreateEntry(web),
+              StatusIs(absl::StatusCode::kAlreadyExists,
+                       absl::StrCat("a direct registry entry for ", web.spiffe_id, " already exists")));
+  ASSERT_OK(store->DeleteEntry(web.spiffe_id, ""));
+  EXPECT_THAT(*store->ListEntries(std::nullopt), ElementsAre(api));
+  EXPECT_THAT(store->DeleteEntry(web.spiffe_id, ""),
+              StatusIs(absl::StatusCode::kNotFound, absl::StrCat("no direct registry entry for ", web.spiffe_id)));
+}
+
+TEST_P(StoreTest, EntriesWithParentsAndSelectorsRoundTrip) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  const std::string id = "spiffe://cluster.local/ns/default/sa/web";
+  RegistryEntry direct = Entry(id);
+  // One identity, two node agents, each with its own selectors.
+  RegistryEntry on_a = NodeEntry(id, kNodeA,
+                                 {"unix:gid:27", "unix:path:/usr/bin/envoy",
+                                  "unix:sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                                  "unix:uid:1000", "unix:user:www-data"});
+  RegistryEntry on_b = NodeEntry(id, kNodeB, {"unix:group:web", "unix:uid:0"});
+  on_b.max_ttl = absl::ZeroDuration();
+  on_b.dns_names = {};
+  on_b.note = "";
+  RegistryEntry other_on_a = NodeEntry("spiffe://cluster.local/ns/default/sa/api", kNodeA);
+  ASSERT_OK(store->CreateEntry(on_b));
+  ASSERT_OK(store->CreateEntry(direct));
+  ASSERT_OK(store->CreateEntry(on_a));
+  ASSERT_OK(store->CreateEntry(other_on_a));
+
+  // By (spiffe_id, parent_id): the direct entry ("") first.
+  EXPECT_THAT(*store->ListEntries(std::nullopt), ElementsAre(other_on_a, direct, on_a, on_b));
+  EXPECT_THAT(*store->ListEntries(kNodeA), ElementsAre(other_on_a, on_a));
+  EXPECT_THAT(*store->ListEntries(kNodeB), ElementsAre(on_b));
+  EXPECT_THAT(*store->ListEntries(std::string()), ElementsAre(direct));
+  EXPECT_THAT(*store->ListEntries("spiffe://cluster.local/agent/node-c"), SizeIs(0));
+
+  // The same (spiffe_id, parent_id) twice is refused, whatever the selectors.
+  RegistryEntry again = on_a;
+  again.selectors = {"unix:uid:1"};
+  EXPECT_THAT(store->CreateEntry(again),
+              StatusIs(absl::StatusCode::kAlreadyExists,
+                       absl::StrCat("a registry entry for ", id, " with parent ", kNodeA, " already exists")));
+  EXPECT_THAT(*store->ListEntries(kNodeA), ElementsAre(other_on_a, on_a));
+
+  // Deleting names the parent: the other entries of the identity stay.
+  ASSERT_OK(store->DeleteEntry(id, kNodeA));
+  EXPECT_THAT(*store->ListEntries(std::nullopt), ElementsAre(other_on_a, direct, on_b));
+  EXPECT_THAT(
+      store->DeleteEntry(id, kNodeA),
+      StatusIs(absl::StatusCode::kNotFound, absl::StrCat("no registry entry for ", id, " with parent ", kNodeA)));
+  EXPECT_THAT(store->DeleteEntry("spiffe://cluster.local/ns/default/sa/api", kNodeB),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(kNodeB)));
+  ASSERT_OK(store->DeleteEntry(id, ""));
+  EXPECT_THAT(*store->ListEntries(std::nullopt), ElementsAre(other_on_a, on_b));
 }
 
 TEST_P(StoreTest, InvalidEntriesAreRefusedNamingTheField) {
@@ -409,7 +546,76 @@ TEST_P(StoreTest, InvalidEntriesAreRefusedNamingTheField) {
   EXPECT_THAT(store->CreateEntry(e), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("note")));
   e.note = "fine";
   EXPECT_OK(store->CreateEntry(e));
-  EXPECT_THAT(*store->ListEntries(), ElementsAre(e));
+  EXPECT_THAT(*store->ListEntries(std::nullopt), ElementsAre(e));
+}
+
+TEST_P(StoreTest, InvalidParentsAndSelectorsAreRefusedNamingTheField) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  const std::string id = "spiffe://cluster.local/ns/a/sa/b";
+  struct Case {
+    std::string what;
+    std::function<void(RegistryEntry&)> change;
+    std::string message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"parent not a SPIFFE ID", [](RegistryEntry& e) { e.parent_id = "node-a"; },
+            "parent_id: SPIFFE ID must start with \"spiffe://\""},
+           {"parent is the identity", [&](RegistryEntry& e) { e.parent_id = id; },
+            "parent_id: must differ from spiffe_id"},
+           {"parent and allowed_auth", [](RegistryEntry& e) { e.allowed_auth = {"*"}; },
+            "allowed_auth: must be empty for an entry with a parent_id"},
+           {"parent without selectors", [](RegistryEntry& e) { e.selectors = {}; },
+            "selectors: an entry with a parent_id needs at least one"},
+           {"selectors without parent",
+            [](RegistryEntry& e) {
+              e.parent_id = "";
+              e.allowed_auth = {"*"};
+            },
+            "selectors: only an entry with a parent_id has selectors"},
+           {"no parent, no allowed_auth",
+            [](RegistryEntry& e) {
+              e.parent_id = "";
+              e.selectors = {};
+            },
+            "allowed_auth: at least one of"},
+           {"malformed selector",
+            [](RegistryEntry& e) {
+              e.selectors = {"unix:gid:1", "unix:uid:-1"};
+            },
+            "selectors[1]: selector \"unix:uid:-1\": uid must be a decimal number"},
+           {"unknown kind", [](RegistryEntry& e) { e.selectors = {"k8s:ns:default"}; },
+            "selectors[0]: selector \"k8s:ns:default\": unknown type \"k8s\""},
+           {"not canonical", [](RegistryEntry& e) { e.selectors = {"unix:sha256:" + std::string(64, 'A')}; },
+            "selectors[0]: \"unix:sha256:AAAA"},
+           {"not sorted",
+            [](RegistryEntry& e) {
+              e.selectors = {"unix:uid:1", "unix:gid:1"};
+            },
+            "selectors[1]: \"unix:gid:1\" is out of order (selectors are sorted)"},
+           {"listed twice",
+            [](RegistryEntry& e) {
+              e.selectors = {"unix:uid:1", "unix:uid:1"};
+            },
+            "selectors[1]: \"unix:uid:1\" is listed twice"},
+           {"not UTF-8", [](RegistryEntry& e) { e.selectors = {"unix:path:/bin/\xff"}; },
+            "selectors[0]: not valid UTF-8"},
+           {"too many",
+            [](RegistryEntry& e) {
+              e.selectors.clear();
+              for (int i = 100; i < 100 + 65; ++i) e.selectors.push_back(absl::StrCat("unix:gid:", i));
+            },
+            "selectors: 65 of them, more than the 64 allowed"},
+       }) {
+    RegistryEntry e = NodeEntry(id, kNodeA);
+    c.change(e);
+    EXPECT_THAT(store->CreateEntry(e), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.message))) << c.what;
+  }
+  EXPECT_THAT(*store->ListEntries(std::nullopt), SizeIs(0));
+  RegistryEntry most = NodeEntry(id, kNodeA, {});
+  for (int i = 100; i < 100 + 64; ++i) most.selectors.push_back(absl::StrCat("unix:gid:", i));
+  EXPECT_OK(store->CreateEntry(most));
+  EXPECT_THAT(*store->ListEntries(kNodeA), ElementsAre(most));
 }
 
 TEST_P(StoreTest, DenyList) {
@@ -459,7 +665,7 @@ TEST_P(StoreTest, IdentityStatusCombinesEntryAndBlock) {
   EXPECT_EQ(status->blocked->reason, "incident 42");
   EXPECT_EQ(status->blocked->blocked_at, kT0);
 
-  ASSERT_OK(store->DeleteEntry(id));
+  ASSERT_OK(store->DeleteEntry(id, ""));
   status = store->GetIdentityStatus(id);
   ASSERT_OK(status.status());
   EXPECT_FALSE(status->entry.has_value());
@@ -469,16 +675,57 @@ TEST_P(StoreTest, IdentityStatusCombinesEntryAndBlock) {
   ASSERT_OK(status.status());
   EXPECT_FALSE(status->entry.has_value());
   EXPECT_FALSE(status->blocked.has_value());
+  EXPECT_THAT(status->node_entries, SizeIs(0));
+}
+
+TEST_P(StoreTest, IdentityStatusHasTheDirectEntryAndTheNodeEntries) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  const std::string id = "spiffe://cluster.local/ns/default/sa/web";
+  RegistryEntry on_b = NodeEntry(id, kNodeB, {"unix:uid:0"});
+  RegistryEntry on_a = NodeEntry(id, kNodeA, {"unix:path:/usr/bin/envoy", "unix:uid:1000"});
+  ASSERT_OK(store->CreateEntry(on_b));
+  ASSERT_OK(store->CreateEntry(on_a));
+  ASSERT_OK(store->CreateEntry(NodeEntry("spiffe://cluster.local/ns/default/sa/other", kNodeA)));
+
+  // Node entries only: no direct entry.
+  auto status = store->GetIdentityStatus(id);
+  ASSERT_OK(status.status());
+  EXPECT_FALSE(status->entry.has_value());
+  EXPECT_THAT(status->node_entries, ElementsAre(on_a, on_b));
+  EXPECT_FALSE(status->blocked.has_value());
+
+  RegistryEntry direct = Entry(id);
+  ASSERT_OK(store->CreateEntry(direct));
+  ASSERT_OK(store->Block(id, "incident 43", kT0));
+  status = store->GetIdentityStatus(id);
+  ASSERT_OK(status.status());
+  EXPECT_EQ(status->entry, direct);
+  EXPECT_THAT(status->node_entries, ElementsAre(on_a, on_b));
+  ASSERT_TRUE(status->blocked.has_value());
+  EXPECT_EQ(status->blocked->reason, "incident 43");
+  EXPECT_EQ(status->registry_generation, *store->GetRegistryGeneration());
+
+  ASSERT_OK(store->DeleteEntry(id, kNodeB));
+  status = store->GetIdentityStatus(id);
+  ASSERT_OK(status.status());
+  EXPECT_EQ(status->entry, direct);
+  EXPECT_THAT(status->node_entries, ElementsAre(on_a));
 }
 
 TEST_P(StoreTest, EveryRegistryChangeMovesTheGenerationAndNothingElseDoes) {
   auto store = Open();
   ASSERT_NE(store, nullptr);
   const std::string id = "spiffe://cluster.local/ns/default/sa/web";
+  // Both reads of the generation agree.
   auto generation = [&] {
     auto status = store->GetIdentityStatus(id);
     EXPECT_TRUE(status.ok()) << status.status();
-    return status.ok() ? status->registry_generation : -1;
+    auto direct = store->GetRegistryGeneration();
+    EXPECT_TRUE(direct.ok()) << direct.status();
+    if (!status.ok() || !direct.ok()) return int64_t{-1};
+    EXPECT_EQ(*direct, status->registry_generation);
+    return *direct;
   };
   int64_t last = generation();
   auto expect_moved = [&](bool moved, absl::string_view after) {
@@ -498,11 +745,21 @@ TEST_P(StoreTest, EveryRegistryChangeMovesTheGenerationAndNothingElseDoes) {
   expect_moved(true, "Block of a blocked identity (the reason changed)");
   ASSERT_OK(store->Unblock(id));
   expect_moved(true, "Unblock");
-  ASSERT_OK(store->DeleteEntry(id));
+  ASSERT_OK(store->DeleteEntry(id, ""));
   expect_moved(true, "DeleteEntry");
+  ASSERT_OK(store->CreateEntry(NodeEntry(id, kNodeA)));
+  expect_moved(true, "CreateEntry with a parent");
+  ASSERT_OK(store->CreateEntry(NodeEntry(id, kNodeB)));
+  expect_moved(true, "CreateEntry with another parent");
+  ASSERT_OK(store->DeleteEntry(id, kNodeA));
+  expect_moved(true, "DeleteEntry with a parent");
 
-  EXPECT_THAT(store->DeleteEntry(id), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  EXPECT_THAT(store->DeleteEntry(id, ""), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
   expect_moved(false, "a DeleteEntry that found nothing");
+  EXPECT_THAT(store->DeleteEntry(id, kNodeA), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  expect_moved(false, "a DeleteEntry with a parent that found nothing");
+  EXPECT_THAT(store->CreateEntry(NodeEntry(id, kNodeB)), StatusIs(absl::StatusCode::kAlreadyExists, ::testing::_));
+  expect_moved(false, "a duplicate entry");
   EXPECT_THAT(store->Unblock(id), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
   expect_moved(false, "an Unblock that found nothing");
   EXPECT_THAT(store->CreateEntry(RegistryEntry{}), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
@@ -521,7 +778,12 @@ TEST_P(StoreTest, LedgerWritesAtAStaleRegistryGenerationWriteNothing) {
   std::vector<IssuanceRecord> small, large;
   for (int i = 0; i < 3; ++i) small.push_back(Record(i));
   for (int i = 100; i < 230; ++i) large.push_back(Record(i));
+  small[1].minted_by = kNodeA;  // through the guarded INSERT ... SELECT too
+  large[129].minted_by = kNodeB;
   ASSERT_OK(store->RecordIssuancesAt(small, read_at));
+  IssuanceQuery by_serial;
+  by_serial.serial_hex = small[1].serial_hex;
+  EXPECT_THAT(*store->ListIssuances(by_serial), ElementsAre(small[1]));
 
   ASSERT_OK(store->Block(id, "key leaked", kT0));
   std::vector<IssuanceRecord> more_small = {Record(10), Record(11)};
@@ -535,6 +797,8 @@ TEST_P(StoreTest, LedgerWritesAtAStaleRegistryGenerationWriteNothing) {
   const int64_t current = store->GetIdentityStatus(id)->registry_generation;
   ASSERT_OK(store->RecordIssuancesAt(more_small, current));
   ASSERT_OK(store->RecordIssuancesAt(large, current));
+  by_serial.serial_hex = large[129].serial_hex;
+  EXPECT_THAT(*store->ListIssuances(by_serial), ElementsAre(large[129]));
   ASSERT_OK(store->RecordIssuancesAt({Record(20)}, std::nullopt));  // no generation: no check
   EXPECT_THAT(*store->ListIssuances(all), SizeIs(small.size() + more_small.size() + large.size() + 1));
   // A duplicate serial is still reported as one, not as a registry change.

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <sstream>
@@ -83,6 +84,10 @@ AgentProcess::AgentProcess(ServerProcess& server, AgentProcessOptions options) {
   std::vector<std::string> argv = {MeshidBinary(),      "agent",        "--ca-addr",  server.address(), "--ca-root",
                                    server.root_file(),  "--token-file", token_file,   "--sds-socket",   socket_,
                                    "--monitoring-addr", "127.0.0.1:0",  "--crl-file", base + ".crl.pem"};
+  // Its own Workload API socket: the default (beside the SDS socket) is one per directory.
+  const bool api_socket_given = std::find(options.extra_args.begin(), options.extra_args.end(),
+                                          "--workload-api-socket") != options.extra_args.end();
+  if (!api_socket_given) argv.insert(argv.end(), {"--workload-api-socket", base + ".api.sock"});
   argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
   process_ = std::make_unique<Subprocess>(argv, base + ".log");
   ok_ = process_->WaitForLog("sds listening on unix:").has_value();

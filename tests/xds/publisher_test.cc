@@ -35,7 +35,7 @@ TEST(ResourcePublisherTest, ASubscriptionGetsTheCurrentResourceThenEveryNewOne) 
   ResourcePublisher publisher({"a", "b"});
   ASSERT_TRUE(publisher.Publish(Make("a", "1", "one")).ok());
   auto watcher = std::make_shared<Recorder>();
-  auto sub = publisher.Subscribe("ignored-token", watcher);
+  auto sub = publisher.Subscribe({.bearer_token = "ignored-token"}, watcher);
   ASSERT_TRUE(sub.ok());
   auto current = (*sub)->SetNames({"a", "b"});
   ASSERT_TRUE(current.ok());
@@ -53,7 +53,7 @@ TEST(ResourcePublisherTest, RepublishingTheSameContentChangesNothing) {
   ResourcePublisher publisher({"a"});
   auto first = publisher.Publish(Make("a", "1", "one"));
   auto watcher = std::make_shared<Recorder>();
-  auto sub = *publisher.Subscribe("", watcher);
+  auto sub = *publisher.Subscribe({}, watcher);
   ASSERT_TRUE(sub->SetNames({"a"}).ok());
   auto again = publisher.Publish(Make("a", "1", "one"));
   ASSERT_TRUE(again.ok());
@@ -68,7 +68,7 @@ TEST(ResourcePublisherTest, OnlyWatchedNamesAreDeliveredAndUnknownNamesRefused) 
   EXPECT_TRUE(publisher.IsKnownName("a"));
   EXPECT_FALSE(publisher.IsKnownName("c"));
   auto watcher = std::make_shared<Recorder>();
-  auto sub = *publisher.Subscribe("", watcher);
+  auto sub = *publisher.Subscribe({}, watcher);
   ASSERT_TRUE(sub->SetNames({"a"}).ok());
   auto unknown = sub->SetNames({"a", "c"});
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
@@ -88,7 +88,7 @@ TEST(ResourcePublisherTest, WithoutDeclaredNamesEveryNameIsServed) {
 TEST(ResourcePublisherTest, ADestroyedSubscriptionHearsNothingMore) {
   ResourcePublisher publisher({"a"});
   auto watcher = std::make_shared<Recorder>();
-  auto sub = *publisher.Subscribe("", watcher);
+  auto sub = *publisher.Subscribe({}, watcher);
   ASSERT_TRUE(sub->SetNames({"a"}).ok());
   sub.reset();
   ASSERT_TRUE(publisher.Publish(Make("a", "1", "x")).ok());
