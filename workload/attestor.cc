@@ -101,6 +101,10 @@ WorkloadAttestor::WorkloadAttestor(AttestorOptions options, MetricsRegistry& met
                                             "Executable digests by cache result.", {{"cache", "hit"}}),
           .digest_misses = metrics.AddCounter("meshid_agent_workload_executable_digests_total",
                                               "Executable digests by cache result.", {{"cache", "miss"}}),
+          .name_hits = metrics.AddCounter("meshid_agent_workload_name_lookups_total",
+                                          "User and group names by cache result.", {{"cache", "hit"}}),
+          .name_misses = metrics.AddCounter("meshid_agent_workload_name_lookups_total",
+                                            "User and group names by cache result.", {{"cache", "miss"}}),
       } {}
 
 size_t WorkloadAttestor::cached_digests() const {
@@ -153,14 +157,14 @@ absl::StatusOr<WorkloadAttributes> WorkloadAttestor::AttestUntimed(const PeerPro
   out.executable_path = std::move(executable->path);
   out.executable_sha256 = std::move(executable->sha256);
 
-  MESHID_ASSIGN_OR_RETURN(out.user_name, LookUpName<passwd>(::getpwuid_r, out.uid, "uid"));
-  if (out.user_name.has_value() && !ValidSelectorName(*out.user_name)) out.user_name.reset();
   std::vector<gid_t> gids = out.supplementary_gids;
   gids.push_back(out.gid);
   std::sort(gids.begin(), gids.end());
   gids.erase(std::unique(gids.begin(), gids.end()), gids.end());
-  for (gid_t gid : gids) {
-    MESHID_ASSIGN_OR_RETURN(std::optional<std::string> name, LookUpName<group>(::getgrgid_r, gid, "gid"));
+  std::map<gid_t, std::optional<std::string>> group_names;
+  MESHID_RETURN_IF_ERROR(LookUpNames(out.uid, gids, out.user_name, group_names));
+  if (out.user_name.has_value() && !ValidSelectorName(*out.user_name)) out.user_name.reset();
+  for (auto& [gid, name] : group_names) {
     if (name.has_value() && ValidSelectorName(*name)) out.group_names.emplace(gid, *std::move(name));
   }
 
@@ -174,6 +178,70 @@ absl::StatusOr<WorkloadAttributes> WorkloadAttestor::AttestUntimed(const PeerPro
   std::sort(selectors.begin(), selectors.end());
   selectors.erase(std::unique(selectors.begin(), selectors.end()), selectors.end());
   return out;
+}
+
+WorkloadAttestor::FileStamp WorkloadAttestor::StampOf(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return FileStamp{};  // a missing file's appearance is a change too
+  return FileStamp{.device = st.st_dev, .inode = st.st_ino, .size = st.st_size, .mtime_ns = Nanoseconds(st.st_mtim)};
+}
+
+absl::Status WorkloadAttestor::LookUpNames(uid_t uid, const std::vector<gid_t>& gids,
+                                           std::optional<std::string>& user_name,
+                                           std::map<gid_t, std::optional<std::string>>& group_names) const {
+  const absl::Duration ttl = options_.name_cache_ttl;
+  if (ttl <= absl::ZeroDuration()) {
+    metrics_.name_misses.Increment(static_cast<double>(1 + gids.size()));
+    MESHID_ASSIGN_OR_RETURN(user_name, LookUpName<passwd>(::getpwuid_r, uid, "uid"));
+    for (gid_t gid : gids) {
+      MESHID_ASSIGN_OR_RETURN(group_names[gid], LookUpName<group>(::getgrgid_r, gid, "gid"));
+    }
+    return absl::OkStatus();
+  }
+  const FileStamp passwd_stamp = StampOf(options_.passwd_file);
+  const FileStamp group_stamp = StampOf(options_.group_file);
+  const absl::Time now = absl::Now();
+  // Looked up outside the lock (NSS may be slow), then remembered; errors are not remembered.
+  auto cached = [&](auto& map, uint32_t id) -> const CachedName* {
+    auto it = map.find(id);
+    return it != map.end() && now - it->second.looked_up < ttl ? &it->second : nullptr;
+  };
+  std::optional<CachedName> user;
+  std::vector<gid_t> missing_gids;
+  {
+    absl::MutexLock lock(&names_mu_);
+    if (!(names_.passwd == passwd_stamp) || !(names_.group == group_stamp)) {
+      names_ = NameCache{.passwd = passwd_stamp, .group = group_stamp, .users = {}, .groups = {}};
+    }
+    if (const CachedName* hit = cached(names_.users, uid)) user = *hit;
+    for (gid_t gid : gids) {
+      if (const CachedName* hit = cached(names_.groups, gid)) {
+        group_names[gid] = hit->name;
+      } else {
+        missing_gids.push_back(gid);
+      }
+    }
+  }
+  std::optional<std::optional<std::string>> looked_up_user;
+  if (!user.has_value()) {
+    MESHID_ASSIGN_OR_RETURN(looked_up_user, LookUpName<passwd>(::getpwuid_r, uid, "uid"));
+    user = CachedName{.name = *looked_up_user, .looked_up = now};
+  }
+  user_name = user->name;
+  const size_t misses = (looked_up_user.has_value() ? 1 : 0) + missing_gids.size();
+  metrics_.name_misses.Increment(static_cast<double>(misses));
+  metrics_.name_hits.Increment(static_cast<double>(1 + gids.size() - misses));
+  for (gid_t gid : missing_gids) {
+    MESHID_ASSIGN_OR_RETURN(group_names[gid], LookUpName<group>(::getgrgid_r, gid, "gid"));
+  }
+  if (looked_up_user.has_value() || !missing_gids.empty()) {
+    absl::MutexLock lock(&names_mu_);
+    if (names_.passwd == passwd_stamp && names_.group == group_stamp) {
+      if (looked_up_user.has_value()) names_.users[uid] = *user;
+      for (gid_t gid : missing_gids) names_.groups[gid] = CachedName{.name = group_names[gid], .looked_up = now};
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<WorkloadAttestor::Executable> WorkloadAttestor::ReadExecutable(int proc_dir,

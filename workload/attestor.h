@@ -35,6 +35,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/metrics.h"
 #include "workload/peer_process.h"
 
@@ -62,6 +63,15 @@ struct AttestorOptions {
   // An executable above this many bytes is not hashed (no unix:sha256): a caller could otherwise
   // make the agent read a huge (sparse) file on every call whose binary it touches.
   uint64_t max_executable_bytes = uint64_t{1} << 30;
+  // User and group names (getpwuid_r, getgrgid_r read and parse /etc/passwd and /etc/group on
+  // every call, about 12 µs each) are kept this long, and all dropped at once when either file
+  // changes (checked by stat on every call). The time bounds how long a name from another NSS
+  // source (LDAP, sssd) may be stale. Zero: no cache.
+  absl::Duration name_cache_ttl = absl::Seconds(30);
+  // The files whose change (device, inode, size, mtime) drops every cached name. Tests point
+  // them elsewhere; the lookups themselves always go through NSS.
+  std::string passwd_file = "/etc/passwd";
+  std::string group_file = "/etc/group";
   // Tests only: runs after /proc has been read and before the check that the caller is still
   // running, with the caller's pid. Null: nothing.
   std::function<void(pid_t)> after_proc_read;
@@ -72,6 +82,7 @@ struct AttestorOptions {
 //                                                       attestation), error
 //   meshid_agent_workload_attestation_seconds          the time Attest took (a histogram)
 //   meshid_agent_workload_executable_digests_total{cache}  hit, miss (the executable was hashed)
+//   meshid_agent_workload_name_lookups_total{cache}    hit, miss (getpwuid_r or getgrgid_r ran)
 class WorkloadAttestor {
  public:
   // InvalidArgument naming the option for a zero digest_cache_entries. `metrics` must outlive
@@ -107,6 +118,24 @@ class WorkloadAttestor {
       return H::combine(std::move(h), k.device, k.inode, k.size, k.mtime_ns, k.ctime_ns);
     }
   };
+  // A file's identity and version, to notice /etc/passwd or /etc/group change.
+  struct FileStamp {
+    dev_t device = 0;
+    ino_t inode = 0;
+    off_t size = 0;
+    int64_t mtime_ns = 0;
+    bool operator==(const FileStamp&) const = default;
+  };
+  struct CachedName {
+    std::optional<std::string> name;  // nullopt: the id has no name
+    absl::Time looked_up;
+  };
+  struct NameCache {
+    FileStamp passwd;
+    FileStamp group;
+    absl::flat_hash_map<uid_t, CachedName> users;
+    absl::flat_hash_map<gid_t, CachedName> groups;
+  };
   struct Executable {
     std::optional<std::string> path;
     std::optional<std::string> sha256;
@@ -118,6 +147,8 @@ class WorkloadAttestor {
     Histogram& seconds;
     Counter& digest_hits;
     Counter& digest_misses;
+    Counter& name_hits;
+    Counter& name_misses;
   };
 
   WorkloadAttestor(AttestorOptions options, MetricsRegistry& metrics);
@@ -127,6 +158,13 @@ class WorkloadAttestor {
 
   const AttestorOptions options_;
   const Metrics metrics_;
+  static FileStamp StampOf(const std::string& path);
+  // Names of `uid` and `gids` (each possibly none); Unavailable when the database cannot be read.
+  absl::Status LookUpNames(uid_t uid, const std::vector<gid_t>& gids, std::optional<std::string>& user_name,
+                           std::map<gid_t, std::optional<std::string>>& group_names) const;
+
+  mutable absl::Mutex names_mu_;
+  mutable NameCache names_ ABSL_GUARDED_BY(names_mu_);
   mutable absl::Mutex mu_;
   mutable absl::flat_hash_map<FileKey, std::string> digests_ ABSL_GUARDED_BY(mu_);
 };

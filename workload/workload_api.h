@@ -27,9 +27,9 @@
 #include "common/metrics.h"
 #include "nodeagent/secret_cache.h"
 #include "registration/receiver.h"
+#include "spiffe/workload/workload.grpc.pb.h"
 #include "workload/attestor.h"
 #include "workload/peer_listener.h"
-#include "spiffe/workload/workload.grpc.pb.h"
 
 namespace meshid::workload {
 

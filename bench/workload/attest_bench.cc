@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -46,19 +47,30 @@ void Check(bool ok, const std::string& what) {
 }
 
 // A child of this process with `groups` supplementary groups (gids 1..groups, named in
-// Debian's /etc/group for the first ones), waiting until killed.
+// Debian's /etc/group for the first ones), waiting until killed. The constructor returns once
+// the child has its groups; the child dies with this process (PR_SET_PDEATHSIG).
 class Child {
  public:
   explicit Child(int groups) {
+    int ready[2];
+    Check(::pipe2(ready, O_CLOEXEC) == 0, "pipe");
     pid_ = ::fork();
     Check(pid_ >= 0, "fork");
     if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       std::vector<gid_t> gids;
       for (int i = 1; i <= groups; ++i) gids.push_back(static_cast<gid_t>(i));
       if (::setgroups(gids.size(), gids.data()) != 0) ::_exit(1);
+      const char one = 1;
+      if (::write(ready[1], &one, 1) != 1) ::_exit(1);
       ::pause();
       ::_exit(0);
     }
+    ::close(ready[1]);
+    char byte = 0;
+    const bool started = ::read(ready[0], &byte, 1) == 1;
+    ::close(ready[0]);
+    Check(started, "the child could not set its groups (setgroups needs root)");
   }
   ~Child() {
     ::kill(pid_, SIGKILL);

@@ -29,13 +29,13 @@
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
-#include "google/protobuf/stubs/logging.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/random.h"
+#include "google/protobuf/stubs/logging.h"
 #include "nodeagent/secret_cache.h"
 #include "registration/receiver.h"
 #include "spiffe/workload/workload.pb.h"
@@ -75,8 +75,8 @@ class Agent {
     workers_ = std::make_unique<CacheWorkers>(*cache_, 1);
     while (cache_->AgentSpiffeId().empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     if (cache_->AgentSpiffeId() != kAgentId) __builtin_trap();
-    receiver_ = std::make_unique<registration::EntryReceiver>([this] { return cache_->AgentSpiffeId(); }, metrics_,
-                                                              logger_);
+    receiver_ =
+        std::make_unique<registration::EntryReceiver>([this] { return cache_->AgentSpiffeId(); }, metrics_, logger_);
     auto entries = std::make_shared<registration::NodeEntries>();
     entries->parent_id = kAgentId;
     for (const auto& [id, selectors] : Entries()) entries->entries.push_back({id, selectors, {}, absl::ZeroDuration()});
@@ -219,7 +219,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (method == "FetchX509Bundles") {
     X509BundlesResponse bundles;
     if (!bundles.ParseFromString(first) || bundles.bundles_size() != 1 ||
-        !bundles.bundles().contains("spiffe://cluster.local") || bundles.bundles().at("spiffe://cluster.local").empty()) {
+        !bundles.bundles().contains("spiffe://cluster.local") ||
+        bundles.bundles().at("spiffe://cluster.local").empty()) {
       __builtin_trap();
     }
     return 0;

@@ -106,6 +106,50 @@ TEST_F(AttestorTest, TheDigestIsComputedOncePerExecutable) {
   EXPECT_EQ(metrics_.AddCounter("meshid_agent_workload_attestations_total", "", {{"result", "ok"}}).value(), 2);
 }
 
+double NameLookups(MetricsRegistry& metrics, const std::string& cache) {
+  return metrics.AddCounter("meshid_agent_workload_name_lookups_total", "", {{"cache", cache}}).value();
+}
+
+TEST_F(AttestorTest, NamesAreCachedUntilTheDatabaseFilesChange) {
+  testing::TempDir dir("meshid-workload");
+  const std::string passwd = dir.Write("passwd", "v1");
+  const std::string group = dir.Write("group", "v1");
+  auto attestor = MakeAttestor(metrics_, {.passwd_file = passwd, .group_file = group});
+  auto first = attestor->Attest(Pin(::getpid()));
+  ASSERT_TRUE(first.ok()) << first.status();
+  const double names = NameLookups(metrics_, "miss");  // the user and every group, looked up
+  EXPECT_GE(names, 2);
+  EXPECT_EQ(NameLookups(metrics_, "hit"), 0);
+
+  auto second = attestor->Attest(Pin(::getpid()));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->selectors, first->selectors);
+  EXPECT_EQ(NameLookups(metrics_, "miss"), names);
+  EXPECT_EQ(NameLookups(metrics_, "hit"), names);
+
+  testing::WriteTestFile(group, "v2, another size");  // as a groupadd would
+  auto third = attestor->Attest(Pin(::getpid()));
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(third->selectors, first->selectors);
+  EXPECT_EQ(NameLookups(metrics_, "miss"), 2 * names);
+
+  ASSERT_EQ(::unlink(passwd.c_str()), 0);  // gone is a change too
+  ASSERT_TRUE(attestor->Attest(Pin(::getpid())).ok());
+  EXPECT_EQ(NameLookups(metrics_, "miss"), 3 * names);
+}
+
+TEST_F(AttestorTest, WithoutANameCacheEveryCallLooksUp) {
+  auto attestor = MakeAttestor(metrics_, {.name_cache_ttl = absl::ZeroDuration()});
+  auto first = attestor->Attest(Pin(::getpid()));
+  ASSERT_TRUE(first.ok()) << first.status();
+  const double names = NameLookups(metrics_, "miss");
+  auto second = attestor->Attest(Pin(::getpid()));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->selectors, first->selectors);
+  EXPECT_EQ(NameLookups(metrics_, "miss"), 2 * names);
+  EXPECT_EQ(NameLookups(metrics_, "hit"), 0);
+}
+
 TEST_F(AttestorTest, AFullCacheDropsAnEntry) {
   testing::TempDir dir("meshid-workload");
   const std::string copy = dir.File("sleep");
