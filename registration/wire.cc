@@ -1,14 +1,12 @@
 #include "registration/wire.h"
 
-#include <algorithm>
 #include <set>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/secret.h"
 #include "common/selector.h"
 #include "common/spiffe_id.h"
+#include "xds/resource.h"
 
 namespace meshid::registration {
 namespace {
@@ -19,31 +17,14 @@ using meshid::registration::v1::EntrySet;
 
 absl::string_view View(const std::string& s) { return absl::string_view(s.data(), s.size()); }
 
-std::string Clip(absl::string_view s, size_t max = 80) {
-  if (s.size() <= max) return std::string(s);
-  return absl::StrCat(s.substr(0, max), "...");
-}
-
-// "" (nothing applied yet) or "<generation>.<content hash>"; returns the generation (0 for "").
 absl::StatusOr<int64_t> ParseVersion(absl::string_view version_info) {
-  if (version_info.empty()) return 0;
-  const size_t dot = version_info.find('.');
-  const absl::string_view number = version_info.substr(0, dot);
-  const absl::string_view hash = dot == absl::string_view::npos ? "" : version_info.substr(dot + 1);
-  int64_t v = 0;
-  if (number.empty() || number.size() > 19 || (number.size() > 1 && number[0] == '0') ||
-      !std::all_of(number.begin(), number.end(), absl::ascii_isdigit) || !absl::SimpleAtoi(number, &v) ||
-      hash.empty() || hash.size() > 64 || !std::all_of(hash.begin(), hash.end(), absl::ascii_isxdigit)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("version_info \"", Clip(version_info, 40), "\" is not <registry generation>.<hex digest>"));
-  }
-  return v;
+  return xds::ParseNumberedVersion(version_info, "registry generation");
 }
 
 absl::Status ValidateRequest(const DiscoveryRequest& request, bool first) {
   if (View(request.type_url()) != kEntrySetTypeUrl) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("type_url \"", Clip(View(request.type_url())), "\" is not served here; want ", kEntrySetTypeUrl));
+    return absl::InvalidArgumentError(absl::StrCat("type_url \"", xds::ClipForError(View(request.type_url())),
+                                                   "\" is not served here; want ", kEntrySetTypeUrl));
   }
   if (auto version = ParseVersion(View(request.version_info())); !version.ok()) return version.status();
   if (first && request.node().id().size() > 256) return absl::InvalidArgumentError("node.id is longer than 256 bytes");
@@ -56,8 +37,8 @@ absl::Status CheckEntry(const meshid::registration::v1::WorkloadEntry& entry, ab
     return absl::InvalidArgumentError(absl::StrCat(field, ".spiffe_id: ", id.status().message()));
   }
   if (View(entry.parent_id()) != own_id) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ".parent_id \"", Clip(View(entry.parent_id())), "\" is not this agent (", own_id, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(field, ".parent_id \"", xds::ClipForError(View(entry.parent_id())),
+                                                   "\" is not this agent (", own_id, ")"));
   }
   if (entry.selectors_size() < 1 || entry.selectors_size() > 64) {
     return absl::InvalidArgumentError(
@@ -117,7 +98,7 @@ xds::Resource EntrySetResource(const std::string& parent_id, const std::vector<R
 absl::StatusOr<EntrySet> DecodeEntrySetResponse(const DiscoveryResponse& response, absl::string_view own_id) {
   if (View(response.type_url()) != kEntrySetTypeUrl) {
     return absl::InvalidArgumentError(
-        absl::StrCat("type_url \"", Clip(View(response.type_url())), "\" is not ", kEntrySetTypeUrl));
+        absl::StrCat("type_url \"", xds::ClipForError(View(response.type_url())), "\" is not ", kEntrySetTypeUrl));
   }
   if (response.resources_size() != 1) {
     return absl::InvalidArgumentError(
@@ -125,8 +106,8 @@ absl::StatusOr<EntrySet> DecodeEntrySetResponse(const DiscoveryResponse& respons
   }
   const auto& any = response.resources(0);
   if (View(any.type_url()) != kEntrySetTypeUrl) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("resources[0].type_url \"", Clip(View(any.type_url())), "\" is not ", kEntrySetTypeUrl));
+    return absl::InvalidArgumentError(absl::StrCat("resources[0].type_url \"", xds::ClipForError(View(any.type_url())),
+                                                   "\" is not ", kEntrySetTypeUrl));
   }
   if (any.value().size() > kMaxEntrySetBytes) {
     return absl::InvalidArgumentError(
@@ -145,8 +126,8 @@ absl::StatusOr<EntrySet> DecodeEntrySetResponse(const DiscoveryResponse& respons
     }
   }
   if (View(set.parent_id()) != own_id) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("resources[0].parent_id \"", Clip(View(set.parent_id())), "\" is not this agent (", own_id, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "resources[0].parent_id \"", xds::ClipForError(View(set.parent_id())), "\" is not this agent (", own_id, ")"));
   }
   if (set.entries_size() > kMaxEntriesPerParent) {
     return absl::InvalidArgumentError(

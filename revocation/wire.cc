@@ -1,11 +1,8 @@
 #include "revocation/wire.h"
 
-#include <algorithm>
-
-#include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/secret.h"
+#include "xds/resource.h"
 
 namespace meshid::revocation {
 namespace {
@@ -16,30 +13,13 @@ using meshid::revocation::v1::RevocationList;
 
 absl::string_view View(const std::string& s) { return absl::string_view(s.data(), s.size()); }
 
-std::string Clip(absl::string_view s, size_t max = 80) {
-  if (s.size() <= max) return std::string(s);
-  return absl::StrCat(s.substr(0, max), "...");
-}
-
-// "" (nothing applied yet) or "<crl_number>.<content hash>"; returns the CRL number (0 for "").
 absl::StatusOr<int64_t> ParseVersion(absl::string_view version_info) {
-  if (version_info.empty()) return 0;
-  const size_t dot = version_info.find('.');
-  const absl::string_view number = version_info.substr(0, dot);
-  const absl::string_view hash = dot == absl::string_view::npos ? "" : version_info.substr(dot + 1);
-  int64_t v = 0;
-  if (number.empty() || number.size() > 19 || (number.size() > 1 && number[0] == '0') ||
-      !std::all_of(number.begin(), number.end(), absl::ascii_isdigit) || !absl::SimpleAtoi(number, &v) ||
-      hash.empty() || hash.size() > 64 || !std::all_of(hash.begin(), hash.end(), absl::ascii_isxdigit)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("version_info \"", Clip(version_info, 40), "\" is not <CRL number>.<hex digest>"));
-  }
-  return v;
+  return xds::ParseNumberedVersion(version_info, "CRL number");
 }
 
 absl::Status ValidateRequest(const DiscoveryRequest& request, bool first) {
   if (View(request.type_url()) != kRevocationListTypeUrl) {
-    return absl::InvalidArgumentError(absl::StrCat("type_url \"", Clip(View(request.type_url())),
+    return absl::InvalidArgumentError(absl::StrCat("type_url \"", xds::ClipForError(View(request.type_url())),
                                                    "\" is not served here; want ", kRevocationListTypeUrl));
   }
   if (auto version = ParseVersion(View(request.version_info())); !version.ok()) return version.status();
@@ -76,8 +56,8 @@ xds::Resource RevocationListResource(const RevocationList& list) {
 
 absl::StatusOr<RevocationList> DecodeRevocationResponse(const DiscoveryResponse& response) {
   if (View(response.type_url()) != kRevocationListTypeUrl) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("type_url \"", Clip(View(response.type_url())), "\" is not ", kRevocationListTypeUrl));
+    return absl::InvalidArgumentError(absl::StrCat("type_url \"", xds::ClipForError(View(response.type_url())),
+                                                   "\" is not ", kRevocationListTypeUrl));
   }
   if (response.resources_size() != 1) {
     return absl::InvalidArgumentError(
@@ -85,8 +65,8 @@ absl::StatusOr<RevocationList> DecodeRevocationResponse(const DiscoveryResponse&
   }
   const auto& any = response.resources(0);
   if (View(any.type_url()) != kRevocationListTypeUrl) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("resources[0].type_url \"", Clip(View(any.type_url())), "\" is not ", kRevocationListTypeUrl));
+    return absl::InvalidArgumentError(absl::StrCat("resources[0].type_url \"", xds::ClipForError(View(any.type_url())),
+                                                   "\" is not ", kRevocationListTypeUrl));
   }
   if (any.value().size() > kMaxRevocationListBytes) {
     return absl::InvalidArgumentError(

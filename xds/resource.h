@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/secret.h"
 
@@ -28,5 +29,13 @@ using ResourcePtr = std::shared_ptr<const Resource>;
 // The first 16 hex digits of SHA-256 over `body`: the version of a resource whose version is
 // its content.
 std::string ContentVersion(absl::string_view body);
+
+// A version_info of meshid's own streams (revocation, registration): "" (nothing applied yet,
+// 0) or "<number>.<hex digest>" with a canonical decimal number, returned. InvalidArgument
+// otherwise, naming what the number is (`number_name`, e.g. "CRL number").
+absl::StatusOr<int64_t> ParseNumberedVersion(absl::string_view version_info, absl::string_view number_name);
+
+// `s` cut to `max` bytes with "..." after, for quoting peer-supplied text in an error.
+std::string ClipForError(absl::string_view s, size_t max = 80);
 
 }  // namespace meshid::xds

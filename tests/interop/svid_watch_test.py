@@ -116,7 +116,8 @@ def main():
         anchors = work.join("trust-anchors.pem")  # extra roots for the agent's bundle, added below
         open(anchors, "w").close()
         mesh = h.Mesh(meshid, work, secret_ttl=SECRET_TTL, agent_args=("--trust-anchors", anchors))
-        mesh.create_entry(SPIFFE_ID, f"unix:user:{USER}", "unix:path:" + meshid)
+        watcher = h.readable_copy(work, meshid, "meshid")  # what daemon runs (and the entry selects)
+        mesh.create_entry(SPIFFE_ID, f"unix:user:{USER}", "unix:path:" + watcher)
 
         base = work.mkdir("nginx", owner=USER)
         for name in ("tmp",):
@@ -129,7 +130,7 @@ def main():
 
         watch_log = work.join("watch.log")
         with open(watch_log, "w") as log:
-            watch = subprocess.Popen(["runuser", "-u", USER, "--", meshid, "svid", "watch", "--socket", mesh.target,
+            watch = subprocess.Popen(["runuser", "-u", USER, "--", watcher, "svid", "watch", "--socket", mesh.target,
                                       "--out-dir", certs, "--signal", pidfile + ":HUP"],
                                      stdout=log, stderr=subprocess.STDOUT, cwd="/")
         procs.append(watch)

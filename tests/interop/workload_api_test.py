@@ -124,6 +124,7 @@ class Test:
         try:
             self.pb_dir = h.generate_spec_messages(self.work)
             self.copied_python, copied_sha = h.copy_python(self.work)
+            self.meshid_for_users = h.readable_copy(self.work, a.meshid, "meshid")  # run as nobody below
             self.mesh = h.Mesh(a.meshid, self.work, secret_ttl="20s")
             self.root_file = self.mesh.root_file
             self.roots = set(h.pem_certs(open(self.mesh.root_file).read()))
@@ -172,7 +173,7 @@ class Test:
             message = self.fetch_ids("nobody", [NOBODY_APP])
             self.check_svid(message, NOBODY_APP)
             # meshid's own client, as nobody, sees the same identity.
-            out = h.run(["runuser", "-u", "nobody", "--", self.args.meshid, "svid", "fetch", "--socket", mesh.target,
+            out = h.run(["runuser", "-u", "nobody", "--", self.meshid_for_users, "svid", "fetch", "--socket", mesh.target,
                          "-o", "json"], cwd="/")
             got = json.loads(out)
             assert got["spiffe_id"] == NOBODY_APP, f"meshid svid fetch as nobody: {got['spiffe_id']}"

@@ -89,12 +89,25 @@ class Work:
         return p
 
 
+def readable_copy(work, path, subdir="bin"):
+    """A copy of `path` in the work directory, which every user can enter: the checkout and the
+    build may be where only root can (a clone under /root, a CI job's 0700 temporary directory),
+    and clients run as other users. Returns the copy's path (mode 0755)."""
+    d = work.mkdir(subdir)
+    copy = os.path.join(d, os.path.basename(path))
+    shutil.copyfile(path, copy)
+    os.chmod(copy, 0o755)
+    return copy
+
+
 def generate_spec_messages(work):
     """workload_pb2.py from the specification's proto (not meshid's api/ tree) with Debian's
-    protoc, in a directory every user can read. Returns the directory."""
+    protoc, and the client script beside it (Client runs it from there), in a directory every
+    user can read. Returns the directory."""
     out = work.mkdir("pb")
     run(["protoc", f"--proto_path={SPEC_PROTO_DIR}", "--proto_path=/usr/include", f"--python_out={out}",
          "workload.proto"])
+    shutil.copyfile(CLIENT, os.path.join(out, os.path.basename(CLIENT)))
     for name in os.listdir(out):
         os.chmod(os.path.join(out, name), 0o644)
     return out
@@ -201,7 +214,8 @@ class Client:
         cmd = ["runuser", "-u", user]
         if supplementary_group:
             cmd += ["-G", supplementary_group]
-        cmd += ["--", python, CLIENT, "--pb-dir", pb_dir, "--socket", target, method]
+        cmd += ["--", python, os.path.join(pb_dir, os.path.basename(CLIENT)), "--pb-dir", pb_dir, "--socket", target,
+                method]
         if no_header:
             cmd.append("--no-header")
         if max_messages:

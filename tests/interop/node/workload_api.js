@@ -125,13 +125,25 @@ function runTests() {
   const NOBODY_ID = 'spiffe://cluster.local/ns/wl/sa/nobody-node-client';
   const TRUST_DOMAIN = 'spiffe://cluster.local';
 
-  // The client as `user`: resolves with its JSON line.
+  // This directory (with node_modules) and the specification's proto, copied where every user
+  // can read them: the checkout may be where only root can (a clone under /root, a CI job's 0700
+  // temporary directory).
+  let clientDir;
+  function copyClient(dir) {
+    clientDir = path.join(dir, 'client', 'node');
+    fs.cpSync(__dirname, clientDir, { recursive: true });
+    fs.cpSync(path.dirname(SPEC_PROTO), path.join(dir, 'client', 'spiffe'), { recursive: true });
+    for (const d of [path.join(dir, 'client'), clientDir]) fs.chmodSync(d, 0o755);
+  }
+
+  // The client as `user`, from the copy: resolves with its JSON line.
   function asUser(user, target, method, { noHeader = false, token = undefined } = {}) {
     return new Promise((resolve, reject) => {
-      const args = ['-u', user, '--', process.execPath, __filename, '--client', method, '--socket', target];
+      const script = path.join(clientDir, path.basename(__filename));
+      const args = ['-u', user, '--', process.execPath, script, '--client', method, '--socket', target];
       if (noHeader) args.push('--no-header');
       if (token) args.push('--token', token);
-      const child = spawn('runuser', args, { cwd: __dirname, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn('runuser', args, { cwd: clientDir, stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       let err = '';
       child.stdout.on('data', (d) => { out += d; });
@@ -174,6 +186,7 @@ function runTests() {
     before(async () => {
       dir = fs.mkdtempSync('/tmp/meshid-wl-node-');  // short: Unix socket paths
       fs.chmodSync(dir, 0o755);  // nobody reaches the socket
+      copyClient(dir);
       data = path.join(dir, 'data');
       const serverLog = path.join(dir, 'server.log');
       server = start(MESHID, ['server', '--data-dir', data, '--listen', '127.0.0.1:0', '--monitoring-addr',
