@@ -10,7 +10,8 @@ real processes from the kernel:
   PERMISSION_DENIED "no identity issued"; the JWT methods: UNIMPLEMENTED;
 - an entry for unix:user:nobody: nobody gets an X.509-SVID whose leaf has exactly that URI SAN,
   whose chain `openssl verify` accepts against the bundle (the CA's root), with a PKCS#8 DER key
-  matching the leaf; `meshid svid fetch` as nobody gets the same identity;
+  matching the leaf; `meshid svid fetch` as nobody gets the same identity, and into a directory
+  nobody cannot write fails naming the file, leaving nothing behind;
 - a caller whose uid selects one entry and whose executable (unix:path, unix:sha256 with
   unix:user and unix:group) selects others gets all of them, and only those; unix:group matches
   a supplementary group;
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -180,6 +182,22 @@ class Test:
             assert h.uri_sans(got["cert_chain"]) == ["URI:" + NOBODY_APP], "meshid svid fetch: SAN"
         self.case("unix:user:nobody entry: nobody's SVID has exactly that URI SAN, verifies against the bundle, "
                   "PKCS#8 key matching the leaf (and `meshid svid fetch` as nobody agrees)", nobody_entry)
+
+        def fetch_into_unwritable_dir():
+            # nobody may not write into a root-owned directory: a clear error naming the file, and
+            # nothing left behind (no key, no temporary file).
+            target = self.work.mkdir("not-nobodys")
+            out_dir = os.path.join(target, "certs")
+            os.makedirs(out_dir, mode=0o755)
+            p = subprocess.run(["runuser", "-u", "nobody", "--", self.meshid_for_users, "svid", "fetch", "--socket",
+                                mesh.target, "--out-dir", out_dir], capture_output=True, text=True, cwd="/")
+            assert p.returncode != 0, f"svid fetch into a directory nobody cannot write succeeded: {p.stdout}"
+            assert "svid fetch --out-dir" in p.stderr and "key.pem" in p.stderr and "Permission denied" in p.stderr, \
+                f"the error does not say which file and why: {p.stderr!r}"
+            assert "PRIVATE KEY" not in p.stdout + p.stderr, "the key was printed instead"
+            assert os.listdir(out_dir) == [], f"left behind: {os.listdir(out_dir)}"
+        self.case("`meshid svid fetch --out-dir` into a directory the caller cannot write: a clear error, "
+                  "nothing written", fetch_into_unwritable_dir)
 
         def uid_and_path():
             mesh.create_entry(DAEMON_UID, "unix:uid:%d" % h.uid_of("daemon"))
