@@ -33,6 +33,9 @@
 #include "xds/client.h"
 
 namespace meshid::daemons {
+
+using envoy::service::discovery::v3::DiscoveryResponse;
+
 namespace {
 
 // What the agent reports about revocation in `meshid status`: the CRL it enforces, and per
@@ -230,6 +233,14 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
   agent->revocation_status_ = std::make_unique<NodeRevocationStatus>(*agent->cache_);
   NodeRevocationStatus* status = agent->revocation_status_.get();
   sds_options.observer = [status](const xds::StreamEvent& e) { status->OnSdsEvent(e); };
+  // A stream from the server on the agent's one connection to it, named for its logs.
+  auto open_stream = [&](const xds::ResourceType& type, const char* description, xds::ResponseHandler handler) {
+    xds::SotwClientOptions options;
+    options.node.set_id(config.policy.agent_id.empty() ? policy::DefaultAgentId() : config.policy.agent_id);
+    options.description = description;
+    return xds::SotwClient::Create(type, std::move(options), *agent->upstream_, std::move(handler), agent->random_,
+                                   logger);
+  };
   if (revocations) {
     SecretCache* cache = agent->cache_.get();
     auto receiver = revocation::CrlReceiver::Create(
@@ -241,14 +252,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
     if (!receiver.ok())
       return absl::Status(receiver.status().code(), absl::StrCat("--crl-file: ", receiver.status().message()));
     agent->crl_ = std::move(*receiver);
-    xds::SotwClientOptions stream_options;
-    stream_options.node.set_id(config.policy.agent_id.empty() ? policy::DefaultAgentId() : config.policy.agent_id);
-    stream_options.description = "revocation stream";
     revocation::CrlReceiver* crl = agent->crl_.get();
-    auto stream = xds::SotwClient::Create(
-        revocation::RevocationListType(), std::move(stream_options), *agent->upstream_,
-        [crl](const envoy::service::discovery::v3::DiscoveryResponse& response) { return crl->OnResponse(response); },
-        agent->random_, logger);
+    auto stream = open_stream(revocation::RevocationListType(), "revocation stream",
+                              [crl](const DiscoveryResponse& response) { return crl->OnResponse(response); });
     if (!stream.ok()) return stream.status();
     agent->revocation_stream_ = std::move(*stream);
   }
@@ -257,16 +263,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
     SecretCache* cache = agent->cache_.get();
     agent->entries_ = std::make_unique<registration::EntryReceiver>([cache] { return cache->AgentSpiffeId(); },
                                                                     agent->metrics_, logger);
-    xds::SotwClientOptions stream_options;
-    stream_options.node.set_id(config.policy.agent_id.empty() ? policy::DefaultAgentId() : config.policy.agent_id);
-    stream_options.description = "registration stream";
     registration::EntryReceiver* entries = agent->entries_.get();
-    auto stream = xds::SotwClient::Create(
-        registration::EntrySetType(), std::move(stream_options), *agent->upstream_,
-        [entries](const envoy::service::discovery::v3::DiscoveryResponse& response) {
-          return entries->OnResponse(response);
-        },
-        agent->random_, logger);
+    auto stream = open_stream(registration::EntrySetType(), "registration stream",
+                              [entries](const DiscoveryResponse& response) { return entries->OnResponse(response); });
     if (!stream.ok()) return stream.status();
     agent->entries_stream_ = std::move(*stream);
 

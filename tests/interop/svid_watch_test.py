@@ -279,14 +279,7 @@ def main():
     except Exception:  # noqa: BLE001
         failures.append(traceback.format_exc())
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        h.stop_processes(procs)
         if mesh:
             mesh.stop()
     if failures:

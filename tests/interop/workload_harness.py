@@ -127,6 +127,18 @@ def copy_python(work, name="bin"):
     return path, digest
 
 
+def stop_processes(procs):
+    """Terminates the processes still running, newest first (KILL after 10 s)."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 class Mesh:
     """`meshid server` and `meshid agent --mode node` on loopback; the Workload API socket path
     is given to the agent as SPIFFE_ENDPOINT_SOCKET=unix://<path>, as the specification names it."""
@@ -192,14 +204,7 @@ class Mesh:
         return [json.loads(line) for line in self.cli("certs", "list", "--json").splitlines() if line.strip()]
 
     def stop(self):
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        stop_processes(self.procs)
 
     def logs(self):
         return "".join(f"---- {p}\n{open(p).read()}" for p in (self.server_log, self.agent_log) if os.path.exists(p))
