@@ -23,6 +23,7 @@
 #include "common/files.h"
 #include "common/metrics.h"
 #include "common/sha256.h"
+#include "tests/support/dependencies.h"
 #include "tests/support/status_matchers.h"
 #include "tests/support/temp_dir.h"
 #include "tests/workload/child_processes.h"
@@ -67,7 +68,7 @@ std::unique_ptr<WorkloadAttestor> MakeAttestor(MetricsRegistry& metrics, Attesto
 class AttestorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root (other processes' /proc/<pid>/exe, ns_last_pid)";
+    MESHID_REQUIRE_DEPENDENCY(::geteuid() == 0, "root (other processes' /proc/<pid>/exe, ns_last_pid)");
   }
   MetricsRegistry metrics_;
 };
@@ -213,7 +214,8 @@ TEST_F(AttestorTest, APidGivenToAnotherProcessIsRefused) {
 TEST_F(AttestorTest, AProcessWithoutAnExecutable) {
   // kthreadd: a kernel thread, pid 2 where the test sees the host's (or a VM's) pid namespace.
   auto comm = ReadFile("/proc/2/comm");
-  if (!comm.ok() || *comm != "kthreadd\n") GTEST_SKIP() << "pid 2 is not kthreadd here";
+  MESHID_REQUIRE_DEPENDENCY(comm.ok() && *comm == "kthreadd\n",
+                            "the host's pid namespace (pid 2 is kthreadd; not inside a container)");
   auto attestor = MakeAttestor(metrics_);
   auto attributes = attestor->Attest(Pin(2));
   ASSERT_TRUE(attributes.ok()) << attributes.status();

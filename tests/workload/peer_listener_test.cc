@@ -37,6 +37,7 @@
 #include "common/selector.h"
 #include "common/sha256.h"
 #include "spiffe/workload/workload.grpc.pb.h"
+#include "tests/support/dependencies.h"
 #include "tests/support/poll.h"
 #include "tests/support/status_matchers.h"
 #include "tests/support/temp_dir.h"
@@ -187,7 +188,7 @@ std::string FileSha256(const std::string& path) {
 class PeerListenerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root (runuser, setpriv, ns_last_pid)";
+    MESHID_REQUIRE_DEPENDENCY(::geteuid() == 0, "root (runuser, setpriv, ns_last_pid)");
     auto attestor = WorkloadAttestor::Create({}, metrics_);
     ASSERT_TRUE(attestor.ok()) << attestor.status();
     attestor_ = *std::move(attestor);
