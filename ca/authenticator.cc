@@ -1,5 +1,7 @@
 #include "ca/authenticator.h"
 
+#include <algorithm>
+
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -26,9 +28,20 @@ std::string AuthenticatedCaller::Describe() const {
 JwtAuthenticator::JwtAuthenticator(std::string trust_domain, std::vector<JwtIssuer> issuers, const Clock& clock,
                                    absl::Duration allowed_skew)
     : trust_domain_(std::move(trust_domain)),
-      issuers_(std::move(issuers)),
       clock_(clock),
-      allowed_skew_(allowed_skew) {}
+      allowed_skew_(allowed_skew),
+      issuers_(std::make_shared<const Issuers>(std::move(issuers))) {}
+
+absl::Status JwtAuthenticator::ReplaceJwks(const std::string& issuer, Jwks jwks) {
+  absl::MutexLock lock(&mu_);
+  auto next = std::make_shared<Issuers>(*issuers_);
+  auto it = std::find_if(next->begin(), next->end(), [&](const JwtIssuer& i) { return i.issuer == issuer; });
+  if (it == next->end()) return absl::NotFoundError(absl::StrCat("JWT issuer \"", issuer, "\" is not configured"));
+  it->jwks = std::move(jwks);
+  issuers_ = std::move(next);
+  cache_.clear();
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::string> JwtAuthenticator::BearerToken(const std::vector<std::string>& authorization) {
   for (const std::string& value : authorization) {
@@ -37,12 +50,14 @@ absl::StatusOr<std::string> JwtAuthenticator::BearerToken(const std::vector<std:
   return absl::NotFoundError("no \"authorization: Bearer <JWT>\" metadata");
 }
 
-absl::StatusOr<JwtAuthenticator::Verified> JwtAuthenticator::Verify(const std::string& token) const {
+absl::StatusOr<JwtAuthenticator::Verified> JwtAuthenticator::Verify(const std::string& token,
+                                                                    std::shared_ptr<const Issuers> issuers) const {
   Verified v;
   MESHID_ASSIGN_OR_RETURN(v.jwt, DecodeJwt(token));
   std::string iss = v.jwt.issuer();
+  v.issuers = std::move(issuers);
   v.issuer = nullptr;
-  for (const JwtIssuer& candidate : issuers_) {
+  for (const JwtIssuer& candidate : *v.issuers) {
     if (candidate.issuer == iss) v.issuer = &candidate;
   }
   if (v.issuer == nullptr) return Unauthenticated(absl::StrCat("JWT issuer \"", iss, "\" is not trusted"));
@@ -75,13 +90,15 @@ absl::StatusOr<JwtAuthenticator::Verified> JwtAuthenticator::Verify(const std::s
 absl::StatusOr<AuthenticatedCaller> JwtAuthenticator::Authenticate(const CallerCredentials& credentials) const {
   MESHID_ASSIGN_OR_RETURN(std::string token, BearerToken(credentials.authorization));
   std::shared_ptr<const Verified> verified;
+  std::shared_ptr<const Issuers> issuers;
   {
     absl::MutexLock lock(&mu_);
     auto it = cache_.find(token);
     if (it != cache_.end()) verified = it->second;
+    issuers = issuers_;
   }
   if (verified == nullptr) {
-    auto fresh = Verify(token);
+    auto fresh = Verify(token, issuers);
     if (!fresh.ok()) return fresh.status();
     verified = std::make_shared<const Verified>(std::move(*fresh));
     // Claims are checked below before caching so that a token that is not yet valid does not
@@ -99,15 +116,18 @@ absl::StatusOr<AuthenticatedCaller> JwtAuthenticator::Authenticate(const CallerC
   }
   {
     absl::MutexLock lock(&mu_);
-    if (cache_.size() >= kMaxCachedTokens) cache_.clear();
-    cache_.emplace(token, verified);
+    // Verified against keys that were replaced meanwhile: good for this request only.
+    if (verified->issuers == issuers_) {
+      if (cache_.size() >= kMaxCachedTokens) cache_.clear();
+      cache_.emplace(token, verified);
+    }
   }
   return verified->caller;
 }
 
-ClientCertAuthenticator::ClientCertAuthenticator(std::shared_ptr<const SigningAuthority> authority,
+ClientCertAuthenticator::ClientCertAuthenticator(std::shared_ptr<const AuthoritySource> authorities,
                                                  std::string trust_domain, const Clock& clock)
-    : authority_(std::move(authority)), trust_domain_(std::move(trust_domain)), clock_(clock) {}
+    : authorities_(std::move(authorities)), trust_domain_(std::move(trust_domain)), clock_(clock) {}
 
 absl::StatusOr<AuthenticatedCaller> ClientCertAuthenticator::Authenticate(const CallerCredentials& credentials) const {
   if (credentials.peer_cert_pem.empty()) return absl::NotFoundError("no client certificate");
@@ -119,12 +139,13 @@ absl::StatusOr<AuthenticatedCaller> ClientCertAuthenticator::Authenticate(const 
     if (!certs.ok()) continue;  // the chain is only a hint; verification decides
     for (auto& c : *certs) presented.push_back(std::move(c));
   }
+  const std::shared_ptr<const AuthoritySnapshot> authority = authorities_->Current();
   std::vector<X509*> untrusted;
+  untrusted.reserve(presented.size() + authority->path_certs.size());
   for (const auto& c : presented) untrusted.push_back(c.get());
-  untrusted.push_back(authority_->cert.get());
-  for (const auto& c : authority_->intermediates) untrusted.push_back(c.get());
+  untrusted.insert(untrusted.end(), authority->path_certs.begin(), authority->path_certs.end());
   std::vector<X509*> roots;
-  for (const auto& r : authority_->roots) roots.push_back(r.get());
+  for (const auto& r : authority->authority().roots) roots.push_back(r.get());
   if (absl::Status s = VerifyCertChain(leaf->get(), untrusted, roots, clock_.Now()); !s.ok()) {
     return Unauthenticated(absl::StrCat("client certificate is not a valid certificate of this CA: ", s.message()));
   }

@@ -1,7 +1,10 @@
 #include "ca/authority.h"
 
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/status/status.h"
@@ -112,43 +115,84 @@ absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadOrCreateSelfSignedAu
   return std::shared_ptr<const SigningAuthority>(std::move(authority));
 }
 
-absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadPluggedInAuthority(const std::string& dir,
-                                                                               const Clock& clock) {
+bool PluggedInFiles::SameContents(const PluggedInFiles& other) const {
+  return ca_cert == other.ca_cert && ca_key.view() == other.ca_key.view() && cert_chain == other.cert_chain &&
+         root_cert == other.root_cert;
+}
+
+absl::StatusOr<PluggedInFiles> ReadPluggedInFiles(const std::string& dir) {
   const std::string cert_file = Join(dir, "ca-cert.pem");
   const std::string key_file = Join(dir, "ca-key.pem");
   const std::string chain_file = Join(dir, "cert-chain.pem");
   const std::string root_file = Join(dir, "root-cert.pem");
   std::vector<std::string> missing;
   for (const auto& f : {cert_file, key_file, chain_file, root_file}) {
-    if (!std::filesystem::exists(f)) missing.push_back(f);
+    std::error_code ignored;  // an unreadable directory shows up below as a read error
+    if (!std::filesystem::exists(f, ignored)) missing.push_back(f);
   }
   if (!missing.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("incomplete plug-in CA bundle: missing ", absl::StrJoin(missing, ", ")));
   }
+  constexpr size_t kMaxFile = 1 << 20;
+  PluggedInFiles files;
+  files.dir = dir;
+  // ReadFile's errors name the file.
+  MESHID_ASSIGN_OR_RETURN(std::string key, ReadFile(key_file, kMaxFile));
+  files.ca_key = SecretString(std::move(key));
+  MESHID_ASSIGN_OR_RETURN(files.ca_cert, ReadFile(cert_file, kMaxFile));
+  MESHID_ASSIGN_OR_RETURN(files.cert_chain, ReadFile(chain_file, kMaxFile));
+  MESHID_ASSIGN_OR_RETURN(files.root_cert, ReadFile(root_file, kMaxFile));
+  return files;
+}
+
+absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadPluggedInAuthority(const std::string& dir,
+                                                                               const Clock& clock) {
+  MESHID_ASSIGN_OR_RETURN(PluggedInFiles files, ReadPluggedInFiles(dir));
+  return ParsePluggedInAuthority(files, clock);
+}
+
+absl::StatusOr<std::shared_ptr<const SigningAuthority>> ParsePluggedInAuthority(const PluggedInFiles& files,
+                                                                                const Clock& clock) {
+  const std::string& dir = files.dir;
+  const std::string cert_file = Join(dir, "ca-cert.pem");
+  const std::string key_file = Join(dir, "ca-key.pem");
+  const std::string chain_file = Join(dir, "cert-chain.pem");
+  const std::string root_file = Join(dir, "root-cert.pem");
   auto authority = std::make_shared<SigningAuthority>();
-  MESHID_ASSIGN_OR_RETURN(std::string key_pem, ReadFile(key_file));
-  auto key = PrivateKeyFromPem(key_pem);
+  auto key = PrivateKeyFromPem(files.ca_key.view());
   if (!key.ok()) return Prefix(key_file, key.status());
-  MESHID_ASSIGN_OR_RETURN(std::string cert_pem, ReadFile(cert_file));
-  MESHID_ASSIGN_OR_RETURN(X509Ptr cert, CertFromPem(cert_pem, cert_file));
+  MESHID_ASSIGN_OR_RETURN(X509Ptr cert, CertFromPem(files.ca_cert, cert_file));
   absl::Time now = clock.Now();
   MESHID_RETURN_IF_ERROR(CheckSigningCert(cert.get(), key->get(), cert_file, key_file, now));
 
-  MESHID_ASSIGN_OR_RETURN(std::string root_pem, ReadFile(root_file));
-  MESHID_ASSIGN_OR_RETURN(std::vector<X509Ptr> roots, CertsFromPem(root_pem, root_file));
+  MESHID_ASSIGN_OR_RETURN(std::vector<X509Ptr> roots, CertsFromPem(files.root_cert, root_file));
   for (size_t i = 0; i < roots.size(); ++i) {
     if (!IsCa(roots[i].get()) || !IsSelfSigned(roots[i].get())) {
       return absl::InvalidArgumentError(absl::StrCat(root_file, ": certificate ", i + 1, " is not a self-signed CA"));
     }
   }
-  MESHID_ASSIGN_OR_RETURN(std::string chain_pem, ReadFile(chain_file));
-  MESHID_ASSIGN_OR_RETURN(std::vector<X509Ptr> chain, CertsFromPem(chain_pem, chain_file));
+  MESHID_ASSIGN_OR_RETURN(std::vector<X509Ptr> chain, CertsFromPem(files.cert_chain, chain_file));
   // Istio's convention: cert-chain.pem = ca-cert.pem + intermediates + root. Keep only what lies
-  // strictly between the signing cert and the roots.
+  // strictly between the signing cert and the roots, in path order from the signing cert up.
+  // Anything else there is refused: it is the chain of another signing certificate (a set
+  // replaced file by file and caught half way), and would be handed out with every answer.
+  std::vector<X509Ptr> between;
   for (auto& c : chain) {
     if (X509_cmp(c.get(), cert.get()) == 0 || IsSelfSigned(c.get())) continue;
-    authority->intermediates.push_back(std::move(c));
+    between.push_back(std::move(c));
+  }
+  for (X509* child = cert.get(); !between.empty();) {
+    auto parent = std::find_if(between.begin(), between.end(),
+                               [&](const X509Ptr& c) { return X509_check_issued(c.get(), child) == X509_V_OK; });
+    if (parent == between.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(chain_file, ": holds ", between.size(),
+                                                     " certificate(s) that are not on the path from ", cert_file,
+                                                     " to its root (the chain of another certificate?)"));
+    }
+    authority->intermediates.push_back(std::move(*parent));
+    between.erase(parent);
+    child = authority->intermediates.back().get();
   }
   std::vector<X509*> untrusted, trusted;
   for (const auto& c : authority->intermediates) untrusted.push_back(c.get());

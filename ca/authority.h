@@ -13,6 +13,7 @@
 #include "common/keys.h"
 #include "common/openssl_ptr.h"
 #include "common/random.h"
+#include "common/secret.h"
 
 namespace meshid {
 
@@ -44,9 +45,31 @@ absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadOrCreateSelfSignedAu
 // Loads Istio's plug-in layout: ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem in
 // `dir`. Checks that every file exists and parses, the key matches ca-cert.pem, ca-cert.pem is
 // a CA, and ca-cert.pem verifies through cert-chain.pem to a root in root-cert.pem. Errors
-// name the file and what is wrong.
+// name the file and what is wrong. ReadPluggedInFiles, then ParsePluggedInAuthority.
 absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadPluggedInAuthority(const std::string& dir,
                                                                                const Clock& clock);
+
+// The four files of the plug-in layout as read once, so that a reloader can tell whether they
+// changed and parse exactly what it compared.
+struct PluggedInFiles {
+  std::string dir;
+  std::string ca_cert;     // ca-cert.pem
+  SecretString ca_key;     // ca-key.pem
+  std::string cert_chain;  // cert-chain.pem
+  std::string root_cert;   // root-cert.pem
+
+  // Equal contents (the key compared too): nothing to reload.
+  bool SameContents(const PluggedInFiles& other) const;
+};
+
+// Reads the four files of `dir` (at most 1 MiB each). InvalidArgument "incomplete plug-in CA
+// bundle: missing <files>" when some do not exist; another read error names its file.
+absl::StatusOr<PluggedInFiles> ReadPluggedInFiles(const std::string& dir);
+
+// The checks and result of LoadPluggedInAuthority, on contents already read. InvalidArgument
+// naming the file and what is wrong.
+absl::StatusOr<std::shared_ptr<const SigningAuthority>> ParsePluggedInAuthority(const PluggedInFiles& files,
+                                                                                const Clock& clock);
 
 // Writes the trust bundle to <data_dir>/root-cert.pem for clients.
 absl::Status WriteTrustBundle(const SigningAuthority& authority, const std::string& data_dir);

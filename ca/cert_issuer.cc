@@ -166,6 +166,7 @@ absl::StatusOr<std::unique_ptr<CertIssuer>> CertIssuer::Create(std::shared_ptr<c
   }
   std::unique_ptr<CertIssuer> issuer(new CertIssuer(std::move(authority), clock, random, clock_skew));
   X509* cert = issuer->authority_->cert.get();
+  issuer->signing_serial_hex_ = SerialHex(cert);
   issuer->chain_not_after_ = NotAfter(cert);
   for (const auto& c : issuer->authority_->intermediates) {
     issuer->chain_not_after_ = std::min(issuer->chain_not_after_, NotAfter(c.get()));

@@ -56,6 +56,9 @@ class CertIssuer {
   ~CertIssuer();
 
   const SigningAuthority& authority() const { return *authority_; }
+  const std::shared_ptr<const SigningAuthority>& shared_authority() const { return authority_; }
+  // The signing certificate's serial, upper-case hex: the ledger's issuer_serial_hex.
+  const std::string& signing_serial_hex() const { return signing_serial_hex_; }
 
  private:
   struct Signer;
@@ -69,6 +72,7 @@ class CertIssuer {
   RandomSource& random_;
   absl::Duration clock_skew_;
   absl::Time chain_not_after_;
+  std::string signing_serial_hex_;
   std::unique_ptr<Signer> signer_;
   // DER pieces that are the same in every certificate this issuer signs.
   std::string signature_algorithm_;

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "absl/status/status.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
@@ -15,6 +16,7 @@
 #include "common/keys.h"
 #include "common/sha256.h"
 #include "common/x509.h"
+#include "google/rpc/status.pb.h"
 
 namespace meshid {
 
@@ -38,6 +40,22 @@ std::string ForLog(absl::string_view text) {
   }
   if (text.size() > kMax) absl::StrAppend(&out, "...");
   return out;
+}
+
+// ToGrpcStatus, plus the retry delay a refusal carries (RetryDelayOf) as a google.rpc.Status
+// with a google.rpc.RetryInfo detail, in the grpc-status-details-bin trailer, where gRPC clients
+// look for it (Go: status.FromError(err).Details()).
+grpc::Status ToGrpcStatusWithRetryInfo(const absl::Status& status) {
+  grpc::Status out = ToGrpcStatus(status);
+  auto retry_info = status.GetPayload(kRetryInfoTypeUrl);
+  if (!retry_info.has_value()) return out;
+  google::rpc::Status details;
+  details.set_code(static_cast<int32_t>(status.code()));
+  details.set_message(out.error_message());
+  google::protobuf::Any* any = details.add_details();
+  any->set_type_url(kRetryInfoTypeUrl);
+  any->set_value(std::string(*retry_info));
+  return grpc::Status(out.error_code(), out.error_message(), details.SerializeAsString());
 }
 
 }  // namespace
@@ -77,14 +95,22 @@ CertificateAuthority::CertificateAuthority(CertificateServiceOptions options, st
                                            std::shared_ptr<const CallerAuthenticator> authenticator,
                                            IdentityRegistry* registry, GroupCommitLedger* ledger, const Clock& clock,
                                            MetricsRegistry& metrics, LoggerPtr logger)
+    : CertificateAuthority(std::move(options), std::make_shared<const AuthoritySource>(std::move(issuer)),
+                           std::move(authenticator), registry, ledger, clock, metrics, std::move(logger)) {}
+
+CertificateAuthority::CertificateAuthority(CertificateServiceOptions options,
+                                           std::shared_ptr<const AuthoritySource> authorities,
+                                           std::shared_ptr<const CallerAuthenticator> authenticator,
+                                           IdentityRegistry* registry, GroupCommitLedger* ledger, const Clock& clock,
+                                           MetricsRegistry& metrics, LoggerPtr logger)
     : options_(options),
-      issuer_(std::move(issuer)),
+      authorities_(std::move(authorities)),
       authenticator_(std::move(authenticator)),
       registry_(registry),
       ledger_(ledger),
       clock_(clock),
-      logger_(std::move(logger)) {
-  issuer_serial_ = SerialHex(issuer_->authority().cert.get());
+      logger_(std::move(logger)),
+      limiter_(options_.limits, clock, metrics) {
   denied_ = &metrics.AddCounter("meshid_ca_identity_denied_count",
                                 "Requests refused by the deny list or the identity registry.");
   // Istio's metric names (security/pkg/server/ca/monitoring.go), so existing dashboards work.
@@ -123,6 +149,13 @@ void CertificateAuthority::SignAsync(const CallerCredentials& credentials, const
     authn_failures_->Increment();
     return done(caller.status());
   }
+  // Before anything else is read or signed, and keyed by who the caller is, never by what it
+  // asks for: a node agent minting its workloads' certificates spends its own bucket.
+  absl::StatusOr<SigningLimiter::Permit> permit = limiter_.Admit(caller->id.ToString());
+  if (!permit.ok()) {
+    logger_->debug("{}", permit.status().message());
+    return done(permit.status());
+  }
   std::optional<SpiffeId> impersonated_id;
   if (impersonated.has_value()) {
     absl::StatusOr<SpiffeId> id = absl::InvalidArgumentError("the ImpersonatedIdentity metadata is not a string");
@@ -131,6 +164,7 @@ void CertificateAuthority::SignAsync(const CallerCredentials& credentials, const
       id = absl::InvalidArgumentError(absl::StrCat("it is not in trust domain ", caller->id.trust_domain()));
     }
     if (!id.ok()) {
+      permit->Release();
       // The message may quote what the caller sent.
       return done(RefuseImpersonation(*caller, impersonated->spiffe_id,
                                       ImpersonationDenial{DenialReason::kMalformed, ForLog(id.status().message())}));
@@ -138,7 +172,7 @@ void CertificateAuthority::SignAsync(const CallerCredentials& credentials, const
     impersonated_id = *std::move(id);
   }
   Resolve(std::make_shared<Request>(Request{*std::move(caller), std::move(impersonated_id), csr_pem, validity_seconds,
-                                            start, std::move(done)}),
+                                            start, std::move(done), *std::move(permit)}),
           /*use_cache=*/true);
 }
 
@@ -165,12 +199,12 @@ void CertificateAuthority::Resolve(std::shared_ptr<Request> request, bool use_ca
   bool cached = false;
   absl::StatusOr<std::shared_ptr<const IdentityStatus>> identity =
       LookUp(request->subject().ToString(), use_cache, &cached);
-  if (!identity.ok()) return request->done(identity.status());
+  if (!identity.ok()) return request->Finish(identity.status());
   std::shared_ptr<const IdentityStatus> node;  // the caller's, when it mints another identity
   if (request->impersonated.has_value()) {
     absl::StatusOr<std::shared_ptr<const IdentityStatus>> read =
         LookUp(request->caller.id.ToString(), use_cache, &cached);
-    if (!read.ok()) return request->done(read.status());
+    if (!read.ok()) return request->Finish(read.status());
     node = *std::move(read);
   }
   SignChecked(std::move(request), identity->get(), node.get(), cached);
@@ -193,7 +227,7 @@ void CertificateAuthority::SignChecked(std::shared_ptr<Request> request, const I
     if (denial.has_value()) {
       // As below: a cached status would never learn of the entry or unblock that lifts it.
       if (cached) return Resolve(std::move(request), /*use_cache=*/false);
-      return request->done(RefuseImpersonation(caller, subject.ToString(), *denial));
+      return request->Finish(RefuseImpersonation(caller, subject.ToString(), *denial));
     }
   }
   absl::Status refusal;
@@ -212,20 +246,28 @@ void CertificateAuthority::SignChecked(std::shared_ptr<Request> request, const I
     if (cached) return Resolve(std::move(request), /*use_cache=*/false);
     if (absl::IsPermissionDenied(refusal)) denied_->Increment();
     if (absl::IsInvalidArgument(refusal)) ttl_errors_->Increment();
-    return request->done(refusal);
+    return request->Finish(refusal);
   }
+  // The ledger's next commit waits for this certificate's record (ca/ledger.h); a return before
+  // RecordAsync ends the wait.
+  std::optional<GroupCommitLedger::Expectation> expectation;
+  if (ledger_ != nullptr) expectation.emplace(ledger_->ExpectRecord());
   auto csr = ValidateCsr(request->csr_pem, subject);
   if (!csr.ok()) {
     csr_errors_->Increment();
-    if (!request->impersonated.has_value()) return request->done(csr.status());
-    return request->done(absl::InvalidArgumentError(
+    if (!request->impersonated.has_value()) return request->Finish(csr.status());
+    return request->Finish(absl::InvalidArgumentError(
         absl::StrCat(csr.status().message(), " (the ImpersonatedIdentity asked for by ", caller.id.ToString(), ")")));
   }
-  auto cert = issuer_->IssueSvid(csr->spki_der, csr->algorithm, subject, ttl, dns_names);
+  // One snapshot for the signature, the chain and the ledger's issuer: a reload in between
+  // changes none of them.
+  std::shared_ptr<const AuthoritySnapshot> authority = authorities_->Current();
+  auto cert = authority->issuer->IssueSvid(csr->spki_der, csr->algorithm, subject, ttl, dns_names);
   if (!cert.ok()) {
     cert_gen_errors_->Increment();
     logger_->error("signing for {} failed: {}", subject.ToString(), cert.status().message());
-    return request->done(absl::InternalError(absl::StrCat("certificate generation failed: ", cert.status().message())));
+    return request->Finish(
+        absl::InternalError(absl::StrCat("certificate generation failed: ", cert.status().message())));
   }
   ++request->attempts;
   // The ledger row is written only if the registry is still at this generation. With two
@@ -238,7 +280,7 @@ void CertificateAuthority::SignChecked(std::shared_ptr<Request> request, const I
     if (node_status != nullptr) generation = std::min(*generation, node_status->registry_generation);
   }
   // Hands the chain out; runs once the ledger row is durable (or at once without a ledger).
-  auto finish = [this, request, generation, pem = std::move(cert->pem), serial = cert->serial_hex,
+  auto finish = [this, request, generation, authority, pem = std::move(cert->pem), serial = cert->serial_hex,
                  not_before = cert->not_before, not_after = cert->not_after](absl::Status recorded) mutable {
     const std::string id = request->subject().ToString();
     if (absl::IsAborted(recorded) && generation.has_value()) {
@@ -254,21 +296,23 @@ void CertificateAuthority::SignChecked(std::shared_ptr<Request> request, const I
     if (!recorded.ok()) {
       ledger_errors_->Increment();
       logger_->error("not issuing {} serial {}: {}", id, serial, recorded.message());
-      return request->done(recorded);
+      return request->Finish(recorded);
     }
-    const SigningAuthority& authority = issuer_->authority();
+    const std::vector<std::string>& chain_pems = authority->authority().chain_pems;
     std::vector<std::string> chain;
-    chain.reserve(1 + authority.chain_pems.size());
+    chain.reserve(1 + chain_pems.size());
     chain.push_back(std::move(pem));
-    chain.insert(chain.end(), authority.chain_pems.begin(), authority.chain_pems.end());
+    chain.insert(chain.end(), chain_pems.begin(), chain_pems.end());
     issued_->Increment();
     sign_latency_->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - request->start).count());
     logger_->info("issued certificate spiffe_id={} serial={} ttl={}s not_after={} auth=\"{}\"{}", id, serial,
                   absl::ToInt64Seconds(not_after - not_before),
                   absl::FormatTime(absl::RFC3339_sec, not_after, absl::UTCTimeZone()), request->caller.Describe(),
                   request->impersonated.has_value() ? " minted by " + request->caller.id.ToString() : "");
-    request->done(std::move(chain));
+    request->Finish(std::move(chain));
   };
+  // Signing is over: the wait for the commit holds no slot.
+  request->permit.Release();
   if (ledger_ == nullptr) return finish(absl::OkStatus());
   IssuanceRecord record;
   record.serial_hex = cert->serial_hex;
@@ -276,14 +320,14 @@ void CertificateAuthority::SignChecked(std::shared_ptr<Request> request, const I
   record.not_before = cert->not_before;
   record.not_after = cert->not_after;
   record.public_key_sha256 = Sha256Hex(csr->spki_der);
-  record.issuer_serial_hex = issuer_serial_;
+  record.issuer_serial_hex = authority->issuer->signing_serial_hex();
   bool jwt = caller.method == AuthenticatedCaller::Method::kJwt;
   record.auth_method = jwt ? "jwt" : "client-cert";
   record.auth_detail = jwt ? absl::StrCat("iss=", caller.jwt_issuer, " sub=", caller.jwt_subject)
                            : absl::StrCat("serial=", caller.client_cert_serial);
   record.issued_at = clock_.Now();
   if (request->impersonated.has_value()) record.minted_by = caller.id.ToString();
-  ledger_->RecordAsync(std::move(record), generation, std::move(finish));
+  ledger_->RecordAsync(*std::move(expectation), std::move(record), generation, std::move(finish));
 }
 
 absl::StatusOr<std::vector<std::string>> CertificateAuthority::Sign(
@@ -396,12 +440,12 @@ grpc::ServerUnaryReactor* CertificateService::CreateCertificate(grpc::CallbackSe
   auto range = context->client_metadata().equal_range("authorization");
   for (auto it = range.first; it != range.second; ++it)
     credentials.authorization.emplace_back(it->second.data(), it->second.size());
-  // The reactor finishes when the ledger has the certificate, on the ledger's thread; no gRPC
-  // thread waits for the commit.
+  // The reactor finishes when the ledger has the certificate, on the thread that led the commit
+  // (this one, or another request's): no thread waits for another's commit.
   ca_->SignAsync(credentials, request->csr(), request->validity_duration(),
                  ImpersonatedIdentityFromMetadata(request->metadata()),
                  [reactor, response](absl::StatusOr<std::vector<std::string>> chain) {
-                   if (!chain.ok()) return reactor->Finish(ToGrpcStatus(chain.status()));
+                   if (!chain.ok()) return reactor->Finish(ToGrpcStatusWithRetryInfo(chain.status()));
                    for (auto& pem : *chain) response->add_cert_chain(std::move(pem));
                    reactor->Finish(grpc::Status::OK);
                  });

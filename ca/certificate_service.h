@@ -1,5 +1,5 @@
 // Istio's CSR API: istio.v1.auth.IstioCertificateService/CreateCertificate.
-// authenticate caller → SPIFFE ID → validate CSR → check TTL → sign SVID → respond.
+// authenticate caller → SPIFFE ID → signing limits → validate CSR → check TTL → sign SVID → respond.
 //
 // A node agent (ztunnel, or any caller) may ask for the certificate of a workload on its node
 // instead of its own, with Istio's request metadata "ImpersonatedIdentity". It gets it only when
@@ -20,9 +20,11 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "ca/authenticator.h"
+#include "ca/authority_source.h"
 #include "ca/cert_issuer.h"
 #include "ca/identity_cache.h"
 #include "ca/ledger.h"
+#include "ca/signing_limiter.h"
 #include "common/clock.h"
 #include "common/logging.h"
 #include "common/metrics.h"
@@ -40,6 +42,9 @@ struct CertificateServiceOptions {
   // Istio's CA_TRUSTED_NODE_ACCOUNTS, as SPIFFE IDs (TrustedNodeAccountId): callers that may
   // mint any identity that has a registry entry, whether or not an entry names them as parent.
   std::vector<SpiffeId> trusted_node_accounts;
+  // Per-caller token buckets and the cap on concurrent signings (ca/signing_limiter.h); by
+  // default none (`meshid server` sets them from its flags).
+  SigningLimits limits;
 };
 
 // "<namespace>/<serviceaccount>", an item of Istio's CA_TRUSTED_NODE_ACCOUNTS, as the SPIFFE ID
@@ -74,9 +79,17 @@ class CertificateAuthority {
   CertificateAuthority(CertificateServiceOptions options, std::shared_ptr<const CertIssuer> issuer,
                        std::shared_ptr<const CallerAuthenticator> authenticator, IdentityRegistry* registry,
                        GroupCommitLedger* ledger, const Clock& clock, MetricsRegistry& metrics, LoggerPtr logger);
+  // The same with signing material that can be replaced while serving (a reload of the plug-in
+  // files): every request signs with, and answers the chain of, the snapshot it read.
+  CertificateAuthority(CertificateServiceOptions options, std::shared_ptr<const AuthoritySource> authorities,
+                       std::shared_ptr<const CallerAuthenticator> authenticator, IdentityRegistry* registry,
+                       GroupCommitLedger* ledger, const Clock& clock, MetricsRegistry& metrics, LoggerPtr logger);
 
   // Returns the PEM chain (leaf, signing chain, roots) or: Unauthenticated (no acceptable
-  // caller, or an impersonation refused: kImpersonationRefused), PermissionDenied (the identity
+  // caller, or an impersonation refused: kImpersonationRefused), ResourceExhausted (the caller
+  // is over its signing rate or the CA over its concurrent signings, options.limits: nothing is
+  // signed or recorded; the message ends "retry after N ms" and the status carries the delay,
+  // RetryDelayOf), PermissionDenied (the identity
   // is blocked, unregistered under --require-registration, or its registry entry does not allow
   // this caller), InvalidArgument (bad CSR or TTL; the message says what), Unavailable (the
   // store could not be read or the ledger could not record the certificate: nothing is handed
@@ -91,12 +104,17 @@ class CertificateAuthority {
   // from W's direct entry, or the server's limit); the ledger records W, N's authentication and
   // minted_by N.
   //
+  // The limits are checked right after authentication, before the registry is read, against
+  // the authenticated caller's SPIFFE ID: a node agent minting other identities spends its own
+  // bucket. A concurrency slot is held until the certificate is signed, not while the ledger
+  // commits it (a certificate signed again because the registry changed takes no new slot).
+  //
   // The registry statuses come from an in-memory cache (ca/identity_cache.h); when the ledger
   // reports that the registry changed since, the CA reads them again and signs again (at most
   // kMaxRegistryAttempts times, then Unavailable), so a block is honoured by the next request.
   //
-  // `done` runs exactly once: on the calling thread, or on the ledger's writer thread after the
-  // commit. It must not block.
+  // `done` runs exactly once: on the calling thread, or after the commit on the thread of the
+  // request that led it (ca/ledger.h). It must not block.
   using SignCallback = std::function<void(absl::StatusOr<std::vector<std::string>>)>;
   void SignAsync(const CallerCredentials& credentials, const std::string& csr_pem, int64_t validity_seconds,
                  const std::optional<ImpersonatedIdentity>& impersonated, SignCallback done) const;
@@ -118,9 +136,15 @@ class CertificateAuthority {
     int64_t validity_seconds = 0;
     std::chrono::steady_clock::time_point start;
     SignCallback done;
-    int attempts = 0;  // signatures made so far
+    SigningLimiter::Permit permit;  // released when signing ends
+    int attempts = 0;               // signatures made so far
     // The identity of the certificate.
     const SpiffeId& subject() const { return impersonated.has_value() ? *impersonated : caller.id; }
+    // Frees the concurrency slot, then answers: a caller waiting on `done` may ask again at once.
+    void Finish(absl::StatusOr<std::vector<std::string>> result) {
+      permit.Release();
+      done(std::move(result));
+    }
   };
   // Why an impersonation was refused: the label of meshid_ca_impersonation_denied_total.
   enum class DenialReason { kMalformed, kBlockedNode, kBlockedIdentity, kNotParent, kNoEntry };
@@ -156,13 +180,12 @@ class CertificateAuthority {
                                    const ImpersonationDenial& denial) const;
 
   const CertificateServiceOptions options_;
-  const std::shared_ptr<const CertIssuer> issuer_;
+  const std::shared_ptr<const AuthoritySource> authorities_;
   const std::shared_ptr<const CallerAuthenticator> authenticator_;
   IdentityRegistry* const registry_;  // null: no registry checks (no datastore)
   GroupCommitLedger* const ledger_;   // null: nothing is recorded (no datastore)
   const Clock& clock_;
   const LoggerPtr logger_;
-  std::string issuer_serial_;
   Counter* denied_;
   Counter* requests_;
   Counter* issued_;
@@ -174,6 +197,7 @@ class CertificateAuthority {
   Counter* registry_changed_;
   std::array<Counter*, kDenialReasons> impersonation_denied_;  // by DenialReason
   mutable IdentityStatusCache identity_cache_;
+  mutable SigningLimiter limiter_;
   Histogram* sign_latency_;
 };
 
@@ -181,7 +205,7 @@ class CertificateAuthority {
 bool EntryAllows(const RegistryEntry& entry, const AuthenticatedCaller& caller);
 
 // The gRPC face of CertificateAuthority: extracts the caller's credentials from the call. Uses
-// gRPC's callback API so that calls waiting for the ledger hold no thread.
+// gRPC's callback API: a call whose record waits for another request's commit holds no thread.
 class CertificateService final : public istio::v1::auth::IstioCertificateService::CallbackService {
  public:
   CertificateService(std::shared_ptr<const CertificateAuthority> ca, bool require_tls)

@@ -8,7 +8,7 @@
 
 namespace meshid {
 
-absl::StatusOr<std::unique_ptr<CrlPublisher>> CrlPublisher::Create(std::shared_ptr<const SigningAuthority> authority,
+absl::StatusOr<std::unique_ptr<CrlPublisher>> CrlPublisher::Create(std::shared_ptr<const AuthoritySource> authorities,
                                                                    RevocationStore& store, const Clock& clock,
                                                                    MetricsRegistry& metrics, LoggerPtr logger,
                                                                    CrlPublisherOptions options) {
@@ -19,15 +19,15 @@ absl::StatusOr<std::unique_ptr<CrlPublisher>> CrlPublisher::Create(std::shared_p
     return absl::InvalidArgumentError("CRL poll interval: must be positive");
   }
   std::unique_ptr<CrlPublisher> publisher(
-      new CrlPublisher(std::move(authority), store, clock, metrics, std::move(logger), std::move(options)));
+      new CrlPublisher(std::move(authorities), store, clock, metrics, std::move(logger), std::move(options)));
   absl::MutexLock lock(&publisher->poll_mu_);
   MESHID_RETURN_IF_ERROR(publisher->Build());
   return publisher;
 }
 
-CrlPublisher::CrlPublisher(std::shared_ptr<const SigningAuthority> authority, RevocationStore& store,
+CrlPublisher::CrlPublisher(std::shared_ptr<const AuthoritySource> authorities, RevocationStore& store,
                            const Clock& clock, MetricsRegistry& metrics, LoggerPtr logger, CrlPublisherOptions options)
-    : authority_(std::move(authority)),
+    : authorities_(std::move(authorities)),
       store_(store),
       clock_(clock),
       logger_(std::move(logger)),
@@ -75,7 +75,8 @@ absl::StatusOr<bool> CrlPublisher::RunOne() {
   if (number.ok()) {
     std::shared_ptr<const PublishedCrl> published = current();
     const absl::Time half_life = published->this_update + (published->next_update - published->this_update) / 2;
-    rebuild = *number != published->number || clock_.Now() >= half_life;
+    rebuild = *number != published->number || clock_.Now() >= half_life ||
+              authorities_->Current()->generation != built_generation_;
     if (rebuild) status = Build();
   }
   if (!status.ok()) {
@@ -92,24 +93,28 @@ absl::StatusOr<bool> CrlPublisher::RunOne() {
 
 absl::Status CrlPublisher::Build() {
   const absl::Time now = clock_.Now();
-  MESHID_ASSIGN_OR_RETURN(std::string der, BuildCurrentCrl(*authority_, store_, now, options_.validity));
+  const std::shared_ptr<const AuthoritySnapshot> authority = authorities_->Current();
+  const SigningAuthority& signer = authority->authority();
+  MESHID_ASSIGN_OR_RETURN(std::string der, BuildCurrentCrl(signer, store_, now, options_.validity));
   // What is published must read back against our own certificate (and gives the entry count).
   MESHID_ASSIGN_OR_RETURN(CrlInfo info,
-                          VerifyCrl(der, authority_->cert.get(), now, /*allow_stale=*/false, CrlSerials::kIndexOnly));
+                          VerifyCrl(der, signer.cert.get(), now, /*allow_stale=*/false, CrlSerials::kIndexOnly));
   if (!options_.output_file.empty()) {
     MESHID_RETURN_IF_ERROR(WriteFileAtomic(options_.output_file, CrlDerToPem(der), 0644));
   }
-  auto crl =
-      std::make_shared<PublishedCrl>(PublishedCrl{std::move(der), info.number, info.this_update, info.next_update});
+  auto crl = std::make_shared<PublishedCrl>(PublishedCrl{std::move(der), info.number, info.this_update,
+                                                         info.next_update, authority->issuer->shared_authority()});
   {
     absl::MutexLock lock(&mu_);
-    const bool changed = current_ == nullptr || current_->number != crl->number;
+    const bool changed = current_ == nullptr || current_->number != crl->number || current_->signer != crl->signer;
     if (changed) {
-      logger_->info("CRL {} published: {} revoked certificate(s), next update {}", crl->number, info.index->size(),
+      logger_->info("CRL {} published: {} revoked certificate(s), signed by serial {}, next update {}", crl->number,
+                    info.index->size(), authority->issuer->signing_serial_hex(),
                     absl::FormatTime(absl::RFC3339_sec, crl->next_update, absl::UTCTimeZone()));
     }
     current_ = crl;
   }
+  built_generation_ = authority->generation;
   if (options_.on_publish) options_.on_publish(crl);
   number_gauge_.Set(static_cast<double>(info.number));
   entries_gauge_.Set(static_cast<double>(info.index->size()));

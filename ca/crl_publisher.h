@@ -18,7 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "ca/authority.h"
+#include "ca/authority_source.h"
 #include "common/clock.h"
 #include "common/logging.h"
 #include "common/metrics.h"
@@ -31,6 +31,9 @@ struct PublishedCrl {
   int64_t number = 0;
   absl::Time this_update;
   absl::Time next_update;
+  // The material whose signing certificate signed it (its chain up to a root is what relying
+  // parties check it with).
+  std::shared_ptr<const SigningAuthority> signer;
 };
 
 struct CrlPublisherOptions {
@@ -44,11 +47,12 @@ struct CrlPublisherOptions {
 
 class CrlPublisher {
  public:
-  // Builds the first CRL before returning: a CA that cannot sign its CRL does not start. The
-  // authority, store, clock and metrics must outlive the publisher. Metrics: meshid_ca_crl_number,
+  // Builds the first CRL before returning: a CA that cannot sign its CRL does not start. Signs
+  // with `authorities`' current snapshot. The store, clock and metrics must outlive the
+  // publisher. Metrics: meshid_ca_crl_number,
   // meshid_ca_crl_entries, meshid_ca_crl_this_update_seconds, meshid_ca_crl_builds_total,
   // meshid_ca_crl_errors_total.
-  static absl::StatusOr<std::unique_ptr<CrlPublisher>> Create(std::shared_ptr<const SigningAuthority> authority,
+  static absl::StatusOr<std::unique_ptr<CrlPublisher>> Create(std::shared_ptr<const AuthoritySource> authorities,
                                                               RevocationStore& store, const Clock& clock,
                                                               MetricsRegistry& metrics, LoggerPtr logger,
                                                               CrlPublisherOptions options);
@@ -59,8 +63,8 @@ class CrlPublisher {
   // Polls every poll_interval on a thread of its own, until destroyed.
   void Start();
 
-  // One poll: reads the CRL number and rebuilds when it moved or the current CRL is half
-  // through its validity. Returns whether it built a new CRL; on an error the last CRL stays.
+  // One poll: reads the CRL number and rebuilds when it moved, the signing material changed, or
+  // the current CRL is half through its validity. Returns whether it built a new CRL; on an error the last CRL stays.
   // Thread-safe (polls are serialized).
   absl::StatusOr<bool> RunOne();
 
@@ -68,12 +72,12 @@ class CrlPublisher {
   std::shared_ptr<const PublishedCrl> current() const;
 
  private:
-  CrlPublisher(std::shared_ptr<const SigningAuthority> authority, RevocationStore& store, const Clock& clock,
+  CrlPublisher(std::shared_ptr<const AuthoritySource> authorities, RevocationStore& store, const Clock& clock,
                MetricsRegistry& metrics, LoggerPtr logger, CrlPublisherOptions options);
-  absl::Status Build();
+  absl::Status Build() ABSL_EXCLUSIVE_LOCKS_REQUIRED(poll_mu_);
   void Loop();
 
-  const std::shared_ptr<const SigningAuthority> authority_;
+  const std::shared_ptr<const AuthoritySource> authorities_;
   RevocationStore& store_;
   const Clock& clock_;
   const LoggerPtr logger_;
@@ -85,6 +89,7 @@ class CrlPublisher {
   Counter& errors_;
   absl::Mutex poll_mu_;  // serializes RunOne
   std::string last_error_ ABSL_GUARDED_BY(poll_mu_);
+  uint64_t built_generation_ ABSL_GUARDED_BY(poll_mu_) = 0;  // AuthoritySnapshot::generation of current_
   mutable absl::Mutex mu_;
   std::shared_ptr<const PublishedCrl> current_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

@@ -1,7 +1,5 @@
 #include "ca/ledger.h"
 
-#include <pthread.h>
-
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -14,37 +12,87 @@ GroupCommitLedger::GroupCommitLedger(IssuanceStore& store, MetricsRegistry& metr
       batches_(metrics.AddCounter("meshid_ca_ledger_commits", "Ledger transactions committed.")),
       failed_batches_(metrics.AddCounter("meshid_ca_ledger_commit_failures", "Ledger transactions that failed.")),
       batch_size_(metrics.AddHistogram("meshid_ca_ledger_batch_size", "Records per ledger transaction.",
-                                       {1, 2, 4, 8, 16, 32, 64, 128, 256, 512})) {
-  for (int i = 0; i < std::max(1, options_.writers); ++i) writers_.emplace_back([this] { WriterLoop(); });
-}
+                                       {1, 2, 4, 8, 16, 32, 64, 128, 256, 512})) {}
 
 GroupCommitLedger::~GroupCommitLedger() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-    queued_.SignalAll();
+  absl::MutexLock lock(&mu_);
+  stopping_ = true;
+  if (TryLead()) {
+    mu_.Unlock();
+    Lead();
+    mu_.Lock();
   }
-  for (std::thread& writer : writers_) writer.join();
+  mu_.Await(absl::Condition(
+      +[](GroupCommitLedger* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) { return self->leaders_ == 0; }, this));
 }
 
-void GroupCommitLedger::RecordAsync(IssuanceRecord record, std::optional<int64_t> registry_generation,
-                                    std::function<void(absl::Status)> done) {
+GroupCommitLedger::Expectation& GroupCommitLedger::Expectation::operator=(Expectation&& other) noexcept {
+  if (this != &other) {
+    if (ledger_ != nullptr) ledger_->Unexpect();
+    ledger_ = std::exchange(other.ledger_, nullptr);
+  }
+  return *this;
+}
+
+GroupCommitLedger::Expectation::~Expectation() {
+  if (ledger_ != nullptr) ledger_->Unexpect();
+}
+
+GroupCommitLedger::Expectation GroupCommitLedger::ExpectRecord() {
+  absl::MutexLock lock(&mu_);
+  ++expected_;
+  return Expectation(this);
+}
+
+void GroupCommitLedger::Unexpect() {
+  bool lead = false;
   {
     absl::MutexLock lock(&mu_);
+    --expected_;
+    lead = TryLead();
+  }
+  if (lead) Lead();
+}
+
+bool GroupCommitLedger::CommitDue(std::chrono::steady_clock::time_point now) const {
+  if (queue_.empty()) return false;
+  if (stopping_ || expected_ == 0 || queue_.size() >= options_.max_batch) return true;
+  // The steady clock: a wall-clock step must not stall (or hurry) the commits.
+  return now - queue_.front().queued_at >= absl::ToChronoNanoseconds(options_.commit_interval);
+}
+
+bool GroupCommitLedger::TryLead() {
+  if (leaders_ >= std::max(1, options_.writers) || !CommitDue(std::chrono::steady_clock::now())) return false;
+  ++leaders_;
+  return true;
+}
+
+void GroupCommitLedger::RecordAsync(Expectation expectation, IssuanceRecord record,
+                                    std::optional<int64_t> registry_generation,
+                                    std::function<void(absl::Status)> done) {
+  bool queued = false;
+  bool lead = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (expectation.ledger_ == this) {
+      expectation.ledger_ = nullptr;
+      --expected_;
+    }
     if (!stopping_) {
-      queue_.push_back(Pending{std::move(record), registry_generation, std::move(done)});
-      // An idle writer waits for the first record; a pacing one only for a full batch.
-      if (queue_.size() == 1 || queue_.size() >= options_.max_batch) queued_.Signal();
-      return;
+      queue_.push_back(
+          Pending{std::move(record), registry_generation, std::move(done), std::chrono::steady_clock::now()});
+      queued = true;
+      lead = TryLead();
     }
   }
-  done(absl::UnavailableError("the issuance ledger is shutting down"));
+  if (lead) Lead();
+  if (!queued) done(absl::UnavailableError("the issuance ledger is shutting down"));
 }
 
 absl::Status GroupCommitLedger::Record(IssuanceRecord record) {
   absl::Status result;
   absl::Notification committed;
-  RecordAsync(std::move(record), std::nullopt, [&](absl::Status status) {
+  RecordAsync(ExpectRecord(), std::move(record), std::nullopt, [&](absl::Status status) {
     result = std::move(status);
     committed.Notify();
   });
@@ -52,24 +100,16 @@ absl::Status GroupCommitLedger::Record(IssuanceRecord record) {
   return result;
 }
 
-void GroupCommitLedger::WriterLoop() {
-  pthread_setname_np(pthread_self(), "ledger-writer");
+void GroupCommitLedger::Lead() {
   std::vector<Pending> batch;
   std::vector<IssuanceRecord> records;
   while (true) {
     {
       absl::MutexLock lock(&mu_);
-      while (queue_.empty() && !stopping_) queued_.Wait(&mu_);
-      if (queue_.empty()) return;  // stopping, nothing left
-      // The steady clock: a wall-clock step must not stall (or hurry) the writers.
-      const auto next_start = last_commit_start_ + absl::ToChronoNanoseconds(options_.commit_interval);
-      while (queue_.size() < options_.max_batch && !stopping_) {
-        const auto now = std::chrono::steady_clock::now();
-        if (now >= next_start) break;
-        queued_.WaitWithTimeout(&mu_, absl::FromChrono(next_start - now));
+      if (!CommitDue(std::chrono::steady_clock::now())) {
+        --leaders_;
+        return;
       }
-      if (queue_.empty()) continue;  // another writer took it
-      last_commit_start_ = std::chrono::steady_clock::now();
       size_t n = 1;
       const size_t most = std::min(queue_.size(), options_.max_batch);
       while (n < most && queue_[n].registry_generation == queue_.front().registry_generation) ++n;

@@ -21,7 +21,7 @@ namespace meshid::cli {
 namespace {
 
 struct AgentFlags {
-  std::string secret_ttl = "24h";
+  std::string secret_ttl = "0";
   double grace_ratio = 0.5;
   double grace_ratio_jitter = 0.01;
   std::string key_type;
@@ -116,7 +116,8 @@ void RegisterAgentCommands(CLI::App& app, CommandContext& ctx) {
       ->envname("SPIFFE_ENDPOINT_SOCKET");
   cmd->add_option("--monitoring-addr", config->monitoring_address, "/metrics, /healthz, /readyz address")
       ->capture_default_str();
-  cmd->add_option("--secret-ttl", flags->secret_ttl, "Certificate lifetime to ask the CA for")
+  cmd->add_option("--secret-ttl", flags->secret_ttl,
+                  "Certificate lifetime to ask the CA for; 0 asks for none: the CA's default (meshid server: 1h)")
       ->envname("SECRET_TTL")
       ->capture_default_str();
   cmd->add_option("--grace-ratio", flags->grace_ratio, "Renew when this fraction of the lifetime remains")

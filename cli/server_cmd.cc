@@ -25,6 +25,8 @@ struct ServerFlags {
   std::string policy_poll_interval = "1s";
   std::string crl_poll_interval = "250ms";
   std::string crl_validity = "24h";
+  std::string reload_interval = "5s";
+  std::string jwks_refresh_interval = "5m";
   std::string trusted_node_accounts;
 };
 }  // namespace
@@ -55,7 +57,16 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--max-workload-cert-ttl", opts->max_ttl, "Longest TTL a request may ask for")
       ->envname("MAX_WORKLOAD_CERT_TTL")
       ->capture_default_str();
-  cmd->add_option("--jwt-issuer", opts->jwt_issuers, "Trusted token issuer as ISSUER=JWKS_FILE (repeatable)");
+  cmd->add_option("--jwt-issuer", opts->jwt_issuers,
+                  "Trusted token issuer as ISSUER=JWKS_FILE or ISSUER=https://JWKS_URL (repeatable); the file is "
+                  "re-read when it changes, the URL fetched every --jwks-refresh-interval");
+  cmd->add_option("--reload-interval", opts->reload_interval,
+                  "How often the --cacerts-dir files and the --jwt-issuer JWKS files are checked for a change (a "
+                  "valid new set is taken without a restart)")
+      ->capture_default_str();
+  cmd->add_option("--jwks-refresh-interval", opts->jwks_refresh_interval,
+                  "How often a --jwt-issuer JWKS URL is fetched again (sooner after a failed fetch)")
+      ->capture_default_str();
   cmd->add_option("--token-audience", opts->token_audiences, "Accepted token audiences, comma-separated")
       ->envname("TOKEN_AUDIENCES")
       ->capture_default_str();
@@ -72,8 +83,8 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--ledger-retention", opts->retention, "Prune expired ledger rows older than this")
       ->capture_default_str();
   cmd->add_option("--ledger-commit-interval", opts->commit_interval,
-                  "Under load, start a ledger commit at most this often, so that more certificates share one "
-                  "fsync (0: commit as soon as the previous commit ends)")
+                  "The longest a certificate's ledger record waits for certificates still being signed, so "
+                  "that they share one commit and fsync (0: commit at once)")
       ->capture_default_str();
   cmd->add_option("--policy-poll-interval", opts->policy_poll_interval,
                   "How often the store is checked for a new policy version (meshid apply) to stream to agents")
@@ -83,6 +94,18 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
       ->capture_default_str();
   cmd->add_option("--crl-validity", opts->crl_validity,
                   "nextUpdate - thisUpdate of every CRL; it is re-signed at half of it")
+      ->capture_default_str();
+  cmd->add_option("--signing-rate-per-caller", config->signing_rate_per_caller,
+                  "Certificates per second each authenticated caller may get on average (a node agent minting "
+                  "for its workloads counts as one caller); over it: RESOURCE_EXHAUSTED with a retry delay (0: no "
+                  "limit)")
+      ->capture_default_str();
+  cmd->add_option("--signing-burst-per-caller", config->signing_burst_per_caller,
+                  "Certificates a caller that has been idle may get at once, above --signing-rate-per-caller")
+      ->capture_default_str();
+  cmd->add_option("--max-concurrent-signing", config->max_concurrent_signing,
+                  "Requests being checked and signed at once, over all callers; over it: RESOURCE_EXHAUSTED with "
+                  "a retry delay (0: no limit; default 4 x hardware threads)")
       ->capture_default_str();
   cmd->add_option("--log-level", opts->log_level, "trace, debug, info, warn, error")->capture_default_str();
 
@@ -108,6 +131,12 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
     auto crl_validity = ParseDuration(opts->crl_validity);
     if (!crl_validity.ok()) return Fail(ctx, "--crl-validity", crl_validity.status());
     config->crl_validity = *crl_validity;
+    auto reload_interval = ParseDuration(opts->reload_interval);
+    if (!reload_interval.ok()) return Fail(ctx, "--reload-interval", reload_interval.status());
+    config->reload_interval = *reload_interval;
+    auto jwks_refresh = ParseDuration(opts->jwks_refresh_interval);
+    if (!jwks_refresh.ok()) return Fail(ctx, "--jwks-refresh-interval", jwks_refresh.status());
+    config->jwks_refresh_interval = *jwks_refresh;
     config->default_workload_ttl = *default_ttl;
     config->max_workload_ttl = *max_ttl;
     config->token_audiences = absl::StrSplit(opts->token_audiences, ',', absl::SkipEmpty());

@@ -76,10 +76,11 @@ function(meshid_library folder)
   endforeach()
 endfunction()
 
-# meshid_test(<name> SOURCES ... DEPS ... [LABELS ...]): a GoogleTest binary registered with
-# ctest. Tests reach the shared test support and each other's helpers as "tests/...".
+# meshid_test(<name> [SERIAL] SOURCES ... DEPS ... [LABELS ...]): a GoogleTest binary registered
+# with ctest; SERIAL runs its tests alone (for the few that judge timing). Tests reach the shared
+# test support and each other's helpers as "tests/...".
 function(meshid_test name)
-  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "SERIAL" "" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_compile_options(${name} PRIVATE ${MESHID_WARNINGS})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} meshid_test_support GTest::gmock GTest::gtest GTest::gtest_main)
@@ -90,7 +91,11 @@ function(meshid_test name)
   else()
     set(labels unit)
   endif()
-  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS "${labels}")
+  set(serial FALSE)
+  if(ARG_SERIAL)
+    set(serial TRUE)
+  endif()
+  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS "${labels}" RUN_SERIAL ${serial})
 endfunction()
 
 # meshid_fuzzer(<name> SOURCES ... DEPS ... CORPUS dir): with MESHID_FUZZ a libFuzzer binary;

@@ -5,18 +5,23 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "authz/jwks_fetcher.h"
 #include "ca/authenticator.h"
 #include "ca/authority.h"
+#include "ca/authority_source.h"
 #include "ca/cert_issuer.h"
 #include "ca/certificate_service.h"
 #include "ca/crl_publisher.h"
 #include "ca/ledger.h"
 #include "ca/local_issuer.h"
+#include "ca/reloader.h"
+#include "common/file_poller.h"
 #include "common/files.h"
 #include "common/http_status_server.h"
 #include "common/metrics.h"
@@ -66,10 +71,17 @@ absl::Status CaServerConfig::Validate() const {
   if (policy_poll_interval <= absl::ZeroDuration()) problems.push_back("--policy-poll-interval: must be positive");
   if (crl_poll_interval <= absl::ZeroDuration()) problems.push_back("--crl-poll-interval: must be positive");
   if (crl_validity < absl::Minutes(2)) problems.push_back("--crl-validity: must be at least 2m");
+  if (!(signing_rate_per_caller >= 0)) problems.push_back("--signing-rate-per-caller: must be 0 (no limit) or more");
+  if (!(signing_burst_per_caller >= 1) && signing_rate_per_caller > 0) {
+    problems.push_back("--signing-burst-per-caller: must be at least 1 when --signing-rate-per-caller is set");
+  }
+  if (max_concurrent_signing < 0) problems.push_back("--max-concurrent-signing: must be 0 (no limit) or more");
   if (token_audiences.empty()) problems.push_back("--token-audience: at least one audience is required");
   for (const auto& [issuer, jwks] : jwt_issuers) {
-    if (issuer.empty() || jwks.empty()) problems.push_back("--jwt-issuer: want ISSUER=JWKS_FILE");
+    if (issuer.empty() || jwks.empty()) problems.push_back("--jwt-issuer: want ISSUER=JWKS_FILE or ISSUER=JWKS_URL");
   }
+  if (reload_interval <= absl::ZeroDuration()) problems.push_back("--reload-interval: must be positive");
+  if (jwks_refresh_interval <= absl::ZeroDuration()) problems.push_back("--jwks-refresh-interval: must be positive");
   if (!cacerts_dir.empty() && !std::filesystem::is_directory(cacerts_dir)) {
     problems.push_back(absl::StrCat("--cacerts-dir: ", cacerts_dir, " is not a directory"));
   }
@@ -106,22 +118,20 @@ class CaServerImpl final : public CaServer {
   std::unique_ptr<policy::PolicyDistributionServer> policy_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<HttpStatusServer> monitoring_;
+  // Live reload of the plug-in files and the JWKS: the thread stops first, then the reloaders.
+  std::unique_ptr<PluggedInCaReloader> cacerts_reloader_;  // null without --cacerts-dir
+  std::unique_ptr<JwksReloader> jwks_reloader_;
+  std::unique_ptr<PollingThread> reload_thread_;
   int port_ = 0;
   std::atomic<bool> ready_{false};
 };
 
+// The configured issuers, without keys for the --jwt-issuer ones (JwksReloader::Create loads
+// them), and the local issuer with its key.
 absl::StatusOr<std::vector<JwtIssuer>> LoadIssuers(const CaServerConfig& config) {
   std::vector<JwtIssuer> issuers;
-  for (const auto& [issuer, jwks_file] : config.jwt_issuers) {
-    auto text = ReadFile(jwks_file);
-    if (!text.ok())
-      return absl::InvalidArgumentError(absl::StrCat("--jwt-issuer ", issuer, ": ", text.status().message()));
-    auto jwks = Jwks::Parse(*text);
-    if (!jwks.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--jwt-issuer ", issuer, ": ", jwks_file, ": ", jwks.status().message()));
-    }
-    issuers.push_back(JwtIssuer{issuer, std::move(*jwks), config.token_audiences});
+  for (const auto& [issuer, location] : config.jwt_issuers) {
+    issuers.push_back(JwtIssuer{issuer, Jwks(), config.token_audiences});
   }
   if (config.local_token_issuer) {
     MESHID_ASSIGN_OR_RETURN(LocalTokenIssuer local, LocalTokenIssuer::Load(config.data_dir, /*create=*/true));
@@ -165,6 +175,7 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
   }
 
   std::shared_ptr<const SigningAuthority> authority;
+  std::optional<PluggedInFiles> plugged_in;  // what the plug-in material was read from
   if (config.cacerts_dir.empty()) {
     SelfSignedOptions options;
     options.data_dir = config.data_dir;
@@ -172,7 +183,8 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     options.key_algorithm = *ParseKeyAlgorithm(config.self_signed_key);
     MESHID_ASSIGN_OR_RETURN(authority, LoadOrCreateSelfSignedAuthority(options, clock, random));
   } else {
-    MESHID_ASSIGN_OR_RETURN(authority, LoadPluggedInAuthority(config.cacerts_dir, clock));
+    MESHID_ASSIGN_OR_RETURN(plugged_in, ReadPluggedInFiles(config.cacerts_dir));
+    MESHID_ASSIGN_OR_RETURN(authority, ParsePluggedInAuthority(*plugged_in, clock));
   }
   MESHID_RETURN_IF_ERROR(WriteTrustBundle(*authority, config.data_dir));
   logger->info("CA ready: {}, signing cert serial {} valid until {}; trust bundle written to {}/root-cert.pem",
@@ -182,13 +194,33 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
 
   MetricsRegistry& metrics = *server->metrics_;
   MESHID_ASSIGN_OR_RETURN(std::shared_ptr<const CertIssuer> issuer, CertIssuer::Create(authority, clock, random));
+  // Every consumer of the signing material reads it from here per request; a reload of the
+  // plug-in files replaces it (ca/reloader.h).
+  auto authorities = std::make_shared<AuthoritySource>(issuer);
+  if (plugged_in.has_value()) {
+    PluggedInCaReloaderOptions reload_options;
+    reload_options.cacerts_dir = config.cacerts_dir;
+    reload_options.trust_bundle_file = config.data_dir + "/root-cert.pem";
+    server->cacerts_reloader_ = std::make_unique<PluggedInCaReloader>(reload_options, *std::move(plugged_in),
+                                                                      *authorities, clock, random, metrics, logger);
+  }
 
   MESHID_ASSIGN_OR_RETURN(std::vector<JwtIssuer> issuers, LoadIssuers(config));
   std::vector<std::string> issuer_names;
   for (const auto& i : issuers) issuer_names.push_back(i.issuer);
+  auto jwt_authenticator = std::make_unique<JwtAuthenticator>(config.trust_domain, std::move(issuers), clock);
+  JwksReloaderOptions jwks_options;
+  for (const auto& [issuer_name, location] : config.jwt_issuers)
+    jwks_options.issuers.push_back({issuer_name, location});
+  jwks_options.url_refresh_interval = config.jwks_refresh_interval;
+  // https verifies the identity provider against the system trust store.
+  auto fetch_jwks = [fetcher = std::make_shared<authz::DefaultJwksFetcher>()](const std::string& url) {
+    return fetcher->Fetch(url);
+  };
+  MESHID_ASSIGN_OR_RETURN(server->jwks_reloader_, JwksReloader::Create(jwks_options, *jwt_authenticator, fetch_jwks,
+                                                                       clock, random, metrics, logger));
   auto authenticator = std::make_shared<const CompositeAuthenticator>(
-      std::make_unique<ClientCertAuthenticator>(authority, config.trust_domain, clock),
-      std::make_unique<JwtAuthenticator>(config.trust_domain, std::move(issuers), clock));
+      std::make_unique<ClientCertAuthenticator>(authorities, config.trust_domain, clock), std::move(jwt_authenticator));
 
   // Agents and proxies authenticate to the streams as callers of the CSR API do.
   const bool require_tls = !config.insecure_plaintext;
@@ -201,24 +233,23 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
   if (server->store_ != nullptr) {
     // The CRL, rebuilt on every revocation, pushed to every agent (meshid.revocation.v1).
     server->revocation_ = revocation::RevocationDistributionServer::Create(authenticate, metrics, logger);
-    meshid::revocation::v1::RevocationList list_template;
-    if (!IsSelfSigned(authority->cert.get())) {
-      list_template.add_issuer_chain_der(CertToDer(authority->cert.get()));
-      for (const auto& c : authority->intermediates) list_template.add_issuer_chain_der(CertToDer(c.get()));
-    }
     CrlPublisherOptions crl_options;
     crl_options.output_file = config.data_dir + "/crl.pem";
     crl_options.poll_interval = config.crl_poll_interval;
     crl_options.validity = config.crl_validity;
-    crl_options.on_publish = [raw = server->revocation_.get(), list_template,
-                              logger](const std::shared_ptr<const PublishedCrl>& crl) {
-      meshid::revocation::v1::RevocationList list = list_template;
+    crl_options.on_publish = [raw = server->revocation_.get(), logger](const std::shared_ptr<const PublishedCrl>& crl) {
+      // The chain from the CRL's signer up to a root, for agents to check it with.
+      meshid::revocation::v1::RevocationList list;
+      if (!IsSelfSigned(crl->signer->cert.get())) {
+        list.add_issuer_chain_der(CertToDer(crl->signer->cert.get()));
+        for (const auto& c : crl->signer->intermediates) list.add_issuer_chain_der(CertToDer(c.get()));
+      }
       list.set_crl_der(crl->der);
       list.set_crl_number(crl->number);
       if (auto s = raw->Publish(list); !s.ok()) logger->error("pushing CRL {}: {}", crl->number, s.message());
     };
-    MESHID_ASSIGN_OR_RETURN(
-        server->crl_, CrlPublisher::Create(authority, *server->store_, clock, *server->metrics_, logger, crl_options));
+    MESHID_ASSIGN_OR_RETURN(server->crl_, CrlPublisher::Create(authorities, *server->store_, clock, *server->metrics_,
+                                                               logger, crl_options));
     server->crl_->Start();
   }
 
@@ -227,6 +258,9 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
   service_options.max_ttl = config.max_workload_ttl;
   service_options.require_tls = !config.insecure_plaintext;
   service_options.require_registration = config.require_registration;
+  service_options.limits.rate_per_caller = config.signing_rate_per_caller;
+  service_options.limits.burst_per_caller = config.signing_burst_per_caller;
+  service_options.limits.max_concurrent = config.max_concurrent_signing;
   for (const std::string& item : config.trusted_node_accounts) {
     MESHID_ASSIGN_OR_RETURN(SpiffeId id, TrustedNodeAccountId(config.trust_domain, item));
     service_options.trusted_node_accounts.push_back(std::move(id));
@@ -236,24 +270,33 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     logger->info("trusted node accounts (may mint any registered identity): {}",
                  absl::StrJoin(config.trusted_node_accounts, ", "));
   }
+  logger->info("signing limits: {} certificates/s per caller (burst {}), {} concurrent signings (0: no limit)",
+               config.signing_rate_per_caller, config.signing_burst_per_caller, config.max_concurrent_signing);
   // Without a datastore both are null: no registry checks, nothing recorded.
-  auto ca = std::make_shared<const CertificateAuthority>(service_options, issuer, authenticator, server->store_.get(),
-                                                         server->ledger_.get(), clock, metrics, logger);
+  auto ca = std::make_shared<const CertificateAuthority>(
+      service_options, authorities, authenticator, server->store_.get(), server->ledger_.get(), clock, metrics, logger);
   server->service_ = std::make_unique<CertificateService>(ca, service_options.require_tls);
 
-  // Expiry gauges (Istio's names): seconds left, negative once expired.
-  absl::Time root_expiry = absl::InfiniteFuture();
-  for (const auto& r : authority->roots) root_expiry = std::min(root_expiry, NotAfter(r.get()));
-  absl::Time chain_expiry = NotAfter(authority->cert.get());
-  for (const auto& c : authority->intermediates) chain_expiry = std::min(chain_expiry, NotAfter(c.get()));
-  metrics.AddGauge("citadel_server_root_cert_expiry_timestamp", "Unix time when the first root expires.")
-      .Set(static_cast<double>(absl::ToUnixSeconds(root_expiry)));
+  // Expiry gauges (Istio's names): seconds left, negative once expired; of the material in force.
+  auto root_expiry = [authorities] {
+    absl::Time expiry = absl::InfiniteFuture();
+    for (const auto& r : authorities->Current()->authority().roots) expiry = std::min(expiry, NotAfter(r.get()));
+    return expiry;
+  };
+  auto chain_expiry = [authorities] {
+    const SigningAuthority& a = authorities->Current()->authority();
+    absl::Time expiry = NotAfter(a.cert.get());
+    for (const auto& c : a.intermediates) expiry = std::min(expiry, NotAfter(c.get()));
+    return expiry;
+  };
+  metrics.AddComputedGauge("citadel_server_root_cert_expiry_timestamp", "Unix time when the first root expires.",
+                           [root_expiry] { return static_cast<double>(absl::ToUnixSeconds(root_expiry())); });
   metrics.AddComputedGauge("citadel_server_root_cert_expiry_seconds", "Seconds until the first root expires.",
-                           [&clock, root_expiry] { return absl::ToDoubleSeconds(root_expiry - clock.Now()); });
-  metrics.AddGauge("citadel_server_cert_chain_expiry_timestamp", "Unix time when the signing chain expires.")
-      .Set(static_cast<double>(absl::ToUnixSeconds(chain_expiry)));
+                           [&clock, root_expiry] { return absl::ToDoubleSeconds(root_expiry() - clock.Now()); });
+  metrics.AddComputedGauge("citadel_server_cert_chain_expiry_timestamp", "Unix time when the signing chain expires.",
+                           [chain_expiry] { return static_cast<double>(absl::ToUnixSeconds(chain_expiry())); });
   metrics.AddComputedGauge("citadel_server_cert_chain_expiry_seconds", "Seconds until the signing chain expires.",
-                           [&clock, chain_expiry] { return absl::ToDoubleSeconds(chain_expiry - clock.Now()); });
+                           [&clock, chain_expiry] { return absl::ToDoubleSeconds(chain_expiry() - clock.Now()); });
 
   grpc::ServerBuilder builder;
   std::shared_ptr<grpc::ServerCredentials> creds;
@@ -325,6 +368,11 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     return absl::Status(monitoring.status().code(), absl::StrCat("--monitoring-addr: ", monitoring.status().message()));
   }
   server->monitoring_ = std::move(*monitoring);
+  server->reload_thread_ = std::make_unique<PollingThread>(config.reload_interval, [raw] {
+    // Each logs and counts its own refusals; the material in force stays.
+    if (raw->cacerts_reloader_ != nullptr) (void)raw->cacerts_reloader_->RunOne();
+    (void)raw->jwks_reloader_->RunOne();
+  });
   server->ready_ = true;
   HostPort listen = *ParseHostPort(config.listen_address);
   listen.port = static_cast<uint16_t>(server->port_);

@@ -2,8 +2,10 @@
 // the TLS gRPC endpoint and the monitoring endpoint.
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -27,8 +29,12 @@ struct CaServerConfig {
   absl::Duration default_workload_ttl = absl::Hours(1);
   absl::Duration max_workload_ttl = absl::Hours(24);
   std::vector<std::string> token_audiences = {"istio-ca"};
-  // issuer → JWKS file
+  // issuer → JWKS file, or http(s):// URL; both re-read while serving
   std::vector<std::pair<std::string, std::string>> jwt_issuers;
+  // How often the plug-in files (cacerts_dir) and the JWKS files are checked for a change.
+  absl::Duration reload_interval = absl::Seconds(5);
+  // How often a JWKS URL is fetched again.
+  absl::Duration jwks_refresh_interval = absl::Minutes(5);
   bool local_token_issuer = true;
   // Store URL (sqlite://..., postgresql://...); empty: sqlite://<data_dir>/meshid.db; "none":
   // no ledger, registry or deny list (benchmarks only).
@@ -39,7 +45,7 @@ struct CaServerConfig {
   // only the identities whose entries name them as parent. Needs a datastore.
   std::vector<std::string> trusted_node_accounts;
   absl::Duration ledger_retention = absl::Hours(24 * 30);  // expired ledger rows older than this are pruned
-  // Ledger commits start at most this often (GroupCommitOptions::commit_interval).
+  // The longest a ledger record waits for records being signed (GroupCommitOptions::commit_interval).
   absl::Duration ledger_commit_interval = absl::Milliseconds(1);
   // How often the newest policy version is looked up in the store (policy distribution to agents,
   // policy/server.h); needs a datastore.
@@ -50,6 +56,12 @@ struct CaServerConfig {
   // How often the registry generation is read for the agents' registration entries.
   absl::Duration registration_poll_interval = absl::Milliseconds(250);
   absl::Duration crl_validity = absl::Hours(24);
+  // Signing limits (ca/signing_limiter.h): certificates per second refilled into each
+  // authenticated caller's bucket (a node agent minting others' certificates spends its own),
+  // the bucket's size, and signings in progress at once over all callers. 0 disables each.
+  double signing_rate_per_caller = 10;
+  double signing_burst_per_caller = 50;
+  int max_concurrent_signing = 4 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
   // Every problem, each naming its flag; OK if none.
   absl::Status Validate() const;

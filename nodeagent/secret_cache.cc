@@ -119,7 +119,9 @@ bool IsTokenRejection(absl::StatusCode code) {
 
 absl::Status ValidateSecretCacheOptions(const SecretCacheOptions& o) {
   std::vector<std::string> problems;
-  if (o.secret_ttl < absl::Seconds(1)) problems.push_back("secret-ttl: must be at least 1s");
+  if (o.secret_ttl != absl::ZeroDuration() && o.secret_ttl < absl::Seconds(1)) {
+    problems.push_back("secret-ttl: must be 0 (the CA's default) or at least 1s");
+  }
   if (!(o.grace_ratio > 0 && o.grace_ratio < 1)) problems.push_back("grace-ratio: must be between 0 and 1 (exclusive)");
   if (!(o.grace_ratio_jitter >= 0 && o.grace_ratio_jitter < 0.5)) {
     problems.push_back("grace-ratio-jitter: must be in [0, 0.5)");

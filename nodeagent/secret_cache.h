@@ -59,9 +59,12 @@ namespace meshid {
 
 struct SecretCacheOptions {
   KeyAlgorithm key_algorithm = KeyAlgorithm::kEcdsaP256;
-  absl::Duration secret_ttl = absl::Hours(24);  // SECRET_TTL, sent as validity_duration
-  double grace_ratio = 0.5;                     // SECRET_GRACE_PERIOD_RATIO
-  double grace_ratio_jitter = 0.01;             // SECRET_GRACE_PERIOD_RATIO_JITTER
+  // SECRET_TTL, sent as validity_duration. Zero asks for none: the CA's default lifetime (meshid
+  // server: 1 h), so short-lived certificates are the default end to end. Rotation follows the
+  // lifetime the certificate got, not this value.
+  absl::Duration secret_ttl = absl::ZeroDuration();
+  double grace_ratio = 0.5;          // SECRET_GRACE_PERIOD_RATIO
+  double grace_ratio_jitter = 0.01;  // SECRET_GRACE_PERIOD_RATIO_JITTER
   absl::Duration initial_backoff = absl::Milliseconds(500);
   absl::Duration max_backoff = absl::Seconds(60);
   absl::Duration root_push_timeout = absl::Seconds(10);

@@ -23,7 +23,8 @@ struct Fixture {
     std::vector<JwtIssuer> issuers;
     issuers.push_back(JwtIssuer{"iss", *Jwks::FromPublicKey(token_key.get(), "k"), {"istio-ca"}});
     ca_authenticator = std::make_shared<CompositeAuthenticator>(
-        std::make_unique<ClientCertAuthenticator>(authority, "cluster.local", clock),
+        std::make_unique<ClientCertAuthenticator>(std::make_shared<const AuthoritySource>(issuer), "cluster.local",
+                                                  clock),
         std::make_unique<JwtAuthenticator>("cluster.local", std::move(issuers), clock));
     ca = std::make_unique<CertificateAuthority>(CertificateServiceOptions{}, issuer, ca_authenticator,
                                                 /*registry=*/nullptr, /*ledger=*/nullptr, clock, metrics,

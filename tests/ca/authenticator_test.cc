@@ -78,13 +78,31 @@ TEST_F(AuthenticatorTest, CachedTokensStillExpire) {
   EXPECT_NE(std::string(expired.status().message()).find("JWT expired at"), std::string::npos) << expired.status();
 }
 
+// ca/reloader.h replaces an issuer's keys: tokens of a removed key are refused at once, even
+// those verified (and cached) before.
+TEST_F(AuthenticatorTest, ReplacedKeysDropCachedTokens) {
+  const std::string token = Token();
+  ASSERT_TRUE(Jwt("Bearer " + token).ok());
+  ASSERT_TRUE(Jwt("Bearer " + token).ok());  // cached
+  auto other = *GenerateKey(KeyAlgorithm::kEcdsaP256);
+  ASSERT_TRUE(jwt_->ReplaceJwks("https://kubernetes.default.svc", *Jwks::FromPublicKey(other.get(), "k2")).ok());
+  EXPECT_FALSE(Jwt("Bearer " + token).ok());
+  ASSERT_TRUE(jwt_->ReplaceJwks("https://kubernetes.default.svc", *Jwks::FromPublicKey(key_.get(), "k1")).ok());
+  EXPECT_TRUE(Jwt("Bearer " + token).ok());
+
+  auto unknown = jwt_->ReplaceJwks("https://evil", *Jwks::FromPublicKey(other.get(), "k2"));
+  EXPECT_TRUE(absl::IsNotFound(unknown)) << unknown;
+  EXPECT_EQ(unknown.message(), "JWT issuer \"https://evil\" is not configured");
+}
+
 TEST_F(AuthenticatorTest, ClientCertificateOfThisCaRenewsSameIdentity) {
   auto authority = testing::MakeAuthority(clock_, random_);
   auto issuer = *CertIssuer::Create(authority, clock_, random_);
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
   auto id = *SpiffeId::Parse("spiffe://cluster.local/ns/default/sa/sleep");
   auto svid = *issuer->IssueSvid(*PublicKeyDer(key.get()), KeyAlgorithm::kEcdsaP256, id, absl::Hours(1));
-  ClientCertAuthenticator cert_auth(authority, "cluster.local", clock_);
+  auto authorities = std::make_shared<const AuthoritySource>(std::move(issuer));
+  ClientCertAuthenticator cert_auth(authorities, "cluster.local", clock_);
   CallerCredentials c;
   c.peer_cert_pem = svid.pem;
   auto caller = cert_auth.Authenticate(c);
@@ -107,7 +125,7 @@ TEST_F(AuthenticatorTest, ClientCertificateOfThisCaRenewsSameIdentity) {
             std::string::npos);
 
   // Another trust domain under the same roots.
-  ClientCertAuthenticator other_td(authority, "example.org", clock_);
+  ClientCertAuthenticator other_td(authorities, "example.org", clock_);
   clock_.Advance(-absl::Hours(2));
   EXPECT_NE(std::string(other_td.Authenticate(c).status().message()).find("is not in trust domain example.org"),
             std::string::npos);
@@ -117,7 +135,8 @@ TEST_F(AuthenticatorTest, CompositeTriesCertificateThenToken) {
   auto authority = testing::MakeAuthority(clock_, random_);
   std::vector<JwtIssuer> issuers;
   issuers.push_back(JwtIssuer{"https://kubernetes.default.svc", *Jwks::FromPublicKey(key_.get(), "k1"), {"istio-ca"}});
-  CompositeAuthenticator composite(std::make_unique<ClientCertAuthenticator>(authority, "cluster.local", clock_),
+  auto authorities = std::make_shared<const AuthoritySource>(*CertIssuer::Create(authority, clock_, random_));
+  CompositeAuthenticator composite(std::make_unique<ClientCertAuthenticator>(authorities, "cluster.local", clock_),
                                    std::make_unique<JwtAuthenticator>("cluster.local", std::move(issuers), clock_));
   CallerCredentials none;
   auto r = composite.Authenticate(none);

@@ -17,11 +17,13 @@
 #include "tests/ca/fake_store.h"
 #include "tests/support/fake_clock.h"
 #include "tests/support/signing_authority.h"
+#include "tests/support/status_matchers.h"
 
 namespace meshid {
 namespace {
 
 using testing::FakeClock;
+using testing::StatusIs;
 
 constexpr char kId[] = "spiffe://cluster.local/ns/default/sa/sleep";
 
@@ -33,7 +35,9 @@ class CertificateAuthorityTest : public ::testing::Test {
     std::vector<JwtIssuer> issuers;
     issuers.push_back(JwtIssuer{"iss", *Jwks::FromPublicKey(token_key_.get(), "k"), {"istio-ca"}});
     authn_ = std::make_shared<CompositeAuthenticator>(
-        std::make_unique<ClientCertAuthenticator>(authority_, "cluster.local", clock_),
+        std::make_unique<ClientCertAuthenticator>(
+            std::make_shared<const AuthoritySource>(*CertIssuer::Create(authority_, clock_, random_)), "cluster.local",
+            clock_),
         std::make_unique<JwtAuthenticator>("cluster.local", std::move(issuers), clock_));
     ca_ = Make(CertificateServiceOptions{}, /*with_store=*/false);
     creds_ = CredentialsOf("system:serviceaccount:default:sleep");
@@ -583,7 +587,7 @@ TEST(IdentityStatusCache, KeepsTheNewestGenerationAndForgetsOnRequest) {
   EXPECT_NE(cache.Find("f"), nullptr);
 }
 
-TEST(GroupCommitLedger, SeveralWritersRecordEverythingExactlyOnceAndDrainOnShutdown) {
+TEST(GroupCommitLedger, SeveralLeadersRecordEverythingExactlyOnce) {
   testing::FakeIdentityRegistry registry;
   testing::FakeIssuanceStore store(registry);
   MetricsRegistry metrics;
@@ -597,11 +601,13 @@ TEST(GroupCommitLedger, SeveralWritersRecordEverythingExactlyOnceAndDrainOnShutd
         for (int i = 0; i < kPerThread; ++i) {
           IssuanceRecord record;
           record.serial_hex = absl::StrCat(t, "-", i);
-          // Half wait for the commit, half only queue: the destructor must commit the rest.
+          // Half wait for the commit, half return once queued (or once the batch they led is
+          // committed): a leader takes every record, and the destructor waits for the leaders.
           if (i % 2 == 0) {
             committed += ledger.Record(record).ok();
           } else {
-            ledger.RecordAsync(record, std::nullopt, [&](absl::Status s) { committed += s.ok(); });
+            ledger.RecordAsync(ledger.ExpectRecord(), record, std::nullopt,
+                               [&](absl::Status s) { committed += s.ok(); });
           }
         }
       });
@@ -612,31 +618,36 @@ TEST(GroupCommitLedger, SeveralWritersRecordEverythingExactlyOnceAndDrainOnShutd
   EXPECT_EQ(store.ledger_size(), static_cast<size_t>(kThreads * kPerThread));
 }
 
-// Pacing without timing: with an interval of an hour, only an idle ledger, a full batch or
-// shutdown can start a commit.
-TEST(GroupCommitLedger, PacedCommitsStartAtOnceWhenIdleThenWaitForAFullBatch) {
+// Waiting for the signers without timing: with an interval of an hour, a queued record is
+// committed once no expected record is outstanding, or when a batch is full. Everything runs
+// on this thread: the caller that makes a commit due leads it.
+TEST(GroupCommitLedger, ACommitWaitsForTheRecordsBeingSignedOrAFullBatch) {
   testing::FakeIdentityRegistry registry;
   testing::FakeIssuanceStore store(registry);
   MetricsRegistry metrics;
   constexpr int kBatch = 10;
-  std::atomic<int> committed{0};
-  auto record = [](int i) {
-    IssuanceRecord r;
-    r.serial_hex = absl::StrCat(i);
-    return r;
-  };
+  int committed = 0;
+  auto count = [&](absl::Status s) { committed += s.ok(); };
+  auto record = [](int i) { return IssuanceRecord{.serial_hex = absl::StrCat(i)}; };
   {
     GroupCommitLedger ledger(store, metrics, {.max_batch = kBatch, .writers = 1, .commit_interval = absl::Hours(1)});
     ASSERT_TRUE(ledger.Record(record(0)).ok()) << "an idle ledger commits at once";
-    std::vector<std::thread> threads;
-    for (int i = 1; i <= kBatch; ++i) {
-      threads.emplace_back([&, i] { committed += ledger.Record(record(i)).ok(); });
-    }
-    for (auto& t : threads) t.join();  // returns only once the tenth record filled the batch
-    ledger.RecordAsync(record(kBatch + 1), std::nullopt, [&](absl::Status s) { committed += s.ok(); });
-  }  // shutdown commits the last record without waiting out the interval
-  EXPECT_EQ(committed.load(), kBatch + 1);
-  EXPECT_EQ(store.batch_sizes(), (std::vector<size_t>{1, kBatch, 1}));
+
+    std::optional<GroupCommitLedger::Expectation> first(ledger.ExpectRecord());
+    std::optional<GroupCommitLedger::Expectation> second(ledger.ExpectRecord());
+    ledger.RecordAsync(ledger.ExpectRecord(), record(1), std::nullopt, count);
+    ledger.RecordAsync(*std::move(first), record(2), std::nullopt, count);
+    EXPECT_EQ(committed, 0) << "a certificate is still being signed";
+    second.reset();  // that request failed: nothing more is coming
+    EXPECT_EQ(committed, 2);
+
+    std::optional<GroupCommitLedger::Expectation> slow(ledger.ExpectRecord());
+    for (int i = 1; i < kBatch; ++i) ledger.RecordAsync(ledger.ExpectRecord(), record(10 + i), std::nullopt, count);
+    EXPECT_EQ(committed, 2) << "nine records wait for the tenth";
+    ledger.RecordAsync(*std::move(slow), record(10 + kBatch), std::nullopt, count);
+    EXPECT_EQ(committed, 2 + kBatch);
+  }
+  EXPECT_EQ(store.batch_sizes(), (std::vector<size_t>{1, 2, kBatch}));
 }
 
 // A transaction never mixes registry generations: it is checked against one.
@@ -644,7 +655,7 @@ TEST(GroupCommitLedger, BatchesHoldOneRegistryGeneration) {
   testing::FakeIdentityRegistry registry;  // at generation 1
   testing::FakeIssuanceStore store(registry);
   MetricsRegistry metrics;
-  std::atomic<int> committed{0}, aborted{0};
+  int committed = 0, aborted = 0;
   auto count = [&](absl::Status s) {
     committed += s.ok();
     aborted += absl::IsAborted(s);
@@ -652,15 +663,139 @@ TEST(GroupCommitLedger, BatchesHoldOneRegistryGeneration) {
   {
     GroupCommitLedger ledger(store, metrics, {.max_batch = 4, .writers = 1, .commit_interval = absl::Hours(1)});
     ASSERT_TRUE(ledger.Record(IssuanceRecord{.serial_hex = "0"}).ok());
-    ledger.RecordAsync(IssuanceRecord{.serial_hex = "1"}, 1, count);
-    ledger.RecordAsync(IssuanceRecord{.serial_hex = "2"}, 1, count);
-    ledger.RecordAsync(IssuanceRecord{.serial_hex = "3"}, 0, count);
-    ledger.RecordAsync(IssuanceRecord{.serial_hex = "4"}, 0, count);  // a full queue: a commit starts
+    // Holds the commits back until the queue is full.
+    std::optional<GroupCommitLedger::Expectation> more(ledger.ExpectRecord());
+    ledger.RecordAsync(ledger.ExpectRecord(), IssuanceRecord{.serial_hex = "1"}, 1, count);
+    ledger.RecordAsync(ledger.ExpectRecord(), IssuanceRecord{.serial_hex = "2"}, 1, count);
+    ledger.RecordAsync(ledger.ExpectRecord(), IssuanceRecord{.serial_hex = "3"}, 0, count);
+    EXPECT_EQ(committed + aborted, 0);
+    ledger.RecordAsync(ledger.ExpectRecord(), IssuanceRecord{.serial_hex = "4"}, 0, count);  // full: commits
+    EXPECT_EQ(committed + aborted, 2) << "generation 1's records; generation 0's wait for the rest";
+    more.reset();
+    EXPECT_EQ(committed + aborted, 4);
   }
-  EXPECT_EQ(committed.load(), 2);
-  EXPECT_EQ(aborted.load(), 2);
+  EXPECT_EQ(committed, 2);
+  EXPECT_EQ(aborted, 2);
   EXPECT_EQ(store.batch_sizes(), (std::vector<size_t>{1, 2, 2}));
   EXPECT_EQ(store.ledger_size(), 3u);
+}
+
+// The signing limits (ca/signing_limiter.h) as the CA applies them.
+class SigningLimitsTest : public ImpersonationTest {
+ protected:
+  double RateLimited(const std::string& reason) {
+    return metrics_.AddCounter("meshid_ca_rate_limited_total", "", {{"reason", reason}}).value();
+  }
+  CallerCredentials other_creds_ = CredentialsOf("system:serviceaccount:default:other");
+};
+
+TEST_F(SigningLimitsTest, ACallerOverItsRateIsRefusedWithAHintWhileAnotherIsServed) {
+  CertificateServiceOptions options;
+  options.limits.rate_per_caller = 1;
+  options.limits.burst_per_caller = 2;
+  auto ca = Make(options, true);
+  ASSERT_TRUE(ca->Sign(creds_, csr_, 0).ok());
+  ASSERT_TRUE(ca->Sign(creds_, csr_, 0).ok());
+  const int reads = registry_.status_reads();
+
+  auto refused = ca->Sign(creds_, csr_, 0);
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kResourceExhausted,
+                                absl::StrCat("signing rate limit: ", kId,
+                                             " is over its limit of 1 certificates/s (burst 2); retry after 1000 ms")));
+  EXPECT_EQ(RetryDelayOf(refused.status()), absl::Seconds(1));
+  EXPECT_EQ(ca->issued_count(), 2) << "nothing signed";
+  EXPECT_EQ(issuances_.ledger_size(), 2u) << "nothing recorded";
+  EXPECT_EQ(RateLimited("caller_rate"), 1);
+
+  ASSERT_TRUE(ca->Sign(other_creds_, csr_, 0).ok()) << "another caller has its own bucket";
+  EXPECT_EQ(ca->issued_count(), 3);
+  EXPECT_EQ(registry_.status_reads(), reads + 1) << "only the other caller's status was read";
+
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_TRUE(ca->Sign(creds_, csr_, 0).ok()) << "served again once the hint has passed";
+  EXPECT_THAT(ca->Sign(creds_, csr_, 0), StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(ca->issued_count(), 4);
+  EXPECT_EQ(Metric("citadel_server_csr_count"), 6) << "refusals are requests received";
+}
+
+TEST_F(SigningLimitsTest, ANodeMintingOtherIdentitiesSpendsItsOwnBucket) {
+  CertificateServiceOptions options;
+  options.limits.rate_per_caller = 1;
+  options.limits.burst_per_caller = 2;
+  auto ca = Make(options, true);
+  const std::string web = "spiffe://cluster.local/ns/default/sa/web";
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(kId, kNode)).ok());
+  ASSERT_TRUE(registry_.CreateEntry(EntryOf(web, kNode)).ok());
+  ASSERT_TRUE(ca->Sign(node_creds_, csr_, 0, As(kId)).ok());
+  ASSERT_TRUE(ca->Sign(node_creds_, csr_, 0, As(web)).ok());
+  EXPECT_THAT(ca->Sign(node_creds_, csr_, 0, As(web)),
+              StatusIs(absl::StatusCode::kResourceExhausted, ::testing::HasSubstr(kNode)))
+      << "naming another workload gets the node no new bucket";
+  EXPECT_THAT(ca->Sign(node_creds_, csr_, 0, As("spiffe://cluster.local/ns/default/sa/never-seen")),
+              StatusIs(absl::StatusCode::kResourceExhausted))
+      << "refused before its registry status is read";
+  EXPECT_EQ(issuances_.ledger_size(), 2u);
+  EXPECT_TRUE(ca->Sign(creds_, csr_, 0).ok()) << "the workload asking for itself has its own bucket";
+}
+
+TEST_F(SigningLimitsTest, EveryWayASigningEndsGivesItsSlotBack) {
+  CertificateServiceOptions options;
+  options.limits.max_concurrent = 1;
+  auto ca = Make(options, true);
+  // With one slot, a request is refused for concurrency if any earlier one kept its slot.
+  auto expect_slot_free = [&](const char* after) {
+    EXPECT_TRUE(ca->Sign(other_creds_, csr_, 0).ok()) << "after " << after;
+  };
+  registry_.set_available(false);
+  EXPECT_THAT(ca->Sign(creds_, csr_, 0), StatusIs(absl::StatusCode::kUnavailable));
+  registry_.set_available(true);
+  expect_slot_free("the registry was down");
+
+  issuances_.set_available(false);
+  EXPECT_THAT(ca->Sign(creds_, csr_, 0), StatusIs(absl::StatusCode::kUnavailable));
+  issuances_.set_available(true);
+  expect_slot_free("the ledger was down");
+
+  EXPECT_THAT(ca->Sign(creds_, "junk", 0), StatusIs(absl::StatusCode::kInvalidArgument));
+  expect_slot_free("a bad CSR");
+  EXPECT_THAT(ca->Sign(creds_, csr_, 86401), StatusIs(absl::StatusCode::kInvalidArgument));
+  expect_slot_free("a TTL too long");
+
+  ASSERT_TRUE(registry_.Block(kId, "", clock_.Now()).ok());  // the cached status is stale: signed, aborted, refused
+  EXPECT_THAT(ca->Sign(creds_, csr_, 0), StatusIs(absl::StatusCode::kPermissionDenied));
+  ASSERT_TRUE(registry_.Unblock(kId).ok());
+  expect_slot_free("a block found at the ledger");
+
+  EXPECT_THAT(ca->Sign(node_creds_, csr_, 0, As("not a SPIFFE ID")), StatusIs(absl::StatusCode::kUnauthenticated));
+  expect_slot_free("a malformed impersonation");
+  EXPECT_THAT(ca->Sign(node_creds_, csr_, 0, As(kId)), StatusIs(absl::StatusCode::kUnauthenticated));
+  expect_slot_free("a refused impersonation");
+
+  EXPECT_THAT(ca->Sign(CallerCredentials{}, csr_, 0), StatusIs(absl::StatusCode::kUnauthenticated));
+  expect_slot_free("no credentials (refused before admission)");
+  EXPECT_EQ(RateLimited("concurrency"), 0);
+  EXPECT_EQ(ca->issued_count(), 8) << "the requests that checked for a free slot";
+}
+
+TEST_F(SigningLimitsTest, TheWaitForTheLedgerHoldsNoSlot) {
+  CertificateServiceOptions options;
+  options.limits.max_concurrent = 1;
+  auto ca = Make(options, true);
+  // While the first certificate is being committed, a second request is admitted and signed.
+  std::optional<absl::Status> second;
+  absl::Notification second_done;
+  bool first = true;
+  issuances_.set_before_record([&] {
+    if (!std::exchange(first, false)) return;
+    ca->SignAsync(other_creds_, csr_, 0, std::nullopt, [&](absl::StatusOr<std::vector<std::string>> chain) {
+      second = chain.status();
+      second_done.Notify();
+    });
+  });
+  EXPECT_TRUE(ca->Sign(creds_, csr_, 0).ok());
+  second_done.WaitForNotification();
+  EXPECT_TRUE(second->ok()) << *second;
+  EXPECT_EQ(issuances_.ledger_size(), 2u);
 }
 
 TEST(EntryAllows, MatchesEachRuleKind) {

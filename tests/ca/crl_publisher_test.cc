@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_format.h"
+#include "ca/cert_issuer.h"
 #include "ca/crl_builder.h"
 #include "common/crl.h"
 #include "common/files.h"
@@ -43,6 +44,7 @@ class CrlPublisherTest : public ::testing::Test {
     auto authority = LoadOrCreateSelfSignedAuthority(options, clock_, random_);
     ASSERT_OK(authority.status());
     authority_ = *authority;
+    authorities_ = std::make_shared<AuthoritySource>(*CertIssuer::Create(authority_, clock_, random_));
   }
 
   // A certificate of the ledger signed by the authority, valid for 10 hours from now.
@@ -73,11 +75,12 @@ class CrlPublisherTest : public ::testing::Test {
   std::unique_ptr<TestDatabase> db_;
   std::unique_ptr<Store> store_;
   std::shared_ptr<const SigningAuthority> authority_;
+  std::shared_ptr<AuthoritySource> authorities_;
   MetricsRegistry metrics_;
 };
 
 TEST_F(CrlPublisherTest, PublishesAtStartAndOnEveryRevocation) {
-  auto publisher = CrlPublisher::Create(authority_, *store_, clock_, metrics_, MakeNullLogger(), Options());
+  auto publisher = CrlPublisher::Create(authorities_, *store_, clock_, metrics_, MakeNullLogger(), Options());
   ASSERT_OK(publisher.status());
   auto first = (*publisher)->current();
   ASSERT_NE(first, nullptr);
@@ -115,7 +118,7 @@ TEST_F(CrlPublisherTest, PublishesAtStartAndOnEveryRevocation) {
 TEST_F(CrlPublisherTest, ResignsAtHalfValidityAndDropsExpiredEntries) {
   const std::string serial = Issue(1);
   ASSERT_OK(store_->Revoke({serial}, {RevocationReason::kSuperseded, "ops@host", clock_.Now()}).status());
-  auto publisher = CrlPublisher::Create(authority_, *store_, clock_, metrics_, MakeNullLogger(), Options());
+  auto publisher = CrlPublisher::Create(authorities_, *store_, clock_, metrics_, MakeNullLogger(), Options());
   ASSERT_OK(publisher.status());
   auto first = (*publisher)->current();
   EXPECT_THAT(VerifyCrl(first->der, authority_->cert.get(), clock_.Now())->revoked, ElementsAre(serial));
@@ -130,14 +133,38 @@ TEST_F(CrlPublisherTest, ResignsAtHalfValidityAndDropsExpiredEntries) {
   EXPECT_THAT(VerifyCrl(second->der, authority_->cert.get(), clock_.Now())->revoked, IsEmpty());
 }
 
+// A reload of the signing material (ca/reloader.h): the next poll signs with the new certificate,
+// under the same number, and says which material signed it.
+TEST_F(CrlPublisherTest, SignsAgainWhenTheSigningMaterialIsReplaced) {
+  auto publisher = CrlPublisher::Create(authorities_, *store_, clock_, metrics_, MakeNullLogger(), Options());
+  ASSERT_OK(publisher.status());
+  auto first = (*publisher)->current();
+  EXPECT_EQ(first->signer, authority_);
+  EXPECT_EQ(*(*publisher)->RunOne(), false);
+
+  TempDir other_dir;
+  SelfSignedOptions options;
+  options.data_dir = other_dir.path();
+  auto next = LoadOrCreateSelfSignedAuthority(options, clock_, random_);
+  ASSERT_OK(next.status());
+  authorities_->Replace(*CertIssuer::Create(*next, clock_, random_));
+  EXPECT_EQ(*(*publisher)->RunOne(), true);
+  auto second = (*publisher)->current();
+  EXPECT_EQ(second->signer, *next);
+  EXPECT_EQ(second->number, first->number);
+  EXPECT_OK(VerifyCrl(second->der, (*next)->cert.get(), clock_.Now()).status());
+  EXPECT_FALSE(VerifyCrl(second->der, authority_->cert.get(), clock_.Now()).ok());
+  EXPECT_EQ(*(*publisher)->RunOne(), false) << "signed once per replacement";
+}
+
 TEST_F(CrlPublisherTest, BadOptionsAreRefused) {
   CrlPublisherOptions options = Options();
   options.validity = absl::Seconds(30);
-  EXPECT_THAT(CrlPublisher::Create(authority_, *store_, clock_, metrics_, MakeNullLogger(), options),
+  EXPECT_THAT(CrlPublisher::Create(authorities_, *store_, clock_, metrics_, MakeNullLogger(), options),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("validity")));
   options = Options();
   options.output_file = dir_.path() + "/no/such/dir/crl.pem";
-  EXPECT_THAT(CrlPublisher::Create(authority_, *store_, clock_, metrics_, MakeNullLogger(), options),
+  EXPECT_THAT(CrlPublisher::Create(authorities_, *store_, clock_, metrics_, MakeNullLogger(), options),
               StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("no/such/dir")));
 }
 

@@ -1,10 +1,12 @@
 // End-to-end tests of `meshid server` as users run it: the real binary on loopback, the C++
 // CA client, the openssl command line and Botan as independent checkers.
 #include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
 #include <grpcpp/support/status.h>
 #include <gtest/gtest.h>
 #include <openssl/hmac.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -21,6 +23,7 @@
 #include "common/keys.h"
 #include "common/pem.h"
 #include "common/x509.h"
+#include "google/rpc/status.pb.h"
 #include "nodeagent/ca_client.h"
 #include "tests/integration/ca_harness.h"
 #include "tests/support/poll.h"
@@ -411,6 +414,12 @@ TEST_F(CaServerTest, BrokenPluginCaAndBadFlagsFailWithOneClearLine) {
        "--trusted-node-accounts: \"istio-system/\" is not <namespace>/<serviceaccount>"},
       {{"--trusted-node-accounts", "istio-system/ztunnel", "--datastore", "none"},
        "--trusted-node-accounts: needs a datastore (not --datastore none)"},
+      {{"--signing-rate-per-caller", "-1"}, "--signing-rate-per-caller: must be 0 (no limit) or more"},
+      {{"--signing-rate-per-caller", "nan"}, "--signing-rate-per-caller: must be 0 (no limit) or more"},
+      {{"--signing-burst-per-caller", "0.5"},
+       "--signing-burst-per-caller: must be at least 1 when --signing-rate-per-caller is set"},
+      {{"--max-concurrent-signing", "-4"}, "--max-concurrent-signing: must be 0 (no limit) or more"},
+      {{"--max-concurrent-signing", "many"}, "--max-concurrent-signing"},
   };
   int i = 0;
   for (const auto& c : cases) {

@@ -31,6 +31,9 @@ using testing::RunShell;
 using testing::ServerProcess;
 
 const char kId[] = "spiffe://cluster.local/ns/default/sa/sleep";
+// The Load below asks as one identity as fast as the CA answers: its servers run without the
+// per-caller signing limit, which would refuse most of it (RESOURCE_EXHAUSTED).
+const char kSigningRateFlag[] = "--signing-rate-per-caller";
 
 // Serials of every certificate the CA handed out, and every error code seen.
 class Load {
@@ -131,7 +134,7 @@ TEST_F(StorageFaultTest, KillDashNineLosesNoCertificateAClientReceived) {
   std::string data = base_ + "/data";
   std::vector<std::string> received;
   {
-    ServerProcess server(data);
+    ServerProcess server(data, {kSigningRateFlag, "0"});
     ASSERT_TRUE(server.ok()) << server.Log();
     Load load({&server}, server.Token(), 4);
     ASSERT_TRUE(load.WaitFor([&] { return load.received() >= 300; })) << load.last_error();
@@ -155,7 +158,7 @@ TEST_F(StorageFaultTest, KillDashNineLosesNoCertificateAClientReceived) {
 // (the command line) while it issues under load is honoured from the next request on.
 TEST_F(StorageFaultTest, RegistryChangesFromTheCommandLineReachARunningServerUnderLoad) {
   std::string data = base_ + "/data";
-  ServerProcess server(data);
+  ServerProcess server(data, {kSigningRateFlag, "0"});
   ASSERT_TRUE(server.ok()) << server.Log();
   std::string token = server.Token();
   auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
@@ -196,7 +199,7 @@ TEST_F(StorageFaultTest, RegistryChangesFromTheCommandLineReachARunningServerUnd
 TEST_F(StorageFaultTest, PostgresOutageMeansUnavailableThenRecoversByItself) {
   testing::PrivatePostgres pg;
   ASSERT_FALSE(pg.url().empty());
-  ServerProcess server(base_ + "/data", {"--datastore", pg.url()});
+  ServerProcess server(base_ + "/data", {"--datastore", pg.url(), kSigningRateFlag, "0"});
   ASSERT_TRUE(server.ok()) << server.Log();
   Load load({&server}, server.Token(), 2);
   ASSERT_TRUE(load.WaitFor([&] { return load.received() >= 50; })) << load.last_error();
@@ -225,9 +228,9 @@ TEST_F(StorageFaultTest, TwoReplicasOnOnePostgresLoseNothingAndShareTheDenyList)
   testing::PrivatePostgres pg;
   ASSERT_FALSE(pg.url().empty());
   std::string data = base_ + "/data";  // shared CA key, as replicas behind one address would have
-  ServerProcess a(data, {"--datastore", pg.url()});
+  ServerProcess a(data, {"--datastore", pg.url(), kSigningRateFlag, "0"});
   ASSERT_TRUE(a.ok()) << a.Log();
-  ServerProcess b(data, {"--datastore", pg.url()});
+  ServerProcess b(data, {"--datastore", pg.url(), kSigningRateFlag, "0"});
   ASSERT_TRUE(b.ok()) << b.Log();
   std::string token = a.Token();
   {

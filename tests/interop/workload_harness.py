@@ -144,6 +144,7 @@ class Mesh:
     is given to the agent as SPIFFE_ENDPOINT_SOCKET=unix://<path>, as the specification names it."""
 
     def __init__(self, meshid, work, secret_ttl="20s", agent_args=()):
+        """`secret_ttl` None: no --secret-ttl, the agent's default."""
         self.meshid = meshid
         self.work = work
         self.data = work.join("data")
@@ -165,7 +166,8 @@ class Mesh:
                                   "--ca-root", self.root_file, "--token-file", token_file,
                                   "--sds-socket", os.path.join(self.run_dir, "sds.sock"),
                                   "--monitoring-addr", "127.0.0.1:0", "--crl-file", work.join("crl.pem"),
-                                  "--secret-ttl", secret_ttl, *agent_args], self.agent_log,
+                                  *(("--secret-ttl", secret_ttl) if secret_ttl else ()), *agent_args],
+                                 self.agent_log,
                                  env={"SPIFFE_ENDPOINT_SOCKET": self.target})
         self.wait_log(self.agent, self.agent_log, r"Workload API on (\S+)")
 

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# The CA over the wire against the crypto floor, as a user would measure it first:
+# `meshid server` pinned to the first N cores (taskset), meshid_ca_loadgen pinned to the cores
+# after them, TLS, a bearer token on every request (ES256, as istio-agent sends one), the
+# issuance ledger on and durable before each reply (SQLite: WAL, synchronous=FULL; PostgreSQL:
+# fsync on, synchronous_commit on, pinned beside the load generator). Per (store, server cores,
+# concurrency): a warm-up run, then several timed runs; the median of certificates/s and of the
+# server's CPU per certificate (from /proc/<pid>/stat, user + system).
+#
+# The floor is the work the CA cannot avoid for one certificate: verify the CSR's signature,
+# sign the certificate, verify the token's signature, i.e. one ECDSA P-256 sign and two
+# verifies, from `openssl speed ecdsap256` on the server's first core in the same run. The
+# ratio is the server's CPU per certificate over that floor.
+#
+# The load generator is one caller, so the per-caller signing limit is off
+# (--signing-rate-per-caller 0); every other server flag is its default.
+#
+# On a machine with no core left over for the load generator (or PostgreSQL), they share the
+# server's cores and the output says so: such a line is a friendlier or harsher setup than the
+# one above, never the same one.
+#
+#   ninja -C build-rel meshid meshid_ca_loadgen &&
+#   bench/ca/floor_bench.sh [--build DIR] [--cores "1 2"] [--concurrency "8 64"]
+#       [--stores "sqlite postgresql"] [--runs N] [--count N] [--server-args ARGS]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build="$root/build-rel"
+core_counts="1"
+concurrencies="8 64"
+stores="sqlite"
+runs=5
+count=10000
+server_args=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build) build="$2"; shift ;;
+    --cores) core_counts="$2"; shift ;;
+    --concurrency) concurrencies="$2"; shift ;;
+    --stores) stores="$2"; shift ;;
+    --runs) runs="$2"; shift ;;
+    --count) count="$2"; shift ;;
+    --server-args) server_args="$2"; shift ;;
+    *) echo "usage: $0 [--build DIR] [--cores LIST] [--concurrency LIST] [--stores LIST] [--runs N] [--count N] [--server-args ARGS]" >&2; exit 2 ;;
+  esac
+  shift
+done
+meshid="$build/meshid"
+loadgen="$build/bench/ca/meshid_ca_loadgen"
+for f in "$meshid" "$loadgen"; do [ -x "$f" ] || { echo "floor_bench: $f is missing (ninja -C $build meshid meshid_ca_loadgen)" >&2; exit 1; }; done
+for tool in taskset openssl; do command -v "$tool" >/dev/null || { echo "floor_bench: $tool is missing" >&2; exit 1; }; done
+ncores=$(nproc)
+for n in $core_counts; do
+  [ "$n" -ge 1 ] && [ "$n" -le "$ncores" ] || { echo "floor_bench: --cores $n: this machine has $ncores cores" >&2; exit 2; }
+done
+
+work=$(mktemp -d /tmp/meshid-floor-bench.XXXXXX)
+chmod 0711 "$work"  # PostgreSQL runs as the postgres user, under $work/pg
+server_pid=""
+pg_started=0
+cleanup() {
+  [ -n "$server_pid" ] && { kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; }
+  [ $pg_started = 1 ] && "$root/scripts/pg-test-server.sh" stop "$work/pg" >/dev/null 2>&1
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Cores 0..n-1 for the server; the rest for the load generator and PostgreSQL, or, when there is
+# no rest, the server's own (reported as shared).
+server_cpus() { seq -s, 0 $(($1 - 1)); }
+other_cpus() { if [ "$1" -lt "$ncores" ]; then seq -s, "$1" $((ncores - 1)); else server_cpus "$1"; fi; }
+
+if [[ " $stores " == *" postgresql "* ]]; then
+  pg_env=$(MESHID_TEST_POSTGRES_FSYNC=on "$root/scripts/pg-test-server.sh" start "$work/pg")
+  eval "$pg_env"
+  pg_started=1
+  # PostgreSQL's postmaster and its backends (forked later) on the cores after the server's one.
+  pg_pid=$(head -1 "$work/pg/data/postmaster.pid" 2>/dev/null || true)
+  [ -n "$pg_pid" ] && taskset -a -p -c "$(other_cpus 1)" "$pg_pid" >/dev/null
+fi
+
+# The floor, on the server's first core: ms for one sign and two verifies.
+floor_ms() {
+  local line
+  line=$(taskset -c 0 openssl speed -seconds 3 ecdsap256 2>/dev/null | awk '/nistp256\)/ {print $(NF-1), $NF}' | tail -1)
+  [ -n "$line" ] || { echo "floor_bench: could not read openssl speed ecdsap256" >&2; exit 1; }
+  awk -v s="${line% *}" -v v="${line#* }" 'BEGIN {printf "%.4f %.0f %.0f\n", 1000 / s + 2000 / v, s, v}'
+}
+
+free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+start_server() {  # STORE CORES
+  local data="$work/data-$1-$2" url p
+  case "$1" in
+    none) url=none ;;
+    sqlite) url="sqlite://$data/meshid.db" ;;
+    postgresql)
+      PGOPTIONS="-c client_min_messages=warning" /usr/bin/psql "$MESHID_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS meshid_bench" -c "CREATE DATABASE meshid_bench" >/dev/null
+      url="${MESHID_TEST_POSTGRES_URL%/postgres}/meshid_bench?pool_size=8" ;;
+    *) echo "floor_bench: unknown store $1 (none, sqlite, postgresql)" >&2; exit 2 ;;
+  esac
+  p=$(free_port)
+  # shellcheck disable=SC2086  # --server-args is a list of words
+  taskset -c "$(server_cpus "$2")" "$meshid" server --data-dir "$data" --datastore "$url" --listen "127.0.0.1:$p" \
+    --monitoring-addr 127.0.0.1:0 --log-level warn --signing-rate-per-caller 0 $server_args >"$work/server.log" 2>&1 &
+  server_pid=$!
+  port=$p
+  server_data=$data
+  for _ in $(seq 300); do
+    [ -f "$data/root-cert.pem" ] && (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break
+    kill -0 "$server_pid" 2>/dev/null || { echo "floor_bench: the $1 server exited:" >&2; cat "$work/server.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  "$meshid" token create --data-dir "$data" --namespace bench --service-account loadgen >"$work/token"
+}
+stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""; }
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+read -r floor sign_s verify_s < <(floor_ms)
+echo "meshid CA against the crypto floor: $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)," \
+  "$ncores cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), load average $(cut -d' ' -f1 /proc/loadavg) at start"
+echo "floor on core 0 (openssl speed ecdsap256): $sign_s signs/s, $verify_s verifies/s → 1 sign + 2 verifies = $floor ms per certificate"
+echo "$count certificates per run, a warm-up run then the median of $runs${server_args:+, server flags: $server_args}"
+echo
+echo "| ledger | server cores | load generator cores | concurrency | certificates/s | p99 ms | server CPU ms/cert | × floor |"
+echo "|---|---:|---|---:|---:|---:|---:|---:|"
+for cores in $core_counts; do
+  gen_cpus=$(other_cpus "$cores")
+  placement="$gen_cpus"
+  [ "$cores" -ge "$ncores" ] && placement="$gen_cpus (shared with the server)"
+  for store in $stores; do
+    start_server "$store" "$cores"
+    for c in $concurrencies; do
+      : >"$work/runs"
+      for run in $(seq 0 "$runs"); do
+        out=$(taskset -c "$gen_cpus" "$loadgen" --addr "127.0.0.1:$port" --ca-root "$server_data/root-cert.pem" \
+          --token-file "$work/token" --concurrency "$c" --count "$count" --server-pid "$server_pid" --time-limit 120) ||
+          { echo "floor_bench: loadgen failed ($store, $cores cores, c=$c):" >&2; echo "$out" >&2; exit 1; }
+        if grep -q '^error' <<<"$out"; then echo "floor_bench: failed requests ($store, c=$c):" >&2; echo "$out" >&2; exit 1; fi
+        [ "$run" = 0 ] && continue  # warm-up
+        echo "$(awk '/^throughput/ {print $2}' <<<"$out") $(awk '/^latency/ {print $6}' <<<"$out") $(awk '/^server CPU/ {print $3}' <<<"$out")" >>"$work/runs"
+      done
+      col() { awk -v c="$1" '{print $c}' "$work/runs" | median; }
+      cpu=$(col 3)
+      printf "| %s | %s | %s | %s | %.0f | %.2f | %.3f | %.2f |\n" "$store" "$cores" "$placement" "$c" "$(col 1)" "$(col 2)" \
+        "$cpu" "$(awk -v a="$cpu" -v b="$floor" 'BEGIN {print a / b}')"
+    done
+    stop_server
+  done
+done
