@@ -89,7 +89,8 @@ void RegisterAgentCommands(CLI::App& app, CommandContext& ctx) {
   auto flags = std::make_shared<AgentFlags>();
   CLI::App* cmd = app.add_subcommand(
       "agent", "Run the node agent: workload keys and certificates in memory, served to proxies over Envoy SDS");
-  cmd->add_option("--ca-addr", config->ca_address, "CA address (meshid server or istiod)")
+  cmd->add_option("--ca-addr", config->ca_address,
+                  "CA address (meshid server or istiod): host:port, or replicas as IP:port,IP:port (failover)")
       ->envname("CA_ADDR")
       ->capture_default_str();
   cmd->add_option("--ca-root", config->ca_root_file,

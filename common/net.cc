@@ -1,8 +1,15 @@
 #include "common/net.h"
 
+#include <arpa/inet.h>
+
+#include <vector>
+
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace meshid {
 
@@ -39,6 +46,43 @@ absl::StatusOr<HostPort> ParseHostPort(absl::string_view text) {
   }
   out.port = static_cast<uint16_t>(port);
   return out;
+}
+
+absl::StatusOr<ServerTarget> ParseServerTarget(absl::string_view text) {
+  std::vector<absl::string_view> items = absl::StrSplit(text, ',');
+  std::vector<HostPort> servers;
+  for (size_t i = 0; i < items.size(); ++i) {
+    absl::string_view item = absl::StripAsciiWhitespace(items[i]);
+    const std::string which = items.size() > 1 ? absl::StrCat("item ", i + 1, " of the list: ") : "";
+    if (item.empty()) return absl::InvalidArgumentError(absl::StrCat(which, "an empty address"));
+    absl::StatusOr<HostPort> parsed = ParseHostPort(item);
+    if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(which, parsed.status().message()));
+    HostPort server = *std::move(parsed);
+    if (server.port == 0) return absl::InvalidArgumentError(absl::StrCat(which, "address \"", item, "\" has port 0"));
+    servers.push_back(std::move(server));
+  }
+  if (servers.size() == 1) return ServerTarget{std::string(absl::StripAsciiWhitespace(text)), ""};
+  // gRPC's ipv4: and ipv6: targets take a list of addresses of one family.
+  in6_addr v6;
+  in_addr v4;
+  const bool first_is_v6 = inet_pton(AF_INET6, servers[0].host.c_str(), &v6) == 1;
+  std::vector<std::string> parts;
+  for (size_t i = 0; i < servers.size(); ++i) {
+    const bool v6_host = inet_pton(AF_INET6, servers[i].host.c_str(), &v6) == 1;
+    const bool v4_host = inet_pton(AF_INET, servers[i].host.c_str(), &v4) == 1;
+    if (!v6_host && !v4_host) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("item ", i + 1, " of the list: \"", servers[i].host,
+                       "\" is not an IP address (a list holds addresses; replicas behind one name need only the "
+                       "name, whose addresses gRPC tries in turn)"));
+    }
+    if (v6_host != first_is_v6) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("item ", i + 1, " of the list: IPv4 and IPv6 addresses cannot be mixed in one list"));
+    }
+    parts.push_back(servers[i].ToString());
+  }
+  return ServerTarget{absl::StrCat(first_is_v6 ? "ipv6:" : "ipv4:", absl::StrJoin(parts, ",")), servers[0].host};
 }
 
 }  // namespace meshid

@@ -154,7 +154,8 @@ absl::Status AgentConfig::Validate() const {
   auto check = [&](const absl::Status& s, absl::string_view flag) {
     if (!s.ok()) problems.push_back(absl::StrCat(flag, ": ", s.message()));
   };
-  check(ParseHostPort(ca_address).status(), "--ca-addr");
+  check(ParseServerTarget(ca_address).status(), "--ca-addr");
+  if (!policy.server_address.empty()) check(ParseServerTarget(policy.server_address).status(), "--policy-server");
   if (!ca_insecure_plaintext && ca_root_file.empty())
     problems.push_back("--ca-root: required unless --ca-insecure-plaintext");
   if (token_file.empty()) problems.push_back("--token-file: required");

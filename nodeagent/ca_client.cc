@@ -5,6 +5,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/net.h"
+#include "common/status_macros.h"
 #include "istio/security/v1alpha1/ca.grpc.pb.h"
 
 namespace meshid {
@@ -46,6 +48,7 @@ class GrpcCaClient final : public CaClient {
 
 absl::StatusOr<std::unique_ptr<CaClient>> CaClient::Create(const CaClientOptions& options) {
   if (options.address.empty()) return absl::InvalidArgumentError("CA address is empty");
+  MESHID_ASSIGN_OR_RETURN(ServerTarget target, ParseServerTarget(options.address));
   std::shared_ptr<grpc::ChannelCredentials> creds;
   grpc::ChannelArguments args;
   if (options.insecure_plaintext) {
@@ -57,9 +60,10 @@ absl::StatusOr<std::unique_ptr<CaClient>> CaClient::Create(const CaClientOptions
     ssl.pem_cert_chain = options.client_cert_chain_pem;
     ssl.pem_private_key = options.client_key_pem;
     creds = grpc::SslCredentials(ssl);
-    if (!options.tls_server_name.empty()) args.SetSslTargetNameOverride(options.tls_server_name);
+    const std::string& name = options.tls_server_name.empty() ? target.tls_name : options.tls_server_name;
+    if (!name.empty()) args.SetSslTargetNameOverride(name);
   }
-  auto channel = grpc::CreateCustomChannel(options.address, creds, args);
+  auto channel = grpc::CreateCustomChannel(target.target, creds, args);
   return std::make_unique<GrpcCaClient>(std::move(channel), options.timeout);
 }
 

@@ -13,7 +13,7 @@
 namespace meshid {
 
 struct CaClientOptions {
-  std::string address;                // host:port of meshid server (or istiod)
+  std::string address;                // host:port of meshid server (or istiod), or a list (ParseServerTarget)
   std::string root_cert_pem;          // trust bundle for the server's certificate
   std::string tls_server_name;        // overrides the name checked in the server cert, if set
   std::string client_cert_chain_pem;  // optional: authenticate with an existing SVID (renewal)

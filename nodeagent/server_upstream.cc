@@ -4,7 +4,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "common/net.h"
 #include "common/secret.h"
+#include "common/status_macros.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
 #include "sds/resource.h"
 
@@ -77,6 +79,7 @@ void ServerUpstream::OnSvid(const xds::ResourceUpdate& update) {
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> ServerUpstream::MakeChannel() {
+  MESHID_ASSIGN_OR_RETURN(ServerTarget target, ParseServerTarget(options_.server_address));
   grpc::ChannelArguments args = xds::StreamChannelArguments(options_.max_message_bytes);
   std::shared_ptr<grpc::ChannelCredentials> creds;
   if (options_.insecure_plaintext) {
@@ -100,9 +103,10 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> ServerUpstream::MakeChannel() {
     }
     creds = grpc::SslCredentials(ssl);
     if (!ssl.pem_private_key.empty()) OPENSSL_cleanse(ssl.pem_private_key.data(), ssl.pem_private_key.size());
-    if (!options_.server_name.empty()) args.SetSslTargetNameOverride(options_.server_name);
+    const std::string& name = options_.server_name.empty() ? target.tls_name : options_.server_name;
+    if (!name.empty()) args.SetSslTargetNameOverride(name);
   }
-  return grpc::CreateCustomChannel(options_.server_address, creds, args);
+  return grpc::CreateCustomChannel(target.target, creds, args);
 }
 
 absl::StatusOr<xds::CallMetadata> ServerUpstream::Metadata() {

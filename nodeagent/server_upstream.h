@@ -20,7 +20,7 @@
 namespace meshid {
 
 struct ServerUpstreamOptions {
-  std::string server_address;       // host:port of meshid server
+  std::string server_address;       // host:port of meshid server, or a list (ParseServerTarget)
   std::string ca_root_file;         // trust bundle for the server's certificate
   std::string server_name;          // overrides the name checked, if set
   bool insecure_plaintext = false;  // only for a server started with --insecure-plaintext

@@ -24,6 +24,8 @@
 #       [--stores "sqlite postgresql"] [--runs N] [--count N] [--server-args ARGS]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=bench/ca/lib.sh
+source "$root/bench/ca/lib.sh"
 build="$root/build-rel"
 core_counts="1"
 concurrencies="8 64"
@@ -70,8 +72,7 @@ server_cpus() { seq -s, 0 $(($1 - 1)); }
 other_cpus() { if [ "$1" -lt "$ncores" ]; then seq -s, "$1" $((ncores - 1)); else server_cpus "$1"; fi; }
 
 if [[ " $stores " == *" postgresql "* ]]; then
-  pg_env=$(MESHID_TEST_POSTGRES_FSYNC=on "$root/scripts/pg-test-server.sh" start "$work/pg")
-  eval "$pg_env"
+  bench_start_postgres "$root" "$work/pg"
   pg_started=1
   # PostgreSQL's postmaster and its backends (forked later) on the cores after the server's one.
   pg_pid=$(head -1 "$work/pg/data/postmaster.pid" 2>/dev/null || true)
@@ -86,34 +87,21 @@ floor_ms() {
   awk -v s="${line% *}" -v v="${line#* }" 'BEGIN {printf "%.4f %.0f %.0f\n", 1000 / s + 2000 / v, s, v}'
 }
 
-free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 start_server() {  # STORE CORES
   local data="$work/data-$1-$2" url p
-  case "$1" in
-    none) url=none ;;
-    sqlite) url="sqlite://$data/meshid.db" ;;
-    postgresql)
-      PGOPTIONS="-c client_min_messages=warning" /usr/bin/psql "$MESHID_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS meshid_bench" -c "CREATE DATABASE meshid_bench" >/dev/null
-      url="${MESHID_TEST_POSTGRES_URL%/postgres}/meshid_bench?pool_size=8" ;;
-    *) echo "floor_bench: unknown store $1 (none, sqlite, postgresql)" >&2; exit 2 ;;
-  esac
-  p=$(free_port)
+  url=$(bench_store_url "$1" "$data") || exit 2
+  p=$(bench_free_port)
   # shellcheck disable=SC2086  # --server-args is a list of words
   taskset -c "$(server_cpus "$2")" "$meshid" server --data-dir "$data" --datastore "$url" --listen "127.0.0.1:$p" \
     --monitoring-addr 127.0.0.1:0 --log-level warn --signing-rate-per-caller 0 $server_args >"$work/server.log" 2>&1 &
   server_pid=$!
   port=$p
   server_data=$data
-  for _ in $(seq 300); do
-    [ -f "$data/root-cert.pem" ] && (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break
-    kill -0 "$server_pid" 2>/dev/null || { echo "floor_bench: the $1 server exited:" >&2; cat "$work/server.log" >&2; exit 1; }
-    sleep 0.1
-  done
+  bench_wait_server "$server_pid" "$data" "$p" "$work/server.log" || exit 1
   "$meshid" token create --data-dir "$data" --namespace bench --service-account loadgen >"$work/token"
 }
 stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""; }
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 read -r floor sign_s verify_s < <(floor_ms)
 echo "meshid CA against the crypto floor: $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)," \
@@ -139,7 +127,7 @@ for cores in $core_counts; do
         [ "$run" = 0 ] && continue  # warm-up
         echo "$(awk '/^throughput/ {print $2}' <<<"$out") $(awk '/^latency/ {print $6}' <<<"$out") $(awk '/^server CPU/ {print $3}' <<<"$out")" >>"$work/runs"
       done
-      col() { awk -v c="$1" '{print $c}' "$work/runs" | median; }
+      col() { awk -v c="$1" '{print $c}' "$work/runs" | bench_median; }
       cpu=$(col 3)
       printf "| %s | %s | %s | %s | %.0f | %.2f | %.3f | %.2f |\n" "$store" "$cores" "$placement" "$c" "$(col 1)" "$(col 2)" \
         "$cpu" "$(awk -v a="$cpu" -v b="$floor" 'BEGIN {print a / b}')"

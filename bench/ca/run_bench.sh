@@ -15,6 +15,8 @@
 #       [--server-args "--ledger-commit-interval 0"]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=bench/ca/lib.sh
+source "$root/bench/ca/lib.sh"
 build="$root/build"
 count=20000
 rounds=5
@@ -49,37 +51,23 @@ cleanup() {
 trap cleanup EXIT
 
 if [[ " $stores " == *" postgresql "* ]]; then
-  pg_env=$(MESHID_TEST_POSTGRES_FSYNC=on "$root/scripts/pg-test-server.sh" start "$work/pg")
-  eval "$pg_env"
+  bench_start_postgres "$root" "$work/pg"
   pg_started=1
 fi
 
-free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 start_server() {  # STORE
   local data="$work/data-$1" url p
-  case "$1" in
-    none) url=none ;;
-    sqlite) url="sqlite://$data/meshid.db" ;;
-    postgresql)
-      PGOPTIONS="-c client_min_messages=warning" /usr/bin/psql "$MESHID_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS meshid_bench" -c "CREATE DATABASE meshid_bench" >/dev/null
-      url="${MESHID_TEST_POSTGRES_URL%/postgres}/meshid_bench?pool_size=8" ;;
-    *) echo "run_bench: unknown store $1 (none, sqlite, postgresql)" >&2; exit 2 ;;
-  esac
-  p=$(free_port)
+  url=$(bench_store_url "$1" "$data") || exit 2
+  p=$(bench_free_port)
   # shellcheck disable=SC2086  # --server-args is a list of words
   "$meshid" server --data-dir "$data" --datastore "$url" --listen "127.0.0.1:$p" --monitoring-addr 127.0.0.1:0 \
     --log-level warn --signing-rate-per-caller 0 $server_args >"$work/server-$1.log" 2>&1 &
   server_pid[$1]=$!
   port[$1]=$p
-  for _ in $(seq 300); do
-    [ -f "$data/root-cert.pem" ] && (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break
-    kill -0 "${server_pid[$1]}" 2>/dev/null || { echo "run_bench: the $1 server exited:" >&2; cat "$work/server-$1.log" >&2; exit 1; }
-    sleep 0.1
-  done
+  bench_wait_server "${server_pid[$1]}" "$data" "$p" "$work/server-$1.log" || exit 1
   "$meshid" token create --data-dir "$data" --namespace bench --service-account loadgen >"$work/token-$1"
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 for store in $stores; do start_server "$store"; done
 echo "meshid CA over the wire: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg) at start," \
@@ -102,11 +90,11 @@ for c in $concurrencies; do
     done
   done
   for store in $stores; do
-    col() { awk -v c="$1" '{print $c}' "$work/rounds-$store" | median; }
+    col() { awk -v c="$1" '{print $c}' "$work/rounds-$store" | bench_median; }
     ratio="-"
     if [ -s "$work/rounds-none" ] && [ "$store" != none ]; then
       # The ratio of each round's throughput to the ledger-off run next to it; their median.
-      ratio=$(paste -d" " "$work/rounds-$store" "$work/rounds-none" | awk '{print 100 * $2 / $7}' | median)
+      ratio=$(paste -d" " "$work/rounds-$store" "$work/rounds-none" | awk '{print 100 * $2 / $7}' | bench_median)
       ratio=$(printf "%.0f%%" "$ratio")
     fi
     label=$store

@@ -262,6 +262,58 @@ TEST_F(StorageFaultTest, TwoReplicasOnOnePostgresLoseNothingAndShareTheDenyList)
   EXPECT_TRUE(ClientFor(b)->CreateCertificate(csr, token, absl::ZeroDuration()).ok());
 }
 
+// Replicas are one CA when they share its material (here one data directory; or one plug-in
+// cacerts directory): an agent given both replicas' addresses keeps rotating when the replica it
+// uses is killed, and every certificate it got was signed by the one CA.
+TEST_F(StorageFaultTest, AnAgentGivenTwoReplicasKeepsRotatingWhenOneIsKilled) {
+  testing::PrivatePostgres pg;
+  ASSERT_FALSE(pg.url().empty());
+  std::string data = base_ + "/data";
+  ServerProcess a(data, {"--datastore", pg.url()});
+  ASSERT_TRUE(a.ok()) << a.Log();
+  ServerProcess b(data, {"--datastore", pg.url()});
+  ASSERT_TRUE(b.ok()) << b.Log();
+  testing::AgentProcessOptions options;
+  options.dir = base_;
+  options.ca_address = absl::StrCat(a.address(), ",", b.address());
+  // 4 s certificates, renewed at half their lifetime.
+  options.extra_args = {"--secret-ttl", "4s", "--grace-ratio-jitter", "0"};
+  testing::AgentProcess agent(a, options);
+  ASSERT_TRUE(agent.ok()) << agent.Log();
+
+  const std::string agent_id = "spiffe://cluster.local/ns/istio-system/sa/meshid-agent";
+  auto agent_certs = [&] {
+    auto [rc, out] = RunShell(
+        absl::StrCat(MeshidBinary(), " certs list --json --spiffe-id ", agent_id, " --datastore '", pg.url(), "'"));
+    EXPECT_EQ(rc, 0) << out;
+    std::vector<nlohmann::json> rows;
+    for (absl::string_view line : absl::StrSplit(out, '\n', absl::SkipEmpty())) {
+      rows.push_back(nlohmann::json::parse(std::string(line), nullptr, false));
+    }
+    return rows;
+  };
+  auto wait_for_certs = [&](size_t n) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (agent_certs().size() < n && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return agent_certs().size() >= n;
+  };
+  ASSERT_TRUE(wait_for_certs(2)) << agent.Log();
+  const double issued_by_a = a.Metric("citadel_server_success_cert_issuance_count");
+  EXPECT_GE(issued_by_a, 2) << "the agent starts on the first replica of its list";
+  a.process().Kill(SIGKILL);
+  const size_t before = agent_certs().size();
+  ASSERT_TRUE(wait_for_certs(before + 3)) << "no rotation after the replica died\n" << agent.Log();
+  EXPECT_GE(b.Metric("citadel_server_success_cert_issuance_count"), 3) << "the second replica took over";
+
+  std::set<std::string> issuers;
+  for (const nlohmann::json& row : agent_certs()) issuers.insert(row.value("issuer_serial", ""));
+  EXPECT_EQ(issuers.size(), 1u) << "certificates from more than one CA";
+  const std::string log = agent.Log();
+  EXPECT_EQ(log.find("expired"), std::string::npos) << "a certificate expired before its rotation\n" << log;
+}
+
 // Each bad datastore is one line naming the problem and a non-zero exit, never a crash.
 TEST_F(StorageFaultTest, BadDatastoreFailsWithOneClearLine) {
   testing::PrivatePostgres pg;

@@ -81,7 +81,8 @@ AgentProcess::AgentProcess(ServerProcess& server, AgentProcessOptions options) {
   const std::string base = absl::StrCat(options.dir, "/", options.name);
   const std::string token_file = WriteTestFile(base + ".token", server.Token("istio-system", options.service_account));
   socket_ = base + ".sock";
-  std::vector<std::string> argv = {MeshidBinary(),      "agent",        "--ca-addr",  server.address(), "--ca-root",
+  const std::string ca_address = options.ca_address.empty() ? server.address() : options.ca_address;
+  std::vector<std::string> argv = {MeshidBinary(),      "agent",        "--ca-addr",  ca_address,       "--ca-root",
                                    server.root_file(),  "--token-file", token_file,   "--sds-socket",   socket_,
                                    "--monitoring-addr", "127.0.0.1:0",  "--crl-file", base + ".crl.pem"};
   // Its own Workload API socket: the default (beside the SDS socket) is one per directory.

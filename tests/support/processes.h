@@ -58,6 +58,7 @@ struct AgentProcessOptions {
   std::string name = "agent";
   // The agent authenticates as istio-system/<service_account>.
   std::string service_account = "meshid-agent";
+  std::string ca_address;  // --ca-addr; empty: the server's address
   std::vector<std::string> extra_args;
 };
 
