@@ -48,7 +48,7 @@ while [ $# -gt 0 ]; do
 done
 meshid="$build/meshid"
 loadgen="$build/bench/ca/meshid_ca_loadgen"
-for f in "$meshid" "$loadgen"; do [ -x "$f" ] || { echo "floor_bench: $f is missing (ninja -C $build meshid meshid_ca_loadgen)" >&2; exit 1; }; done
+bench_require_build floor_bench "$build" || exit 1
 for tool in taskset openssl; do command -v "$tool" >/dev/null || { echo "floor_bench: $tool is missing" >&2; exit 1; }; done
 ncores=$(nproc)
 for n in $core_counts; do

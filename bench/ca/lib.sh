@@ -1,6 +1,14 @@
 # Shared by the CA benchmark scripts (sourced, not run): ports, medians, a benchmark server's
 # store, and waiting for a server to serve.
 
+# bench_require_build SCRIPT BUILD_DIR: the meshid binary and the load generator are built.
+bench_require_build() {
+  local f
+  for f in "$2/meshid" "$2/bench/ca/meshid_ca_loadgen"; do
+    [ -x "$f" ] || { echo "$1: $f is missing (ninja -C $2 meshid meshid_ca_loadgen)" >&2; return 1; }
+  done
+}
+
 bench_free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # The median of the numbers on stdin, one per line.

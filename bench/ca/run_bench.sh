@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
 done
 meshid="$build/meshid"
 loadgen="$build/bench/ca/meshid_ca_loadgen"
-for f in "$meshid" "$loadgen"; do [ -x "$f" ] || { echo "run_bench: $f is missing (ninja -C $build meshid meshid_ca_loadgen)" >&2; exit 1; }; done
+bench_require_build run_bench "$build" || exit 1
 
 work=$(mktemp -d /tmp/meshid-ca-bench.XXXXXX)
 chmod 0711 "$work"  # PostgreSQL runs as the postgres user, under $work/pg
