@@ -50,6 +50,10 @@ absl::StatusOr<std::shared_ptr<const CertIssuer>> PluggedInCaReloader::Prepare(c
   MESHID_ASSIGN_OR_RETURN(std::shared_ptr<const SigningAuthority> authority, ParsePluggedInAuthority(files, clock_));
   MESHID_ASSIGN_OR_RETURN(std::unique_ptr<CertIssuer> issuer,
                           CertIssuer::Create(std::move(authority), clock_, random_));
+  const SigningAuthority& before = authorities_.Current()->authority();
+  if (options_.approve_new_roots && before.root_bundle_pem != issuer->authority().root_bundle_pem) {
+    MESHID_RETURN_IF_ERROR(options_.approve_new_roots(issuer->authority()));
+  }
   if (!options_.trust_bundle_file.empty()) {
     absl::Status written = WriteFileAtomic(options_.trust_bundle_file, issuer->authority().root_bundle_pem, 0644);
     if (!written.ok()) {

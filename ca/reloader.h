@@ -36,6 +36,10 @@ struct PluggedInCaReloaderOptions {
   // Rewritten (atomically) with the new trust bundle on every reload, before the new material is
   // used: <data-dir>/root-cert.pem. Empty: none.
   std::string trust_bundle_file;
+  // Asked before new material is used whose roots differ from those in force (the replicas'
+  // record in the store: ca/shared_ca.h AgreeWithStoredCa); an error refuses the files. Empty:
+  // nothing to ask.
+  std::function<absl::Status(const SigningAuthority& next)> approve_new_roots;
 };
 
 // Watches the four plug-in files and swaps the AuthoritySource's material when they change.
@@ -49,10 +53,10 @@ class PluggedInCaReloader {
                       const Clock& clock, RandomSource& random, MetricsRegistry& metrics, LoggerPtr logger);
 
   // Reads the files; when they differ from the material in force, checks them as at start
-  // (ParsePluggedInAuthority), prepares a signer, writes the trust bundle file and publishes the
-  // new material. true: reloaded; false: nothing changed. On a refusal the status says why
-  // (InvalidArgument naming the file, or the error reading or writing a file), and the material
-  // in force stays.
+  // (ParsePluggedInAuthority), prepares a signer, asks approve_new_roots when the roots change,
+  // writes the trust bundle file and publishes the new material. true: reloaded; false: nothing changed. On a refusal
+  // the status says why (InvalidArgument naming the file, or the error reading or writing a file), and the material in
+  // force stays.
   absl::StatusOr<bool> RunOne();
 
  private:

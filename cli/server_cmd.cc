@@ -72,6 +72,9 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
       ->capture_default_str();
   cmd->add_flag("!--no-local-token-issuer", config->local_token_issuer,
                 "Do not trust tokens from `meshid token create` on this data dir");
+  cmd->add_flag("--replace-store-ca", config->replace_store_ca,
+                "The CA or local token key was replaced on purpose: record this server's in the store instead of "
+                "refusing to start because it differs from the one the other servers use");
   cmd->add_option("--datastore", config->datastore,
                   "sqlite://PATH or postgresql://user[:pass]@host:port/db (default sqlite://<data-dir>/meshid.db)");
   cmd->add_flag("--require-registration", config->require_registration,

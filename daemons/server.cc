@@ -21,6 +21,7 @@
 #include "ca/ledger.h"
 #include "ca/local_issuer.h"
 #include "ca/reloader.h"
+#include "ca/shared_ca.h"
 #include "common/file_poller.h"
 #include "common/files.h"
 #include "common/http_status_server.h"
@@ -127,14 +128,27 @@ class CaServerImpl final : public CaServer {
 };
 
 // The configured issuers, without keys for the --jwt-issuer ones (JwksReloader::Create loads
-// them), and the local issuer with its key.
-absl::StatusOr<std::vector<JwtIssuer>> LoadIssuers(const CaServerConfig& config) {
+// them), and the local issuer with its key, which must be the one the store records for every
+// replica (`store` null: none to agree with).
+absl::StatusOr<std::vector<JwtIssuer>> LoadIssuers(const CaServerConfig& config, CaMaterialStore* store,
+                                                   const Clock& clock, const LoggerPtr& logger) {
   std::vector<JwtIssuer> issuers;
   for (const auto& [issuer, location] : config.jwt_issuers) {
     issuers.push_back(JwtIssuer{issuer, Jwks(), config.token_audiences});
   }
   if (config.local_token_issuer) {
+    const std::string key_file = (std::filesystem::path(config.data_dir) / kLocalTokenKeyFile).string();
+    if (store != nullptr && !std::filesystem::exists(key_file)) {
+      MESHID_RETURN_IF_ERROR(
+          RefuseToCreateWhatTheStoreHas(*store, kCaMaterialLocalTokenKey, key_file, config.replace_store_ca));
+    }
     MESHID_ASSIGN_OR_RETURN(LocalTokenIssuer local, LocalTokenIssuer::Load(config.data_dir, /*create=*/true));
+    if (store != nullptr) {
+      MESHID_ASSIGN_OR_RETURN(std::string fingerprint, PublicKeyFingerprint(local.key()));
+      MESHID_RETURN_IF_ERROR(AgreeWithStoredCa(
+          *store, SharedCaCheck{kCaMaterialLocalTokenKey, fingerprint, key_file, config.replace_store_ca}, clock,
+          logger));
+    }
     MESHID_ASSIGN_OR_RETURN(JwtIssuer issuer, local.AsJwtIssuer(config.token_audiences));
     issuers.push_back(std::move(issuer));
   }
@@ -181,10 +195,22 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     options.data_dir = config.data_dir;
     options.trust_domain = config.trust_domain;
     options.key_algorithm = *ParseKeyAlgorithm(config.self_signed_key);
+    const std::string key_file = (std::filesystem::path(config.data_dir) / "ca-key.pem").string();
+    if (server->store_ != nullptr && !std::filesystem::exists(key_file)) {
+      MESHID_RETURN_IF_ERROR(
+          RefuseToCreateWhatTheStoreHas(*server->store_, kCaMaterialSigningCa, key_file, config.replace_store_ca));
+    }
     MESHID_ASSIGN_OR_RETURN(authority, LoadOrCreateSelfSignedAuthority(options, clock, random));
   } else {
     MESHID_ASSIGN_OR_RETURN(plugged_in, ReadPluggedInFiles(config.cacerts_dir));
     MESHID_ASSIGN_OR_RETURN(authority, ParsePluggedInAuthority(*plugged_in, clock));
+  }
+  if (server->store_ != nullptr) {
+    // Replicas on one store are one CA: the first records its roots, the others must match.
+    MESHID_RETURN_IF_ERROR(AgreeWithStoredCa(*server->store_,
+                                             SharedCaCheck{kCaMaterialSigningCa, TrustAnchorFingerprint(*authority),
+                                                           authority->source, config.replace_store_ca},
+                                             clock, logger));
   }
   MESHID_RETURN_IF_ERROR(WriteTrustBundle(*authority, config.data_dir));
   logger->info("CA ready: {}, signing cert serial {} valid until {}; trust bundle written to {}/root-cert.pem",
@@ -201,11 +227,17 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     PluggedInCaReloaderOptions reload_options;
     reload_options.cacerts_dir = config.cacerts_dir;
     reload_options.trust_bundle_file = config.data_dir + "/root-cert.pem";
+    if (server->store_ != nullptr) {
+      reload_options.approve_new_roots = [store = server->store_.get(), &clock, logger](const SigningAuthority& next) {
+        return AgreeWithStoredCa(*store, SharedCaCheck{kCaMaterialSigningCa, TrustAnchorFingerprint(next), next.source},
+                                 clock, logger);
+      };
+    }
     server->cacerts_reloader_ = std::make_unique<PluggedInCaReloader>(reload_options, *std::move(plugged_in),
                                                                       *authorities, clock, random, metrics, logger);
   }
 
-  MESHID_ASSIGN_OR_RETURN(std::vector<JwtIssuer> issuers, LoadIssuers(config));
+  MESHID_ASSIGN_OR_RETURN(std::vector<JwtIssuer> issuers, LoadIssuers(config, server->store_.get(), clock, logger));
   std::vector<std::string> issuer_names;
   for (const auto& i : issuers) issuer_names.push_back(i.issuer);
   auto jwt_authenticator = std::make_unique<JwtAuthenticator>(config.trust_domain, std::move(issuers), clock);

@@ -36,6 +36,9 @@ struct CaServerConfig {
   // How often a JWKS URL is fetched again.
   absl::Duration jwks_refresh_interval = absl::Minutes(5);
   bool local_token_issuer = true;
+  // The CA (or local token key) differs from the one the store records for its replicas, on
+  // purpose: record this server's instead of refusing to start (ca/shared_ca.h).
+  bool replace_store_ca = false;
   // Store URL (sqlite://..., postgresql://...); empty: sqlite://<data_dir>/meshid.db; "none":
   // no ledger, registry or deny list (benchmarks only).
   std::string datastore;

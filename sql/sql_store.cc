@@ -150,6 +150,26 @@ absl::StatusOr<PolicyStatusRow> DecodePolicyStatus(const SqlRow& row) {
   return r;
 }
 
+constexpr absl::string_view kCaMaterialColumns = "kind, fingerprint, source, recorded_at_us";
+
+std::vector<SqlParam> CaMaterialParams(const CaMaterialRecord& r) {
+  return {SqlParam(r.kind), SqlParam(r.fingerprint), SqlParam(r.source), SqlParam(absl::ToUnixMicros(r.recorded_at))};
+}
+
+absl::StatusOr<std::optional<CaMaterialRecord>> ReadCaMaterial(SqlTx& tx, absl::string_view kind) {
+  MESHID_ASSIGN_OR_RETURN(auto rows,
+                          tx.Query(absl::StrCat("SELECT ", kCaMaterialColumns, " FROM ca_material WHERE kind = $1"),
+                                   {SqlParam(std::string(kind))}));
+  if (rows.empty()) return std::nullopt;
+  CaMaterialRecord r;
+  r.kind = ColumnText(rows[0], 0);
+  r.fingerprint = ColumnText(rows[0], 1);
+  r.source = ColumnText(rows[0], 2);
+  MESHID_ASSIGN_OR_RETURN(int64_t recorded_at, ColumnInt(rows[0], 3));
+  r.recorded_at = absl::FromUnixMicros(recorded_at);
+  return r;
+}
+
 constexpr absl::string_view kRevocationColumns =
     "serial, spiffe_id, issuer_serial, not_after_us, reason, revoked_by, revoked_at_us";
 
@@ -514,6 +534,56 @@ class SqlStore final : public Store {
       return absl::OkStatus();
     }));
     return snapshot;
+  }
+
+  // ---- CaMaterialStore ----
+
+  absl::StatusOr<CaMaterialRecord> RecordOrGetCaMaterial(const CaMaterialRecord& candidate) override {
+    MESHID_RETURN_IF_ERROR(ValidateCaMaterialRecord(candidate));
+    CaMaterialRecord in_force;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
+      // The primary key decides between servers starting at once: one insert wins, every other
+      // reads the winner's row.
+      MESHID_RETURN_IF_ERROR(tx.Exec(absl::StrCat("INSERT INTO ca_material (", kCaMaterialColumns, ") VALUES (",
+                                                  Placeholders(1, 4), ") ON CONFLICT (kind) DO NOTHING"),
+                                     CaMaterialParams(candidate))
+                                 .status());
+      MESHID_ASSIGN_OR_RETURN(std::optional<CaMaterialRecord> row, ReadCaMaterial(tx, candidate.kind));
+      if (!row.has_value()) return absl::InternalError("datastore: ca_material row missing after its insert");
+      in_force = *std::move(row);
+      return absl::OkStatus();
+    }));
+    return in_force;
+  }
+
+  absl::StatusOr<CaMaterialRecord> ReplaceCaMaterial(absl::string_view expected_fingerprint,
+                                                     const CaMaterialRecord& replacement) override {
+    MESHID_RETURN_IF_ERROR(ValidateCaMaterialRecord(replacement));
+    CaMaterialRecord in_force;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
+      std::vector<SqlParam> params = CaMaterialParams(replacement);
+      params.emplace_back(std::string(expected_fingerprint));
+      MESHID_RETURN_IF_ERROR(tx.Exec("UPDATE ca_material SET fingerprint = $2, source = $3, recorded_at_us = $4 "
+                                     "WHERE kind = $1 AND fingerprint = $5",
+                                     params)
+                                 .status());
+      MESHID_ASSIGN_OR_RETURN(std::optional<CaMaterialRecord> row, ReadCaMaterial(tx, replacement.kind));
+      if (!row.has_value()) {
+        return absl::NotFoundError(absl::StrCat("the store records no ", replacement.kind, " to replace"));
+      }
+      in_force = *std::move(row);
+      return absl::OkStatus();
+    }));
+    return in_force;
+  }
+
+  absl::StatusOr<std::optional<CaMaterialRecord>> GetCaMaterial(absl::string_view kind) override {
+    std::optional<CaMaterialRecord> out;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kReadStatement, [&](SqlTx& tx) -> absl::Status {
+      MESHID_ASSIGN_OR_RETURN(out, ReadCaMaterial(tx, kind));
+      return absl::OkStatus();
+    }));
+    return out;
   }
 
   absl::StatusOr<int> SchemaVersion() override { return sql::ReadSchemaVersion(*db_); }

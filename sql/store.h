@@ -1,6 +1,6 @@
 // The store behind `meshid server`: the issuance ledger, the identity registry and the deny
-// list, revocations, policy versions and status, on SQLite (embedded default) or PostgreSQL (several servers
-// on one database).
+// list, revocations, policy versions and status, the CA the replicas share, on SQLite (embedded default) or PostgreSQL
+// (several servers on one database).
 //
 // Every method is thread-safe and blocks until the database answered. Errors: Unavailable when
 // the database cannot be reached or a transaction could not commit (callers may retry),
@@ -21,6 +21,7 @@
 #include "absl/types/span.h"
 #include "common/clock.h"
 #include "common/logging.h"
+#include "store/ca_material_store.h"
 #include "store/identity_registry.h"
 #include "store/issuance_store.h"
 #include "store/policy_repository.h"
@@ -36,7 +37,8 @@ class Store : public IssuanceStore,
               public IdentityRegistry,
               public RevocationStore,
               public PolicyRepository,
-              public PolicyStatusSink {
+              public PolicyStatusSink,
+              public CaMaterialStore {
  public:
   ~Store() override = default;
 

@@ -173,4 +173,19 @@ struct PolicyStatusRow {
   friend bool operator==(const PolicyStatusRow&, const PolicyStatusRow&) = default;
 };
 
+// The kinds of CaMaterialRecord (store/ca_material_store.h).
+inline constexpr char kCaMaterialSigningCa[] = "signing-ca";           // the CA's trust anchors
+inline constexpr char kCaMaterialLocalTokenKey[] = "local-token-key";  // the meshid-local token issuer
+
+// The CA material every replica on one database must share.
+struct CaMaterialRecord {
+  std::string kind;  // kCaMaterialSigningCa or kCaMaterialLocalTokenKey
+  // signing-ca: "sha256:<hex>" of each root certificate (DER), sorted, comma-separated;
+  // local-token-key: "sha256:<hex>" of the public key (DER SubjectPublicKeyInfo).
+  std::string fingerprint;
+  std::string source;  // where the recording server took it from, for messages
+  absl::Time recorded_at;
+  friend bool operator==(const CaMaterialRecord&, const CaMaterialRecord&) = default;
+};
+
 }  // namespace meshid

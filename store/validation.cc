@@ -8,6 +8,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/selector.h"
 #include "common/spiffe_id.h"
 #include "common/status_macros.h"
@@ -126,6 +128,24 @@ absl::Status ValidatePolicyStatusRow(absl::string_view agent_id, const PolicySta
   MESHID_RETURN_IF_ERROR(CheckFiniteTime("changed_at", r.changed_at));
   MESHID_RETURN_IF_ERROR(CheckFiniteTime("reported_at", r.reported_at));
   return absl::OkStatus();
+}
+
+absl::Status ValidateCaMaterialRecord(const CaMaterialRecord& r) {
+  if (r.kind != kCaMaterialSigningCa && r.kind != kCaMaterialLocalTokenKey) {
+    return absl::InvalidArgumentError(absl::StrCat("kind: must be ", kCaMaterialSigningCa, " or ",
+                                                   kCaMaterialLocalTokenKey, ", not \"", absl::CEscape(r.kind), "\""));
+  }
+  if (r.fingerprint.empty() || r.fingerprint.size() > 4096) {
+    return absl::InvalidArgumentError("fingerprint: must be 1 to 4096 bytes");
+  }
+  for (absl::string_view item : absl::StrSplit(r.fingerprint, ',')) {
+    if (!absl::ConsumePrefix(&item, "sha256:") || item.size() != 64 || !IsHex(item, /*upper=*/false)) {
+      return absl::InvalidArgumentError(
+          "fingerprint: must be \"sha256:<64 lower-case hex digits>\" items separated by commas");
+    }
+  }
+  MESHID_RETURN_IF_ERROR(CheckStoredText("source", r.source, 4096, /*required=*/false));
+  return CheckFiniteTime("recorded_at", r.recorded_at);
 }
 
 absl::Status CheckSerialHex(absl::string_view field, absl::string_view serial_hex) {

@@ -41,6 +41,10 @@ absl::Status ValidatePolicyDocument(const StoredPolicyDocument& document);
 // negative, times finite.
 absl::Status ValidatePolicyStatusRow(absl::string_view agent_id, const PolicyStatusRow& row);
 
+// kind one of the kCaMaterial* names; fingerprint 1 to 4096 bytes of "sha256:<64 hex>" items
+// separated by commas; source at most 4096 bytes; recorded_at finite.
+absl::Status ValidateCaMaterialRecord(const CaMaterialRecord& record);
+
 // serial_hex: 1 to 128 upper-case hex digits (the ledger's form).
 absl::Status CheckSerialHex(absl::string_view field, absl::string_view serial_hex);
 

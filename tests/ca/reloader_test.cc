@@ -10,6 +10,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 
 #include <filesystem>
+#include <functional>
 #include <sstream>
 
 #include "ca/cert_issuer.h"
@@ -91,6 +92,7 @@ class ReloaderTest : public ::testing::Test {
     PluggedInCaReloaderOptions options;
     options.cacerts_dir = cacerts_;
     options.trust_bundle_file = trust_bundle_;
+    options.approve_new_roots = approve_new_roots_;
     reloader_ = std::make_unique<PluggedInCaReloader>(options, *std::move(files), *authorities_, clock_, random_,
                                                       metrics_, logger_);
   }
@@ -123,6 +125,7 @@ class ReloaderTest : public ::testing::Test {
   std::string trust_bundle_ = temp_dir_.File("root-cert.pem");
   std::shared_ptr<AuthoritySource> authorities_;
   std::unique_ptr<PluggedInCaReloader> reloader_;
+  std::function<absl::Status(const SigningAuthority&)> approve_new_roots_;  // set before Start()
 };
 
 TEST_F(ReloaderTest, UnchangedFilesAreNotReloaded) {
@@ -201,6 +204,44 @@ TEST_F(ReloaderTest, ANewRootReplacesTheOldOneOnlyWhileBothAreInTheBundle) {
               StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("not a valid certificate of this CA")));
   EXPECT_THAT(log_.str(),
               HasSubstr("root-cert.pem no longer holds the root with serial " + SerialHex(root.cert.get())));
+}
+
+// The replicas' record in the store is asked only when the roots change, and may refuse them
+// (daemons/server.cc wires ca/shared_ca.h here).
+TEST_F(ReloaderTest, NewRootsAreUsedOnlyOnceApproved) {
+  Ca root = MakeRoot();
+  Ca first = MakeIntermediate(root, "first");
+  WritePlugin(first, {&root});
+  std::vector<size_t> asked;  // the number of roots of each set asked about
+  absl::Status answer = absl::OkStatus();
+  approve_new_roots_ = [&](const SigningAuthority& next) {
+    asked.push_back(next.roots.size());
+    return answer;
+  };
+  Start();
+  // A new intermediate under the same root: nothing to ask.
+  Ca second = MakeIntermediate(root, "second");
+  WritePlugin(second, {&root});
+  EXPECT_EQ(*reloader_->RunOne(), true);
+  EXPECT_TRUE(asked.empty());
+
+  // Another root, refused: the old material and its trust bundle stay.
+  Ca other_root = MakeRoot();
+  Ca third = MakeIntermediate(other_root, "third");
+  WritePlugin(third, {&other_root});
+  answer = absl::FailedPreconditionError("this server's CA shares no root with the one the store records");
+  EXPECT_THAT(reloader_->RunOne(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("shares no root")));
+  EXPECT_EQ(asked, std::vector<size_t>{1});
+  EXPECT_EQ(SigningSerial(), SerialHex(second.cert.get()));
+  EXPECT_EQ(authorities_->Current()->authority().root_bundle_pem, CertToPem(root.cert.get()));
+  EXPECT_EQ(Metric("cacerts", "refused"), 1);
+
+  // Both roots, approved: taken.
+  WritePlugin(third, {&other_root, &root});
+  answer = absl::OkStatus();
+  EXPECT_EQ(*reloader_->RunOne(), true);
+  EXPECT_EQ(asked, (std::vector<size_t>{1, 2}));
+  EXPECT_EQ(SigningSerial(), SerialHex(third.cert.get()));
 }
 
 TEST_F(ReloaderTest, BadSetsAreRefusedAndTheOldMaterialStays) {

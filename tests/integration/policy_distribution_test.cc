@@ -390,11 +390,16 @@ spec:
 TEST_F(PolicyDistributionTest, TwoServersOnOnePostgresDeliverEveryVersionToTheirAgents) {
   testing::PrivatePostgres pg;
   ASSERT_FALSE(pg.url().empty());
-  // Two replicas on one database (each its own data dir, so its own root: each agent trusts its own).
+  // Two replicas on one database, each with its own data dir holding a copy of the first one's
+  // CA and token key (a replica with a root of its own is refused: docs/operations.md, Replicas).
   std::string data1 = base_ + "/data1";
   std::string data2 = base_ + "/data2";
   ServerProcess one(data1, {"--datastore", pg.url(), "--policy-poll-interval", "200ms"});
   ASSERT_TRUE(one.ok()) << one.Log();
+  std::filesystem::create_directories(data2);
+  for (const char* file : {"ca-key.pem", "ca-cert.pem", "token-signing-key.pem"}) {
+    std::filesystem::copy_file(data1 + "/" + file, data2 + "/" + file);
+  }
   ServerProcess two(data2, {"--datastore", pg.url(), "--policy-poll-interval", "200ms"});
   ASSERT_TRUE(two.ok()) << two.Log();
   std::string socket1 = StartAgent(one, "node-1");

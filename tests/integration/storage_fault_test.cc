@@ -1,5 +1,6 @@
 // Fault tests of the issuance ledger with the real binaries: kill -9 under load (SQLite),
 // PostgreSQL stopped under load, and two replicas sharing one PostgreSQL database.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -26,6 +27,7 @@ namespace meshid {
 namespace {
 
 using testing::ClientFor;
+using ::testing::HasSubstr;
 using testing::MeshidBinary;
 using testing::RunShell;
 using testing::ServerProcess;
@@ -312,6 +314,74 @@ TEST_F(StorageFaultTest, AnAgentGivenTwoReplicasKeepsRotatingWhenOneIsKilled) {
   EXPECT_EQ(issuers.size(), 1u) << "certificates from more than one CA";
   const std::string log = agent.Log();
   EXPECT_EQ(log.find("expired"), std::string::npos) << "a certificate expired before its rotation\n" << log;
+}
+
+// A replica whose CA is not the one the store records for the others refuses to start, saying
+// what differs and what to do, and leaves nothing behind; one given the same material starts.
+TEST_F(StorageFaultTest, AReplicaWithAnotherCaRefusesToStart) {
+  testing::PrivatePostgres pg;
+  ASSERT_FALSE(pg.url().empty());
+  const std::string first = base_ + "/first";
+  ServerProcess a(first, {"--datastore", pg.url()});
+  ASSERT_TRUE(a.ok()) << a.Log();
+  auto start = [&](const std::string& data, const std::string& extra) {
+    // A server that wrongly starts is stopped by timeout (exit status 124).
+    return RunShell(absl::StrCat("timeout 20 ", MeshidBinary(), " server --data-dir ", data,
+                                 " --listen 127.0.0.1:0 --monitoring-addr 127.0.0.1:0 --datastore '", pg.url(), "' ",
+                                 extra));
+  };
+  auto copy = [&](const std::string& to, std::initializer_list<const char*> files) {
+    std::filesystem::create_directories(to);
+    for (const char* f : files) std::filesystem::copy_file(first + "/" + f, to + "/" + f);
+  };
+
+  {
+    SCOPED_TRACE("an empty data directory: no root of its own is created");
+    const std::string data = base_ + "/empty";
+    auto [rc, out] = start(data, "");
+    EXPECT_TRUE(rc != 0 && rc != 124) << rc << out;
+    EXPECT_THAT(out, HasSubstr(data + "/ca-key.pem does not exist, and the store already records the CA"));
+    EXPECT_THAT(out, HasSubstr("self-signed root in " + first));
+    EXPECT_FALSE(std::filesystem::exists(data + "/ca-key.pem"));
+  }
+  {
+    SCOPED_TRACE("a plug-in CA with another root");
+    const std::string data = base_ + "/plugin";
+    copy(data, {"token-signing-key.pem"});
+    ASSERT_TRUE(testing::MakePluginCa(base_ + "/cacerts"));
+    auto [rc, out] = start(data, "--cacerts-dir " + base_ + "/cacerts");
+    EXPECT_TRUE(rc != 0 && rc != 124) << rc << out;
+    EXPECT_THAT(out, HasSubstr("this server's CA shares no root with the one the store records"));
+    EXPECT_THAT(out, HasSubstr("--replace-store-ca"));
+  }
+  {
+    SCOPED_TRACE("the CA copied, but not the local token key");
+    const std::string data = base_ + "/no-token-key";
+    copy(data, {"ca-key.pem", "ca-cert.pem"});
+    auto [rc, out] = start(data, "");
+    EXPECT_TRUE(rc != 0 && rc != 124) << rc << out;
+    EXPECT_THAT(out, HasSubstr(data + "/token-signing-key.pem does not exist, and the store already records the "
+                                      "local token key"));
+    EXPECT_FALSE(std::filesystem::exists(data + "/token-signing-key.pem"));
+  }
+  {
+    SCOPED_TRACE("the same material: a replica");
+    const std::string data = base_ + "/replica";
+    copy(data, {"ca-key.pem", "ca-cert.pem", "token-signing-key.pem"});
+    ServerProcess b(data, {"--datastore", pg.url()});
+    ASSERT_TRUE(b.ok()) << b.Log();
+    EXPECT_EQ(b.root(), a.root());
+    auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
+    auto issued = ClientFor(b)->CreateCertificate(*BuildCsrPem(key.get()), a.Token(), absl::ZeroDuration());
+    EXPECT_TRUE(issued.ok()) << "a token made for one replica is accepted by the other: " << issued.status();
+  }
+  {
+    SCOPED_TRACE("another CA on purpose");
+    ServerProcess c(base_ + "/plugin",
+                    {"--datastore", pg.url(), "--cacerts-dir", base_ + "/cacerts", "--replace-store-ca"});
+    ASSERT_TRUE(c.ok()) << c.Log();
+    EXPECT_THAT(c.Log(), HasSubstr("--replace-store-ca: the store's signing-ca is now"));
+  }
 }
 
 // Each bad datastore is one line naming the problem and a non-zero exit, never a crash.

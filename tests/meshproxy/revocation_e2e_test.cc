@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -235,6 +236,9 @@ TEST(RevocationEndToEnd, TwoReplicasOnOnePostgresqlEnforceARevocationThroughEith
   const std::vector<std::string> common = {"--cacerts-dir", dir + "/cacerts", "--datastore", db->url()};
   ServerProcess one(dir + "/one", common);
   ASSERT_TRUE(one.ok()) << one.Log();
+  // Replicas share the local token key as they share the CA files (docs/operations.md, Replicas).
+  std::filesystem::create_directories(dir + "/two");
+  std::filesystem::copy_file(dir + "/one/token-signing-key.pem", dir + "/two/token-signing-key.pem");
   ServerProcess two(dir + "/two", common);
   ASSERT_TRUE(two.ok()) << two.Log();
   AgentProcessOptions node1 = MeshAgentOptions(dir);

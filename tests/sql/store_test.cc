@@ -31,6 +31,7 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::SizeIs;
 
+using ::meshid::testing::IsOkAndHolds;
 using ::meshid::testing::StatusIs;
 
 const absl::Time kT0 = absl::FromUnixSeconds(1'800'000'000);
@@ -1113,6 +1114,86 @@ TEST(RevocationReasonTest, NamesAreRfc5280s) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("KeyCompromise")));
   EXPECT_THAT(ParseRevocationReason(std::string("a\0b", 3)),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("\"a\\x00")));
+}
+
+// ---- the CA the replicas share ----
+
+CaMaterialRecord CaRecord(absl::string_view fingerprint, absl::string_view source, absl::Time at = kT0) {
+  return CaMaterialRecord{kCaMaterialSigningCa, std::string(fingerprint), std::string(source), at};
+}
+
+const std::string kRootA = "sha256:" + std::string(64, 'a');
+const std::string kRootB = "sha256:" + std::string(64, 'b');
+
+TEST_P(StoreTest, TheFirstCaMaterialRecordedStaysAndLaterOnesGetIt) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_THAT(store->GetCaMaterial(kCaMaterialSigningCa), IsOkAndHolds(std::nullopt));
+  const CaMaterialRecord first = CaRecord(kRootA, "self-signed root in /a", kT0 + absl::Microseconds(7));
+  EXPECT_THAT(store->RecordOrGetCaMaterial(first), IsOkAndHolds(first));
+  EXPECT_THAT(store->RecordOrGetCaMaterial(CaRecord(kRootB, "self-signed root in /b")), IsOkAndHolds(first))
+      << "a second server gets the first record, unchanged";
+  EXPECT_THAT(store->GetCaMaterial(kCaMaterialSigningCa), IsOkAndHolds(std::optional<CaMaterialRecord>(first)));
+  // Kinds are separate records.
+  const CaMaterialRecord token{kCaMaterialLocalTokenKey, kRootB, "/a/token-signing-key.pem", kT0};
+  EXPECT_THAT(store->RecordOrGetCaMaterial(token), IsOkAndHolds(token));
+  // Another store on the same database (another replica) sees both.
+  auto other = Open();
+  ASSERT_NE(other, nullptr);
+  EXPECT_THAT(other->GetCaMaterial(kCaMaterialLocalTokenKey), IsOkAndHolds(std::optional<CaMaterialRecord>(token)));
+}
+
+TEST_P(StoreTest, ReplacingCaMaterialIsACompareAndSwap) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_THAT(store->ReplaceCaMaterial(kRootA, CaRecord(kRootB, "b")), StatusIs(absl::StatusCode::kNotFound));
+  ASSERT_OK(store->RecordOrGetCaMaterial(CaRecord(kRootA, "a")).status());
+  const CaMaterialRecord both = CaRecord(kRootA + "," + kRootB, "a and b", kT0 + absl::Seconds(1));
+  EXPECT_THAT(store->ReplaceCaMaterial(kRootA, both), IsOkAndHolds(both));
+  // Expecting what is no longer there changes nothing and says what is.
+  EXPECT_THAT(store->ReplaceCaMaterial(kRootA, CaRecord(kRootB, "b")), IsOkAndHolds(both));
+}
+
+TEST_P(StoreTest, ConcurrentFirstRecordsAgreeOnOne) {
+  constexpr int kServers = 6;
+  std::vector<absl::StatusOr<CaMaterialRecord>> results(kServers, absl::UnknownError("not run"));
+  std::vector<std::unique_ptr<Store>> stores;
+  for (int i = 0; i < kServers; ++i) stores.push_back(Open());
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kServers; ++i) {
+    threads.emplace_back([&, i] {
+      results[i] = stores[i]->RecordOrGetCaMaterial(
+          CaRecord(absl::StrFormat("sha256:%064x", i + 1), absl::StrCat("server ", i)));
+    });
+  }
+  for (auto& t : threads) t.join();
+  ASSERT_OK(results[0].status());
+  for (const auto& r : results) EXPECT_THAT(r, IsOkAndHolds(*results[0]));
+}
+
+TEST_P(StoreTest, InvalidCaMaterialIsRefusedNamingTheField) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  struct Case {
+    CaMaterialRecord record;
+    std::string field;
+  } cases[] = {
+      {{"root", kRootA, "s", kT0}, "kind:"},
+      {{kCaMaterialSigningCa, "", "s", kT0}, "fingerprint:"},
+      {{kCaMaterialSigningCa, std::string(64, 'a'), "s", kT0}, "fingerprint:"},
+      {{kCaMaterialSigningCa, kRootA + ",", "s", kT0}, "fingerprint:"},
+      {{kCaMaterialSigningCa, "sha256:" + std::string(64, 'A'), "s", kT0}, "fingerprint:"},
+      {{kCaMaterialSigningCa, kRootA, std::string(5000, 's'), kT0}, "source:"},
+      {{kCaMaterialSigningCa, kRootA, "s", absl::InfiniteFuture()}, "recorded_at:"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.field);
+    EXPECT_THAT(store->RecordOrGetCaMaterial(c.record),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.field)));
+    EXPECT_THAT(store->ReplaceCaMaterial(kRootA, c.record),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.field)));
+  }
+  EXPECT_THAT(store->GetCaMaterial(kCaMaterialSigningCa), IsOkAndHolds(std::nullopt)) << "nothing was written";
 }
 
 }  // namespace

@@ -30,6 +30,15 @@ MATCHER_P(StatusIs, code, "") {
   return s.code() == code;
 }
 
+// Matches an OK absl::StatusOr whose value matches `value_matcher` (a value or a matcher).
+MATCHER_P(IsOkAndHolds, value_matcher, "") {
+  if (!arg.ok()) {
+    *result_listener << "status is " << arg.status();
+    return false;
+  }
+  return ::testing::ExplainMatchResult(value_matcher, *arg, result_listener);
+}
+
 }  // namespace meshid::testing
 
 #define EXPECT_OK(expr)                   \
