@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "ca/csr_validator.h"
+#include "common/grpc_peer.h"
 #include "common/grpc_status.h"
 #include "common/keys.h"
 #include "common/sha256.h"
@@ -423,15 +424,10 @@ grpc::ServerUnaryReactor* CertificateService::CreateCertificate(grpc::CallbackSe
                                                                 istio::v1::auth::IstioCertificateResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   CallerCredentials credentials;
-  std::shared_ptr<const grpc::AuthContext> auth = context->auth_context();
-  bool tls = false;
-  if (auth != nullptr) {
-    for (const auto& v : auth->FindPropertyValues("transport_security_type")) tls = tls || v == "ssl";
-    for (const auto& v : auth->FindPropertyValues("x509_pem_cert"))
-      credentials.peer_cert_pem.assign(v.data(), v.size());
-    for (const auto& v : auth->FindPropertyValues("x509_pem_cert_chain"))
-      credentials.peer_chain_pems.emplace_back(v.data(), v.size());
-  }
+  GrpcPeer peer = PeerOf(context->auth_context());
+  const bool tls = peer.tls;
+  credentials.peer_cert_pem = std::move(peer.cert_pem);
+  credentials.peer_chain_pems = std::move(peer.chain_pems);
   if (require_tls_ && !tls) {
     reactor->Finish(
         grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "request authenticate failure: the connection is not TLS"));

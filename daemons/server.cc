@@ -2,6 +2,8 @@
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -21,6 +23,7 @@
 #include "ca/ledger.h"
 #include "ca/local_issuer.h"
 #include "ca/reloader.h"
+#include "ca/serving_certificate.h"
 #include "ca/shared_ca.h"
 #include "common/file_poller.h"
 #include "common/files.h"
@@ -121,6 +124,7 @@ class CaServerImpl final : public CaServer {
   std::unique_ptr<HttpStatusServer> monitoring_;
   // Live reload of the plug-in files and the JWKS: the thread stops first, then the reloaders.
   std::unique_ptr<PluggedInCaReloader> cacerts_reloader_;  // null without --cacerts-dir
+  std::unique_ptr<ServingCertificateFiles> serving_;       // null with --insecure-plaintext
   std::unique_ptr<JwksReloader> jwks_reloader_;
   std::unique_ptr<PollingThread> reload_thread_;
   int port_ = 0;
@@ -337,21 +341,25 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
                  config.listen_address);
     creds = grpc::InsecureServerCredentials();
   } else {
-    // The serving certificate is issued by the CA itself, fresh on every start.
-    MESHID_ASSIGN_OR_RETURN(EvpPkeyPtr serving_key, GenerateKey(KeyAlgorithm::kEcdsaP256));
-    std::vector<std::string> names = {"localhost", "istiod.istio-system.svc", "127.0.0.1"};
-    names.insert(names.end(), config.server_sans.begin(), config.server_sans.end());
-    absl::Duration serving_ttl = absl::Hours(24 * 365);
-    MESHID_ASSIGN_OR_RETURN(IssuedCertificate serving, issuer->IssueServingCert(serving_key.get(), names, serving_ttl));
-    MESHID_ASSIGN_OR_RETURN(SecretString serving_key_pem, PrivateKeyToPem(serving_key.get()));
-    std::string cert_chain = serving.pem;
-    for (const auto& pem : authority->chain_pems) cert_chain += pem;
-    grpc::SslServerCredentialsOptions ssl(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_BUT_DONT_VERIFY);
+    // The serving certificate is issued by the CA itself, fresh on every start, and again after
+    // a reload of the plug-in CA or at half its lifetime (the reload thread below); gRPC re-reads
+    // its files every second.
+    ServingCertificateOptions serving;
+    serving.dir = config.data_dir + "/serving";
+    serving.names = {"localhost", "istiod.istio-system.svc", "127.0.0.1"};
+    serving.names.insert(serving.names.end(), config.server_sans.begin(), config.server_sans.end());
+    MESHID_ASSIGN_OR_RETURN(ServingCertificateFiles files, ServingCertificateFiles::Create(serving));
+    MESHID_RETURN_IF_ERROR(files.Renew(*issuer));
+    auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        files.key_file(), files.chain_file(), /*refresh_interval_sec=*/1);
+    grpc::experimental::TlsServerCredentialsOptions tls(provider);
+    tls.watch_identity_key_cert_pairs();
     // Client certificates are verified by ClientCertAuthenticator, which can say what is wrong.
-    ssl.pem_root_certs = authority->root_bundle_pem;
-    ssl.pem_key_cert_pairs.push_back({std::string(serving_key_pem.view()), cert_chain});
-    creds = grpc::SslServerCredentials(ssl);
-    logger->info("serving certificate SANs: {}", absl::StrJoin(names, ", "));
+    tls.set_cert_request_type(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_BUT_DONT_VERIFY);
+    creds = grpc::experimental::TlsServerCredentials(tls);
+    server->serving_ = std::make_unique<ServingCertificateFiles>(std::move(files));
+    logger->info("serving certificate serial {}, SANs: {}", server->serving_->serial_hex(),
+                 absl::StrJoin(serving.names, ", "));
   }
   builder.AddListeningPort(config.listen_address, creds, &server->port_);
   builder.RegisterService(server->service_.get());
@@ -400,10 +408,23 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     return absl::Status(monitoring.status().code(), absl::StrCat("--monitoring-addr: ", monitoring.status().message()));
   }
   server->monitoring_ = std::move(*monitoring);
-  server->reload_thread_ = std::make_unique<PollingThread>(config.reload_interval, [raw] {
+  server->reload_thread_ = std::make_unique<PollingThread>(config.reload_interval, [raw, authorities, &clock, logger] {
     // Each logs and counts its own refusals; the material in force stays.
     if (raw->cacerts_reloader_ != nullptr) (void)raw->cacerts_reloader_->RunOne();
     (void)raw->jwks_reloader_->RunOne();
+    if (raw->serving_ != nullptr) {
+      // A serving certificate of the material in force: one from a replaced chain stops
+      // verifying at agents once its root leaves their bundle.
+      const std::shared_ptr<const AuthoritySnapshot> current = authorities->Current();
+      const CertIssuer& issuer = *current->issuer;
+      absl::StatusOr<bool> renewed = raw->serving_->RenewIfDue(issuer, clock);
+      if (!renewed.ok()) {
+        logger->error("renewing the serving certificate: {}", renewed.status().message());
+      } else if (*renewed) {
+        logger->info("serving certificate renewed: serial {}, signed by serial {}", raw->serving_->serial_hex(),
+                     issuer.signing_serial_hex());
+      }
+    }
   });
   server->ready_ = true;
   HostPort listen = *ParseHostPort(config.listen_address);

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "common/grpc_peer.h"
 #include "common/grpc_status.h"
 #include "xds/delta_state.h"
 #include "xds/sotw_state.h"
@@ -27,14 +28,10 @@ using envoy::service::discovery::v3::DiscoveryResponse;
 
 Caller CallerOf(const grpc::CallbackServerContext& context) {
   Caller caller;
-  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
-  if (auth != nullptr) {
-    for (const auto& v : auth->FindPropertyValues("transport_security_type")) caller.tls = caller.tls || v == "ssl";
-    for (const auto& v : auth->FindPropertyValues("x509_pem_cert")) caller.peer_cert_pem.assign(v.data(), v.size());
-    for (const auto& v : auth->FindPropertyValues("x509_pem_cert_chain")) {
-      caller.peer_chain_pems.emplace_back(v.data(), v.size());
-    }
-  }
+  GrpcPeer peer = PeerOf(context.auth_context());
+  caller.tls = peer.tls;
+  caller.peer_cert_pem = std::move(peer.cert_pem);
+  caller.peer_chain_pems = std::move(peer.chain_pems);
   auto range = context.client_metadata().equal_range("authorization");
   for (auto it = range.first; it != range.second; ++it) {
     caller.authorization.emplace_back(it->second.data(), it->second.size());

@@ -174,6 +174,62 @@ TEST_F(ReloadTest, PluginCaFilesAreReplacedUnderLoadWithoutAFailedRequest) {
   EXPECT_EQ((*chain)[1], new_intermediate);
 }
 
+// A root rotation done live: the serving certificate follows the signing material, so that once
+// the old root leaves the bundle a client trusting only the new root still reaches the server
+// (gRPC and `openssl s_client` both verify the chain it serves).
+TEST_F(ReloadTest, ALiveRootRotationRenewsTheServingCertificate) {
+  const std::string old_ca = base_ + "/old", new_ca = base_ + "/new", cacerts = base_ + "/cacerts";
+  ASSERT_TRUE(testing::MakePluginCa(old_ca));
+  ASSERT_TRUE(testing::MakePluginCa(new_ca));
+  std::filesystem::create_directories(cacerts);
+  for (const char* file : {"ca-key.pem", "ca-cert.pem", "cert-chain.pem", "root-cert.pem"}) {
+    ReplaceFile(cacerts + "/" + file, *ReadFile(old_ca + "/" + file));
+  }
+  ServerProcess server(base_ + "/data", {"--cacerts-dir", cacerts, "--reload-interval", "100ms"});
+  ASSERT_TRUE(server.ok()) << server.Log();
+  const std::string token = server.Token();
+  const std::string old_root = *ReadFile(old_ca + "/root-cert.pem");
+  const std::string new_root = *ReadFile(new_ca + "/root-cert.pem");
+  auto issue_trusting = [&](const std::string& roots) {
+    CaClientOptions options;
+    options.address = server.address();
+    options.root_cert_pem = roots;
+    options.timeout = absl::Seconds(5);
+    auto key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
+    return CaClient::Create(options).value()->CreateCertificate(*BuildCsrPem(key.get()), token, absl::ZeroDuration());
+  };
+  // The chain the server serves, as openssl verifies it against `roots_file` alone.
+  auto openssl_verifies = [&](const std::string& roots_file) {
+    auto [rc, out] = RunShell(absl::StrCat("openssl s_client -connect ", server.address(), " -CAfile ", roots_file,
+                                           " -verify_return_error -brief < /dev/null 2>&1"));
+    return rc == 0 && absl::StrContains(out, "Verification: OK");
+  };
+  ASSERT_TRUE(issue_trusting(old_root).ok());
+  EXPECT_TRUE(openssl_verifies(old_ca + "/root-cert.pem"));
+
+  // The new signing material with both roots in the bundle: agents holding the bundle reach it.
+  for (const char* file : {"ca-key.pem", "ca-cert.pem", "cert-chain.pem"}) {
+    ReplaceFile(cacerts + "/" + file, *ReadFile(new_ca + "/" + file));
+  }
+  ReplaceFile(cacerts + "/root-cert.pem", new_root + old_root);
+  EXPECT_TRUE(testing::Eventually([&] { return issue_trusting(new_root).ok(); }, std::chrono::seconds(20)))
+      << server.Log();
+  EXPECT_TRUE(issue_trusting(server.root()).ok()) << "the trust bundle the server writes for agents";
+
+  // The old root leaves: a client that trusts only the new root is served, by gRPC and openssl.
+  ReplaceFile(cacerts + "/root-cert.pem", new_root);
+  EXPECT_TRUE(testing::Eventually([&] { return server.root() == new_root; }, std::chrono::seconds(20)));
+  auto chain = issue_trusting(new_root);
+  ASSERT_TRUE(chain.ok()) << chain.status() << server.Log();
+  EXPECT_EQ((*chain)[1], *ReadFile(new_ca + "/ca-cert.pem"));
+  // gRPC re-reads the serving files about every second.
+  EXPECT_TRUE(
+      testing::Eventually([&] { return openssl_verifies(new_ca + "/root-cert.pem"); }, std::chrono::seconds(20)))
+      << server.Log();
+  EXPECT_FALSE(openssl_verifies(old_ca + "/root-cert.pem")) << "no longer served from the old chain";
+  EXPECT_THAT(server.Log(), HasSubstr("serving certificate renewed"));
+}
+
 TEST_F(ReloadTest, JwksFileGainsAKey) {
   auto old_key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
   auto new_key = *GenerateKey(KeyAlgorithm::kEcdsaP256);
