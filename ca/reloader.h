@@ -54,9 +54,9 @@ class PluggedInCaReloader {
 
   // Reads the files; when they differ from the material in force, checks them as at start
   // (ParsePluggedInAuthority), prepares a signer, asks approve_new_roots when the roots change,
-  // writes the trust bundle file and publishes the new material. true: reloaded; false: nothing changed. On a refusal
-  // the status says why (InvalidArgument naming the file, or the error reading or writing a file), and the material in
-  // force stays.
+  // writes the trust bundle file and publishes the new material. true: reloaded; false: nothing
+  // changed. On a refusal the status says why (InvalidArgument naming the file, the error
+  // reading or writing a file, or approve_new_roots' answer), and the material in force stays.
   absl::StatusOr<bool> RunOne();
 
  private:

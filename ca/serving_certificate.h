@@ -40,8 +40,7 @@ class ServingCertificateFiles {
 
   // Renews when the chain of `issuer` is not the one served with the certificate in force (a
   // reload replaced the signing certificate or the roots), when that is past half of its
-  // lifetime, or when none was issued.
-  // true: renewed.
+  // lifetime, or when none was issued. true: renewed.
   absl::StatusOr<bool> RenewIfDue(const CertIssuer& issuer, const Clock& clock);
 
   // What the certificate provider reads: through the `current` symlink.
