@@ -46,11 +46,11 @@ PluggedInCaReloader::PluggedInCaReloader(PluggedInCaReloaderOptions options, Plu
       refused_(metrics.AddCounter("meshid_ca_reload_total", "Reloads of rotated material, by what and outcome.",
                                   {{"what", "cacerts"}, {"result", "refused"}})) {}
 
-absl::StatusOr<std::shared_ptr<const CertIssuer>> PluggedInCaReloader::Prepare(const PluggedInFiles& files) const {
+absl::StatusOr<std::shared_ptr<const CertIssuer>> PluggedInCaReloader::Prepare(const PluggedInFiles& files,
+                                                                               const SigningAuthority& before) const {
   MESHID_ASSIGN_OR_RETURN(std::shared_ptr<const SigningAuthority> authority, ParsePluggedInAuthority(files, clock_));
   MESHID_ASSIGN_OR_RETURN(std::unique_ptr<CertIssuer> issuer,
                           CertIssuer::Create(std::move(authority), clock_, random_));
-  const SigningAuthority& before = authorities_.Current()->authority();
   if (options_.approve_new_roots && before.root_bundle_pem != issuer->authority().root_bundle_pem) {
     MESHID_RETURN_IF_ERROR(options_.approve_new_roots(issuer->authority()));
   }
@@ -84,7 +84,7 @@ absl::StatusOr<bool> PluggedInCaReloader::RunOne() {
     }
     return false;
   }
-  auto issuer = Prepare(*files);
+  auto issuer = Prepare(*files, before->authority());
   if (!issuer.ok()) return refuse(issuer.status());
 
   const SigningAuthority& next = (*issuer)->authority();

@@ -60,7 +60,8 @@ class PluggedInCaReloader {
   absl::StatusOr<bool> RunOne();
 
  private:
-  absl::StatusOr<std::shared_ptr<const CertIssuer>> Prepare(const PluggedInFiles& files) const;
+  absl::StatusOr<std::shared_ptr<const CertIssuer>> Prepare(const PluggedInFiles& files,
+                                                            const SigningAuthority& before) const;
 
   const PluggedInCaReloaderOptions options_;
   PluggedInFiles loaded_;

@@ -81,15 +81,17 @@ absl::Status AgreeWithStoredCa(CaMaterialStore& store, const SharedCaCheck& chec
   auto in_force = store.RecordOrGetCaMaterial(RecordOf(check, clock));
   if (!in_force.ok()) return Prefixed(doing, in_force.status());
   if (in_force->fingerprint == check.fingerprint) return absl::OkStatus();
-  const bool rotation = check.kind == kCaMaterialSigningCa && ShareARoot(in_force->fingerprint, check.fingerprint);
+  // Root sets agree when they share a root (a rotation in progress); a token key only when equal.
+  auto agrees = [&check](const CaMaterialRecord& recorded) {
+    return recorded.fingerprint == check.fingerprint ||
+           (check.kind == kCaMaterialSigningCa && ShareARoot(recorded.fingerprint, check.fingerprint));
+  };
+  const bool rotation = agrees(*in_force);
   if (!rotation && !check.replace) return Mismatch(check, *in_force);
   // Compare-and-swap: a replica that recorded another set meanwhile is compared again.
   auto replaced = store.ReplaceCaMaterial(in_force->fingerprint, RecordOf(check, clock));
   if (!replaced.ok()) return Prefixed(doing, replaced.status());
-  if (replaced->fingerprint != check.fingerprint &&
-      !(check.kind == kCaMaterialSigningCa && ShareARoot(replaced->fingerprint, check.fingerprint))) {
-    return Mismatch(check, *replaced);
-  }
+  if (!agrees(*replaced)) return Mismatch(check, *replaced);
   if (rotation) {
     logger->info("the store's trust anchors follow this server's (a rotation): {} ({}), were {}", check.fingerprint,
                  check.source, Describe(*in_force));
