@@ -200,9 +200,12 @@ TEST_F(ReloadTest, ALiveRootRotationRenewsTheServingCertificate) {
   };
   // The chain the server serves, as openssl verifies it against `roots_file` alone.
   auto openssl_verifies = [&](const std::string& roots_file) {
-    auto [rc, out] = RunShell(absl::StrCat("openssl s_client -connect ", server.address(), " -CAfile ", roots_file,
-                                           " -verify_return_error -brief < /dev/null 2>&1"));
-    return rc == 0 && absl::StrContains(out, "Verification: OK");
+    const std::string out = RunShell(absl::StrCat("openssl s_client -connect ", server.address(), " -CAfile ",
+                                                  roots_file, " -verify_return_error -brief < /dev/null 2>&1"))
+                                .second;
+    // The verdict, not the exit status: gRPC may drop the idle connection without close_notify
+    // once the handshake is done, and s_client then exits 1 ("unexpected eof").
+    return absl::StrContains(out, "Verification: OK");
   };
   ASSERT_TRUE(issue_trusting(old_root).ok());
   EXPECT_TRUE(openssl_verifies(old_ca + "/root-cert.pem"));
