@@ -9,13 +9,15 @@ packages=(
   # libraries
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev libssl-dev libbotan-2-dev
   libpqxx-dev libsqlite3-dev libspdlog-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
-  libboost-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libboost-dev libgtest-dev libgmock-dev libbenchmark-dev libp11-kit-dev
   # runtime peers used by tests and demos
   postgresql python3-grpcio openssl curl procps util-linux
   # benchmarks (bench/meshproxy): load generator and the reference proxy
   wrk haproxy
   # the Workload API demo and test (svid watch keeping nginx's certificate current)
   nginx
+  # CA keys in a PKCS#11 token: SoftHSM2 as the token, OpenSC's pkcs11-tool to put keys in it
+  softhsm2 opensc
 )
 
 missing=()
