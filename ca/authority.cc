@@ -73,6 +73,33 @@ absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadOrCreateSelfSignedAu
   std::string cert_file = Join(options.data_dir, "ca-cert.pem");
   std::string key_file = Join(options.data_dir, "ca-key.pem");
   auto authority = std::make_shared<SigningAuthority>();
+  if (options.token_key != nullptr) {
+    MESHID_ASSIGN_OR_RETURN(authority->key, pkcs11::TokenKey::AsEvpPkey(options.token_key));
+    const std::string& key_name = options.token_key->description();
+    if (std::filesystem::exists(key_file)) {
+      return absl::FailedPreconditionError(absl::StrCat(key_file, " exists but the CA key is in a token (", key_name,
+                                                        "); move the file away: one root has one private key"));
+    }
+    if (std::filesystem::exists(cert_file)) {
+      MESHID_ASSIGN_OR_RETURN(std::string cert_pem, ReadFile(cert_file));
+      MESHID_ASSIGN_OR_RETURN(authority->cert, CertFromPem(cert_pem, cert_file));
+      MESHID_RETURN_IF_ERROR(
+          CheckSigningCert(authority->cert.get(), authority->key.get(), cert_file, key_name, clock.Now()));
+      if (!IsSelfSigned(authority->cert.get())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(cert_file, ": not a self-signed root (use --cacerts-dir for an intermediate)"));
+      }
+    } else {
+      MESHID_RETURN_IF_ERROR(ClassifyKey(authority->key.get()).status());
+      MESHID_ASSIGN_OR_RETURN(authority->cert, CreateSelfSignedRoot(authority->key.get(), options.trust_domain,
+                                                                    options.lifetime, clock, random));
+      MESHID_RETURN_IF_ERROR(WriteFileAtomic(cert_file, CertToPem(authority->cert.get()), 0644));
+    }
+    authority->roots.push_back(CopyCert(authority->cert.get()));
+    authority->source = absl::StrCat("self-signed root in ", options.data_dir, ", key in ", key_name);
+    FinishChain(*authority);
+    return std::shared_ptr<const SigningAuthority>(std::move(authority));
+  }
   auto key_pem = ReadFile(key_file);
   if (key_pem.ok()) {
     struct stat st {};
@@ -117,16 +144,17 @@ absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadOrCreateSelfSignedAu
 
 bool PluggedInFiles::SameContents(const PluggedInFiles& other) const {
   return ca_cert == other.ca_cert && ca_key.view() == other.ca_key.view() && cert_chain == other.cert_chain &&
-         root_cert == other.root_cert;
+         root_cert == other.root_cert && key_in_token == other.key_in_token;
 }
 
-absl::StatusOr<PluggedInFiles> ReadPluggedInFiles(const std::string& dir) {
+absl::StatusOr<PluggedInFiles> ReadPluggedInFiles(const std::string& dir, bool key_in_token) {
   const std::string cert_file = Join(dir, "ca-cert.pem");
   const std::string key_file = Join(dir, "ca-key.pem");
   const std::string chain_file = Join(dir, "cert-chain.pem");
   const std::string root_file = Join(dir, "root-cert.pem");
   std::vector<std::string> missing;
   for (const auto& f : {cert_file, key_file, chain_file, root_file}) {
+    if (key_in_token && f == key_file) continue;
     std::error_code ignored;  // an unreadable directory shows up below as a read error
     if (!std::filesystem::exists(f, ignored)) missing.push_back(f);
   }
@@ -137,9 +165,12 @@ absl::StatusOr<PluggedInFiles> ReadPluggedInFiles(const std::string& dir) {
   constexpr size_t kMaxFile = 1 << 20;
   PluggedInFiles files;
   files.dir = dir;
+  files.key_in_token = key_in_token;
   // ReadFile's errors name the file.
-  MESHID_ASSIGN_OR_RETURN(std::string key, ReadFile(key_file, kMaxFile));
-  files.ca_key = SecretString(std::move(key));
+  if (!key_in_token) {
+    MESHID_ASSIGN_OR_RETURN(std::string key, ReadFile(key_file, kMaxFile));
+    files.ca_key = SecretString(std::move(key));
+  }
   MESHID_ASSIGN_OR_RETURN(files.ca_cert, ReadFile(cert_file, kMaxFile));
   MESHID_ASSIGN_OR_RETURN(files.cert_chain, ReadFile(chain_file, kMaxFile));
   MESHID_ASSIGN_OR_RETURN(files.root_cert, ReadFile(root_file, kMaxFile));
@@ -153,14 +184,18 @@ absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadPluggedInAuthority(c
 }
 
 absl::StatusOr<std::shared_ptr<const SigningAuthority>> ParsePluggedInAuthority(const PluggedInFiles& files,
-                                                                                const Clock& clock) {
+                                                                                const Clock& clock,
+                                                                                const CaTokenKey& token_key) {
   const std::string& dir = files.dir;
   const std::string cert_file = Join(dir, "ca-cert.pem");
-  const std::string key_file = Join(dir, "ca-key.pem");
   const std::string chain_file = Join(dir, "cert-chain.pem");
   const std::string root_file = Join(dir, "root-cert.pem");
+  if (files.key_in_token != (token_key != nullptr)) {
+    return absl::InternalError("the plug-in files were read for a key in a token and parsed for one in a file");
+  }
+  const std::string key_file = token_key != nullptr ? token_key->description() : Join(dir, "ca-key.pem");
   auto authority = std::make_shared<SigningAuthority>();
-  auto key = PrivateKeyFromPem(files.ca_key.view());
+  auto key = token_key != nullptr ? pkcs11::TokenKey::AsEvpPkey(token_key) : PrivateKeyFromPem(files.ca_key.view());
   if (!key.ok()) return Prefix(key_file, key.status());
   MESHID_ASSIGN_OR_RETURN(X509Ptr cert, CertFromPem(files.ca_cert, cert_file));
   absl::Time now = clock.Now();
@@ -204,7 +239,8 @@ absl::StatusOr<std::shared_ptr<const SigningAuthority>> ParsePluggedInAuthority(
   authority->cert = std::move(cert);
   authority->key = std::move(*key);
   authority->roots = std::move(roots);
-  authority->source = absl::StrCat("plug-in CA in ", dir);
+  authority->source = absl::StrCat("plug-in CA in ", dir, token_key != nullptr ? ", key in " : "",
+                                   token_key != nullptr ? token_key->description() : "");
   FinishChain(*authority);
   return std::shared_ptr<const SigningAuthority>(std::move(authority));
 }

@@ -14,6 +14,7 @@
 #include "common/openssl_ptr.h"
 #include "common/random.h"
 #include "common/secret.h"
+#include "pkcs11/token_key.h"
 
 namespace meshid {
 
@@ -28,17 +29,24 @@ struct SigningAuthority {
   std::string source;                   // "self-signed <dir>" or "plug-in <dir>", for logs
 };
 
+// The CA's private key when it is in a PKCS#11 token (`meshid server --ca-key pkcs11:...`)
+// instead of ca-key.pem; null: the file. The key never leaves the token: the authority's `key`
+// is then an EVP_PKEY that signs through it (pkcs11/token_key.h).
+using CaTokenKey = std::shared_ptr<const pkcs11::TokenKey>;
+
 struct SelfSignedOptions {
   std::string data_dir;
   std::string trust_domain = "cluster.local";
   KeyAlgorithm key_algorithm = KeyAlgorithm::kEcdsaP256;
   absl::Duration lifetime = absl::Hours(24 * 3650);
+  CaTokenKey token_key;  // the root's key is in this token; no ca-key.pem is read or written
 };
 
 // Loads <data_dir>/ca-key.pem + ca-cert.pem, or creates them on first start (key mode 0600).
 // An existing pair is checked (key matches cert, cert is a CA and not expired); an error names
 // the file. A different requested key type than the stored one is not an error: the stored
-// root keeps being used.
+// root keeps being used. With a token key, ca-cert.pem is made for (or must match) the token's
+// key, and a ca-key.pem beside it is refused (two private keys for one root).
 absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadOrCreateSelfSignedAuthority(
     const SelfSignedOptions& options, const Clock& clock, RandomSource& random);
 
@@ -53,23 +61,27 @@ absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadPluggedInAuthority(c
 // changed and parse exactly what it compared.
 struct PluggedInFiles {
   std::string dir;
-  std::string ca_cert;     // ca-cert.pem
-  SecretString ca_key;     // ca-key.pem
-  std::string cert_chain;  // cert-chain.pem
-  std::string root_cert;   // root-cert.pem
+  std::string ca_cert;        // ca-cert.pem
+  SecretString ca_key;        // ca-key.pem
+  std::string cert_chain;     // cert-chain.pem
+  std::string root_cert;      // root-cert.pem
+  bool key_in_token = false;  // ca-key.pem was not read: the key is in a PKCS#11 token
 
   // Equal contents (the key compared too): nothing to reload.
   bool SameContents(const PluggedInFiles& other) const;
 };
 
-// Reads the four files of `dir` (at most 1 MiB each). InvalidArgument "incomplete plug-in CA
-// bundle: missing <files>" when some do not exist; another read error names its file.
-absl::StatusOr<PluggedInFiles> ReadPluggedInFiles(const std::string& dir);
+// Reads the four files of `dir` (at most 1 MiB each; three when the key is in a token).
+// InvalidArgument "incomplete plug-in CA bundle: missing <files>" when some do not exist;
+// another read error names its file.
+absl::StatusOr<PluggedInFiles> ReadPluggedInFiles(const std::string& dir, bool key_in_token = false);
 
 // The checks and result of LoadPluggedInAuthority, on contents already read. InvalidArgument
-// naming the file and what is wrong.
+// naming the file and what is wrong. With `token_key` (files read with key_in_token) the key
+// that must match ca-cert.pem is the token's.
 absl::StatusOr<std::shared_ptr<const SigningAuthority>> ParsePluggedInAuthority(const PluggedInFiles& files,
-                                                                                const Clock& clock);
+                                                                                const Clock& clock,
+                                                                                const CaTokenKey& token_key = nullptr);
 
 // Writes the trust bundle to <data_dir>/root-cert.pem for clients.
 absl::Status WriteTrustBundle(const SigningAuthority& authority, const std::string& data_dir);

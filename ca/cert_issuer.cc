@@ -20,6 +20,7 @@
 #include "common/pem.h"
 #include "common/status_macros.h"
 #include "common/x509.h"
+#include "pkcs11/token_key.h"
 
 namespace meshid {
 namespace {
@@ -125,10 +126,12 @@ std::string SanExtensionDer(const std::vector<std::pair<int, std::string>>& name
 
 }  // namespace
 
-// Signs digests with OpenSSL's low-level key objects, which skip the provider dispatch.
+// Signs digests with OpenSSL's low-level key objects, which skip the provider dispatch, or with
+// a key in a PKCS#11 token.
 struct CertIssuer::Signer {
-  EcKeyPtr ec;  // exactly one of ec and rsa is set
+  EcKeyPtr ec;  // exactly one of ec, rsa and token is set
   RsaPtr rsa;
+  const pkcs11::TokenKey* token = nullptr;  // owned by the authority's key
   const EVP_MD* md = nullptr;
 
   absl::StatusOr<std::string> Sign(absl::string_view data) const {
@@ -137,6 +140,8 @@ struct CertIssuer::Signer {
     if (EVP_Digest(data.data(), data.size(), digest, &digest_len, md, nullptr) != 1) {
       return OpenSslError("hashing the certificate");
     }
+    // The token's own status (UNAVAILABLE while it is gone) rather than an OpenSSL error.
+    if (token != nullptr) return token->SignDigest(md, absl::string_view(reinterpret_cast<char*>(digest), digest_len));
     std::string sig(
         ec != nullptr ? static_cast<size_t>(ECDSA_size(ec.get())) : static_cast<size_t>(RSA_size(rsa.get())), '\0');
     unsigned int sig_len = 0;
@@ -176,16 +181,17 @@ absl::StatusOr<std::unique_ptr<CertIssuer>> CertIssuer::Create(std::shared_ptr<c
   Signer& signer = *issuer->signer_;
   signer.md = DigestFor(key);
   const int key_type = EVP_PKEY_get_base_id(key);
+  signer.token = pkcs11::TokenKey::Of(key);
   if (key_type == EVP_PKEY_EC) {
-    signer.ec.reset(EVP_PKEY_get1_EC_KEY(key));
-    if (!signer.ec) return OpenSslError("reading the CA's EC key");
+    if (signer.token == nullptr) signer.ec.reset(EVP_PKEY_get1_EC_KEY(key));
+    if (!signer.ec && signer.token == nullptr) return OpenSslError("reading the CA's EC key");
     // AlgorithmIdentifier for ecdsa-with-SHA256 / ecdsa-with-SHA384 (no parameters).
     issuer->signature_algorithm_ = signer.md == EVP_sha384()
                                        ? std::string("\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x03", 12)
                                        : std::string("\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02", 12);
   } else if (key_type == EVP_PKEY_RSA) {
-    signer.rsa.reset(EVP_PKEY_get1_RSA(key));
-    if (!signer.rsa) return OpenSslError("reading the CA's RSA key");
+    if (signer.token == nullptr) signer.rsa.reset(EVP_PKEY_get1_RSA(key));
+    if (!signer.rsa && signer.token == nullptr) return OpenSslError("reading the CA's RSA key");
     // sha256WithRSAEncryption with NULL parameters.
     issuer->signature_algorithm_ = std::string("\x30\x0d\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0b\x05\x00", 15);
   } else {

@@ -267,8 +267,11 @@ void CertificateAuthority::SignChecked(std::shared_ptr<Request> request, const I
   if (!cert.ok()) {
     cert_gen_errors_->Increment();
     logger_->error("signing for {} failed: {}", subject.ToString(), cert.status().message());
+    // A CA key whose token is gone is a condition to retry (elsewhere, or later), not a bug.
+    const absl::StatusCode code =
+        absl::IsUnavailable(cert.status()) ? absl::StatusCode::kUnavailable : absl::StatusCode::kInternal;
     return request->Finish(
-        absl::InternalError(absl::StrCat("certificate generation failed: ", cert.status().message())));
+        absl::Status(code, absl::StrCat("certificate generation failed: ", cert.status().message())));
   }
   ++request->attempts;
   // The ledger row is written only if the registry is still at this generation. With two

@@ -48,7 +48,8 @@ PluggedInCaReloader::PluggedInCaReloader(PluggedInCaReloaderOptions options, Plu
 
 absl::StatusOr<std::shared_ptr<const CertIssuer>> PluggedInCaReloader::Prepare(const PluggedInFiles& files,
                                                                                const SigningAuthority& before) const {
-  MESHID_ASSIGN_OR_RETURN(std::shared_ptr<const SigningAuthority> authority, ParsePluggedInAuthority(files, clock_));
+  MESHID_ASSIGN_OR_RETURN(std::shared_ptr<const SigningAuthority> authority,
+                          ParsePluggedInAuthority(files, clock_, options_.token_key));
   MESHID_ASSIGN_OR_RETURN(std::unique_ptr<CertIssuer> issuer,
                           CertIssuer::Create(std::move(authority), clock_, random_));
   if (options_.approve_new_roots && before.root_bundle_pem != issuer->authority().root_bundle_pem) {
@@ -75,7 +76,7 @@ absl::StatusOr<bool> PluggedInCaReloader::RunOne() {
     }
     return why;
   };
-  auto files = ReadPluggedInFiles(options_.cacerts_dir);
+  auto files = ReadPluggedInFiles(options_.cacerts_dir, options_.token_key != nullptr);
   if (!files.ok()) return refuse(files.status());
   if (files->SameContents(loaded_)) {
     if (!last_refusal_.empty()) {

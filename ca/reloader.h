@@ -40,6 +40,9 @@ struct PluggedInCaReloaderOptions {
   // record in the store: ca/shared_ca.h AgreeWithStoredCa); an error refuses the files. Empty:
   // nothing to ask.
   std::function<absl::Status(const SigningAuthority& next)> approve_new_roots;
+  // The signing key is in this token rather than in ca-key.pem (which is then not read): a
+  // reload changes the certificates around the same key.
+  CaTokenKey token_key;
 };
 
 // Watches the four plug-in files and swaps the AuthoritySource's material when they change.

@@ -159,9 +159,14 @@ absl::StatusOr<std::string> PublicKeySha256Hex(EVP_PKEY* key) {
 bool SamePublicKey(EVP_PKEY* a, EVP_PKEY* b) {
   // 0: different keys; negative: different key types, or not comparable. Neither is an error
   // worth keeping on the queue.
-  const bool same = EVP_PKEY_eq(a, b) == 1;
+  const int eq = EVP_PKEY_eq(a, b);
   ERR_clear_error();
-  return same;
+  if (eq >= 0) return eq == 1;
+  // Not comparable: a key whose private half is elsewhere (a PKCS#11 token key) cannot be
+  // exported to a provider. The SubjectPublicKeyInfo encodings can be compared.
+  auto der_a = PublicKeyDer(a);
+  auto der_b = PublicKeyDer(b);
+  return der_a.ok() && der_b.ok() && *der_a == *der_b;
 }
 
 }  // namespace meshid

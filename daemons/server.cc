@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "authz/jwks_fetcher.h"
@@ -31,9 +32,12 @@
 #include "common/metrics.h"
 #include "common/net.h"
 #include "common/random.h"
+#include "common/secret.h"
 #include "common/spiffe_id.h"
 #include "common/status_macros.h"
 #include "common/x509.h"
+#include "pkcs11/token_key.h"
+#include "pkcs11/uri.h"
 #include "policy/server.h"
 #include "registration/server.h"
 #include "revocation/server.h"
@@ -86,6 +90,11 @@ absl::Status CaServerConfig::Validate() const {
   }
   if (reload_interval <= absl::ZeroDuration()) problems.push_back("--reload-interval: must be positive");
   if (jwks_refresh_interval <= absl::ZeroDuration()) problems.push_back("--jwks-refresh-interval: must be positive");
+  if (!ca_key.empty()) {
+    check(pkcs11::ParseUri(ca_key).status(), "--ca-key");
+  } else if (!pkcs11_module.empty() || !pkcs11_pin_file.empty()) {
+    problems.push_back("--pkcs11-module, --pkcs11-pin-file: only with --ca-key pkcs11:...");
+  }
   if (!cacerts_dir.empty() && !std::filesystem::is_directory(cacerts_dir)) {
     problems.push_back(absl::StrCat("--cacerts-dir: ", cacerts_dir, " is not a directory"));
   }
@@ -112,6 +121,7 @@ class CaServerImpl final : public CaServer {
   // the service, and the ledger drains before the store closes.
   std::unique_ptr<MetricsRegistry> metrics_;
   OpenSslRandom random_;
+  std::shared_ptr<const pkcs11::TokenKey> ca_token_key_;  // null unless --ca-key pkcs11:...
   std::unique_ptr<Store> store_;
   std::unique_ptr<GroupCommitLedger> ledger_;
   std::unique_ptr<LedgerPruner> pruner_;
@@ -130,6 +140,27 @@ class CaServerImpl final : public CaServer {
   int port_ = 0;
   std::atomic<bool> ready_{false};
 };
+
+// The CA key in the token --ca-key names; errors say which flag.
+absl::StatusOr<std::shared_ptr<const pkcs11::TokenKey>> OpenCaTokenKey(const CaServerConfig& config,
+                                                                       const Clock& clock) {
+  pkcs11::TokenKeyOptions options;
+  options.uri = config.ca_key;
+  options.module_path = config.pkcs11_module;
+  if (!config.pkcs11_pin_file.empty()) {
+    auto pin = ReadFile(config.pkcs11_pin_file, 4096);
+    if (!pin.ok())
+      return absl::Status(pin.status().code(), absl::StrCat("--pkcs11-pin-file: ", pin.status().message()));
+    options.pin = SecretString(std::string(absl::StripTrailingAsciiWhitespace(*pin)));
+    if (options.pin.empty()) return absl::InvalidArgumentError("--pkcs11-pin-file: the file is empty");
+  } else if (!config.pkcs11_pin.empty()) {
+    options.pin = SecretString(config.pkcs11_pin);
+  }
+  options.sessions = std::max(2, config.max_concurrent_signing > 0 ? std::min(config.max_concurrent_signing, 16) : 16);
+  auto key = pkcs11::TokenKey::Open(std::move(options), clock);
+  if (!key.ok()) return absl::Status(key.status().code(), absl::StrCat("--ca-key: ", key.status().message()));
+  return std::shared_ptr<const pkcs11::TokenKey>(*std::move(key));
+}
 
 // The configured issuers, without keys for the --jwt-issuer ones (JwksReloader::Create loads
 // them), and the local issuer with its key, which must be the one the store records for every
@@ -192,6 +223,10 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
                  config.require_registration ? "; identities must be registered" : "");
   }
 
+  if (!config.ca_key.empty()) {
+    MESHID_ASSIGN_OR_RETURN(server->ca_token_key_, OpenCaTokenKey(config, clock));
+    logger->info("CA key in a PKCS#11 token: {}", server->ca_token_key_->description());
+  }
   std::shared_ptr<const SigningAuthority> authority;
   std::optional<PluggedInFiles> plugged_in;  // what the plug-in material was read from
   if (config.cacerts_dir.empty()) {
@@ -199,15 +234,18 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     options.data_dir = config.data_dir;
     options.trust_domain = config.trust_domain;
     options.key_algorithm = *ParseKeyAlgorithm(config.self_signed_key);
-    const std::string key_file = (std::filesystem::path(config.data_dir) / "ca-key.pem").string();
-    if (server->store_ != nullptr && !std::filesystem::exists(key_file)) {
+    options.token_key = server->ca_token_key_;
+    // What a first start creates: the key file, or (key in a token) the root certificate.
+    const std::string created_file =
+        (std::filesystem::path(config.data_dir) / (config.ca_key.empty() ? "ca-key.pem" : "ca-cert.pem")).string();
+    if (server->store_ != nullptr && !std::filesystem::exists(created_file)) {
       MESHID_RETURN_IF_ERROR(
-          RefuseToCreateWhatTheStoreHas(*server->store_, kCaMaterialSigningCa, key_file, config.replace_store_ca));
+          RefuseToCreateWhatTheStoreHas(*server->store_, kCaMaterialSigningCa, created_file, config.replace_store_ca));
     }
     MESHID_ASSIGN_OR_RETURN(authority, LoadOrCreateSelfSignedAuthority(options, clock, random));
   } else {
-    MESHID_ASSIGN_OR_RETURN(plugged_in, ReadPluggedInFiles(config.cacerts_dir));
-    MESHID_ASSIGN_OR_RETURN(authority, ParsePluggedInAuthority(*plugged_in, clock));
+    MESHID_ASSIGN_OR_RETURN(plugged_in, ReadPluggedInFiles(config.cacerts_dir, server->ca_token_key_ != nullptr));
+    MESHID_ASSIGN_OR_RETURN(authority, ParsePluggedInAuthority(*plugged_in, clock, server->ca_token_key_));
   }
   if (server->store_ != nullptr) {
     // Replicas on one store are one CA: the first records its roots, the others must match.
@@ -231,6 +269,7 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     PluggedInCaReloaderOptions reload_options;
     reload_options.cacerts_dir = config.cacerts_dir;
     reload_options.trust_bundle_file = config.data_dir + "/root-cert.pem";
+    reload_options.token_key = server->ca_token_key_;
     if (server->store_ != nullptr) {
       reload_options.approve_new_roots = [store = server->store_.get(), &clock, logger](const SigningAuthority& next) {
         return AgreeWithStoredCa(*store, SharedCaCheck{kCaMaterialSigningCa, TrustAnchorFingerprint(next), next.source},
@@ -399,8 +438,14 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     };
   }
   handlers["/readyz"] = [raw](const std::string&) {
-    return raw->ready_ ? HttpReply{200, "text/plain; charset=utf-8", "ready\n"}
-                       : HttpReply{503, "text/plain; charset=utf-8", "not ready\n"};
+    if (!raw->ready_) return HttpReply{503, "text/plain; charset=utf-8", "not ready\n"};
+    // A CA whose key's token is gone cannot sign; asking also brings the token back when due.
+    if (raw->ca_token_key_ != nullptr) {
+      if (absl::Status health = raw->ca_token_key_->Health(); !health.ok()) {
+        return HttpReply{503, "text/plain; charset=utf-8", absl::StrCat("not ready: ", health.message(), "\n")};
+      }
+    }
+    return HttpReply{200, "text/plain; charset=utf-8", "ready\n"};
   };
   auto monitoring = HttpStatusServer::Create(config.monitoring_address, std::move(handlers));
   if (!monitoring.ok()) {

@@ -20,6 +20,14 @@ namespace meshid::daemons {
 struct CaServerConfig {
   std::string data_dir = "./var/lib/meshid";
   std::string cacerts_dir;  // Istio plug-in layout; empty = self-signed root in data_dir
+  // The CA's private key in a PKCS#11 token (an RFC 7512 URI); empty: ca-key.pem in data_dir or
+  // cacerts_dir. The module comes from pkcs11_module (or the URI's module-path), the PIN from
+  // pkcs11_pin_file, else pkcs11_pin (the MESHID_PKCS11_PIN environment variable: a PIN is
+  // never a flag value), else the URI's pin-source.
+  std::string ca_key;
+  std::string pkcs11_module;
+  std::string pkcs11_pin_file;
+  std::string pkcs11_pin;
   std::string listen_address = "127.0.0.1:15012";
   std::string monitoring_address = "127.0.0.1:15014";
   std::string trust_domain = "cluster.local";
