@@ -1,11 +1,11 @@
 // `meshid server`: the certificate authority.
 #include <csignal>
-#include <cstdlib>
 #include <iostream>
 #include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
+#include "cli/ca_key_flags.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "common/duration.h"
@@ -40,13 +40,7 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--cacerts-dir", config->cacerts_dir,
                   "Istio plug-in CA directory (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)")
       ->envname("ROOT_CA_DIR");
-  cmd->add_option("--ca-key", config->ca_key,
-                  "The CA's private key in a PKCS#11 token, as an RFC 7512 URI (pkcs11:token=...;object=...): the "
-                  "self-signed root's key, or the plug-in layout's instead of ca-key.pem. The PIN comes from "
-                  "--pkcs11-pin-file, MESHID_PKCS11_PIN or the URI's pin-source, never from a flag");
-  cmd->add_option("--pkcs11-module", config->pkcs11_module,
-                  "The token's PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so); or module-path in the URI");
-  cmd->add_option("--pkcs11-pin-file", config->pkcs11_pin_file, "A file holding the token's user PIN");
+  AddCaKeyFlags(cmd, config->ca_key);
   cmd->add_option("--listen", config->listen_address, "gRPC listen address")->capture_default_str();
   cmd->add_option("--monitoring-addr", config->monitoring_address, "/metrics, /healthz, /readyz address")
       ->capture_default_str();
@@ -147,7 +141,7 @@ void RegisterServerCommands(CLI::App& app, CommandContext& ctx) {
     auto jwks_refresh = ParseDuration(opts->jwks_refresh_interval);
     if (!jwks_refresh.ok()) return Fail(ctx, "--jwks-refresh-interval", jwks_refresh.status());
     config->jwks_refresh_interval = *jwks_refresh;
-    if (const char* pin = std::getenv("MESHID_PKCS11_PIN"); pin != nullptr) config->pkcs11_pin = pin;
+    ReadPinFromEnvironment(config->ca_key);
     config->default_workload_ttl = *default_ttl;
     config->max_workload_ttl = *max_ttl;
     config->token_audiences = absl::StrSplit(opts->token_audiences, ',', absl::SkipEmpty());

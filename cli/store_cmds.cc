@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "ca/authority.h"
 #include "ca/crl_builder.h"
+#include "cli/ca_key_flags.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "common/clock.h"
@@ -163,6 +164,7 @@ void RunCertsRevoke(const StoreFlags& sf, const CertsRevokeFlags& f, CommandCont
 
 struct CertsCrlFlags {
   std::string cacerts_dir;
+  daemons::CaTokenKeyConfig ca_key;
   std::string out;
   bool der = false;
   std::string validity = "24h";
@@ -174,25 +176,37 @@ void RunCertsCrl(const StoreFlags& sf, const CertsCrlFlags& f, CommandContext& c
   if (*validity <= absl::ZeroDuration()) {
     return Fail(ctx, "--validity", absl::InvalidArgumentError("must be positive"));
   }
+  std::vector<std::string> problems;
+  f.ca_key.Validate(problems);
+  if (!problems.empty()) return Fail(ctx, "certs crl", absl::InvalidArgumentError(absl::StrJoin(problems, "; ")));
   const Clock& clock = SystemClock::Instance();
+  CaTokenKey token_key;
+  if (!f.ca_key.uri.empty()) {
+    auto opened = daemons::OpenCaTokenKey(f.ca_key, clock);
+    if (!opened.ok()) return Fail(ctx, "certs crl", opened.status());
+    token_key = *std::move(opened);
+  }
   std::shared_ptr<const SigningAuthority> authority;
   if (f.cacerts_dir.empty()) {
     // Never create a CA here: a CRL signed by a new key would be worthless.
-    const std::string key_file = sf.data_dir + "/ca-key.pem";
-    if (!std::filesystem::exists(key_file)) {
+    const std::string must_exist = sf.data_dir + (token_key == nullptr ? "/ca-key.pem" : "/ca-cert.pem");
+    if (!std::filesystem::exists(must_exist)) {
       return Fail(ctx, "--data-dir",
                   absl::NotFoundError(absl::StrCat(
-                      "no CA key at ", key_file,
+                      "no CA ", token_key == nullptr ? "key" : "certificate", " at ", must_exist,
                       " (start `meshid server --data-dir` there once, or give the plug-in CA's --cacerts-dir)")));
     }
     OpenSslRandom random;
     SelfSignedOptions options;
     options.data_dir = sf.data_dir;
+    options.token_key = token_key;
     auto loaded = LoadOrCreateSelfSignedAuthority(options, clock, random);
     if (!loaded.ok()) return Fail(ctx, "--data-dir", loaded.status());
     authority = *std::move(loaded);
   } else {
-    auto loaded = LoadPluggedInAuthority(f.cacerts_dir, clock);
+    auto files = ReadPluggedInFiles(f.cacerts_dir, token_key != nullptr);
+    auto loaded = files.ok() ? ParsePluggedInAuthority(*files, clock, token_key)
+                             : absl::StatusOr<std::shared_ptr<const SigningAuthority>>(files.status());
     if (!loaded.ok()) return Fail(ctx, "--cacerts-dir", loaded.status());
     authority = *std::move(loaded);
   }
@@ -535,7 +549,11 @@ void RegisterStoreCommands(CLI::App& app, CommandContext& ctx) {
   crl->add_option("--out", cf->out, "Write it to this file instead of standard output");
   crl->add_flag("--der", cf->der, "DER instead of PEM");
   crl->add_option("--validity", cf->validity, "nextUpdate after now")->capture_default_str();
-  crl->callback([sf, cf, &ctx] { RunCertsCrl(*sf, *cf, ctx); });
+  AddCaKeyFlags(crl, cf->ca_key);
+  crl->callback([sf, cf, &ctx] {
+    ReadPinFromEnvironment(cf->ca_key);
+    RunCertsCrl(*sf, *cf, ctx);
+  });
 
   CLI::App* entry = app.add_subcommand("entry", "The identity registry (see `meshid server --require-registration`)");
   entry->require_subcommand(1);

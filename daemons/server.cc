@@ -11,7 +11,6 @@
 #include <thread>
 
 #include "absl/status/status.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "authz/jwks_fetcher.h"
@@ -90,16 +89,35 @@ absl::Status CaServerConfig::Validate() const {
   }
   if (reload_interval <= absl::ZeroDuration()) problems.push_back("--reload-interval: must be positive");
   if (jwks_refresh_interval <= absl::ZeroDuration()) problems.push_back("--jwks-refresh-interval: must be positive");
-  if (!ca_key.empty()) {
-    check(pkcs11::ParseUri(ca_key).status(), "--ca-key");
-  } else if (!pkcs11_module.empty() || !pkcs11_pin_file.empty()) {
-    problems.push_back("--pkcs11-module, --pkcs11-pin-file: only with --ca-key pkcs11:...");
-  }
+  ca_key.Validate(problems);
   if (!cacerts_dir.empty() && !std::filesystem::is_directory(cacerts_dir)) {
     problems.push_back(absl::StrCat("--cacerts-dir: ", cacerts_dir, " is not a directory"));
   }
   if (problems.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrJoin(problems, "; "));
+}
+
+void CaTokenKeyConfig::Validate(std::vector<std::string>& problems) const {
+  if (!uri.empty()) {
+    if (absl::Status parsed = pkcs11::ParseUri(uri).status(); !parsed.ok()) {
+      problems.push_back(absl::StrCat("--ca-key: ", parsed.message()));
+    }
+  } else if (!module.empty() || !pin_file.empty()) {
+    problems.push_back("--pkcs11-module, --pkcs11-pin-file: only with --ca-key pkcs11:...");
+  }
+}
+
+absl::StatusOr<std::shared_ptr<const pkcs11::TokenKey>> OpenCaTokenKey(const CaTokenKeyConfig& config,
+                                                                       const Clock& clock) {
+  pkcs11::TokenKeyOptions options;
+  options.uri = config.uri;
+  options.module_path = config.module;
+  options.sessions = config.sessions;
+  options.pin_file = config.pin_file;
+  if (config.pin_file.empty()) options.pin = SecretString(config.pin);
+  auto key = pkcs11::TokenKey::Open(std::move(options), clock);
+  if (!key.ok()) return absl::Status(key.status().code(), absl::StrCat("--ca-key: ", key.status().message()));
+  return std::shared_ptr<const pkcs11::TokenKey>(*std::move(key));
 }
 
 namespace {
@@ -140,27 +158,6 @@ class CaServerImpl final : public CaServer {
   int port_ = 0;
   std::atomic<bool> ready_{false};
 };
-
-// The CA key in the token --ca-key names; errors say which flag.
-absl::StatusOr<std::shared_ptr<const pkcs11::TokenKey>> OpenCaTokenKey(const CaServerConfig& config,
-                                                                       const Clock& clock) {
-  pkcs11::TokenKeyOptions options;
-  options.uri = config.ca_key;
-  options.module_path = config.pkcs11_module;
-  if (!config.pkcs11_pin_file.empty()) {
-    auto pin = ReadFile(config.pkcs11_pin_file, 4096);
-    if (!pin.ok())
-      return absl::Status(pin.status().code(), absl::StrCat("--pkcs11-pin-file: ", pin.status().message()));
-    options.pin = SecretString(std::string(absl::StripTrailingAsciiWhitespace(*pin)));
-    if (options.pin.empty()) return absl::InvalidArgumentError("--pkcs11-pin-file: the file is empty");
-  } else if (!config.pkcs11_pin.empty()) {
-    options.pin = SecretString(config.pkcs11_pin);
-  }
-  options.sessions = std::max(2, config.max_concurrent_signing > 0 ? std::min(config.max_concurrent_signing, 16) : 16);
-  auto key = pkcs11::TokenKey::Open(std::move(options), clock);
-  if (!key.ok()) return absl::Status(key.status().code(), absl::StrCat("--ca-key: ", key.status().message()));
-  return std::shared_ptr<const pkcs11::TokenKey>(*std::move(key));
-}
 
 // The configured issuers, without keys for the --jwt-issuer ones (JwksReloader::Create loads
 // them), and the local issuer with its key, which must be the one the store records for every
@@ -223,8 +220,11 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
                  config.require_registration ? "; identities must be registered" : "");
   }
 
-  if (!config.ca_key.empty()) {
-    MESHID_ASSIGN_OR_RETURN(server->ca_token_key_, OpenCaTokenKey(config, clock));
+  if (!config.ca_key.uri.empty()) {
+    CaTokenKeyConfig key_config = config.ca_key;
+    // A session per signing in progress, up to 16.
+    key_config.sessions = config.max_concurrent_signing > 0 ? std::clamp(config.max_concurrent_signing, 2, 16) : 16;
+    MESHID_ASSIGN_OR_RETURN(server->ca_token_key_, OpenCaTokenKey(key_config, clock));
     logger->info("CA key in a PKCS#11 token: {}", server->ca_token_key_->description());
   }
   std::shared_ptr<const SigningAuthority> authority;
@@ -237,7 +237,7 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     options.token_key = server->ca_token_key_;
     // What a first start creates: the key file, or (key in a token) the root certificate.
     const std::string created_file =
-        (std::filesystem::path(config.data_dir) / (config.ca_key.empty() ? "ca-key.pem" : "ca-cert.pem")).string();
+        (std::filesystem::path(config.data_dir) / (config.ca_key.uri.empty() ? "ca-key.pem" : "ca-cert.pem")).string();
     if (server->store_ != nullptr && !std::filesystem::exists(created_file)) {
       MESHID_RETURN_IF_ERROR(
           RefuseToCreateWhatTheStoreHas(*server->store_, kCaMaterialSigningCa, created_file, config.replace_store_ca));

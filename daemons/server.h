@@ -14,20 +14,34 @@
 #include "common/clock.h"
 #include "common/keys.h"
 #include "common/logging.h"
+#include "pkcs11/token_key.h"
 
 namespace meshid::daemons {
+
+// The CA's private key in a PKCS#11 token (`--ca-key pkcs11:...`), for `meshid server` and the
+// offline `meshid certs crl`.
+struct CaTokenKeyConfig {
+  std::string uri;       // RFC 7512; empty: the key is a file
+  std::string module;    // --pkcs11-module; or the URI's module-path
+  std::string pin_file;  // --pkcs11-pin-file
+  // The MESHID_PKCS11_PIN environment variable, used without a pin_file (a PIN is never a flag
+  // value); without either, the URI's pin-source.
+  std::string pin;
+  int sessions = 4;  // the session pool
+
+  // Problems, each naming its flag, appended to `problems`.
+  void Validate(std::vector<std::string>& problems) const;
+};
+
+// Opens the key `config` names; errors are prefixed with the flag at fault (--ca-key,
+// --pkcs11-pin-file).
+absl::StatusOr<std::shared_ptr<const pkcs11::TokenKey>> OpenCaTokenKey(const CaTokenKeyConfig& config,
+                                                                       const Clock& clock);
 
 struct CaServerConfig {
   std::string data_dir = "./var/lib/meshid";
   std::string cacerts_dir;  // Istio plug-in layout; empty = self-signed root in data_dir
-  // The CA's private key in a PKCS#11 token (an RFC 7512 URI); empty: ca-key.pem in data_dir or
-  // cacerts_dir. The module comes from pkcs11_module (or the URI's module-path), the PIN from
-  // pkcs11_pin_file, else pkcs11_pin (the MESHID_PKCS11_PIN environment variable: a PIN is
-  // never a flag value), else the URI's pin-source.
-  std::string ca_key;
-  std::string pkcs11_module;
-  std::string pkcs11_pin_file;
-  std::string pkcs11_pin;
+  CaTokenKeyConfig ca_key;  // empty uri: ca-key.pem in data_dir or cacerts_dir
   std::string listen_address = "127.0.0.1:15012";
   std::string monitoring_address = "127.0.0.1:15014";
   std::string trust_domain = "cluster.local";

@@ -606,8 +606,9 @@ absl::StatusOr<std::shared_ptr<TokenKey>> TokenKey::Open(TokenKeyOptions options
     return absl::InvalidArgumentError(
         absl::StrCat(uri.ToString(), ": no PKCS#11 module (give --pkcs11-module or module-path in the URI)"));
   }
-  if (options.pin.empty() && !uri.pin_source.empty()) {
-    MESHID_ASSIGN_OR_RETURN(options.pin, ReadPinFile(uri.pin_source));
+  if (options.pin.empty() && options.pin_file.empty()) options.pin_file = uri.pin_source;
+  if (options.pin.empty() && !options.pin_file.empty()) {
+    MESHID_ASSIGN_OR_RETURN(options.pin, ReadPinFile(options.pin_file));
   }
   MESHID_ASSIGN_OR_RETURN(std::shared_ptr<Module> module, Module::Load(options.module_path));
   auto impl = std::make_unique<Impl>(std::move(module), std::move(uri), std::move(options), clock);

@@ -31,7 +31,8 @@ namespace meshid::pkcs11 {
 struct TokenKeyOptions {
   std::string uri;          // RFC 7512; names the token and the private key (object= and/or id=)
   std::string module_path;  // the module (.so); the URI's module-path when empty
-  SecretString pin;         // the user PIN; empty: the URI's pin-source file is read
+  SecretString pin;         // the user PIN; empty: read from pin_file, else the URI's pin-source
+  std::string pin_file;     // a file holding the PIN (trailing whitespace ignored)
   int sessions = 4;         // sessions in the pool
   absl::Duration reconnect_interval = absl::Seconds(1);
 };

@@ -1,7 +1,8 @@
 // `meshid server --ca-key pkcs11:...` with the CA key in a real SoftHSM2 token
-// (tests/support/softhsm.h): a self-signed root whose key was generated in the token and a
-// plug-in intermediate whose key was imported into it, each issuing SVIDs that the openssl
-// command line and Botan accept, and a CRL openssl accepts; no key file anywhere; refusals at
+// (tests/support/softhsm.h): a self-signed root whose key was generated in the token, and a
+// plug-in intermediate whose key was imported into it (its certificate reloaded live around the
+// same key), each issuing SVIDs that the openssl command line and Botan accept, and CRLs (the
+// server's and `meshid certs crl`'s) that openssl accepts; no key file anywhere; refusals at
 // start as one clear line; and a token removed while callers ask for certificates: UNAVAILABLE
 // and not ready, no crash, and back to issuing once the token returns.
 #include <gmock/gmock.h>
@@ -100,6 +101,15 @@ TEST_F(HsmTest, ASelfSignedRootWithItsKeyInTheTokenIssuesAndSignsTheCrl) {
     EXPECT_THAT(out, HasSubstr("verify OK"));
     EXPECT_THAT(Readyz(server), HasSubstr("ready\n 200"));
   }
+  // The offline CRL command signs with the token's key too.
+  std::string crl_command =
+      absl::StrCat(testing::MeshidBinary(), " certs crl --data-dir ", data, " --out ", base_, "/offline-crl.pem");
+  for (const std::string& flag : KeyFlags("pkcs11:token=meshid-ca;object=root"))
+    absl::StrAppend(&crl_command, " '", flag, "'");
+  auto [rc, out] = RunShell(absl::StrCat(crl_command, " 2>&1 && openssl crl -in ", base_, "/offline-crl.pem -CAfile ",
+                                         data, "/root-cert.pem -noout 2>&1"));
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_THAT(out, HasSubstr("verify OK"));
   // A restart keeps the root made for the token's key.
   const std::string root = *ReadFile(data + "/ca-cert.pem");
   ServerProcess again(data, KeyFlags("pkcs11:token=meshid-ca;object=root"));
@@ -108,7 +118,7 @@ TEST_F(HsmTest, ASelfSignedRootWithItsKeyInTheTokenIssuesAndSignsTheCrl) {
   IssueAndVerify(again, again.root_file());
 }
 
-TEST_F(HsmTest, APlugInIntermediateWithItsKeyInTheTokenIssues) {
+TEST_F(HsmTest, APlugInIntermediateWithItsKeyInTheTokenIssuesAndReloadsItsCertificate) {
   const std::string cacerts = base_ + "/cacerts";
   ASSERT_TRUE(testing::MakePluginCa(cacerts));
   auto intermediate_key = PrivateKeyFromPem(*ReadFile(cacerts + "/ca-key.pem"));
@@ -116,13 +126,29 @@ TEST_F(HsmTest, APlugInIntermediateWithItsKeyInTheTokenIssues) {
   ASSERT_OK(hsm_->ImportKey("meshid-ca", kPin, intermediate_key->get(), "intermediate", "0a"));
   std::filesystem::remove(cacerts + "/ca-key.pem");  // only the token has it now
   // The PIN from the environment this time.
-  std::vector<std::string> flags = {"--cacerts-dir",   cacerts,         "--ca-key", "pkcs11:token=meshid-ca;id=%0a",
-                                    "--pkcs11-module", SoftHsm::kModule};
+  std::vector<std::string> flags = {
+      "--cacerts-dir",   cacerts,          "--ca-key",          "pkcs11:token=meshid-ca;id=%0a",
+      "--pkcs11-module", SoftHsm::kModule, "--reload-interval", "200ms"};
   setenv("MESHID_PKCS11_PIN", kPin, 1);
   ServerProcess server(base_ + "/data", flags);
   unsetenv("MESHID_PKCS11_PIN");
   ASSERT_TRUE(server.ok()) << server.Log();
   EXPECT_EQ(server.root(), *ReadFile(cacerts + "/root-cert.pem"));
+  IssueAndVerify(server, cacerts + "/root-cert.pem", cacerts + "/ca-cert.pem");
+
+  // A live reload of the files around the same key: a re-issued intermediate certificate.
+  auto [rc, out] = RunShell(absl::StrCat(
+      "cd ", cacerts,
+      " && openssl x509 -req -in ca.csr -CA root-cert.pem -CAkey root-key.pem -CAcreateserial -days 700 -extfile "
+      "int.ext -out next.pem 2>&1 && cat next.pem root-cert.pem > next-chain.pem && mv next-chain.pem cert-chain.pem "
+      "&& mv next.pem ca-cert.pem"));
+  ASSERT_EQ(rc, 0) << out;
+  const std::string next_serial = SerialHex(CertFromPem(*ReadFile(cacerts + "/ca-cert.pem"))->get());
+  EXPECT_TRUE(testing::Eventually([&] {
+    auto chain = testing::ClientFor(server)->CreateCertificate(
+        *BuildCsrPem(GenerateKey(KeyAlgorithm::kEcdsaP256)->get()), server.Token(), absl::Minutes(30));
+    return chain.ok() && chain->size() == 3 && SerialHex(CertFromPem((*chain)[1])->get()) == next_serial;
+  })) << server.Log();
   IssueAndVerify(server, cacerts + "/root-cert.pem", cacerts + "/ca-cert.pem");
   EXPECT_EQ(server.Log().find(kPin), std::string::npos) << "never log the PIN";
 }

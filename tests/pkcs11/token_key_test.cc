@@ -179,6 +179,15 @@ TEST_F(TokenKeyTest, RefusalsNameWhatIsWrong) {
   not_a_module.module_path = dir_.Write("fake.so", "not a shared object");
   EXPECT_THAT(TokenKey::Open(std::move(not_a_module), clock_),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("fake.so: cannot be loaded")));
+  TokenKeyOptions empty_pin_file = Options("pkcs11:token=meshid-ca;object=ca");
+  empty_pin_file.pin = SecretString();
+  empty_pin_file.pin_file = dir_.Write("empty-pin", "\n");
+  EXPECT_THAT(TokenKey::Open(std::move(empty_pin_file), clock_),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty-pin: the PIN file is empty")));
+  TokenKeyOptions missing_pin_file = Options("pkcs11:token=meshid-ca;object=ca?pin-source=file:/nonexistent/pin");
+  missing_pin_file.pin = SecretString();
+  EXPECT_THAT(TokenKey::Open(std::move(missing_pin_file), clock_),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("/nonexistent/pin")));
   TokenKeyOptions unnamed_module = Options("pkcs11:token=meshid-ca;object=ca");
   unnamed_module.module_path.clear();
   EXPECT_THAT(TokenKey::Open(std::move(unnamed_module), clock_),
