@@ -388,7 +388,9 @@ class TokenKey::Impl {
     std::unique_lock<std::mutex> lock(mu_);
     while (true) {
       if (!connected_) {
-        if (reconnecting_ || clock_.Now() - last_attempt_ < options_.reconnect_interval) return broken_;
+        if (pin_refused_ || reconnecting_ || clock_.Now() - last_attempt_ < options_.reconnect_interval) {
+          return broken_;
+        }
         reconnecting_ = true;
         last_attempt_ = clock_.Now();
         CK_SLOT_ID old_slot = slot_;
@@ -402,8 +404,11 @@ class TokenKey::Impl {
         lock.lock();
         reconnecting_ = false;
         if (!reconnected.ok()) {
+          // A refused PIN is not tried again: tokens lock a PIN after a few wrong tries.
+          pin_refused_ = absl::IsPermissionDenied(reconnected);
           broken_ = absl::UnavailableError(
-              absl::StrCat("the CA key's token is unavailable (reconnecting failed: ", reconnected.message(), ")"));
+              absl::StrCat("the CA key's token is unavailable (reconnecting failed: ", reconnected.message(),
+                           pin_refused_ ? "; not retried: restart with the right PIN)" : ")"));
           return broken_;
         }
         continue;
@@ -530,7 +535,6 @@ class TokenKey::Impl {
     if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) return absl::OkStatus();
     if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_EXPIRED || rv == CKR_PIN_INVALID ||
         rv == CKR_PIN_LEN_RANGE) {
-      // Not retried by the pool: a token locks its PIN after a few wrong tries.
       return absl::PermissionDeniedError(
           absl::StrCat(description_, ": the token refused the PIN (", ReturnCodeName(rv), ")"));
     }
@@ -580,6 +584,7 @@ class TokenKey::Impl {
   std::condition_variable available_;
   bool connected_ = false;     // guarded by mu_, as is everything below
   bool reconnecting_ = false;  // one thread reconnects; the others fail fast meanwhile
+  bool pin_refused_ = false;   // a reconnect's login was refused: no more attempts
   absl::Status broken_;        // why, while !connected_
   absl::Time last_attempt_;    // of the last reconnect, or when the pool broke
   uint64_t generation_ = 0;    // one more per connection: stale sessions are not returned

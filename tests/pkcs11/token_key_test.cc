@@ -281,5 +281,25 @@ TEST_F(TokenKeyTest, ATokenThatComesBackWithAnotherKeyUnderTheNameIsRefused) {
   EXPECT_THAT((*key)->SignDigest(EVP_sha256(), Sha256("x")).status(), StatusIs(absl::StatusCode::kUnavailable));
 }
 
+TEST_F(TokenKeyTest, APinRefusedOnReconnectIsNeverTriedAgain) {
+  auto ec = GenerateKey(KeyAlgorithm::kEcdsaP256);
+  ASSERT_TRUE(ec.ok());
+  ASSERT_OK(hsm_->ImportKey("meshid-ca", kPin, ec->get(), "ca", "01"));
+  auto key = TokenKey::Open(Options("pkcs11:token=meshid-ca;object=ca"), clock_);
+  ASSERT_TRUE(key.ok()) << key.status();
+  ASSERT_OK(hsm_->DeleteToken("meshid-ca"));
+  EXPECT_THAT((*key)->Health(), StatusIs(absl::StatusCode::kUnavailable));
+  ASSERT_OK(hsm_->InitToken("meshid-ca", "another-pin"));  // the PIN we hold is now wrong
+  ASSERT_OK(hsm_->ImportKey("meshid-ca", "another-pin", ec->get(), "ca", "01"));
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_THAT((*key)->Health(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("not retried")));
+  // Even once the PIN would work again, the key does not log in again by itself.
+  ASSERT_OK(hsm_->DeleteToken("meshid-ca"));
+  ASSERT_OK(hsm_->InitToken("meshid-ca", kPin));
+  ASSERT_OK(hsm_->ImportKey("meshid-ca", kPin, ec->get(), "ca", "01"));
+  clock_.Advance(absl::Seconds(10));
+  EXPECT_THAT((*key)->Health(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("not retried")));
+}
+
 }  // namespace
 }  // namespace meshid::pkcs11
