@@ -261,6 +261,11 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
                config.data_dir);
 
   MetricsRegistry& metrics = *server->metrics_;
+  if (server->ca_token_key_ != nullptr) {
+    metrics.AddComputedGauge("meshid_ca_key_available",
+                             "1 while the CA key's PKCS#11 token answers, 0 while it is gone (a scrape may reconnect)",
+                             [key = server->ca_token_key_] { return key->Health().ok() ? 1.0 : 0.0; });
+  }
   MESHID_ASSIGN_OR_RETURN(std::shared_ptr<const CertIssuer> issuer, CertIssuer::Create(authority, clock, random));
   // Every consumer of the signing material reads it from here per request; a reload of the
   // plug-in files replaces it (ca/reloader.h).

@@ -246,12 +246,14 @@ TEST_F(HsmTest, ATokenRemovedUnderLoadMakesTheServerUnavailableAndItRecovers) {
   EXPECT_TRUE(testing::Eventually([&] { return unavailable > 10; }));
   EXPECT_TRUE(testing::Eventually([&] { return Readyz(server).find(" 503") != std::string::npos; }));
   EXPECT_THAT(Readyz(server), HasSubstr("the CA key's token is unavailable"));
+  EXPECT_EQ(server.Metric("meshid_ca_key_available"), 0);
 
   ASSERT_OK(hsm_->InitToken("meshid-ca", kPin));
   ASSERT_OK(hsm_->ImportKey("meshid-ca", kPin, root_key.get(), "root", "01"));
   const int before = issued;
   EXPECT_TRUE(testing::Eventually([&] { return Readyz(server).find("ready\n 200") != std::string::npos; }));
   EXPECT_TRUE(testing::Eventually([&] { return issued > before + 10; }));
+  EXPECT_EQ(server.Metric("meshid_ca_key_available"), 1);
   stop = true;
   caller.join();
   EXPECT_EQ(other.load(), 0) << other_error;
