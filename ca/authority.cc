@@ -144,7 +144,7 @@ absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadOrCreateSelfSignedAu
 
 bool PluggedInFiles::SameContents(const PluggedInFiles& other) const {
   return ca_cert == other.ca_cert && ca_key.view() == other.ca_key.view() && cert_chain == other.cert_chain &&
-         root_cert == other.root_cert && key_in_token == other.key_in_token;
+         root_cert == other.root_cert;
 }
 
 absl::StatusOr<PluggedInFiles> ReadPluggedInFiles(const std::string& dir, bool key_in_token) {
@@ -165,7 +165,6 @@ absl::StatusOr<PluggedInFiles> ReadPluggedInFiles(const std::string& dir, bool k
   constexpr size_t kMaxFile = 1 << 20;
   PluggedInFiles files;
   files.dir = dir;
-  files.key_in_token = key_in_token;
   // ReadFile's errors name the file.
   if (!key_in_token) {
     MESHID_ASSIGN_OR_RETURN(std::string key, ReadFile(key_file, kMaxFile));
@@ -190,9 +189,6 @@ absl::StatusOr<std::shared_ptr<const SigningAuthority>> ParsePluggedInAuthority(
   const std::string cert_file = Join(dir, "ca-cert.pem");
   const std::string chain_file = Join(dir, "cert-chain.pem");
   const std::string root_file = Join(dir, "root-cert.pem");
-  if (files.key_in_token != (token_key != nullptr)) {
-    return absl::InternalError("the plug-in files were read for a key in a token and parsed for one in a file");
-  }
   const std::string key_file = token_key != nullptr ? token_key->description() : Join(dir, "ca-key.pem");
   auto authority = std::make_shared<SigningAuthority>();
   auto key = token_key != nullptr ? pkcs11::TokenKey::AsEvpPkey(token_key) : PrivateKeyFromPem(files.ca_key.view());

@@ -61,11 +61,10 @@ absl::StatusOr<std::shared_ptr<const SigningAuthority>> LoadPluggedInAuthority(c
 // changed and parse exactly what it compared.
 struct PluggedInFiles {
   std::string dir;
-  std::string ca_cert;        // ca-cert.pem
-  SecretString ca_key;        // ca-key.pem
-  std::string cert_chain;     // cert-chain.pem
-  std::string root_cert;      // root-cert.pem
-  bool key_in_token = false;  // ca-key.pem was not read: the key is in a PKCS#11 token
+  std::string ca_cert;     // ca-cert.pem
+  SecretString ca_key;     // ca-key.pem (empty when read for a key in a token)
+  std::string cert_chain;  // cert-chain.pem
+  std::string root_cert;   // root-cert.pem
 
   // Equal contents (the key compared too): nothing to reload.
   bool SameContents(const PluggedInFiles& other) const;

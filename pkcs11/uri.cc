@@ -1,5 +1,8 @@
 #include "pkcs11/uri.h"
 
+#include <algorithm>
+#include <iterator>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -9,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/percent.h"
 
 namespace meshid::pkcs11 {
 namespace {
@@ -17,44 +21,22 @@ absl::Status Bad(absl::string_view attribute, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("PKCS#11 URI: ", attribute, ": ", what));
 }
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  c = absl::ascii_tolower(c);
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
 absl::StatusOr<std::string> PercentDecode(absl::string_view attribute, absl::string_view value) {
-  std::string out;
-  out.reserve(value.size());
-  for (size_t i = 0; i < value.size(); ++i) {
-    if (value[i] != '%') {
-      out.push_back(value[i]);
-      continue;
-    }
-    if (i + 2 >= value.size()) {
-      return Bad(attribute, "a '%' is not followed by two hex digits");
-    }
-    int high = HexValue(value[i + 1]), low = HexValue(value[i + 2]);
-    if (high < 0 || low < 0) return Bad(attribute, "a '%' is not followed by two hex digits");
-    out.push_back(static_cast<char>(high * 16 + low));
-    i += 2;
-  }
-  return out;
+  std::optional<std::string> out = meshid::PercentDecode(value);
+  if (!out.has_value()) return Bad(attribute, "a '%' is not followed by two hex digits");
+  return *std::move(out);
 }
 
-std::string PercentEncode(absl::string_view bytes, bool all) {
-  std::string out;
-  for (unsigned char c : bytes) {
-    if (!all && (absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~')) {
-      out.push_back(static_cast<char>(c));
-    } else {
-      absl::StrAppend(&out, "%", absl::string_view("0123456789abcdef" + (c >> 4), 1),
-                      absl::string_view("0123456789abcdef" + (c & 15), 1));
-    }
-  }
-  return out;
-}
+// The path attributes whose value is kept as text, in the order ToString() writes them.
+constexpr std::pair<absl::string_view, std::string Uri::*> kTextAttributes[] = {
+    {"token", &Uri::token},
+    {"manufacturer", &Uri::manufacturer},
+    {"model", &Uri::model},
+    {"serial", &Uri::serial},
+    {"slot-description", &Uri::slot_description},
+    {"slot-manufacturer", &Uri::slot_manufacturer},
+    {"object", &Uri::object},
+};
 
 }  // namespace
 
@@ -101,26 +83,16 @@ absl::StatusOr<Uri> ParseUri(absl::string_view text) {
         }
         continue;
       }
-      if (name == "token") {
-        uri.token = *value;
-      } else if (name == "manufacturer") {
-        uri.manufacturer = *value;
-      } else if (name == "model") {
-        uri.model = *value;
-      } else if (name == "serial") {
-        uri.serial = *value;
-      } else if (name == "slot-description") {
-        uri.slot_description = *value;
-      } else if (name == "slot-manufacturer") {
-        uri.slot_manufacturer = *value;
+      auto text = std::find_if(std::begin(kTextAttributes), std::end(kTextAttributes),
+                               [&](const auto& attribute) { return attribute.first == name; });
+      if (text != std::end(kTextAttributes)) {
+        uri.*(text->second) = *value;
       } else if (name == "slot-id") {
         uint64_t slot = 0;
         if (!absl::SimpleAtoi(*value, &slot) || !absl::ascii_isdigit(value->front())) {
           return Bad(name, absl::StrCat("\"", *value, "\" is not a decimal number"));
         }
         uri.slot_id = slot;
-      } else if (name == "object") {
-        uri.object = *value;
       } else if (name == "id") {
         uri.id = *value;
       } else if (name == "type") {
@@ -147,14 +119,8 @@ std::string Uri::ToString() const {
   auto add = [&](absl::string_view name, absl::string_view value, bool all = false) {
     if (!value.empty()) parts.push_back(absl::StrCat(name, "=", PercentEncode(value, all)));
   };
-  add("token", token);
-  add("manufacturer", manufacturer);
-  add("model", model);
-  add("serial", serial);
-  add("slot-description", slot_description);
-  add("slot-manufacturer", slot_manufacturer);
+  for (const auto& [name, field] : kTextAttributes) add(name, this->*field);
   if (slot_id.has_value()) parts.push_back(absl::StrCat("slot-id=", *slot_id));
-  add("object", object);
   if (id.has_value()) add("id", *id, /*all=*/true);
   add("type", type);
   return absl::StrCat("pkcs11:", absl::StrJoin(parts, ";"));

@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/percent.h"
 #include "sql/store.h"
 
 namespace meshid {
@@ -33,31 +34,12 @@ bool HasControlCharacters(absl::string_view s) {
   return false;
 }
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // Percent-decodes `in`; `field` names the URL part in the error.
 absl::StatusOr<std::string> PercentDecode(absl::string_view in, absl::string_view field) {
-  std::string out;
-  out.reserve(in.size());
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out.push_back(in[i]);
-      continue;
-    }
-    int hi = i + 2 < in.size() ? HexValue(in[i + 1]) : -1;
-    int lo = i + 2 < in.size() ? HexValue(in[i + 2]) : -1;
-    if (hi < 0 || lo < 0) return Bad(absl::StrCat("bad percent-escape in the ", field));
-    char c = static_cast<char>(hi * 16 + lo);
-    if (c == '\0') return Bad(absl::StrCat("NUL byte in the ", field));
-    out.push_back(c);
-    i += 2;
-  }
-  return out;
+  std::optional<std::string> out = meshid::PercentDecode(in);
+  if (!out.has_value()) return Bad(absl::StrCat("bad percent-escape in the ", field));
+  if (out->find('\0') != std::string::npos) return Bad(absl::StrCat("NUL byte in the ", field));
+  return *std::move(out);
 }
 
 bool ValidHostName(absl::string_view host) {
