@@ -4,11 +4,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "common/fingerprint.h"
 #include "common/keys.h"
-#include "common/sha256.h"
 #include "common/status_macros.h"
 #include "common/x509.h"
 
@@ -63,11 +62,9 @@ CaMaterialRecord RecordOf(const SharedCaCheck& check, const Clock& clock) {
 }  // namespace
 
 std::string TrustAnchorFingerprint(const SigningAuthority& authority) {
-  std::vector<std::string> fingerprints;
-  for (const X509Ptr& root : authority.roots) fingerprints.push_back("sha256:" + Sha256Hex(CertToDer(root.get())));
-  std::sort(fingerprints.begin(), fingerprints.end());
-  fingerprints.erase(std::unique(fingerprints.begin(), fingerprints.end()), fingerprints.end());
-  return absl::StrJoin(fingerprints, ",");
+  std::vector<std::string> ders;
+  for (const X509Ptr& root : authority.roots) ders.push_back(CertToDer(root.get()));
+  return RootSetFingerprint(ders);
 }
 
 absl::StatusOr<std::string> PublicKeyFingerprint(EVP_PKEY* key) {

@@ -149,6 +149,10 @@ void RegisterAgentCommands(CLI::App& app, CommandContext& ctx) {
                   "Where the last good CRL from the server is kept, so a restart while the server is away keeps "
                   "enforcing it (\"\": nowhere)")
       ->capture_default_str();
+  cmd->add_option("--trust-bundle-file", config->trust_bundle_state_file,
+                  "Where the CA's trust bundle pushed by the server is kept; trusted beside --ca-root, so a CA "
+                  "rotation's new root reaches this node before anything is signed under it")
+      ->capture_default_str();
   cmd->add_option("--agent-id", config->policy.agent_id, "This agent's name in `meshid status`")->capture_default_str();
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error")->capture_default_str();
 

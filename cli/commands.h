@@ -23,5 +23,7 @@ void RegisterHelloCommands(CLI::App& app, CommandContext& ctx);
 void RegisterSvidCommands(CLI::App& app, CommandContext& ctx);
 // `certs list`, `entry ...`, `identity ...` (cli/store_cmds.cc); after RegisterCertsCommands.
 void RegisterStoreCommands(CLI::App& app, CommandContext& ctx);
+// `ca rotate prepare|publish|activate|retire|status` (cli/ca_rotate_cmd.cc).
+void RegisterCaCommands(CLI::App& app, CommandContext& ctx);
 
 }  // namespace meshid::cli

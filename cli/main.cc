@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   meshid::cli::RegisterHelloCommands(app, ctx);
   meshid::cli::RegisterSvidCommands(app, ctx);
   meshid::cli::RegisterStoreCommands(app, ctx);  // after RegisterCertsCommands: adds `certs list`
+  meshid::cli::RegisterCaCommands(app, ctx);
   CLI11_PARSE(app, argc, argv);
   return ctx.exit_code;
 }

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace meshid {
 
@@ -40,6 +41,17 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes) 
   }
   close(fd);
   return out;
+}
+
+absl::StatusOr<std::string> ReadTrustBundleFiles(const std::string& path, const std::string& optional_path,
+                                                 size_t max_bytes) {
+  MESHID_ASSIGN_OR_RETURN(std::string bundle, ReadFile(path, max_bytes));
+  if (optional_path.empty()) return bundle;
+  auto pushed = ReadFile(optional_path, max_bytes);
+  if (absl::IsNotFound(pushed.status())) return bundle;
+  if (!pushed.ok()) return pushed.status();
+  if (!bundle.empty() && bundle.back() != '\n') bundle.push_back('\n');
+  return bundle + *pushed;
 }
 
 absl::Status WriteFileAtomic(const std::string& path, absl::string_view content, int mode) {

@@ -26,6 +26,8 @@
 #include "registration/wire.h"
 #include "revocation/receiver.h"
 #include "revocation/wire.h"
+#include "trustbundle/receiver.h"
+#include "trustbundle/wire.h"
 #include "workload/attestor.h"
 #include "workload/node_sds.h"
 #include "workload/peer_listener.h"
@@ -38,17 +40,19 @@ using envoy::service::discovery::v3::DiscoveryResponse;
 
 namespace {
 
-// What the agent reports about revocation in `meshid status`: the CRL it enforces, and per
-// proxy the CRL in the ROOTCA its SDS streams last acknowledged. Fed by the CRL receiver's
-// listener and the SDS server's observer; read by the policy relay's reporter.
-class NodeRevocationStatus final : public policy::RevocationStatusSource {
+// What the agent reports about trust in `meshid status`: the CRL it enforces and the roots its
+// ROOTCA holds, and per proxy those of the ROOTCA its SDS streams last acknowledged. Fed by the
+// CRL and trust bundle receivers' listeners and the SDS server's observer; read by the policy
+// relay's reporter.
+class NodeTrustStatus final : public policy::TrustStatusSource {
  public:
-  explicit NodeRevocationStatus(const SecretCache& cache) : cache_(cache) {}
+  explicit NodeTrustStatus(const SecretCache& cache) : cache_(cache) {}
 
   void SetAgentCrlNumber(int64_t number) {
     agent_crl_number_ = number;
     Changed();
   }
+  void TrustBundleChanged() { Changed(); }
   // Called under an SDS stream's lock: only bookkeeping.
   void OnSdsEvent(const xds::StreamEvent& e) {
     {
@@ -65,21 +69,19 @@ class NodeRevocationStatus final : public policy::RevocationStatusSource {
 
   int64_t AgentCrlNumber() const override { return agent_crl_number_; }
   int64_t ProxyCrlNumber(const std::string& proxy_id) const override {
-    std::vector<std::string> versions;
-    {
-      absl::MutexLock lock(&mu_);
-      for (const auto& [id, stream] : streams_) {
-        if (stream.node_id == proxy_id) versions.push_back(stream.applied_version);
-      }
-    }
     int64_t number = 0;
-    // A state-of-the-world version names every resource of the response ("v1+v2").
-    for (const auto& version : versions) {
-      for (absl::string_view v : absl::StrSplit(version, '+')) {
-        number = std::max(number, cache_.CrlNumberOfRootVersion(v));
-      }
-    }
+    for (const std::string& v : ResourceVersionsOf(proxy_id))
+      number = std::max(number, cache_.CrlNumberOfRootVersion(v));
     return number;
+  }
+  std::string AgentTrustBundle() const override { return cache_.TrustBundle(); }
+  // A proxy with several ROOTCA streams is reported with the roots of one of them: they are
+  // pushed the same ROOTCA.
+  std::string ProxyTrustBundle(const std::string& proxy_id) const override {
+    for (const std::string& v : ResourceVersionsOf(proxy_id)) {
+      if (std::string roots = cache_.TrustBundleOfRootVersion(v); !roots.empty()) return roots;
+    }
+    return "";
   }
 
  private:
@@ -87,6 +89,17 @@ class NodeRevocationStatus final : public policy::RevocationStatusSource {
     std::string node_id;
     std::string applied_version;
   };
+  // The resource versions the streams of `proxy_id` last acknowledged: a state-of-the-world
+  // version names every resource of the response ("v1+v2").
+  std::vector<std::string> ResourceVersionsOf(const std::string& proxy_id) const {
+    std::vector<std::string> versions;
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, stream] : streams_) {
+      if (stream.node_id != proxy_id) continue;
+      for (absl::string_view v : absl::StrSplit(stream.applied_version, '+')) versions.emplace_back(v);
+    }
+    return versions;
+  }
   void Changed() {
     if (policy::PolicyRelay* relay = relay_.load()) relay->ReportSoon();
   }
@@ -114,9 +127,10 @@ class AgentImpl final : public Agent {
     anchors_watcher_.reset();
     listeners_.clear();  // they hand connections to the SDS server
     sds_.reset();
-    if (revocation_status_ != nullptr) revocation_status_->SetRelay(nullptr);
+    if (trust_status_ != nullptr) trust_status_->SetRelay(nullptr);
     policy_.reset();
     revocation_stream_.reset();
+    trust_bundle_stream_.reset();
     entries_stream_.reset();
     upstream_.reset();
     workers_.reset();
@@ -130,10 +144,12 @@ class AgentImpl final : public Agent {
   std::unique_ptr<CaClient> ca_;
   std::unique_ptr<SecretCache> cache_;
   std::unique_ptr<CacheWorkers> workers_;
-  std::unique_ptr<NodeRevocationStatus> revocation_status_;
+  std::unique_ptr<NodeTrustStatus> trust_status_;
   std::unique_ptr<ServerUpstream> upstream_;
   std::unique_ptr<revocation::CrlReceiver> crl_;
   std::unique_ptr<xds::SotwClient> revocation_stream_;
+  std::unique_ptr<trustbundle::TrustBundleReceiver> trust_bundle_;
+  std::unique_ptr<xds::SotwClient> trust_bundle_stream_;
   std::unique_ptr<registration::EntryReceiver> entries_;
   std::unique_ptr<xds::SotwClient> entries_stream_;
   std::unique_ptr<policy::PolicyRelay> policy_;
@@ -195,7 +211,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
   ca_options.address = config.ca_address;
   ca_options.tls_server_name = config.ca_server_name;
   ca_options.insecure_plaintext = config.ca_insecure_plaintext;
-  agent->ca_ = std::make_unique<ReloadingCaClient>(ca_options, config.ca_root_file, logger);
+  // The roots: --ca-root, and the trust bundle the server pushed (written by the receiver below).
+  const std::string pushed_bundle_file = config.ca_insecure_plaintext ? "" : config.trust_bundle_state_file;
+  agent->ca_ = std::make_unique<ReloadingCaClient>(ca_options, config.ca_root_file, pushed_bundle_file, logger);
   agent->token_ = MakeFileTokenSource(config.token_file);
 
   auto cache =
@@ -217,12 +235,13 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
     logger->warn("--ca-insecure-plaintext: no trust bundle to check CRLs against; revocations are not received");
   }
   const bool workloads = !config.workload_api_socket.empty();
-  if (config.policy.enabled || revocations || workloads) {
+  if (config.policy.enabled || workloads || !config.ca_insecure_plaintext) {
     // One connection to the server for every stream from it.
     ServerUpstreamOptions upstream_options;
     upstream_options.server_address =
         config.policy.server_address.empty() ? config.ca_address : config.policy.server_address;
     upstream_options.ca_root_file = config.ca_root_file;
+    upstream_options.pushed_bundle_file = pushed_bundle_file;
     upstream_options.server_name = config.ca_server_name;
     upstream_options.insecure_plaintext = config.ca_insecure_plaintext;
     upstream_options.max_message_bytes = std::max<int>(
@@ -231,8 +250,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
     if (!upstream.ok()) return upstream.status();
     agent->upstream_ = std::move(*upstream);
   }
-  agent->revocation_status_ = std::make_unique<NodeRevocationStatus>(*agent->cache_);
-  NodeRevocationStatus* status = agent->revocation_status_.get();
+  agent->trust_status_ = std::make_unique<NodeTrustStatus>(*agent->cache_);
+  NodeTrustStatus* status = agent->trust_status_.get();
   sds_options.observer = [status](const xds::StreamEvent& e) { status->OnSdsEvent(e); };
   // A stream from the server on the agent's one connection to it, named for its logs.
   auto open_stream = [&](const xds::ResourceType& type, const char* description, xds::ResponseHandler handler) {
@@ -242,11 +261,35 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
     return xds::SotwClient::Create(type, std::move(options), *agent->upstream_, std::move(handler), agent->random_,
                                    logger);
   };
+  if (!config.ca_insecure_plaintext) {
+    // The CA's trust bundle: a rotation's new root reaches ROOTCA, the CA client and the CRL check
+    // before anything is signed under it, and the old root leaves when the rotation retires it.
+    SecretCache* cache = agent->cache_.get();
+    auto receiver = trustbundle::TrustBundleReceiver::Create(
+        {.bootstrap_file = config.ca_root_file, .state_file = config.trust_bundle_state_file}, clock, agent->metrics_,
+        logger, [cache, status, logger](const std::shared_ptr<const trustbundle::NodeTrustBundle>& bundle) {
+          if (absl::Status s = cache->SetCaTrustBundle(bundle->roots_pem); !s.ok()) {
+            logger->error("the pushed trust bundle cannot be served in ROOTCA: {}", s.message());
+          }
+          status->TrustBundleChanged();
+        });
+    if (!receiver.ok()) {
+      return absl::Status(receiver.status().code(), absl::StrCat("--trust-bundle-file: ", receiver.status().message()));
+    }
+    agent->trust_bundle_ = std::move(*receiver);
+    trustbundle::TrustBundleReceiver* bundles = agent->trust_bundle_.get();
+    auto stream = open_stream(trustbundle::TrustBundleType(), "trust bundle stream",
+                              [bundles](const DiscoveryResponse& response) { return bundles->OnResponse(response); });
+    if (!stream.ok()) return stream.status();
+    agent->trust_bundle_stream_ = std::move(*stream);
+  }
   if (revocations) {
     SecretCache* cache = agent->cache_.get();
     auto receiver = revocation::CrlReceiver::Create(
-        {.trust_bundle_file = config.ca_root_file, .state_file = config.crl_state_file}, clock, agent->metrics_, logger,
-        [cache, status](const std::shared_ptr<const revocation::NodeCrl>& crl) {
+        {.trust_bundle_file = config.ca_root_file,
+         .pushed_bundle_file = pushed_bundle_file,
+         .state_file = config.crl_state_file},
+        clock, agent->metrics_, logger, [cache, status](const std::shared_ptr<const revocation::NodeCrl>& crl) {
           cache->SetCrl(crl->pem, crl->index);
           status->SetAgentCrlNumber(crl->number);
         });
@@ -307,11 +350,11 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
     };
   }
   if (config.policy.enabled) {
-    auto relay = policy::PolicyRelay::Create(config.policy, *agent->upstream_, *agent->revocation_status_, clock,
+    auto relay = policy::PolicyRelay::Create(config.policy, *agent->upstream_, *agent->trust_status_, clock,
                                              agent->random_, agent->metrics_, logger);
     if (!relay.ok()) return relay.status();
     agent->policy_ = std::move(*relay);
-    agent->revocation_status_->SetRelay(agent->policy_.get());
+    agent->trust_status_->SetRelay(agent->policy_.get());
     sds_options.extra_services.push_back(agent->policy_->service());
   }
   xds::ResourceProvider& secrets = agent->node_secrets_ != nullptr

@@ -47,6 +47,11 @@ struct AgentConfig {
   // into ROOTCA, and kept in crl_state_file ("" keeps none) for restarts while the server is away.
   bool revocations = true;
   std::string crl_state_file = "./var/run/secrets/istio/crl.pem";
+  // The CA's trust bundle as the server pushes it (trustbundle/receiver.h): accepted when it
+  // shares a root with what the agent trusts, kept in this file, and trusted beside --ca-root
+  // (for the server's certificate, CRLs) and served in ROOTCA. Required: a CA rotation reaches
+  // the node through it.
+  std::string trust_bundle_state_file = "./var/run/secrets/istio/trust-bundle.pem";
 
   // Every problem, each naming its flag; OK if none.
   absl::Status Validate() const;

@@ -23,6 +23,7 @@
 #include "ca/ledger.h"
 #include "ca/local_issuer.h"
 #include "ca/reloader.h"
+#include "ca/rotation_follower.h"
 #include "ca/serving_certificate.h"
 #include "ca/shared_ca.h"
 #include "common/file_poller.h"
@@ -42,6 +43,8 @@
 #include "revocation/server.h"
 #include "sql/pruner.h"
 #include "sql/store.h"
+#include "trustbundle/server.h"
+#include "trustbundle/wire.h"
 
 namespace meshid::daemons {
 
@@ -131,6 +134,7 @@ class CaServerImpl final : public CaServer {
     ready_ = false;
     if (policy_ != nullptr) policy_->Shutdown();  // ends the agents' long-lived streams
     if (revocation_ != nullptr) revocation_->Shutdown();
+    if (trust_bundles_ != nullptr) trust_bundles_->Shutdown();
     if (registration_ != nullptr) registration_->Shutdown();
     grpc_server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   }
@@ -144,6 +148,7 @@ class CaServerImpl final : public CaServer {
   std::unique_ptr<GroupCommitLedger> ledger_;
   std::unique_ptr<LedgerPruner> pruner_;
   std::unique_ptr<revocation::RevocationDistributionServer> revocation_;
+  std::unique_ptr<trustbundle::TrustBundleDistributionServer> trust_bundles_;
   std::unique_ptr<registration::RegistrationDistributionServer> registration_;
   std::unique_ptr<CrlPublisher> crl_;
   std::unique_ptr<CertificateService> service_;
@@ -152,11 +157,23 @@ class CaServerImpl final : public CaServer {
   std::unique_ptr<HttpStatusServer> monitoring_;
   // Live reload of the plug-in files and the JWKS: the thread stops first, then the reloaders.
   std::unique_ptr<PluggedInCaReloader> cacerts_reloader_;  // null without --cacerts-dir
+  std::unique_ptr<CaRotationFollower> rotation_;           // null without a store
+  uint64_t bundle_generation_ = 0;                         // of the snapshot whose roots agents have
   std::unique_ptr<ServingCertificateFiles> serving_;       // null with --insecure-plaintext
   std::unique_ptr<JwksReloader> jwks_reloader_;
   std::unique_ptr<PollingThread> reload_thread_;
   int port_ = 0;
   std::atomic<bool> ready_{false};
+
+  // Hands the roots of `snapshot` to the agents' trust bundle streams, once per snapshot.
+  absl::Status PublishTrustBundle(const AuthoritySnapshot& snapshot, const std::string& trust_domain) {
+    if (bundle_generation_ == snapshot.generation + 1) return absl::OkStatus();
+    MESHID_ASSIGN_OR_RETURN(auto bundle,
+                            trustbundle::MakeTrustBundle(trust_domain, snapshot.authority().root_bundle_pem));
+    MESHID_RETURN_IF_ERROR(trust_bundles_->Publish(bundle));
+    bundle_generation_ = snapshot.generation + 1;
+    return absl::OkStatus();
+  }
 };
 
 // The configured issuers, without keys for the --jwt-issuer ones (JwksReloader::Create loads
@@ -247,6 +264,28 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     MESHID_ASSIGN_OR_RETURN(plugged_in, ReadPluggedInFiles(config.cacerts_dir, server->ca_token_key_ != nullptr));
     MESHID_ASSIGN_OR_RETURN(authority, ParsePluggedInAuthority(*plugged_in, clock, server->ca_token_key_));
   }
+  // The store's CA rotation record, when there is one, decides the material (a replica started
+  // during or after `meshid ca rotate` signs as its peers do); approve_new_roots is set below.
+  std::function<absl::Status(const SigningAuthority&)> agree_with_replicas;
+  if (server->store_ != nullptr) {
+    agree_with_replicas = [store = server->store_.get(), &clock, logger](const SigningAuthority& next) {
+      return AgreeWithStoredCa(*store, SharedCaCheck{kCaMaterialSigningCa, TrustAnchorFingerprint(next), next.source},
+                               clock, logger);
+    };
+    CaRotationFollowerOptions rotation_options;
+    rotation_options.trust_bundle_file = config.data_dir + "/root-cert.pem";
+    rotation_options.approve_new_roots = agree_with_replicas;
+    rotation_options.open_token_key = [key_config = config.ca_key,
+                                       &clock](const std::string& uri) -> absl::StatusOr<CaTokenKey> {
+      CaTokenKeyConfig c = key_config;
+      c.uri = uri;
+      return OpenCaTokenKey(c, clock);
+    };
+    MESHID_ASSIGN_OR_RETURN(server->rotation_,
+                            CaRotationFollower::Create(std::move(rotation_options), *server->store_, authority, clock,
+                                                       random, *server->metrics_, logger));
+    authority = server->rotation_->initial();
+  }
   if (server->store_ != nullptr) {
     // Replicas on one store are one CA: the first records its roots, the others must match.
     MESHID_RETURN_IF_ERROR(AgreeWithStoredCa(*server->store_,
@@ -275,12 +314,7 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     reload_options.cacerts_dir = config.cacerts_dir;
     reload_options.trust_bundle_file = config.data_dir + "/root-cert.pem";
     reload_options.token_key = server->ca_token_key_;
-    if (server->store_ != nullptr) {
-      reload_options.approve_new_roots = [store = server->store_.get(), &clock, logger](const SigningAuthority& next) {
-        return AgreeWithStoredCa(*store, SharedCaCheck{kCaMaterialSigningCa, TrustAnchorFingerprint(next), next.source},
-                                 clock, logger);
-      };
-    }
+    reload_options.approve_new_roots = agree_with_replicas;
     server->cacerts_reloader_ = std::make_unique<PluggedInCaReloader>(reload_options, *std::move(plugged_in),
                                                                       *authorities, clock, random, metrics, logger);
   }
@@ -310,6 +344,9 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
                                                             c.authorization, c.peer_cert_pem, c.peer_chain_pems}));
     return caller.id.ToString();
   };
+  // The trust bundle, pushed to every agent when the roots change (a CA rotation's publish).
+  server->trust_bundles_ = trustbundle::TrustBundleDistributionServer::Create(authenticate, metrics, logger);
+  MESHID_RETURN_IF_ERROR(server->PublishTrustBundle(*authorities->Current(), config.trust_domain));
   if (server->store_ != nullptr) {
     // The CRL, rebuilt on every revocation, pushed to every agent (meshid.revocation.v1).
     server->revocation_ = revocation::RevocationDistributionServer::Create(authenticate, metrics, logger);
@@ -407,6 +444,7 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
   }
   builder.AddListeningPort(config.listen_address, creds, &server->port_);
   builder.RegisterService(server->service_.get());
+  builder.RegisterService(server->trust_bundles_->service());
   if (server->store_ != nullptr) {
     // Policy snapshots for agents (meshid.policy.v1).
     policy::PolicyDistributionServerOptions policy_options;
@@ -458,24 +496,36 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     return absl::Status(monitoring.status().code(), absl::StrCat("--monitoring-addr: ", monitoring.status().message()));
   }
   server->monitoring_ = std::move(*monitoring);
-  server->reload_thread_ = std::make_unique<PollingThread>(config.reload_interval, [raw, authorities, &clock, logger] {
-    // Each logs and counts its own refusals; the material in force stays.
-    if (raw->cacerts_reloader_ != nullptr) (void)raw->cacerts_reloader_->RunOne();
-    (void)raw->jwks_reloader_->RunOne();
-    if (raw->serving_ != nullptr) {
-      // A serving certificate of the material in force: one from a replaced chain stops
-      // verifying at agents once its root leaves their bundle.
-      const std::shared_ptr<const AuthoritySnapshot> current = authorities->Current();
-      const CertIssuer& issuer = *current->issuer;
-      absl::StatusOr<bool> renewed = raw->serving_->RenewIfDue(issuer, clock);
-      if (!renewed.ok()) {
-        logger->error("renewing the serving certificate: {}", renewed.status().message());
-      } else if (*renewed) {
-        logger->info("serving certificate renewed: serial {}, signed by serial {}", raw->serving_->serial_hex(),
-                     issuer.signing_serial_hex());
-      }
-    }
-  });
+  server->reload_thread_ = std::make_unique<PollingThread>(
+      config.reload_interval, [raw, authorities, &clock, logger, trust_domain = config.trust_domain] {
+        // Each logs and counts its own refusals; the material in force stays. Once a CA rotation is
+        // recorded, the record decides the material, not the plug-in files.
+        if (raw->rotation_ != nullptr) {
+          if (absl::StatusOr<bool> moved = raw->rotation_->RunOne(*authorities);
+              !moved.ok() && absl::IsUnavailable(moved.status())) {
+            logger->warn("reading the CA rotation record: {}", moved.status().message());
+          }
+        }
+        const bool following_rotation = raw->rotation_ != nullptr && raw->rotation_->following();
+        if (raw->cacerts_reloader_ != nullptr && !following_rotation) (void)raw->cacerts_reloader_->RunOne();
+        (void)raw->jwks_reloader_->RunOne();
+        if (absl::Status s = raw->PublishTrustBundle(*authorities->Current(), trust_domain); !s.ok()) {
+          logger->error("pushing the trust bundle: {}", s.message());
+        }
+        if (raw->serving_ != nullptr) {
+          // A serving certificate of the material in force: one from a replaced chain stops
+          // verifying at agents once its root leaves their bundle.
+          const std::shared_ptr<const AuthoritySnapshot> current = authorities->Current();
+          const CertIssuer& issuer = *current->issuer;
+          absl::StatusOr<bool> renewed = raw->serving_->RenewIfDue(issuer, clock);
+          if (!renewed.ok()) {
+            logger->error("renewing the serving certificate: {}", renewed.status().message());
+          } else if (*renewed) {
+            logger->info("serving certificate renewed: serial {}, signed by serial {}", raw->serving_->serial_hex(),
+                         issuer.signing_serial_hex());
+          }
+        }
+      });
   server->ready_ = true;
   HostPort listen = *ParseHostPort(config.listen_address);
   listen.port = static_cast<uint16_t>(server->port_);

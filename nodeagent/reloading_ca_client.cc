@@ -5,8 +5,12 @@
 
 namespace meshid {
 
-ReloadingCaClient::ReloadingCaClient(CaClientOptions base, std::string root_file, LoggerPtr logger)
-    : base_(std::move(base)), root_file_(std::move(root_file)), logger_(std::move(logger)) {}
+ReloadingCaClient::ReloadingCaClient(CaClientOptions base, std::string root_file, std::string pushed_bundle_file,
+                                     LoggerPtr logger)
+    : base_(std::move(base)),
+      root_file_(std::move(root_file)),
+      pushed_bundle_file_(std::move(pushed_bundle_file)),
+      logger_(std::move(logger)) {}
 
 absl::StatusOr<std::vector<std::string>> ReloadingCaClient::CreateCertificate(absl::string_view csr_pem,
                                                                               absl::string_view bearer_token,
@@ -31,7 +35,7 @@ absl::StatusOr<std::vector<std::string>> ReloadingCaClient::CreateCertificate(ab
 absl::Status ReloadingCaClient::RefreshLocked() {
   std::string root;
   if (!base_.insecure_plaintext) {
-    auto content = ReadFile(root_file_, 1 << 20);
+    auto content = ReadTrustBundleFiles(root_file_, pushed_bundle_file_);
     if (!content.ok()) {
       if (client_ != nullptr) return absl::OkStatus();  // keep the last good bundle
       return absl::FailedPreconditionError(absl::StrCat("--ca-root: ", content.status().message()));

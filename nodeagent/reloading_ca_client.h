@@ -19,10 +19,11 @@ namespace meshid {
 
 class ReloadingCaClient final : public CaClient {
  public:
-  // `base` without root_cert_pem: the bundle comes from `root_file` (unused with
-  // base.insecure_plaintext). Nothing is read until the first call, whose FailedPrecondition
-  // names --ca-root when the file cannot be read.
-  ReloadingCaClient(CaClientOptions base, std::string root_file, LoggerPtr logger);
+  // `base` without root_cert_pem: the bundle comes from `root_file` and, when set and present,
+  // `pushed_bundle_file` (ReadTrustBundleFiles; unused with base.insecure_plaintext). Nothing is
+  // read until the first call, whose FailedPrecondition names --ca-root when the file cannot be
+  // read.
+  ReloadingCaClient(CaClientOptions base, std::string root_file, std::string pushed_bundle_file, LoggerPtr logger);
 
   using CaClient::CreateCertificate;
   absl::StatusOr<std::vector<std::string>> CreateCertificate(absl::string_view csr_pem, absl::string_view bearer_token,
@@ -34,6 +35,7 @@ class ReloadingCaClient final : public CaClient {
 
   const CaClientOptions base_;
   const std::string root_file_;
+  const std::string pushed_bundle_file_;
   const LoggerPtr logger_;
   absl::Mutex mu_;
   std::unique_ptr<CaClient> client_ ABSL_GUARDED_BY(mu_);

@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "common/backoff.h"
 #include "common/csr.h"
+#include "common/fingerprint.h"
 #include "common/jwt.h"
 #include "common/sha256.h"
 #include "common/spiffe_id.h"
@@ -21,6 +22,17 @@
 
 namespace meshid {
 namespace {
+
+// RootSetFingerprint of PEM certificates.
+std::string RootSetFingerprintOfPems(const std::vector<std::string>& pems) {
+  std::vector<std::string> ders;
+  for (const std::string& pem : pems) {
+    auto certs = CertsFromPem(pem);
+    if (!certs.ok()) continue;
+    for (const auto& cert : *certs) ders.push_back(CertToDer(cert.get()));
+  }
+  return RootSetFingerprint(ders);
+}
 
 using xds::ResourcePtr;
 using xds::ResourceUpdate;
@@ -267,12 +279,24 @@ class SecretCache::Impl {
 
   absl::Status SetExtraTrustAnchors(absl::string_view pem_bundle);
   void SetCrl(std::string crl_pem, std::shared_ptr<const RevocationIndex> index);
+  absl::Status SetCaTrustBundle(absl::string_view pem_bundle);
   int64_t CrlNumberOfRootVersion(absl::string_view version) const {
     absl::MutexLock lock(&mu_);
-    for (const auto& [v, number] : root_crl_numbers_) {
-      if (v == version) return number;
+    for (const RootVersion& v : root_versions_) {
+      if (v.version == version) return v.crl_number;
     }
     return 0;
+  }
+  std::string TrustBundleOfRootVersion(absl::string_view version) const {
+    absl::MutexLock lock(&mu_);
+    for (const RootVersion& v : root_versions_) {
+      if (v.version == version) return v.trust_bundle;
+    }
+    return "";
+  }
+  std::string TrustBundle() const {
+    absl::MutexLock lock(&mu_);
+    return root_versions_.empty() ? "" : root_versions_.back().trust_bundle;
   }
   SecretCacheStats Stats() const;
   std::string AgentSpiffeId() const {
@@ -396,8 +420,13 @@ class SecretCache::Impl {
   // The CRL ROOTCA carries ("" none) and its index, to find served certificates it revokes.
   std::string crl_pem_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const RevocationIndex> crl_index_ ABSL_GUARDED_BY(mu_);
-  // (ROOTCA version, cRLNumber it carries) of the last 64 ROOTCA resources, newest last.
-  std::deque<std::pair<std::string, int64_t>> root_crl_numbers_ ABSL_GUARDED_BY(mu_);
+  // What the last 64 ROOTCA resources carried, newest last.
+  struct RootVersion {
+    std::string version;
+    int64_t crl_number = 0;    // 0: no CRL
+    std::string trust_bundle;  // RootSetFingerprint of its roots
+  };
+  std::deque<RootVersion> root_versions_ ABSL_GUARDED_BY(mu_);
 };
 
 class SubscriptionImpl final : public xds::Subscription {
@@ -856,8 +885,9 @@ void SecretCache::Impl::RecomputeRootsLocked(Notes& notes, absl::Time now, bool 
   }
   roots_ = std::move(sorted);
   root_resource_ = std::move(*resource);
-  root_crl_numbers_.emplace_back(root_resource_->version, crl_index_ ? crl_index_->number() : 0);
-  if (root_crl_numbers_.size() > 64) root_crl_numbers_.pop_front();
+  root_versions_.push_back(
+      RootVersion{root_resource_->version, crl_index_ ? crl_index_->number() : 0, RootSetFingerprintOfPems(roots_)});
+  if (root_versions_.size() > 64) root_versions_.pop_front();
   metrics_.bundle_updates->Increment();
   deps_.logger->info("trust bundle version {} with {} root(s){}, pushed to {} stream(s)", root_resource_->version,
                      roots_.size(), crl_index_ ? absl::StrCat(" and CRL ", crl_index_->number()) : "",
@@ -938,6 +968,26 @@ absl::Status SecretCache::Impl::SetExtraTrustAnchors(absl::string_view pem_bundl
   return absl::OkStatus();
 }
 
+absl::Status SecretCache::Impl::SetCaTrustBundle(absl::string_view pem_bundle) {
+  MESHID_ASSIGN_OR_RETURN(auto certs, CertsFromPem(pem_bundle, "trust bundle"));
+  std::vector<std::string> roots;
+  for (const auto& cert : certs) {
+    if (!IsCa(cert.get())) return absl::InvalidArgumentError("trust bundle: a certificate is not a CA");
+    roots.push_back(CertToPem(cert.get()));
+  }
+  if (roots.empty()) return absl::InvalidArgumentError("trust bundle: no certificate");
+  Notes notes;
+  {
+    absl::MutexLock lock(&mu_);
+    ca_bundle_ = std::move(roots);
+    const absl::Time now = deps_.clock.Now();
+    RecomputeRootsLocked(notes, now);
+    if (root_waiting_.empty()) ReleaseHeldLocked(notes, now);
+  }
+  Deliver(notes);
+  return absl::OkStatus();
+}
+
 SecretCacheStats SecretCache::Impl::Stats() const {
   absl::MutexLock lock(&mu_);
   const absl::Time now = deps_.clock.Now();
@@ -989,6 +1039,14 @@ absl::Status SecretCache::SetExtraTrustAnchors(absl::string_view pem_bundle) {
 void SecretCache::SetCrl(std::string crl_pem, std::shared_ptr<const RevocationIndex> index) {
   impl_->SetCrl(std::move(crl_pem), std::move(index));
 }
+absl::Status SecretCache::SetCaTrustBundle(absl::string_view pem_bundle) { return impl_->SetCaTrustBundle(pem_bundle); }
+
+std::string SecretCache::TrustBundleOfRootVersion(absl::string_view version) const {
+  return impl_->TrustBundleOfRootVersion(version);
+}
+
+std::string SecretCache::TrustBundle() const { return impl_->TrustBundle(); }
+
 int64_t SecretCache::CrlNumberOfRootVersion(absl::string_view version) const {
   return impl_->CrlNumberOfRootVersion(version);
 }

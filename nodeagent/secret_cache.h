@@ -116,6 +116,11 @@ class SecretCache final : public xds::ResourceProvider {
 
   // Extra trust anchors ROOTCA always carries (PEM bundle; empty clears them).
   absl::Status SetExtraTrustAnchors(absl::string_view pem_bundle);
+  // The CA's trust bundle as its server pushed it (trustbundle/receiver.h; checked there),
+  // replacing the one the last certificate response carried, as a newer answer would: during a
+  // CA rotation ROOTCA gains the new root before any certificate under it, and loses the old
+  // one when the rotation retires it. InvalidArgument for a bundle without CA certificates.
+  absl::Status SetCaTrustBundle(absl::string_view pem_bundle);
 
   // The CRL ROOTCA carries from now on (PEM, checked by the caller; "" removes it), pushed to
   // every ROOTCA stream. Every cached certificate `index` revokes is renewed at once (new key,
@@ -125,6 +130,11 @@ class SecretCache final : public xds::ResourceProvider {
   // The cRLNumber carried by the ROOTCA resource of `version` (one of the last 64 published);
   // 0 for one without a CRL or not known. Thread-safe.
   int64_t CrlNumberOfRootVersion(absl::string_view version) const;
+  // The roots carried by the ROOTCA resource of `version` (one of the last 64 published), as
+  // RootSetFingerprint (common/fingerprint.h) gives them; "" when not known. Thread-safe.
+  std::string TrustBundleOfRootVersion(absl::string_view version) const;
+  // The same for the ROOTCA in force ("" before the first). Thread-safe.
+  std::string TrustBundle() const;
 
   SecretCacheStats Stats() const;
   // The SPIFFE ID of the agent's own certificate; "" before the first one. Thread-safe.

@@ -73,6 +73,7 @@ void ServerUpstream::OnSvid(const xds::ResourceUpdate& update) {
     first_after_token = svid_ == nullptr && using_token_;
     svid_ = update.resource;
   }
+  CredentialsChanged();
   // The first certificate: connect with it now rather than keep the token's connection or wait
   // out a backoff.
   if (first_after_token) NotifyListeners();
@@ -85,7 +86,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> ServerUpstream::MakeChannel() {
   if (options_.insecure_plaintext) {
     creds = grpc::InsecureChannelCredentials();
   } else {
-    auto root = ReadFile(options_.ca_root_file, 1 << 20);
+    auto root = ReadTrustBundleFiles(options_.ca_root_file, options_.pushed_bundle_file);
     if (!root.ok()) return absl::FailedPreconditionError(absl::StrCat("--ca-root: ", root.status().message()));
     grpc::SslCredentialsOptions ssl;
     ssl.pem_root_certs = *root;

@@ -22,6 +22,7 @@ namespace meshid {
 struct ServerUpstreamOptions {
   std::string server_address;       // host:port of meshid server, or a list (ParseServerTarget)
   std::string ca_root_file;         // trust bundle for the server's certificate
+  std::string pushed_bundle_file;   // and the one the server pushed, when it exists ("" none)
   std::string server_name;          // overrides the name checked, if set
   bool insecure_plaintext = false;  // only for a server started with --insecure-plaintext
   int max_message_bytes = 4 << 20;

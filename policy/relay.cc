@@ -27,11 +27,11 @@ std::string DefaultAgentId() {
 
 class PolicyRelay::Impl {
  public:
-  Impl(const PolicyRelayOptions& options, xds::UpstreamSource& upstream, const RevocationStatusSource& revocations,
+  Impl(const PolicyRelayOptions& options, xds::UpstreamSource& upstream, const TrustStatusSource& trust,
        const Clock& clock, RandomSource& random, MetricsRegistry& metrics, LoggerPtr logger)
       : options_(options),
         upstream_(upstream),
-        revocations_(revocations),
+        trust_(trust),
         clock_(clock),
         random_(random),
         metrics_(metrics),
@@ -151,7 +151,8 @@ class PolicyRelay::Impl {
     }
     PolicyStatusReport report;
     report.set_agent_id(options_.agent_id);
-    report.set_crl_number(revocations_.AgentCrlNumber());
+    report.set_crl_number(trust_.AgentCrlNumber());
+    report.set_trust_bundle(trust_.AgentTrustBundle());
     if (client_ != nullptr) {
       auto state = client_->state();
       report.set_applied_version(state.applied_version);
@@ -168,7 +169,8 @@ class PolicyRelay::Impl {
       proxy->set_last_error(p.last_error);
       proxy->set_connected(p.connected);
       proxy->set_changed_at_unix_micros(absl::ToUnixMicros(p.changed_at));
-      proxy->set_crl_number(revocations_.ProxyCrlNumber(id));
+      proxy->set_crl_number(trust_.ProxyCrlNumber(id));
+      proxy->set_trust_bundle(trust_.ProxyTrustBundle(id));
     }
     return report;
   }
@@ -195,6 +197,9 @@ class PolicyRelay::Impl {
         report = BuildReportLocked();
       }
       next_heartbeat = absl::Now() + options_.report_interval;
+      // The streams' connection may carry a client certificate that has expired since it was
+      // opened: a report goes on a channel with the certificate of now.
+      if (auto fresh = upstream_.CallChannel(); fresh.ok()) channel = *std::move(fresh);
       grpc::ClientContext context;
       context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
       auto metadata = upstream_.Metadata();
@@ -224,7 +229,7 @@ class PolicyRelay::Impl {
 
   const PolicyRelayOptions options_;
   xds::UpstreamSource& upstream_;
-  const RevocationStatusSource& revocations_;
+  const TrustStatusSource& trust_;
   const Clock& clock_;
   RandomSource& random_;
   MetricsRegistry& metrics_;
@@ -247,13 +252,13 @@ PolicyRelay::PolicyRelay(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 absl::StatusOr<std::unique_ptr<PolicyRelay>> PolicyRelay::Create(const PolicyRelayOptions& options,
                                                                  xds::UpstreamSource& upstream,
-                                                                 const RevocationStatusSource& revocations,
-                                                                 const Clock& clock, RandomSource& random,
-                                                                 MetricsRegistry& metrics, LoggerPtr logger) {
+                                                                 const TrustStatusSource& trust, const Clock& clock,
+                                                                 RandomSource& random, MetricsRegistry& metrics,
+                                                                 LoggerPtr logger) {
   if (options.agent_id.empty() || options.agent_id.size() > 256) {
     return absl::InvalidArgumentError("--agent-id: must be 1 to 256 characters");
   }
-  auto impl = std::make_unique<Impl>(options, upstream, revocations, clock, random, metrics, std::move(logger));
+  auto impl = std::make_unique<Impl>(options, upstream, trust, clock, random, metrics, std::move(logger));
   if (auto s = impl->Init(); !s.ok()) return s;
   return std::unique_ptr<PolicyRelay>(new PolicyRelay(std::move(impl)));
 }

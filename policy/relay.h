@@ -36,31 +36,35 @@ struct PolicyRelayOptions {
   absl::Duration forget_after = absl::Minutes(10);        // disconnected proxies stay in reports this long
 };
 
-// The CRL numbers the relay reports beside the policy state: the agent's own (its revocation
-// receiver) and each proxy's (the ROOTCA it last acknowledged). Called on the reporter's thread.
-class RevocationStatusSource {
+// What the node trusts, reported beside the policy state: the agent's own CRL number (its
+// revocation receiver) and roots (its ROOTCA), and each proxy's (from the ROOTCA it last
+// acknowledged). Roots as "sha256:<hex>,..." (common/fingerprint.h). Called on the reporter's
+// thread.
+class TrustStatusSource {
  public:
-  virtual ~RevocationStatusSource() = default;
-  virtual int64_t AgentCrlNumber() const = 0;                             // 0: none
-  virtual int64_t ProxyCrlNumber(const std::string& proxy_id) const = 0;  // 0: none or not known
+  virtual ~TrustStatusSource() = default;
+  virtual int64_t AgentCrlNumber() const = 0;                                   // 0: none
+  virtual int64_t ProxyCrlNumber(const std::string& proxy_id) const = 0;        // 0: none or not known
+  virtual std::string AgentTrustBundle() const = 0;                             // "": none yet
+  virtual std::string ProxyTrustBundle(const std::string& proxy_id) const = 0;  // "": not known
 };
 
 class PolicyRelay {
  public:
   // Builds the proxy-facing service (register it before the socket server starts), then Start().
-  // `upstream`, `revocations`, `clock`, `random` and `metrics` must outlive the relay.
+  // `upstream`, `trust`, `clock`, `random` and `metrics` must outlive the relay.
   // InvalidArgument naming the flag for a bad agent id.
   static absl::StatusOr<std::unique_ptr<PolicyRelay>> Create(const PolicyRelayOptions& options,
                                                              xds::UpstreamSource& upstream,
-                                                             const RevocationStatusSource& revocations,
-                                                             const Clock& clock, RandomSource& random,
-                                                             MetricsRegistry& metrics, LoggerPtr logger);
+                                                             const TrustStatusSource& trust, const Clock& clock,
+                                                             RandomSource& random, MetricsRegistry& metrics,
+                                                             LoggerPtr logger);
   ~PolicyRelay();  // stops the upstream stream and the reporter; the socket server must be gone
 
   grpc::Service* service();
   // Connects upstream and starts reporting. Call once.
   absl::Status Start();
-  // Something reported changed outside the policy streams (a CRL): report soon. Thread-safe.
+  // Something reported changed outside the policy streams (a CRL, a trust bundle): report soon. Thread-safe.
   void ReportSoon();
 
   // For tests and /readyz: what the relay runs and how many proxies it knows. Thread-safe.

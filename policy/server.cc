@@ -134,6 +134,7 @@ absl::StatusOr<std::vector<PolicyStatusRow>> StatusRowsFromReport(const std::str
   agent.rejected_version = report.rejected_version();
   agent.last_error = report.last_error();
   agent.crl_number = report.crl_number();
+  agent.trust_bundle = report.trust_bundle();
   agent.connected = true;
   agent.changed_at = now;
   agent.reported_at = now;
@@ -157,6 +158,7 @@ absl::StatusOr<std::vector<PolicyStatusRow>> StatusRowsFromReport(const std::str
     row.rejected_version = p.rejected_version();
     row.last_error = p.last_error();
     row.crl_number = p.crl_number();
+    row.trust_bundle = p.trust_bundle();
     row.connected = p.connected();
     row.changed_at = p.changed_at_unix_micros() > 0 ? absl::FromUnixMicros(p.changed_at_unix_micros()) : now;
     row.reported_at = now;

@@ -124,7 +124,7 @@ absl::StatusOr<std::unique_ptr<CrlReceiver>> CrlReceiver::Create(CrlReceiverOpti
 
 absl::StatusOr<std::shared_ptr<const NodeCrl>> CrlReceiver::Check(const RevocationList& list, bool allow_stale) const {
   const absl::Time now = clock_.Now();
-  auto bundle_text = ReadFile(options_.trust_bundle_file);
+  auto bundle_text = ReadTrustBundleFiles(options_.trust_bundle_file, options_.pushed_bundle_file);
   if (!bundle_text.ok()) return absl::FailedPreconditionError(bundle_text.status().message());
   auto roots = CertsFromPem(*bundle_text, options_.trust_bundle_file);
   if (!roots.ok()) return absl::FailedPreconditionError(roots.status().message());

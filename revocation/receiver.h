@@ -1,7 +1,7 @@
 // The node's side of the revocation stream: what the agent does with the CRLs its server pushes.
 //
 // A RevocationList is applied only when it checks out: the issuer chain it carries leads to a
-// root of the agent's trust bundle file (re-read for every list, as the agent's CA client does),
+// root of the agent's trust bundle files (re-read for every list, as the agent's CA client does),
 // the CRL is signed by the first certificate of that chain (or, without a chain, by a root of
 // the bundle), a CA certificate whose keyUsage allows cRLSign, is current (thisUpdate not in the future, nextUpdate not
 // passed), and its number is not below the one held from the same issuer. Anything else is refused with the reason (the
@@ -49,8 +49,9 @@ struct NodeCrl {
 };
 
 struct CrlReceiverOptions {
-  std::string trust_bundle_file;  // PEM roots the CRL's signer must chain to (required)
-  std::string state_file;         // where the last good CRL is kept; "" keeps nothing
+  std::string trust_bundle_file;   // PEM roots the CRL's signer must chain to (required)
+  std::string pushed_bundle_file;  // and these, when the file exists (the agent's pushed bundle)
+  std::string state_file;          // where the last good CRL is kept; "" keeps nothing
 };
 
 class CrlReceiver {

@@ -110,6 +110,7 @@ echo "listening on 127.0.0.1:$ca_port"
 echo "== meshid agent (SDS and policy on unix:$sock, the SPIFFE Workload API on unix:$api_sock)"
 start agent agent --ca-addr "127.0.0.1:$ca_port" --ca-root "$data/root-cert.pem" --token-file "$dir/agent.token" \
   --sds-socket "$sock" --monitoring-addr 127.0.0.1:0 --agent-id demo-node --crl-file "$dir/agent-crl.pem" \
+  --trust-bundle-file "$dir/agent-trust-bundle.pem" \
   --mode node --workload-api-socket "$api_sock"
 wait_log agent 'sds listening on \K\S+' >/dev/null
 

@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/clock.h"
@@ -116,7 +117,8 @@ constexpr absl::string_view kPolicyVersionColumns =
 constexpr absl::string_view kPolicyStatusColumns =
     "agent_id, proxy_id, reporter, service, ns, applied_version, rejected_version, last_error, connected, "
     "changed_at_us, "
-    "reported_at_us, crl_number";
+    "reported_at_us, crl_number, trust_bundle";
+constexpr size_t kPolicyStatusColumnCount = 13;
 
 absl::StatusOr<PolicyVersionInfo> DecodePolicyVersion(const SqlRow& row) {
   PolicyVersionInfo v;
@@ -147,6 +149,7 @@ absl::StatusOr<PolicyStatusRow> DecodePolicyStatus(const SqlRow& row) {
   r.changed_at = absl::FromUnixMicros(changed_at);
   r.reported_at = absl::FromUnixMicros(reported_at);
   MESHID_ASSIGN_OR_RETURN(r.crl_number, ColumnInt(row, 11));
+  r.trust_bundle = ColumnText(row, 12);
   return r;
 }
 
@@ -167,6 +170,78 @@ absl::StatusOr<std::optional<CaMaterialRecord>> ReadCaMaterial(SqlTx& tx, absl::
   r.source = ColumnText(rows[0], 2);
   MESHID_ASSIGN_OR_RETURN(int64_t recorded_at, ColumnInt(rows[0], 3));
   r.recorded_at = absl::FromUnixMicros(recorded_at);
+  return r;
+}
+
+constexpr absl::string_view kCaRotationColumns =
+    "rotation, phase, kind, from_ca_cert_pem, from_cert_chain_pem, from_root_cert_pem, from_key_ref, to_ca_cert_pem, "
+    "to_cert_chain_pem, to_root_cert_pem, to_key_ref, actor, forced, prepared_at_us, published_at_us, "
+    "activated_at_us, retired_at_us";
+constexpr size_t kCaRotationColumnCount = 17;
+// Sets every column of kCaRotationColumns from CaRotationParams' $1 to $17.
+constexpr absl::string_view kUpdateCaRotation =
+    "UPDATE ca_rotation SET rotation = $1, phase = $2, kind = $3, from_ca_cert_pem = $4, from_cert_chain_pem = $5, "
+    "from_root_cert_pem = $6, from_key_ref = $7, to_ca_cert_pem = $8, to_cert_chain_pem = $9, to_root_cert_pem = $10, "
+    "to_key_ref = $11, actor = $12, forced = $13, prepared_at_us = $14, published_at_us = $15, "
+    "activated_at_us = $16, retired_at_us = $17";
+
+// A phase's time: NULL while the phase is not reached (absl::InfinitePast()).
+SqlParam PhaseTimeParam(absl::Time at) {
+  if (at == absl::InfinitePast()) return nullptr;
+  return absl::ToUnixMicros(at);
+}
+
+absl::StatusOr<absl::Time> DecodePhaseTime(const SqlRow& row, size_t i) {
+  if (i < row.size() && !row[i].has_value()) return absl::InfinitePast();
+  MESHID_ASSIGN_OR_RETURN(int64_t at, ColumnInt(row, i));
+  return absl::FromUnixMicros(at);
+}
+
+// In the order of kCaRotationColumns.
+std::vector<SqlParam> CaRotationParams(const CaRotationRecord& r) {
+  return {SqlParam(r.rotation),
+          SqlParam(std::string(CaRotationPhaseName(r.phase))),
+          SqlParam(r.kind),
+          SqlParam(r.from.ca_cert_pem),
+          SqlParam(r.from.cert_chain_pem),
+          SqlParam(r.from.root_cert_pem),
+          SqlParam(r.from.key_ref),
+          SqlParam(r.to.ca_cert_pem),
+          SqlParam(r.to.cert_chain_pem),
+          SqlParam(r.to.root_cert_pem),
+          SqlParam(r.to.key_ref),
+          SqlParam(r.actor),
+          SqlParam(int64_t{r.forced ? 1 : 0}),
+          SqlParam(absl::ToUnixMicros(r.prepared_at)),
+          PhaseTimeParam(r.published_at),
+          PhaseTimeParam(r.activated_at),
+          PhaseTimeParam(r.retired_at)};
+}
+
+absl::StatusOr<std::optional<CaRotationRecord>> ReadCaRotation(SqlTx& tx) {
+  MESHID_ASSIGN_OR_RETURN(auto rows, tx.Query(absl::StrCat("SELECT ", kCaRotationColumns, " FROM ca_rotation")));
+  if (rows.empty()) return std::nullopt;
+  if (rows.size() != 1) return absl::InternalError("datastore: the ca_rotation table must have at most one row");
+  const SqlRow& row = rows[0];
+  CaRotationRecord r;
+  MESHID_ASSIGN_OR_RETURN(r.rotation, ColumnInt(row, 0));
+  std::optional<CaRotationPhase> phase = ParseCaRotationPhase(ColumnText(row, 1));
+  if (!phase.has_value()) {
+    return absl::DataLossError(
+        absl::StrCat("datastore: corrupt ca_rotation.phase column (\"", absl::CHexEscape(ColumnText(row, 1)), "\")"));
+  }
+  r.phase = *phase;
+  r.kind = ColumnText(row, 2);
+  r.from = StoredCaMaterial{ColumnText(row, 3), ColumnText(row, 4), ColumnText(row, 5), ColumnText(row, 6)};
+  r.to = StoredCaMaterial{ColumnText(row, 7), ColumnText(row, 8), ColumnText(row, 9), ColumnText(row, 10)};
+  r.actor = ColumnText(row, 11);
+  MESHID_ASSIGN_OR_RETURN(int64_t forced, ColumnInt(row, 12));
+  r.forced = forced != 0;
+  MESHID_ASSIGN_OR_RETURN(int64_t prepared_at, ColumnInt(row, 13));
+  r.prepared_at = absl::FromUnixMicros(prepared_at);
+  MESHID_ASSIGN_OR_RETURN(r.published_at, DecodePhaseTime(row, 14));
+  MESHID_ASSIGN_OR_RETURN(r.activated_at, DecodePhaseTime(row, 15));
+  MESHID_ASSIGN_OR_RETURN(r.retired_at, DecodePhaseTime(row, 16));
   return r;
 }
 
@@ -586,6 +661,79 @@ class SqlStore final : public Store {
     return out;
   }
 
+  // ---- CaRotationStore ----
+
+  absl::StatusOr<std::optional<CaRotationRecord>> GetCaRotation() override {
+    std::optional<CaRotationRecord> out;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kReadStatement, [&](SqlTx& tx) -> absl::Status {
+      MESHID_ASSIGN_OR_RETURN(out, ReadCaRotation(tx));
+      return absl::OkStatus();
+    }));
+    return out;
+  }
+
+  absl::StatusOr<CaRotationRecord> ReplaceCaRotation(const std::optional<CaRotationKey>& expected,
+                                                     const CaRotationRecord& next) override {
+    MESHID_RETURN_IF_ERROR(ValidateCaRotationRecord(next));
+    if (expected.has_value() && *CaRotationPhaseName(expected->phase) == '\0') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expected.phase: ", static_cast<int>(expected->phase), " is not a CA rotation phase"));
+    }
+    CaRotationRecord in_force;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kWrite, [&](SqlTx& tx) -> absl::Status {
+      std::vector<SqlParam> params = CaRotationParams(next);
+      int64_t written = 0;
+      if (!expected.has_value()) {
+        // The primary key decides between two first prepares at once: one insert wins, the
+        // other reads the winner's row.
+        MESHID_ASSIGN_OR_RETURN(
+            written, tx.Exec(absl::StrCat("INSERT INTO ca_rotation (id, ", kCaRotationColumns, ") VALUES (1, ",
+                                          Placeholders(1, kCaRotationColumnCount), ") ON CONFLICT (id) DO NOTHING"),
+                             params));
+      } else {
+        // The key is checked in the UPDATE itself: on PostgreSQL a concurrent one waits for the
+        // row lock and then re-checks its WHERE against the row the winner committed, so only
+        // one of them moves the record (on SQLite writers are serialized anyway).
+        params.emplace_back(expected->rotation);
+        params.emplace_back(std::string(CaRotationPhaseName(expected->phase)));
+        MESHID_ASSIGN_OR_RETURN(
+            written, tx.Exec(absl::StrCat(kUpdateCaRotation, " WHERE id = 1 AND rotation = $",
+                                          kCaRotationColumnCount + 1, " AND phase = $", kCaRotationColumnCount + 2),
+                             params));
+      }
+      if (written == 1) {
+        in_force = next;
+        return absl::OkStatus();
+      }
+      MESHID_ASSIGN_OR_RETURN(std::optional<CaRotationRecord> row, ReadCaRotation(tx));
+      if (!row.has_value() && !expected.has_value()) {
+        return absl::InternalError("datastore: ca_rotation row missing after its insert");
+      }
+      if (!row.has_value()) {
+        return absl::NotFoundError(absl::StrCat("the store records no CA rotation to replace (expected rotation ",
+                                                expected->rotation, ", ", CaRotationPhaseName(expected->phase), ")"));
+      }
+      in_force = *std::move(row);
+      return absl::OkStatus();
+    }));
+    return in_force;
+  }
+
+  absl::StatusOr<int64_t> CountUnexpiredIssuedByOthers(absl::string_view issuer_serial_hex, absl::Time now) override {
+    MESHID_RETURN_IF_ERROR(CheckSerialHex("issuer_serial_hex", issuer_serial_hex));
+    MESHID_RETURN_IF_ERROR(CheckFiniteTime("now", now));
+    int64_t count = 0;
+    MESHID_RETURN_IF_ERROR(db_->Transact(TxMode::kReadStatement, [&](SqlTx& tx) -> absl::Status {
+      MESHID_ASSIGN_OR_RETURN(auto rows,
+                              tx.Query("SELECT COUNT(*) FROM issuances WHERE not_after_us > $1 AND issuer_serial <> $2",
+                                       {SqlParam(absl::ToUnixMicros(now)), SqlParam(std::string(issuer_serial_hex))}));
+      if (rows.size() != 1) return absl::InternalError("datastore: COUNT(*) returned no row");
+      MESHID_ASSIGN_OR_RETURN(count, ColumnInt(rows[0], 0));
+      return absl::OkStatus();
+    }));
+    return count;
+  }
+
   absl::StatusOr<int> SchemaVersion() override { return sql::ReadSchemaVersion(*db_); }
 
   absl::StatusOr<int64_t> PolicyHeadVersion() override {
@@ -748,7 +896,7 @@ class SqlStore final : public Store {
         for (size_t i = 0; i < n; ++i) {
           const PolicyStatusRow& r = rows[start + i];
           statement += i == 0 ? "(" : ", (";
-          for (size_t k = 1; k <= 12; ++k) absl::StrAppend(&statement, k == 1 ? "$" : ", $", i * 12 + k);
+          statement += Placeholders(i * kPolicyStatusColumnCount + 1, kPolicyStatusColumnCount);
           statement += ")";
           params.emplace_back(r.agent_id);
           params.emplace_back(r.proxy_id);
@@ -762,6 +910,7 @@ class SqlStore final : public Store {
           params.emplace_back(absl::ToUnixMicros(r.changed_at));
           params.emplace_back(absl::ToUnixMicros(r.reported_at));
           params.emplace_back(r.crl_number);
+          params.emplace_back(r.trust_bundle);
         }
         MESHID_RETURN_IF_ERROR(tx.Exec(statement, params).status());
       }

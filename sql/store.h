@@ -1,11 +1,12 @@
 // The store behind `meshid server`: the issuance ledger, the identity registry and the deny
-// list, revocations, policy versions and status, the CA the replicas share, on SQLite (embedded default) or PostgreSQL
-// (several servers on one database).
+// list, revocations, policy versions and status, the CA the replicas share and its staged
+// rotation, on SQLite (embedded default) or PostgreSQL (several servers on one database).
 //
 // Every method is thread-safe and blocks until the database answered. Errors: Unavailable when
 // the database cannot be reached or a transaction could not commit (callers may retry),
 // InvalidArgument for bad input (naming the field), NotFound / AlreadyExists for registry
-// operations, FailedPrecondition for a schema newer than this binary. Nothing is half-written:
+// operations, NotFound for a compare-and-swap of CA material or of a CA rotation (expecting a
+// record) when there is no record, FailedPrecondition for a schema newer than this binary. Nothing is half-written:
 // every mutating call is one transaction.
 #pragma once
 
@@ -22,6 +23,7 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "store/ca_material_store.h"
+#include "store/ca_rotation_store.h"
 #include "store/identity_registry.h"
 #include "store/issuance_store.h"
 #include "store/policy_repository.h"
@@ -38,7 +40,8 @@ class Store : public IssuanceStore,
               public RevocationStore,
               public PolicyRepository,
               public PolicyStatusSink,
-              public CaMaterialStore {
+              public CaMaterialStore,
+              public CaRotationStore {
  public:
   ~Store() override = default;
 

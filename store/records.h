@@ -170,6 +170,10 @@ struct PolicyStatusRow {
   absl::Time changed_at;   // agent's clock
   absl::Time reported_at;  // the storing server's clock
   int64_t crl_number = 0;  // the CRL it enforces (0: none or not known)
+  // The roots it trusts: "sha256:<hex>" of each (DER), sorted, comma-separated, as
+  // ca/shared_ca.h's TrustAnchorFingerprint; "" not known (an older agent, or a proxy that has
+  // not acknowledged a ROOTCA).
+  std::string trust_bundle;
   friend bool operator==(const PolicyStatusRow&, const PolicyStatusRow&) = default;
 };
 
@@ -186,6 +190,51 @@ struct CaMaterialRecord {
   std::string source;  // where the recording server took it from, for messages
   absl::Time recorded_at;
   friend bool operator==(const CaMaterialRecord&, const CaMaterialRecord&) = default;
+};
+
+// The phases of a staged CA rotation (`meshid ca rotate`), in the order they are reached.
+enum class CaRotationPhase {
+  kPrepared,   // the new material exists; nothing changed for anyone
+  kPublished,  // every server's trust bundle holds the old and the new roots; agents get it
+  kActive,     // every server signs with the new material; the old roots are still trusted
+  kRetired,    // the old roots have left the trust bundle: the rotation is complete
+};
+// "prepared", "published", "active", "retired".
+const char* CaRotationPhaseName(CaRotationPhase phase);
+// The inverse of CaRotationPhaseName; nullopt for anything else.
+std::optional<CaRotationPhase> ParseCaRotationPhase(const std::string& name);
+
+inline constexpr char kCaRotationRoot[] = "root";                  // a new self-signed root
+inline constexpr char kCaRotationIntermediate[] = "intermediate";  // a new signing CA under the root
+
+// Signing material as Istio's plug-in layout holds it, with the private key by reference.
+struct StoredCaMaterial {
+  std::string ca_cert_pem;     // the signing certificate
+  std::string cert_chain_pem;  // the signing certificate, its intermediates and its root
+  std::string root_cert_pem;   // the roots it chains to
+  // Where the private key is: a file path that every replica can read (a shared mount, as a
+  // Kubernetes Secret is for Istio's cacerts), or a pkcs11: URI (RFC 7512) of a key in a token
+  // every replica reaches with its --pkcs11-module.
+  std::string key_ref;
+  bool empty() const { return ca_cert_pem.empty(); }
+  friend bool operator==(const StoredCaMaterial&, const StoredCaMaterial&) = default;
+};
+
+// The store's one CA rotation record: the newest rotation and how far it has gone. Every
+// server follows it (ca/rotation_follower.h); `meshid ca rotate` moves it one phase at a time.
+struct CaRotationRecord {
+  int64_t rotation = 0;  // 1 for the first rotation on this database, one more for each later one
+  CaRotationPhase phase = CaRotationPhase::kPrepared;
+  std::string kind;       // kCaRotationRoot or kCaRotationIntermediate
+  StoredCaMaterial from;  // in force before the rotation; empty: each server's own files
+  StoredCaMaterial to;    // in force after it
+  std::string actor;      // who moved it last (the operator's user name), for messages
+  bool forced = false;    // activated with --force although some agent or proxy had not adopted
+  absl::Time prepared_at = absl::InfinitePast();
+  absl::Time published_at = absl::InfinitePast();  // InfinitePast: not reached yet (and below)
+  absl::Time activated_at = absl::InfinitePast();
+  absl::Time retired_at = absl::InfinitePast();
+  friend bool operator==(const CaRotationRecord&, const CaRotationRecord&) = default;
 };
 
 }  // namespace meshid

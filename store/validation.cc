@@ -1,6 +1,9 @@
 #include "store/validation.h"
 
+#include <optional>
 #include <set>
+#include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -17,7 +20,10 @@
 namespace meshid {
 namespace {
 
-constexpr size_t kMaxPolicyYaml = 1 << 20;  // one document
+constexpr size_t kMaxPolicyYaml = 1 << 20;    // one document
+constexpr size_t kMaxTrustBundle = 64 << 10;  // a status row's trust_bundle
+constexpr size_t kMaxStoredCaPem = 1 << 20;   // one PEM of a CA rotation's material
+constexpr size_t kMaxCaKeyReference = 4096;   // a CA rotation's key_ref
 
 // Valid UTF-8 (no overlong forms, surrogates or code points above U+10FFFF) without NUL.
 bool ValidText(absl::string_view s) {
@@ -82,6 +88,21 @@ bool ValidDnsName(absl::string_view name) {
   return true;
 }
 
+// 1 to `max` bytes of "sha256:<64 lower-case hex>" items separated by commas (the form of
+// ca/shared_ca.h's fingerprints).
+absl::Status CheckSha256List(absl::string_view field, absl::string_view value, size_t max) {
+  if (value.empty() || value.size() > max) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": must be 1 to ", max, " bytes"));
+  }
+  for (absl::string_view item : absl::StrSplit(value, ',')) {
+    if (!absl::ConsumePrefix(&item, "sha256:") || item.size() != 64 || !IsHex(item, /*upper=*/false)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": must be \"sha256:<64 lower-case hex digits>\" items separated by commas"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status CheckStoredText(absl::string_view field, absl::string_view value, size_t max, bool required) {
@@ -127,6 +148,7 @@ absl::Status ValidatePolicyStatusRow(absl::string_view agent_id, const PolicySta
   }
   MESHID_RETURN_IF_ERROR(CheckFiniteTime("changed_at", r.changed_at));
   MESHID_RETURN_IF_ERROR(CheckFiniteTime("reported_at", r.reported_at));
+  if (!r.trust_bundle.empty()) MESHID_RETURN_IF_ERROR(CheckSha256List("trust_bundle", r.trust_bundle, kMaxTrustBundle));
   return absl::OkStatus();
 }
 
@@ -135,17 +157,105 @@ absl::Status ValidateCaMaterialRecord(const CaMaterialRecord& r) {
     return absl::InvalidArgumentError(absl::StrCat("kind: must be ", kCaMaterialSigningCa, " or ",
                                                    kCaMaterialLocalTokenKey, ", not \"", absl::CEscape(r.kind), "\""));
   }
-  if (r.fingerprint.empty() || r.fingerprint.size() > 4096) {
-    return absl::InvalidArgumentError("fingerprint: must be 1 to 4096 bytes");
-  }
-  for (absl::string_view item : absl::StrSplit(r.fingerprint, ',')) {
-    if (!absl::ConsumePrefix(&item, "sha256:") || item.size() != 64 || !IsHex(item, /*upper=*/false)) {
-      return absl::InvalidArgumentError(
-          "fingerprint: must be \"sha256:<64 lower-case hex digits>\" items separated by commas");
-    }
-  }
+  MESHID_RETURN_IF_ERROR(CheckSha256List("fingerprint", r.fingerprint, 4096));
   MESHID_RETURN_IF_ERROR(CheckStoredText("source", r.source, 4096, /*required=*/false));
   return CheckFiniteTime("recorded_at", r.recorded_at);
+}
+
+namespace {
+
+constexpr std::pair<CaRotationPhase, const char*> kCaRotationPhaseNames[] = {
+    {CaRotationPhase::kPrepared, "prepared"},
+    {CaRotationPhase::kPublished, "published"},
+    {CaRotationPhase::kActive, "active"},
+    {CaRotationPhase::kRetired, "retired"},
+};
+
+// `material`'s fields, under `field` ("to", "from"): each non-empty and bounded; `why` is
+// appended to the message of a missing one.
+absl::Status CheckStoredCaMaterial(absl::string_view field, const StoredCaMaterial& material, absl::string_view why) {
+  const std::pair<absl::string_view, const std::string*> pems[] = {
+      {"ca_cert_pem", &material.ca_cert_pem},
+      {"cert_chain_pem", &material.cert_chain_pem},
+      {"root_cert_pem", &material.root_cert_pem},
+  };
+  for (const auto& [name, pem] : pems) {
+    const std::string name_in_field = absl::StrCat(field, ".", name);
+    if (pem->empty()) return absl::InvalidArgumentError(absl::StrCat(name_in_field, ": must not be empty", why));
+    MESHID_RETURN_IF_ERROR(CheckStoredText(name_in_field, *pem, kMaxStoredCaPem, /*required=*/true));
+  }
+  const std::string key_ref = absl::StrCat(field, ".key_ref");
+  if (material.key_ref.empty()) return absl::InvalidArgumentError(absl::StrCat(key_ref, ": must not be empty", why));
+  MESHID_RETURN_IF_ERROR(CheckStoredText(key_ref, material.key_ref, kMaxCaKeyReference, /*required=*/true));
+  if (material.key_ref.find_first_of("\r\n") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(key_ref, ": must not contain a newline"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const char* CaRotationPhaseName(CaRotationPhase phase) {
+  for (const auto& [p, name] : kCaRotationPhaseNames) {
+    if (p == phase) return name;
+  }
+  return "";
+}
+
+std::optional<CaRotationPhase> ParseCaRotationPhase(const std::string& name) {
+  for (const auto& [p, n] : kCaRotationPhaseNames) {
+    if (n == name) return p;
+  }
+  return std::nullopt;
+}
+
+absl::Status ValidateCaRotationRecord(const CaRotationRecord& r) {
+  if (r.rotation < 1) return absl::InvalidArgumentError(absl::StrCat("rotation: must be at least 1, not ", r.rotation));
+  if (*CaRotationPhaseName(r.phase) == '\0') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("phase: ", static_cast<int>(r.phase), " is not one of prepared, published, active, retired"));
+  }
+  if (r.kind != kCaRotationRoot && r.kind != kCaRotationIntermediate) {
+    return absl::InvalidArgumentError(absl::StrCat("kind: must be ", kCaRotationRoot, " or ", kCaRotationIntermediate,
+                                                   ", not \"", absl::CEscape(r.kind.substr(0, 64)), "\""));
+  }
+  // `from` is set as a whole or not at all: any of its fields makes every other one required.
+  if (r.from != StoredCaMaterial()) {
+    MESHID_RETURN_IF_ERROR(CheckStoredCaMaterial("from", r.from, " (from is entirely set or entirely empty)"));
+  }
+  MESHID_RETURN_IF_ERROR(CheckStoredCaMaterial("to", r.to, ""));
+  MESHID_RETURN_IF_ERROR(CheckStoredText("actor", r.actor, kMaxStoredNote, /*required=*/false));
+  MESHID_RETURN_IF_ERROR(CheckFiniteTime("prepared_at", r.prepared_at));
+  // Each later phase's time, with the phase that sets it: finite once reached, InfinitePast
+  // before, and never earlier than the phase before it.
+  const std::tuple<absl::string_view, CaRotationPhase, absl::Time> later[] = {
+      {"published_at", CaRotationPhase::kPublished, r.published_at},
+      {"activated_at", CaRotationPhase::kActive, r.activated_at},
+      {"retired_at", CaRotationPhase::kRetired, r.retired_at},
+  };
+  absl::string_view previous_field = "prepared_at";
+  absl::Time previous = r.prepared_at;
+  for (const auto& [field, reached_in, at] : later) {
+    if (r.phase < reached_in) {
+      if (at != absl::InfinitePast()) {
+        return absl::InvalidArgumentError(absl::StrCat(field, ": must be unset (absl::InfinitePast()) while the ",
+                                                       "rotation is ", CaRotationPhaseName(r.phase)));
+      }
+      continue;
+    }
+    if (at == absl::InfiniteFuture() || at == absl::InfinitePast()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": must be a finite time once the rotation is ", CaRotationPhaseName(reached_in)));
+    }
+    if (at < previous) return absl::InvalidArgumentError(absl::StrCat(field, ": before ", previous_field));
+    previous_field = field;
+    previous = at;
+  }
+  if (r.forced && r.phase < CaRotationPhase::kActive) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("forced: only an activation may be forced, and the rotation is ", CaRotationPhaseName(r.phase)));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CheckSerialHex(absl::string_view field, absl::string_view serial_hex) {

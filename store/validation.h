@@ -38,12 +38,20 @@ absl::Status ValidateRegistryEntry(const RegistryEntry& entry);
 // most 1 MiB), source at most 4096 bytes.
 absl::Status ValidatePolicyDocument(const StoredPolicyDocument& document);
 // A row of `agent_id`'s report: its agent_id equal to `agent_id`, texts bounded, versions not
-// negative, times finite.
+// negative, times finite, trust_bundle empty or at most 64 KiB of "sha256:<64 hex>" items
+// separated by commas.
 absl::Status ValidatePolicyStatusRow(absl::string_view agent_id, const PolicyStatusRow& row);
 
 // kind one of the kCaMaterial* names; fingerprint 1 to 4096 bytes of "sha256:<64 hex>" items
 // separated by commas; source at most 4096 bytes; recorded_at finite.
 absl::Status ValidateCaMaterialRecord(const CaMaterialRecord& record);
+
+// rotation at least 1; phase one of the enum; kind one of the kCaRotation* names; `to` entirely
+// set and `from` entirely set or entirely empty (each PEM at most 1 MiB, key_ref at most 4096
+// bytes without newlines); actor at most 1024 bytes; prepared_at finite and each later phase's
+// time finite exactly when the phase has been reached (absl::InfinitePast() before), in
+// non-decreasing order; forced only when the rotation is active or retired.
+absl::Status ValidateCaRotationRecord(const CaRotationRecord& record);
 
 // serial_hex: 1 to 128 upper-case hex digits (the ledger's form).
 absl::Status CheckSerialHex(absl::string_view field, absl::string_view serial_hex);

@@ -15,6 +15,23 @@ std::shared_ptr<grpc::Channel> UpstreamSource::CurrentChannel() const {
   return current_;
 }
 
+absl::StatusOr<std::shared_ptr<grpc::Channel>> UpstreamSource::CallChannel() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (call_channel_ != nullptr) return call_channel_;
+  }
+  auto channel = MakeChannel();
+  if (!channel.ok()) return channel.status();
+  absl::MutexLock lock(&mu_);
+  if (call_channel_ == nullptr) call_channel_ = *channel;
+  return call_channel_;
+}
+
+void UpstreamSource::CredentialsChanged() {
+  absl::MutexLock lock(&mu_);
+  call_channel_.reset();
+}
+
 uint64_t UpstreamSource::AddListener(std::function<void()> listener) {
   absl::MutexLock lock(&mu_);
   const uint64_t id = next_id_++;

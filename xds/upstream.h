@@ -33,9 +33,13 @@ class UpstreamSource {
   // credentials yet, an unreadable trust bundle) is the attempt's failure: the client retries
   // after its backoff. Thread-safe.
   absl::StatusOr<std::shared_ptr<grpc::Channel>> NewChannel();
-  // The channel NewChannel returned last (null before the first), for unary calls made beside
-  // the streams (status reports). Thread-safe.
+  // The channel NewChannel returned last (null before the first): whether a stream has
+  // connected. Thread-safe.
   std::shared_ptr<grpc::Channel> CurrentChannel() const;
+  // A channel for unary calls made beside the streams (status reports), with the credentials of
+  // now: a connection keeps the client certificate it was opened with and the server checks that
+  // on every call, so after CredentialsChanged() the next call gets a new channel. Thread-safe.
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> CallChannel();
   // The metadata for the next call on the current channel, read now (tokens rotate).
   // Thread-safe.
   virtual absl::StatusOr<CallMetadata> Metadata() = 0;
@@ -53,10 +57,14 @@ class UpstreamSource {
   virtual absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel() = 0;
   // For implementations: tells every listener.
   void NotifyListeners();
+  // For implementations: the credentials changed (a renewed client certificate); CallChannel
+  // makes a new channel for the next call.
+  void CredentialsChanged();
 
  private:
   mutable absl::Mutex mu_;
   std::shared_ptr<grpc::Channel> current_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<grpc::Channel> call_channel_ ABSL_GUARDED_BY(mu_);  // null: make one
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<uint64_t, std::shared_ptr<std::function<void()>>> listeners_ ABSL_GUARDED_BY(mu_);
   absl::Mutex notify_mu_;  // held while listeners run, so RemoveListener can wait them out

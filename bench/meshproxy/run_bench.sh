@@ -82,7 +82,8 @@ ca_port=$(wait_log "$work/server.log" 'listening on 127\.0\.0\.1:\K\d+')
 "$meshid" token create --data-dir "$work/ca" -n default -s productpage >"$work/productpage.token"
 "$meshid" token create --data-dir "$work/ca" -n default -s reviews >"$work/reviews.token"
 "$meshid" agent --ca-addr "127.0.0.1:$ca_port" --ca-root "$work/ca/root-cert.pem" --token-file "$work/agent.token" \
-  --sds-socket "$work/uds/socket" --monitoring-addr 127.0.0.1:0 --crl-file "$work/agent-crl.pem" >"$work/agent.log" 2>&1 &
+  --sds-socket "$work/uds/socket" --monitoring-addr 127.0.0.1:0 --crl-file "$work/agent-crl.pem" \
+  --trust-bundle-file "$work/agent-trust-bundle.pem" >"$work/agent.log" 2>&1 &
 pids+=($!)
 wait_log "$work/agent.log" 'sds listening on \Kunix' >/dev/null
 

@@ -166,6 +166,7 @@ class Mesh:
                                   "--ca-root", self.root_file, "--token-file", token_file,
                                   "--sds-socket", os.path.join(self.run_dir, "sds.sock"),
                                   "--monitoring-addr", "127.0.0.1:0", "--crl-file", work.join("crl.pem"),
+                                  "--trust-bundle-file", work.join("trust-bundle.pem"),
                                   *(("--secret-ttl", secret_ttl) if secret_ttl else ()), *agent_args],
                                  self.agent_log,
                                  env={"SPIFFE_ENDPOINT_SOCKET": self.target})

@@ -242,5 +242,41 @@ TEST_P(PolicyStoreTest, BadStatusRowsAreRefused) {
   EXPECT_THAT(*store_->ListPolicyStatus(), IsEmpty());
 }
 
+TEST_P(PolicyStoreTest, TrustBundlesRoundTrip) {
+  const std::string kRootA = "sha256:" + std::string(64, 'a');
+  const std::string kRootB = "sha256:" + std::string(64, '0');
+  PolicyStatusRow agent = Row("node-a", "", 3);
+  agent.trust_bundle = kRootA;
+  PolicyStatusRow both = Row("node-a", "hello-1", 3);
+  both.trust_bundle = kRootB + "," + kRootA;
+  PolicyStatusRow unknown = Row("node-a", "hello-2", 3);  // trust_bundle "": not known
+  ASSERT_OK(store_->ReplacePolicyStatus("node-a", {agent, both, unknown}));
+  EXPECT_THAT(*store_->ListPolicyStatus(), ElementsAre(agent, both, unknown));
+
+  // A long bundle (900 roots, just under 64 KiB) is still one row's text.
+  std::string many;
+  for (int i = 0; i < 900; ++i) absl::StrAppend(&many, i == 0 ? "" : ",", "sha256:", std::string(64, 'c'));
+  ASSERT_LE(many.size(), 64u << 10);
+  both.trust_bundle = many;
+  ASSERT_OK(store_->ReplacePolicyStatus("node-a", {both}));
+  EXPECT_THAT(*store_->ListPolicyStatus(), ElementsAre(both));
+}
+
+TEST_P(PolicyStoreTest, MalformedTrustBundlesAreRefused) {
+  const std::string kRootA = "sha256:" + std::string(64, 'a');
+  std::string too_long;
+  while (too_long.size() <= (64u << 10)) absl::StrAppend(&too_long, too_long.empty() ? "" : ",", kRootA);
+  for (const std::string& bad :
+       {std::string(64, 'a'), kRootA + ",", "," + kRootA, "sha256:" + std::string(64, 'A'),
+        "sha256:" + std::string(63, 'a'), "sha1:" + std::string(40, 'a'), kRootA + " ," + kRootA, too_long}) {
+    SCOPED_TRACE(bad.substr(0, 80));
+    PolicyStatusRow row = Row("node-a", "hello-1", 3);
+    row.trust_bundle = bad;
+    EXPECT_THAT(store_->ReplacePolicyStatus("node-a", {Row("node-a", "", 3), row}),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rows[1].trust_bundle: must be")));
+  }
+  EXPECT_THAT(*store_->ListPolicyStatus(), IsEmpty()) << "nothing was written";
+}
+
 }  // namespace
 }  // namespace meshid

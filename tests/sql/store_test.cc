@@ -1196,5 +1196,381 @@ TEST_P(StoreTest, InvalidCaMaterialIsRefusedNamingTheField) {
   EXPECT_THAT(store->GetCaMaterial(kCaMaterialSigningCa), IsOkAndHolds(std::nullopt)) << "nothing was written";
 }
 
+// ---- the staged CA rotation ----
+
+// Signing material whose texts say which it is (the store does not parse them).
+StoredCaMaterial Material(absl::string_view name) {
+  StoredCaMaterial m;
+  m.ca_cert_pem = absl::StrCat("-----BEGIN CERTIFICATE-----\nMIIB", name, "ca\n-----END CERTIFICATE-----\n");
+  m.cert_chain_pem =
+      absl::StrCat(m.ca_cert_pem, "-----BEGIN CERTIFICATE-----\nMIIB", name, "root\n-----END CERTIFICATE-----\n");
+  m.root_cert_pem = absl::StrCat("-----BEGIN CERTIFICATE-----\nMIIB", name, "root\n-----END CERTIFICATE-----\n");
+  m.key_ref = absl::StrCat("/etc/meshid/rotation/", name, "/ca-key.pem");
+  return m;
+}
+
+// Rotation `rotation` from each server's own files to Material("new"), prepared at kT0 + 1 µs.
+CaRotationRecord Prepared(int64_t rotation = 1, absl::string_view actor = "alice") {
+  CaRotationRecord r;
+  r.rotation = rotation;
+  r.phase = CaRotationPhase::kPrepared;
+  r.kind = kCaRotationIntermediate;
+  r.to = Material(absl::StrCat("new", rotation));
+  r.actor = std::string(actor);
+  r.prepared_at = kT0 + absl::Microseconds(1);
+  return r;
+}
+
+// `r` moved on to `phase`, with the times of the phases it reaches (a second apart).
+CaRotationRecord MovedTo(CaRotationRecord r, CaRotationPhase phase, absl::string_view actor = "bob") {
+  r.phase = phase;
+  r.actor = std::string(actor);
+  if (phase >= CaRotationPhase::kPublished && r.published_at == absl::InfinitePast()) {
+    r.published_at = r.prepared_at + absl::Seconds(1);
+  }
+  if (phase >= CaRotationPhase::kActive && r.activated_at == absl::InfinitePast()) {
+    r.activated_at = r.published_at + absl::Seconds(1);
+  }
+  if (phase >= CaRotationPhase::kRetired && r.retired_at == absl::InfinitePast()) {
+    r.retired_at = r.activated_at + absl::Seconds(1);
+  }
+  return r;
+}
+
+CaRotationKey KeyOf(const CaRotationRecord& r) { return CaRotationKey{r.rotation, r.phase}; }
+
+TEST_P(StoreTest, NoCaRotationUntilTheFirstIsPrepared) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_THAT(store->GetCaRotation(), IsOkAndHolds(std::nullopt));
+  EXPECT_THAT(store->ReplaceCaRotation(CaRotationKey{1, CaRotationPhase::kPrepared},
+                                       MovedTo(Prepared(), CaRotationPhase::kPublished)),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no CA rotation")));
+  EXPECT_THAT(store->GetCaRotation(), IsOkAndHolds(std::nullopt));
+}
+
+TEST_P(StoreTest, TheFirstCaRotationIsInsertedOnceAndALaterInsertGetsIt) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  const CaRotationRecord first = Prepared(1, "alice");
+  EXPECT_THAT(store->ReplaceCaRotation(std::nullopt, first), IsOkAndHolds(first));
+  CaRotationRecord second = Prepared(1, "carol");
+  second.kind = kCaRotationRoot;
+  second.to = Material("other");
+  EXPECT_THAT(store->ReplaceCaRotation(std::nullopt, second), IsOkAndHolds(first))
+      << "a second prepare expecting no record gets the first one, unchanged";
+  EXPECT_THAT(store->GetCaRotation(), IsOkAndHolds(std::optional<CaRotationRecord>(first)));
+}
+
+TEST_P(StoreTest, ReplacingACaRotationIsACompareAndSwapOnRotationAndPhase) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  const CaRotationRecord prepared = Prepared();
+  ASSERT_OK(store->ReplaceCaRotation(std::nullopt, prepared).status());
+  const CaRotationRecord published = MovedTo(prepared, CaRotationPhase::kPublished);
+  EXPECT_THAT(store->ReplaceCaRotation(KeyOf(prepared), published), IsOkAndHolds(published));
+  EXPECT_THAT(store->GetCaRotation(), IsOkAndHolds(std::optional<CaRotationRecord>(published)));
+
+  // Stale keys (the phase it left, another rotation's number, no record) change nothing and
+  // return what is stored.
+  const CaRotationRecord active = MovedTo(published, CaRotationPhase::kActive);
+  for (const std::optional<CaRotationKey>& stale :
+       {std::optional<CaRotationKey>(KeyOf(prepared)),
+        std::optional<CaRotationKey>(CaRotationKey{2, CaRotationPhase::kPublished}),
+        std::optional<CaRotationKey>(CaRotationKey{0, CaRotationPhase::kPublished}), std::optional<CaRotationKey>()}) {
+    SCOPED_TRACE(stale.has_value() ? absl::StrCat(stale->rotation, " ", CaRotationPhaseName(stale->phase)) : "none");
+    EXPECT_THAT(store->ReplaceCaRotation(stale, active), IsOkAndHolds(published));
+    EXPECT_THAT(store->GetCaRotation(), IsOkAndHolds(std::optional<CaRotationRecord>(published)));
+  }
+
+  // The rest of the way, then the next rotation replaces the finished one.
+  EXPECT_THAT(store->ReplaceCaRotation(KeyOf(published), active), IsOkAndHolds(active));
+  const CaRotationRecord retired = MovedTo(active, CaRotationPhase::kRetired);
+  EXPECT_THAT(store->ReplaceCaRotation(KeyOf(active), retired), IsOkAndHolds(retired));
+  CaRotationRecord second = Prepared(2);
+  second.from = retired.to;
+  second.prepared_at = retired.retired_at + absl::Hours(24);
+  EXPECT_THAT(store->ReplaceCaRotation(KeyOf(retired), second), IsOkAndHolds(second));
+  // Another store on the same database (another replica) sees it.
+  auto other = Open();
+  ASSERT_NE(other, nullptr);
+  EXPECT_THAT(other->GetCaRotation(), IsOkAndHolds(std::optional<CaRotationRecord>(second)));
+}
+
+TEST_P(StoreTest, ACaRotationRoundTripsFieldForField) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  CaRotationRecord r;
+  r.rotation = 41;
+  r.phase = CaRotationPhase::kActive;
+  r.kind = kCaRotationRoot;
+  r.from = Material("old");
+  r.to = Material("new");
+  r.to.key_ref = "pkcs11:token=meshid;object=ca-2027?pin-source=file:/etc/meshid/pin";
+  r.actor = "ops-wé ✓";
+  r.forced = true;
+  r.prepared_at = kT0 - absl::Microseconds(3);  // microsecond precise, before and after kT0
+  r.published_at = kT0 + absl::Microseconds(5);
+  r.activated_at = kT0 + absl::Hours(49) + absl::Microseconds(7);
+  // retired_at stays InfinitePast: not reached.
+  EXPECT_THAT(store->ReplaceCaRotation(std::nullopt, r), IsOkAndHolds(r));
+  EXPECT_THAT(store->GetCaRotation(), IsOkAndHolds(std::optional<CaRotationRecord>(r)));
+
+  const CaRotationRecord retired = MovedTo(r, CaRotationPhase::kRetired, "");
+  EXPECT_THAT(store->ReplaceCaRotation(KeyOf(r), retired), IsOkAndHolds(retired));
+  auto read = store->GetCaRotation();
+  ASSERT_OK(read.status());
+  ASSERT_TRUE(read->has_value());
+  EXPECT_EQ(**read, retired);
+  EXPECT_TRUE((*read)->forced);
+  EXPECT_EQ((*read)->retired_at, r.activated_at + absl::Seconds(1));
+}
+
+TEST_P(StoreTest, ConcurrentCaRotationSwapsHaveExactlyOneWinner) {
+  constexpr int kOperators = 6;
+  std::vector<std::unique_ptr<Store>> stores;  // one per operator: each its own connections
+  for (int i = 0; i < kOperators; ++i) {
+    stores.push_back(Open());
+    ASSERT_NE(stores.back(), nullptr);
+  }
+  // Every operator tries each step at once: the first prepare, then each phase in turn.
+  std::optional<CaRotationKey> expected;
+  for (CaRotationPhase phase :
+       {CaRotationPhase::kPrepared, CaRotationPhase::kPublished, CaRotationPhase::kActive, CaRotationPhase::kRetired}) {
+    SCOPED_TRACE(CaRotationPhaseName(phase));
+    std::vector<CaRotationRecord> wanted;
+    for (int i = 0; i < kOperators; ++i) {
+      wanted.push_back(MovedTo(Prepared(1), phase, absl::StrCat("operator-", i)));
+    }
+    std::vector<absl::StatusOr<CaRotationRecord>> results(kOperators, absl::UnknownError("not run"));
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kOperators; ++i) {
+      threads.emplace_back([&, i] { results[i] = stores[i]->ReplaceCaRotation(expected, wanted[i]); });
+    }
+    for (auto& t : threads) t.join();
+    int winners = 0;
+    std::optional<CaRotationRecord> winner;
+    for (int i = 0; i < kOperators; ++i) {
+      ASSERT_OK(results[i].status());
+      if (*results[i] == wanted[i]) {
+        ++winners;
+        winner = *results[i];
+      }
+    }
+    ASSERT_EQ(winners, 1);
+    for (const auto& r : results) EXPECT_EQ(*r, *winner) << "a loser gets the winner's record";
+    EXPECT_THAT(stores[0]->GetCaRotation(), IsOkAndHolds(winner));
+    expected = KeyOf(*winner);
+  }
+}
+
+// A CA rotation with one field made invalid, and the field the refusal must name.
+struct InvalidCaRotation {
+  std::string field;
+  std::function<void(CaRotationRecord&)> spoil;
+};
+
+std::vector<InvalidCaRotation> InvalidCaRotations() {
+  return {
+      {"rotation: must be at least 1", [](CaRotationRecord& r) { r.rotation = 0; }},
+      {"rotation: must be at least 1", [](CaRotationRecord& r) { r.rotation = -1; }},
+      {"phase: 9 is not one of", [](CaRotationRecord& r) { r.phase = static_cast<CaRotationPhase>(9); }},
+      {"kind: must be root or intermediate", [](CaRotationRecord& r) { r.kind = "signing-ca"; }},
+      {"kind: must be root or intermediate", [](CaRotationRecord& r) { r.kind = ""; }},
+      {"to.ca_cert_pem: must not be empty", [](CaRotationRecord& r) { r.to.ca_cert_pem.clear(); }},
+      {"to.cert_chain_pem: must not be empty", [](CaRotationRecord& r) { r.to.cert_chain_pem.clear(); }},
+      {"to.root_cert_pem: must not be empty", [](CaRotationRecord& r) { r.to.root_cert_pem.clear(); }},
+      {"to.key_ref: must not be empty", [](CaRotationRecord& r) { r.to.key_ref.clear(); }},
+      {"to.ca_cert_pem: must not be empty", [](CaRotationRecord& r) { r.to = StoredCaMaterial(); }},
+      {"to.root_cert_pem: longer than 1048576 bytes",
+       [](CaRotationRecord& r) { r.to.root_cert_pem = std::string((1 << 20) + 1, 'A'); }},
+      {"to.key_ref: longer than 4096 bytes", [](CaRotationRecord& r) { r.to.key_ref = std::string(4097, 'k'); }},
+      {"to.key_ref: must not contain a newline", [](CaRotationRecord& r) { r.to.key_ref = "/a/key.pem\n/b"; }},
+      {"to.key_ref: not valid UTF-8 text (or contains NUL)",
+       [](CaRotationRecord& r) { r.to.key_ref = std::string("/a/key\0.pem", 11); }},
+      {"to.ca_cert_pem: not valid UTF-8 text", [](CaRotationRecord& r) { r.to.ca_cert_pem = "\xff\xfe"; }},
+      {"from.cert_chain_pem: must not be empty (from is entirely set or entirely empty)",
+       [](CaRotationRecord& r) {
+         r.from = Material("old");
+         r.from.cert_chain_pem.clear();
+       }},
+      {"from.ca_cert_pem: must not be empty", [](CaRotationRecord& r) { r.from.key_ref = "/old/key.pem"; }},
+      {"actor: longer than 1024 bytes", [](CaRotationRecord& r) { r.actor = std::string(1025, 'a'); }},
+      {"prepared_at: must be a finite time", [](CaRotationRecord& r) { r.prepared_at = absl::InfinitePast(); }},
+      {"prepared_at: must be a finite time", [](CaRotationRecord& r) { r.prepared_at = absl::InfiniteFuture(); }},
+      {"published_at: must be unset", [](CaRotationRecord& r) { r.published_at = r.prepared_at; }},
+      {"published_at: must be a finite time once the rotation is published",
+       [](CaRotationRecord& r) { r.phase = CaRotationPhase::kPublished; }},
+      {"published_at: must be a finite time once the rotation is published",
+       [](CaRotationRecord& r) {
+         r = MovedTo(r, CaRotationPhase::kPublished);
+         r.published_at = absl::InfiniteFuture();
+       }},
+      {"published_at: before prepared_at",
+       [](CaRotationRecord& r) {
+         r = MovedTo(r, CaRotationPhase::kPublished);
+         r.published_at = r.prepared_at - absl::Microseconds(1);
+       }},
+      {"activated_at: must be unset (absl::InfinitePast()) while the rotation is published",
+       [](CaRotationRecord& r) {
+         r = MovedTo(r, CaRotationPhase::kPublished);
+         r.activated_at = r.published_at;
+       }},
+      {"activated_at: must be a finite time once the rotation is active",
+       [](CaRotationRecord& r) {
+         r = MovedTo(r, CaRotationPhase::kPublished);
+         r.phase = CaRotationPhase::kActive;
+       }},
+      {"retired_at: before activated_at",
+       [](CaRotationRecord& r) {
+         r = MovedTo(r, CaRotationPhase::kRetired);
+         r.retired_at = r.published_at;
+       }},
+      {"retired_at: must be unset",
+       [](CaRotationRecord& r) {
+         r = MovedTo(r, CaRotationPhase::kActive);
+         r.retired_at = absl::InfiniteFuture();
+       }},
+      {"forced: only an activation may be forced, and the rotation is published",
+       [](CaRotationRecord& r) {
+         r = MovedTo(r, CaRotationPhase::kPublished);
+         r.forced = true;
+       }},
+      {"forced: only an activation may be forced", [](CaRotationRecord& r) { r.forced = true; }},
+  };
+}
+
+TEST(CaRotationValidationTest, PhaseNamesRoundTrip) {
+  for (CaRotationPhase phase :
+       {CaRotationPhase::kPrepared, CaRotationPhase::kPublished, CaRotationPhase::kActive, CaRotationPhase::kRetired}) {
+    EXPECT_EQ(ParseCaRotationPhase(CaRotationPhaseName(phase)), phase);
+  }
+  EXPECT_STREQ(CaRotationPhaseName(CaRotationPhase::kActive), "active");
+  EXPECT_STREQ(CaRotationPhaseName(static_cast<CaRotationPhase>(9)), "");
+  EXPECT_EQ(ParseCaRotationPhase("Active"), std::nullopt);
+  EXPECT_EQ(ParseCaRotationPhase(""), std::nullopt);
+  EXPECT_EQ(ParseCaRotationPhase(std::string("active\0", 7)), std::nullopt);
+}
+
+TEST(CaRotationValidationTest, EveryPhaseWithItsTimesIsValid) {
+  for (CaRotationPhase phase :
+       {CaRotationPhase::kPrepared, CaRotationPhase::kPublished, CaRotationPhase::kActive, CaRotationPhase::kRetired}) {
+    SCOPED_TRACE(CaRotationPhaseName(phase));
+    CaRotationRecord r = MovedTo(Prepared(), phase);
+    EXPECT_OK(ValidateCaRotationRecord(r));
+    r.from = Material("old");
+    r.kind = kCaRotationRoot;
+    r.actor = "";
+    EXPECT_OK(ValidateCaRotationRecord(r));
+    // Phases may be reached in the same microsecond.
+    r.published_at = r.activated_at = r.retired_at = absl::InfinitePast();
+    r = MovedTo(r, phase);
+    if (phase >= CaRotationPhase::kPublished) r.published_at = r.prepared_at;
+    if (phase >= CaRotationPhase::kActive) r.activated_at = r.prepared_at;
+    if (phase >= CaRotationPhase::kRetired) r.retired_at = r.prepared_at;
+    EXPECT_OK(ValidateCaRotationRecord(r));
+    if (phase >= CaRotationPhase::kActive) {
+      r.forced = true;
+      EXPECT_OK(ValidateCaRotationRecord(r));
+    }
+  }
+}
+
+TEST(CaRotationValidationTest, InvalidRecordsAreRefusedNamingTheField) {
+  for (const InvalidCaRotation& c : InvalidCaRotations()) {
+    SCOPED_TRACE(c.field);
+    CaRotationRecord r = Prepared();
+    c.spoil(r);
+    EXPECT_THAT(ValidateCaRotationRecord(r), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.field)));
+  }
+}
+
+TEST_P(StoreTest, InvalidCaRotationsAreRefusedNamingTheFieldAndNothingIsWritten) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  for (const InvalidCaRotation& c : InvalidCaRotations()) {
+    SCOPED_TRACE(c.field);
+    CaRotationRecord r = Prepared();
+    c.spoil(r);
+    EXPECT_THAT(store->ReplaceCaRotation(std::nullopt, r),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.field)));
+  }
+  EXPECT_THAT(store->GetCaRotation(), IsOkAndHolds(std::nullopt)) << "nothing was written";
+
+  const CaRotationRecord prepared = Prepared();
+  ASSERT_OK(store->ReplaceCaRotation(std::nullopt, prepared).status());
+  for (const InvalidCaRotation& c : InvalidCaRotations()) {
+    SCOPED_TRACE(c.field);
+    CaRotationRecord r = Prepared();
+    c.spoil(r);
+    EXPECT_THAT(store->ReplaceCaRotation(KeyOf(prepared), r),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.field)));
+  }
+  EXPECT_THAT(store->GetCaRotation(), IsOkAndHolds(std::optional<CaRotationRecord>(prepared))) << "nothing changed";
+}
+
+TEST_P(StoreTest, CountsTheUnexpiredCertificatesOfOtherIssuers) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  const absl::Time now = kT0 + absl::Minutes(30);
+  EXPECT_THAT(store->CountUnexpiredIssuedByOthers("7A3F", now), IsOkAndHolds(0));
+  std::vector<IssuanceRecord> records;
+  for (int i = 0; i < 10; ++i) {
+    // Expiring at now - 2 min ... now + 7 min: 2 and 1 minutes before now and exactly at now are expired.
+    IssuanceRecord r = Record(i, "spiffe://cluster.local/ns/default/sa/web", now + absl::Minutes(i - 2));
+    r.issuer_serial_hex = i % 2 == 0 ? "7A3F" : "0B1C";  // the new CA's, the old CA's
+    records.push_back(r);
+  }
+  IssuanceRecord third = Record(10, "spiffe://cluster.local/ns/default/sa/web", now + absl::Hours(1));
+  third.issuer_serial_hex = "7A3";  // a prefix of the named issuer is another issuer
+  records.push_back(third);
+  ASSERT_OK(store->RecordIssuances(records));
+  // Unexpired: i = 3..9 (and the third issuer's). Of those, i = 3, 5, 7, 9 are the old CA's.
+  EXPECT_THAT(store->CountUnexpiredIssuedByOthers("7A3F", now), IsOkAndHolds(5));
+  EXPECT_THAT(store->CountUnexpiredIssuedByOthers("0B1C", now), IsOkAndHolds(4));  // i = 4, 6, 8 and the third
+  EXPECT_THAT(store->CountUnexpiredIssuedByOthers("FFFF", now), IsOkAndHolds(8));
+  EXPECT_THAT(store->CountUnexpiredIssuedByOthers("7A3F", now + absl::Hours(2)), IsOkAndHolds(0));
+  EXPECT_THAT(store->CountUnexpiredIssuedByOthers("7A3F", kT0), IsOkAndHolds(6));  // every 0B1C, and the third
+
+  EXPECT_THAT(store->CountUnexpiredIssuedByOthers("7a3f", now),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("issuer_serial_hex:")));
+  EXPECT_THAT(store->CountUnexpiredIssuedByOthers("", now),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("issuer_serial_hex:")));
+  EXPECT_THAT(store->CountUnexpiredIssuedByOthers("7A3F", absl::InfiniteFuture()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("now:")));
+}
+
+// A database at schema version 7 with an agent's status, upgraded: the row is kept with an
+// unknown trust bundle, and there is no CA rotation yet.
+TEST_P(StoreTest, UpgradeFromVersion7KeepsStatusRowsWithAnUnknownTrustBundle) {
+  auto builtin = sql::BuiltinMigrations();
+  ASSERT_GE(builtin.size(), 8u);
+  ASSERT_EQ(builtin[6].version, 7);
+  std::vector<sql::Migration> old(builtin.begin(), builtin.begin() + 6);
+  const std::string version7_with_rows =
+      absl::StrCat(builtin[6].sql,
+                   "\nINSERT INTO policy_status (agent_id, proxy_id, reporter, service, ns, applied_version, "
+                   "rejected_version, last_error, connected, changed_at_us, reported_at_us, crl_number) VALUES "
+                   "('node-a', '', 'spiffe://cluster.local/agent/node-a', '', '', 3, 0, '', 1, 1800000000000017, "
+                   "1800000001000000, 4);\n");
+  old.push_back({7, builtin[6].name, version7_with_rows});
+  {
+    auto store = sql::OpenStoreWithMigrations(db_->url(), {}, old, SystemClock::Instance(), MakeNullLogger());
+    ASSERT_OK(store.status());
+    EXPECT_EQ(*(*store)->SchemaVersion(), 7);
+  }
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(*store->SchemaVersion(), sql::BuiltinMigrations().back().version);
+  auto rows = store->ListPolicyStatus();
+  ASSERT_OK(rows.status());
+  ASSERT_THAT(*rows, SizeIs(1));
+  EXPECT_EQ((*rows)[0].agent_id, "node-a");
+  EXPECT_EQ((*rows)[0].applied_version, 3);
+  EXPECT_EQ((*rows)[0].crl_number, 4);
+  EXPECT_EQ((*rows)[0].trust_bundle, "");
+  EXPECT_THAT(store->GetCaRotation(), IsOkAndHolds(std::nullopt));
+}
+
 }  // namespace
 }  // namespace meshid

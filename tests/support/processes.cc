@@ -82,9 +82,14 @@ AgentProcess::AgentProcess(ServerProcess& server, AgentProcessOptions options) {
   const std::string token_file = WriteTestFile(base + ".token", server.Token("istio-system", options.service_account));
   socket_ = base + ".sock";
   const std::string ca_address = options.ca_address.empty() ? server.address() : options.ca_address;
-  std::vector<std::string> argv = {MeshidBinary(),      "agent",        "--ca-addr",  ca_address,       "--ca-root",
-                                   server.root_file(),  "--token-file", token_file,   "--sds-socket",   socket_,
-                                   "--monitoring-addr", "127.0.0.1:0",  "--crl-file", base + ".crl.pem"};
+  std::vector<std::string> argv = {MeshidBinary(),        "agent",
+                                   "--ca-addr",           ca_address,
+                                   "--ca-root",           server.root_file(),
+                                   "--token-file",        token_file,
+                                   "--sds-socket",        socket_,
+                                   "--monitoring-addr",   "127.0.0.1:0",
+                                   "--crl-file",          base + ".crl.pem",
+                                   "--trust-bundle-file", base + ".trust-bundle.pem"};
   // Its own Workload API socket: the default (beside the SDS socket) is one per directory.
   const bool api_socket_given = std::find(options.extra_args.begin(), options.extra_args.end(),
                                           "--workload-api-socket") != options.extra_args.end();

@@ -52,10 +52,12 @@ async function waitForLog(logFile, pattern, child) {
 
 // Starts `meshid agent` against the CA on `caPort` (trust bundle `<data>/root-cert.pem`) with a
 // token of its own (istio-system/agent, from the CA's local issuer) written to `<dir>/agent.token`;
-// `args` adds flags; the agent keeps its CRL in `<dir>/agent.crl.pem` unless they say otherwise.
+// `args` adds flags; the agent keeps its CRL in `<dir>/agent.crl.pem` and its pushed trust
+// bundle in `<dir>/agent.trust-bundle.pem` unless they say otherwise.
 // Resolves once it serves, with the process and its monitoring port.
 async function startAgent(meshid, { dir, data, caPort, socket, args = [] }) {
   if (!args.includes('--crl-file')) args = ['--crl-file', path.join(dir, 'agent.crl.pem'), ...args];
+  if (!args.includes('--trust-bundle-file')) args = ['--trust-bundle-file', path.join(dir, 'agent.trust-bundle.pem'), ...args];
   fs.writeFileSync(path.join(dir, 'agent.token'), execFileSync(meshid, ['token', 'create', '--data-dir', data,
     '--namespace', 'istio-system', '--service-account', 'agent', '--ttl', '1h']).toString().trim());
   const log = path.join(dir, 'agent.log');
