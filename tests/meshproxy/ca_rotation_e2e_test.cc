@@ -3,7 +3,8 @@
 // agents, renewed every few seconds), with zero failed requests. A root rotation and then an
 // intermediate rotation under the new root, on SQLite; a root rotation on two servers sharing
 // PostgreSQL; and an agent that is offline during `publish` holding `activate` back until it
-// comes back (or `--force`, with `meshid status` naming who will fail).
+// comes back (or `--force`, with `meshid status` naming who will fail); a server restarted after
+// the rotation follows the record rather than its own files.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -316,13 +317,13 @@ TEST(CaRotationEndToEnd, RootThenIntermediateRotationUnderLoadWithZeroFailedRequ
 TEST(CaRotationEndToEnd, ForcedActivationNamesTheAgentThatWillFail) {
   TempDir temp("ca-rotation-force");
   const std::string dir = temp.path();
-  ServerProcess server(dir + "/ca", {"--reload-interval", "200ms"});
-  ASSERT_TRUE(server.ok()) << server.Log();
+  auto server = std::make_unique<ServerProcess>(dir + "/ca", std::vector<std::string>{"--reload-interval", "200ms"});
+  ASSERT_TRUE(server->ok()) << server->Log();
   const Cli cli{"--data-dir " + dir + "/ca"};
-  auto online = std::make_unique<AgentProcess>(server, Mesh::Node(dir, "online"));
-  auto offline = std::make_unique<AgentProcess>(server, Mesh::Node(dir, "offline"));
+  auto online = std::make_unique<AgentProcess>(*server, Mesh::Node(dir, "online"));
+  auto offline = std::make_unique<AgentProcess>(*server, Mesh::Node(dir, "offline"));
   ASSERT_TRUE(online->ok() && offline->ok()) << online->Log() << offline->Log();
-  const std::string old_roots = Join(ServerRoots(server));
+  const std::string old_roots = Join(ServerRoots(*server));
   ASSERT_TRUE(Eventually(
       [&] {
         return cli.AllHold({"online", "offline"}, old_roots, 2);
@@ -333,8 +334,8 @@ TEST(CaRotationEndToEnd, ForcedActivationNamesTheAgentThatWillFail) {
 
   cli.Ok(absl::StrCat("ca rotate prepare --kind root --key ", dir, "/root2-key.pem"));
   cli.Ok("ca rotate publish");
-  ASSERT_TRUE(Eventually([&] { return ServerRoots(server).size() == 2; }, std::chrono::seconds(30)));
-  const std::string both = Join(ServerRoots(server));
+  ASSERT_TRUE(Eventually([&] { return ServerRoots(*server).size() == 2; }, std::chrono::seconds(30)));
+  const std::string both = Join(ServerRoots(*server));
   ASSERT_TRUE(Eventually([&] { return cli.AllHold({"online"}, both, 1); }, std::chrono::seconds(60)))
       << cli.Ok("status");
   auto [rc, refused] = cli.Run("ca rotate activate");
@@ -357,6 +358,19 @@ TEST(CaRotationEndToEnd, ForcedActivationNamesTheAgentThatWillFail) {
   EXPECT_TRUE(offline_listed);
   // The server signs under the new root now: `status` of the rotation says active.
   EXPECT_THAT(cli.Ok("ca rotate status"), HasSubstr("active"));
+
+  // Once the certificates from before have expired, retire; a server restarted afterwards on
+  // its own files (the old root) follows the record: it starts, and serves the new root alone.
+  ASSERT_TRUE(Eventually([&] { return cli.Run("ca rotate retire").first == 0; }, std::chrono::seconds(60)))
+      << cli.Run("ca rotate retire").second;
+  ASSERT_TRUE(Eventually([&] { return ServerRoots(*server).size() == 1; }, std::chrono::seconds(30)));
+  const std::set<std::string> new_root = ServerRoots(*server);
+  EXPECT_NE(Join(new_root), old_roots);
+  online.reset();
+  server = std::make_unique<ServerProcess>(dir + "/ca", std::vector<std::string>{"--reload-interval", "200ms"});
+  ASSERT_TRUE(server->ok()) << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr("following CA rotation 1 (root, retired)"));
+  EXPECT_EQ(ServerRoots(*server), new_root);
 }
 
 // Two servers on one PostgreSQL database (Istio's plug-in layout, the same files for both): a
