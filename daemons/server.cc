@@ -24,6 +24,7 @@
 #include "ca/local_issuer.h"
 #include "ca/reloader.h"
 #include "ca/rotation_follower.h"
+#include "ca/rotation_plan.h"
 #include "ca/serving_certificate.h"
 #include "ca/shared_ca.h"
 #include "common/file_poller.h"
@@ -414,6 +415,31 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
                            [chain_expiry] { return static_cast<double>(absl::ToUnixSeconds(chain_expiry())); });
   metrics.AddComputedGauge("citadel_server_cert_chain_expiry_seconds", "Seconds until the signing chain expires.",
                            [&clock, chain_expiry] { return absl::ToDoubleSeconds(chain_expiry() - clock.Now()); });
+  if (server->store_ != nullptr) {
+    // Who holds a CA rotation back, from what the agents reported to any replica: the agents and
+    // proxies that can or cannot validate the new CA yet (both 0 unless a rotation is published
+    // or active; -1 while the store cannot be read). Read from the store on each scrape.
+    auto adoption = [store = server->store_.get()](bool can_validate) -> double {
+      auto record = store->GetCaRotation();
+      if (!record.ok()) return -1;
+      if (!record->has_value() ||
+          ((*record)->phase != CaRotationPhase::kPublished && (*record)->phase != CaRotationPhase::kActive)) {
+        return 0;
+      }
+      auto rows = store->ListPolicyStatus();
+      if (!rows.ok()) return -1;
+      double count = 0;
+      for (const AdoptionRow& row : RotationAdoption(**record, *rows)) {
+        if (row.counts && row.can_validate_new_ca == can_validate) ++count;
+      }
+      return count;
+    };
+    const char* help = "Agents and connected proxies that can (or cannot) validate the CA rotation's new CA";
+    metrics.AddComputedGauge("meshid_ca_rotation_adoption", help, [adoption] { return adoption(true); },
+                             {{"state", "can_validate"}});
+    metrics.AddComputedGauge("meshid_ca_rotation_adoption", help, [adoption] { return adoption(false); },
+                             {{"state", "cannot_validate"}});
+  }
 
   grpc::ServerBuilder builder;
   std::shared_ptr<grpc::ServerCredentials> creds;

@@ -275,12 +275,17 @@ TEST(CaRotationEndToEnd, RootThenIntermediateRotationUnderLoadWithZeroFailedRequ
   EXPECT_NE(held_rc, 0) << held;
   EXPECT_THAT(held, HasSubstr("node3"));
   EXPECT_THAT(cli.Ok("ca rotate status"), HasSubstr("node3"));
+  // The server's metrics count who holds the rotation back: node3 alone.
+  EXPECT_EQ(server.Metric(R"(meshid_ca_rotation_adoption{state="cannot_validate"})"), 1);
+  EXPECT_EQ(server.Metric(R"(meshid_ca_rotation_adoption{state="can_validate"})"), 6);
+  EXPECT_EQ(server.Metric("meshid_ca_rotation_phase"), 2);
 
   // node3 comes back, takes the bundle and reports it: activation goes ahead.
   mesh.agents[2] = std::make_unique<AgentProcess>(server, Mesh::Node(dir, "node3"));
   ASSERT_TRUE(mesh.agents[2]->ok()) << mesh.agents[2]->Log();
   ASSERT_TRUE(Eventually([&] { return cli.AllHold({"node3"}, Join(both), 1); }, std::chrono::seconds(60)))
       << cli.Ok("status") << mesh.agents[2]->Log();
+  EXPECT_EQ(server.Metric(R"(meshid_ca_rotation_adoption{state="cannot_validate"})"), 0);
   cli.Ok("ca rotate activate");
   ASSERT_TRUE(Eventually([&] { return cli.Run("ca rotate retire").first == 0; }, std::chrono::seconds(60)))
       << cli.Run("ca rotate retire").second;
