@@ -15,7 +15,8 @@ inline void AddCaKeyFlags(CLI::App* cmd, daemons::CaTokenKeyConfig& config) {
                   "self-signed root's key, or the plug-in layout's instead of ca-key.pem. The PIN comes from "
                   "--pkcs11-pin-file, MESHID_PKCS11_PIN or the URI's pin-source, never from a flag");
   cmd->add_option("--pkcs11-module", config.module,
-                  "The token's PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so); or module-path in the URI");
+                  "The token's PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so); or module-path in the URI. "
+                  "Also for a `meshid ca rotate` key in a token");
   cmd->add_option("--pkcs11-pin-file", config.pin_file, "A file holding the token's user PIN");
 }
 

@@ -102,12 +102,11 @@ absl::Status CaServerConfig::Validate() const {
 }
 
 void CaTokenKeyConfig::Validate(std::vector<std::string>& problems) const {
+  // Without --ca-key, a module and PIN serve a `meshid ca rotate` key in a token.
   if (!uri.empty()) {
     if (absl::Status parsed = pkcs11::ParseUri(uri).status(); !parsed.ok()) {
       problems.push_back(absl::StrCat("--ca-key: ", parsed.message()));
     }
-  } else if (!module.empty() || !pin_file.empty()) {
-    problems.push_back("--pkcs11-module, --pkcs11-pin-file: only with --ca-key pkcs11:...");
   }
 }
 

@@ -379,8 +379,9 @@ TEST(CaRotationEndToEnd, ForcedActivationNamesTheAgentThatWillFail) {
 }
 
 // Two servers on one PostgreSQL database (Istio's plug-in layout, the same files for both): a
-// root rotation moves both together, under load through agents on either.
-TEST(CaRotationEndToEnd, TwoReplicasOnPostgresqlRotateTogetherUnderLoad) {
+// root rotation, then an intermediate under the new root, move both together, under load
+// through agents on either.
+TEST(CaRotationEndToEnd, TwoReplicasOnPostgresqlRotateRootThenIntermediateTogetherUnderLoad) {
   signal(SIGPIPE, SIG_IGN);
   auto db = TestDatabase::Create(Backend::kPostgres);
   MESHID_REQUIRE_DEPENDENCY(db != nullptr, kPostgresDependency);
@@ -414,6 +415,8 @@ TEST(CaRotationEndToEnd, TwoReplicasOnPostgresqlRotateTogetherUnderLoad) {
   LoadClient load(mesh.targets);
   ASSERT_TRUE(Eventually([&] { return load.ok() > 50; }, std::chrono::seconds(30))) << load.errors();
   RotateUnderLoad(cli, {&one, &two}, mesh, "root", dir + "/root2-key.pem", load);
+  EXPECT_EQ(ServerRoots(one), ServerRoots(two));
+  RotateUnderLoad(cli, {&one, &two}, mesh, "intermediate", dir + "/intermediate2-key.pem", load);
   EXPECT_EQ(ServerRoots(one), ServerRoots(two));
 
   load.Stop();
