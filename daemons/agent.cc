@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <map>
+#include <set>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
@@ -75,6 +76,23 @@ class NodeTrustStatus final : public policy::TrustStatusSource {
     return number;
   }
   std::string AgentTrustBundle() const override { return cache_.TrustBundle(); }
+  // How many proxies acknowledged a ROOTCA whose roots are not the agent's own now (during a CA
+  // rotation: who has not applied the new root yet). Envoy counts too: it is read from the SDS
+  // streams, not the policy ones.
+  int ProxiesBehindTheAgentsRoots() const {
+    const std::string roots = AgentTrustBundle();
+    std::set<std::string> proxies;
+    {
+      absl::MutexLock lock(&mu_);
+      for (const auto& [id, stream] : streams_) proxies.insert(stream.node_id);
+    }
+    int behind = 0;
+    for (const std::string& proxy : proxies) {
+      const std::string held = ProxyTrustBundle(proxy);
+      if (!held.empty() && held != roots) ++behind;
+    }
+    return behind;
+  }
   // A proxy with several ROOTCA streams is reported with the roots of one of them: they are
   // pushed the same ROOTCA.
   std::string ProxyTrustBundle(const std::string& proxy_id) const override {
@@ -382,6 +400,10 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentConfig& config, c
         });
   }
 
+  agent->metrics_.AddComputedGauge(
+      "meshid_agent_proxies_behind_trust_bundle",
+      "Proxies whose acknowledged ROOTCA does not hold the roots the agent holds now (a CA rotation not yet applied)",
+      [status] { return static_cast<double>(status->ProxiesBehindTheAgentsRoots()); });
   AgentImpl* raw = agent.get();
   std::map<std::string, HttpHandler> handlers;
   handlers["/metrics"] = [raw](const std::string&) {

@@ -206,6 +206,7 @@ void RotateUnderLoad(const Cli& cli, const std::vector<ServerProcess*>& servers,
       },
       std::chrono::seconds(60)))
       << cli.Ok("status") << mesh.Logs();
+  for (const auto& agent : mesh.agents) EXPECT_EQ(agent->Metric("meshid_agent_proxies_behind_trust_bundle"), 0);
   cli.Ok("ca rotate activate");
 
   // Every certificate from before activation expires or is renewed (6 s lifetime); retire is

@@ -47,8 +47,10 @@ std::string ServerProcess::Token(const std::string& ns, const std::string& sa, c
   return std::string(absl::StripAsciiWhitespace(out));
 }
 
-double ServerProcess::Metric(const std::string& name) const {
-  auto [rc, out] = RunShell(absl::StrCat("curl -sf http://127.0.0.1:", monitoring_port_, "/metrics"));
+double ServerProcess::Metric(const std::string& name) const { return ScrapeMetric(monitoring_port_, name); }
+
+double ScrapeMetric(int port, const std::string& name) {
+  auto [rc, out] = RunShell(absl::StrCat("curl -sf http://127.0.0.1:", port, "/metrics"));
   std::istringstream in(out);
   std::string line;
   while (std::getline(in, line)) {
@@ -97,7 +99,10 @@ AgentProcess::AgentProcess(ServerProcess& server, AgentProcessOptions options) {
   argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
   process_ = std::make_unique<Subprocess>(argv, base + ".log");
   ok_ = process_->WaitForLog("sds listening on unix:").has_value();
+  if (auto port = process_->WaitForLog(R"(monitoring on port (\d+))"); ok_ && port) monitoring_port_ = std::stoi(*port);
 }
+
+double AgentProcess::Metric(const std::string& name) const { return ScrapeMetric(monitoring_port_, name); }
 
 AgentProcess::~AgentProcess() {
   process_->Kill(SIGTERM);

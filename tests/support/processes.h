@@ -74,11 +74,18 @@ class AgentProcess {
   bool ok() const { return ok_; }
   const std::string& socket() const { return socket_; }
   std::string Log() const { return process_->Log(); }
+  // As ServerProcess::Metric, from the agent's monitoring endpoint.
+  double Metric(const std::string& name) const;
 
  private:
   std::string socket_;
   std::unique_ptr<Subprocess> process_;
   bool ok_ = false;
+  int monitoring_port_ = 0;
 };
+
+// A sample of the Prometheus text served on 127.0.0.1:`port`/metrics (`name` with its labels as
+// rendered), -1 when absent.
+double ScrapeMetric(int port, const std::string& name);
 
 }  // namespace meshid::testing
