@@ -265,7 +265,7 @@ absl::StatusOr<std::unique_ptr<CaServer>> CaServer::Start(const CaServerConfig& 
     MESHID_ASSIGN_OR_RETURN(authority, ParsePluggedInAuthority(*plugged_in, clock, server->ca_token_key_));
   }
   // The store's CA rotation record, when there is one, decides the material (a replica started
-  // during or after `meshid ca rotate` signs as its peers do); approve_new_roots is set below.
+  // during or after `meshid ca rotate` signs as its peers do).
   std::function<absl::Status(const SigningAuthority&)> agree_with_replicas;
   if (server->store_ != nullptr) {
     agree_with_replicas = [store = server->store_.get(), &clock, logger](const SigningAuthority& next) {
