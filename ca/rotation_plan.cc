@@ -200,7 +200,9 @@ absl::StatusOr<RotationStep> PlanActivate(const std::optional<CaRotationRecord>&
 
 bool RetireWaitsForEarlierCertificates(const CaRotationRecord& record) {
   if (record.kind != kCaRotationIntermediate) return true;
-  if (record.from.empty()) return false;
+  // The first rotation's `from` is each server's own files, whose roots the record does not hold:
+  // the intermediate may be under another root (a --root-cert other than the servers'), so wait.
+  if (record.from.empty()) return true;
   auto from_roots = RootFingerprintsOfPem(record.from.root_cert_pem);
   auto to_roots = RootFingerprintsOfPem(record.to.root_cert_pem);
   return !from_roots.ok() || !to_roots.ok() || *from_roots != *to_roots;

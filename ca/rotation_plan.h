@@ -74,8 +74,9 @@ absl::StatusOr<RotationStep> PlanActivate(const std::optional<CaRotationRecord>&
 
 // Whether retiring `record` must wait for the certificates signed before activation to expire:
 // when its old roots leave the trust bundle, that is for a root rotation, and for an
-// intermediate whose roots differ from those of a known `from`. An intermediate under the same
-// roots (or, with an empty `from`, under whatever the servers trust) changes no trust: no wait.
+// intermediate whose roots differ from those of `from` or are not known to equal them (an empty
+// `from`: each server's own files). An intermediate under the roots of `from` changes no trust:
+// no wait.
 bool RetireWaitsForEarlierCertificates(const CaRotationRecord& record);
 
 // `retire`: active → retired. `still_valid_from_before` is CaRotationStore's
