@@ -21,6 +21,7 @@
 #include "tests/support/fake_clock.h"
 #include "tests/support/status_matchers.h"
 #include "tests/support/temp_dir.h"
+#include "tests/trustbundle/test_bundles.h"
 #include "trustbundle/wire.h"
 
 namespace meshid::trustbundle {
@@ -45,26 +46,9 @@ std::string Metric(const MetricsRegistry& metrics, absl::string_view name) {
   return "<absent>";
 }
 
-TestCa NewCa(const std::string& organization) {
-  TestCa::Options options;
-  options.organization = organization;
-  auto ca = TestCa::Create(options);
-  EXPECT_OK(ca.status());
-  if (!ca.ok()) std::abort();  // every test below needs it
-  return *std::move(ca);
-}
-
 class TrustBundleReceiverTest : public ::testing::Test {
  protected:
   void SetUp() override { bootstrap_ = dir_.Write("ca-root.pem", old_.cert_pem()); }
-
-  static TrustBundle Bundle(const std::vector<const TestCa*>& cas) {
-    std::string pem;
-    for (const TestCa* ca : cas) pem += ca->cert_pem();
-    auto bundle = MakeTrustBundle("cluster.local", pem);
-    EXPECT_OK(bundle.status());
-    return bundle.ok() ? *bundle : TrustBundle();
-  }
 
   std::unique_ptr<TrustBundleReceiver> NewReceiver(MetricsRegistry& metrics, const std::string& state_file = "") {
     TrustBundleReceiverOptions options;

@@ -18,6 +18,7 @@
 #include "tests/support/fake_clock.h"
 #include "tests/support/status_matchers.h"
 #include "tests/support/temp_dir.h"
+#include "tests/trustbundle/test_bundles.h"
 #include "trustbundle/receiver.h"
 #include "trustbundle/wire.h"
 #include "xds/client.h"
@@ -32,23 +33,6 @@ using ::meshid::testing::TempDir;
 using ::meshid::testing::TestCa;
 using meshid::trustbundle::v1::TrustBundle;
 using ::testing::HasSubstr;
-
-TestCa NewCa(const std::string& organization) {
-  TestCa::Options options;
-  options.organization = organization;
-  auto ca = TestCa::Create(options);
-  EXPECT_OK(ca.status());
-  if (!ca.ok()) std::abort();  // every test below needs it
-  return *std::move(ca);
-}
-
-TrustBundle Bundle(const std::vector<const TestCa*>& cas) {
-  std::string pem;
-  for (const TestCa* ca : cas) pem += ca->cert_pem();
-  auto bundle = MakeTrustBundle("cluster.local", pem);
-  EXPECT_OK(bundle.status());
-  return bundle.ok() ? *bundle : TrustBundle();
-}
 
 class TrustBundleStreamTest : public ::testing::Test {
  protected:

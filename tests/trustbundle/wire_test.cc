@@ -22,6 +22,7 @@
 #include "common/x509.h"
 #include "tests/support/certs.h"
 #include "tests/support/status_matchers.h"
+#include "tests/trustbundle/test_bundles.h"
 #include "xds/sotw_state.h"
 
 namespace meshid::trustbundle {
@@ -38,15 +39,6 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
 using ::testing::SizeIs;
-
-TestCa NewCa(const std::string& organization) {
-  TestCa::Options options;
-  options.organization = organization;
-  auto ca = TestCa::Create(options);
-  EXPECT_OK(ca.status());
-  if (!ca.ok()) std::abort();  // every test below needs it
-  return *std::move(ca);
-}
 
 std::string Der(const TestCa& ca) { return CertToDer(ca.cert()); }
 std::string Fp(const std::string& der) { return "sha256:" + Sha256Hex(der); }
@@ -65,15 +57,6 @@ std::string IntermediatePem(const TestCa& parent) {
 
 class TrustBundleWireTest : public ::testing::Test {
  protected:
-  // The bundle of `cas`, as a server makes it.
-  TrustBundle Bundle(const std::vector<const TestCa*>& cas) {
-    std::string pem;
-    for (const TestCa* ca : cas) pem += ca->cert_pem();
-    auto bundle = MakeTrustBundle("cluster.local", pem);
-    EXPECT_OK(bundle.status());
-    return bundle.ok() ? *bundle : TrustBundle();
-  }
-
   static DiscoveryResponse Response(const TrustBundle& bundle) {
     DiscoveryResponse response;
     response.set_type_url(std::string(kTrustBundleTypeUrl));
